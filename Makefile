@@ -1,0 +1,40 @@
+# taskhub: `make run` starts everything, `make test` checks everything.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+GEN     := build/gen
+PROTOS  := $(wildcard protos/taskhub/v1/*.proto)
+STAMP   := $(VENV)/.installed
+
+.PHONY: install run test bench proto clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml $(PROTOS)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "grpcio-tools>=1.60,<2" "googleapis-common-protos>=1.60,<2"
+	$(MAKE) proto
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Generated code lives in build/gen (never committed, never edited).
+proto:
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos \
+	  -I$$($(BIN)/python -c 'import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))') \
+	  --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	touch $(GEN)/taskhub/__init__.py $(GEN)/taskhub/v1/__init__.py
+
+run: install
+	mkdir -p var
+	$(BIN)/taskhub serve --db var/taskhub.db
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+bench: install
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) $(GEN) build *.egg-info

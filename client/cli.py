@@ -1,0 +1,223 @@
+"""The `taskhub` command: `taskhub serve`, and `taskhub <noun> <verb>` against a server."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import grpc
+
+DEFAULT_SERVER = os.environ.get("TASKHUB_SERVER", "127.0.0.1:50051")
+
+
+def _kv(items: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise SystemExit(f"taskhub: {what} must look like KEY=VALUE, got {item!r}")
+        out[k] = v
+    return out
+
+
+# -- serve --------------------------------------------------------------------
+def cmd_serve(a) -> int:
+    from server.app import ServerConfig, run
+    cfg = ServerConfig(
+        db=a.db, host=a.host, grpc_port=a.grpc_port, http_port=a.http_port, local_node=not a.no_local_node,
+        slots=a.slots, python_workers=a.python_workers,
+        allowed_modules=a.allow_module if a.allow_module is not None else ["starter"],
+        kill_grace=a.kill_grace, work_dir=a.work_dir, task_paths=a.task_path or [], labels=_kv(a.label, "--label"),
+    )
+    return run(cfg)
+
+
+# -- task ---------------------------------------------------------------------
+def _client(a):
+    from .client import TaskhubClient
+    return TaskhubClient(a.server, namespace=a.namespace)
+
+
+def _print_task(t) -> None:
+    from .client import to_dict
+    print(json.dumps(to_dict(t), indent=2, ensure_ascii=False))
+
+
+def cmd_task_create(a) -> int:
+    from .client import make_spec
+    argv = a.argv[1:] if a.argv[:1] == ["--"] else a.argv
+    if a.python:
+        input_value = None
+        if a.input is not None:
+            try:
+                input_value = json.loads(a.input)
+            except ValueError as e:
+                raise SystemExit(f"taskhub: --input is not JSON: {e}")
+        spec = make_spec(callable=a.python, input=input_value, name=a.name, priority=a.priority, timeout=a.timeout,
+                         max_retries=a.retries, env=_kv(a.env, "--env"))
+    elif argv:
+        spec = make_spec(argv=argv, name=a.name, priority=a.priority, timeout=a.timeout, max_retries=a.retries,
+                         env=_kv(a.env, "--env"), cwd=a.cwd)
+    else:
+        raise SystemExit("taskhub: give a command after --, or --python module:function")
+    task = _client(a).create_task(spec)
+    print(task.id)
+    return 0
+
+
+def cmd_task_get(a) -> int:
+    _print_task(_client(a).get_task(a.id))
+    return 0
+
+
+def cmd_task_list(a) -> int:
+    from .client import status_name
+    try:
+        resp = _client(a).list_tasks(a.status or [], limit=a.limit,
+                                     namespace="*" if a.all_namespaces else None)
+    except ValueError as e:
+        raise SystemExit(f"taskhub: {e}")
+    if a.json:
+        from .client import to_dict
+        print(json.dumps(to_dict(resp), indent=2, ensure_ascii=False))
+        return 0
+    print(f"{'ID':>8}  {'STATUS':<11} {'PROG':>4}  {'CREATED':<19}  {'NAMESPACE':<12} NAME")
+    for t in resp.tasks:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t.create_time_ms / 1000))
+        print(f"{t.id:>8}  {status_name(t.status):<11} {t.progress:>3}%  {created}  {t.spec.namespace:<12} {t.spec.name}")
+    return 0
+
+
+def cmd_task_cancel(a) -> int:
+    resp = _client(a).cancel_task(a.id, a.reason)
+    from .client import status_name
+    print(f"task {a.id}: {'cancel requested' if resp.cancelled else 'already ended'} ({status_name(resp.task.status)})")
+    return 0
+
+
+def cmd_task_delete(a) -> int:
+    _client(a).delete_task(a.id, force=a.force)
+    print(f"task {a.id} deleted")
+    return 0
+
+
+def _exit_code(status: int) -> int:
+    from taskhub.v1 import task_pb2 as pb
+    return 0 if status == pb.TASK_STATUS_SUCCESS else 1
+
+
+def cmd_task_trace(a) -> int:
+    client = _client(a)
+    status = 0
+    for batch in client.trace_batches(a.id, offset=a.offset, follow=not a.no_follow):
+        out = []
+        for line in batch.lines:
+            prefix = time.strftime("%Y-%m-%d %H:%M:%S  ", time.localtime(line.time_ms / 1000)) if a.timestamps else ""
+            out.append(prefix + line.text)
+        if out:
+            sys.stdout.write("\n".join(out) + "\n")
+            sys.stdout.flush()
+        if batch.end:
+            status = batch.status
+    if not status:
+        return 0 if a.no_follow else _exit_code(client.get_task(a.id).status)
+    return _exit_code(status)
+
+
+def cmd_task_wait(a) -> int:
+    from .client import status_name
+    task = _client(a).wait(a.id)
+    print(f"task {a.id}: {status_name(task.status)}" + (f" ({task.error})" if task.error else ""))
+    return _exit_code(task.status)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="taskhub", description="taskhub: durable tasks over gRPC and HTTP.")
+    sub = p.add_subparsers(dest="noun", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the server, HTTP gateway and a local node")
+    s.add_argument("--db", default="var/taskhub.db", help="SQLite file (default ./var/taskhub.db)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--grpc-port", type=int, default=50051, help="0 picks a free port")
+    s.add_argument("--http-port", type=int, default=8080, help="0 picks a free port, -1 disables the gateway")
+    s.add_argument("--no-local-node", action="store_true", help="run no tasks here; wait for node agents")
+    s.add_argument("--slots", type=int, default=0, help="tasks the local node runs at once (default 4 x cores)")
+    s.add_argument("--python-workers", type=int, default=0, help="warm Python workers (default one per core)")
+    s.add_argument("--allow-module", action="append", metavar="PREFIX",
+                   help="Python module prefix tasks may run (repeatable; default: starter)")
+    s.add_argument("--kill-grace", type=float, default=5.0, help="seconds between cancel and SIGKILL")
+    s.add_argument("--work-dir", default="", help="working directory of command tasks")
+    s.add_argument("--task-path", action="append", help="extra sys.path entry for Python task modules")
+    s.add_argument("--label", action="append", help="label of the local node, KEY=VALUE (repeatable)")
+    s.set_defaults(fn=cmd_serve)
+
+    t = sub.add_parser("task", help="create, inspect, follow and end tasks")
+    t.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")
+    t.add_argument("--namespace", "-n", default="", help="namespace (default: default)")
+    tv = t.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    c = tv.add_parser("create", help="create a task; prints its id")
+    c.add_argument("--name", default="")
+    c.add_argument("--python", metavar="MODULE:FUNCTION", help="a Python task instead of a command")
+    c.add_argument("--input", help="JSON input of a Python task")
+    c.add_argument("--priority", type=int, default=0)
+    c.add_argument("--timeout", type=float, default=0, help="seconds, 0 for none")
+    c.add_argument("--retries", type=int, default=0, help="retries allowed after a failure")
+    c.add_argument("--env", action="append", help="KEY=VALUE (repeatable)")
+    c.add_argument("--cwd", default="")
+    c.add_argument("argv", nargs=argparse.REMAINDER, help="-- command and arguments")
+    c.set_defaults(fn=cmd_task_create)
+
+    g = tv.add_parser("get", help="print a task as JSON")
+    g.add_argument("id", type=int)
+    g.set_defaults(fn=cmd_task_get)
+
+    ls = tv.add_parser("list", help="list tasks, newest first")
+    ls.add_argument("--status", action="append", help="only this status (repeatable), e.g. running")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--all-namespaces", "-A", action="store_true")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(fn=cmd_task_list)
+
+    x = tv.add_parser("cancel", help="cancel a task")
+    x.add_argument("id", type=int)
+    x.add_argument("--reason", default="")
+    x.set_defaults(fn=cmd_task_cancel)
+
+    d = tv.add_parser("delete", help="delete a finished task's record and log")
+    d.add_argument("id", type=int)
+    d.add_argument("--force", action="store_true", help="also an unfinished task (it is killed first)")
+    d.set_defaults(fn=cmd_task_delete)
+
+    tr = tv.add_parser("trace", help="print the log live; exits 0 if the task succeeded")
+    tr.add_argument("id", type=int)
+    tr.add_argument("--offset", type=int, default=0, help="first line number")
+    tr.add_argument("--no-follow", action="store_true", help="print what is stored and stop")
+    tr.add_argument("--timestamps", "-t", action="store_true")
+    tr.set_defaults(fn=cmd_task_trace)
+
+    w = tv.add_parser("wait", help="block until the task ends; exits 0 if it succeeded")
+    w.add_argument("id", type=int)
+    w.set_defaults(fn=cmd_task_wait)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except grpc.RpcError as e:
+        code = e.code()
+        if code == grpc.StatusCode.UNAVAILABLE:
+            print(f"taskhub: cannot reach the server at {getattr(args, 'server', '?')}: {e.details()}", file=sys.stderr)
+        else:
+            print(f"taskhub: {code.name}: {e.details()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

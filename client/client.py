@@ -1,0 +1,144 @@
+"""The typed gRPC client. Every TaskService RPC, plus helpers that build specs."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Iterator
+
+import grpc
+from google.protobuf import json_format
+from taskhub.v1 import task_pb2 as pb
+from taskhub.v1 import task_service_pb2 as svc
+from taskhub.v1 import task_service_pb2_grpc as svc_grpc
+
+TERMINAL = {pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_CANCELLED, pb.TASK_STATUS_FAILED}
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def status_name(status: int) -> str:
+    """TASK_STATUS_RUNNING -> 'RUNNING'."""
+    return pb.TaskStatus.Name(status).removeprefix("TASK_STATUS_")
+
+
+def status_value(name: str) -> int:
+    """'running' / 'RUNNING' / 'TASK_STATUS_RUNNING' -> enum value; ValueError for others."""
+    key = name.strip().upper()
+    key = key if key.startswith("TASK_STATUS_") else "TASK_STATUS_" + key
+    try:
+        return pb.TaskStatus.Value(key)
+    except ValueError:
+        names = ", ".join(status_name(v) for v in pb.TaskStatus.values() if v)
+        raise ValueError(f"unknown status {name!r}; one of {names}") from None
+
+
+def make_spec(*, argv: Iterable[str] = (), callable: str = "", input: Any = None, name: str = "",
+              namespace: str = "", priority: int = 0, timeout: float = 0, max_retries: int = 0,
+              retry_backoff: float = 0, env: dict | None = None, cwd: str = "",
+              node_selector: dict | None = None, slots: int = 0, annotations: dict | None = None) -> pb.TaskSpec:
+    """A TaskSpec: give argv for a command task or callable (+ input) for a Python task."""
+    argv = list(argv)
+    if bool(argv) == bool(callable):
+        raise ValueError("give exactly one of argv (command task) or callable (Python task)")
+    return pb.TaskSpec(
+        type=pb.TASK_TYPE_COMMAND if argv else pb.TASK_TYPE_PYTHON,
+        argv=argv, callable=callable, input_json="" if input is None else json.dumps(input),
+        name=name or (argv[0] if argv else callable), namespace=namespace, priority=priority,
+        timeout_seconds=timeout, max_retries=max_retries, retry_backoff_seconds=retry_backoff,
+        env=env or {}, cwd=cwd, node_selector=node_selector or {},
+        resources=pb.Resources(slots=slots), annotations=annotations or {},
+    )
+
+
+def to_dict(message) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+class TaskhubClient:
+    """Blocking client. `namespace` is the default for every call ("*" reads any)."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, namespace: str = "", timeout: float | None = 60,
+                 channel: grpc.Channel | None = None, token: str | None = None):
+        target = target.removeprefix("grpc://")
+        self.channel = channel or grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+        self.stub = svc_grpc.TaskServiceStub(self.channel)
+        self.namespace = namespace
+        self.timeout = timeout
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+
+    def __enter__(self) -> "TaskhubClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _ns(self, namespace: str | None) -> str:
+        return self.namespace if namespace is None else namespace
+
+    def _kw(self, stream: bool = False) -> dict:
+        kw: dict = {"metadata": self.metadata}
+        if not stream:
+            kw["timeout"] = self.timeout
+        return kw
+
+    # -- create ---------------------------------------------------------------
+    def create_task(self, spec: pb.TaskSpec | None = None, **kw) -> pb.Task:
+        """create_task(spec) or create_task(argv=[...]) / create_task(callable="m:f", input={...})."""
+        spec = spec if spec is not None else make_spec(**kw)
+        if not spec.namespace and self.namespace not in ("", "*"):
+            spec.namespace = self.namespace
+        return self.stub.CreateTask(svc.CreateTaskRequest(spec=spec), **self._kw())
+
+    def create_tasks(self, specs: Iterable[pb.TaskSpec]) -> list[pb.Task]:
+        specs = list(specs)
+        for s in specs:
+            if not s.namespace and self.namespace not in ("", "*"):
+                s.namespace = self.namespace
+        return list(self.stub.CreateTasks(svc.CreateTasksRequest(specs=specs), **self._kw()).tasks)
+
+    # -- read -----------------------------------------------------------------
+    def get_task(self, task_id: int = 0, *, uid: str = "", namespace: str | None = None) -> pb.Task:
+        return self.stub.GetTask(svc.GetTaskRequest(namespace=self._ns(namespace), id=task_id, uid=uid), **self._kw())
+
+    def list_tasks(self, statuses: Iterable[int | str] = (), limit: int = 100, page_token: str = "",
+                   namespace: str | None = None) -> svc.ListTasksResponse:
+        values = [status_value(s) if isinstance(s, str) else s for s in statuses]
+        return self.stub.ListTasks(svc.ListTasksRequest(namespace=self._ns(namespace), statuses=values, limit=limit,
+                                                        page_token=page_token), **self._kw())
+
+    # -- change ---------------------------------------------------------------
+    def cancel_task(self, task_id: int, reason: str = "", namespace: str | None = None) -> svc.CancelTaskResponse:
+        return self.stub.CancelTask(svc.CancelTaskRequest(namespace=self._ns(namespace), id=task_id, reason=reason),
+                                    **self._kw())
+
+    def delete_task(self, task_id: int, force: bool = False, namespace: str | None = None) -> None:
+        self.stub.DeleteTask(svc.DeleteTaskRequest(namespace=self._ns(namespace), id=task_id, force=force), **self._kw())
+
+    # -- follow ---------------------------------------------------------------
+    def trace(self, task_id: int, offset: int = 0, follow: bool = True, namespace: str | None = None) -> Iterator[pb.LogLine]:
+        """Log lines from `offset`; with follow, until the task ended. See `trace_batches` for the end status."""
+        for batch in self.trace_batches(task_id, offset, follow, namespace):
+            yield from batch.lines
+
+    def trace_batches(self, task_id: int, offset: int = 0, follow: bool = True,
+                      namespace: str | None = None) -> Iterator[svc.TraceTaskResponse]:
+        req = svc.TraceTaskRequest(namespace=self._ns(namespace), id=task_id, offset=offset, follow=follow)
+        return self.stub.TraceTask(req, **self._kw(stream=True))
+
+    def watch(self, task_id: int, namespace: str | None = None) -> Iterator[pb.Task]:
+        """The task now and at each status change, ending with its terminal status."""
+        return self.stub.WaitTask(svc.WaitTaskRequest(namespace=self._ns(namespace), id=task_id), **self._kw(stream=True))
+
+    def wait(self, task_id: int, namespace: str | None = None) -> pb.Task:
+        """Block until the task ended; returns it."""
+        last = None
+        for last in self.watch(task_id, namespace):
+            pass
+        return last
+
+    def wait_tasks(self, ids: Iterable[int], namespace: str | None = None) -> Iterator[pb.Task]:
+        """Each task once it ended, in the order they end."""
+        return self.stub.WaitTasks(svc.WaitTasksRequest(namespace=self._ns(namespace), ids=list(ids)),
+                                   **self._kw(stream=True))

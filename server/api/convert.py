@@ -1,0 +1,43 @@
+"""Domain objects <-> protobuf messages. The only module that knows both."""
+from __future__ import annotations
+
+from taskhub.v1 import task_pb2 as pb
+
+from ..model import Resources, Task, TaskSpec, TaskType
+
+
+def spec_from_proto(m: pb.TaskSpec) -> TaskSpec:
+    r = m.resources
+    return TaskSpec(
+        type=TaskType(m.type) if m.type in (1, 2) else 0,
+        namespace=m.namespace, name=m.name, argv=list(m.argv), callable=m.callable,
+        input_json=m.input_json, env=dict(m.env), cwd=m.cwd, priority=m.priority,
+        timeout_seconds=m.timeout_seconds, max_retries=m.max_retries,
+        retry_backoff_seconds=m.retry_backoff_seconds, node_selector=dict(m.node_selector),
+        resources=Resources(r.slots or 1, r.cpu, r.memory_mb), annotations=dict(m.annotations),
+    )
+
+
+def spec_to_proto(s: TaskSpec) -> pb.TaskSpec:
+    return pb.TaskSpec(
+        namespace=s.namespace, name=s.name, type=int(s.type), argv=s.argv, callable=s.callable,
+        input_json=s.input_json, env=s.env, cwd=s.cwd, priority=s.priority,
+        timeout_seconds=s.timeout_seconds, max_retries=s.max_retries,
+        retry_backoff_seconds=s.retry_backoff_seconds, node_selector=s.node_selector,
+        resources=pb.Resources(slots=s.resources.slots, cpu=s.resources.cpu, memory_mb=s.resources.memory_mb),
+        annotations=s.annotations,
+    )
+
+
+def task_to_proto(t: Task) -> pb.Task:
+    return pb.Task(
+        id=t.id, uid=t.uid, spec=spec_to_proto(t.spec), status=int(t.status), progress=t.progress,
+        result=t.result, response_json=t.response_json, retries=t.retries, node=t.node, pid=t.pid,
+        ppid=t.ppid, exit_code=t.exit_code, error=t.error, create_time_ms=t.create_time_ms,
+        update_time_ms=t.update_time_ms, start_time_ms=t.start_time_ms, done_time_ms=t.done_time_ms,
+        queue_reason=t.queue_reason, cancel_requested=t.cancel_requested, cancelled_from=t.cancelled_from,
+    )
+
+
+def lines_to_proto(rows: list[tuple]) -> list[pb.LogLine]:
+    return [pb.LogLine(seq=seq, time_ms=ts, stream=stream, text=text) for seq, ts, stream, text in rows]

@@ -1,0 +1,74 @@
+"""TaskService: proto in, engine call, proto out."""
+from __future__ import annotations
+
+from google.protobuf import empty_pb2
+from taskhub.v1 import task_pb2 as pb
+from taskhub.v1 import task_service_pb2 as svc
+from taskhub.v1 import task_service_pb2_grpc as svc_grpc
+
+from .. import errors
+from ..engine import Engine
+from .convert import lines_to_proto, spec_from_proto, task_to_proto
+from .errors import mapped
+
+MAX_WAIT_IDS = 100_000
+
+
+class TaskService(svc_grpc.TaskServiceServicer):
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @mapped
+    async def CreateTask(self, request, context):
+        [task] = await self.engine.create([spec_from_proto(request.spec)])
+        return task_to_proto(task)
+
+    @mapped
+    async def CreateTasks(self, request, context):
+        tasks = await self.engine.create([spec_from_proto(s) for s in request.specs])
+        return svc.CreateTasksResponse(tasks=[task_to_proto(t) for t in tasks])
+
+    @mapped
+    async def GetTask(self, request, context):
+        if not request.id and not request.uid:
+            raise errors.InvalidArgument("give a task id or uid")
+        return task_to_proto(self.engine.get(request.namespace, request.id, request.uid))
+
+    @mapped
+    async def ListTasks(self, request, context):
+        tasks, token = await self.engine.list(request.namespace, list(request.statuses), request.limit, request.page_token)
+        return svc.ListTasksResponse(tasks=[task_to_proto(t) for t in tasks], next_page_token=token)
+
+    @mapped
+    async def CancelTask(self, request, context):
+        cancelled, task = self.engine.cancel(request.namespace, request.id, request.reason)
+        return svc.CancelTaskResponse(cancelled=cancelled, task=task_to_proto(task))
+
+    @mapped
+    async def DeleteTask(self, request, context):
+        await self.engine.delete(request.namespace, request.id, request.force)
+        return empty_pb2.Empty()
+
+    @mapped
+    async def TraceTask(self, request, context):
+        if request.offset < 0:
+            raise errors.InvalidArgument("offset must not be negative")
+        task = self.engine.get(request.namespace, request.id)
+        follow = request.follow if request.HasField("follow") else True
+        async for batch in self.engine.trace(task, request.offset, follow):
+            yield svc.TraceTaskResponse(lines=lines_to_proto(batch))
+        final = self.engine.get("*", task.id)
+        yield svc.TraceTaskResponse(end=final.terminal, status=int(final.status))
+
+    @mapped
+    async def WaitTask(self, request, context):
+        task = self.engine.get(request.namespace, request.id)
+        async for snap in self.engine.watch(task):
+            yield task_to_proto(snap)
+
+    @mapped
+    async def WaitTasks(self, request, context):
+        if len(request.ids) > MAX_WAIT_IDS:
+            raise errors.InvalidArgument(f"at most {MAX_WAIT_IDS} ids per call")
+        async for task in self.engine.wait_all(request.namespace, list(request.ids)):
+            yield task_to_proto(task)

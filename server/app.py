@@ -1,0 +1,139 @@
+"""`taskhub serve`: store + engine + local node + gRPC server (+ HTTP gateway), one process."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from taskhub.v1 import task_service_pb2, task_service_pb2_grpc
+
+from .api.task_service import TaskService
+from .engine import Engine, EngineConfig
+from .node.executor import Executor
+from .node.local import LocalNode
+from .store import Store
+
+log = logging.getLogger("taskhub")
+
+
+@dataclass
+class ServerConfig:
+    db: str = "var/taskhub.db"
+    host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    http_port: int = 8080            # -1: no HTTP gateway
+    local_node: bool = True
+    slots: int = 0                   # local node slots; 0: 4 x cores
+    python_workers: int = 0          # warm Python workers; 0: one per core
+    allowed_modules: list[str] = field(default_factory=lambda: ["starter"])
+    kill_grace: float = 5.0
+    work_dir: str = ""               # cwd of command tasks; default: <db dir>/work
+    task_paths: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Server:
+    """The assembled server. `start()` then `wait()`; `stop()` from a signal."""
+
+    def __init__(self, cfg: ServerConfig):
+        self.cfg = cfg
+        self.store = Store(cfg.db)
+        self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace))
+        self.executor: Executor | None = None
+        self.grpc: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self.grpc_port = 0
+        self.http_port = 0
+        self._stopped = asyncio.Event()
+        self._background: list[asyncio.Task] = []
+        self._closers: list = []
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        await self.engine.start()
+        cores = os.cpu_count() or 1
+        if cfg.local_node:
+            work_dir = cfg.work_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "work")
+            self.executor = Executor(self.engine, python_workers=cfg.python_workers or cores, work_dir=work_dir,
+                                     instance=self.engine.instance, kill_grace=cfg.kill_grace,
+                                     task_paths=cfg.task_paths)
+            await self.executor.start()
+            node = LocalNode(self.executor, cfg.slots or 4 * cores, labels=cfg.labels)
+            self.engine.add_node(node)
+            self._background.append(asyncio.create_task(self._sample(node)))
+
+        self.grpc = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.so_reuseport", 0),
+        ])
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(self.engine), self.grpc)
+        names = [task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
+        self.grpc_port = self.grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+        if not self.grpc_port:
+            raise SystemExit(f"taskhub: cannot listen on {cfg.host}:{cfg.grpc_port}")
+        await self.grpc.start()
+        for name in names + [""]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        print(f"taskhub: gRPC listening on {cfg.host}:{self.grpc_port}", flush=True)
+
+        print(f"taskhub: database {os.path.abspath(cfg.db)}; local node {'on' if cfg.local_node else 'off'}", flush=True)
+
+    async def _sample(self, node: LocalNode) -> None:
+        while True:
+            node.sample_usage()
+            await asyncio.sleep(2.0)
+
+    async def stop(self) -> None:
+        for name in list(self.health._server_status):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for closer in reversed(self._closers):
+            await closer()
+        if self.grpc:
+            await self.grpc.stop(grace=1.0)
+        await self.engine.stop()
+        for t in self._background:
+            t.cancel()
+        if self.executor:
+            await self.executor.close()
+        await asyncio.sleep(0.05)  # let the last status changes reach the writer
+        self.engine._flush()
+        await asyncio.get_running_loop().run_in_executor(None, self.store.writer.stop)
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+
+async def serve(cfg: ServerConfig) -> int:
+    server = Server(cfg)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stopping = []
+
+    def on_signal(signame: str) -> None:
+        if stopping:
+            return
+        stopping.append(signame)
+        print(f"taskhub: {signame}, shutting down", flush=True)
+        loop.create_task(server.stop())
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    await server.wait()
+    print("taskhub: stopped", flush=True)
+    return 0
+
+
+def run(cfg: ServerConfig) -> int:
+    logging.basicConfig(level=os.environ.get("TASKHUB_LOG", "WARNING"), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(serve(cfg))

@@ -1,0 +1,551 @@
+"""The engine: owns every live task, schedules them onto nodes, and records what happens.
+
+Runs on one asyncio loop. Every status change goes through `_move`, which applies the
+transition table (server/model.py) and marks the task dirty; dirty tasks are written in
+one batch per loop turn. A terminal status is announced to waiters only after it is
+committed, so nobody is told "done" about a task a crash could bring back.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import heapq
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+import psutil
+
+from . import errors
+from .logbus import LogBus
+from .model import (ANY_NAMESPACE, DEFAULT_NAMESPACE, IllegalTransition, Resources, Status, Task,
+                    TaskSpec, TaskType, now_ms)
+from .node.base import Node
+from .node.executor import INSTANCE_ENV, Outcome, Run
+from .store import Store
+
+log = logging.getLogger(__name__)
+S = Status
+
+SCHEDULABLE = frozenset({S.NEW, S.PENDING, S.RESTORING})
+ON_NODE = frozenset({S.SCHEDULED, S.QUEUED, S.RUNNING, S.CANCELLING})
+MAX_BATCH = 10_000
+_CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_NAMESPACE = re.compile(r"^[^*\s][^\s]{0,199}$")
+
+
+@dataclass
+class EngineConfig:
+    allowed_modules: list[str] = field(default_factory=lambda: ["starter"])
+    kill_grace: float = 5.0
+    max_retries_limit: int = 100
+
+
+class Engine:
+    def __init__(self, store: Store, config: EngineConfig | None = None):
+        self.store = store
+        self.config = config or EngineConfig()
+        self.logs = LogBus(store)
+        self.tasks: dict[int, Task] = {}          # every unfinished task (and finished ones until committed)
+        self.nodes: dict[str, Node] = {}
+        self._ready: list[tuple[int, int]] = []   # heap of (-priority, id)
+        self._parked: dict[int, Task] = {}        # PENDING: no node could ever take it now
+        self._dirty: dict[int, Task] = {}
+        self._flush_scheduled = False
+        self._schedule_scheduled = False
+        self._watchers: dict[int, set[asyncio.Queue]] = {}
+        self._enders: dict[int, set[asyncio.Queue]] = {}
+        self._next_id = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+        self.instance = ""
+
+    # ------------------------------------------------------------------ life
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.store.writer.start(self._loop)
+        self._next_id = self.store.max_task_id()
+        self.instance = self.store.get_kv("instance") or uuid.uuid4().hex
+        await self.store.writer.execute([("INSERT OR IGNORE INTO kv(key, value) VALUES ('instance', ?)", (self.instance,))])
+        await self._recover()
+
+    async def _recover(self) -> None:
+        """Bring back what a previous run of the server left unfinished."""
+        leftovers = self.store.unfinished_tasks()
+        if not leftovers:
+            return
+        killed = _kill_orphans(self.instance)
+        for task in leftovers:
+            self.tasks[task.id] = task
+            st = task.status
+            if st in (S.RUNNING, S.UNKNOWN):
+                note = f"interrupted: the server stopped while it ran{' (killed its orphaned processes)' if killed else ''}"
+                self.logs.system(task.id, note)
+                self._move(task, S.RESTORING)
+                if task.retries >= task.spec.max_retries:
+                    self._fail(task, f"interrupted by a server restart and no retries are left (max_retries={task.spec.max_retries})")
+                    continue
+                task.retries += 1
+                self.logs.system(task.id, f"restoring: retry {task.retries} of {task.spec.max_retries}")
+            elif st == S.CANCELLING:
+                self._move(task, S.CANCELLED)
+                continue
+            elif st in (S.SCHEDULING, S.SCHEDULED, S.QUEUED):
+                self._move(task, S.RESTORING)
+            task.node, task.pid, task.ppid = "", 0, 0
+            self._push(task)
+        log.info("recovered %d unfinished tasks", len(leftovers))
+        self._flush()
+
+    async def stop(self) -> None:
+        """Clean shutdown: running tasks are stopped and left RESTORING, to run again at next start."""
+        self._stopping = True
+        for task in list(self.tasks.values()):
+            if task.status in (S.SCHEDULED, S.QUEUED, S.RUNNING):
+                self.logs.system(task.id, "server shutting down: this task will run again when it restarts")
+                self._move(task, S.RESTORING)
+                task.node = ""
+            elif task.status == S.CANCELLING:
+                self._move(task, S.CANCELLED)
+        self._flush()
+        await asyncio.sleep(0)
+
+    # ------------------------------------------------------------------ nodes
+    def add_node(self, node: Node) -> None:
+        self.nodes[node.name] = node
+        self._unpark()
+        self._kick()
+
+    def node_lost(self, node: Node, reason: str) -> None:
+        """A node went away with tasks on it: they are restored and run elsewhere (retry budget permitting)."""
+        node.online = False
+        for task_id in list(node.assigned):
+            task = self.tasks.get(task_id)
+            node.assigned.pop(task_id, None)
+            if task is None or task.node != node.name or task.status not in ON_NODE:
+                continue
+            self.logs.system(task_id, f"node {node.name} lost ({reason})")
+            if task.status == S.CANCELLING:
+                self._move(task, S.CANCELLED)
+                continue
+            running = task.status == S.RUNNING
+            self._move(task, S.RESTORING)
+            task.node, task.pid, task.ppid = "", 0, 0
+            if running:
+                if task.retries >= task.spec.max_retries:
+                    self._fail(task, f"its node {node.name} was lost and no retries are left (max_retries={task.spec.max_retries})")
+                    continue
+                task.retries += 1
+            self._push(task)
+        self._kick()
+
+    # ------------------------------------------------------------------ create
+    def validate(self, spec: TaskSpec) -> TaskSpec:
+        spec.namespace = spec.namespace or DEFAULT_NAMESPACE
+        if not _NAMESPACE.match(spec.namespace):
+            raise errors.InvalidArgument(f"namespace {spec.namespace!r} must be 1-200 characters, no spaces, not starting with '*'")
+        if spec.type == TaskType.COMMAND:
+            if not spec.argv or not spec.argv[0]:
+                raise errors.InvalidArgument("a command task needs argv, e.g. [\"sh\", \"-c\", \"echo hi\"]")
+        elif spec.type == TaskType.PYTHON:
+            if not _CALLABLE.match(spec.callable):
+                raise errors.InvalidArgument(f"callable {spec.callable!r} must look like 'package.module:function'")
+            module = spec.callable.split(":")[0]
+            if not any(module == p or module.startswith(p + ".") for p in self.config.allowed_modules):
+                raise errors.PermissionDenied(
+                    f"module {module!r} is not allowed; the server allows {', '.join(self.config.allowed_modules) or 'no modules'}"
+                    " (start it with --allow-module PREFIX)")
+        else:
+            raise errors.InvalidArgument("task type must be COMMAND or PYTHON")
+        if spec.input_json:
+            try:
+                json.loads(spec.input_json)
+            except ValueError as e:
+                raise errors.InvalidArgument(f"input_json is not valid JSON: {e}") from None
+        if spec.timeout_seconds < 0 or spec.retry_backoff_seconds < 0:
+            raise errors.InvalidArgument("timeout_seconds and retry_backoff_seconds must not be negative")
+        if not 0 <= spec.max_retries <= self.config.max_retries_limit:
+            raise errors.InvalidArgument(f"max_retries must be between 0 and {self.config.max_retries_limit}")
+        if len(spec.name) > 1000:
+            raise errors.InvalidArgument("name is longer than 1000 characters")
+        spec.resources = spec.resources or Resources()
+        spec.resources.slots = max(1, spec.resources.slots)
+        return spec
+
+    async def create(self, specs: list[TaskSpec]) -> list[Task]:
+        """Validate, commit, then schedule. Returns once the tasks are durable."""
+        if not specs:
+            raise errors.InvalidArgument("no tasks given")
+        if len(specs) > MAX_BATCH:
+            raise errors.InvalidArgument(f"at most {MAX_BATCH} tasks per batch, got {len(specs)}")
+        for i, spec in enumerate(specs):
+            try:
+                self.validate(spec)
+            except errors.TaskhubError as e:
+                raise type(e)(f"task {i}: {e}" if len(specs) > 1 else str(e)) from None
+        if self._stopping:
+            raise errors.Unavailable("the server is shutting down")
+        ts = now_ms()
+        tasks = []
+        for spec in specs:
+            self._next_id += 1
+            tasks.append(Task(self._next_id, spec, create_time_ms=ts))
+        await self.store.writer.insert_tasks(tasks)
+        for t in tasks:
+            self.tasks[t.id] = t
+            self._push(t)
+        return tasks
+
+    # ------------------------------------------------------------------ read
+    def get(self, namespace: str, task_id: int = 0, uid: str = "") -> Task:
+        task = self.tasks.get(task_id) if task_id else None
+        if task is None:
+            task = self.store.get_task(task_id) if task_id else self.store.get_task_by_uid(uid)
+        if task is None or not _in_namespace(task, namespace):
+            what = f"task {task_id}" if task_id else f"task uid {uid!r}"
+            where = "" if namespace == ANY_NAMESPACE else f" in namespace {namespace or DEFAULT_NAMESPACE!r}"
+            raise errors.NotFound(f"{what} does not exist{where}")
+        return task
+
+    async def list(self, namespace: str, statuses: list[int], limit: int, page_token: str) -> tuple[list[Task], str]:
+        limit = limit or 100
+        if not 0 < limit <= 10_000:
+            raise errors.InvalidArgument("limit must be between 1 and 10000")
+        try:
+            before = int(page_token) if page_token else 1 << 62
+        except ValueError:
+            raise errors.InvalidArgument(f"page_token {page_token!r} is not one this server gave") from None
+        ns = None if namespace == ANY_NAMESPACE else (namespace or DEFAULT_NAMESPACE)
+        rows = await self._loop.run_in_executor(None, self.store.list_tasks, ns, statuses, limit, before)
+        tasks = [self.tasks.get(t.id, t) for t in rows]
+        token = str(tasks[-1].id) if len(tasks) == limit else ""
+        return tasks, token
+
+    # ------------------------------------------------------------------ cancel / delete
+    def cancel(self, namespace: str, task_id: int, reason: str = "", grace: float | None = None) -> tuple[bool, Task]:
+        task = self.get(namespace, task_id)
+        if task.terminal or task.status == S.CANCELLING:
+            return task.status == S.CANCELLING, task
+        task.cancel_requested = True
+        task.cancelled_from = int(task.status)
+        self.logs.system(task.id, f"cancel requested{': ' + reason if reason else ''}")
+        node = self.nodes.get(task.node) if task.status in ON_NODE else None
+        if task.status == S.RUNNING:
+            self._move(task, S.CANCELLING)
+            if node is not None:
+                node.cancel(task.id, grace)
+                return True, task
+        elif node is not None:  # handed to a node, not started: take it back
+            node.cancel(task.id, 0.0)
+            self._release(task)
+        if task.terminal:
+            return True, task
+        self._finish(task, S.CANCELLED, "cancelled" + (f": {reason}" if reason else ""))
+        return True, task
+
+    async def delete(self, namespace: str, task_id: int, force: bool) -> None:
+        task = self.get(namespace, task_id)
+        if not task.terminal:
+            if not force:
+                raise errors.FailedPrecondition(
+                    f"task {task.id} is {task.status.name}; cancel it first, or delete with force=true")
+            self.cancel(namespace, task_id, "deleted with force", grace=0.0)
+            if not task.terminal:
+                self._finish(task, S.CANCELLED, "deleted with force")
+        self.tasks.pop(task.id, None)
+        self._release(task)
+        self.logs.forget(task.id)
+        await self.store.writer.delete_task(task.id)
+
+    # ------------------------------------------------------------------ follow
+    def trace(self, task: Task, offset: int, follow: bool) -> AsyncIterator[list[tuple]]:
+        def done() -> bool:
+            t = self.tasks.get(task.id)
+            return t is None or t.terminal
+        return self.logs.read(task.id, offset, follow, done)
+
+    async def watch(self, task: Task) -> AsyncIterator[Task]:
+        """The task now, then at each status change, ending with a committed terminal status."""
+        q: asyncio.Queue = asyncio.Queue()
+        self._watchers.setdefault(task.id, set()).add(q)
+        try:
+            current = self.tasks.get(task.id)
+            if current is None:  # finished and committed
+                yield self.get(ANY_NAMESPACE, task.id)
+                return
+            yield copy.copy(current)
+            while True:
+                snap = await q.get()
+                yield snap
+                if snap.terminal:
+                    return
+        finally:
+            self._watchers[task.id].discard(q)
+            if not self._watchers[task.id]:
+                del self._watchers[task.id]
+
+    async def wait_all(self, namespace: str, ids: list[int]) -> AsyncIterator[Task]:
+        """Each of `ids` once it has ended (committed), in the order they end."""
+        q: asyncio.Queue = asyncio.Queue()
+        waiting = set()
+        for i in ids:
+            t = self.tasks.get(i)
+            if t is not None and _in_namespace(t, namespace):
+                waiting.add(i)
+                self._enders.setdefault(i, set()).add(q)
+        try:
+            for i in ids:
+                if i not in waiting:
+                    yield self.get(namespace, i)
+            while waiting:
+                t = await q.get()
+                waiting.discard(t.id)
+                yield t
+        finally:
+            for i in waiting:
+                s = self._enders.get(i)
+                if s:
+                    s.discard(q)
+                    if not s:
+                        del self._enders[i]
+
+    # ------------------------------------------------------------------ scheduling
+    def _push(self, task: Task) -> None:
+        heapq.heappush(self._ready, (-task.spec.priority, task.id))
+        self._kick()
+
+    def _kick(self) -> None:
+        if not self._schedule_scheduled and not self._stopping:
+            self._schedule_scheduled = True
+            self._loop.call_soon(self._schedule)
+
+    def _schedule(self) -> None:
+        self._schedule_scheduled = False
+        nodes = [n for n in self.nodes.values() if n.online and not n.draining]
+        while self._ready and any(n.free_slots > 0 for n in nodes):
+            _, task_id = heapq.heappop(self._ready)
+            task = self.tasks.get(task_id)
+            if task is None or task.status not in SCHEDULABLE:
+                continue  # cancelled or deleted while waiting
+            need = task.spec.resources.slots
+            reasons = []
+            candidates = []
+            for n in nodes:
+                why = n.fits(need, task.spec.node_selector, task.spec.resources.memory_mb)
+                if why:
+                    reasons.append(f"{n.name} lacks {why}")
+                else:
+                    candidates.append(n)
+            if not candidates:
+                self._park(task, "no online node fits: " + ("; ".join(reasons) or "no node is online"))
+                continue
+            free = [n for n in candidates if n.free_slots >= need]
+            if not free:  # it fits somewhere, just not now: back in line, stop for this round
+                heapq.heappush(self._ready, (-task.spec.priority, task.id))
+                break
+            node = max(free, key=lambda n: n.free_slots)
+            self._place(task, node)
+        if self._ready and not nodes:
+            for _, task_id in self._ready:
+                t = self.tasks.get(task_id)
+                if t is not None and t.status in SCHEDULABLE and t.queue_reason != "waiting for a node to join":
+                    t.queue_reason = "waiting for a node to join"
+                    self._touch(t)
+
+    def _place(self, task: Task, node: Node) -> None:
+        self._move(task, S.SCHEDULING)
+        self._move(task, S.SCHEDULED)
+        task.node = node.name
+        task.queue_reason = ""
+        node.assigned[task.id] = task.spec.resources.slots
+        self.logs.open(task.id)
+        self._move(task, S.QUEUED)
+        node.start(self._run_of(task))
+
+    def _park(self, task: Task, reason: str) -> None:
+        if task.status != S.PENDING:
+            self._move(task, S.SCHEDULING)
+            self._move(task, S.PENDING)
+        task.queue_reason = reason
+        self._touch(task)
+        self._parked[task.id] = task
+
+    def _unpark(self) -> None:
+        for task in self._parked.values():
+            if task.status == S.PENDING:
+                self._push(task)
+        self._parked.clear()
+
+    def _release(self, task: Task) -> None:
+        node = self.nodes.get(task.node)
+        if node is not None and node.assigned.pop(task.id, None) is not None:
+            self._kick()
+
+    @staticmethod
+    def _run_of(task: Task) -> Run:
+        s = task.spec
+        return Run(task.id, task.uid, s.namespace, s.name, s.type, list(s.argv), s.callable, s.input_json,
+                   dict(s.env), s.cwd, s.timeout_seconds, s.resources.slots)
+
+    # ------------------------------------------------------------------ node events
+    def on_running(self, task_id: int, pid: int, ppid: int) -> None:
+        task = self.tasks.get(task_id)
+        if task is None or task.status not in (S.SCHEDULED, S.QUEUED):
+            return
+        task.pid, task.ppid = pid, ppid
+        task.start_time_ms = now_ms()
+        task.error = ""
+        self._move(task, S.RUNNING)
+
+    def on_log(self, task_id: int, lines: list[tuple[int, str]]) -> None:
+        if task_id in self.tasks:
+            self.logs.append(task_id, lines)
+
+    def on_progress(self, task_id: int, percent: int) -> None:
+        task = self.tasks.get(task_id)
+        if task is not None and not task.terminal:
+            task.progress = percent
+            self._touch(task)
+
+    def on_result(self, task_id: int, text: str) -> None:
+        task = self.tasks.get(task_id)
+        if task is not None and not task.terminal:
+            task.result = text
+            self._touch(task)
+
+    def on_response(self, task_id: int, json_text: str) -> None:
+        task = self.tasks.get(task_id)
+        if task is not None and not task.terminal:
+            task.response_json = json_text
+            self._touch(task)
+
+    def on_exit(self, task_id: int, outcome: Outcome) -> None:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return
+        self._release(task)
+        if task.status not in (S.RUNNING, S.CANCELLING, S.QUEUED, S.SCHEDULED):
+            return  # already settled (cancelled while queued, deleted, lost)
+        task.exit_code = outcome.exit_code
+        if outcome.result is not None:
+            task.result = outcome.result
+        if task.status in (S.QUEUED, S.SCHEDULED):
+            if outcome.kind == "cancelled":
+                self._finish(task, S.CANCELLED, outcome.error or "cancelled")
+                return
+            task.start_time_ms = now_ms()
+            self._move(task, S.RUNNING)  # failed to start: it did "run" for this attempt
+        if task.cancel_requested:
+            self.logs.system(task_id, f"cancelled ({outcome.error or outcome.kind})")
+            self._finish(task, S.CANCELLED, "cancelled")
+        elif outcome.kind == "success":
+            task.progress = 100
+            self._finish(task, S.SUCCESS, "")
+        else:
+            error = outcome.error or outcome.kind
+            if task.retries < task.spec.max_retries:
+                task.retries += 1
+                delay = (task.spec.retry_backoff_seconds or 1.0) * 2 ** (task.retries - 1)
+                self.logs.system(task_id, f"{error}; retry {task.retries} of {task.spec.max_retries} in {delay:g}s")
+                task.error = error
+                task.queue_reason = f"retry {task.retries} in {delay:g}s"
+                self._move(task, S.PENDING)
+                self._loop.call_later(delay, self._retry, task)
+            else:
+                self.logs.system(task_id, error)
+                self._finish(task, S.FAILED, error)
+
+    def _retry(self, task: Task) -> None:
+        if self.tasks.get(task.id) is task and task.status == S.PENDING:
+            self._push(task)
+
+    # ------------------------------------------------------------------ state changes
+    def _move(self, task: Task, new: Status) -> None:
+        try:
+            task.move(new)
+        except IllegalTransition:
+            log.exception("refused: task %d", task.id)
+            raise
+        self._touch(task)
+        if not new.terminal and task.id in self._watchers:
+            self._publish(task)
+
+    def _finish(self, task: Task, status: Status, error: str) -> None:
+        task.error = error
+        self._move(task, status)
+        self.logs.end(task.id)
+
+    def _fail(self, task: Task, error: str) -> None:
+        self.logs.system(task.id, error)
+        self._finish(task, S.FAILED, error)
+
+    def _touch(self, task: Task) -> None:
+        task.update_time_ms = now_ms()
+        self._dirty[task.id] = task
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, {}
+        rows = [(t.id, t.mutable_row()) for t in dirty.values()]
+        ended = [copy.copy(t) for t in dirty.values() if t.terminal]
+        if not ended:
+            self.store.writer.update_tasks(rows)
+            return
+        fut = self.store.writer.update_tasks(rows, wait=True)
+        fut.add_done_callback(lambda f: self._announce(ended, f))
+
+    def _announce(self, ended: list[Task], fut: asyncio.Future) -> None:
+        if fut.exception() is not None:
+            return  # logged by the writer; the tasks stay in memory as they are
+        for snap in ended:
+            live = self.tasks.get(snap.id)
+            if live is not None and live.terminal and snap.id not in self._dirty:
+                del self.tasks[snap.id]
+            self._publish(snap)
+            for q in self._enders.pop(snap.id, ()):
+                q.put_nowait(snap)
+
+    def _publish(self, task: Task) -> None:
+        watchers = self._watchers.get(task.id)
+        if watchers:
+            snap = copy.copy(task)
+            for q in watchers:
+                q.put_nowait(snap)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.tasks.values():
+            out[t.status.name] = out.get(t.status.name, 0) + 1
+        return out
+
+
+def _in_namespace(task: Task, namespace: str) -> bool:
+    return namespace == ANY_NAMESPACE or task.namespace == (namespace or DEFAULT_NAMESPACE)
+
+
+def _kill_orphans(instance: str) -> int:
+    """Kill process groups a previous run of this server started (found by their env marker)."""
+    import os
+    import signal
+    marker = f"{INSTANCE_ENV}={instance}"
+    killed = 0
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.pid == os.getpid():
+                continue
+            with open(f"/proc/{p.pid}/environ", "rb") as f:
+                if marker.encode() not in f.read().split(b"\0"):
+                    continue
+            os.killpg(os.getpgid(p.pid), signal.SIGKILL)
+            killed += 1
+        except (OSError, psutil.Error):
+            continue
+    return killed

@@ -1,0 +1,1 @@
+"""Example task modules shipped with taskhub; allowed to run by default (--allow-module starter)."""

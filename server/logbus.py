@@ -1,0 +1,150 @@
+"""Per-task logs: numbering, batching to the store, and fan-out to live readers.
+
+A running task's recent lines stay in memory; readers that fall behind read the store.
+Appending never waits for a reader, so a slow reader cannot slow a task.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+from .model import LogStream, now_ms
+from .store import Store
+
+# Lines kept in memory per live task beyond what the store already has.
+KEEP_IN_MEMORY = 20_000
+READ_BATCH = 4_000
+
+
+class TaskLog:
+    __slots__ = ("task_id", "base", "lines", "next_seq", "committed", "ended", "_waiters")
+
+    def __init__(self, task_id: int, next_seq: int):
+        self.task_id = task_id
+        self.base = next_seq          # seq of lines[0]
+        self.lines: list[tuple] = []  # (seq, time_ms, stream, text)
+        self.next_seq = next_seq
+        self.committed = next_seq     # every seq below this is in the store
+        self.ended = False
+        self._waiters: list[asyncio.Future] = []
+
+    def wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def changed(self) -> asyncio.Future:
+        f = asyncio.get_running_loop().create_future()
+        self._waiters.append(f)
+        return f
+
+    def trim(self) -> None:
+        drop = min(self.committed, self.next_seq - KEEP_IN_MEMORY) - self.base
+        if drop > KEEP_IN_MEMORY // 4:
+            del self.lines[:drop]
+            self.base += drop
+
+
+class LogBus:
+    def __init__(self, store: Store):
+        self.store = store
+        self.live: dict[int, TaskLog] = {}
+        self._pending: list[tuple] = []
+        self._flush_scheduled = False
+        store.writer.on_logs_committed = self._committed
+
+    def open(self, task_id: int) -> TaskLog:
+        """The live log of a task that is (about to be) running."""
+        tl = self.live.get(task_id)
+        if tl is None:
+            tl = self.live[task_id] = TaskLog(task_id, self.store.log_length(task_id))
+        return tl
+
+    def append(self, task_id: int, entries: list[tuple[int, str]]) -> None:
+        """entries: (stream, text) pairs, in the order the task wrote them."""
+        tl = self.live.get(task_id) or self.open(task_id)
+        ts = now_ms()
+        seq = tl.next_seq
+        rows = [(seq + i, ts, stream, text) for i, (stream, text) in enumerate(entries)]
+        tl.lines.extend(rows)
+        tl.next_seq += len(rows)
+        self._pending.extend((task_id,) + r for r in rows)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        tl.wake()
+
+    def system(self, task_id: int, text: str) -> None:
+        self.append(task_id, [(int(LogStream.SYSTEM), text)])
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._pending:
+            rows, self._pending = self._pending, []
+            self.store.writer.append_logs(rows)
+
+    def _committed(self, upto: dict[int, int]) -> None:
+        for task_id, seq in upto.items():
+            tl = self.live.get(task_id)
+            if tl is not None:
+                tl.committed = max(tl.committed, seq + 1)
+                tl.trim()
+                if tl.ended and tl.committed >= tl.next_seq:
+                    del self.live[task_id]
+                    tl.wake()
+
+    def end(self, task_id: int) -> None:
+        """The task ended: no more lines will come. Readers finish once they caught up."""
+        tl = self.live.get(task_id)
+        if tl is None:
+            return
+        tl.ended = True
+        if tl.committed >= tl.next_seq:
+            del self.live[task_id]
+        tl.wake()
+
+    def forget(self, task_id: int) -> None:
+        tl = self.live.pop(task_id, None)
+        if tl is not None:
+            tl.ended = True
+            tl.wake()
+
+    async def read(self, task_id: int, offset: int, follow: bool, is_done) -> AsyncIterator[list[tuple]]:
+        """Yield batches of (seq, time_ms, stream, text) from `offset` on, without gaps.
+
+        `is_done()` tells whether the task has ended; with `follow` the iterator runs
+        until the task ended and every line was yielded.
+        """
+        pos = max(0, offset)
+        loop = asyncio.get_running_loop()
+        while True:
+            tl = self.live.get(task_id)
+            if tl is not None and pos >= tl.base:
+                if pos < tl.next_seq:
+                    batch = tl.lines[pos - tl.base: pos - tl.base + READ_BATCH]
+                    pos += len(batch)
+                    yield batch
+                    continue
+                if not follow or tl.ended:
+                    if tl.ended:
+                        return
+                    return
+                await tl.changed()
+                continue
+            # Not in memory: what the store has (the task ended, or this reader is behind).
+            rows = await loop.run_in_executor(None, self.store.read_logs, task_id, pos, READ_BATCH)
+            if rows:
+                pos += len(rows)
+                yield [tuple(r) for r in rows]
+                continue
+            tl = self.live.get(task_id)
+            if tl is not None:
+                if pos < tl.base:  # cannot happen: lines below base are committed
+                    raise RuntimeError(f"log of task {task_id} has a gap at {pos}")
+                continue
+            if not follow or is_done():
+                return
+            # Not started yet: wait for the first line (or the end).
+            tl = self.open(task_id)
+            await tl.changed()

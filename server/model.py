@@ -1,0 +1,197 @@
+"""The task model: statuses, the one table of allowed transitions, and the Task record.
+
+Nothing here knows about gRPC, SQLite or processes.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+class Status(enum.IntEnum):
+    """Values equal the proto enum `taskhub.v1.TaskStatus`."""
+
+    UNKNOWN = 1
+    NEW = 2
+    SCHEDULING = 3
+    SCHEDULED = 4
+    QUEUED = 5
+    PENDING = 6
+    RESTORING = 7
+    RUNNING = 8
+    SUCCESS = 9
+    CANCELLING = 10
+    CANCELLED = 11
+    FAILED = 12
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+S = Status
+TERMINAL = frozenset({S.SUCCESS, S.CANCELLED, S.FAILED})
+
+# The only place that says which status may follow which.
+# Cancelling a task that is not running ends it at once (-> CANCELLED); a running one
+# goes through CANCELLING while its process is told and, after the grace period, killed.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    S.NEW: frozenset({S.SCHEDULING, S.PENDING, S.CANCELLED, S.FAILED}),
+    S.SCHEDULING: frozenset({S.SCHEDULED, S.PENDING, S.CANCELLED, S.FAILED}),
+    S.SCHEDULED: frozenset({S.QUEUED, S.RUNNING, S.RESTORING, S.CANCELLED, S.FAILED}),
+    S.QUEUED: frozenset({S.RUNNING, S.RESTORING, S.CANCELLED, S.FAILED}),
+    S.PENDING: frozenset({S.SCHEDULING, S.RESTORING, S.CANCELLED, S.FAILED}),
+    S.RESTORING: frozenset({S.SCHEDULING, S.PENDING, S.CANCELLED, S.FAILED}),
+    S.RUNNING: frozenset({S.SUCCESS, S.FAILED, S.CANCELLING, S.PENDING, S.RESTORING, S.UNKNOWN}),
+    S.CANCELLING: frozenset({S.CANCELLED, S.FAILED, S.RESTORING}),
+    S.UNKNOWN: frozenset({S.RESTORING, S.FAILED, S.CANCELLED}),
+    S.SUCCESS: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.FAILED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A bug in taskhub: some code tried a transition the table does not allow."""
+
+
+def check_transition(old: Status, new: Status) -> None:
+    if new not in TRANSITIONS[old]:
+        raise IllegalTransition(f"illegal task status transition {old.name} -> {new.name}")
+
+
+class TaskType(enum.IntEnum):
+    """Values equal the proto enum `taskhub.v1.TaskType`."""
+
+    COMMAND = 1
+    PYTHON = 2
+
+
+class LogStream(enum.IntEnum):
+    """Values equal the proto enum `taskhub.v1.LogStream`."""
+
+    STDOUT = 1
+    STDERR = 2
+    SYSTEM = 3
+
+
+DEFAULT_NAMESPACE = "default"
+ANY_NAMESPACE = "*"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Resources:
+    slots: int = 1
+    cpu: float = 0.0
+    memory_mb: int = 0
+
+
+@dataclass
+class TaskSpec:
+    """What a client submitted; immutable once the task exists."""
+
+    type: TaskType
+    namespace: str = DEFAULT_NAMESPACE
+    name: str = ""
+    argv: list[str] = field(default_factory=list)
+    callable: str = ""
+    input_json: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = ""
+    priority: int = 0
+    timeout_seconds: float = 0.0
+    max_retries: int = 0
+    retry_backoff_seconds: float = 0.0
+    node_selector: dict[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "TaskSpec":
+        d = json.loads(text)
+        d["type"] = TaskType(d["type"])
+        d["resources"] = Resources(**d.get("resources") or {})
+        return cls(**d)
+
+
+# Columns that change while a task lives; the store updates exactly these.
+MUTABLE_FIELDS = (
+    "status", "progress", "result", "response_json", "retries", "node", "pid", "ppid",
+    "exit_code", "error", "update_time_ms", "start_time_ms", "done_time_ms",
+    "queue_reason", "cancel_requested", "cancelled_from",
+)
+
+
+class Task:
+    """A task and its live state. Only the engine changes one, through `move`."""
+
+    __slots__ = ("id", "uid", "spec", "create_time_ms") + MUTABLE_FIELDS
+
+    def __init__(self, id: int, spec: TaskSpec, uid: str | None = None, create_time_ms: int | None = None):
+        self.id = id
+        self.uid = uid or uuid.uuid4().hex
+        self.spec = spec
+        self.create_time_ms = create_time_ms or now_ms()
+        self.status = S.NEW
+        self.progress = 0
+        self.result = ""
+        self.response_json = "{}"
+        self.retries = 0
+        self.node = ""
+        self.pid = 0
+        self.ppid = 0
+        self.exit_code = 0
+        self.error = ""
+        self.update_time_ms = self.create_time_ms
+        self.start_time_ms = 0
+        self.done_time_ms = 0
+        self.queue_reason = ""
+        self.cancel_requested = False
+        self.cancelled_from = 0
+
+    @property
+    def namespace(self) -> str:
+        return self.spec.namespace
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def move(self, new: Status) -> None:
+        """Apply a transition allowed by TRANSITIONS, or raise IllegalTransition."""
+        check_transition(self.status, new)
+        self.status = new
+        self.update_time_ms = now_ms()
+        if new in TERMINAL:
+            self.done_time_ms = self.update_time_ms
+
+    def mutable_row(self) -> tuple:
+        return tuple(
+            int(v) if isinstance(v, (bool, enum.IntEnum)) else v
+            for v in (getattr(self, f) for f in MUTABLE_FIELDS)
+        )
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Task":
+        t = cls(row["id"], TaskSpec.from_json(row["spec"]), row["uid"], row["create_time_ms"])
+        for f in MUTABLE_FIELDS:
+            setattr(t, f, row[f])
+        t.status = Status(t.status)
+        t.cancel_requested = bool(t.cancel_requested)
+        return t
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} {self.spec.name!r} {self.status.name}>"

@@ -1,0 +1,47 @@
+"""What the engine needs from a node, local or remote."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .executor import Run
+
+
+@dataclass
+class Node:
+    """A machine that runs tasks. Subclasses deliver runs to an Executor somewhere."""
+
+    name: str
+    address: str
+    slots: int
+    labels: dict[str, str] = field(default_factory=dict)
+    cpu_count: int = 1
+    memory_mb: int = 0
+    online: bool = True
+    draining: bool = False
+    cpu_percent: float = 0.0
+    memory_percent: float = 0.0
+    last_heartbeat_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    # Engine bookkeeping: task id -> slots it holds on this node.
+    assigned: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def free_slots(self) -> int:
+        return self.slots - sum(self.assigned.values())
+
+    def fits(self, run_slots: int, selector: dict[str, str], memory_mb: int = 0) -> str:
+        """'' when a task with these needs could ever run here, else why not."""
+        for k, v in selector.items():
+            if self.labels.get(k) != v:
+                return f"label {k}={v}"
+        if run_slots > self.slots:
+            return f"{run_slots} slots (node has {self.slots})"
+        if memory_mb and self.memory_mb and memory_mb > self.memory_mb:
+            return f"{memory_mb} MiB memory (node has {self.memory_mb})"
+        return ""
+
+    def start(self, run: Run) -> None:
+        raise NotImplementedError
+
+    def cancel(self, task_id: int, grace: float | None = None) -> None:
+        raise NotImplementedError

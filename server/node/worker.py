@@ -1,0 +1,230 @@
+"""A warm Python worker: runs `module:function` tasks one after another.
+
+Started by `PythonPool` as `python -m server.node.worker`. Speaks framed pickles:
+stdin carries ("run", …) and ("cancel", task_id); the original stdout carries events.
+Whatever the task prints (through sys.stdout/stderr or straight to fds 1 and 2) becomes
+log lines of the task. The worker dies with its parent (PR_SET_PDEATHSIG), so a killed
+server never leaves a task running behind its back.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib
+import inspect
+import io
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import traceback
+
+from client.context import Cancelled, TaskContext, _set_current
+from server.node.wire import HEADER, frame, unframe
+
+FLUSH_INTERVAL = 0.01
+FLUSH_LINES = 2000
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+class Worker:
+    def __init__(self) -> None:
+        self.out = os.fdopen(os.dup(1), "wb", buffering=0)
+        self.out_lock = threading.Lock()
+        self.log_lock = threading.Lock()
+        self.pending: list[tuple[int, str]] = []
+        self.task_id = 0
+        self.ctx: TaskContext | None = None
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._partial = {1: "", 2: ""}
+        self._sigs: dict = {}
+
+    # -- output --------------------------------------------------------------
+    def emit(self, msg: tuple) -> None:
+        data = frame(msg)
+        with self.out_lock:
+            self.out.write(data)
+
+    def write_text(self, stream: int, text: str) -> None:
+        with self.log_lock:
+            text = self._partial[stream] + text
+            *lines, self._partial[stream] = text.split("\n")
+            if lines:
+                self.pending.extend((stream, line) for line in lines)
+                if len(self.pending) >= FLUSH_LINES:
+                    self._flush_locked()
+
+    def flush(self, final: bool = False) -> None:
+        with self.log_lock:
+            if final:
+                for stream in (1, 2):
+                    if self._partial[stream]:
+                        self.pending.append((stream, self._partial[stream]))
+                        self._partial[stream] = ""
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self.pending and self.task_id:
+            lines, self.pending = self.pending, []
+            self.emit(("logs", self.task_id, lines))
+        else:
+            self.pending = []
+
+    def _flusher(self) -> None:
+        import time
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            if self.pending:
+                self.flush()
+
+    def _fd_pump(self, stream: int, fd: int) -> None:
+        """Bytes written straight to fd 1 or 2 (by C code or child processes) become lines too."""
+        while True:
+            data = os.read(fd, 65536)
+            if not data:
+                return
+            self.write_text(stream, data.decode("utf-8", "replace"))
+
+    # -- input ---------------------------------------------------------------
+    def _reader(self) -> None:
+        inp = os.fdopen(0, "rb", buffering=0)
+        while True:
+            head = _read_exact(inp, HEADER.size)
+            if head is None:
+                os._exit(0)  # the node went away
+            msg = unframe(_read_exact(inp, HEADER.unpack(head)[0]))
+            if msg[0] == "cancel":
+                ctx = self.ctx
+                if ctx is not None and ctx.task_id == msg[1]:
+                    ctx._cancel.set()
+            else:
+                self.jobs.put(msg)
+
+    # -- running -------------------------------------------------------------
+    def serve(self) -> None:
+        for stream in (1, 2):
+            r, w = os.pipe()
+            os.dup2(w, stream)
+            os.close(w)
+            threading.Thread(target=self._fd_pump, args=(stream, r), daemon=True).start()
+        sys.stdout = _Stream(self, 1)
+        sys.stderr = _Stream(self, 2)
+        threading.Thread(target=self._reader, daemon=True).start()
+        threading.Thread(target=self._flusher, daemon=True).start()
+        self.emit(("ready", os.getpid()))
+        while True:
+            self.run(self.jobs.get())
+
+    def run(self, job: tuple) -> None:
+        _, task_id, uid, namespace, name, target, input_json, env = job
+        self.task_id = task_id
+        ctx = self.ctx = TaskContext(task_id, uid, namespace, name, self.emit)
+        _set_current(ctx)
+        saved_env = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        kind, error, result = "success", "", None
+        try:
+            result = call(target, input_json, ctx)
+        except Cancelled as e:
+            kind, error = "cancelled", str(e)
+        except SystemExit as e:
+            if e.code not in (0, None):
+                kind, error = "failed", f"SystemExit({e.code})"
+        except BaseException as e:  # the task's own failure, reported, never fatal to the worker
+            traceback.print_exc()
+            kind, error = "failed", f"{type(e).__name__}: {e}"
+        finally:
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        self.flush(final=True)
+        if result is not None and not isinstance(result, str):
+            try:
+                result = json.dumps(result, separators=(",", ":"), default=str)
+            except (TypeError, ValueError):
+                result = repr(result)
+        self.emit(("done", task_id, kind, error, result))
+        self.task_id = 0
+        self.ctx = None
+        _set_current(None)
+
+
+class _Stream(io.TextIOBase):
+    def __init__(self, worker: Worker, stream: int):
+        self._w, self._s = worker, stream
+
+    def write(self, s: str) -> int:
+        self._w.write_text(self._s, s)
+        return len(s)
+
+    def writable(self) -> bool:
+        return True
+
+
+_targets: dict[str, tuple] = {}
+
+
+def resolve(target: str):
+    """'pkg.mod:func' or 'pkg.mod:Class' -> (callable, takes_ctx, is_class)."""
+    hit = _targets.get(target)
+    if hit is None:
+        module_name, _, attr = target.partition(":")
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        is_class = inspect.isclass(obj)
+        fn = obj.run if is_class else obj
+        try:
+            takes_ctx = "ctx" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            takes_ctx = False
+        hit = _targets[target] = (obj, takes_ctx, is_class)
+    return hit
+
+
+def call(target: str, input_json: str, ctx: TaskContext):
+    obj, takes_ctx, is_class = resolve(target)
+    data = json.loads(input_json) if input_json else None
+    if is_class:  # a built task class (client.delta): its attributes restored, then run()
+        instance = obj.__new__(obj)
+        if isinstance(data, dict):
+            instance.__dict__.update(data)
+        return instance.run(ctx) if takes_ctx else instance.run()
+    kwargs = {"ctx": ctx} if takes_ctx else {}
+    if isinstance(data, dict):
+        return obj(**data, **kwargs)
+    if data is None:
+        return obj(**kwargs)
+    return obj(data, **kwargs)
+
+
+def _read_exact(f, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = f.read(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+if __name__ == "__main__":
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on `taskhub serve` is the server's to handle
+    Worker().serve()

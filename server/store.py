@@ -1,0 +1,283 @@
+"""SQLite store: schema and migrations, reads, and the one writer.
+
+All writes go through `Writer`, a thread that takes every pending operation, applies
+them in one transaction and commits (group commit). Callers that need durability
+(task creation) await the commit; the rest (status changes, log lines) are fire and
+forget and coalesce: many changes to one task in one batch become one UPDATE.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from typing import Callable, Iterable
+
+import sqlite_utils
+
+from .model import MUTABLE_FIELDS, Task
+
+log = logging.getLogger(__name__)
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["tasks"].create(
+        {
+            "id": int, "uid": str, "namespace": str, "name": str, "spec": str,
+            "create_time_ms": int, "status": int, "progress": int, "result": str,
+            "response_json": str, "retries": int, "node": str, "pid": int, "ppid": int,
+            "exit_code": int, "error": str, "update_time_ms": int, "start_time_ms": int,
+            "done_time_ms": int, "queue_reason": str, "cancel_requested": int,
+            "cancelled_from": int,
+        },
+        pk="id",
+    )
+    db["tasks"].create_index(["uid"], unique=True)
+    db["tasks"].create_index(["namespace", "id"])
+    db["tasks"].create_index(["namespace", "status", "id"])
+    db["tasks"].create_index(["status"])
+    db.execute(
+        "CREATE TABLE logs (task_id INTEGER NOT NULL, seq INTEGER NOT NULL, time_ms INTEGER NOT NULL,"
+        " stream INTEGER NOT NULL, text TEXT NOT NULL, PRIMARY KEY (task_id, seq)) WITHOUT ROWID"
+    )
+    db["kv"].create({"key": str, "value": str}, pk="key")
+
+
+# Append only. Each entry moves the schema from version i to i+1.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+# Other parts of taskhub (groups, nodes) register their tables here at import time.
+EXTRA_MIGRATIONS: dict[str, list[Callable[[sqlite_utils.Database], None]]] = {}
+
+
+def connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to the newest version; returns that version."""
+    db = sqlite_utils.Database(conn)
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise RuntimeError(f"database schema v{version} is newer than this taskhub (v{len(MIGRATIONS)})")
+    for i in range(version, len(MIGRATIONS)):
+        with db.conn:
+            conn.execute("BEGIN")
+            MIGRATIONS[i](db)
+            conn.execute(f"PRAGMA user_version={i + 1}")
+        log.info("migrated schema to v%d", i + 1)
+    for name, steps in EXTRA_MIGRATIONS.items():
+        key = f"schema:{name}"
+        row = conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        done = int(row[0]) if row else 0
+        for i in range(done, len(steps)):
+            conn.execute("BEGIN")
+            steps[i](db)
+            conn.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (key, str(i + 1)))
+            conn.execute("COMMIT")
+    return len(MIGRATIONS)
+
+
+_INSERT_TASK = (
+    "INSERT INTO tasks (id, uid, namespace, name, spec, create_time_ms, "
+    + ", ".join(MUTABLE_FIELDS)
+    + ") VALUES (" + ", ".join("?" * (6 + len(MUTABLE_FIELDS))) + ")"
+)
+_UPDATE_TASK = "UPDATE tasks SET " + ", ".join(f"{f}=?" for f in MUTABLE_FIELDS) + " WHERE id=?"
+_INSERT_LOG = "INSERT OR IGNORE INTO logs (task_id, seq, time_ms, stream, text) VALUES (?, ?, ?, ?, ?)"
+
+
+class Store:
+    """Reads from any thread (one connection per thread); writes only via `writer`."""
+
+    def __init__(self, path: str):
+        self.path = path
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._local = threading.local()
+        conn = connect(path)
+        migrate(conn)
+        conn.close()
+        self.writer = Writer(path)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = self._local.conn = connect(self.path)
+        return c
+
+    def query(self, sql: str, params: Iterable = ()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, tuple(params)).fetchall()
+
+    # -- tasks -------------------------------------------------------------
+    def max_task_id(self) -> int:
+        return self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM tasks").fetchone()[0]
+
+    def get_task(self, task_id: int) -> Task | None:
+        row = self.conn.execute("SELECT * FROM tasks WHERE id=?", (task_id,)).fetchone()
+        return Task.from_row(dict(row)) if row else None
+
+    def get_task_by_uid(self, uid: str) -> Task | None:
+        row = self.conn.execute("SELECT * FROM tasks WHERE uid=?", (uid,)).fetchone()
+        return Task.from_row(dict(row)) if row else None
+
+    def list_tasks(self, namespace: str | None, statuses: list[int], limit: int, before_id: int) -> list[Task]:
+        where, params = ["id < ?"], [before_id]
+        if namespace is not None:
+            where.append("namespace = ?")
+            params.append(namespace)
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params.extend(statuses)
+        sql = f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
+        return [Task.from_row(dict(r)) for r in self.conn.execute(sql, (*params, limit))]
+
+    def unfinished_tasks(self) -> list[Task]:
+        rows = self.conn.execute("SELECT * FROM tasks WHERE status NOT IN (9, 11, 12) ORDER BY id")
+        return [Task.from_row(dict(r)) for r in rows]
+
+    # -- logs --------------------------------------------------------------
+    def log_length(self, task_id: int) -> int:
+        row = self.conn.execute("SELECT MAX(seq) FROM logs WHERE task_id=?", (task_id,)).fetchone()
+        return 0 if row[0] is None else row[0] + 1
+
+    def read_logs(self, task_id: int, offset: int, limit: int) -> list[tuple]:
+        return self.conn.execute(
+            "SELECT seq, time_ms, stream, text FROM logs WHERE task_id=? AND seq>=? ORDER BY seq LIMIT ?",
+            (task_id, offset, limit),
+        ).fetchall()
+
+    def get_kv(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+
+class Writer:
+    """The single writer. Runs in its own thread; see the module docstring."""
+
+    MAX_BATCH = 20_000
+
+    def __init__(self, path: str):
+        self._path = path
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="taskhub-writer", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.on_logs_committed: Callable[[dict[int, int]], None] | None = None
+        self.commits = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread.start()
+
+    # Operations. Each is a tuple whose first item names it.
+    def insert_tasks(self, tasks: list[Task]) -> asyncio.Future:
+        rows = [(t.id, t.uid, t.spec.namespace, t.spec.name, t.spec.to_json(), t.create_time_ms) + t.mutable_row()
+                for t in tasks]
+        return self._put(("insert", rows), wait=True)
+
+    def update_tasks(self, rows: list[tuple], wait: bool = False) -> asyncio.Future | None:
+        """rows: (id, mutable_row) pairs, already snapshotted on the caller's thread."""
+        return self._put(("update", rows), wait)
+
+    def append_logs(self, rows: list[tuple]) -> None:
+        """rows: (task_id, seq, time_ms, stream, text)."""
+        self._put(("logs", rows), False)
+
+    def delete_task(self, task_id: int) -> asyncio.Future:
+        return self._put(("sql", [("DELETE FROM logs WHERE task_id=?", (task_id,)),
+                                  ("DELETE FROM tasks WHERE id=?", (task_id,))]), wait=True)
+
+    def execute(self, statements: list[tuple[str, tuple]], wait: bool = True) -> asyncio.Future | None:
+        """Arbitrary statements for the other tables (groups, nodes); run in order, in one batch."""
+        return self._put(("sql", statements), wait)
+
+    def _put(self, op: tuple, wait: bool) -> asyncio.Future | None:
+        fut = self._loop.create_future() if wait else None
+        self._q.put((op, fut))
+        return fut
+
+    def stop(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        conn = connect(self._path)
+        stopping = False
+        while not stopping:
+            item = self._q.get()
+            batch = []
+            while item is not None and len(batch) < self.MAX_BATCH:
+                batch.append(item)
+                try:
+                    item = self._q.get_nowait()
+                except queue.Empty:
+                    item = False
+                    break
+            if item is None:
+                stopping = True
+            elif item is not False:
+                self._q.put(item)  # over MAX_BATCH: keep it for the next round
+            if batch:
+                self._apply(conn, batch)
+        conn.close()
+
+    def _apply(self, conn: sqlite3.Connection, batch: list) -> None:
+        inserts: list[tuple] = []
+        updates: dict[int, tuple] = {}
+        logs: list[tuple] = []
+        futures = []
+        sql: list[tuple] = []
+        for (kind, payload), fut in batch:
+            if kind == "insert":
+                inserts.extend(payload)
+            elif kind == "update":
+                for task_id, row in payload:
+                    updates[task_id] = row
+            elif kind == "logs":
+                logs.extend(payload)
+            elif kind == "sql":
+                sql.append(payload)
+            if fut is not None:
+                futures.append(fut)
+        error: BaseException | None = None
+        try:
+            conn.execute("BEGIN")
+            if inserts:
+                conn.executemany(_INSERT_TASK, inserts)
+            if updates:
+                conn.executemany(_UPDATE_TASK, [row + (tid,) for tid, row in updates.items()])
+            if logs:
+                conn.executemany(_INSERT_LOG, logs)
+            for statements in sql:
+                for stmt, params in statements:
+                    conn.execute(stmt, params)
+            conn.execute("COMMIT")
+            self.commits += 1
+        except BaseException as e:  # a failed batch is reported to every waiter in it
+            log.exception("store write failed")
+            error = e
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        committed_logs: dict[int, int] = {}
+        if error is None:
+            for task_id, seq, *_ in logs:
+                if seq >= committed_logs.get(task_id, -1):
+                    committed_logs[task_id] = seq
+        self._loop.call_soon_threadsafe(self._done, futures, error, committed_logs)
+
+    def _done(self, futures: list, error: BaseException | None, committed_logs: dict[int, int]) -> None:
+        for f in futures:
+            if not f.done():
+                f.set_exception(error) if error else f.set_result(None)
+        if committed_logs and self.on_logs_committed:
+            self.on_logs_committed(committed_logs)
