@@ -1,0 +1,134 @@
+"""Fixtures: real `taskhub serve` processes on ephemeral ports, each in its own tmp dir."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from client import TaskhubClient
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.02, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class ServerProcess:
+    """One `taskhub serve` subprocess. Output is collected in `self.output`."""
+
+    def __init__(self, workdir: Path, extra_args: list[str] = (), db: Path | None = None):
+        self.workdir = workdir
+        self.db = db or workdir / "taskhub.db"
+        self.args = [sys.executable, "-m", "client.cli", "serve", "--db", str(self.db), "--grpc-port", "0",
+                     "--http-port", "0", "--kill-grace", "1", "--allow-module", "starter",
+                     "--allow-module", "sdk_tasks", "--task-path", str(TESTS), *extra_args]
+        self.output: list[str] = []
+        self.grpc_target = ""
+        self.http_url = ""
+        self.proc: subprocess.Popen | None = None
+        self._clients: list[TaskhubClient] = []
+
+    def start(self, timeout: float = 60) -> "ServerProcess":
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(self.args, cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=env)
+        ready = threading.Event()
+
+        def pump():
+            for line in self.proc.stdout:
+                self.output.append(line.rstrip("\n"))
+                m = re.search(r"gRPC listening on (\S+)", line)
+                if m:
+                    self.grpc_target = m.group(1)
+                m = re.search(r"HTTP gateway listening on (\S+)", line)
+                if m:
+                    self.http_url = m.group(1)
+                if line.startswith("taskhub: database"):
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout) or not self.grpc_target or self.proc.poll() is not None:
+            self.kill()
+            raise AssertionError("taskhub serve did not start:\n" + "\n".join(self.output))
+        return self
+
+    def client(self, **kw) -> TaskhubClient:
+        c = TaskhubClient(self.grpc_target, **kw)
+        self._clients.append(c)
+        return c
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("taskhub serve did not stop on SIGTERM:\n" + "\n".join(self.output))
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def close(self) -> None:
+        for c in self._clients:
+            c.close()
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.terminate(20)
+            except AssertionError:
+                pass
+        self.kill()
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """Start servers with extra flags: server_factory("--slots", "2"). All are stopped afterwards."""
+    started: list[ServerProcess] = []
+
+    def make(*extra_args: str, db: Path | None = None, start: bool = True) -> ServerProcess:
+        s = ServerProcess(tmp_path, list(extra_args), db=db)
+        started.append(s)
+        return s.start() if start else s
+
+    yield make
+    for s in started:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> ServerProcess:
+    """One server shared by a test module (tests that restart or kill use server_factory)."""
+    s = ServerProcess(tmp_path_factory.mktemp("server")).start()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def client(server) -> TaskhubClient:
+    return server.client()
+
+
+def rpc_code(excinfo) -> grpc.StatusCode:
+    return excinfo.value.code()

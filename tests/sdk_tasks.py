@@ -1,0 +1,25 @@
+"""Task classes for the SDK tests; the test servers allow this module (--allow-module sdk_tasks)."""
+from client import CommandTask, PythonTask
+
+
+class Countdown(PythonTask):
+    name = "countdown"
+
+    def __init__(self, start: int = 3):
+        self.start = start
+
+    def run(self, ctx):
+        for i in range(self.start, 0, -1):
+            ctx.log(f"{i}...")
+        ctx.log("liftoff")
+        return {"counted": self.start}
+
+
+class Broken(PythonTask):
+    def run(self):
+        raise ValueError("this task always fails")
+
+
+class Hello(CommandTask):
+    name = "hello"
+    argv = ["sh", "-c", "echo hello from $TASKHUB_TASK_ID"]

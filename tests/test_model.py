@@ -1,0 +1,51 @@
+"""The status machine: exactly the transitions of the table are allowed."""
+import itertools
+
+import pytest
+
+from server.model import TERMINAL, TRANSITIONS, IllegalTransition, Status, Task, TaskSpec, TaskType, check_transition
+from taskhub.v1 import task_pb2 as pb
+
+
+def test_twelve_statuses_match_the_proto():
+    assert len(Status) == 12
+    for s in Status:
+        assert pb.TaskStatus.Value(f"TASK_STATUS_{s.name}") == s.value
+
+
+def test_every_status_has_a_row():
+    assert set(TRANSITIONS) == set(Status)
+
+
+@pytest.mark.parametrize("old,new", list(itertools.product(Status, Status)))
+def test_transition_allowed_only_if_in_table(old, new):
+    task = Task(1, TaskSpec(type=TaskType.COMMAND, argv=["true"]))
+    task.status = old
+    if new in TRANSITIONS[old]:
+        task.move(new)
+        assert task.status == new
+    else:
+        with pytest.raises(IllegalTransition):
+            task.move(new)
+        assert task.status == old  # refused, not applied
+
+
+def test_terminal_statuses_are_final_and_reachable():
+    for s in TERMINAL:
+        assert TRANSITIONS[s] == frozenset()
+    reachable = {Status.NEW}
+    frontier = [Status.NEW]
+    while frontier:
+        for nxt in TRANSITIONS[frontier.pop()]:
+            if nxt not in reachable:
+                reachable.add(nxt)
+                frontier.append(nxt)
+    assert TERMINAL <= reachable
+
+
+def test_done_time_set_on_terminal():
+    task = Task(1, TaskSpec(type=TaskType.COMMAND, argv=["true"]))
+    for s in (Status.SCHEDULING, Status.SCHEDULED, Status.QUEUED, Status.RUNNING, Status.SUCCESS):
+        check_transition(task.status, s)
+        task.move(s)
+    assert task.done_time_ms >= task.create_time_ms

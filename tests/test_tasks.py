@@ -1,0 +1,281 @@
+"""TaskService against a real server: create, list, get, cancel, delete, trace, wait, retries, timeouts."""
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from client import make_spec, status_name
+from taskhub.v1 import task_pb2 as pb
+from taskhub.v1 import task_service_pb2 as svc
+
+from conftest import wait_for
+
+
+def status_of(client, task_id, **kw):
+    return status_name(client.get_task(task_id, **kw).status)
+
+
+def test_command_task_runs_and_logs(client):
+    t = client.create_task(argv=["sh", "-c", "echo one; echo two >&2; echo three"])
+    assert t.id > 0 and len(t.uid) == 32 and t.status == pb.TASK_STATUS_NEW
+    done = client.wait(t.id)
+    assert done.status == pb.TASK_STATUS_SUCCESS
+    assert done.result == "three" and done.exit_code == 0 and done.progress == 100
+    assert done.pid > 0 and done.start_time_ms >= done.create_time_ms and done.done_time_ms >= done.start_time_ms
+    lines = list(client.trace(t.id))
+    assert [ln.seq for ln in lines] == list(range(len(lines)))
+    by_stream = {(ln.stream, ln.text) for ln in lines}
+    assert (pb.LOG_STREAM_STDOUT, "one") in by_stream and (pb.LOG_STREAM_STDERR, "two") in by_stream
+
+
+def test_python_task_context(client):
+    t = client.create_task(callable="starter.examples:count", input={"n": 4})
+    done = client.wait(t.id)
+    assert status_name(done.status) == "SUCCESS"
+    assert done.result == "4" and done.progress == 100 and done.response_json == '{"steps":4}'
+    assert [ln.text for ln in client.trace(t.id)] == [f"step {i} of 4" for i in range(1, 5)]
+
+
+def test_python_exception_fails_with_traceback(client):
+    done = client.wait(client.create_task(callable="starter.examples:fail", input={"message": "kaput"}).id)
+    assert status_name(done.status) == "FAILED"
+    assert done.error == "RuntimeError: kaput"
+    text = "\n".join(ln.text for ln in client.trace(done.id))
+    assert "Traceback" in text and "kaput" in text
+
+
+def test_batch_create_and_wait_tasks(client):
+    specs = [make_spec(callable="starter.examples:echo", input={"i": i}) for i in range(50)]
+    tasks = client.create_tasks(specs)
+    assert [t.spec.input_json for t in tasks] == [s.input_json for s in specs]
+    ended = list(client.wait_tasks([t.id for t in tasks]))
+    assert sorted(t.id for t in ended) == sorted(t.id for t in tasks)
+    assert all(t.status == pb.TASK_STATUS_SUCCESS for t in ended)
+    assert {t.result for t in ended} == {f'{{"i":{i}}}' for i in range(50)}
+
+
+def test_list_filters_pages_and_namespaces(client):
+    a = client.create_task(argv=["true"], namespace="list-ns")
+    b = client.create_task(argv=["false"], namespace="list-ns")
+    c = client.create_task(argv=["true"], namespace="other-ns")
+    for t in (a, b, c):
+        client.wait(t.id, namespace="*")
+    listed = client.list_tasks(namespace="list-ns").tasks
+    assert [t.id for t in listed] == [b.id, a.id]  # newest first, other namespace absent
+    failed = client.list_tasks(["failed"], namespace="list-ns").tasks
+    assert [t.id for t in failed] == [b.id]
+    page1 = client.list_tasks(limit=1, namespace="list-ns")
+    page2 = client.list_tasks(limit=1, page_token=page1.next_page_token, namespace="list-ns")
+    assert [t.id for t in [*page1.tasks, *page2.tasks]] == [b.id, a.id]
+    assert {c.id} <= {t.id for t in client.list_tasks(namespace="*", limit=1000).tasks}
+
+
+def test_namespace_scopes_get_cancel_delete(client):
+    t = client.create_task(argv=["sleep", "30"], namespace="team-a")
+    for call in (lambda: client.get_task(t.id, namespace="team-b"),
+                 lambda: client.cancel_task(t.id, namespace="team-b"),
+                 lambda: client.delete_task(t.id, force=True, namespace="team-b"),
+                 lambda: client.get_task(t.id)):  # "default"
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert client.cancel_task(t.id, namespace="team-a").cancelled
+
+
+def test_cancel_queued_task_is_immediate(server_factory):
+    srv = server_factory("--slots", "1")
+    c = srv.client()
+    blocker = c.create_task(argv=["sleep", "30"])
+    queued = c.create_task(argv=["echo", "never"])
+    wait_for(lambda: status_of(c, blocker.id) == "RUNNING", what="blocker running")
+    assert status_of(c, queued.id) in ("NEW", "PENDING")
+    resp = c.cancel_task(queued.id, reason="not needed")
+    assert resp.cancelled and status_name(resp.task.status) == "CANCELLED"
+    assert resp.task.cancelled_from == pb.TASK_STATUS_NEW
+    again = c.cancel_task(queued.id)
+    assert not again.cancelled  # already ended
+    c.cancel_task(blocker.id)
+    assert status_name(c.wait(blocker.id).status) == "CANCELLED"
+    assert [ln.text for ln in c.trace(queued.id)] == ["cancel requested: not needed"]
+
+
+def test_cancel_cooperative_python_task(client):
+    t = client.create_task(callable="starter.examples:count", input={"n": 1000, "delay": 0.05})
+    wait_for(lambda: client.get_task(t.id).progress > 0, what="progress")
+    assert client.cancel_task(t.id).cancelled
+    done = client.wait(t.id)
+    assert status_name(done.status) == "CANCELLED" and done.cancel_requested
+    assert any("cancelled at step" in ln.text for ln in client.trace(t.id))
+
+
+def test_cancel_stubborn_python_task_is_killed_after_grace(client):
+    t = client.create_task(callable="starter.examples:stubborn", input={"seconds": 60})
+    wait_for(lambda: status_of(client, t.id) == "RUNNING", what="running")
+    began = time.monotonic()
+    client.cancel_task(t.id)
+    assert status_of(client, t.id) == "CANCELLING"
+    done = client.wait(t.id)
+    assert status_name(done.status) == "CANCELLED"
+    assert time.monotonic() - began < 30  # grace is 1 s; the task would have run 60 s
+    # The pool replaced the killed worker: Python tasks still run.
+    assert status_name(client.wait(client.create_task(callable="starter.examples:noop").id).status) == "SUCCESS"
+
+
+def test_cancel_command_ignoring_sigterm_is_killed(client):
+    t = client.create_task(argv=["sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.1; done"])
+    wait_for(lambda: any(ln.text == "ready" for ln in client.trace(t.id, follow=False)), what="ready")
+    client.cancel_task(t.id)
+    done = client.wait(t.id)
+    assert status_name(done.status) == "CANCELLED"
+    assert done.exit_code == -9
+
+
+def test_timeout_fails_task(client):
+    t = client.create_task(argv=["sleep", "30"], timeout=0.5)
+    done = client.wait(t.id)
+    assert status_name(done.status) == "FAILED" and done.error == "timed out after 0.5s"
+    p = client.create_task(callable="starter.examples:stubborn", input={"seconds": 30}, timeout=0.5)
+    done = client.wait(p.id)
+    assert status_name(done.status) == "FAILED" and done.error == "timed out after 0.5s"
+
+
+def test_retries_with_backoff_then_fail(client):
+    t = client.create_task(argv=["sh", "-c", "echo attempt; exit 3"], max_retries=2, retry_backoff=0.05)
+    seen = [status_name(s.status) for s in client.watch(t.id)]
+    assert seen[-1] == "FAILED" and "PENDING" in seen
+    done = client.get_task(t.id)
+    assert done.retries == 2 and done.exit_code == 3 and done.error == "exited with status 3"
+    texts = [ln.text for ln in client.trace(t.id)]
+    assert texts.count("attempt") == 3
+    assert "exited with status 3; retry 1 of 2 in 0.05s" in texts
+
+
+def test_retry_then_succeed(client, tmp_path):
+    marker = tmp_path / "flaky"
+    t = client.create_task(argv=["sh", "-c", f"test -e {marker} || {{ touch {marker}; exit 1; }}"],
+                           max_retries=3, retry_backoff=0.05)
+    done = client.wait(t.id)
+    assert status_name(done.status) == "SUCCESS" and done.retries == 1
+
+
+def test_trace_from_offset_and_slow_reader(client):
+    n = 5000
+    t = client.create_task(argv=["sh", "-c", f"seq 0 {n - 1}"])
+    slow = []
+
+    def read_slowly():
+        for batch in client.trace_batches(t.id):
+            slow.extend(batch.lines)
+            time.sleep(0.01)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    fast = [ln.text for ln in client.trace(t.id)]
+    reader.join(60)
+    assert fast == [str(i) for i in range(n)]
+    assert [ln.text for ln in slow] == fast and [ln.seq for ln in slow] == list(range(n))
+    tail = list(client.trace(t.id, offset=n - 3))
+    assert [(ln.seq, ln.text) for ln in tail] == [(n - 3, str(n - 3)), (n - 2, str(n - 2)), (n - 1, str(n - 1))]
+    assert list(client.trace(t.id, offset=n + 10)) == []
+
+
+def test_trace_live_sees_lines_before_end(client):
+    t = client.create_task(callable="starter.examples:count", input={"n": 200, "delay": 0.01})
+    first = next(iter(client.trace(t.id)))
+    assert first.text == "step 1 of 200"
+    assert status_name(client.get_task(t.id).status) in ("RUNNING", "SUCCESS")
+    batches = list(client.trace_batches(t.id))
+    assert batches[-1].end and batches[-1].status == pb.TASK_STATUS_SUCCESS
+    assert sum(len(b.lines) for b in batches) == 200
+
+
+def test_wait_streams_status_changes(client):
+    t = client.create_task(argv=["sleep", "0.2"])
+    seen = [status_name(s.status) for s in client.watch(t.id)]
+    assert seen[-1] == "SUCCESS" and "RUNNING" in seen
+
+
+def test_delete_semantics(client):
+    t = client.create_task(argv=["sleep", "30"])
+    with pytest.raises(grpc.RpcError) as e:
+        client.delete_task(t.id)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "cancel it first" in e.value.details()
+    client.delete_task(t.id, force=True)
+    with pytest.raises(grpc.RpcError) as e:
+        client.get_task(t.id)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    done = client.wait(client.create_task(argv=["true"]).id)
+    client.delete_task(done.id)
+    with pytest.raises(grpc.RpcError) as e:
+        list(client.trace(done.id))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+BAD_SPECS = [
+    (pb.TaskSpec(), grpc.StatusCode.INVALID_ARGUMENT, "type"),
+    (pb.TaskSpec(type=pb.TASK_TYPE_COMMAND), grpc.StatusCode.INVALID_ARGUMENT, "argv"),
+    (pb.TaskSpec(type=pb.TASK_TYPE_PYTHON, callable="no colon"), grpc.StatusCode.INVALID_ARGUMENT, "callable"),
+    (pb.TaskSpec(type=pb.TASK_TYPE_PYTHON, callable="os:system"), grpc.StatusCode.PERMISSION_DENIED, "not allowed"),
+    (pb.TaskSpec(type=pb.TASK_TYPE_PYTHON, callable="starter.examples:echo", input_json="{nope"),
+     grpc.StatusCode.INVALID_ARGUMENT, "not valid JSON"),
+    (pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["true"], namespace="has space"), grpc.StatusCode.INVALID_ARGUMENT,
+     "namespace"),
+    (pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["true"], timeout_seconds=-1), grpc.StatusCode.INVALID_ARGUMENT,
+     "negative"),
+    (pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["true"], max_retries=1000), grpc.StatusCode.INVALID_ARGUMENT,
+     "max_retries"),
+]
+
+
+@pytest.mark.parametrize("spec,code,words", BAD_SPECS)
+def test_bad_input_is_refused_clearly(client, spec, code, words):
+    with pytest.raises(grpc.RpcError) as e:
+        client.create_task(spec)
+    assert e.value.code() == code and words in e.value.details()
+
+
+def test_bad_requests_never_hurt_the_server(server, client):
+    stub = client.stub
+    calls = [
+        lambda: stub.GetTask(svc.GetTaskRequest(id=987654)),
+        lambda: stub.GetTask(svc.GetTaskRequest()),
+        lambda: stub.CancelTask(svc.CancelTaskRequest(id=-5)),
+        lambda: stub.DeleteTask(svc.DeleteTaskRequest(id=987654, force=True)),
+        lambda: list(stub.TraceTask(svc.TraceTaskRequest(id=987654))),
+        lambda: list(stub.TraceTask(svc.TraceTaskRequest(id=1, namespace="*", offset=-1))),
+        lambda: list(stub.WaitTask(svc.WaitTaskRequest(id=987654))),
+        lambda: stub.ListTasks(svc.ListTasksRequest(limit=-3)),
+        lambda: stub.ListTasks(svc.ListTasksRequest(page_token="garbage")),
+        lambda: stub.CreateTasks(svc.CreateTasksRequest()),
+        lambda: stub.CreateTasks(svc.CreateTasksRequest(specs=[make_spec(argv=["true"]), pb.TaskSpec()])),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT), e.value.details()
+        assert e.value.details()
+    # garbage bytes on the wire: the server answers with an error and keeps serving
+    raw = server.client().channel.unary_unary("/taskhub.v1.TaskService/CreateTask")
+    with pytest.raises(grpc.RpcError) as e:
+        raw(b"\xff\xff\xff\xff")
+    assert e.value.code() in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "corrupt" in e.value.details()  # grpcio reports undecodable requests itself
+    health = health_pb2_grpc.HealthStub(client.channel)
+    assert health.Check(health_pb2.HealthCheckRequest(service="taskhub.v1.TaskService")).status == \
+        health_pb2.HealthCheckResponse.SERVING
+    assert status_name(client.wait(client.create_task(argv=["true"]).id).status) == "SUCCESS"
+
+
+def test_priority_orders_waiting_tasks(server_factory):
+    srv = server_factory("--slots", "1")
+    c = srv.client()
+    blocker = c.create_task(argv=["sleep", "0.5"])
+    low = c.create_task(argv=["true"], priority=0)
+    high = c.create_task(argv=["true"], priority=10)
+    for t in (blocker, low, high):
+        c.wait(t.id)
+    assert c.get_task(high.id).start_time_ms <= c.get_task(low.id).start_time_ms
