@@ -33,6 +33,7 @@ S = Status
 SCHEDULABLE = frozenset({S.NEW, S.PENDING, S.RESTORING})
 ON_NODE = frozenset({S.SCHEDULED, S.QUEUED, S.RUNNING, S.CANCELLING})
 MAX_BATCH = 10_000
+NO_NODE = "waiting for a node to join"
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _NAMESPACE = re.compile(r"^[^*\s][^\s]{0,199}$")
 
@@ -53,6 +54,7 @@ class Engine:
         self.nodes: dict[str, Node] = {}
         self._ready: list[tuple[int, int]] = []   # heap of (-priority, id)
         self._parked: dict[int, Task] = {}        # PENDING: no node could ever take it now
+        self._fresh: list[Task] = []              # pushed since the last scheduling round
         self._dirty: dict[int, Task] = {}
         self._flush_scheduled = False
         self._schedule_scheduled = False
@@ -196,6 +198,7 @@ class Engine:
         await self.store.writer.insert_tasks(tasks)
         for t in tasks:
             self.tasks[t.id] = t
+            self.logs.known_empty(t.id)
             self._push(t)
         return tasks
 
@@ -315,6 +318,7 @@ class Engine:
     # ------------------------------------------------------------------ scheduling
     def _push(self, task: Task) -> None:
         heapq.heappush(self._ready, (-task.spec.priority, task.id))
+        self._fresh.append(task)
         self._kick()
 
     def _kick(self) -> None:
@@ -348,11 +352,11 @@ class Engine:
                 break
             node = max(free, key=lambda n: n.free_slots)
             self._place(task, node)
-        if self._ready and not nodes:
-            for _, task_id in self._ready:
-                t = self.tasks.get(task_id)
-                if t is not None and t.status in SCHEDULABLE and t.queue_reason != "waiting for a node to join":
-                    t.queue_reason = "waiting for a node to join"
+        fresh, self._fresh = self._fresh, []
+        if not nodes:
+            for t in fresh:
+                if t.status in SCHEDULABLE and t.queue_reason != NO_NODE:
+                    t.queue_reason = NO_NODE
                     self._touch(t)
 
     def _place(self, task: Task, node: Node) -> None:
@@ -361,7 +365,6 @@ class Engine:
         task.node = node.name
         task.queue_reason = ""
         node.assigned[task.id] = task.spec.resources.slots
-        self.logs.open(task.id)
         self._move(task, S.QUEUED)
         node.start(self._run_of(task))
 

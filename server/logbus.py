@@ -52,13 +52,20 @@ class LogBus:
         self.live: dict[int, TaskLog] = {}
         self._pending: list[tuple] = []
         self._flush_scheduled = False
+        self._empty: set[int] = set()  # tasks known to have no stored line yet (created by this process)
         store.writer.on_logs_committed = self._committed
+
+    def known_empty(self, task_id: int) -> None:
+        """The task was just created: its first line is 0, no need to ask the store."""
+        self._empty.add(task_id)
 
     def open(self, task_id: int) -> TaskLog:
         """The live log of a task that is (about to be) running."""
         tl = self.live.get(task_id)
         if tl is None:
-            tl = self.live[task_id] = TaskLog(task_id, self.store.log_length(task_id))
+            start = 0 if task_id in self._empty else self.store.log_length(task_id)
+            self._empty.discard(task_id)
+            tl = self.live[task_id] = TaskLog(task_id, start)
         return tl
 
     def append(self, task_id: int, entries: list[tuple[int, str]]) -> None:
@@ -96,6 +103,7 @@ class LogBus:
 
     def end(self, task_id: int) -> None:
         """The task ended: no more lines will come. Readers finish once they caught up."""
+        self._empty.discard(task_id)
         tl = self.live.get(task_id)
         if tl is None:
             return
@@ -105,6 +113,7 @@ class LogBus:
         tl.wake()
 
     def forget(self, task_id: int) -> None:
+        self._empty.discard(task_id)
         tl = self.live.pop(task_id, None)
         if tl is not None:
             tl.ended = True

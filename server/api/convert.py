@@ -39,5 +39,15 @@ def task_to_proto(t: Task) -> pb.Task:
     )
 
 
+def created_to_proto(t: Task, submitted: pb.TaskSpec) -> pb.Task:
+    """A just-created task, reusing the submitted spec message (only defaults differ)."""
+    spec = pb.TaskSpec()
+    spec.CopyFrom(submitted)
+    spec.namespace = t.spec.namespace
+    spec.resources.slots = t.spec.resources.slots
+    return pb.Task(id=t.id, uid=t.uid, spec=spec, status=int(t.status), response_json=t.response_json,
+                   create_time_ms=t.create_time_ms, update_time_ms=t.update_time_ms)
+
+
 def lines_to_proto(rows: list[tuple]) -> list[pb.LogLine]:
     return [pb.LogLine(seq=seq, time_ms=ts, stream=stream, text=text) for seq, ts, stream, text in rows]

@@ -8,7 +8,7 @@ from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 
 from .. import errors
 from ..engine import Engine
-from .convert import lines_to_proto, spec_from_proto, task_to_proto
+from .convert import created_to_proto, lines_to_proto, spec_from_proto, task_to_proto
 from .errors import mapped
 
 MAX_WAIT_IDS = 100_000
@@ -21,12 +21,12 @@ class TaskService(svc_grpc.TaskServiceServicer):
     @mapped
     async def CreateTask(self, request, context):
         [task] = await self.engine.create([spec_from_proto(request.spec)])
-        return task_to_proto(task)
+        return created_to_proto(task, request.spec)
 
     @mapped
     async def CreateTasks(self, request, context):
         tasks = await self.engine.create([spec_from_proto(s) for s in request.specs])
-        return svc.CreateTasksResponse(tasks=[task_to_proto(t) for t in tasks])
+        return svc.CreateTasksResponse(tasks=[created_to_proto(t, s) for t, s in zip(tasks, request.specs)])
 
     @mapped
     async def GetTask(self, request, context):
