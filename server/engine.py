@@ -279,7 +279,8 @@ class Engine:
             if current is None:  # finished and committed
                 yield self.get(ANY_NAMESPACE, task.id)
                 return
-            yield copy.copy(current)
+            if not current.terminal:  # a terminal one is yielded once committed, below
+                yield copy.copy(current)
             while True:
                 snap = await q.get()
                 yield snap

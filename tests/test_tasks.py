@@ -32,6 +32,14 @@ def test_command_task_runs_and_logs(client):
     assert (pb.LOG_STREAM_STDOUT, "one") in by_stream and (pb.LOG_STREAM_STDERR, "two") in by_stream
 
 
+def test_unstartable_command_fails_clearly(client):
+    done = client.wait(client.create_task(argv=["/no/such/program"]).id)
+    assert status_name(done.status) == "FAILED" and done.exit_code == 127
+    assert "cannot start" in done.error and "No such file" in done.error
+    statuses = [status_name(s.status) for s in client.watch(done.id)]
+    assert statuses == ["FAILED"]  # an ended task's watch is one message
+
+
 def test_python_task_context(client):
     t = client.create_task(callable="starter.examples:count", input={"n": 4})
     done = client.wait(t.id)
