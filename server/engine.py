@@ -24,7 +24,8 @@ from .logbus import LogBus
 from .model import (ANY_NAMESPACE, DEFAULT_NAMESPACE, IllegalTransition, Resources, Status, Task,
                     TaskSpec, TaskType, now_ms)
 from .node.base import Node
-from .node.executor import INSTANCE_ENV, Outcome, Run
+from .node.executor import Outcome, Run
+from .node.spawner import INSTANCE_ENV
 from .store import Store
 
 log = logging.getLogger(__name__)

@@ -7,26 +7,23 @@ The same Executor serves the server's local node and the remote node agent; both
     on_progress(task_id, percent)       on_result(task_id, text)
     on_response(task_id, json_text)     on_exit(task_id, Outcome)
 
-Cancellation is cooperative first (SIGTERM to a command's process group, a flag a Python
-task can read), then forced (SIGKILL) after the grace period.
+Commands run from a spawner process (spawner.py), Python callables in a pool of warm
+workers (pool.py). Cancellation is cooperative first (SIGTERM to a command's process
+group, a flag a Python task can read), then forced (SIGKILL) after the grace period.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import signal
-import subprocess
 from dataclasses import dataclass, field
 
-from ..model import LogStream, TaskType
+from ..model import TaskType
 from .pool import PythonPool
+from .spawner import SpawnerClient
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 1 << 16
-# Environment marker that lets a restarted server find processes it started earlier.
-INSTANCE_ENV = "TASKHUB_INSTANCE"
 
 
 @dataclass
@@ -57,86 +54,6 @@ class Outcome:
     result: str | None = None
 
 
-class _Command:
-    """One running subprocess, read without threads: pipes and a pidfd on the event loop."""
-
-    def __init__(self, ex: "Executor", run: Run, proc: subprocess.Popen):
-        self.ex, self.run, self.proc = ex, run, proc
-        self.open_fds = 0
-        self.partial = {LogStream.STDOUT: b"", LogStream.STDERR: b""}
-        self.last_stdout = ""
-        self.exit_code: int | None = None
-        self.killed_for = ""
-        self.timer: asyncio.TimerHandle | None = None
-        loop = ex.loop
-        for stream, pipe in ((LogStream.STDOUT, proc.stdout), (LogStream.STDERR, proc.stderr)):
-            fd = pipe.fileno()
-            os.set_blocking(fd, False)
-            loop.add_reader(fd, self._readable, stream, pipe)
-            self.open_fds += 1
-        self.pidfd = os.pidfd_open(proc.pid)
-        loop.add_reader(self.pidfd, self._exited)
-
-    def _readable(self, stream: LogStream, pipe) -> None:
-        try:
-            data = os.read(pipe.fileno(), READ_CHUNK)
-        except BlockingIOError:
-            return
-        if data:
-            data = self.partial[stream] + data
-            *lines, self.partial[stream] = data.split(b"\n")
-            if lines:
-                texts = [(int(stream), b.decode("utf-8", "replace")) for b in lines]
-                if stream is LogStream.STDOUT:
-                    self.last_stdout = texts[-1][1]
-                self.ex.events.on_log(self.run.task_id, texts)
-            return
-        self.ex.loop.remove_reader(pipe.fileno())
-        if self.partial[stream]:
-            text = self.partial[stream].decode("utf-8", "replace")
-            if stream is LogStream.STDOUT:
-                self.last_stdout = text
-            self.ex.events.on_log(self.run.task_id, [(int(stream), text)])
-        pipe.close()
-        self.open_fds -= 1
-        self._maybe_done()
-
-    def _exited(self) -> None:
-        self.ex.loop.remove_reader(self.pidfd)
-        os.close(self.pidfd)
-        self.exit_code = self.proc.wait()
-        self._maybe_done()
-
-    def _maybe_done(self) -> None:
-        # Done when the process is gone and both pipes closed (a grandchild holding
-        # them open after a kill is cut off: the process group got the signal too).
-        if self.exit_code is None or (self.open_fds and not self.killed_for):
-            return
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if not pipe.closed:
-                self.ex.loop.remove_reader(pipe.fileno())
-                pipe.close()
-        self.open_fds = 0
-        if self.timer:
-            self.timer.cancel()
-        code = self.exit_code
-        if self.killed_for:
-            outcome = Outcome(self.killed_for, code, self.ex._kill_reason(self.killed_for, self.run))
-        elif code == 0:
-            outcome = Outcome("success", 0, "", self.last_stdout)
-        elif code < 0:
-            outcome = Outcome("failed", code, f"killed by signal {signal.Signals(-code).name}")
-        else:
-            outcome = Outcome("failed", code, f"exited with status {code}")
-        self.ex._finished(self.run.task_id, outcome)
-
-    def signal(self, sig: int) -> None:
-        try:
-            os.killpg(self.proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 class Executor:
     def __init__(self, events, *, python_workers: int, work_dir: str, instance: str,
                  kill_grace: float = 5.0, task_paths: list[str] = ()):
@@ -145,18 +62,17 @@ class Executor:
         self.instance = instance
         self.kill_grace = kill_grace
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.commands: dict[int, _Command] = {}
+        self.commands: dict[int, Run] = {}
         self.python: dict[int, Run] = {}
         self.pool = PythonPool(python_workers, events, self._python_started, task_paths)
         self.pool.on_done = self._python_done
+        self.spawner = SpawnerClient(instance, work_dir, events.on_running, events.on_log, self._command_done)
         self._timers: dict[int, asyncio.TimerHandle] = {}
-        self._base_env = dict(os.environ)
-        self._base_env[INSTANCE_ENV] = instance
         os.makedirs(work_dir, exist_ok=True)
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        await self.pool.start()
+        await asyncio.gather(self.pool.start(), self.spawner.start())
 
     @property
     def running(self) -> int:
@@ -165,30 +81,16 @@ class Executor:
     def start_run(self, run: Run) -> None:
         """Start (or, for Python with every worker busy, queue) a run."""
         if run.type == TaskType.COMMAND:
-            self._start_command(run)
+            self.commands[run.task_id] = run
+            self.spawner.send(("start", run.task_id, run.argv, run.env, run.cwd, run.timeout_seconds))
         else:
             self.python[run.task_id] = run
             self.pool.submit(("run", run.task_id, run.uid, run.namespace, run.name,
                               run.callable, run.input_json, run.env))
 
-    def _start_command(self, run: Run) -> None:
-        env = self._base_env
-        if run.env:
-            env = {**env, **run.env}
-        env = {**env, "TASKHUB_TASK_ID": str(run.task_id)}
-        try:
-            proc = subprocess.Popen(
-                run.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=env, cwd=run.cwd or self.work_dir, start_new_session=True,
-            )
-        except (OSError, ValueError) as e:
-            self.events.on_log(run.task_id, [(int(LogStream.SYSTEM), f"cannot start {run.argv[0]!r}: {e}")])
-            self.loop.call_soon(self.events.on_exit, run.task_id, Outcome("failed", 127, f"cannot start: {e}"))
-            return
-        cmd = self.commands[run.task_id] = _Command(self, run, proc)
-        self.events.on_running(run.task_id, proc.pid, os.getpid())
-        if run.timeout_seconds > 0:
-            cmd.timer = self.loop.call_later(run.timeout_seconds, self._stop, run.task_id, "timeout", 0.0)
+    def _command_done(self, task_id: int, kind: str, code: int, error: str, result: str | None) -> None:
+        if task_id in self.commands:
+            self._finished(task_id, Outcome(kind, code, error, result))
 
     def _python_started(self, task_id: int, pid: int) -> None:
         run = self.python.get(task_id)
@@ -226,15 +128,8 @@ class Executor:
         return self._stop(task_id, "cancelled", self.kill_grace if grace is None else grace)
 
     def _stop(self, task_id: int, why: str, grace: float) -> bool:
-        cmd = self.commands.get(task_id)
-        if cmd is not None:
-            if not cmd.killed_for:
-                cmd.killed_for = why
-            if grace > 0:
-                cmd.signal(signal.SIGTERM)
-                self.loop.call_later(grace, self._force, task_id, cmd)
-            else:
-                cmd.signal(signal.SIGKILL)
+        if task_id in self.commands:
+            self.spawner.send(("stop", task_id, why, grace))
             return True
         if task_id not in self.python:
             return False
@@ -248,19 +143,8 @@ class Executor:
                 self.pool.kill(task_id, why)
         return True
 
-    def _force(self, task_id: int, cmd: _Command) -> None:
-        if self.commands.get(task_id) is cmd:
-            cmd.signal(signal.SIGKILL)
-
     async def close(self, grace: float = 1.0) -> list[int]:
         """Stop everything (SIGTERM, then SIGKILL after `grace`); returns the ids that were running."""
         ids = list(self.commands) + list(self.python)
-        for cmd in list(self.commands.values()):
-            cmd.signal(signal.SIGTERM)
-        deadline = self.loop.time() + grace
-        while self.commands and self.loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        for cmd in list(self.commands.values()):
-            cmd.signal(signal.SIGKILL)
-        await self.pool.close()
+        await asyncio.gather(self.spawner.close(grace), self.pool.close())
         return ids

@@ -8,7 +8,6 @@ server never leaves a task running behind its back.
 """
 from __future__ import annotations
 
-import ctypes
 import importlib
 import inspect
 import io
@@ -21,19 +20,10 @@ import threading
 import traceback
 
 from client.context import Cancelled, TaskContext, _set_current
-from server.node.wire import HEADER, frame, unframe
+from server.node.wire import HEADER, die_with_parent, frame, unframe
 
 FLUSH_INTERVAL = 0.01
 FLUSH_LINES = 2000
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:
-        os._exit(1)
 
 
 class Worker:
@@ -225,6 +215,6 @@ def _read_exact(f, n: int) -> bytes | None:
 
 
 if __name__ == "__main__":
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on `taskhub serve` is the server's to handle
     Worker().serve()
