@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 
 import sqlite_utils
 
+from .errors import Unavailable
 from .model import MUTABLE_FIELDS, Task
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,8 @@ class Writer:
         self._loop.call_soon_threadsafe(self._done, futures, error, committed_logs)
 
     def _done(self, futures: list, error: BaseException | None, committed_logs: dict[int, int]) -> None:
+        if error is not None:
+            error = Unavailable(f"the store could not commit ({type(error).__name__}: {error}); nothing was saved, try again")
         for f in futures:
             if not f.done():
                 f.set_exception(error) if error else f.set_result(None)
