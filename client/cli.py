@@ -34,6 +34,11 @@ def cmd_serve(a) -> int:
     return run(cfg)
 
 
+def cmd_gateway(a) -> int:
+    from gateway.app import run_alone
+    return run_alone(a.grpc.removeprefix("grpc://"), a.host, a.port)
+
+
 # -- task ---------------------------------------------------------------------
 def _client(a):
     from .client import TaskhubClient
@@ -152,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task-path", action="append", help="extra sys.path entry for Python task modules")
     s.add_argument("--label", action="append", help="label of the local node, KEY=VALUE (repeatable)")
     s.set_defaults(fn=cmd_serve)
+
+    gw = sub.add_parser("gateway", help="run the HTTP gateway alone, as a client of a taskhub gRPC server")
+    gw.add_argument("--grpc", default=DEFAULT_SERVER, help="gRPC address of the server (env TASKHUB_SERVER)")
+    gw.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    gw.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 picks a free port)")
+    gw.set_defaults(fn=cmd_gateway)
 
     t = sub.add_parser("task", help="create, inspect, follow and end tasks")
     t.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")
