@@ -28,11 +28,16 @@ def integer(query: MultiMapping[str], name: str, default: int | None = None, *, 
     return to_int(text, name, low, high)
 
 
+INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
 def to_int(text: str, name: str, low: int | None = None, high: int | None = None) -> int:
     try:
         value = int(text.strip())
     except ValueError:
         raise BadRequest(f"{name} must be an integer, got {text!r}") from None
+    if not INT64[0] <= value <= INT64[1]:
+        raise BadRequest(f"{name} is out of range: {text!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise BadRequest(f"{name} must be {bounds}, got {value}")

@@ -119,6 +119,8 @@ def _scalar(field: _d.FieldDescriptor, text: str, where: str):
     if field.type == _d.FieldDescriptor.TYPE_ENUM:
         enum = field.enum_type
         if text.lstrip("-").isdigit():
+            if int(text) not in enum.values_by_number:
+                raise BadRequest(f"{where}: {text} is not a value of {enum.name}")
             return int(text)
         prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"  # TaskStatus -> TASK_STATUS_
         for candidate in (text, text.upper(), prefix + text.upper()):
@@ -168,6 +170,8 @@ async def read_json_body(request: web.Request):
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
 
 
 class Transcoder:

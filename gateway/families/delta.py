@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import grpc
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from taskhub.v1 import task_pb2 as pb
@@ -70,7 +71,7 @@ def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
             raise BadRequest("send the task as multipart/form-data with a field named 'file'")
         try:
             form = await request.post()
-        except (ValueError, AssertionError, UnicodeDecodeError) as e:
+        except (ValueError, AssertionError, UnicodeDecodeError, HttpProcessingError) as e:
             raise BadRequest(f"the multipart body cannot be read: {e}") from None
         field = form.get("file")
         if field is None:
