@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from taskhub.v1 import node_service_pb2, node_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc
+from taskhub.v1 import (node_service_pb2, node_service_pb2_grpc, task_group_service_pb2,
+                        task_group_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc)
 
+from .api.group_service import TaskGroupService
 from .api.node_service import NodeService
 from .api.task_service import TaskService
 from .engine import Engine, EngineConfig
+from .groups import TaskGroups
 from .node.executor import Executor
 from .node.local import LocalNode
 from .node.remote import NodeRegistry
@@ -49,6 +52,7 @@ class Server:
         self.store = Store(cfg.db)
         self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace))
         self.nodes = NodeRegistry(self.engine, self.store, cfg.node_timeout)
+        self.groups = TaskGroups(self.engine)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
@@ -63,6 +67,7 @@ class Server:
         self.nodes.preload()  # before recovery: tasks on known agents wait for them
         await self.engine.start()
         await self.nodes.start()
+        self.groups.load()
         self._closers.append(self.nodes.stop)
         cores = os.cpu_count() or 1
         if cfg.local_node:
@@ -82,8 +87,10 @@ class Server:
         ])
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(self.engine), self.grpc)
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes), self.grpc)
+        task_group_service_pb2_grpc.add_TaskGroupServiceServicer_to_server(TaskGroupService(self.groups), self.grpc)
         names = [task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
-                 node_service_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name]
+                 node_service_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
+                 task_group_service_pb2.DESCRIPTOR.services_by_name["TaskGroupService"].full_name]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
         self.grpc_port = self.grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
