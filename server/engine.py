@@ -117,6 +117,9 @@ class Engine:
         """Clean shutdown: running tasks are stopped and left RESTORING, to run again at next start."""
         self._stopping = True
         for task in list(self.tasks.values()):
+            node = self.nodes.get(task.node)
+            if node is not None and node.outlives_server and task.status in ON_NODE:
+                continue  # it keeps running on its agent, which reclaims it after the restart
             if task.status in (S.SCHEDULED, S.QUEUED, S.RUNNING):
                 self.logs.system(task.id, "server shutting down: this task will run again when it restarts")
                 self._move(task, S.RESTORING)

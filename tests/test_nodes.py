@@ -205,7 +205,8 @@ def test_agent_killed_with_no_retries_left_fails_the_task(server_factory, agents
     assert final.status == pb.TASK_STATUS_FAILED and "lost" in final.error
 
 
-def test_server_killed_and_restarted_while_agents_run(server_factory, agents, tmp_path):
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_server_stopped_and_restarted_while_agents_run(server_factory, agents, tmp_path, how):
     """No task is lost or run twice: each task appends to its own file when it starts and ends."""
     port = free_port()
     args = (*SERVE, "--node-timeout", "5", "--grpc-port", str(port))
@@ -224,7 +225,7 @@ def test_server_killed_and_restarted_while_agents_run(server_factory, agents, tm
     for i in ids:
         _wait_status(c, i, pb.TASK_STATUS_RUNNING, pb.TASK_STATUS_SUCCESS)
     c.close()
-    server.kill()
+    server.kill() if how == "SIGKILL" else server.terminate()
     killed = time.monotonic()
     # The short tasks finish while no server is there.
     wait_for(lambda: all((marks / str(i)).exists() and "end" in (marks / str(i)).read_text() for i in ids[:2]), 30,
@@ -232,7 +233,7 @@ def test_server_killed_and_restarted_while_agents_run(server_factory, agents, tm
     server2 = server_factory(*args, db=db)
     c2 = server2.client()
     finals = {t.id: t for t in c2.wait_tasks(ids)}
-    print(f"\nserver down-and-up; all tasks ended {time.monotonic() - killed:.2f}s after the kill")
+    print(f"\nserver {how} down-and-up; all tasks ended {time.monotonic() - killed:.2f}s after the kill")
     for i in ids:
         t = finals[i]
         assert t.status == pb.TASK_STATUS_SUCCESS, (t, server2.output)

@@ -76,6 +76,8 @@ class Link:
 class RemoteNode(Node):
     """A node run by an agent process somewhere, reached through its Link."""
 
+    outlives_server = True
+
     def __init__(self, registry: "NodeRegistry", name: str, session: str = ""):
         super().__init__(name=name, address="", slots=1, online=False)
         self.registry = registry
