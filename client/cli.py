@@ -156,8 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an agent silent this long is offline and its tasks run elsewhere (default 10)")
     s.set_defaults(fn=cmd_serve)
 
+    from .groups_cli import add_group_parser
     from .nodes_cli import add_node_parser
     add_node_parser(sub)
+    add_group_parser(sub)
 
     t = sub.add_parser("task", help="create, inspect, follow and end tasks")
     t.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")

@@ -195,3 +195,26 @@ def test_templates_and_instances_survive_a_restart(server_factory):
     got = stub2.GetInstance(gpb.GetInstanceRequest(id=inst.id), timeout=30)
     assert list(got.task_ids) == list(inst.task_ids) and got.status == gpb.INSTANCE_STATUS_RUNNING
     stub2.StopInstance(gpb.StopInstanceRequest(id=inst.id), timeout=30)
+
+
+def test_cli_group_and_node_commands(env, tmp_path):
+    import subprocess
+    import sys
+    server, stub = env
+    doc = tmp_path / "t.json"
+    doc.write_text(json.dumps(_template("cli-模板", "sleep 30"), ensure_ascii=False), encoding="utf-8")
+
+    def taskhub(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "client.cli", *args], capture_output=True, text=True, timeout=60)
+
+    base = ("group", "--server", server.grpc_target)
+    assert taskhub(*base, "create", str(doc)).returncode == 0
+    dup = taskhub(*base, "create", str(doc))
+    assert dup.returncode == 2 and "ALREADY_EXISTS" in dup.stderr
+    assert json.loads(taskhub(*base, "get", "cli-模板").stdout)["name"] == "cli-模板"
+    inst_id = taskhub(*base, "deploy", "cli-模板").stdout.strip()
+    assert json.loads(taskhub(*base, "status", inst_id).stdout)["id"] == inst_id
+    assert "1 tasks cancelled" in taskhub(*base, "stop", inst_id).stdout
+    assert "NOT_FOUND" in taskhub(*base, "status", inst_id).stderr
+    nodes = taskhub("node", "--server", server.grpc_target, "list")
+    assert nodes.returncode == 0 and "g1" in nodes.stdout and "online" in nodes.stdout
