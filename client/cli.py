@@ -30,6 +30,7 @@ def cmd_serve(a) -> int:
         slots=a.slots, python_workers=a.python_workers,
         allowed_modules=a.allow_module if a.allow_module is not None else ["starter"],
         kill_grace=a.kill_grace, work_dir=a.work_dir, task_paths=a.task_path or [], labels=_kv(a.label, "--label"),
+        node_timeout=a.node_timeout,
     )
     return run(cfg)
 
@@ -151,7 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--work-dir", default="", help="working directory of command tasks")
     s.add_argument("--task-path", action="append", help="extra sys.path entry for Python task modules")
     s.add_argument("--label", action="append", help="label of the local node, KEY=VALUE (repeatable)")
+    s.add_argument("--node-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="an agent silent this long is offline and its tasks run elsewhere (default 10)")
     s.set_defaults(fn=cmd_serve)
+
+    from .groups_cli import add_group_parser
+    from .nodes_cli import add_node_parser
+    add_node_parser(sub)
+    add_group_parser(sub)
 
     t = sub.add_parser("task", help="create, inspect, follow and end tasks")
     t.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")
