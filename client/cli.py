@@ -30,6 +30,7 @@ def cmd_serve(a) -> int:
         slots=a.slots, python_workers=a.python_workers,
         allowed_modules=a.allow_module if a.allow_module is not None else ["starter"],
         kill_grace=a.kill_grace, work_dir=a.work_dir, task_paths=a.task_path or [], labels=_kv(a.label, "--label"),
+        node_timeout=a.node_timeout,
     )
     return run(cfg)
 
@@ -156,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--work-dir", default="", help="working directory of command tasks")
     s.add_argument("--task-path", action="append", help="extra sys.path entry for Python task modules")
     s.add_argument("--label", action="append", help="label of the local node, KEY=VALUE (repeatable)")
+    s.add_argument("--node-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="an agent silent this long is offline and its tasks run elsewhere (default 10)")
     s.set_defaults(fn=cmd_serve)
 
     gw = sub.add_parser("gateway", help="run the HTTP gateway alone, as a client of a taskhub gRPC server")
@@ -163,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     gw.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 picks a free port)")
     gw.set_defaults(fn=cmd_gateway)
+
+    from .groups_cli import add_group_parser
+    from .nodes_cli import add_node_parser
+    add_node_parser(sub)
+    add_group_parser(sub)
 
     t = sub.add_parser("task", help="create, inspect, follow and end tasks")
     t.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")

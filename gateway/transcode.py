@@ -24,7 +24,7 @@ from .params import to_bool
 
 # Services whose annotated RPCs the gateway serves. Add a service's full name here once its
 # servicer runs in `taskhub serve`.
-TRANSCODED_SERVICES = ["taskhub.v1.TaskService"]
+TRANSCODED_SERVICES = ["taskhub.v1.TaskService", "taskhub.v1.NodeService", "taskhub.v1.TaskGroupService"]
 UNARY_TIMEOUT = 60.0
 NDJSON = "application/x-ndjson"
 
@@ -261,7 +261,7 @@ def add_routes(app: web.Application, channel: grpc.aio.Channel, taken: set[tuple
 
 def _ensure_registered() -> None:
     # The generated modules register the services in the default pool when imported.
-    from taskhub.v1 import task_service_pb2  # noqa: F401
+    from taskhub.v1 import node_service_pb2, task_group_service_pb2, task_service_pb2  # noqa: F401
 
 
 _ensure_registered()

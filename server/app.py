@@ -11,13 +11,18 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from taskhub.v1 import task_service_pb2, task_service_pb2_grpc
+from taskhub.v1 import (node_service_pb2, node_service_pb2_grpc, task_group_service_pb2,
+                        task_group_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc)
 
+from .api.group_service import TaskGroupService
+from .api.node_service import NodeService
 from .api.task_service import TaskService
 from .engine import Engine, EngineConfig
+from .groups import TaskGroups
 from .modules import ModuleDescriber
 from .node.executor import Executor
 from .node.local import LocalNode
+from .node.remote import NodeRegistry
 from .store import Store
 
 log = logging.getLogger("taskhub")
@@ -37,6 +42,7 @@ class ServerConfig:
     work_dir: str = ""               # cwd of command tasks; default: <db dir>/work
     task_paths: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    node_timeout: float = 10.0       # an agent silent this long is offline; its tasks run elsewhere
 
 
 class Server:
@@ -46,6 +52,8 @@ class Server:
         self.cfg = cfg
         self.store = Store(cfg.db)
         self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace))
+        self.nodes = NodeRegistry(self.engine, self.store, cfg.node_timeout)
+        self.groups = TaskGroups(self.engine)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
@@ -57,7 +65,11 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.cfg
+        self.nodes.preload()  # before recovery: tasks on known agents wait for them
         await self.engine.start()
+        await self.nodes.start()
+        self.groups.load()
+        self._closers.append(self.nodes.stop)
         cores = os.cpu_count() or 1
         if cfg.local_node:
             work_dir = cfg.work_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "work")
@@ -76,7 +88,11 @@ class Server:
         ])
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(
             self.engine, ModuleDescriber(cfg.allowed_modules, cfg.task_paths)), self.grpc)
-        names = [task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name]
+        node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes), self.grpc)
+        task_group_service_pb2_grpc.add_TaskGroupServiceServicer_to_server(TaskGroupService(self.groups), self.grpc)
+        names = [task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+                 node_service_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
+                 task_group_service_pb2.DESCRIPTOR.services_by_name["TaskGroupService"].full_name]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
         self.grpc_port = self.grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")

@@ -35,6 +35,8 @@ SCHEDULABLE = frozenset({S.NEW, S.PENDING, S.RESTORING})
 ON_NODE = frozenset({S.SCHEDULED, S.QUEUED, S.RUNNING, S.CANCELLING})
 MAX_BATCH = 10_000
 NO_NODE = "waiting for a node to join"
+# Annotation: unfinished tasks with the same value run on the same node (a task group's tasks).
+COLOCATE = "taskhub.colocate"
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _NAMESPACE = re.compile(r"^[^*\s][^\s]{0,199}$")
 
@@ -55,6 +57,7 @@ class Engine:
         self.nodes: dict[str, Node] = {}
         self._ready: list[tuple[int, int]] = []   # heap of (-priority, id)
         self._parked: dict[int, Task] = {}        # PENDING: no node could ever take it now
+        self._colocated: dict[str, set[int]] = {}  # COLOCATE value -> its unfinished tasks
         self._fresh: list[Task] = []              # pushed since the last scheduling round
         self._dirty: dict[int, Task] = {}
         self._flush_scheduled = False
@@ -83,7 +86,14 @@ class Engine:
         killed = _kill_orphans(self.instance)
         for task in leftovers:
             self.tasks[task.id] = task
+            self._colocate_add(task)
             st = task.status
+            node = self.nodes.get(task.node)
+            if node is not None and st in ON_NODE:
+                # A node agent that may still run it (loaded by the node registry before this):
+                # it stays placed there until the agent reconnects or its heartbeat timeout passes.
+                node.assigned[task.id] = task.spec.resources.slots
+                continue
             if st in (S.RUNNING, S.UNKNOWN):
                 note = f"interrupted: the server stopped while it ran{' (killed its orphaned processes)' if killed else ''}"
                 self.logs.system(task.id, note)
@@ -107,6 +117,9 @@ class Engine:
         """Clean shutdown: running tasks are stopped and left RESTORING, to run again at next start."""
         self._stopping = True
         for task in list(self.tasks.values()):
+            node = self.nodes.get(task.node)
+            if node is not None and node.outlives_server and task.status in ON_NODE:
+                continue  # it keeps running on its agent, which reclaims it after the restart
             if task.status in (S.SCHEDULED, S.QUEUED, S.RUNNING):
                 self.logs.system(task.id, "server shutting down: this task will run again when it restarts")
                 self._move(task, S.RESTORING)
@@ -143,6 +156,7 @@ class Engine:
                     continue
                 task.retries += 1
             self._push(task)
+        self._unpark()  # tasks parked for this node (its task group) may go elsewhere now
         self._kick()
 
     # ------------------------------------------------------------------ create
@@ -199,6 +213,7 @@ class Engine:
         await self.store.writer.insert_tasks(tasks)
         for t in tasks:
             self.tasks[t.id] = t
+            self._colocate_add(t)
             self.logs.known_empty(t.id)
             self._push(t)
         return tasks
@@ -339,8 +354,10 @@ class Engine:
             need = task.spec.resources.slots
             reasons = []
             candidates = []
+            pinned = self._colocated_node(task) if task.spec.annotations else ""
             for n in nodes:
-                why = n.fits(need, task.spec.node_selector, task.spec.resources.memory_mb)
+                why = f"this task's group, which runs on {pinned}" if pinned and n.name != pinned else \
+                    n.fits(need, task.spec.node_selector, task.spec.resources.memory_mb)
                 if why:
                     reasons.append(f"{n.name} lacks {why}")
                 else:
@@ -369,6 +386,20 @@ class Engine:
         node.assigned[task.id] = task.spec.resources.slots
         self._move(task, S.QUEUED)
         node.start(self._run_of(task))
+
+    def _colocate_add(self, task: Task) -> None:
+        key = task.spec.annotations.get(COLOCATE) if task.spec.annotations else None
+        if key:
+            self._colocated.setdefault(key, set()).add(task.id)
+
+    def _colocated_node(self, task: Task) -> str:
+        """The node a placed sibling of this task (same COLOCATE value) is on, or ''."""
+        key = task.spec.annotations.get(COLOCATE)
+        for sibling_id in self._colocated.get(key, ()) if key else ():
+            sibling = self.tasks.get(sibling_id)
+            if sibling is not None and sibling.status in ON_NODE and sibling.node:
+                return sibling.node
+        return ""
 
     def _park(self, task: Task, reason: str) -> None:
         if task.status != S.PENDING:
@@ -475,6 +506,12 @@ class Engine:
             log.exception("refused: task %d", task.id)
             raise
         self._touch(task)
+        if new.terminal and task.spec.annotations and COLOCATE in task.spec.annotations:
+            group = self._colocated.get(task.spec.annotations[COLOCATE])
+            if group is not None:
+                group.discard(task.id)
+                if not group:
+                    del self._colocated[task.spec.annotations[COLOCATE]]
         if not new.terminal and task.id in self._watchers:
             self._publish(task)
 

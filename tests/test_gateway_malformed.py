@@ -66,6 +66,9 @@ def requests() -> list[tuple[str, str, bytes | None, dict]]:
         ("GET", "/v1/tasks?unknown=1", None, {}), ("GET", "/v1/tasks?page_token=zzz", None, {}),
 ("GET", "/v1/tasks/1?uid.x=1", None, {}),
         ("GET", "/v1/tasks?statuses.x=1", None, {}),
+        ("GET", "/v1/nodes/nope", None, {}), ("POST", "/v1/nodes/nope:drain", b"{", json_ct),
+        ("POST", "/v1/taskgroups/templates", b'{"name": 5}', json_ct),
+        ("POST", "/v1/taskgroups/instances", b"[]", json_ct), ("GET", "/v1/taskgroups/instances/none", None, {}),
     ]
     # Odd paths and methods.
     for method, path in itertools.product(["GET", "POST", "PATCH"], [

@@ -122,3 +122,11 @@ def test_sigterm_with_open_log_stream(server_factory):
         assert s.terminate(20) == 0
     finally:
         resp.close()
+
+
+def test_node_and_task_group_services_are_transcoded(server):
+    nodes = http("GET", url(server, "/v1/nodes")).json()["nodes"]
+    assert any(n["local"] for n in nodes)
+    assert http("GET", url(server, "/v1/nodes/no-such-node")).status == 404
+    assert http("GET", url(server, "/v1/taskgroups/templates")).status == 200
+    assert http("POST", url(server, "/v1/taskgroups/instances/none:stop"), {}).status == 404

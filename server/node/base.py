@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .executor import Run
 
@@ -24,6 +25,8 @@ class Node:
     last_heartbeat_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     # Engine bookkeeping: task id -> slots it holds on this node.
     assigned: dict[int, int] = field(default_factory=dict)
+    # True for nodes whose runs go on when the server stops (agents): a clean shutdown leaves them be.
+    outlives_server: ClassVar[bool] = False
 
     @property
     def free_slots(self) -> int:

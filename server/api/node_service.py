@@ -1,0 +1,45 @@
+"""NodeService: the agents' stream and the operator's node calls, over the NodeRegistry."""
+from __future__ import annotations
+
+from taskhub.v1 import node_service_pb2 as pb
+from taskhub.v1 import node_service_pb2_grpc as svc_grpc
+
+from .. import errors
+from ..node.base import Node
+from ..node.remote import NodeRegistry, RemoteNode
+from .errors import mapped
+
+
+def node_to_proto(n: Node) -> pb.NodeInfo:
+    return pb.NodeInfo(
+        name=n.name, address=n.address, state=pb.NODE_STATE_ONLINE if n.online else pb.NODE_STATE_OFFLINE,
+        draining=n.draining, local=not isinstance(n, RemoteNode), slots=n.slots, free_slots=n.free_slots,
+        labels=n.labels, cpu_count=n.cpu_count, memory_mb=n.memory_mb, cpu_percent=n.cpu_percent,
+        memory_percent=n.memory_percent, last_heartbeat_ms=n.last_heartbeat_ms, task_ids=sorted(n.assigned),
+    )
+
+
+class NodeService(svc_grpc.NodeServiceServicer):
+    def __init__(self, registry: NodeRegistry):
+        self.registry = registry
+
+    @mapped
+    async def Connect(self, request_iterator, context):
+        async for msg in self.registry.connect(request_iterator.__aiter__(), context.peer()):
+            yield msg
+
+    @mapped
+    async def ListNodes(self, request, context):
+        return pb.ListNodesResponse(nodes=[node_to_proto(n) for n in self.registry.list()])
+
+    @mapped
+    async def GetNode(self, request, context):
+        if not request.name:
+            raise errors.InvalidArgument("give a node name")
+        return node_to_proto(self.registry.get(request.name))
+
+    @mapped
+    async def DrainNode(self, request, context):
+        if not request.name:
+            raise errors.InvalidArgument("give a node name")
+        return node_to_proto(self.registry.drain(request.name, request.resume))
