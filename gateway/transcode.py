@@ -231,15 +231,21 @@ async def stream(request: web.Request, call) -> web.StreamResponse:
             line = json.dumps(to_json(item), ensure_ascii=False)
             await resp.write(f"data: {line}\n\n".encode() if sse else (line + "\n").encode())
             item = await call.read()
+        await resp.write_eof()
     except grpc.aio.AioRpcError as e:
         if resp is None:
             raise
         code, message = error_of(e)
         line = json.dumps({"error": {"code": code.value[0], "message": message}})
-        await resp.write(f"event: error\ndata: {line}\n\n".encode() if sse else (line + "\n").encode())
+        try:
+            await resp.write(f"event: error\ndata: {line}\n\n".encode() if sse else (line + "\n").encode())
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass
+    except ConnectionResetError:
+        pass  # the client went away; nothing to tell it
     finally:
         call.cancel()
-    await resp.write_eof()
     return resp
 
 

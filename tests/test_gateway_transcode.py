@@ -130,3 +130,15 @@ def test_node_and_task_group_services_are_transcoded(server):
     assert http("GET", url(server, "/v1/nodes/no-such-node")).status == 404
     assert http("GET", url(server, "/v1/taskgroups/templates")).status == 200
     assert http("POST", url(server, "/v1/taskgroups/instances/none:stop"), {}).status == 404
+
+
+def test_clients_leaving_log_streams_cause_no_errors(server):
+    c = server.client()
+    task = c.create_task(callable="starter.examples:count", input={"n": 1000, "delay": 0.05})
+    for _ in range(5):
+        with urllib.request.urlopen(url(server, f"/v1/tasks/{task.id}/logs?follow=true"), timeout=60) as resp:
+            assert json.loads(resp.readline())["lines"]
+    c.cancel_task(task.id)
+    assert c.wait(task.id).status  # ended; the server still answers
+    assert http("GET", url(server, f"/v1/tasks/{task.id}")).status == 200
+    assert not [line for line in server.output if "Traceback" in line or "taskhub.gateway" in line]
