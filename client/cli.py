@@ -35,6 +35,11 @@ def cmd_serve(a) -> int:
     return run(cfg)
 
 
+def cmd_gateway(a) -> int:
+    from gateway.app import run_alone
+    return run_alone(a.grpc.removeprefix("grpc://"), a.host, a.port)
+
+
 # -- task ---------------------------------------------------------------------
 def _client(a):
     from .client import TaskhubClient
@@ -155,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--node-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="an agent silent this long is offline and its tasks run elsewhere (default 10)")
     s.set_defaults(fn=cmd_serve)
+
+    gw = sub.add_parser("gateway", help="run the HTTP gateway alone, as a client of a taskhub gRPC server")
+    gw.add_argument("--grpc", default=DEFAULT_SERVER, help="gRPC address of the server (env TASKHUB_SERVER)")
+    gw.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    gw.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 picks a free port)")
+    gw.set_defaults(fn=cmd_gateway)
 
     from .groups_cli import add_group_parser
     from .nodes_cli import add_node_parser

@@ -19,6 +19,7 @@ from .api.node_service import NodeService
 from .api.task_service import TaskService
 from .engine import Engine, EngineConfig
 from .groups import TaskGroups
+from .modules import ModuleDescriber
 from .node.executor import Executor
 from .node.local import LocalNode
 from .node.remote import NodeRegistry
@@ -85,7 +86,8 @@ class Server:
             ("grpc.max_send_message_length", 64 << 20),
             ("grpc.so_reuseport", 0),
         ])
-        task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(self.engine), self.grpc)
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(
+            self.engine, ModuleDescriber(cfg.allowed_modules, cfg.task_paths)), self.grpc)
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes), self.grpc)
         task_group_service_pb2_grpc.add_TaskGroupServiceServicer_to_server(TaskGroupService(self.groups), self.grpc)
         names = [task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
@@ -100,8 +102,22 @@ class Server:
         for name in names + [""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         print(f"taskhub: gRPC listening on {cfg.host}:{self.grpc_port}", flush=True)
+        if cfg.http_port >= 0:
+            await self._start_gateway()
 
         print(f"taskhub: database {os.path.abspath(cfg.db)}; local node {'on' if cfg.local_node else 'off'}", flush=True)
+
+    async def _start_gateway(self) -> None:
+        # The gateway is a gRPC client of this server; it is stopped first (closers run before grpc.stop).
+        from gateway.app import Gateway, connect_host
+        gw = Gateway(f"{connect_host(self.cfg.host)}:{self.grpc_port}", self.cfg.host, self.cfg.http_port)
+        try:
+            await gw.start()
+        except OSError as e:
+            raise SystemExit(f"taskhub: cannot listen on {self.cfg.host}:{self.cfg.http_port} for HTTP: {e}")
+        self.http_port = gw.port
+        self._closers.append(gw.stop)
+        print(f"taskhub: HTTP gateway listening on {gw.url}", flush=True)
 
     async def _sample(self, node: LocalNode) -> None:
         while True:

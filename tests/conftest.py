@@ -10,6 +10,10 @@ import threading
 import time
 from pathlib import Path
 
+import json
+import urllib.error
+import urllib.request
+
 import grpc
 import pytest
 
@@ -132,3 +136,29 @@ def client(server) -> TaskhubClient:
 
 def rpc_code(excinfo) -> grpc.StatusCode:
     return excinfo.value.code()
+
+
+class HttpAnswer:
+    def __init__(self, status: int, headers, body: bytes):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<HTTP {self.status} {self.body[:300]!r}>"
+
+
+def http(method: str, url: str, body: bytes | str | dict | list | None = None, headers: dict | None = None,
+         timeout: float = 60) -> HttpAnswer:
+    """One real HTTP request; answers of any status come back (no exception for 4xx/5xx)."""
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode()
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return HttpAnswer(resp.status, resp.headers, resp.read())
+    except urllib.error.HTTPError as e:
+        return HttpAnswer(e.code, e.headers, e.read())

@@ -1,13 +1,14 @@
 """TaskService: proto in, engine call, proto out."""
 from __future__ import annotations
 
-from google.protobuf import empty_pb2
+from google.protobuf import empty_pb2, json_format
 from taskhub.v1 import task_pb2 as pb
 from taskhub.v1 import task_service_pb2 as svc
 from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 
 from .. import errors
 from ..engine import Engine
+from ..modules import ModuleDescriber
 from .convert import created_to_proto, lines_to_proto, spec_from_proto, task_to_proto
 from .errors import mapped
 
@@ -15,8 +16,9 @@ MAX_WAIT_IDS = 100_000
 
 
 class TaskService(svc_grpc.TaskServiceServicer):
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, describer: ModuleDescriber | None = None):
         self.engine = engine
+        self.describer = describer or ModuleDescriber(engine.config.allowed_modules, [])
 
     @mapped
     async def CreateTask(self, request, context):
@@ -72,3 +74,8 @@ class TaskService(svc_grpc.TaskServiceServicer):
             raise errors.InvalidArgument(f"at most {MAX_WAIT_IDS} ids per call")
         async for task in self.engine.wait_all(request.namespace, list(request.ids)):
             yield task_to_proto(task)
+
+    @mapped
+    async def DescribeModule(self, request, context):
+        description = await self.describer.describe(request.module)
+        return json_format.ParseDict(description, svc.DescribeModuleResponse())

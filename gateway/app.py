@@ -1,0 +1,88 @@
+"""The HTTP gateway: an aiohttp server that is a client of taskhub's gRPC API (never of the database).
+
+`taskhub serve` runs it in-process (started after gRPC, stopped before it); `taskhub gateway
+--grpc HOST:PORT` runs it alone. Routes: the legacy families (gateway/families/*), then
+every annotated TaskService RPC (gateway/transcode.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from aiohttp import web
+
+from . import transcode
+from .errors import last_resort
+from .families import aaas, delta, hugegraph
+
+log = logging.getLogger("taskhub.gateway")
+
+FAMILIES = (aaas, hugegraph, delta)
+MAX_BODY = 64 << 20
+
+
+def build_app(channel: grpc.aio.Channel) -> web.Application:
+    app = web.Application(middlewares=[last_resort], client_max_size=MAX_BODY)
+    taken: set[tuple[str, str]] = set()
+    for family in FAMILIES:
+        for method, path in family.add_routes(app, channel):
+            taken.add((method, path))
+    transcode.add_routes(app, channel, taken)
+    return app
+
+
+class Gateway:
+    def __init__(self, grpc_target: str, host: str = "127.0.0.1", port: int = 8080):
+        self.grpc_target = grpc_target
+        self.host = host
+        self.port = port
+        self.channel: grpc.aio.Channel | None = None
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        self.channel = grpc.aio.insecure_channel(self.grpc_target, options=[
+            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+        # handler_cancellation: a client that goes away ends its log stream (and the gRPC call) at once.
+        self.runner = web.AppRunner(build_app(self.channel), handle_signals=False, access_log=None,
+                                    shutdown_timeout=1.0, handler_cancellation=True)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        if self.port == 0:
+            self.port = site._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+        if self.channel:
+            await self.channel.close(grace=None)
+
+
+def connect_host(host: str) -> str:
+    """The address to dial for a server listening on `host` (a wildcard is dialled on loopback)."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+async def serve_alone(grpc_target: str, host: str, port: int) -> int:
+    gw = Gateway(grpc_target, host, port)
+    await gw.start()
+    print(f"taskhub: HTTP gateway listening on {gw.url} (gRPC server {grpc_target})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await gw.stop()
+    print("taskhub: gateway stopped", flush=True)
+    return 0
+
+
+def run_alone(grpc_target: str, host: str, port: int) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(serve_alone(grpc_target, host, port))

@@ -1,0 +1,131 @@
+"""Delta Node API (seed 000): /v1/task, /v1/task/{metadata,logs,result,list}.
+
+A built task travels as the multipart field `file`: a taskhub.v1.TaskSpec in protobuf binary
+form (what `client.delta.dump_task` writes), or as TaskSpec JSON. Reads find tasks by id in
+any namespace. Statuses fold to PENDING, RUNNING, FINISHED, ERROR.
+Errors: {"detail": "..."} with the matching HTTP status.
+"""
+from __future__ import annotations
+
+import grpc
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from taskhub.v1 import task_pb2 as pb
+from taskhub.v1 import task_service_pb2 as svc
+
+from ..errors import BadRequest, C, answers, json_response
+from ..params import integer
+from .common import TERMINAL, TIMEOUT, status_name, stub
+
+ANY = "*"
+MAX_LIST = 10_000
+DELTA_STATUS = {
+    pb.TASK_STATUS_RUNNING: "RUNNING", pb.TASK_STATUS_CANCELLING: "RUNNING", pb.TASK_STATUS_UNKNOWN: "RUNNING",
+    pb.TASK_STATUS_SUCCESS: "FINISHED", pb.TASK_STATUS_FAILED: "ERROR", pb.TASK_STATUS_CANCELLED: "ERROR",
+}
+
+
+def render(status: int, code: grpc.StatusCode, message: str) -> web.Response:
+    return json_response({"detail": message}, status)
+
+
+def metadata(task: pb.Task) -> dict:
+    return {
+        "id": task.id, "name": task.spec.name,
+        "type": "python" if task.spec.type == pb.TASK_TYPE_PYTHON else "command",
+        "creator": task.spec.annotations.get("creator", ""), "created_at": task.create_time_ms,
+        "status": DELTA_STATUS.get(task.status, "PENDING"), "enable_verify": False,
+        "namespace": task.spec.namespace, "progress": task.progress, "detail_status": status_name(task.status),
+    }
+
+
+def parse_task(data: bytes) -> pb.TaskSpec:
+    """A built task: TaskSpec as protobuf bytes, or as JSON."""
+    if not data.strip():
+        raise BadRequest("the uploaded task file is empty")
+    try:
+        if data.lstrip()[:1] == b"{":
+            return json_format.Parse(data, pb.TaskSpec())
+        spec = pb.TaskSpec.FromString(data)
+    except (json_format.ParseError, DecodeError, UnicodeDecodeError, ValueError) as e:
+        raise BadRequest(f"the uploaded file is not a built task (TaskSpec protobuf or JSON): {e}") from None
+    if spec.type == pb.TASK_TYPE_UNSPECIFIED:
+        raise BadRequest("the uploaded file is not a built task: it names no task type")
+    return spec
+
+
+def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
+    tasks = stub(channel)
+
+    async def get(task_id: int) -> pb.Task:
+        return await tasks.GetTask(svc.GetTaskRequest(namespace=ANY, id=task_id), timeout=TIMEOUT)
+
+    def the_id(request: web.Request) -> int:
+        return integer(request.query, "task_id", required=True, low=1)
+
+    @answers(render)
+    async def create(request: web.Request) -> web.Response:
+        if not request.content_type.startswith("multipart/"):
+            raise BadRequest("send the task as multipart/form-data with a field named 'file'")
+        try:
+            form = await request.post()
+        except (ValueError, AssertionError, UnicodeDecodeError, HttpProcessingError) as e:
+            raise BadRequest(f"the multipart body cannot be read: {e}") from None
+        field = form.get("file")
+        if field is None:
+            raise BadRequest("the multipart body has no field named 'file'")
+        data = field.file.read() if hasattr(field, "file") else str(field).encode()
+        spec = parse_task(data)
+        task = await tasks.CreateTask(svc.CreateTaskRequest(spec=spec), timeout=TIMEOUT)
+        return json_response({"task_id": task.id})
+
+    @answers(render)
+    async def get_metadata(request: web.Request) -> web.Response:
+        return json_response(metadata(await get(the_id(request))))
+
+    @answers(render)
+    async def get_logs(request: web.Request) -> web.Response:
+        q = request.query
+        task_id = the_id(request)
+        start = integer(q, "start", 0, low=0)
+        limit = integer(q, "limit", 20, low=1, high=MAX_LIST)
+        call = tasks.TraceTask(svc.TraceTaskRequest(namespace=ANY, id=task_id, offset=start, follow=False))
+        out = []
+        try:
+            async for batch in call:
+                for line in batch.lines:
+                    out.append({"id": line.seq, "created_at": line.time_ms, "message": line.text})
+                if len(out) >= limit:
+                    break
+        finally:
+            call.cancel()
+        return json_response(out[:limit])
+
+    @answers(render)
+    async def get_result(request: web.Request) -> web.Response:
+        task = await get(the_id(request))
+        if task.status not in TERMINAL:
+            raise BadRequest(f"task {task.id} has not finished (it is {status_name(task.status)})",
+                             C.FAILED_PRECONDITION)
+        return web.Response(body=task.result.encode(), content_type="application/octet-stream")
+
+    @answers(render)
+    async def list_tasks(request: web.Request) -> web.Response:
+        q = request.query
+        page = integer(q, "page", 1, low=1)
+        size = integer(q, "page_size", 20, low=1, high=100)
+        if page * size >= MAX_LIST:
+            raise BadRequest(f"page * page_size must be below {MAX_LIST}")
+        resp = await tasks.ListTasks(svc.ListTasksRequest(namespace=ANY, limit=page * size + 1), timeout=TIMEOUT)
+        rows = resp.tasks[(page - 1) * size:]
+        return json_response({"tasks": [metadata(t) for t in rows[:size]], "page": page, "page_size": size,
+                              "has_next": len(rows) > size})
+
+    routes = [("POST", "/v1/task", create), ("GET", "/v1/task/metadata", get_metadata),
+              ("GET", "/v1/task/logs", get_logs), ("GET", "/v1/task/result", get_result),
+              ("GET", "/v1/task/list", list_tasks)]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
+    return [(m, p) for m, p, _ in routes]

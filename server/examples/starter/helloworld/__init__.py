@@ -1,0 +1,1 @@
+"""The aaas hello-world example (seed 001): `starter.helloworld.auto`."""
