@@ -15,11 +15,11 @@ from aiohttp import web
 
 from . import transcode
 from .errors import last_resort
-from .families import aaas, delta, hugegraph
+from .families import aaas, delta, hugegraph, taskgroups
 
 log = logging.getLogger("taskhub.gateway")
 
-FAMILIES = (aaas, hugegraph, delta)
+FAMILIES = (aaas, hugegraph, delta, taskgroups)
 MAX_BODY = 64 << 20
 
 
