@@ -22,7 +22,7 @@ import psutil
 from . import errors
 from .logbus import LogBus
 from .model import (ANY_NAMESPACE, DEFAULT_NAMESPACE, IllegalTransition, Resources, Status, Task,
-                    TaskSpec, TaskType, now_ms)
+                    TaskSpec, TaskType, module_allowed, now_ms)
 from .node.base import Node
 from .node.executor import Outcome, Run
 from .node.spawner import INSTANCE_ENV
@@ -171,7 +171,7 @@ class Engine:
             if not _CALLABLE.match(spec.callable):
                 raise errors.InvalidArgument(f"callable {spec.callable!r} must look like 'package.module:function'")
             module = spec.callable.split(":")[0]
-            if not any(module == p or module.startswith(p + ".") for p in self.config.allowed_modules):
+            if not module_allowed(module, self.config.allowed_modules):
                 raise errors.PermissionDenied(
                     f"module {module!r} is not allowed; the server allows {', '.join(self.config.allowed_modules) or 'no modules'}"
                     " (start it with --allow-module PREFIX)")

@@ -81,6 +81,11 @@ class LogStream(enum.IntEnum):
     SYSTEM = 3
 
 
+def module_allowed(module: str, prefixes: list[str]) -> bool:
+    """Whether Python code may be imported from `module`: it is, or is under, an allowed prefix."""
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
 DEFAULT_NAMESPACE = "default"
 ANY_NAMESPACE = "*"
 

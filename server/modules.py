@@ -15,17 +15,13 @@ import re
 import sys
 
 from . import errors
+from .model import module_allowed
 
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 TIMEOUT = 20.0
 MAX_OUTPUT = 4 << 20
 NOT_FOUND_EXIT = 3
 IMPORT_FAILED_EXIT = 4
-
-
-def module_allowed(module: str, prefixes: list[str]) -> bool:
-    """The same rule the engine applies to a Python task's callable."""
-    return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
 class ModuleDescriber:
