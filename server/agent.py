@@ -85,12 +85,12 @@ class Agent:
 
     def _new_instance(self) -> str:
         """A marker in every command's environment; kill what a previous agent here left behind."""
-        from .engine import _kill_orphans
+        from .node.spawner import kill_orphans
         path = os.path.join(self.cfg.work_dir, INSTANCE_FILE)
         try:
             with open(path) as f:
                 old = f.read().strip()
-            if old and _kill_orphans(old):
+            if old and kill_orphans(old):
                 print("taskhub node: killed processes a previous agent left running", flush=True)
         except FileNotFoundError:
             pass

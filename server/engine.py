@@ -17,7 +17,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-import psutil
 
 from . import errors
 from .logbus import LogBus
@@ -25,7 +24,7 @@ from .model import (ANY_NAMESPACE, DEFAULT_NAMESPACE, IllegalTransition, Resourc
                     TaskSpec, TaskType, module_allowed, now_ms)
 from .node.base import Node
 from .node.executor import Outcome, Run
-from .node.spawner import INSTANCE_ENV
+from .node.spawner import kill_orphans
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -83,7 +82,7 @@ class Engine:
         leftovers = self.store.unfinished_tasks()
         if not leftovers:
             return
-        killed = _kill_orphans(self.instance)
+        killed = kill_orphans(self.instance)
         for task in leftovers:
             self.tasks[task.id] = task
             self._colocate_add(task)
@@ -385,7 +384,7 @@ class Engine:
         task.queue_reason = ""
         node.assigned[task.id] = task.spec.resources.slots
         self._move(task, S.QUEUED)
-        node.start(self._run_of(task))
+        node.start(self.run_of(task))
 
     def _colocate_add(self, task: Task) -> None:
         key = task.spec.annotations.get(COLOCATE) if task.spec.annotations else None
@@ -421,7 +420,8 @@ class Engine:
             self._kick()
 
     @staticmethod
-    def _run_of(task: Task) -> Run:
+    def run_of(task: Task) -> Run:
+        """What a node needs to run this task's next attempt."""
         s = task.spec
         return Run(task.id, task.uid, s.namespace, s.name, s.type, list(s.argv), s.callable, s.input_json,
                    dict(s.env), s.cwd, s.timeout_seconds, s.resources.slots)
@@ -571,23 +571,3 @@ class Engine:
 
 def _in_namespace(task: Task, namespace: str) -> bool:
     return namespace == ANY_NAMESPACE or task.namespace == (namespace or DEFAULT_NAMESPACE)
-
-
-def _kill_orphans(instance: str) -> int:
-    """Kill process groups a previous run of this server started (found by their env marker)."""
-    import os
-    import signal
-    marker = f"{INSTANCE_ENV}={instance}"
-    killed = 0
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if p.pid == os.getpid():
-                continue
-            with open(f"/proc/{p.pid}/environ", "rb") as f:
-                if marker.encode() not in f.read().split(b"\0"):
-                    continue
-            os.killpg(os.getpgid(p.pid), signal.SIGKILL)
-            killed += 1
-        except (OSError, psutil.Error):
-            continue
-    return killed

@@ -56,12 +56,12 @@ class AgentProcess:
         self.kill_orphans()
 
     def kill_orphans(self) -> None:
-        from server.engine import _kill_orphans
+        from server.node.spawner import kill_orphans
         try:
             instance = (self.work_dir / ".taskhub-agent-instance").read_text().strip()
         except FileNotFoundError:
             return
-        _kill_orphans(instance)
+        kill_orphans(instance)
 
     def close(self) -> None:
         if self.proc and self.proc.poll() is None:

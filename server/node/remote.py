@@ -281,7 +281,7 @@ class NodeRegistry:
             if task is None or task.terminal:
                 node.assigned.pop(task_id, None)
             elif task.status in (S.SCHEDULED, S.QUEUED):
-                node.start(engine._run_of(task))  # the start never reached it
+                node.start(engine.run_of(task))  # the start never reached it
             else:
                 engine.on_exit(task_id, Outcome("lost", 0, f"node {node.name} no longer had this run when it reconnected"))
 

@@ -18,6 +18,8 @@ import signal
 import subprocess
 import sys
 
+import psutil
+
 from .wire import HEADER, die_with_parent, frame, unframe
 
 STDOUT, STDERR, SYSTEM = 1, 2, 3
@@ -240,6 +242,24 @@ class SpawnerClient:
                 self.proc.kill()
         if self._reader_task:
             await asyncio.wait([self._reader_task], timeout=5)
+
+
+def kill_orphans(instance: str) -> int:
+    """Kill process groups a previous run of this server started (found by their env marker)."""
+    marker = f"{INSTANCE_ENV}={instance}"
+    killed = 0
+    for p in psutil.process_iter(["pid"]):
+        try:
+            if p.pid == os.getpid():
+                continue
+            with open(f"/proc/{p.pid}/environ", "rb") as f:
+                if marker.encode() not in f.read().split(b"\0"):
+                    continue
+            os.killpg(os.getpgid(p.pid), signal.SIGKILL)
+            killed += 1
+        except (OSError, psutil.Error):
+            continue
+    return killed
 
 
 def main() -> None:
