@@ -3,24 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
 import grpc
 
-DEFAULT_SERVER = os.environ.get("TASKHUB_SERVER", "127.0.0.1:50051")
-
-
-def _kv(items: list[str] | None, what: str) -> dict[str, str]:
-    out = {}
-    for item in items or []:
-        k, sep, v = item.partition("=")
-        if not sep or not k:
-            raise SystemExit(f"taskhub: {what} must look like KEY=VALUE, got {item!r}")
-        out[k] = v
-    return out
-
+from .cli_support import DEFAULT_SERVER, key_values, print_message
 
 # -- serve --------------------------------------------------------------------
 def cmd_serve(a) -> int:
@@ -29,7 +17,7 @@ def cmd_serve(a) -> int:
         db=a.db, host=a.host, grpc_port=a.grpc_port, http_port=a.http_port, local_node=not a.no_local_node,
         slots=a.slots, python_workers=a.python_workers,
         allowed_modules=a.allow_module if a.allow_module is not None else ["starter"],
-        kill_grace=a.kill_grace, work_dir=a.work_dir, task_paths=a.task_path or [], labels=_kv(a.label, "--label"),
+        kill_grace=a.kill_grace, work_dir=a.work_dir, task_paths=a.task_path or [], labels=key_values(a.label, "--label"),
         node_timeout=a.node_timeout,
     )
     return run(cfg)
@@ -42,13 +30,8 @@ def cmd_gateway(a) -> int:
 
 # -- task ---------------------------------------------------------------------
 def _client(a):
-    from .client import TaskhubClient
-    return TaskhubClient(a.server, namespace=a.namespace)
-
-
-def _print_task(t) -> None:
-    from .client import to_dict
-    print(json.dumps(to_dict(t), indent=2, ensure_ascii=False))
+    from .cli_support import connect
+    return connect(a)
 
 
 def cmd_task_create(a) -> int:
@@ -62,10 +45,10 @@ def cmd_task_create(a) -> int:
             except ValueError as e:
                 raise SystemExit(f"taskhub: --input is not JSON: {e}")
         spec = make_spec(callable=a.python, input=input_value, name=a.name, priority=a.priority, timeout=a.timeout,
-                         max_retries=a.retries, env=_kv(a.env, "--env"))
+                         max_retries=a.retries, env=key_values(a.env, "--env"))
     elif argv:
         spec = make_spec(argv=argv, name=a.name, priority=a.priority, timeout=a.timeout, max_retries=a.retries,
-                         env=_kv(a.env, "--env"), cwd=a.cwd)
+                         env=key_values(a.env, "--env"), cwd=a.cwd)
     else:
         raise SystemExit("taskhub: give a command after --, or --python module:function")
     task = _client(a).create_task(spec)
@@ -74,7 +57,7 @@ def cmd_task_create(a) -> int:
 
 
 def cmd_task_get(a) -> int:
-    _print_task(_client(a).get_task(a.id))
+    print_message(_client(a).get_task(a.id))
     return 0
 
 
@@ -86,8 +69,7 @@ def cmd_task_list(a) -> int:
     except ValueError as e:
         raise SystemExit(f"taskhub: {e}")
     if a.json:
-        from .client import to_dict
-        print(json.dumps(to_dict(resp), indent=2, ensure_ascii=False))
+        print_message(resp)
         return 0
     print(f"{'ID':>8}  {'STATUS':<11} {'PROG':>4}  {'CREATED':<19}  {'NAMESPACE':<12} NAME")
     for t in resp.tasks:

@@ -8,6 +8,8 @@ import grpc
 from google.protobuf import json_format
 from taskhub.v1 import task_pb2 as pb
 from taskhub.v1 import task_service_pb2 as svc
+from taskhub.v1 import node_service_pb2_grpc as node_grpc
+from taskhub.v1 import task_group_service_pb2_grpc as group_grpc
 from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 
 TERMINAL = {pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_CANCELLED, pb.TASK_STATUS_FAILED}
@@ -53,7 +55,11 @@ def to_dict(message) -> dict:
 
 
 class TaskhubClient:
-    """Blocking client. `namespace` is the default for every call ("*" reads any)."""
+    """Blocking client. `namespace` is the default for every call ("*" reads any).
+
+    Task calls are methods; `groups` (TaskGroupService) and `nodes` (NodeService) are the
+    typed stubs of the other services on the same channel.
+    """
 
     def __init__(self, target: str = DEFAULT_TARGET, *, namespace: str = "", timeout: float | None = 60,
                  channel: grpc.Channel | None = None, token: str | None = None):
@@ -61,6 +67,8 @@ class TaskhubClient:
         self.channel = channel or grpc.insecure_channel(target, options=[
             ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
         self.stub = svc_grpc.TaskServiceStub(self.channel)
+        self.groups = group_grpc.TaskGroupServiceStub(self.channel)
+        self.nodes = node_grpc.NodeServiceStub(self.channel)
         self.namespace = namespace
         self.timeout = timeout
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None

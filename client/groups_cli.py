@@ -1,75 +1,60 @@
 """`taskhub group ...`: task group templates and instances (seed 003)."""
 from __future__ import annotations
 
-import json
-import os
 import sys
 
-DEFAULT_SERVER = os.environ.get("TASKHUB_SERVER", "127.0.0.1:50051")
-
-
-def _stub(a):
-    import grpc
-    from taskhub.v1 import task_group_service_pb2_grpc as svc_grpc
-    return svc_grpc.TaskGroupServiceStub(grpc.insecure_channel(a.server.removeprefix("grpc://")))
-
-
-def _print(message) -> None:
-    from google.protobuf import json_format
-    print(json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True), indent=2,
-                     ensure_ascii=False))
-
+from .cli_support import DEFAULT_SERVER, connect, print_message
 
 def cmd_create(a) -> int:
     from taskhub.v1 import task_group_service_pb2 as pb
     text = sys.stdin.read() if a.file == "-" else open(a.file, encoding="utf-8").read()
-    t = _stub(a).CreateTemplate(pb.CreateTemplateRequest(json=text), timeout=30)
+    t = connect(a).groups.CreateTemplate(pb.CreateTemplateRequest(json=text), timeout=30)
     print(f"template {t.name} created")
     return 0
 
 
 def cmd_get(a) -> int:
     from taskhub.v1 import task_group_service_pb2 as pb
-    print(_stub(a).GetTemplate(pb.GetTemplateRequest(name=a.name), timeout=30).json)
+    print(connect(a).groups.GetTemplate(pb.GetTemplateRequest(name=a.name), timeout=30).json)
     return 0
 
 
 def cmd_list(a) -> int:
     from taskhub.v1 import task_group_service_pb2 as pb
-    for t in _stub(a).ListTemplates(pb.ListTemplatesRequest(), timeout=30).templates:
+    for t in connect(a).groups.ListTemplates(pb.ListTemplatesRequest(), timeout=30).templates:
         print(t.name)
     return 0
 
 
 def cmd_delete(a) -> int:
     from taskhub.v1 import task_group_service_pb2 as pb
-    _stub(a).DeleteTemplate(pb.DeleteTemplateRequest(name=a.name), timeout=30)
+    connect(a).groups.DeleteTemplate(pb.DeleteTemplateRequest(name=a.name), timeout=30)
     print(f"template {a.name} deleted")
     return 0
 
 
 def cmd_deploy(a) -> int:
     from taskhub.v1 import task_group_service_pb2 as pb
-    print(_stub(a).Deploy(pb.DeployRequest(name=a.name, namespace=a.namespace), timeout=30).id)
+    print(connect(a).groups.Deploy(pb.DeployRequest(name=a.name, namespace=a.namespace), timeout=30).id)
     return 0
 
 
 def cmd_status(a) -> int:
     from taskhub.v1 import task_group_service_pb2 as pb
-    _print(_stub(a).GetInstance(pb.GetInstanceRequest(id=a.id), timeout=30))
+    print_message(connect(a).groups.GetInstance(pb.GetInstanceRequest(id=a.id), timeout=30))
     return 0
 
 
 def cmd_instances(a) -> int:
     from taskhub.v1 import task_group_service_pb2 as pb
-    for i in _stub(a).ListInstances(pb.ListInstancesRequest(template=a.template), timeout=30).instances:
+    for i in connect(a).groups.ListInstances(pb.ListInstancesRequest(template=a.template), timeout=30).instances:
         print(f"{i.id}  {pb.InstanceStatus.Name(i.status).removeprefix('INSTANCE_STATUS_'):<9}  {i.template}")
     return 0
 
 
 def cmd_stop(a) -> int:
     from taskhub.v1 import task_group_service_pb2 as pb
-    r = _stub(a).StopInstance(pb.StopInstanceRequest(id=a.id), timeout=30)
+    r = connect(a).groups.StopInstance(pb.StopInstanceRequest(id=a.id), timeout=30)
     print(f"instance {r.id} stopped ({len(r.cancelled_task_ids)} tasks cancelled)")
     return 0
 

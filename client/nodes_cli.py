@@ -1,38 +1,22 @@
 """`taskhub node ...`: run the node agent, or list/inspect/drain nodes."""
 from __future__ import annotations
 
-import json
-import os
 
-DEFAULT_SERVER = os.environ.get("TASKHUB_SERVER", "127.0.0.1:50051")
-
-
-def _stub(a):
-    import grpc
-    from taskhub.v1 import node_service_pb2_grpc as svc_grpc
-    return svc_grpc.NodeServiceStub(grpc.insecure_channel(a.server.removeprefix("grpc://")))
-
-
-def _print(message) -> None:
-    from google.protobuf import json_format
-    print(json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True), indent=2,
-                     ensure_ascii=False))
-
+from .cli_support import DEFAULT_SERVER, connect, key_values, print_message
 
 def cmd_agent(a) -> int:
     from server.agent import AgentConfig, run
-    from .cli import _kv
     return run(AgentConfig(
         server=a.server.removeprefix("grpc://"), name=a.name, address=a.address, slots=a.slots,
-        labels=_kv(a.label, "--label"), python_workers=a.python_workers, work_dir=a.work_dir,
+        labels=key_values(a.label, "--label"), python_workers=a.python_workers, work_dir=a.work_dir,
         task_paths=a.task_path or [], kill_grace=a.kill_grace, heartbeat=a.heartbeat, max_backoff=a.max_backoff))
 
 
 def cmd_list(a) -> int:
     from taskhub.v1 import node_service_pb2 as pb
-    resp = _stub(a).ListNodes(pb.ListNodesRequest(), timeout=30)
+    resp = connect(a).nodes.ListNodes(pb.ListNodesRequest(), timeout=30)
     if a.json:
-        _print(resp)
+        print_message(resp)
         return 0
     print(f"{'NAME':<24} {'ADDRESS':<16} {'STATE':<8} {'SLOTS':>9} {'CPU%':>5} {'MEM%':>5}  LABELS")
     for n in resp.nodes:
@@ -47,13 +31,13 @@ def cmd_list(a) -> int:
 
 def cmd_get(a) -> int:
     from taskhub.v1 import node_service_pb2 as pb
-    _print(_stub(a).GetNode(pb.GetNodeRequest(name=a.node), timeout=30))
+    print_message(connect(a).nodes.GetNode(pb.GetNodeRequest(name=a.node), timeout=30))
     return 0
 
 
 def cmd_drain(a) -> int:
     from taskhub.v1 import node_service_pb2 as pb
-    n = _stub(a).DrainNode(pb.DrainNodeRequest(name=a.node, resume=a.resume), timeout=30)
+    n = connect(a).nodes.DrainNode(pb.DrainNodeRequest(name=a.node, resume=a.resume), timeout=30)
     print(f"node {n.name}: {'draining' if n.draining else 'accepting tasks'}")
     return 0
 

@@ -5,9 +5,7 @@ import io
 import json
 import re
 import uuid
-from pathlib import Path
 
-import pytest
 from conftest import http, wait_for
 
 from client import DeltaNode, make_spec

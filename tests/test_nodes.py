@@ -132,7 +132,7 @@ def test_placement_by_labels_and_slots(cluster):
     huge = c.create_task(pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["true"],
                                      resources=pb.Resources(slots=1, memory_mb=1 << 40)))
     for t, needle in ((too_big, "5 slots"), (gpu, "label gpu=1"), (huge, "MiB memory")):
-        task = _wait_status(c, t.id, pb.TASK_STATUS_PENDING)
+        _wait_status(c, t.id, pb.TASK_STATUS_PENDING)
         wait_for(lambda: needle in c.get_task(t.id).queue_reason, 10, what=f"queue_reason with {needle!r}")
         assert "no online node fits" in c.get_task(t.id).queue_reason
         c.cancel_task(t.id)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from google.protobuf import empty_pb2, json_format
-from taskhub.v1 import task_pb2 as pb
 from taskhub.v1 import task_service_pb2 as svc
 from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 
