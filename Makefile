@@ -6,7 +6,7 @@ GEN     := build/gen
 PROTOS  := $(wildcard protos/taskhub/v1/*.proto)
 STAMP   := $(VENV)/.installed
 
-.PHONY: install run test bench proto clean
+.PHONY: install run test bench bench-peer proto clean
 
 install: $(STAMP)
 
@@ -36,5 +36,9 @@ test: install
 bench: install
 	$(BIN)/python -m bench.run
 
+# taskhub beside Celery + Redis (installed into bench/.venv-peer and Debian's redis-server by the bench itself)
+bench-peer: install
+	$(BIN)/python -m bench.peer
+
 clean:
-	rm -rf $(VENV) $(GEN) build *.egg-info
+	rm -rf $(VENV) $(GEN) build *.egg-info bench/.venv-peer

@@ -1,0 +1,171 @@
+"""`make bench-peer`: taskhub beside Celery 5 + Redis and the bare machine, in one run.
+
+    python -m bench.peer [--repeat N] [--quick]
+
+Installs what it needs by itself, outside taskhub's dependencies: Debian's redis-server
+(only if missing) and Celery into bench/.venv-peer. Redis runs on a free loopback port with
+persistence off and is stopped at the end. Writes bench/results/peer.json.
+
+Workloads: A 10,000 no-op Python tasks, 8 clients, until every result is known; B 2,000
+/bin/true tasks, same shape; C 500 sequential submit-and-wait round trips (p50/p99);
+D one task printing 200,000 lines, lines/s to one reader (taskhub only).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+from . import bare, workloads
+from .server import TaskhubServer
+from .stats import fmt, percentiles, summary, table
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+PEER_VENV = os.path.join(HERE, ".venv-peer")
+PEER_PY = os.path.join(PEER_VENV, "bin", "python")
+CELERY_REQ = "celery[redis]>=5.3,<6"
+
+
+def sh(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools() -> None:
+    if not shutil.which("redis-server"):
+        print("bench-peer: installing Debian's redis-server", flush=True)
+        sh("apt-get", "update", "-qq", stdout=subprocess.DEVNULL)
+        sh("apt-get", "install", "-y", "-qq", "redis-server", stdout=subprocess.DEVNULL)
+    if not os.path.exists(PEER_PY):
+        sh(sys.executable, "-m", "venv", PEER_VENV)
+    if subprocess.run([PEER_PY, "-c", "import celery, redis"], capture_output=True).returncode:
+        print("bench-peer: installing Celery into bench/.venv-peer", flush=True)
+        sh(PEER_PY, "-m", "pip", "install", "-q", CELERY_REQ)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Celery:
+    """redis-server and a prefork Celery worker, both stopped on exit."""
+
+    def __init__(self, concurrency: int):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.env = {**os.environ, "PEER_REDIS_URL": self.url, "PYTHONPATH": REPO}
+        self.concurrency = concurrency
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> "Celery":
+        redis = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        self.procs.append(redis)
+        deadline = time.time() + 20
+        while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True).stdout.strip() != "PONG":
+            if time.time() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        worker = subprocess.Popen([PEER_PY, "-m", "celery", "-A", "bench.peer_celery.app", "worker", "--pool", "prefork",
+                                   "--concurrency", str(self.concurrency), "--loglevel", "WARNING", "--without-gossip",
+                                   "--without-mingle", "--without-heartbeat", "--quiet"], cwd=REPO, env=self.env,
+                                  stdout=subprocess.DEVNULL)
+        self.procs.append(worker)
+        self.drive("C", 3)  # returns once a worker answers
+        return self
+
+    def drive(self, workload: str, count: int, clients: int = 8) -> dict:
+        out = subprocess.run([PEER_PY, "-m", "bench.peer_celery.drive", workload, str(count), str(clients)], cwd=REPO,
+                             env=self.env, capture_output=True, text=True, timeout=1800)
+        if out.returncode:
+            raise RuntimeError(f"celery driver failed: {out.stderr[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def versions(self) -> dict:
+        out = subprocess.run([PEER_PY, "-c", "import celery, redis; print(celery.__version__, redis.__version__)"],
+                             capture_output=True, text=True).stdout.split()
+        server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+        return {"celery": out[0], "redis-py": out[1], "redis-server": next((w[2:] for w in server if w.startswith("v=")), "")}
+
+    def __exit__(self, *exc) -> None:
+        for p in reversed(self.procs):
+            p.terminate()
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.peer")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="a tenth of the work, one repetition")
+    a = ap.parse_args(argv)
+    reps, scale = (1, 10) if a.quick else (a.repeat, 1)
+    n_a, n_b, n_c, n_d = 10_000 // scale, 2_000 // scale, 500 // scale, 200_000 // scale
+    ensure_tools()
+    workers = os.cpu_count() or 2
+    run = asyncio.run
+    w: dict = {"A": {"unit": "tasks/s"}, "B": {"unit": "tasks/s"}, "C": {"unit": "ms"}, "D": {"unit": "lines/s"}}
+
+    w["B"]["bare"] = summary([bare.fork_exec_rate(n_b, 1) for _ in range(reps)])
+    sqlite_bare = summary([bare.sqlite_group_commit_rate(100_000 // scale) for _ in range(reps)])
+    with TaskhubServer("--python-workers", str(workers)) as srv:
+        w["A"]["taskhub"] = summary([run(workloads.end_to_end(srv.target, workloads.NOOP, n_a)) for _ in range(reps)])
+        w["B"]["taskhub"] = summary([run(workloads.end_to_end(srv.target, workloads.TRUE, n_b)) for _ in range(reps)])
+        w["C"]["taskhub"] = percentiles(run(workloads.round_trips(srv.target, workloads.NOOP, n_c))["submit_to_done"])
+        w["D"]["taskhub"] = summary([run(workloads.trace(srv.target, workloads.chatty(n_d)))[0] for _ in range(reps)])
+    with Celery(workers) as cel:
+        w["A"]["celery"] = summary([cel.drive("A", n_a)["rate"] for _ in range(reps)])
+        w["B"]["celery"] = summary([cel.drive("B", n_b)["rate"] for _ in range(reps)])
+        w["C"]["celery"] = percentiles(cel.drive("C", n_c)["samples_ms"])
+        versions = cel.versions()
+    import grpc
+    result = {"machine": {"cores": os.cpu_count(), "versions": {
+        "python": sys.version.split()[0], "grpcio": grpc.__version__, **versions}},
+        "workloads": w, "bare_sqlite_rows_per_s": sqlite_bare}
+
+    rows = []
+    for key, label in (("A", "A no-op Python tasks/s"), ("B", "B /bin/true tasks/s")):
+        base = w[key]["taskhub"]["median"]
+        for system in ("taskhub", "celery", "bare"):
+            if system in w[key]:
+                s = w[key][system]
+                rows.append([system, label, fmt(s["median"]), fmt(s["min"]), fmt(s["max"]), f"{s['median'] / base:.2f}"])
+    for system in ("taskhub", "celery"):
+        p = w["C"][system]
+        rows.append([system, "C round trip ms, p50 (p99 in max)", f"{p['p50']:.2f}", "", f"{p['p99']:.2f}",
+                     f"{p['p50'] / w['C']['taskhub']['p50']:.2f}"])
+    d = w["D"]["taskhub"]
+    rows.append(["taskhub", "D trace lines/s, one reader", fmt(d["median"]), fmt(d["min"]), fmt(d["max"]), "1.00"])
+    rows.append(["celery", "D trace lines/s", "n/a", "", "", "no log stream"])
+    rows.append(["bare", "SQLite rows/s, 100-row commits", fmt(sqlite_bare["median"]), fmt(sqlite_bare["min"]),
+                 fmt(sqlite_bare["max"]), ""])
+    print(table(rows, ["system", "workload", "median", "min", "max", "ratio to taskhub"]))
+    checks = {
+        "A >= 1.5x Celery and >= 1,000/s": w["A"]["taskhub"]["median"] >= max(1.5 * w["A"]["celery"]["median"], 1000),
+        "B >= 70% of bare fork/exec": w["B"]["taskhub"]["median"] >= 0.7 * w["B"]["bare"]["median"],
+        "C p50 below Celery's": w["C"]["taskhub"]["p50"] < w["C"]["celery"]["p50"],
+        "D >= 100,000 lines/s": d["median"] >= 100_000,
+    }
+    result["targets_met"] = checks
+    print("\n" + "\n".join(f"{'met ' if ok else 'MISSED'}  {name}" for name, ok in checks.items()))
+    out = os.path.join(HERE, "results", "peer.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"\nwritten to {os.path.relpath(out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

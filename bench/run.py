@@ -1,0 +1,91 @@
+"""`make bench`: taskhub's own figures on this machine, beside the machine's limits.
+
+    python -m bench.run [--quick] [--repeat N]
+
+Prints a table and writes bench/results/latest.json. Targets (SPEC.md): creates >= 3,000/s,
+no-op Python >= 1,000/s, /bin/true >= 70 % of bare fork/exec, trace >= 100,000 lines/s,
+idle submit->RUNNING p50 < 5 ms.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+
+from . import bare, workloads
+from .server import TaskhubServer
+from .stats import fmt, percentiles, summary, table
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def repeat(n: int, fn) -> dict:
+    return summary([fn() for _ in range(n)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.run")
+    ap.add_argument("--quick", action="store_true", help="small counts, one repetition (a smoke run)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out", default=os.path.join(RESULTS, "latest.json"))
+    a = ap.parse_args(argv)
+    reps = 1 if a.quick else a.repeat
+    scale = 10 if a.quick else 1
+    n_py, n_cmd, n_create, n_lines, n_lat = 10_000 // scale, 2_000 // scale, 32_000 // scale, 200_000 // scale, 300 // scale
+    res: dict = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(), "quick": a.quick},
+                 "figures": {}}
+    fig = res["figures"]
+    run = asyncio.run
+
+    fig["bare_fork_exec_per_s"] = repeat(reps, lambda: bare.fork_exec_rate(n_cmd, 1))
+    fig["bare_fork_exec_2proc_per_s"] = repeat(reps, lambda: bare.fork_exec_rate(n_cmd, 2))
+    fig["bare_sqlite_rows_per_s"] = repeat(reps, lambda: bare.sqlite_group_commit_rate(100_000 // scale))
+    with TaskhubServer("--no-local-node") as srv:  # creates alone: nothing runs them
+        fig["creates_per_s"] = repeat(reps, lambda: run(workloads.creates(srv.target, n_create // 4, 64, 1)))
+        fig["creates_batched_per_s"] = repeat(reps, lambda: run(workloads.creates(srv.target, n_create * 4, 64, 100)))
+    with TaskhubServer() as srv:
+        fig["python_noop_per_s"] = repeat(reps, lambda: run(workloads.end_to_end(srv.target, workloads.NOOP, n_py)))
+        fig["command_true_per_s"] = repeat(reps, lambda: run(workloads.end_to_end(srv.target, workloads.TRUE, n_cmd)))
+        fig["trace_python_lines_per_s"] = repeat(reps, lambda: run(workloads.trace(srv.target, workloads.chatty(n_lines)))[0])
+        fig["trace_command_lines_per_s"] = repeat(reps, lambda: run(workloads.trace(srv.target, workloads.seq(n_lines)))[0])
+        lat = run(workloads.round_trips(srv.target, workloads.NOOP, n_lat))
+        fig["latency_python_ms"] = {k: percentiles(v) for k, v in lat.items()}
+        lat = run(workloads.round_trips(srv.target, workloads.TRUE, n_lat))
+        fig["latency_command_ms"] = {k: percentiles(v) for k, v in lat.items()}
+    ratio = fig["command_true_per_s"]["median"] / fig["bare_fork_exec_per_s"]["median"]
+    fig["command_vs_bare_fork_exec"] = ratio
+
+    rows = []
+    for key, label, target in [
+        ("creates_per_s", "durable creates/s, 64 clients, 1 per call", "3,000 (batched count)"),
+        ("creates_batched_per_s", "durable creates/s, 64 clients, 100 per call", ">= 3,000"),
+        ("python_noop_per_s", f"no-op Python tasks/s end to end ({n_py}, 8 clients)", ">= 1,000"),
+        ("command_true_per_s", f"/bin/true tasks/s end to end ({n_cmd}, 8 clients)", ">= 70% bare"),
+        ("bare_fork_exec_per_s", "bare fork/exec /bin/true per s (1 loop)", "machine"),
+        ("bare_fork_exec_2proc_per_s", "bare fork/exec /bin/true per s (2 processes)", "machine"),
+        ("bare_sqlite_rows_per_s", "bare SQLite rows/s, 100-row commits", "machine"),
+        ("trace_python_lines_per_s", f"trace lines/s, one reader (Python task, {n_lines})", ">= 100,000"),
+        ("trace_command_lines_per_s", f"trace lines/s, one reader (seq, {n_lines})", ">= 100,000"),
+    ]:
+        s = fig[key]
+        rows.append([label, target, fmt(s["median"]), fmt(s["min"]), fmt(s["max"])])
+    rows.append(["/bin/true tasks vs bare 1-loop fork/exec", ">= 0.70", f"{ratio:.2f}", "", ""])
+    for kind in ("python", "command"):
+        for k, label in (("submit_to_running", "submit->RUNNING (client)"), ("server_create_to_start", "create->start (server)"),
+                         ("submit_to_done", "submit->done (client)")):
+            p = fig[f"latency_{kind}_ms"][k]
+            rows.append([f"idle {label}, {kind}, ms p50 / p99", "p50 < 5" if k == "submit_to_running" else "",
+                         f"{p['p50']:.2f}", f"{p['p99']:.2f}", ""])
+    print(table(rows, ["workload", "target", "median", "min", "max"]))
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=2)
+    print(f"\nwritten to {os.path.relpath(a.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

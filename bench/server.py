@@ -1,0 +1,36 @@
+"""Starts a real `taskhub serve` for a bench (tmp dir, SQLite on disk, durability on)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+
+class TaskhubServer:
+    def __init__(self, *extra: str):
+        self.dir = tempfile.mkdtemp(prefix="taskhub-bench-")
+        self.args = [sys.executable, "-m", "client.cli", "serve", "--db", os.path.join(self.dir, "bench.db"),
+                     "--grpc-port", "0", "--http-port", "-1", *extra]
+        self.target = ""
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "TaskhubServer":
+        self.proc = subprocess.Popen(self.args, cwd=self.dir, stdout=subprocess.PIPE, text=True)
+        for line in self.proc.stdout:
+            m = re.search(r"gRPC listening on (\S+)", line)
+            if m:
+                self.target = m.group(1)
+            if line.startswith("taskhub: database"):
+                break
+        if not self.target:
+            raise RuntimeError("taskhub serve did not start")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()

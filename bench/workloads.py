@@ -1,0 +1,109 @@
+"""The taskhub side of every workload, with real grpc.aio clients. Shared by run.py and peer.py."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+from taskhub.v1 import task_pb2 as pb
+from taskhub.v1 import task_service_pb2 as svc
+from taskhub.v1 import task_service_pb2_grpc as svc_grpc
+
+NOOP = pb.TaskSpec(type=pb.TASK_TYPE_PYTHON, callable="starter.examples:noop")
+TRUE = pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["/bin/true"])
+BATCH = 250
+
+
+def _stubs(target: str, n: int) -> tuple[list, list]:
+    channels = [grpc.aio.insecure_channel(target) for _ in range(n)]
+    return channels, [svc_grpc.TaskServiceStub(c) for c in channels]
+
+
+async def _close(channels) -> None:
+    await asyncio.gather(*(c.close() for c in channels))
+
+
+async def creates(target: str, total: int, clients: int = 64, batch: int = 1) -> float:
+    """Durable creates/s: each call returns after its tasks are committed."""
+    channels, stubs = _stubs(target, min(clients, 16))
+    spec = pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["true"], namespace="bench-creates")
+    per_client = total // clients // batch
+
+    async def client(stub):
+        for _ in range(per_client):
+            if batch == 1:
+                await stub.CreateTask(svc.CreateTaskRequest(spec=spec))
+            else:
+                await stub.CreateTasks(svc.CreateTasksRequest(specs=[spec] * batch))
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(stubs[i % len(stubs)]) for i in range(clients)))
+    elapsed = time.perf_counter() - t0
+    await _close(channels)
+    return per_client * clients * batch / elapsed
+
+
+async def end_to_end(target: str, spec: pb.TaskSpec, total: int, clients: int = 8) -> float:
+    """Tasks/s from the first submit until every result is known (WaitTasks stream, no polling)."""
+    channels, stubs = _stubs(target, clients)
+    per_client = total // clients
+
+    async def client(stub):
+        ids = []
+        for start in range(0, per_client, BATCH):
+            resp = await stub.CreateTasks(svc.CreateTasksRequest(specs=[spec] * min(BATCH, per_client - start)))
+            ids.extend(t.id for t in resp.tasks)
+        ok = 0
+        async for task in stub.WaitTasks(svc.WaitTasksRequest(ids=ids)):
+            ok += task.status == pb.TASK_STATUS_SUCCESS
+        if ok != len(ids):
+            raise RuntimeError(f"{len(ids) - ok} of {len(ids)} tasks did not succeed")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(s) for s in stubs))
+    elapsed = time.perf_counter() - t0
+    await _close(channels)
+    return per_client * clients / elapsed
+
+
+async def round_trips(target: str, spec: pb.TaskSpec, count: int) -> dict[str, list[float]]:
+    """Sequential tasks, one at a time: ms from submit until the client sees RUNNING and until
+    it sees the end, and the server's own create->start interval."""
+    channels, [stub] = _stubs(target, 1)
+    to_running, to_done, server_start = [], [], []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        task = await stub.CreateTask(svc.CreateTaskRequest(spec=spec))
+        running_at = None
+        async for snap in stub.WaitTask(svc.WaitTaskRequest(id=task.id)):
+            if running_at is None and snap.status >= pb.TASK_STATUS_RUNNING:
+                running_at = time.perf_counter()
+            last = snap
+        done_at = time.perf_counter()
+        to_running.append((running_at - t0) * 1000)
+        to_done.append((done_at - t0) * 1000)
+        server_start.append(last.start_time_ms - last.create_time_ms)
+    await _close(channels)
+    return {"submit_to_running": to_running, "submit_to_done": to_done, "server_create_to_start": server_start}
+
+
+async def trace(target: str, spec: pb.TaskSpec) -> tuple[float, int]:
+    """Lines/s reaching one reader, from the first line to the last."""
+    channels, [stub] = _stubs(target, 1)
+    task = await stub.CreateTask(svc.CreateTaskRequest(spec=spec))
+    lines, t0 = 0, None
+    async for batch in stub.TraceTask(svc.TraceTaskRequest(id=task.id)):
+        if batch.lines and t0 is None:
+            t0 = time.perf_counter()
+        lines += len(batch.lines)
+    elapsed = time.perf_counter() - t0
+    await _close(channels)
+    return lines / elapsed, lines
+
+
+def chatty(lines: int) -> pb.TaskSpec:
+    return pb.TaskSpec(type=pb.TASK_TYPE_PYTHON, callable="starter.examples:chatty", input_json=f'{{"lines": {lines}}}')
+
+
+def seq(lines: int) -> pb.TaskSpec:
+    return pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["seq", str(lines)])
