@@ -77,9 +77,12 @@ class Celery:
             time.sleep(0.05)
         worker = subprocess.Popen([PEER_PY, "-m", "celery", "-A", "bench.peer_celery.app", "worker", "--pool", "prefork",
                                    "--concurrency", str(self.concurrency), "--loglevel", "WARNING", "--without-gossip",
-                                   "--without-mingle", "--without-heartbeat", "--quiet"], cwd=REPO, env=self.env,
+                                   "--without-mingle", "--without-heartbeat"], cwd=REPO, env=self.env,
                                   stdout=subprocess.DEVNULL)
         self.procs.append(worker)
+        time.sleep(0.5)
+        if worker.poll() is not None:
+            raise RuntimeError(f"the Celery worker exited with status {worker.returncode}")
         self.drive("C", 3)  # returns once a worker answers
         return self
 

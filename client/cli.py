@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grpc-port", type=int, default=50051, help="0 picks a free port")
     s.add_argument("--http-port", type=int, default=8080, help="0 picks a free port, -1 disables the gateway")
     s.add_argument("--no-local-node", action="store_true", help="run no tasks here; wait for node agents")
-    s.add_argument("--slots", type=int, default=0, help="tasks the local node runs at once (default 4 x cores)")
+    s.add_argument("--slots", type=int, default=0, help="tasks the local node runs at once (default 8 x cores)")
     s.add_argument("--python-workers", type=int, default=0, help="warm Python workers (default one per core)")
     s.add_argument("--allow-module", action="append", metavar="PREFIX",
                    help="Python module prefix tasks may run (repeatable; default: starter)")

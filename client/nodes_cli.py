@@ -48,7 +48,7 @@ def add_node_parser(sub) -> None:
     n.add_argument("--server", default=DEFAULT_SERVER, help="server gRPC address HOST:PORT (env TASKHUB_SERVER)")
     n.add_argument("--name", default="", help="node name (default: the host name)")
     n.add_argument("--address", default="", help="address reported for this node (default: as the server sees it)")
-    n.add_argument("--slots", type=int, default=0, help="tasks run at once (default 4 x cores)")
+    n.add_argument("--slots", type=int, default=0, help="tasks run at once (default 8 x cores)")
     n.add_argument("--label", action="append", help="node label KEY=VALUE for node_selector (repeatable)")
     n.add_argument("--python-workers", type=int, default=1, help="warm Python workers (default 1)")
     n.add_argument("--work-dir", default="var/agent", help="working directory of command tasks (default ./var/agent)")

@@ -37,7 +37,7 @@ class AgentConfig:
     server: str = "127.0.0.1:50051"
     name: str = ""                  # default: the host name
     address: str = ""               # default: the address the server sees
-    slots: int = 0                  # 0: 4 x cores
+    slots: int = 0                  # 0: 8 x cores
     labels: dict[str, str] = field(default_factory=dict)
     python_workers: int = 1
     work_dir: str = "var/agent"
@@ -52,7 +52,7 @@ class Agent:
         self.cfg = cfg
         self.name = cfg.name or socket.gethostname()
         self.session = uuid.uuid4().hex
-        self.slots = cfg.slots or 4 * (os.cpu_count() or 1)
+        self.slots = cfg.slots or 8 * (os.cpu_count() or 1)
         self.executor: Executor | None = None
         self.runs: dict[int, tuple[int, int]] = {}   # task id -> (pid, ppid) of runs it has
         self.abandoned: set[int] = set()             # runs the server disowned: killed, silenced

@@ -35,7 +35,7 @@ class ServerConfig:
     grpc_port: int = 50051
     http_port: int = 8080            # -1: no HTTP gateway
     local_node: bool = True
-    slots: int = 0                   # local node slots; 0: 4 x cores
+    slots: int = 0                   # local node slots; 0: 8 x cores
     python_workers: int = 0          # warm Python workers; 0: one per core
     allowed_modules: list[str] = field(default_factory=lambda: ["starter"])
     kill_grace: float = 5.0
@@ -77,7 +77,7 @@ class Server:
                                      instance=self.engine.instance, kill_grace=cfg.kill_grace,
                                      task_paths=cfg.task_paths)
             await self.executor.start()
-            node = LocalNode(self.executor, cfg.slots or 4 * cores, labels=cfg.labels)
+            node = LocalNode(self.executor, cfg.slots or 8 * cores, labels=cfg.labels)
             self.engine.add_node(node)
             self._background.append(asyncio.create_task(self._sample(node)))
 

@@ -32,6 +32,14 @@ def test_command_task_runs_and_logs(client):
     assert (pb.LOG_STREAM_STDOUT, "one") in by_stream and (pb.LOG_STREAM_STDERR, "two") in by_stream
 
 
+def test_command_env_cwd_and_path_lookup(client, tmp_path):
+    t = client.create_task(argv=["sh", "-c", "echo $GREETING; pwd"], env={"GREETING": "hello"}, cwd=str(tmp_path))
+    done = client.wait(t.id)
+    assert status_name(done.status) == "SUCCESS" and done.result == str(tmp_path)
+    assert [ln.text for ln in client.trace(t.id)] == ["hello", str(tmp_path)]
+    assert status_name(client.wait(client.create_task(argv=["no-such-program-anywhere"]).id).status) == "FAILED"
+
+
 def test_unstartable_command_fails_clearly(client):
     done = client.wait(client.create_task(argv=["/no/such/program"]).id)
     assert status_name(done.status) == "FAILED" and done.exit_code == 127

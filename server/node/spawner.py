@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,25 +32,25 @@ READ_CHUNK = 1 << 16
 class _Command:
     """One running subprocess, read without threads: its pipes and a pidfd on the event loop."""
 
-    def __init__(self, sp: "Spawner", task_id: int, proc: subprocess.Popen, timeout: float):
-        self.sp, self.task_id, self.proc, self.timeout = sp, task_id, proc, timeout
-        self.open_pipes = 0
+    def __init__(self, sp: "Spawner", task_id: int, pid: int, out_fd: int, err_fd: int, timeout: float):
+        self.sp, self.task_id, self.pid, self.timeout = sp, task_id, pid, timeout
+        self.fds = {STDOUT: out_fd, STDERR: err_fd}
         self.partial = {STDOUT: b"", STDERR: b""}
         self.last_stdout = ""
         self.exit_code: int | None = None
         self.killed_for = ""
         loop = sp.loop
-        for stream, pipe in ((STDOUT, proc.stdout), (STDERR, proc.stderr)):
-            os.set_blocking(pipe.fileno(), False)
-            loop.add_reader(pipe.fileno(), self._readable, stream, pipe)
-            self.open_pipes += 1
-        self.pidfd = os.pidfd_open(proc.pid)
+        for stream, fd in self.fds.items():
+            os.set_blocking(fd, False)
+            loop.add_reader(fd, self._readable, stream)
+        self.pidfd = os.pidfd_open(pid)
         loop.add_reader(self.pidfd, self._exited)
         self.timer = loop.call_later(timeout, self.stop, "timeout", 0.0) if timeout > 0 else None
 
-    def _readable(self, stream: int, pipe) -> None:
+    def _readable(self, stream: int) -> None:
+        fd = self.fds[stream]
         try:
-            data = os.read(pipe.fileno(), READ_CHUNK)
+            data = os.read(fd, READ_CHUNK)
         except BlockingIOError:
             return
         if data:
@@ -57,12 +58,16 @@ class _Command:
             if lines:
                 self._emit_lines(stream, [b.decode("utf-8", "replace") for b in lines])
             return
-        self.sp.loop.remove_reader(pipe.fileno())
         if self.partial[stream]:
             self._emit_lines(stream, [self.partial[stream].decode("utf-8", "replace")])
-        pipe.close()
-        self.open_pipes -= 1
+        self._close(stream)
         self._maybe_done()
+
+    def _close(self, stream: int) -> None:
+        fd = self.fds.pop(stream, None)
+        if fd is not None:
+            self.sp.loop.remove_reader(fd)
+            os.close(fd)
 
     def _emit_lines(self, stream: int, texts: list[str]) -> None:
         if stream == STDOUT:
@@ -72,18 +77,16 @@ class _Command:
     def _exited(self) -> None:
         self.sp.loop.remove_reader(self.pidfd)
         os.close(self.pidfd)
-        self.exit_code = self.proc.wait()
+        self.exit_code = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
         self._maybe_done()
 
     def _maybe_done(self) -> None:
         # Done when the process is gone and both pipes are closed; after a kill, a grandchild
         # still holding the pipes open does not keep the task alive.
-        if self.exit_code is None or (self.open_pipes and not self.killed_for):
+        if self.exit_code is None or (self.fds and not self.killed_for):
             return
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if not pipe.closed:
-                self.sp.loop.remove_reader(pipe.fileno())
-                pipe.close()
+        for stream in list(self.fds):
+            self._close(stream)
         if self.timer:
             self.timer.cancel()
         code = self.exit_code
@@ -115,7 +118,7 @@ class _Command:
 
     def signal(self, sig: int) -> None:
         try:
-            os.killpg(self.proc.pid, sig)  # its own session: the whole process group
+            os.killpg(self.pid, sig)  # its own session: the whole process group
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -130,7 +133,8 @@ class Spawner:
         self._events: list[tuple] = []
         self._env = {**os.environ, INSTANCE_ENV: instance}
         self._env.pop("TASKHUB_SPAWNER_INSTANCE", None)
-        self.work_dir = work_dir
+        self.work_dir = os.path.abspath(work_dir)
+        os.chdir(self.work_dir)  # commands without a cwd of their own start here
         self._closing = False
 
     def emit(self, event: tuple) -> None:
@@ -147,14 +151,44 @@ class Spawner:
         full_env = {**self._env, **env, "TASKHUB_TASK_ID": str(task_id)} if env else \
             {**self._env, "TASKHUB_TASK_ID": str(task_id)}
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    env=full_env, cwd=cwd or self.work_dir, start_new_session=True)
-        except (OSError, ValueError) as e:
+            pid, out_fd, err_fd = self._spawn(argv, full_env, cwd)
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
             self.emit(("logs", task_id, [(SYSTEM, f"cannot start {argv[0]!r}: {e}")]))
             self.emit(("exit", task_id, "failed", 127, f"cannot start: {e}", None))
             return
-        self.commands[task_id] = _Command(self, task_id, proc, timeout)
-        self.emit(("running", task_id, proc.pid))
+        self.commands[task_id] = _Command(self, task_id, pid, out_fd, err_fd, timeout)
+        self.emit(("running", task_id, pid))
+
+    def _spawn(self, argv: list[str], env: dict, cwd: str) -> tuple[int, int, int]:
+        """(pid, stdout fd, stderr fd) of a new process in its own session, stdin from /dev/null."""
+        if cwd and os.path.abspath(cwd) != self.work_dir:
+            # posix_spawn cannot change directory on this Python: the slower, general path.
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env=env, cwd=cwd, start_new_session=True)
+            out_fd, err_fd = os.dup(p.stdout.fileno()), os.dup(p.stderr.fileno())
+            p.stdout.close()
+            p.stderr.close()
+            p.returncode = 0  # reaped by _Command, not by Popen's finaliser
+            return p.pid, out_fd, err_fd
+        program = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
+        if program is None:
+            raise FileNotFoundError(2, f"No such file or directory: {argv[0]!r}")
+        out_r, out_w = os.pipe()  # close-on-exec, like every other fd of this process
+        err_r, err_w = os.pipe()
+        try:
+            pid = os.posix_spawn(program, argv, env, setsid=True, file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2),
+            ])
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        return pid, out_r, err_r
 
     def stop(self, task_id: int, why: str, grace: float) -> None:
         cmd = self.commands.get(task_id)
