@@ -54,8 +54,8 @@ async def end_to_end(target: str, spec: pb.TaskSpec, total: int, clients: int = 
             resp = await stub.CreateTasks(svc.CreateTasksRequest(specs=[spec] * min(BATCH, per_client - start)))
             ids.extend(t.id for t in resp.tasks)
         ok = 0
-        async for task in stub.WaitTasks(svc.WaitTasksRequest(ids=ids)):
-            ok += task.status == pb.TASK_STATUS_SUCCESS
+        async for batch in stub.WaitTasks(svc.WaitTasksRequest(ids=ids)):
+            ok += sum(t.status == pb.TASK_STATUS_SUCCESS for t in batch.tasks)
         if ok != len(ids):
             raise RuntimeError(f"{len(ids) - ok} of {len(ids)} tasks did not succeed")
 

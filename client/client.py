@@ -148,5 +148,6 @@ class TaskhubClient:
 
     def wait_tasks(self, ids: Iterable[int], namespace: str | None = None) -> Iterator[pb.Task]:
         """Each task once it ended, in the order they end."""
-        return self.stub.WaitTasks(svc.WaitTasksRequest(namespace=self._ns(namespace), ids=list(ids)),
-                                   **self._kw(stream=True))
+        for batch in self.stub.WaitTasks(svc.WaitTasksRequest(namespace=self._ns(namespace), ids=list(ids)),
+                                         **self._kw(stream=True)):
+            yield from batch.tasks

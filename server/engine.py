@@ -306,8 +306,8 @@ class Engine:
             if not self._watchers[task.id]:
                 del self._watchers[task.id]
 
-    async def wait_all(self, namespace: str, ids: list[int]) -> AsyncIterator[Task]:
-        """Each of `ids` once it has ended (committed), in the order they end."""
+    async def wait_all(self, namespace: str, ids: list[int]) -> AsyncIterator[list[Task]]:
+        """Batches of `ids` that have ended (committed), in the order they end, until all have."""
         q: asyncio.Queue = asyncio.Queue()
         waiting = set()
         for i in ids:
@@ -316,13 +316,15 @@ class Engine:
                 waiting.add(i)
                 self._enders.setdefault(i, set()).add(q)
         try:
-            for i in ids:
-                if i not in waiting:
-                    yield self.get(namespace, i)
+            ended = [self.get(namespace, i) for i in ids if i not in waiting]
+            if ended:
+                yield ended
             while waiting:
-                t = await q.get()
-                waiting.discard(t.id)
-                yield t
+                batch = [await q.get()]
+                while not q.empty():
+                    batch.append(q.get_nowait())
+                waiting.difference_update(t.id for t in batch)
+                yield batch
         finally:
             for i in waiting:
                 s = self._enders.get(i)

@@ -71,8 +71,8 @@ class TaskService(svc_grpc.TaskServiceServicer):
     async def WaitTasks(self, request, context):
         if len(request.ids) > MAX_WAIT_IDS:
             raise errors.InvalidArgument(f"at most {MAX_WAIT_IDS} ids per call")
-        async for task in self.engine.wait_all(request.namespace, list(request.ids)):
-            yield task_to_proto(task)
+        async for batch in self.engine.wait_all(request.namespace, list(request.ids)):
+            yield svc.WaitTasksResponse(tasks=[task_to_proto(t) for t in batch])
 
     @mapped
     async def DescribeModule(self, request, context):
