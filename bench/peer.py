@@ -120,11 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     run = asyncio.run
     w: dict = {"A": {"unit": "tasks/s"}, "B": {"unit": "tasks/s"}, "C": {"unit": "ms"}, "D": {"unit": "lines/s"}}
 
-    w["B"]["bare"] = summary([bare.fork_exec_rate(n_b, 1) for _ in range(reps)])
+    load_start = os.getloadavg()
     sqlite_bare = summary([bare.sqlite_group_commit_rate(100_000 // scale) for _ in range(reps)])
     with TaskhubServer("--python-workers", str(workers)) as srv:
         w["A"]["taskhub"] = summary([run(workloads.end_to_end(srv.target, workloads.NOOP, n_a)) for _ in range(reps)])
-        w["B"]["taskhub"] = summary([run(workloads.end_to_end(srv.target, workloads.TRUE, n_b)) for _ in range(reps)])
+        # Bare fork/exec and taskhub's command tasks alternate, so both see the same machine.
+        pairs = [(bare.fork_exec_rate(n_b, 1), run(workloads.end_to_end(srv.target, workloads.TRUE, n_b)))
+                 for _ in range(reps)]
+        w["B"]["bare"] = summary([b for b, _ in pairs])
+        w["B"]["taskhub"] = summary([t for _, t in pairs])
         w["C"]["taskhub"] = percentiles(run(workloads.round_trips(srv.target, workloads.NOOP, n_c))["submit_to_done"])
         w["D"]["taskhub"] = summary([run(workloads.trace(srv.target, workloads.chatty(n_d)))[0] for _ in range(reps)])
     with Celery(workers) as cel:
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     import grpc
     result = {"machine": {"cores": os.cpu_count(), "versions": {
         "python": sys.version.split()[0], "grpcio": grpc.__version__, **versions}},
+        "load_average": {"start": load_start, "end": os.getloadavg()},
         "workloads": w, "bare_sqlite_rows_per_s": sqlite_bare}
 
     rows = []
