@@ -67,6 +67,13 @@ class Celery:
         self.procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> "Celery":
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # nothing we started outlives a failed start
+            raise
+
+    def _start(self) -> "Celery":
         redis = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                   "--appendonly", "no"], stdout=subprocess.DEVNULL)
         self.procs.append(redis)

@@ -49,5 +49,8 @@ def created_to_proto(t: Task, submitted: pb.TaskSpec) -> pb.Task:
                    create_time_ms=t.create_time_ms, update_time_ms=t.update_time_ms)
 
 
-def lines_to_proto(rows: list[tuple]) -> list[pb.LogLine]:
-    return [pb.LogLine(seq=seq, time_ms=ts, stream=stream, text=text) for seq, ts, stream, text in rows]
+def add_lines(container, rows: list[tuple]) -> None:
+    """Append (seq, time_ms, stream, text) rows to a repeated LogLine field (add() is the fast path)."""
+    add = container.add
+    for seq, ts, stream, text in rows:
+        add(seq=seq, time_ms=ts, stream=stream, text=text)

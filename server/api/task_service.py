@@ -8,7 +8,7 @@ from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 from .. import errors
 from ..engine import Engine
 from ..modules import ModuleDescriber
-from .convert import created_to_proto, lines_to_proto, spec_from_proto, task_to_proto
+from .convert import add_lines, created_to_proto, spec_from_proto, task_to_proto
 from .errors import mapped
 
 MAX_WAIT_IDS = 100_000
@@ -57,7 +57,9 @@ class TaskService(svc_grpc.TaskServiceServicer):
         task = self.engine.get(request.namespace, request.id)
         follow = request.follow if request.HasField("follow") else True
         async for batch in self.engine.trace(task, request.offset, follow):
-            yield svc.TraceTaskResponse(lines=lines_to_proto(batch))
+            resp = svc.TraceTaskResponse()
+            add_lines(resp.lines, batch)
+            yield resp
         final = self.engine.get("*", task.id)
         yield svc.TraceTaskResponse(end=final.terminal, status=int(final.status))
 
