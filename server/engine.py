@@ -564,11 +564,6 @@ class Engine:
             for q in watchers:
                 q.put_nowait(snap)
 
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for t in self.tasks.values():
-            out[t.status.name] = out.get(t.status.name, 0) + 1
-        return out
 
 
 def _in_namespace(task: Task, namespace: str) -> bool:

@@ -136,8 +136,6 @@ class LogBus:
                     yield batch
                     continue
                 if not follow or tl.ended:
-                    if tl.ended:
-                        return
                     return
                 await tl.changed()
                 continue

@@ -175,7 +175,6 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="taskhub-writer", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_logs_committed: Callable[[dict[int, int]], None] | None = None
-        self.commits = 0
         self._stop = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="taskhub-checkpoint", daemon=True)
 
@@ -286,7 +285,6 @@ class Writer:
                 for stmt, params in statements:
                     conn.execute(stmt, params)
             conn.execute("COMMIT")
-            self.commits += 1
         except BaseException as e:  # a failed batch is reported to every waiter in it
             log.exception("store write failed")
             error = e

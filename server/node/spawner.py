@@ -135,7 +135,6 @@ class Spawner:
         self._env.pop("TASKHUB_SPAWNER_INSTANCE", None)
         self.work_dir = os.path.abspath(work_dir)
         os.chdir(self.work_dir)  # commands without a cwd of their own start here
-        self._closing = False
 
     def emit(self, event: tuple) -> None:
         if not self._events:
@@ -196,7 +195,6 @@ class Spawner:
             cmd.stop(why, grace)
 
     async def close(self, grace: float) -> None:
-        self._closing = True
         for cmd in list(self.commands.values()):
             cmd.signal(signal.SIGTERM)
         deadline = self.loop.time() + grace
