@@ -1,0 +1,1 @@
+"""FATE components as plug-ins: a DSL `module` name maps to a `Component` subclass."""
