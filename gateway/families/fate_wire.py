@@ -1,0 +1,143 @@
+"""FATE Flow's wire conventions for the fate family: envelope, error codes, reading bodies.
+
+Envelope: {"retcode", "retmsg", "data"?, "jobId"?, "meta"?} (keys whose value is None left out),
+HTTP 200 even when retcode != 0, as FATE answers. RetCode: 0 success, 100 exception, 101
+argument error, 102 data error, 103 operating error. gRPC codes map to retcodes here only:
+INVALID_ARGUMENT -> 101, FAILED_PRECONDITION -> 103, NOT_FOUND -> what FATE answers on that
+route (given per route), anything else -> 100. Download routes answer errors with a non-200
+HTTP status (FATE's `error_response`), because FATE's client untars any 200 answer.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from ..errors import BadRequest, answers, json_response
+from client.flow_rows import ROLES
+
+C = grpc.StatusCode
+SUCCESS, EXCEPTION, ARGUMENT, DATA, OPERATING = 0, 100, 101, 102, 103
+
+
+def envelope(data: Any = None, retcode: int = SUCCESS, retmsg: str = "success", job_id: str | None = None,
+             meta: Any = None) -> web.Response:
+    body = {"retcode": retcode, "retmsg": retmsg, "data": data, "jobId": job_id, "meta": meta}
+    return json_response({k: v for k, v in body.items() if v is not None})
+
+
+def retcode_of(code: grpc.StatusCode, not_found: int) -> int:
+    if code == C.INVALID_ARGUMENT:
+        return ARGUMENT
+    if code == C.NOT_FOUND:
+        return not_found
+    if code == C.FAILED_PRECONDITION:
+        return OPERATING
+    return EXCEPTION
+
+
+def route(not_found: int = ARGUMENT, not_found_data: Any = None):
+    """Decorator for a JSON route: every failure becomes the envelope with its retcode (HTTP 200).
+
+    `not_found`: FATE's retcode on this route when the thing asked for does not exist; 0 with
+    `not_found_data` means FATE answers success with empty data ("no data").
+    """
+    def render(status: int, code: grpc.StatusCode, message: str) -> web.Response:
+        retcode = retcode_of(code, not_found)
+        if retcode == SUCCESS:
+            return envelope(not_found_data, retmsg="no data")
+        return envelope(retcode=retcode, retmsg=message)
+    return answers(render)
+
+
+def download_route(fate_status: int):
+    """Decorator for a file route: errors are JSON with a non-200 HTTP status (FATE's error_response:
+    retcode == HTTP status == `fate_status`; a bad argument is 400 with retcode 101)."""
+    def render(status: int, code: grpc.StatusCode, message: str) -> web.Response:
+        if code == C.INVALID_ARGUMENT:
+            return json_response({"retcode": ARGUMENT, "retmsg": message}, 400)
+        return json_response({"retcode": fate_status, "retmsg": message}, fate_status)
+    return answers(render)
+
+
+def not_implemented(request: web.Request) -> web.Response:
+    path = request.path.removeprefix("/v1/")
+    return envelope(retcode=EXCEPTION, retmsg=f"{path} is not implemented yet in taskhub: model and tag "
+                                              f"routes come in a later issue")
+
+
+# -- reading requests -----------------------------------------------------------------------
+async def body_of(request: web.Request) -> dict:
+    """The JSON object body ({} when empty); BadRequest with the parser's reason otherwise."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        raise BadRequest("the body must be UTF-8 JSON") from None
+    except ValueError as e:
+        raise BadRequest(f"the body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"the body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def text(body: dict, name: str, *, required: bool = False) -> str:
+    """A string field (numbers accepted: flow_sdk sends some ids as ints)."""
+    value = body.get(name)
+    if value is None or value == "":
+        if required:
+            raise BadRequest(f"{name} is required")
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BadRequest(f"{name} must be a string, got {json.dumps(value)}")
+    return str(value)
+
+
+def integer(body: dict, name: str, default: int, *, low: int | None = None, high: int | None = None) -> int:
+    value = body.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        number = int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"Invalid parameter '{name}': must be an integer, got {json.dumps(value)}") from None
+    if (low is not None and number < low) or (high is not None and number > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise BadRequest(f"Invalid parameter '{name}': must be {bounds}, got {number}")
+    return number
+
+
+def party(body: dict) -> tuple[str, int | None]:
+    """(role, party_id) from the body or its `local` (flow_sdk sends both); party_id as int or None."""
+    local = body.get("local") if isinstance(body.get("local"), dict) else {}
+    role = body.get("role", local.get("role"))
+    if role is None or role == "":
+        role = ""
+    elif role not in ROLES:
+        raise BadRequest(f"Invalid parameter 'role': {json.dumps(role)}; one of {', '.join(ROLES)}")
+    party_id = body.get("party_id", local.get("party_id"))
+    if party_id is None or party_id == "":
+        return role, None
+    try:
+        if isinstance(party_id, bool):
+            raise ValueError
+        return role, int(party_id)
+    except (TypeError, ValueError):
+        raise BadRequest(f"Invalid parameter 'party_id': must be an integer, got {json.dumps(party_id)}") from None
+
+
+def names(body: dict, name: str) -> list[str]:
+    """A field that may be one string or a list of strings."""
+    value = body.get(name)
+    if value is None or value == "":
+        return []
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise BadRequest(f"Invalid parameter '{name}': a string or a list of strings, got {json.dumps(value)}")
+    return values
