@@ -149,10 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 picks a free port)")
     gw.set_defaults(fn=cmd_gateway)
 
+    from .flow_cli import add_flow_parser
     from .groups_cli import add_group_parser
     from .nodes_cli import add_node_parser
     add_node_parser(sub)
     add_group_parser(sub)
+    add_flow_parser(sub)
 
     t = sub.add_parser("task", help="create, inspect, follow and end tasks")
     t.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")

@@ -11,9 +11,23 @@ from __future__ import annotations
 import json
 import time
 
+import grpc
 from taskhub.v1 import flow_service_pb2 as fpb
 
 ROLES = ("guest", "host", "arbiter", "local")
+# FATE's RetCode values.
+SUCCESS, EXCEPTION, ARGUMENT, DATA, OPERATING = 0, 100, 101, 102, 103
+
+
+def retcode_of(code: grpc.StatusCode, not_found: int) -> int:
+    """FATE's retcode for a gRPC error: `not_found` is what FATE answers on that route."""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return ARGUMENT
+    if code == grpc.StatusCode.NOT_FOUND:
+        return not_found
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return OPERATING
+    return EXCEPTION
 OUTPUT_TAR = "job_{job}_{cpn}_{role}_{party}_output_data.tar.gz"
 
 

@@ -16,26 +16,16 @@ import grpc
 from aiohttp import web
 
 from ..errors import BadRequest, answers, json_response
-from client.flow_rows import ROLES
+from client.flow_rows import ARGUMENT, DATA, EXCEPTION, OPERATING, ROLES, SUCCESS, retcode_of
 
 C = grpc.StatusCode
-SUCCESS, EXCEPTION, ARGUMENT, DATA, OPERATING = 0, 100, 101, 102, 103
+__all__ = ["ARGUMENT", "DATA", "EXCEPTION", "OPERATING", "SUCCESS", "envelope", "route", "download_route"]
 
 
 def envelope(data: Any = None, retcode: int = SUCCESS, retmsg: str = "success", job_id: str | None = None,
              meta: Any = None) -> web.Response:
     body = {"retcode": retcode, "retmsg": retmsg, "data": data, "jobId": job_id, "meta": meta}
     return json_response({k: v for k, v in body.items() if v is not None})
-
-
-def retcode_of(code: grpc.StatusCode, not_found: int) -> int:
-    if code == C.INVALID_ARGUMENT:
-        return ARGUMENT
-    if code == C.NOT_FOUND:
-        return not_found
-    if code == C.FAILED_PRECONDITION:
-        return OPERATING
-    return EXCEPTION
 
 
 def route(not_found: int = ARGUMENT, not_found_data: Any = None):
