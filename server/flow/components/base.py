@@ -61,6 +61,9 @@ class ComponentContext(Protocol):
         """Index of this party in roles[role]."""
 
     # inputs -----------------------------------------------------------------------------
+    def read_table(self, namespace: str, name: str) -> Table:
+        """Any stored table by name (the Reader's way in)."""
+
     def input_tables(self, key: str = "data") -> list[Table]:
         """Input data by DSL key (data | train_data | validate_data | test_data); [] if none."""
 
