@@ -71,3 +71,38 @@ def test_data_transform_missing_value_without_fill_is_a_clear_error():
     raw = MemoryTable("t", "raw", {"sid": "id", "header": ["a"]}, [["1", "NA"]])
     with pytest.raises(ComponentError, match="row 1, column a: missing value"):
         transform(raw)
+
+
+# -- Intersection ---------------------------------------------------------------------------------
+def id_table(ids, name):
+    return MemoryTable("t", name, {"sid": "id", "header": ["v"]}, [[i, f"{name}-{i}"] for i in ids])
+
+
+@pytest.mark.parametrize("params", [
+    {"intersect_method": "rsa", "rsa_params": {"key_length": 1024, "hash_method": "sha256",
+                                               "final_hash_method": "sha256"}},
+    {"intersect_method": "raw"},
+    {"intersect_method": "raw", "raw_params": {"use_hash": True, "hash_method": "sha256", "join_role": "host"}},
+])
+def test_intersection_partial_overlap(params):
+    guest_ids = [str(i) for i in range(0, 60)]
+    host_ids = [str(i) for i in range(40, 100)] + ["x1"]
+    out = run_component("Intersection", HETERO_ROLES, [
+        PartySpec("guest", 0, params, {"data": [id_table(guest_ids, "g")]}),
+        PartySpec("host", 0, params, {"data": [id_table(host_ids, "h")]}),
+    ])
+    expected = [str(i) for i in range(40, 60)]
+    guest_rows = list(out[("guest", 0)].tables["data"].rows())
+    host_rows = list(out[("host", 0)].tables["data"].rows())
+    assert [r[0] for r in guest_rows] == expected and [r[0] for r in host_rows] == expected
+    assert guest_rows[0] == ["40", "g-40"] and host_rows[0] == ["40", "h-40"]     # each keeps its own columns
+    assert out[("guest", 0)].summary["intersect_num"] == 20
+
+
+def test_intersection_rsa_refuses_short_keys_and_unknown_methods():
+    with pytest.raises(ComponentError, match="key_length must be >= 1024"):
+        run_component("Intersection", HETERO_ROLES, [PartySpec("guest", 0, {"rsa_params": {"key_length": 512}})])
+    with pytest.raises(ComponentError, match="intersect_method='psi' is not supported"):
+        run_component("Intersection", HETERO_ROLES, [PartySpec("guest", 0, {"intersect_method": "psi"})])
+    with pytest.raises(ComponentError, match="unknown key.*key_len in rsa_params"):
+        run_component("Intersection", HETERO_ROLES, [PartySpec("guest", 0, {"rsa_params": {"key_len": 1024}})])
