@@ -96,11 +96,11 @@ class FlowJobs:
             try:
                 plan = dsl.parse(job.dsl_json, job.conf_json) if job.job_type in ("train", "predict") else None
             except errors.TaskhubError as e:
-                job.tasks = {t.key: t for t in self.fstore.job_tasks(job.job_id)}
+                job.tasks = self._in_dsl_order(job, self.fstore.job_tasks(job.job_id))
                 self.jobs[job.job_id] = job
                 self._end_job(job, J.FAILED, f"its DSL or conf no longer parses: {e}")
                 continue
-            job.tasks = {t.key: t for t in self.fstore.job_tasks(job.job_id)}
+            job.tasks = self._in_dsl_order(job, self.fstore.job_tasks(job.job_id))
             self.jobs[job.job_id] = job
             if plan is not None:
                 self.plans[job.job_id] = plan
@@ -324,12 +324,14 @@ class FlowJobs:
     def _apply(self, job: FlowJob, t: FlowTask, task: Task) -> None:
         """Bring a FATE task in line with the taskhub task that runs it."""
         new = flow_status_of(task)
+        seen = (t.run_pid, t.node, t.retries)
         t.run_pid, t.node, t.retries = task.pid, task.node, task.retries
         if task.start_time_ms and not t.start_time_ms:
             t.start_time_ms = task.start_time_ms
         if new == t.status:
-            self.fstore.save_tasks([t])
-            self._publish(job, t)
+            if seen != (t.run_pid, t.node, t.retries):
+                self.fstore.save_tasks([t])
+                self._publish(job, t)
             return
         if new.terminal:
             t.end_time_ms = task.done_time_ms or now_ms()
@@ -440,8 +442,19 @@ class FlowJobs:
         job = self.fstore.get_job(job_id) if job_id else None
         if job is None:
             raise errors.NotFound(f"no job with id {job_id!r}")
-        job.tasks = {t.key: t for t in self.fstore.job_tasks(job_id)}
+        job.tasks = self._in_dsl_order(job, self.fstore.job_tasks(job_id))
         return job
+
+    def _in_dsl_order(self, job: FlowJob, tasks: list[FlowTask]) -> dict:
+        """Tasks keyed and ordered as submitted: components in DSL order, parties in conf order."""
+        try:
+            names = list(json.loads(job.dsl_json).get("components", {}))
+        except (ValueError, AttributeError):
+            names = []
+        rank = {n: i for i, n in enumerate(names)}
+        parties = {tuple(p): i for i, p in enumerate(job.parties)}
+        tasks.sort(key=lambda t: (rank.get(t.component, len(rank)), parties.get((t.role, t.party_id), 0)))
+        return {t.key: t for t in tasks}
 
     def plan(self, job: FlowJob) -> dsl.Plan | None:
         plan = self.plans.get(job.job_id)
