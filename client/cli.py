@@ -18,7 +18,8 @@ def cmd_serve(a) -> int:
         slots=a.slots, python_workers=a.python_workers,
         allowed_modules=a.allow_module if a.allow_module is not None else ["starter"],
         kill_grace=a.kill_grace, work_dir=a.work_dir, task_paths=a.task_path or [], labels=key_values(a.label, "--label"),
-        node_timeout=a.node_timeout,
+        node_timeout=a.node_timeout, flow_max_jobs=a.flow_max_jobs, flow_data_dir=a.flow_data_dir,
+        flow_components=key_values(a.flow_component, "--flow-component"),
     )
     return run(cfg)
 
@@ -141,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", action="append", help="label of the local node, KEY=VALUE (repeatable)")
     s.add_argument("--node-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="an agent silent this long is offline and its tasks run elsewhere (default 10)")
+    s.add_argument("--flow-max-jobs", type=int, default=4, metavar="N",
+                   help="FATE jobs running at once; more wait in the queue (default 4)")
+    s.add_argument("--flow-data-dir", default="", metavar="DIR",
+                   help="the only directory FATE uploads/downloads may name server-side files in (default <db dir>/data)")
+    s.add_argument("--flow-component", action="append", metavar="MODULE=package.module:Class",
+                   help="a FATE component plug-in for DSL module MODULE (under an --allow-module prefix; repeatable)")
     s.set_defaults(fn=cmd_serve)
 
     gw = sub.add_parser("gateway", help="run the HTTP gateway alone, as a client of a taskhub gRPC server")

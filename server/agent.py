@@ -70,6 +70,7 @@ class Agent:
         instance = self._new_instance()
         self.executor = Executor(self, python_workers=self.cfg.python_workers, work_dir=self.cfg.work_dir,
                                  instance=instance, kill_grace=self.cfg.kill_grace, task_paths=self.cfg.task_paths)
+        self.executor.server_target = self.cfg.server  # tasks (FATE components) call back into the server
         await self.executor.start()
         psutil.cpu_percent(None)
         loop = asyncio.get_running_loop()

@@ -11,13 +11,19 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from taskhub.v1 import (node_service_pb2, node_service_pb2_grpc, task_group_service_pb2,
-                        task_group_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc)
+from taskhub.v1 import (flow_service_pb2, flow_service_pb2_grpc, node_service_pb2, node_service_pb2_grpc,
+                        task_group_service_pb2, task_group_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc)
 
+from .api.flow_service import FlowService
 from .api.group_service import TaskGroupService
 from .api.node_service import NodeService
 from .api.task_service import TaskService
 from .engine import Engine, EngineConfig
+from .flow.data import FlowData
+from .flow.federation import Federation
+from .flow.jobs import FlowJobs
+from .flow.registry import Registry
+from .flow.store import FlowStore
 from .groups import TaskGroups
 from .modules import ModuleDescriber
 from .node.executor import Executor
@@ -43,6 +49,9 @@ class ServerConfig:
     task_paths: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     node_timeout: float = 10.0       # an agent silent this long is offline; its tasks run elsewhere
+    flow_max_jobs: int = 4           # FATE jobs running at once; more wait in the queue
+    flow_data_dir: str = ""          # server-side files of FATE uploads/downloads; default <db dir>/data
+    flow_components: dict[str, str] = field(default_factory=dict)  # DSL module -> package.module:Class
 
 
 class Server:
@@ -54,6 +63,11 @@ class Server:
         self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace))
         self.nodes = NodeRegistry(self.engine, self.store, cfg.node_timeout)
         self.groups = TaskGroups(self.engine)
+        data_dir = cfg.flow_data_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "data")
+        fstore = FlowStore(self.store)
+        self.flow = FlowJobs(self.engine, fstore, Registry(cfg.flow_components, cfg.allowed_modules), cfg.flow_max_jobs)
+        self.flow_data = FlowData(self.flow, fstore, data_dir)
+        self.federation = Federation(self.flow_data)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
@@ -70,6 +84,7 @@ class Server:
         await self.nodes.start()
         self.groups.load()
         self._closers.append(self.nodes.stop)
+        await self.flow.load()
         cores = os.cpu_count() or 1
         if cfg.local_node:
             work_dir = cfg.work_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "work")
@@ -90,15 +105,21 @@ class Server:
             self.engine, ModuleDescriber(cfg.allowed_modules, cfg.task_paths)), self.grpc)
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes), self.grpc)
         task_group_service_pb2_grpc.add_TaskGroupServiceServicer_to_server(TaskGroupService(self.groups), self.grpc)
+        flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
+            FlowService(self.flow, self.flow_data, self.federation), self.grpc)
         names = [task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
                  node_service_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
-                 task_group_service_pb2.DESCRIPTOR.services_by_name["TaskGroupService"].full_name]
+                 task_group_service_pb2.DESCRIPTOR.services_by_name["TaskGroupService"].full_name,
+                 flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
         self.grpc_port = self.grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
         if not self.grpc_port:
             raise SystemExit(f"taskhub: cannot listen on {cfg.host}:{cfg.grpc_port}")
         await self.grpc.start()
+        from gateway.app import connect_host
+        if self.executor:  # tasks (FATE components) call back into this server
+            self.executor.server_target = f"{connect_host(cfg.host)}:{self.grpc_port}"
         for name in names + [""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         print(f"taskhub: gRPC listening on {cfg.host}:{self.grpc_port}", flush=True)
@@ -131,6 +152,7 @@ class Server:
             await closer()
         if self.grpc:
             await self.grpc.stop(grace=1.0)
+        self.flow.stop()
         await self.engine.stop()
         for t in self._background:
             t.cancel()

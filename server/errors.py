@@ -35,3 +35,7 @@ class ResourceExhausted(TaskhubError):
 
 class Unavailable(TaskhubError):
     pass
+
+
+class DeadlineExceeded(TaskhubError):
+    pass

@@ -68,6 +68,7 @@ class Executor:
         self.pool.on_done = self._python_done
         self.spawner = SpawnerClient(instance, work_dir, events.on_running, events.on_log, self._command_done)
         self._timers: dict[int, asyncio.TimerHandle] = {}
+        self.server_target = ""   # gRPC address tasks use to call back (TASKHUB_SERVER), set by the owner
         os.makedirs(work_dir, exist_ok=True)
 
     async def start(self) -> None:
@@ -80,6 +81,8 @@ class Executor:
 
     def start_run(self, run: Run) -> None:
         """Start (or, for Python with every worker busy, queue) a run."""
+        if self.server_target and "TASKHUB_SERVER" not in run.env:
+            run.env = {**run.env, "TASKHUB_SERVER": self.server_target}
         if run.type == TaskType.COMMAND:
             self.commands[run.task_id] = run
             self.spawner.send(("start", run.task_id, run.argv, run.env, run.cwd, run.timeout_seconds))

@@ -8,7 +8,22 @@ implementation of the context.
 Tables are tabular text: a row is a list of strings, `[sid, v1, v2, ...]`, and the schema says
 what the columns are: `{"sid": "id", "header": ["y", "x0", ...], "label_name": "y", ...}`
 (`header` names every column after the id). Numbers travel as their text and are parsed where
-they are used (`Table.arrays()`).
+they are used (server/flow/components/data.py: `read_instances`).
+
+Instances tables (what DataTransform writes, and what every downstream component reads and writes
+back in the same shape):
+    schema = {"sid": "id",                      # name of the id column (column 0 of every row)
+              "header": ["y", "x0", "x1", ...], # every column after the id: the label first, if any
+              "label_name": "y",                # only when the table has a label
+              "features": ["x0", "x1", ...]}    # the feature columns, in order
+    row    = [sid, label?, x0, x1, ...]          # numbers as repr(float) text; labels as label_type
+Prediction tables (HeteroLR, HomoLR; read by Evaluation) follow FATE's predict output:
+    schema = {"sid": "id", "header": ["label", "predict_result", "predict_score", "predict_detail", "type"]}
+    row    = [sid, label, predict_result, predict_score, predict_detail (JSON {"0": p0, "1": p1}),
+              type ("train" | "validate" | "test")]
+
+Every component accepts FATE's common parameter `need_run` (default true); with `need_run: false`
+it does nothing but pass its first input table through (`Component.passthrough`), as FATE does.
 """
 from __future__ import annotations
 
@@ -61,6 +76,9 @@ class ComponentContext(Protocol):
         """Index of this party in roles[role]."""
 
     # inputs -----------------------------------------------------------------------------
+    def read_table(self, namespace: str, name: str) -> Table:
+        """Any stored table by name (the Reader's way in)."""
+
     def input_tables(self, key: str = "data") -> list[Table]:
         """Input data by DSL key (data | train_data | validate_data | test_data); [] if none."""
 
@@ -98,6 +116,12 @@ class Component:
     defaults: dict = {}
 
     def __init__(self, params: dict):
+        if not isinstance(params, dict):
+            raise ComponentError(f"{self.module}: parameters must be an object, not {params!r}")
+        params = dict(params)
+        self.need_run = params.pop("need_run", True)
+        if not isinstance(self.need_run, bool):
+            raise ComponentError(f"{self.module}: need_run must be true or false, not {self.need_run!r}")
         unknown = sorted(set(params) - set(self.defaults))
         if unknown and self.defaults is not None:
             raise ComponentError(f"{self.module}: unknown parameter(s) {', '.join(unknown)}; "
@@ -106,3 +130,11 @@ class Component:
 
     def run(self, ctx: ComponentContext) -> None:
         raise NotImplementedError
+
+    def passthrough(self, ctx: ComponentContext) -> None:
+        """What `need_run: false` does: the first input table (if any) becomes the output unchanged."""
+        for key in ("data", "train_data", "test_data", "validate_data"):
+            tables = ctx.input_tables(key)
+            if tables:
+                ctx.write_table(tables[0].rows(), tables[0].schema)
+                return

@@ -1,0 +1,77 @@
+"""Instances: the numeric view of a DataTransform-shaped table (see base.py), and back to rows."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from server.flow.components.base import ComponentError, Table
+
+
+@dataclass
+class Instances:
+    sids: list[str]
+    X: np.ndarray                 # (n, len(features)) float64
+    y: np.ndarray | None          # (n,) float64 labels, None without a label column
+    labels: list[str] | None      # the labels as written (for output tables)
+    features: list[str]
+    schema: dict
+
+    @property
+    def label_name(self) -> str | None:
+        return self.schema.get("label_name") if self.y is not None else None
+
+    def __len__(self) -> int:
+        return len(self.sids)
+
+    def rows(self) -> list[list[str]]:
+        """Rows in the DataTransform layout: [sid, label?, features...]."""
+        out = []
+        for i, sid in enumerate(self.sids):
+            head = [sid] if self.labels is None else [sid, self.labels[i]]
+            out.append(head + [repr(float(v)) for v in self.X[i]])
+        return out
+
+    def with_features(self, X: np.ndarray) -> "Instances":
+        return Instances(self.sids, X, self.y, self.labels, self.features, self.schema)
+
+
+def instance_schema(sid: str, features: Sequence[str], label_name: str | None) -> dict:
+    schema = {"sid": sid, "header": ([label_name] if label_name else []) + list(features), "features": list(features)}
+    if label_name:
+        schema["label_name"] = label_name
+    return schema
+
+
+def read_instances(module: str, table: Table) -> Instances:
+    """Parse a table written by DataTransform (or anything with the same schema) into arrays."""
+    schema = dict(table.schema or {})
+    header = list(schema.get("header") or [])
+    label_name = schema.get("label_name")
+    features = list(schema.get("features") or [h for h in header if h != label_name])
+    missing = [f for f in features if f not in header]
+    if missing or (label_name and label_name not in header):
+        raise ComponentError(f"{module}: input table {table.namespace}.{table.name} has a schema whose header lacks "
+                             f"{', '.join(missing or [label_name])}; feed it the output of DataTransform")
+    cols = [1 + header.index(f) for f in features]
+    label_col = 1 + header.index(label_name) if label_name else None
+    sids, labels, values = [], [] if label_col else None, []
+    for row in table.rows():
+        sids.append(row[0])
+        if label_col:
+            labels.append(row[label_col])
+        values.append([row[c] for c in cols])
+    try:
+        X = np.array(values, dtype=np.float64).reshape(len(sids), len(features))
+        y = np.array(labels, dtype=np.float64) if labels is not None else None
+    except ValueError as e:
+        raise ComponentError(f"{module}: input table {table.namespace}.{table.name} has a non-numeric value ({e}); "
+                             "run DataTransform with missing_fill first") from None
+    return Instances(sids, X, y, labels, features, schema)
+
+
+def one_input(module: str, tables: list[Table], key: str) -> Table:
+    if len(tables) != 1:
+        raise ComponentError(f"{module}: expects exactly one input table under '{key}', got {len(tables)}")
+    return tables[0]

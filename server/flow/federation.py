@@ -1,0 +1,80 @@
+"""The federation channel: objects one party's component task sends to another party of the same job.
+
+Messages are keyed (job, name, tag, source party, destination party) and stored durably, so a
+retried task reads again what it was sent; memory holds only the waiters. A task may only send
+as, and read for, its own party of its own job. Waiters are woken when the message arrives, and
+fail when the job ends (cancelled, or failed because a peer failed), so nobody waits forever.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from .. import errors
+from .data import FlowData
+from .model import FlowJob
+
+MAX_PAYLOAD = 64 << 20
+
+
+class NotYet(errors.DeadlineExceeded):
+    """No message within the wait; ask again."""
+
+
+class Federation:
+    def __init__(self, data: FlowData):
+        self.data = data
+        self.fstore = data.fstore
+        self._waiters: dict[tuple, list[asyncio.Future]] = {}
+        data.jobs.on_job_end.append(self._job_ended)
+
+    @staticmethod
+    def _check_party(job: FlowJob, role: str, party_id: int, what: str) -> None:
+        if (role, party_id) not in [tuple(p) for p in job.parties]:
+            raise errors.InvalidArgument(f"{what} {role} {party_id} is not a party of job {job.job_id}")
+
+    async def send(self, task_uid: str, name: str, tag: str, dst_role: str, dst_party: int, payload: bytes) -> None:
+        job, t = self.data.caller(task_uid)
+        if not name:
+            raise errors.InvalidArgument("a federation message needs a name")
+        if len(payload) > MAX_PAYLOAD:
+            raise errors.InvalidArgument(f"a federation message is at most {MAX_PAYLOAD} bytes")
+        self._check_party(job, dst_role, dst_party, "destination")
+        key = (job.job_id, name, tag, (t.role, t.party_id), (dst_role, dst_party))
+        await self.fstore.put_message(*key, payload)
+        for f in self._waiters.pop(key, ()):
+            if not f.done():
+                f.set_result(None)
+
+    async def receive(self, task_uid: str, name: str, tag: str, src_role: str, src_party: int,
+                      timeout: float) -> bytes:
+        job, t = self.data.caller(task_uid)
+        self._check_party(job, src_role, src_party, "source")
+        key = (job.job_id, name, tag, (src_role, src_party), (t.role, t.party_id))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout if timeout > 0 else 1e9)
+        while True:
+            payload = await loop.run_in_executor(None, self.fstore.get_message, *key)
+            if payload is not None:
+                return payload
+            if job.terminal:
+                raise errors.FailedPrecondition(f"job {job.job_id} ended ({job.status.fate}): {job.error}")
+            f = loop.create_future()
+            self._waiters.setdefault(key, []).append(f)
+            try:
+                await asyncio.wait_for(asyncio.shield(f), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                if loop.time() >= deadline:
+                    raise NotYet(f"no message {name}/{tag} from {src_role} {src_party} yet") from None
+            finally:
+                waiters = self._waiters.get(key)
+                if waiters and f in waiters:
+                    waiters.remove(f)
+                    if not waiters:
+                        del self._waiters[key]
+
+    def _job_ended(self, job: FlowJob) -> None:
+        for key in [k for k in self._waiters if k[0] == job.job_id]:
+            for f in self._waiters.pop(key):
+                if not f.done():
+                    f.set_result(None)
+        self.fstore.delete_messages(job.job_id)

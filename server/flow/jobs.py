@@ -1,0 +1,515 @@
+"""FATE jobs on taskhub's engine: queue, component graph, one taskhub task per (component, role, party).
+
+Runs on the server's event loop. A submitted job waits in a FIFO queue until fewer than
+`max_jobs` run; then every component whose inputs are ready becomes one taskhub task per
+party that runs it (a PYTHON task calling server/flow/runtime.py in a worker). The engine tells
+us each status change of those tasks (engine.OBSERVER); a task that ends successfully may make
+more components ready; one that fails fails the job and cancels the rest. Job and task
+statuses change only in `_set_job_status` / `_set_task_status`, against the tables of
+server/flow/model.py, and every change is written through the FlowStore.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import threading
+import time
+from datetime import datetime
+from typing import AsyncIterator
+
+from .. import errors
+from ..engine import OBSERVER, Engine
+from ..model import ANY_NAMESPACE, Status, Task, TaskSpec, TaskType, now_ms
+from . import dsl
+from .model import (JOB_TERMINAL, TASK_DONE, FlowJob, FlowTask, IllegalFlowTransition, JobStatus, TaskStatus,
+                    check_job_transition, check_task_transition)
+from .registry import Registry
+from .store import FlowStore
+
+log = logging.getLogger(__name__)
+J, T = JobStatus, TaskStatus
+
+OBSERVER_NAME = "flow"
+JOB_ANNOTATION = "fate.job_id"
+PARTY_LABEL = "fate.party"
+RUNTIME = "server.flow.runtime:run_component"
+DEFAULT_NAMESPACE = "fate"
+
+_FROM_TASKHUB = {
+    Status.RUNNING: T.RUNNING, Status.CANCELLING: T.RUNNING, Status.SUCCESS: T.SUCCESS,
+    Status.CANCELLED: T.CANCELED, Status.FAILED: T.FAILED,
+}
+
+
+def flow_status_of(task: Task) -> TaskStatus:
+    """A FATE task status from the status of the taskhub task that runs it."""
+    st = _FROM_TASKHUB.get(task.status, T.WAITING)
+    if st == T.FAILED and task.error.startswith("timed out"):
+        return T.TIMEOUT
+    return st
+
+
+class JobIds:
+    """FATE's job ids: YYYYMMDDHHMMSSffffff plus a two-digit counter, never repeated."""
+
+    def __init__(self):
+        self._last = ""
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            stamp = datetime.now().strftime("%Y%m%d%H%M%S%f")
+            if stamp <= self._last[:20]:
+                self._n += 1
+                stamp = self._last[:20]
+            else:
+                self._n = 0
+            self._last = f"{stamp}{self._n:02d}"
+            return self._last
+
+
+class FlowJobs:
+    def __init__(self, engine: Engine, fstore: FlowStore, registry: Registry, max_jobs: int = 4):
+        self.engine = engine
+        self.fstore = fstore
+        self.registry = registry
+        self.max_jobs = max(1, max_jobs)
+        self.jobs: dict[str, FlowJob] = {}          # unfinished jobs (and ended ones until their tasks end)
+        self.plans: dict[str, dsl.Plan] = {}
+        self.queue: list[str] = []                 # waiting job ids, FIFO
+        self.running: set[str] = set()
+        self.by_taskhub: dict[int, FlowTask] = {}
+        self.ids = JobIds()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._watchers: dict[str, set[asyncio.Queue]] = {}
+        self._changes: dict[str, list[asyncio.Future]] = {}
+        self.on_job_end: list = []                 # callbacks(job) (federation clean-up)
+        engine.observers[OBSERVER_NAME] = self._on_taskhub_change
+
+    # ------------------------------------------------------------------ life
+    async def load(self) -> None:
+        """After the engine recovered its tasks: bring back every unfinished job where it was."""
+        for job in self.fstore.unfinished_jobs():
+            try:
+                plan = dsl.parse(job.dsl_json, job.conf_json) if job.job_type in ("train", "predict") else None
+            except errors.TaskhubError as e:
+                job.tasks = self._in_dsl_order(job, self.fstore.job_tasks(job.job_id))
+                self.jobs[job.job_id] = job
+                self._end_job(job, J.FAILED, f"its DSL or conf no longer parses: {e}")
+                continue
+            job.tasks = self._in_dsl_order(job, self.fstore.job_tasks(job.job_id))
+            self.jobs[job.job_id] = job
+            if plan is not None:
+                self.plans[job.job_id] = plan
+            if job.status == J.WAITING:
+                self.queue.append(job.job_id)
+                continue
+            self.running.add(job.job_id)
+            for t in job.tasks.values():
+                if t.taskhub_task_id and not t.status.terminal:
+                    self.by_taskhub[t.taskhub_task_id] = t
+                    try:
+                        live = self.engine.get(ANY_NAMESPACE, t.taskhub_task_id)
+                    except errors.NotFound:
+                        self._set_task_status(job, t, T.FAILED, "its taskhub task was deleted")
+                        continue
+                    self._apply(job, t, live)
+            self._arm_timeout(job)
+            if not job.terminal:
+                await self._advance(job)
+        await self._admit()
+
+    def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+
+    # ------------------------------------------------------------------ submit
+    async def submit(self, dsl_json: str, conf_json: str, namespace: str = "") -> FlowJob:
+        plan = dsl.parse(dsl_json, conf_json, self.registry.modules)
+        namespace = namespace or DEFAULT_NAMESPACE
+        self.engine.validate(TaskSpec(type=TaskType.PYTHON, namespace=namespace, callable=RUNTIME), trusted=True)
+        ts = now_ms()
+        job = FlowJob(job_id=self.ids.next(), namespace=namespace, job_type=plan.job_type, dsl_json=dsl_json,
+                      conf_json=conf_json, initiator=plan.initiator, parties=plan.parties,
+                      timeout_seconds=plan.timeout_seconds, description=plan.description, create_time_ms=ts,
+                      update_time_ms=ts)
+        if plan.job_type == "train":
+            job.model_id, job.model_version = dsl.model_id_of(plan.roles), job.job_id
+        else:
+            job.model_id, job.model_version = plan.model_id, plan.model_version
+        params = {}
+        for c in plan.components:
+            runs_on = self.registry.get(c.module).roles
+            for role, party in plan.parties:
+                t = FlowTask(job.job_id, c.name, c.module, role, party, create_time_ms=ts)
+                if role not in runs_on:
+                    t.status = T.PASS
+                    t.end_time_ms = ts
+                job.tasks[t.key] = t
+                params[t.key] = plan.params(c.name, role, party)
+        await self.fstore.insert_job(job, params)
+        self.jobs[job.job_id] = job
+        self.plans[job.job_id] = plan
+        self.queue.append(job.job_id)
+        await self._admit()
+        return job
+
+    def record_job(self, job_type: str, namespace: str, conf: dict, party: tuple[str, int], module: str,
+                   description: str = "") -> FlowJob:
+        """A job the server itself carries out (upload, download): one task, `local` role."""
+        ts = now_ms()
+        job = FlowJob(job_id=self.ids.next(), namespace=namespace or DEFAULT_NAMESPACE, job_type=job_type,
+                      dsl_json=json.dumps({"components": {f"{job_type}_0": {"module": module}}}),
+                      conf_json=json.dumps(conf), initiator=party, parties=[party], description=description,
+                      create_time_ms=ts, update_time_ms=ts)
+        t = FlowTask(job.job_id, f"{job_type}_0", module, party[0], party[1], create_time_ms=ts)
+        job.tasks[t.key] = t
+        return job
+
+    async def begin_recorded(self, job: FlowJob) -> None:
+        await self.fstore.insert_job(job, {})
+        self._set_job_status(job, J.READY)
+        self._set_job_status(job, J.RUNNING)
+        for t in job.tasks.values():
+            self._set_task_status(job, t, T.RUNNING)
+
+    def end_recorded(self, job: FlowJob, ok: bool, error: str = "") -> None:
+        for t in job.tasks.values():
+            if not t.status.terminal:
+                self._set_task_status(job, t, T.SUCCESS if ok else T.FAILED, error)
+        self._set_job_status(job, J.SUCCESS if ok else J.FAILED, error)
+
+    # ------------------------------------------------------------------ queue
+    async def _admit(self) -> None:
+        while self.queue and len(self.running) < self.max_jobs:
+            job = self.jobs.get(self.queue.pop(0))
+            if job is None or job.status != J.WAITING:
+                continue
+            self.running.add(job.job_id)
+            self._set_job_status(job, J.READY)
+            self._arm_timeout(job)
+            await self._advance(job)
+        self._publish_queue_positions()
+
+    def queue_position(self, job_id: str) -> int:
+        try:
+            return self.queue.index(job_id) + 1
+        except ValueError:
+            return 0
+
+    def _publish_queue_positions(self) -> None:
+        for job_id in self.queue:
+            job = self.jobs.get(job_id)
+            if job is not None and job_id in self._watchers:
+                self._publish(job, None)
+
+    async def clean_queue(self) -> list[str]:
+        waiting = [j for j in self.queue if j in self.jobs]
+        for job_id in waiting:
+            await self.stop(job_id, J.CANCELED, "the queue was cleaned")
+        return waiting
+
+    def _arm_timeout(self, job: FlowJob) -> None:
+        if job.job_id in self._timers or job.terminal:
+            return
+        start = job.start_time_ms or now_ms()
+        left = max(0.0, job.timeout_seconds - (now_ms() - start) / 1000)
+        loop = asyncio.get_running_loop()
+        self._timers[job.job_id] = loop.call_later(
+            left, lambda: asyncio.ensure_future(
+                self.stop(job.job_id, J.TIMEOUT, f"it ran longer than its job_timeout of {job.timeout_seconds:g}s")))
+
+    # ------------------------------------------------------------------ running the graph
+    async def _advance(self, job: FlowJob) -> None:
+        """Start every component whose upstream components are done; end the job when all are."""
+        if job.terminal:
+            return
+        plan = self.plans[job.job_id]
+        done = {c.name for c in plan.components if self._component_status(job, c.name) in TASK_DONE}
+        if len(done) == len(plan.components):
+            self._end_job(job, J.SUCCESS, "")
+            return
+        specs, owners = [], []
+        for c in plan.components:
+            if c.name in done or not all(up in done for up in c.upstream):
+                continue
+            for role, party in plan.parties:
+                t = job.tasks[(c.name, role, party)]
+                if t.status != T.WAITING or t.taskhub_task_id:
+                    continue
+                specs.append(self._spec(job, plan, c, t))
+                owners.append(t)
+        if not specs:
+            return
+        if job.status == J.READY:
+            job.start_time_ms = now_ms()
+            self._set_job_status(job, J.RUNNING)
+        try:
+            created = await self.engine.create(specs, trusted=True)
+        except errors.TaskhubError as e:
+            self._end_job(job, J.FAILED, f"its tasks could not be created: {e}")
+            return
+        for t, task in zip(owners, created):
+            t.taskhub_task_id = task.id
+            self.by_taskhub[task.id] = t
+        self.fstore.save_tasks(owners)
+        if job.terminal:  # stopped while the tasks were being created
+            self._cancel_tasks(job, "its job ended")
+
+    def _spec(self, job: FlowJob, plan: dsl.Plan, c: dsl.Component, t: FlowTask) -> TaskSpec:
+        inputs = {}
+        for key, refs in c.data_inputs.items():
+            tables = []
+            for up, output in refs:
+                for info in self.fstore.output_tables(job.job_id, up, t.role, t.party_id):
+                    if info["output_name"] == output:
+                        tables.append({"namespace": info["namespace"], "name": info["name"]})
+            inputs[key] = tables
+        models = {key: [{"job_id": job.job_id, "component": up, "output": output} for up, output in refs]
+                  for key, refs in c.model_inputs.items()}
+        entry = self.registry.get(c.module)
+        spec_input = {
+            "job_id": job.job_id, "component": c.name, "module": c.module, "component_class": entry.path,
+            "role": t.role, "party_id": t.party_id, "roles": plan.roles,
+            "params": plan.params(c.name, t.role, t.party_id),
+            "job_parameters": plan.job_parameters(t.role, t.party_id), "inputs": inputs, "models": models,
+        }
+        selector = {PARTY_LABEL: str(t.party_id)} if self._party_has_nodes(t.party_id) else {}
+        return TaskSpec(
+            type=TaskType.PYTHON, namespace=job.namespace, name=f"{job.job_id}_{c.name}_{t.role}_{t.party_id}",
+            callable=RUNTIME, input_json=json.dumps(spec_input), max_retries=plan.auto_retries,
+            retry_backoff_seconds=plan.auto_retry_delay, node_selector=selector,
+            annotations={OBSERVER: OBSERVER_NAME, JOB_ANNOTATION: job.job_id, "fate.component": c.name,
+                         "fate.role": t.role, "fate.party_id": str(t.party_id)})
+
+    def _party_has_nodes(self, party_id: int) -> bool:
+        """A party runs only on nodes labelled fate.party=<id> once any node carries that label."""
+        want = str(party_id)
+        return any(n.labels.get(PARTY_LABEL) == want for n in self.engine.nodes.values())
+
+    def _component_status(self, job: FlowJob, component: str) -> TaskStatus:
+        """The worst status of the component's tasks; SUCCESS when all succeeded or passed."""
+        statuses = [t.status for (c, _, _), t in job.tasks.items() if c == component]
+        for st in (T.FAILED, T.TIMEOUT, T.CANCELED, T.RUNNING, T.WAITING):
+            if st in statuses:
+                return st
+        return T.SUCCESS if T.SUCCESS in statuses else T.PASS
+
+    def component_status(self, job: FlowJob, component: str) -> TaskStatus:
+        return self._component_status(job, component)
+
+    # ------------------------------------------------------------------ taskhub tells us
+    def _on_taskhub_change(self, task: Task) -> None:
+        t = self.by_taskhub.get(task.id)
+        job = self.jobs.get(t.job_id) if t else None
+        if t is None or job is None:
+            return
+        self._apply(job, t, task)
+        if t.status.terminal:
+            self.by_taskhub.pop(task.id, None)
+            if t.status == T.SUCCESS:
+                if not job.terminal:
+                    asyncio.ensure_future(self._advance(job))
+            elif not job.terminal:
+                what = f"{t.component} ({t.role} {t.party_id})"
+                if t.status == T.CANCELED:
+                    self._end_job(job, J.CANCELED, f"task {what} was cancelled")
+                else:
+                    self._end_job(job, J.FAILED, f"task {what} {t.status.fate}: {t.error}")
+            self._forget_if_settled(job)
+
+    def _apply(self, job: FlowJob, t: FlowTask, task: Task) -> None:
+        """Bring a FATE task in line with the taskhub task that runs it."""
+        new = flow_status_of(task)
+        seen = (t.run_pid, t.node, t.retries)
+        t.run_pid, t.node, t.retries = task.pid, task.node, task.retries
+        if task.start_time_ms and not t.start_time_ms:
+            t.start_time_ms = task.start_time_ms
+        if new == t.status:
+            if seen != (t.run_pid, t.node, t.retries):
+                self.fstore.save_tasks([t])
+                self._publish(job, t)
+            return
+        if new.terminal:
+            t.end_time_ms = task.done_time_ms or now_ms()
+        self._set_task_status(job, t, new, task.error if new in (T.FAILED, T.TIMEOUT, T.CANCELED) else "")
+
+    # ------------------------------------------------------------------ stopping
+    async def stop(self, job_id: str, status: JobStatus = J.CANCELED, reason: str = "") -> FlowJob:
+        job = self.get(job_id)
+        if job.terminal:
+            raise errors.FailedPrecondition(f"job {job_id} already ended ({job.status.fate}); there is nothing to stop")
+        if status not in (J.CANCELED, J.FAILED, J.TIMEOUT):
+            raise errors.InvalidArgument("a job can be stopped as canceled, failed or timeout")
+        self._end_job(job, status, reason or "stopped by a user")
+        return job
+
+    def _end_job(self, job: FlowJob, status: JobStatus, error: str) -> None:
+        if job.terminal:
+            return
+        job.end_time_ms = now_ms()
+        self._set_job_status(job, status, error)
+        self._cancel_tasks(job, f"job {job.job_id} {status.fate}" + (f": {error}" if error else ""))
+        timer = self._timers.pop(job.job_id, None)
+        if timer:
+            timer.cancel()
+        if job.job_id in self.queue:
+            self.queue.remove(job.job_id)
+        if job.job_id in self.running:
+            self.running.discard(job.job_id)
+            asyncio.ensure_future(self._admit())
+        for cb in self.on_job_end:
+            cb(job)
+        self._forget_if_settled(job)
+
+    def _cancel_tasks(self, job: FlowJob, reason: str) -> None:
+        waiting = []
+        for t in job.tasks.values():
+            if t.status.terminal:
+                continue
+            if t.taskhub_task_id:
+                try:
+                    self.engine.cancel(ANY_NAMESPACE, t.taskhub_task_id, reason)
+                except errors.NotFound:
+                    waiting.append(t)
+            else:
+                waiting.append(t)
+        for t in waiting:
+            t.end_time_ms = now_ms()
+            self._set_task_status(job, t, T.CANCELED, reason)
+
+    def _forget_if_settled(self, job: FlowJob) -> None:
+        if job.terminal and all(t.status.terminal for t in job.tasks.values()):
+            self.jobs.pop(job.job_id, None)
+            self.plans.pop(job.job_id, None)
+            for q in self._watchers.get(job.job_id, ()):
+                q.put_nowait(None)
+
+    # ------------------------------------------------------------------ the one writer of statuses
+    def _set_job_status(self, job: FlowJob, new: JobStatus, error: str = "") -> None:
+        try:
+            check_job_transition(job.status, new)
+        except IllegalFlowTransition:
+            log.exception("refused: flow job %s", job.job_id)
+            raise
+        job.status = new
+        job.update_time_ms = now_ms()
+        if new == J.RUNNING and not job.start_time_ms:
+            job.start_time_ms = job.update_time_ms
+        if new.terminal:
+            job.end_time_ms = job.end_time_ms or job.update_time_ms
+            job.error = error
+        self._update_progress(job)
+        self.fstore.save_job(job)
+        self._publish(job, None)
+
+    def _set_task_status(self, job: FlowJob, t: FlowTask, new: TaskStatus, error: str = "") -> None:
+        try:
+            check_task_transition(t.status, new)
+        except IllegalFlowTransition:
+            log.exception("refused: flow task %s %s %s %s", t.job_id, t.component, t.role, t.party_id)
+            raise
+        t.status = new
+        if error or new == T.SUCCESS:
+            t.error = error
+        if new == T.RUNNING and not t.start_time_ms:
+            t.start_time_ms = now_ms()
+        if new.terminal and not t.end_time_ms:
+            t.end_time_ms = now_ms()
+        self.fstore.save_tasks([t])
+        if self._update_progress(job):
+            job.update_time_ms = now_ms()
+            self.fstore.save_job(job)
+            self._publish(job, None)
+        self._publish(job, t)
+
+    def _update_progress(self, job: FlowJob) -> bool:
+        tasks = [t for t in job.tasks.values() if t.status != T.PASS]
+        done = sum(1 for t in tasks if t.status.terminal)
+        progress = 100 if job.status == J.SUCCESS or not tasks else 100 * done // len(tasks)
+        changed = progress != job.progress
+        job.progress = progress
+        return changed
+
+    # ------------------------------------------------------------------ reading
+    def get(self, job_id: str) -> FlowJob:
+        job = self.jobs.get(job_id)
+        if job is not None:
+            return job
+        job = self.fstore.get_job(job_id) if job_id else None
+        if job is None:
+            raise errors.NotFound(f"no job with id {job_id!r}")
+        job.tasks = self._in_dsl_order(job, self.fstore.job_tasks(job_id))
+        return job
+
+    def _in_dsl_order(self, job: FlowJob, tasks: list[FlowTask]) -> dict:
+        """Tasks keyed and ordered as submitted: components in DSL order, parties in conf order."""
+        try:
+            names = list(json.loads(job.dsl_json).get("components", {}))
+        except (ValueError, AttributeError):
+            names = []
+        rank = {n: i for i, n in enumerate(names)}
+        parties = {tuple(p): i for i, p in enumerate(job.parties)}
+        tasks.sort(key=lambda t: (rank.get(t.component, len(rank)), parties.get((t.role, t.party_id), 0)))
+        return {t.key: t for t in tasks}
+
+    def plan(self, job: FlowJob) -> dsl.Plan | None:
+        plan = self.plans.get(job.job_id)
+        if plan is None and job.job_type in ("train", "predict"):
+            plan = dsl.parse(job.dsl_json, job.conf_json)
+        return plan
+
+    def task_of_taskhub(self, taskhub_task_id: int) -> FlowTask | None:
+        return self.by_taskhub.get(taskhub_task_id)
+
+    # ------------------------------------------------------------------ watching
+    def changed(self, job_id: str) -> asyncio.Future:
+        """Resolves at the job's next change (of it or of one of its tasks)."""
+        f = asyncio.get_running_loop().create_future()
+        self._changes.setdefault(job_id, []).append(f)
+        return f
+
+    def _publish(self, job: FlowJob, task: FlowTask | None) -> None:
+        for f in self._changes.pop(job.job_id, ()):
+            if not f.done():
+                f.set_result(None)
+        watchers = self._watchers.get(job.job_id)
+        if watchers:
+            snap = (copy.copy(job), copy.copy(task) if task else None)
+            for q in watchers:
+                q.put_nowait(snap)
+
+    async def watch(self, job_id: str) -> AsyncIterator[tuple[FlowJob, FlowTask | None]]:
+        """(job, None) now and (job, task) for each task, then each change, until the job and its tasks end."""
+        q: asyncio.Queue = asyncio.Queue()
+        self._watchers.setdefault(job_id, set()).add(q)
+        try:
+            job = self.get(job_id)
+            yield copy.copy(job), None
+            for t in list(job.tasks.values()):
+                yield copy.copy(job), copy.copy(t)
+            if job_id not in self.jobs:
+                return
+            while True:
+                item = await q.get()
+                if item is None:
+                    return
+                yield item
+        finally:
+            s = self._watchers.get(job_id)
+            if s is not None:
+                s.discard(q)
+                if not s:
+                    del self._watchers[job_id]
+
+
+def day_range_ms(date: str) -> tuple[int, int]:
+    """YYYYMMDD -> [start, end) in ms, local time."""
+    try:
+        start = time.mktime(time.strptime(date, "%Y%m%d"))
+    except ValueError:
+        raise errors.InvalidArgument(f"date {date!r} must look like YYYYMMDD") from None
+    return int(start * 1000), int((start + 86400) * 1000)

@@ -1,0 +1,47 @@
+"""DSL module name -> the component class that runs it, and the roles it runs on.
+
+The server never imports component code (it runs in workers); it only needs to know which
+modules exist and on which roles they run: elsewhere a component's task is `pass`.
+tests/test_flow.py checks that every entry agrees with its class.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import errors
+from ..model import module_allowed
+
+ALL = ("guest", "host", "arbiter", "local")
+DATA_ROLES = ("guest", "host", "local")
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str                 # "package.module:Class"
+    roles: tuple[str, ...]
+
+
+BUILTIN: dict[str, Entry] = {
+    "Reader": Entry("server.flow.components.reader:Reader", DATA_ROLES),
+    "DataTransform": Entry("server.flow.components.data_transform:DataTransform", DATA_ROLES),
+    "Probe": Entry("server.flow.components.probe:Probe", ALL),
+}
+
+
+class Registry:
+    def __init__(self, plugins: dict[str, str] | None = None, allowed_modules: list[str] = ()):
+        self.entries = dict(BUILTIN)
+        for name, path in (plugins or {}).items():
+            module = path.partition(":")[0]
+            if ":" not in path or not module_allowed(module, list(allowed_modules)):
+                raise errors.InvalidArgument(
+                    f"flow component {name}={path}: give package.module:Class under an allowed module prefix"
+                    f" ({', '.join(allowed_modules) or 'none'}; see --allow-module)")
+            self.entries[name] = Entry(path, ALL)
+
+    @property
+    def modules(self) -> set[str]:
+        return set(self.entries)
+
+    def get(self, module: str) -> Entry:
+        return self.entries[module]
