@@ -52,7 +52,7 @@ def download_route(fate_status: int):
     return answers(render)
 
 
-def not_implemented(request: web.Request) -> web.Response:
+async def not_implemented(request: web.Request) -> web.Response:
     path = request.path.removeprefix("/v1/")
     return envelope(retcode=EXCEPTION, retmsg=f"{path} is not implemented yet in taskhub: model and tag "
                                               f"routes come in a later issue")
