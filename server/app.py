@@ -152,7 +152,7 @@ class Server:
             await closer()
         if self.grpc:
             await self.grpc.stop(grace=1.0)
-        self.flow.stop()
+        self.flow.close()
         await self.engine.stop()
         for t in self._background:
             t.cancel()
