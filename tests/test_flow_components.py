@@ -106,3 +106,81 @@ def test_intersection_rsa_refuses_short_keys_and_unknown_methods():
         run_component("Intersection", HETERO_ROLES, [PartySpec("guest", 0, {"intersect_method": "psi"})])
     with pytest.raises(ComponentError, match="unknown key.*key_len in rsa_params"):
         run_component("Intersection", HETERO_ROLES, [PartySpec("guest", 0, {"rsa_params": {"key_len": 1024}})])
+
+
+# -- the published hetero LR job ------------------------------------------------------------------
+def fast_hetero_conf(max_iter: int = 8) -> dict:
+    """FATE's published conf, with a shorter run and smaller keys so the test stays fast."""
+    conf = load_json("hetero_lr_normal_conf.json")
+    common = conf["component_parameters"]["common"]
+    common["hetero_lr_0"]["max_iter"] = max_iter
+    common["hetero_lr_0"]["encrypt_param"]["key_length"] = 512
+    return conf
+
+
+HETERO_TABLES = {("experiment", "breast_hetero_guest"): csv_table("breast_hetero_guest"),
+                 ("experiment", "breast_hetero_host"): csv_table("breast_hetero_host")}
+
+
+@pytest.fixture(scope="module")
+def hetero_job():
+    return run_job(load_json("hetero_lr_normal_dsl.json"), fast_hetero_conf(), HETERO_TABLES)
+
+
+def test_hetero_lr_pipeline_reaches_fate_auc(hetero_job):
+    evaluation = hetero_job.outputs["evaluation_0"][("guest", 0)]
+    auc = evaluation.summary["hetero_lr_0"]["train"]["auc"]
+    assert auc >= 0.95
+    single = evaluation.metrics["train"]["hetero_lr_0"]
+    assert dict(map(tuple, single["data"]))["auc"] == auc and single["meta"]["metric_type"] == "EVALUATION_SUMMARY"
+    roc = evaluation.metrics["train"]["hetero_lr_0_roc"]
+    assert roc["meta"]["metric_type"] == "ROC_EVALUATION" and roc["data"][-1] == [1.0, 1.0]
+    assert {"hetero_lr_0_ks_fpr", "hetero_lr_0_ks_tpr", "hetero_lr_0_lift", "hetero_lr_0_gain",
+            "hetero_lr_0_precision", "hetero_lr_0_recall", "hetero_lr_0_accuracy"} <= set(evaluation.metrics["train"])
+    # the loss is the arbiter's (it alone decrypts it), one point per iteration, decreasing overall
+    loss = hetero_job.outputs["hetero_lr_0"][("arbiter", 0)].metrics["train"]["loss"]
+    assert loss["meta"] == {"metric_type": "LOSS", "unit_name": "iters"}
+    assert [p[0] for p in loss["data"]] == list(range(len(loss["data"])))
+    assert loss["data"][-1][1] < min(loss["data"][0][1], 0.69)     # below log 2, the loss of w = 0
+    # predictions on the guest only, in FATE's columns
+    table = hetero_job.table("hetero_lr_0", "guest")
+    assert table.schema["header"] == ["label", "predict_result", "predict_score", "predict_detail", "type"]
+    assert table.count == 569 and next(table.rows())[-1] == "train"
+    assert "data" not in hetero_job.outputs["hetero_lr_0"][("host", 0)].tables
+    # each party's model holds only its own features
+    guest_model = hetero_job.outputs["hetero_lr_0"][("guest", 0)].models["model"]["model"]
+    host_model = hetero_job.outputs["hetero_lr_0"][("host", 0)].models["model"]["model"]
+    assert guest_model["header"] == [f"x{i}" for i in range(10)] and len(host_model["weight"]) == 20
+
+
+def test_hetero_lr_predict_job_reproduces_train_predictions(hetero_job):
+    predict_dsl = {"components": {
+        "reader_0": {"module": "Reader", "output": {"data": ["data"]}},
+        "data_transform_0": {"module": "DataTransform", "input": {"data": {"data": ["reader_0.data"]},
+                                                                  "model": ["pipeline.data_transform_0.model"]}},
+        "intersection_0": {"module": "Intersection", "input": {"data": {"data": ["data_transform_0.data"]}}},
+        "hetero_lr_0": {"module": "HeteroLR", "input": {"data": {"test_data": ["intersection_0.data"]},
+                                                        "model": ["pipeline.hetero_lr_0.model"]}},
+    }}
+    conf = fast_hetero_conf()
+    conf["job_parameters"] = {"common": {"job_type": "predict"}}
+    for cpn in ("data_transform_0", "hetero_lr_0"):     # predict takes the model's settings, not the conf's
+        conf["component_parameters"]["common"].pop(cpn)
+        for party in conf["component_parameters"]["role"].values():
+            party["0"].pop(cpn, None)
+    predicted = run_job(predict_dsl, conf, HETERO_TABLES, pipeline_models=hetero_job.models())
+    trained = {r[0]: r for r in hetero_job.table("hetero_lr_0", "guest").rows()}
+    rows = list(predicted.table("hetero_lr_0", "guest").rows())
+    assert len(rows) == 569
+    for row in rows:
+        assert row[:3] == trained[row[0]][:3] and float(row[3]) == pytest.approx(float(trained[row[0]][3]), abs=1e-12)
+        assert row[5] == "test"
+
+
+def test_hetero_lr_unknown_parameter_is_refused():
+    with pytest.raises(ComponentError, match=r"HeteroLR: unknown parameter\(s\) learning_rat"):
+        run_component("HeteroLR", HETERO_ROLES, [PartySpec("guest", 0, {"learning_rat": 0.1})])
+    with pytest.raises(ComponentError, match="optimizer sqn is not supported"):
+        run_component("HeteroLR", HETERO_ROLES, [PartySpec("guest", 0, {"optimizer": "sqn"})])
+    with pytest.raises(ComponentError, match="unknown key.*init_methd in init_param"):
+        run_component("HeteroLR", HETERO_ROLES, [PartySpec("guest", 0, {"init_param": {"init_methd": "zeros"}})])
