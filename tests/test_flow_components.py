@@ -184,3 +184,50 @@ def test_hetero_lr_unknown_parameter_is_refused():
         run_component("HeteroLR", HETERO_ROLES, [PartySpec("guest", 0, {"optimizer": "sqn"})])
     with pytest.raises(ComponentError, match="unknown key.*init_methd in init_param"):
         run_component("HeteroLR", HETERO_ROLES, [PartySpec("guest", 0, {"init_param": {"init_methd": "zeros"}})])
+
+
+# -- the published homo LR job --------------------------------------------------------------------
+HOMO_TABLES = {("experiment", "breast_homo_guest"): csv_table("breast_homo_guest"),
+               ("experiment", "breast_homo_host"): csv_table("breast_homo_host")}
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_homo_lr_pipeline(secure):
+    conf = load_json("homo_lr_train_conf.json")
+    conf["component_parameters"]["common"]["homo_lr_0"]["secure_aggregate"] = secure
+    job = run_job(load_json("homo_lr_train_dsl.json"), conf, HOMO_TABLES)
+    summary = job.outputs["evaluation_0"][("guest", 0)].summary
+    assert summary["homo_lr_0"]["train"]["auc"] >= 0.95
+    assert "evaluation_0" in job.outputs and ("host", 0) in job.outputs["evaluation_0"]
+    assert job.outputs["evaluation_0"][("host", 0)].summary == {}          # need_run: false on the host
+    # one model for everyone: guest and host end with the same weights
+    guest = job.outputs["homo_lr_0"][("guest", 0)].models["model"]["model"]
+    host = job.outputs["homo_lr_0"][("host", 0)].models["model"]["model"]
+    assert guest["weight"] == pytest.approx(host["weight"]) and guest["intercept"] == pytest.approx(host["intercept"])
+    loss = job.outputs["homo_lr_0"][("arbiter", 0)].metrics["train"]["loss"]["data"]
+    assert loss[-1][1] < loss[0][1]
+    # the scaled features are standardised on each party
+    scaled = job.table("scale_0", "guest")
+    assert scaled.schema["features"][0] == "x0" and scaled.count == 227
+
+
+def test_homo_lr_refuses_paillier_and_weight_diff():
+    with pytest.raises(ComponentError, match="encrypt_param.method Paillier is not supported"):
+        run_component("HomoLR", HETERO_ROLES, [PartySpec("guest", 0, {"encrypt_param": {"method": "Paillier"}})])
+    with pytest.raises(ComponentError, match="early_stop='weight_diff' is not supported"):
+        run_component("HomoLR", HETERO_ROLES, [PartySpec("guest", 0, {"early_stop": "weight_diff"})])
+
+
+def test_feature_scale_min_max_and_predict_mode():
+    raw = MemoryTable("t", "raw", {"sid": "id", "header": ["a", "b"], "features": ["a", "b"]},
+                      [["1", "0", "10"], ["2", "5", "20"], ["3", "10", "30"]])
+    out = run_component("FeatureScale", {"guest": [1]}, [PartySpec(
+        "guest", 0, {"method": "min_max_scale", "scale_names": ["b"], "scale_col_indexes": []}, {"data": [raw]})])
+    rows = list(out[("guest", 0)].tables["data"].rows())
+    assert [r[1:] for r in rows] == [["0.0", "0.0"], ["5.0", "0.5"], ["10.0", "1.0"]]
+    new = MemoryTable("t", "new", raw.schema, [["9", "7", "40"]])
+    again = run_component("FeatureScale", {"guest": [1]}, [PartySpec(
+        "guest", 0, {}, {"data": [new]}, {"model": [out[("guest", 0)].models["model"]]})])
+    assert list(again[("guest", 0)].tables["data"].rows()) == [["9", "7.0", "1.0"]]     # clipped to the fitted max
+    with pytest.raises(ComponentError, match="no feature column c"):
+        run_component("FeatureScale", {"guest": [1]}, [PartySpec("guest", 0, {"scale_names": ["c"]}, {"data": [raw]})])
