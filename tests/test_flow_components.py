@@ -231,3 +231,48 @@ def test_feature_scale_min_max_and_predict_mode():
     assert list(again[("guest", 0)].tables["data"].rows()) == [["9", "7.0", "1.0"]]     # clipped to the fitted max
     with pytest.raises(ComponentError, match="no feature column c"):
         run_component("FeatureScale", {"guest": [1]}, [PartySpec("guest", 0, {"scale_names": ["c"]}, {"data": [raw]})])
+
+
+# -- Evaluation, need_run, the registry -----------------------------------------------------------
+def predictions(rows, name="model_0"):
+    header = ["label", "predict_result", "predict_score", "predict_detail", "type"]
+    return MemoryTable("t", "p", {"sid": "id", "header": header}, rows, source=name)
+
+
+def evaluate(table, **params):
+    return run_component("Evaluation", {"guest": [1]}, [PartySpec("guest", 0, params, {"data": [table]})])[("guest", 0)]
+
+
+def test_evaluation_binary_values():
+    # scores rank 3 of the 4 (positive, negative) pairs right: AUC 0.75; best KS 0.5
+    rows = [[str(i), y, 1 if s > 0.5 else 0, s, "{}", "train"] for i, (y, s) in
+            enumerate([(1, 0.9), (0, 0.8), (1, 0.7), (0, 0.1)])]
+    out = evaluate(predictions(rows))
+    assert out.summary == {"model_0": {"train": {"auc": 0.75, "ks": 0.5}}}
+    gain = out.metrics["train"]["model_0_gain"]["data"]
+    assert gain[-1] == [1.0, 1.0]          # everyone predicted positive: all positives found
+    cm = out.metrics["train"]["model_0_confusion_mat"]["meta"]
+    assert cm["metric_type"] == "CONFUSION_MAT" and cm["tp"][-1] == 2 and cm["fp"][-1] == 2
+
+
+def test_evaluation_regression_and_multi():
+    rows = [["1", 3.0, 2.0, 0, "{}", "test"], ["2", 1.0, 2.0, 0, "{}", "test"]]
+    out = evaluate(predictions(rows), eval_type="regression",
+                   metrics=["root_mean_squared_error", "mean_absolute_error"])
+    assert out.summary["model_0"]["test"] == {"root_mean_squared_error": 1.0, "mean_absolute_error": 1.0}
+    rows = [["1", 0, 0, 0, "{}", "train"], ["2", 1, 2, 0, "{}", "train"], ["3", 2, 2, 0, "{}", "train"]]
+    out = evaluate(predictions(rows), eval_type="multi")
+    assert out.summary["model_0"]["train"]["accuracy"] == pytest.approx(2 / 3, abs=1e-6)
+    with pytest.raises(ComponentError, match="metric 'auc' does not apply to eval_type regression"):
+        evaluate(predictions(rows), eval_type="regression", metrics=["auc"])
+
+
+def test_need_run_false_passes_the_input_through():
+    table = csv_table("breast_hetero_host")
+    out = run_component("Intersection", HETERO_ROLES, [PartySpec("host", 0, {"need_run": False}, {"data": [table]})])
+    assert list(out[("host", 0)].tables["data"].rows()) == list(table.rows())
+
+
+def test_unknown_module_is_a_component_error():
+    with pytest.raises(ComponentError, match="unknown component module 'HeteroSecureBoost'"):
+        run_component("HeteroSecureBoost", HETERO_ROLES, [])
