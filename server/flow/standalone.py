@@ -16,7 +16,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
-from server.flow.components import registry
+from server.flow import registry
 from server.flow.components.base import Component, ComponentError
 
 PartyKey = tuple[str, int]          # (role, index of the party in conf["role"][role])
