@@ -78,7 +78,17 @@ class Server:
         self._closers: list = []
 
     async def start(self) -> None:
+        from gateway.app import connect_host
         cfg = self.cfg
+        # Bound first: tasks the engine brings back call this server (TASKHUB_SERVER) as soon as they run.
+        self.grpc = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.so_reuseport", 0),
+        ])
+        self.grpc_port = self.grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+        if not self.grpc_port:
+            raise SystemExit(f"taskhub: cannot listen on {cfg.host}:{cfg.grpc_port}")
         self.nodes.preload()  # before recovery: tasks on known agents wait for them
         await self.engine.start()
         await self.nodes.start()
@@ -91,16 +101,12 @@ class Server:
             self.executor = Executor(self.engine, python_workers=cfg.python_workers or cores, work_dir=work_dir,
                                      instance=self.engine.instance, kill_grace=cfg.kill_grace,
                                      task_paths=cfg.task_paths)
+            self.executor.server_target = f"{connect_host(cfg.host)}:{self.grpc_port}"
             await self.executor.start()
             node = LocalNode(self.executor, cfg.slots or 8 * cores, labels=cfg.labels)
             self.engine.add_node(node)
             self._background.append(asyncio.create_task(self._sample(node)))
 
-        self.grpc = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20),
-            ("grpc.so_reuseport", 0),
-        ])
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(
             self.engine, ModuleDescriber(cfg.allowed_modules, cfg.task_paths)), self.grpc)
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes), self.grpc)
@@ -113,13 +119,7 @@ class Server:
                  flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
-        self.grpc_port = self.grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
-        if not self.grpc_port:
-            raise SystemExit(f"taskhub: cannot listen on {cfg.host}:{cfg.grpc_port}")
         await self.grpc.start()
-        from gateway.app import connect_host
-        if self.executor:  # tasks (FATE components) call back into this server
-            self.executor.server_target = f"{connect_host(cfg.host)}:{self.grpc_port}"
         for name in names + [""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         print(f"taskhub: gRPC listening on {cfg.host}:{self.grpc_port}", flush=True)
@@ -152,7 +152,7 @@ class Server:
             await closer()
         if self.grpc:
             await self.grpc.stop(grace=1.0)
-        self.flow.stop()
+        self.flow.close()
         await self.engine.stop()
         for t in self._background:
             t.cancel()

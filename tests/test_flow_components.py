@@ -106,3 +106,173 @@ def test_intersection_rsa_refuses_short_keys_and_unknown_methods():
         run_component("Intersection", HETERO_ROLES, [PartySpec("guest", 0, {"intersect_method": "psi"})])
     with pytest.raises(ComponentError, match="unknown key.*key_len in rsa_params"):
         run_component("Intersection", HETERO_ROLES, [PartySpec("guest", 0, {"rsa_params": {"key_len": 1024}})])
+
+
+# -- the published hetero LR job ------------------------------------------------------------------
+def fast_hetero_conf(max_iter: int = 8) -> dict:
+    """FATE's published conf, with a shorter run and smaller keys so the test stays fast."""
+    conf = load_json("hetero_lr_normal_conf.json")
+    common = conf["component_parameters"]["common"]
+    common["hetero_lr_0"]["max_iter"] = max_iter
+    common["hetero_lr_0"]["encrypt_param"]["key_length"] = 512
+    return conf
+
+
+HETERO_TABLES = {("experiment", "breast_hetero_guest"): csv_table("breast_hetero_guest"),
+                 ("experiment", "breast_hetero_host"): csv_table("breast_hetero_host")}
+
+
+@pytest.fixture(scope="module")
+def hetero_job():
+    return run_job(load_json("hetero_lr_normal_dsl.json"), fast_hetero_conf(), HETERO_TABLES)
+
+
+def test_hetero_lr_pipeline_reaches_fate_auc(hetero_job):
+    evaluation = hetero_job.outputs["evaluation_0"][("guest", 0)]
+    auc = evaluation.summary["hetero_lr_0"]["train"]["auc"]
+    assert auc >= 0.95
+    single = evaluation.metrics["train"]["hetero_lr_0"]
+    assert dict(map(tuple, single["data"]))["auc"] == auc and single["meta"]["metric_type"] == "EVALUATION_SUMMARY"
+    roc = evaluation.metrics["train"]["hetero_lr_0_roc"]
+    assert roc["meta"]["metric_type"] == "ROC_EVALUATION" and roc["data"][-1] == [1.0, 1.0]
+    assert {"hetero_lr_0_ks_fpr", "hetero_lr_0_ks_tpr", "hetero_lr_0_lift", "hetero_lr_0_gain",
+            "hetero_lr_0_precision", "hetero_lr_0_recall", "hetero_lr_0_accuracy"} <= set(evaluation.metrics["train"])
+    # the loss is the arbiter's (it alone decrypts it), one point per iteration, decreasing overall
+    loss = hetero_job.outputs["hetero_lr_0"][("arbiter", 0)].metrics["train"]["loss"]
+    assert loss["meta"] == {"metric_type": "LOSS", "unit_name": "iters"}
+    assert [p[0] for p in loss["data"]] == list(range(len(loss["data"])))
+    assert loss["data"][-1][1] < min(loss["data"][0][1], 0.69)     # below log 2, the loss of w = 0
+    # predictions on the guest only, in FATE's columns
+    table = hetero_job.table("hetero_lr_0", "guest")
+    assert table.schema["header"] == ["label", "predict_result", "predict_score", "predict_detail", "type"]
+    assert table.count == 569 and next(table.rows())[-1] == "train"
+    assert "data" not in hetero_job.outputs["hetero_lr_0"][("host", 0)].tables
+    # each party's model holds only its own features
+    guest_model = hetero_job.outputs["hetero_lr_0"][("guest", 0)].models["model"]["model"]
+    host_model = hetero_job.outputs["hetero_lr_0"][("host", 0)].models["model"]["model"]
+    assert guest_model["header"] == [f"x{i}" for i in range(10)] and len(host_model["weight"]) == 20
+
+
+def test_hetero_lr_predict_job_reproduces_train_predictions(hetero_job):
+    predict_dsl = {"components": {
+        "reader_0": {"module": "Reader", "output": {"data": ["data"]}},
+        "data_transform_0": {"module": "DataTransform", "input": {"data": {"data": ["reader_0.data"]},
+                                                                  "model": ["pipeline.data_transform_0.model"]}},
+        "intersection_0": {"module": "Intersection", "input": {"data": {"data": ["data_transform_0.data"]}}},
+        "hetero_lr_0": {"module": "HeteroLR", "input": {"data": {"test_data": ["intersection_0.data"]},
+                                                        "model": ["pipeline.hetero_lr_0.model"]}},
+    }}
+    conf = fast_hetero_conf()
+    conf["job_parameters"] = {"common": {"job_type": "predict"}}
+    for cpn in ("data_transform_0", "hetero_lr_0"):     # predict takes the model's settings, not the conf's
+        conf["component_parameters"]["common"].pop(cpn)
+        for party in conf["component_parameters"]["role"].values():
+            party["0"].pop(cpn, None)
+    predicted = run_job(predict_dsl, conf, HETERO_TABLES, pipeline_models=hetero_job.models())
+    trained = {r[0]: r for r in hetero_job.table("hetero_lr_0", "guest").rows()}
+    rows = list(predicted.table("hetero_lr_0", "guest").rows())
+    assert len(rows) == 569
+    for row in rows:
+        assert row[:3] == trained[row[0]][:3] and float(row[3]) == pytest.approx(float(trained[row[0]][3]), abs=1e-12)
+        assert row[5] == "test"
+
+
+def test_hetero_lr_unknown_parameter_is_refused():
+    with pytest.raises(ComponentError, match=r"HeteroLR: unknown parameter\(s\) learning_rat"):
+        run_component("HeteroLR", HETERO_ROLES, [PartySpec("guest", 0, {"learning_rat": 0.1})])
+    with pytest.raises(ComponentError, match="optimizer sqn is not supported"):
+        run_component("HeteroLR", HETERO_ROLES, [PartySpec("guest", 0, {"optimizer": "sqn"})])
+    with pytest.raises(ComponentError, match="unknown key.*init_methd in init_param"):
+        run_component("HeteroLR", HETERO_ROLES, [PartySpec("guest", 0, {"init_param": {"init_methd": "zeros"}})])
+
+
+# -- the published homo LR job --------------------------------------------------------------------
+HOMO_TABLES = {("experiment", "breast_homo_guest"): csv_table("breast_homo_guest"),
+               ("experiment", "breast_homo_host"): csv_table("breast_homo_host")}
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_homo_lr_pipeline(secure):
+    conf = load_json("homo_lr_train_conf.json")
+    conf["component_parameters"]["common"]["homo_lr_0"]["secure_aggregate"] = secure
+    job = run_job(load_json("homo_lr_train_dsl.json"), conf, HOMO_TABLES)
+    summary = job.outputs["evaluation_0"][("guest", 0)].summary
+    assert summary["homo_lr_0"]["train"]["auc"] >= 0.95
+    assert "evaluation_0" in job.outputs and ("host", 0) in job.outputs["evaluation_0"]
+    assert job.outputs["evaluation_0"][("host", 0)].summary == {}          # need_run: false on the host
+    # one model for everyone: guest and host end with the same weights
+    guest = job.outputs["homo_lr_0"][("guest", 0)].models["model"]["model"]
+    host = job.outputs["homo_lr_0"][("host", 0)].models["model"]["model"]
+    assert guest["weight"] == pytest.approx(host["weight"]) and guest["intercept"] == pytest.approx(host["intercept"])
+    loss = job.outputs["homo_lr_0"][("arbiter", 0)].metrics["train"]["loss"]["data"]
+    assert loss[-1][1] < loss[0][1]
+    # the scaled features are standardised on each party
+    scaled = job.table("scale_0", "guest")
+    assert scaled.schema["features"][0] == "x0" and scaled.count == 227
+
+
+def test_homo_lr_refuses_paillier_and_weight_diff():
+    with pytest.raises(ComponentError, match="encrypt_param.method Paillier is not supported"):
+        run_component("HomoLR", HETERO_ROLES, [PartySpec("guest", 0, {"encrypt_param": {"method": "Paillier"}})])
+    with pytest.raises(ComponentError, match="early_stop='weight_diff' is not supported"):
+        run_component("HomoLR", HETERO_ROLES, [PartySpec("guest", 0, {"early_stop": "weight_diff"})])
+
+
+def test_feature_scale_min_max_and_predict_mode():
+    raw = MemoryTable("t", "raw", {"sid": "id", "header": ["a", "b"], "features": ["a", "b"]},
+                      [["1", "0", "10"], ["2", "5", "20"], ["3", "10", "30"]])
+    out = run_component("FeatureScale", {"guest": [1]}, [PartySpec(
+        "guest", 0, {"method": "min_max_scale", "scale_names": ["b"], "scale_col_indexes": []}, {"data": [raw]})])
+    rows = list(out[("guest", 0)].tables["data"].rows())
+    assert [r[1:] for r in rows] == [["0.0", "0.0"], ["5.0", "0.5"], ["10.0", "1.0"]]
+    new = MemoryTable("t", "new", raw.schema, [["9", "7", "40"]])
+    again = run_component("FeatureScale", {"guest": [1]}, [PartySpec(
+        "guest", 0, {}, {"data": [new]}, {"model": [out[("guest", 0)].models["model"]]})])
+    assert list(again[("guest", 0)].tables["data"].rows()) == [["9", "7.0", "1.0"]]     # clipped to the fitted max
+    with pytest.raises(ComponentError, match="no feature column c"):
+        run_component("FeatureScale", {"guest": [1]}, [PartySpec("guest", 0, {"scale_names": ["c"]}, {"data": [raw]})])
+
+
+# -- Evaluation, need_run, the registry -----------------------------------------------------------
+def predictions(rows, name="model_0"):
+    header = ["label", "predict_result", "predict_score", "predict_detail", "type"]
+    return MemoryTable("t", "p", {"sid": "id", "header": header}, rows, source=name)
+
+
+def evaluate(table, **params):
+    return run_component("Evaluation", {"guest": [1]}, [PartySpec("guest", 0, params, {"data": [table]})])[("guest", 0)]
+
+
+def test_evaluation_binary_values():
+    # scores rank 3 of the 4 (positive, negative) pairs right: AUC 0.75; best KS 0.5
+    rows = [[str(i), y, 1 if s > 0.5 else 0, s, "{}", "train"] for i, (y, s) in
+            enumerate([(1, 0.9), (0, 0.8), (1, 0.7), (0, 0.1)])]
+    out = evaluate(predictions(rows))
+    assert out.summary == {"model_0": {"train": {"auc": 0.75, "ks": 0.5}}}
+    gain = out.metrics["train"]["model_0_gain"]["data"]
+    assert gain[-1] == [1.0, 1.0]          # everyone predicted positive: all positives found
+    cm = out.metrics["train"]["model_0_confusion_mat"]["meta"]
+    assert cm["metric_type"] == "CONFUSION_MAT" and cm["tp"][-1] == 2 and cm["fp"][-1] == 2
+
+
+def test_evaluation_regression_and_multi():
+    rows = [["1", 3.0, 2.0, 0, "{}", "test"], ["2", 1.0, 2.0, 0, "{}", "test"]]
+    out = evaluate(predictions(rows), eval_type="regression",
+                   metrics=["root_mean_squared_error", "mean_absolute_error"])
+    assert out.summary["model_0"]["test"] == {"root_mean_squared_error": 1.0, "mean_absolute_error": 1.0}
+    rows = [["1", 0, 0, 0, "{}", "train"], ["2", 1, 2, 0, "{}", "train"], ["3", 2, 2, 0, "{}", "train"]]
+    out = evaluate(predictions(rows), eval_type="multi")
+    assert out.summary["model_0"]["train"]["accuracy"] == pytest.approx(2 / 3, abs=1e-6)
+    with pytest.raises(ComponentError, match="metric 'auc' does not apply to eval_type regression"):
+        evaluate(predictions(rows), eval_type="regression", metrics=["auc"])
+
+
+def test_need_run_false_passes_the_input_through():
+    table = csv_table("breast_hetero_host")
+    out = run_component("Intersection", HETERO_ROLES, [PartySpec("host", 0, {"need_run": False}, {"data": [table]})])
+    assert list(out[("host", 0)].tables["data"].rows()) == list(table.rows())
+
+
+def test_unknown_module_is_a_component_error():
+    with pytest.raises(ComponentError, match="unknown component module 'HeteroSecureBoost'"):
+        run_component("HeteroSecureBoost", HETERO_ROLES, [])

@@ -122,7 +122,8 @@ class FlowJobs:
                 await self._advance(job)
         await self._admit()
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Server shutdown: job timeouts stop ticking (they are re-armed from the store at the next start)."""
         for timer in self._timers.values():
             timer.cancel()
 

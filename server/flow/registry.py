@@ -24,8 +24,24 @@ class Entry:
 BUILTIN: dict[str, Entry] = {
     "Reader": Entry("server.flow.components.reader:Reader", DATA_ROLES),
     "DataTransform": Entry("server.flow.components.data_transform:DataTransform", DATA_ROLES),
+    "Intersection": Entry("server.flow.components.intersection:Intersection", ("guest", "host")),
+    "FeatureScale": Entry("server.flow.components.feature_scale:FeatureScale", DATA_ROLES),
+    "HeteroLR": Entry("server.flow.components.hetero_lr:HeteroLR", ("guest", "host", "arbiter")),
+    "HomoLR": Entry("server.flow.components.homo_lr:HomoLR", ("guest", "host", "arbiter")),
+    "Evaluation": Entry("server.flow.components.evaluation:Evaluation", DATA_ROLES),
     "Probe": Entry("server.flow.components.probe:Probe", ALL),
 }
+
+
+def component_class(module: str):
+    """The built-in component class of a DSL module (imported on first use)."""
+    import importlib
+    from .components.base import ComponentError
+    entry = BUILTIN.get(module)
+    if entry is None:
+        raise ComponentError(f"unknown component module {module!r}; known: {', '.join(sorted(BUILTIN))}")
+    path, _, attr = entry.path.partition(":")
+    return getattr(importlib.import_module(path), attr)
 
 
 class Registry:

@@ -32,6 +32,7 @@ def _stub(target: str) -> pb_grpc.FlowServiceStub:
         ch = _channels.get(target)
         if ch is None:
             ch = _channels[target] = grpc.insecure_channel(target, options=_OPTIONS)
+            grpc.channel_ready_future(ch).result(timeout=60)  # the server may still be starting
     return pb_grpc.FlowServiceStub(ch)
 
 

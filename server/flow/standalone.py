@@ -16,7 +16,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
-from server.flow.components import registry
+from server.flow import registry
 from server.flow.components.base import Component, ComponentError
 
 PartyKey = tuple[str, int]          # (role, index of the party in conf["role"][role])
@@ -28,8 +28,10 @@ class JobAborted(Exception):
 
 # -- tables ---------------------------------------------------------------------------------------
 class MemoryTable:
-    def __init__(self, namespace: str, name: str, schema: dict, rows: Iterable[Sequence[Any]]):
+    def __init__(self, namespace: str, name: str, schema: dict, rows: Iterable[Sequence[Any]],
+                 source: str | None = None):
         self.namespace, self.name, self.schema = namespace, name, dict(schema)
+        self.source = source          # the component that wrote it (Evaluation names metrics after it)
         self._rows = [[str(v) for v in r] for r in rows]
         self.count = len(self._rows)
 
@@ -143,7 +145,7 @@ class StandaloneContext:
 
     def write_table(self, rows, schema: dict, name: str = "data") -> MemoryTable:
         table = MemoryTable(f"output_data_{self.job_id}", f"{self.component_name}_{self.role}_{self.party_id}_{name}",
-                            schema, rows)
+                            schema, rows, source=self.component_name)
         self.out.tables[name] = table
         return table
 

@@ -22,6 +22,7 @@ import gmpy2
 from server.flow.components import params as P
 from server.flow.components.base import Component, ComponentContext, ComponentError, Table
 from server.flow.components.data import one_input
+from server.flow.components.rsa import rsa_keypair
 
 MODULE = "Intersection"
 HASHES = ["md5", "sha1", "sha224", "sha256", "sha384", "sha512", "sm3"]
@@ -133,21 +134,6 @@ def hash_to_int(method: str, salt: str, sid: str, n: int) -> gmpy2.mpz:
 
 
 # -- RSA ------------------------------------------------------------------------------------------
-def rsa_keypair(bits: int) -> tuple[int, int, int]:
-    """(n, e, d) with n of `bits` bits: two random primes of bits/2, e = 65537."""
-    e = 65537
-    while True:
-        p, q = (_prime(bits // 2), _prime(bits - bits // 2))
-        n, phi = p * q, (p - 1) * (q - 1)
-        if p != q and gmpy2.gcd(e, phi) == 1 and n.bit_length() == bits:
-            return int(n), e, int(gmpy2.invert(e, phi))
-
-
-def _prime(bits: int) -> gmpy2.mpz:
-    candidate = gmpy2.mpz(secrets.randbits(bits) | (3 << (bits - 2)) | 1)   # top two bits set: p*q has all bits
-    return gmpy2.next_prime(candidate)
-
-
 def rsa_host(ctx: ComponentContext, ids: list[str], rsa: dict) -> set[str]:
     fed = ctx.federation
     n, e, d = rsa_keypair(rsa["key_length"])

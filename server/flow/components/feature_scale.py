@@ -1,0 +1,115 @@
+"""FeatureScale: min_max_scale or standard_scale of chosen feature columns, each party on its own data.
+
+Columns: `scale_col_indexes` (-1: every feature; else a list of feature indexes) united with
+`scale_names`. `feat_upper`/`feat_lower` clip first (mode "normal": values; mode "cap": quantiles in
+[0, 1] of the column). Predict mode (`input.model`) applies the saved per-column statistics.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from server.flow.components import params as P
+from server.flow.components.base import Component, ComponentContext, ComponentError
+from server.flow.components.data import instance_schema, one_input, read_instances
+
+MODULE = "FeatureScale"
+
+
+class FeatureScale(Component):
+    module = MODULE
+    roles = ("guest", "host", "local")
+    defaults = {"method": "standard_scale", "mode": "normal", "scale_col_indexes": -1, "scale_names": None,
+                "feat_upper": None, "feat_lower": None, "with_mean": True, "with_std": True}
+
+    def __init__(self, params: dict):
+        super().__init__(params)
+        p = self.params
+        p["method"] = P.choice(MODULE, "method", p["method"], ["min_max_scale", "standard_scale"])
+        p["mode"] = P.choice(MODULE, "mode", p["mode"], ["normal", "cap"])
+        if p["scale_col_indexes"] != -1 and not (isinstance(p["scale_col_indexes"], list) and all(
+                isinstance(i, int) and not isinstance(i, bool) for i in p["scale_col_indexes"])):
+            raise ComponentError(f"{MODULE}: scale_col_indexes must be -1 or a list of column indexes")
+        p["scale_names"] = p["scale_names"] or []
+        if not isinstance(p["scale_names"], list) or not all(isinstance(n, str) for n in p["scale_names"]):
+            raise ComponentError(f"{MODULE}: scale_names must be a list of column names")
+        P.boolean(MODULE, "with_mean", p["with_mean"])
+        P.boolean(MODULE, "with_std", p["with_std"])
+        for bound in ("feat_upper", "feat_lower"):
+            v = p[bound]
+            if isinstance(v, list):
+                if p["mode"] == "cap":
+                    raise ComponentError(f"{MODULE}: {bound} as a list needs mode normal, not cap")
+                for x in v:
+                    P.number(MODULE, bound, x)
+            elif v is not None:
+                P.number(MODULE, bound, v)
+                if p["mode"] == "cap" and not 0 <= v <= 1:
+                    raise ComponentError(f"{MODULE}: with mode cap, {bound} is a quantile in [0, 1], not {v}")
+        if (isinstance(p["feat_upper"], (int, float)) and isinstance(p["feat_lower"], (int, float))
+                and p["feat_lower"] > p["feat_upper"]):
+            raise ComponentError(f"{MODULE}: feat_lower {p['feat_lower']} is above feat_upper {p['feat_upper']}")
+
+    def run(self, ctx: ComponentContext) -> None:
+        if not self.need_run:
+            return self.passthrough(ctx)
+        data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("data"), "data"))
+        models = ctx.input_model("model")
+        model = models[0]["model"] if models else self.fit(data)
+        X = apply(data, model)
+        scaled = data.with_features(X)
+        ctx.write_table(scaled.rows(), instance_schema(data.schema.get("sid", "id"), data.features, data.label_name))
+        if not models:
+            ctx.save_model(model, {"module": MODULE, "params": self.params})
+        ctx.summary({"method": model["method"], "scaled_columns": model["scale_names"]})
+
+    def columns(self, features: list[str]) -> list[str]:
+        p = self.params
+        idx = range(len(features)) if p["scale_col_indexes"] == -1 else p["scale_col_indexes"]
+        bad = [i for i in idx if not 0 <= i < len(features)]
+        unknown = [n for n in p["scale_names"] if n not in features]
+        if bad or unknown:
+            raise ComponentError(f"{MODULE}: no feature column {', '.join(map(str, bad + unknown))} "
+                                 f"(features: {', '.join(features)})")
+        chosen = {features[i] for i in idx} | set(p["scale_names"])
+        return [f for f in features if f in chosen]
+
+    def fit(self, data) -> dict:
+        p = self.params
+        names = self.columns(data.features)
+        stats = {}
+        for name in names:
+            col = data.X[:, data.features.index(name)]
+            lower, upper = self._bound(p["feat_lower"], col, names.index(name), np.min), \
+                self._bound(p["feat_upper"], col, names.index(name), np.max)
+            clipped = np.clip(col, lower, upper) if len(col) else col
+            stats[name] = {"lower": lower, "upper": upper,
+                           "mean": float(clipped.mean()) if len(col) else 0.0,
+                           "std": float(clipped.std()) if len(col) else 1.0}
+        return {"method": p["method"], "with_mean": p["with_mean"], "with_std": p["with_std"],
+                "header": data.features, "scale_names": names, "col_scale": stats}
+
+    def _bound(self, setting, col: np.ndarray, i: int, default) -> float:
+        if setting is None:
+            return float(default(col)) if len(col) else 0.0
+        value = setting[i] if isinstance(setting, list) else setting
+        if self.params["mode"] == "cap":
+            return float(np.quantile(col, value)) if len(col) else 0.0
+        return float(value)
+
+
+def apply(data, model: dict) -> np.ndarray:
+    absent = [n for n in model["scale_names"] if n not in data.features]
+    if absent:
+        raise ComponentError(f"{MODULE}: input lacks column(s) {', '.join(absent)} the model scales")
+    X = data.X.copy()
+    for name in model["scale_names"]:
+        s, j = model["col_scale"][name], data.features.index(name)
+        col = np.clip(X[:, j], s["lower"], s["upper"])
+        if model["method"] == "min_max_scale":
+            span = s["upper"] - s["lower"]
+            X[:, j] = (col - s["lower"]) / (span if span else 1.0)
+        else:
+            mean = s["mean"] if model["with_mean"] else 0.0
+            std = s["std"] if model["with_std"] and s["std"] else 1.0
+            X[:, j] = (col - mean) / std
+    return X
