@@ -186,8 +186,8 @@ def test_stop_running_job_ends_every_task(fc, server):
     job_id = fc.job.submit(conf, dsl)["jobId"]
     wait_status(fc, job_id, {"running"})
     stub = server.client().flow
-    wait_for(lambda: all(t.status == fpb.FLOW_TASK_STATUS_RUNNING for t in stub.ListFlowTasks(
-        fpb.ListFlowTasksRequest(job_id=job_id)).tasks), interval=0.05, what="probe tasks running")
+    wait_for(lambda: any(t.status == fpb.FLOW_TASK_STATUS_RUNNING for t in stub.ListFlowTasks(
+        fpb.ListFlowTasksRequest(job_id=job_id)).tasks), interval=0.05, what="a probe task running")
 
     stopped = fc.job.stop(job_id=job_id)
     assert stopped["retcode"] == 0, stopped
