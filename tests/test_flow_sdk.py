@@ -181,6 +181,16 @@ def test_job_config_and_log_files(fc, done_job, tmp_path):
         assert f"guest/{GUEST}/reader_0/INFO.log" in tar.getnames()
 
 
+def test_flow_service_is_transcoded(server, done_job):
+    job = http("GET", f"{server.http_url}/v1/flow/jobs/{done_job}")
+    assert job.status == 200 and job.json()["job_id"] == done_job and job.json()["status"] == "FLOW_JOB_STATUS_SUCCESS"
+    logs = http("GET", f"{server.http_url}/v1/flow/jobs/{done_job}/logs?follow=false")
+    messages = [json.loads(line) for line in logs.body.decode().splitlines()]
+    assert logs.status == 200 and messages[-1]["end"] and any(m["lines"] for m in messages)
+    missing = http("GET", f"{server.http_url}/v1/flow/jobs/20990101000000000000")
+    assert missing.status == 404 and missing.json()["code"] == grpc.StatusCode.NOT_FOUND.value[0]
+
+
 def test_stop_running_job_ends_every_task(fc, server):
     dsl, conf = slow_job(60)
     job_id = fc.job.submit(conf, dsl)["jobId"]
