@@ -157,6 +157,12 @@ def test_components_outputs_and_metrics(fc, done_job, tmp_path):
     assert view["retcode"] == 0
     assert {v["f_component_name"] for v in view["data"]} == {"reader_0", "data_transform_0", "probe_0"}
 
+    deleted = fc.component.metric_delete(job_id=done_job)
+    assert deleted["retcode"] == 0 and deleted["data"] >= 2, deleted
+    assert fc.component.metric_all(job_id=done_job, role="guest", party_id=GUEST,
+                                   component_name="probe_0") == {"retcode": 0, "retmsg": "no data", "data": {}}
+    assert fc.component.metric_delete(date="2026-11-23")["retcode"] == 101
+
 
 def test_job_config_and_log_files(fc, done_job, tmp_path):
     config = fc.job.config(job_id=done_job, role="guest", party_id=GUEST, output_path=str(tmp_path))
@@ -170,6 +176,13 @@ def test_job_config_and_log_files(fc, done_job, tmp_path):
     reader_log = os.path.join(log["directory"], "guest", str(GUEST), "reader_0", "INFO.log")
     assert "breast_hetero_guest" in open(reader_log).read()
     assert os.path.isfile(os.path.join(log["directory"], "host", str(HOST), "probe_0", "INFO.log"))
+
+    size = http("POST", fc.API_BASE_URL + "log/size", {"job_id": done_job, "role": "guest", "party_id": GUEST,
+                                                       "component_name": "reader_0"}).json()
+    assert size["retcode"] == 0 and size["data"] >= 1
+    cat = http("POST", fc.API_BASE_URL + "log/cat", {"job_id": done_job, "role": "guest", "party_id": GUEST,
+                                                     "component_name": "reader_0", "begin": 1, "end": 1}).json()
+    assert cat["retcode"] == 0 and [line["line_num"] for line in cat["data"]] == [1]
 
     # The raw download is a tar.gz named as FATE names it.
     answer = http("POST", fc.API_BASE_URL + "job/log/download", {"job_id": done_job},
@@ -189,6 +202,19 @@ def test_flow_service_is_transcoded(server, done_job):
     assert logs.status == 200 and messages[-1]["end"] and any(m["lines"] for m in messages)
     missing = http("GET", f"{server.http_url}/v1/flow/jobs/20990101000000000000")
     assert missing.status == 404 and missing.json()["code"] == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+def test_upload_streams_a_file_larger_than_a_chunk(fc, namespace, tmp_path):
+    big = tmp_path / "big.csv"
+    with open(big, "w") as f:
+        f.write("id,x0,x1,x2\n")
+        for i in range(60_000):
+            f.write(f"r{i},{i * 0.5},{i % 7},{'z' * 20}\n")
+    assert big.stat().st_size > 2 * (1 << 20)
+    answer = fc.data.upload(upload_conf(namespace, "big", str(big)), drop=1)
+    assert answer["retcode"] == 0, answer
+    info = fc.table.info(namespace=namespace, table_name="big")["data"]
+    assert info["count"] == 60_000 and info["schema"]["header"] == ["x0", "x1", "x2"]
 
 
 def test_stop_running_job_ends_every_task(fc, server):
@@ -285,6 +311,10 @@ def test_upload_history_job_and_server_side_file(fc, server, namespace):
     assert fc.table.info(namespace=namespace, table_name="small")["data"]["count"] == 2
     outside = fc.data.upload({**upload_conf(namespace, "small2", "/etc/passwd"), "use_local_data": 0})
     assert outside["retcode"] != 0 and "data directory" in outside["retmsg"]
+
+    download = fc.data.download({"namespace": namespace, "table_name": "small", "output_path": "out/small.csv"})
+    assert download["retcode"] == 0 and download["jobId"], download
+    assert (data_dir / "out" / "small.csv").read_text().splitlines() == ["id,x0", "a,1", "b,2"]
 
     deleted = fc.table.delete(namespace=namespace, table_name="small")
     assert deleted["retcode"] == 0 and deleted["data"]["table_name"] == "small"
