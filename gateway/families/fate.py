@@ -27,7 +27,6 @@ from .fate_wire import ARGUMENT, DATA, body_of, download_route, envelope, intege
 MAX_ROWS = 10_000
 STOP_STATUS = {"canceled": fpb.FLOW_JOB_STATUS_CANCELED, "failed": fpb.FLOW_JOB_STATUS_FAILED,
                "timeout": fpb.FLOW_JOB_STATUS_TIMEOUT}
-LIST_ROLES = {"guest", "host", "arbiter", "local"}
 LIST_STATUSES = {"success", "running", "waiting", "failed", "canceled"}
 
 
@@ -99,8 +98,8 @@ def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
         role, party_id = party({"party_id": body.get("party_id")})
         roles = names(body, "role")
         for r in roles:
-            if r not in LIST_ROLES:
-                raise BadRequest(f"Invalid parameter 'role': {r!r}; one of {', '.join(sorted(LIST_ROLES))}")
+            if r not in rows.ROLES:
+                raise BadRequest(f"Invalid parameter 'role': {r!r}; one of {', '.join(rows.ROLES)}")
         job_id = text(body, "job_id")
         req = fpb.ListJobsRequest(job_id=f"{job_id}*" if job_id and not job_id.endswith("*") else job_id,
                                   statuses=job_statuses(names(body, "status"), LIST_STATUSES),
@@ -109,10 +108,11 @@ def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
             req.party.CopyFrom(flow_party(roles[0] if len(roles) == 1 else "", party_id))
         found = await flow.ListJobs(req, timeout=TIMEOUT)
         jobs = []
-        for job in found.jobs:
+        for job in found.jobs:  # the server filters by one (role, party); several roles are filtered here
             seen_from = [p for p in job.parties if (not roles or p.role in roles)
                          and (party_id is None or p.party_id == party_id)]
-            jobs.append(rows.job_list_row(job, seen_from[0] if seen_from else None))
+            if seen_from:
+                jobs.append(rows.job_list_row(job, seen_from[0]))
         return envelope({"jobs": jobs, "count": found.total})
 
     @route()
