@@ -226,7 +226,8 @@ def test_stop_running_job_ends_every_task(fc, server):
         fpb.ListFlowTasksRequest(job_id=job_id)).tasks), interval=0.05, what="a probe task running")
 
     stopped = fc.job.stop(job_id=job_id)
-    assert stopped["retcode"] == 0, stopped
+    assert stopped["retcode"] == 0, (stopped, fc.job.query(job_id=job_id)["data"][0]["f_error"],
+                                     fc.task.query(job_id=job_id)["data"])
     assert job_status(fc, job_id) == "canceled"
     tasks = stub.ListFlowTasks(fpb.ListFlowTasksRequest(job_id=job_id)).tasks
     assert len(tasks) == 2 and all(t.taskhub_task_id for t in tasks)
