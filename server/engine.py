@@ -39,6 +39,8 @@ COLOCATE = "taskhub.colocate"
 # Annotation: status changes of the task are told to `engine.observers[<value>]` (a layer built on
 # tasks, such as FATE jobs): each change as it happens, a terminal one once committed.
 OBSERVER = "taskhub.observer"
+# Annotation "1": a Python task that must not wait behind others for a worker (node/pool.py).
+DEDICATED_WORKER = "taskhub.dedicated_worker"
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _NAMESPACE = re.compile(r"^[^*\s][^\s]{0,199}$")
 
@@ -432,7 +434,8 @@ class Engine:
         """What a node needs to run this task's next attempt."""
         s = task.spec
         return Run(task.id, task.uid, s.namespace, s.name, s.type, list(s.argv), s.callable, s.input_json,
-                   dict(s.env), s.cwd, s.timeout_seconds, s.resources.slots)
+                   dict(s.env), s.cwd, s.timeout_seconds, s.resources.slots,
+                   bool(s.annotations) and s.annotations.get(DEDICATED_WORKER) == "1")
 
     # ------------------------------------------------------------------ node events
     def on_running(self, task_id: int, pid: int, ppid: int) -> None:

@@ -283,7 +283,11 @@ class Writer:
                 conn.executemany(_INSERT_LOG, logs)
             for statements in sql:
                 for stmt, params in statements:
-                    conn.execute(stmt, params)
+                    try:
+                        conn.execute(stmt, params)
+                    except sqlite3.Error:
+                        log.error("statement failed: %s %r", stmt[:200], [str(p)[:80] for p in params])
+                        raise
             conn.execute("COMMIT")
         except BaseException as e:  # a failed batch is reported to every waiter in it
             log.exception("store write failed")

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import AsyncIterator
 
 from .. import errors
-from ..engine import OBSERVER, Engine
+from ..engine import DEDICATED_WORKER, OBSERVER, Engine
 from ..model import ANY_NAMESPACE, Status, Task, TaskSpec, TaskType, now_ms
 from . import dsl
 from .model import (JOB_TERMINAL, TASK_DONE, FlowJob, FlowTask, IllegalFlowTransition, JobStatus, TaskStatus,
@@ -283,7 +283,8 @@ class FlowJobs:
             type=TaskType.PYTHON, namespace=job.namespace, name=f"{job.job_id}_{c.name}_{t.role}_{t.party_id}",
             callable=RUNTIME, input_json=json.dumps(spec_input), max_retries=plan.auto_retries,
             retry_backoff_seconds=plan.auto_retry_delay, node_selector=selector,
-            annotations={OBSERVER: OBSERVER_NAME, JOB_ANNOTATION: job.job_id, "fate.component": c.name,
+            # The parties of a job wait on each other (federation): none may queue behind a busy worker.
+            annotations={OBSERVER: OBSERVER_NAME, DEDICATED_WORKER: "1", JOB_ANNOTATION: job.job_id, "fate.component": c.name,
                          "fate.role": t.role, "fate.party_id": str(t.party_id)})
 
     def _party_has_nodes(self, party_id: int) -> bool:

@@ -18,7 +18,7 @@ import grpc
 from taskhub.v1 import flow_service_pb2 as pb
 from taskhub.v1 import flow_service_pb2_grpc as pb_grpc
 
-from .components.base import Component, ComponentError
+from .components.base import Component, ComponentError, decode_row, encode_row
 
 WRITE_BATCH = 5_000
 RECEIVE_POLL = 5.0   # seconds per FederationReceive call, so cancellation is noticed between calls
@@ -60,7 +60,7 @@ class RemoteTable:
         for msg in self._stub.ReadTable(pb.ReadTableRequest(namespace=self.namespace, name=self.name),
                                         metadata=_metadata()):
             for line in msg.lines:
-                yield line.split(",")
+                yield decode_row(line)
 
 
 class RemoteFederation:
@@ -145,7 +145,7 @@ class RuntimeContext:
             yield pb.WriteTableRequest(task_uid=self._uid, output_name=name, schema_json=json.dumps(schema))
             batch: list[str] = []
             for row in rows:
-                batch.append(",".join(map(str, row)))
+                batch.append(encode_row(row))
                 if len(batch) >= WRITE_BATCH:
                     yield pb.WriteTableRequest(lines=batch)
                     batch = []

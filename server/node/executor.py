@@ -42,6 +42,7 @@ class Run:
     cwd: str = ""
     timeout_seconds: float = 0.0
     slots: int = 1
+    dedicated_worker: bool = False   # PYTHON: never wait for a busy worker (see PythonPool.submit)
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Executor:
         else:
             self.python[run.task_id] = run
             self.pool.submit(("run", run.task_id, run.uid, run.namespace, run.name,
-                              run.callable, run.input_json, run.env))
+                              run.callable, run.input_json, run.env), dedicated=run.dedicated_worker)
 
     def _command_done(self, task_id: int, kind: str, code: int, error: str, result: str | None) -> None:
         if task_id in self.commands:

@@ -22,6 +22,7 @@ class WorkerProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.pid = 0
         self.job: tuple | None = None  # the job it runs now
+        self.retired = False           # an extra worker that leaves once its job is done
         self.killed_for: str = ""      # "cancelled" / "timeout" when we killed it on purpose
         self.ready = asyncio.get_running_loop().create_future()
 
@@ -103,9 +104,16 @@ class PythonPool:
         await asyncio.gather(*(w.ready for w in workers))
         self.idle.extend(workers)
 
-    def submit(self, job: tuple) -> bool:
-        """Queue a job ("run", task_id, …). Returns True when it started at once."""
+    def submit(self, job: tuple, dedicated: bool = False) -> bool:
+        """Queue a job ("run", task_id, …). Returns True when it started at once.
+
+        `dedicated`: the job must not wait for a busy worker (it may wait on other running jobs, as
+        the parties of a FATE job wait on each other): when none is idle, an extra worker is started,
+        and the pool shrinks back to its size as workers become idle.
+        """
         self.waiting[job[1]] = job
+        if dedicated and not self.idle:
+            asyncio.get_running_loop().create_task(self._replace())
         return self._pump_one(job[1])
 
     def _pump_one(self, task_id: int) -> bool:
@@ -142,7 +150,11 @@ class PythonPool:
             del self.busy[task_id]
         if w.killed_for:  # a kill raced with the task's own end: our decision stands
             outcome = w.killed_for
-        self.idle.append(w)
+        if len(self.idle) + len(self.busy) + 1 > self.size and not self.waiting:
+            w.retired = True   # an extra worker (see submit): the pool goes back to its size
+            w.proc.stdin.close()
+        else:
+            self.idle.append(w)
         self.on_done(task_id, outcome, error, result)
         self._pump()
 
@@ -156,7 +168,7 @@ class PythonPool:
             error = {"cancelled": "cancelled; killed after the grace period",
                      "timeout": "timed out"}.get(why, f"the Python worker process died (exit status {code})")
             self.on_done(task_id, why, error, None)
-        if not self.closing:
+        if not self.closing and not w.retired:
             asyncio.get_running_loop().create_task(self._replace())
 
     async def _replace(self) -> None:

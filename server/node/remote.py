@@ -91,7 +91,7 @@ class RemoteNode(Node):
         self.link.message().start.append(pb.StartRun(
             task_id=run.task_id, uid=run.uid, namespace=run.namespace, name=run.name, type=int(run.type),
             argv=run.argv, callable=run.callable, input_json=run.input_json, env=run.env, cwd=run.cwd,
-            timeout_seconds=run.timeout_seconds, slots=run.slots))
+            timeout_seconds=run.timeout_seconds, slots=run.slots, dedicated_worker=run.dedicated_worker))
 
     def cancel(self, task_id: int, grace: float | None = None, abandon: bool = False) -> None:
         if self.link is not None:
@@ -331,4 +331,4 @@ def _peer_ip(peer: str) -> str:
 def run_from_start(m: pb.StartRun) -> Run:
     """A StartRun message as the Executor's Run (used by the agent)."""
     return Run(m.task_id, m.uid, m.namespace, m.name, TaskType(m.type), list(m.argv), m.callable, m.input_json,
-               dict(m.env), m.cwd, m.timeout_seconds, m.slots)
+               dict(m.env), m.cwd, m.timeout_seconds, m.slots, m.dedicated_worker)

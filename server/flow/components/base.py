@@ -27,7 +27,26 @@ it does nothing but pass its first input table through (`Component.passthrough`)
 """
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any, Iterable, Iterator, Protocol, Sequence
+
+
+def encode_row(row) -> str:
+    """A row as one line of CSV: plain values joined by commas, CSV-quoted where a value needs it."""
+    values = [v if isinstance(v, str) else str(v) for v in row]
+    if any(("," in v or '"' in v or "\n" in v) for v in values):
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="").writerow(values)
+        return buf.getvalue()
+    return ",".join(values)
+
+
+def decode_row(line: str) -> list[str]:
+    """The inverse of encode_row (plain lines take the fast path)."""
+    if '"' in line:
+        return next(csv.reader([line]))
+    return line.split(",")
 
 
 class ComponentError(Exception):
