@@ -250,11 +250,12 @@ class Component(_Noun):
             header, delimiter = rows.header_of(t), rows.delimiter_of(t)
             data_name = t.output_name or "data"
             with open(os.path.join(directory, f"{data_name}.csv"), "w", encoding="utf-8") as f:
-                f.write(",".join(header) + "\n")
+                f.write(rows.csv_line(header) + "\n")
                 req = fpb.ReadTableRequest(namespace=t.namespace, name=t.name, limit=max(limit, 0))
                 for part in self._stub.ReadTable(req, timeout=self._timeout):
                     for line in part.lines:
-                        f.write(",".join(line.split(delimiter)) + "\n")
+                        f.write((line if delimiter == "," else rows.csv_line(rows.split_line(line, delimiter)))
+                                + "\n")
             with open(os.path.join(directory, f"{data_name}.meta"), "w", encoding="utf-8") as f:
                 json.dump({"header": header}, f, indent=4)
         return answer(retmsg=f"download successfully, please check {directory} directory", directory=directory)

@@ -8,6 +8,8 @@ gives one row per (role, party) like FATE's per-party job records.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 
@@ -238,6 +240,20 @@ def header_of(t: fpb.TableInfo) -> list[str]:
 def delimiter_of(t: fpb.TableInfo) -> str:
     schema = loads(t.schema_json, {}) or {}
     return schema.get("delimiter") or ","
+
+
+def split_line(line: str, delimiter: str = ",") -> list[str]:
+    """A stored row line -> its values (lines are CSV: quoted where a value holds the delimiter)."""
+    if '"' in line:
+        return next(csv.reader([line], delimiter=delimiter))
+    return line.split(delimiter)
+
+
+def csv_line(values) -> str:
+    """Values as one comma-separated CSV line, quoted where needed."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow(values)
+    return buf.getvalue()
 
 
 def upload_record(r: fpb.UploadRecord) -> dict:

@@ -137,6 +137,12 @@ def test_components_outputs_and_metrics(fc, done_job, tmp_path):
                                        component_name="data_transform_0", output_path=str(tmp_path / "l"), limit=5)
     assert len(open(os.path.join(limited["directory"], "data.csv")).read().splitlines()) == 6
 
+    preview = http("POST", fc.API_BASE_URL + "tracking/component/output/data",
+                   {"job_id": done_job, "component_name": "data_transform_0"}).json()  # initiator: guest
+    assert preview["retcode"] == 0 and preview["meta"]["names"] == ["data"] and preview["meta"]["total"] == [ROWS]
+    assert preview["meta"]["header"][0][:2] == ["id", "y"] and len(preview["data"][0]) == 100
+    assert len(preview["data"][0][0]) == len(preview["meta"]["header"][0])
+
     table = fc.component.output_data_table(job_id=done_job, role="guest", party_id=GUEST,
                                            component_name="data_transform_0")
     assert table["retcode"] == 0 and table["data"][0]["data_name"] == "data", table

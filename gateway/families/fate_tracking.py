@@ -31,12 +31,12 @@ async def component_output(flow, body: dict) -> fpb.ComponentOutput:
 
 
 async def table_lines(flow, table: fpb.TableInfo, limit: int):
-    """Rows of a table as lists of strings (split on its delimiter)."""
+    """Rows of a table as comma-separated CSV lines."""
     delimiter = rows.delimiter_of(table)
     req = fpb.ReadTableRequest(namespace=table.namespace, name=table.name, limit=limit)
     async for part in flow.ReadTable(req, timeout=TIMEOUT):
         for line in part.lines:
-            yield line.split(delimiter)
+            yield line if delimiter == "," else rows.csv_line(rows.split_line(line, delimiter))
 
 
 async def output_views(flow, body: dict) -> list[dict]:
@@ -112,7 +112,7 @@ def routes(flow) -> list:
         out = await component_output(flow, body)
         data, headers, totals, data_names = [], [], [], []
         for t in out.output_tables:
-            data.append([line async for line in table_lines(flow, t, PREVIEW_ROWS)])
+            data.append([rows.split_line(line) async for line in table_lines(flow, t, PREVIEW_ROWS)])
             headers.append(rows.header_of(t))
             totals.append(t.count)
             data_names.append(t.output_name or "data")
@@ -136,9 +136,9 @@ def routes(flow) -> list:
                 name = t.output_name or "data"
                 header = rows.header_of(t)
                 if head:
-                    draft.append(f"{name}.csv", ",".join(header))
+                    draft.append(f"{name}.csv", rows.csv_line(header))
                 async for line in table_lines(flow, t, limit if limit > 0 else 0):
-                    draft.append(f"{name}.csv", ",".join(line))
+                    draft.append(f"{name}.csv", line)
                 draft.append(f"{name}.meta", json.dumps({"header": header}, indent=4))
         except BaseException:
             draft.close()
