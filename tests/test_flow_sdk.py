@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from conftest import http, wait_for
-from flow_jobs import GUEST, HOST, ROWS, csv_path, pipeline, slow_job, upload_conf
+from flow_jobs import GUEST, HOST, ROWS, pipeline, slow_job, upload_conf
 from taskhub.v1 import flow_service_pb2 as fpb
 from taskhub.v1 import task_pb2 as pb
 

@@ -2,9 +2,10 @@
 
 Envelope: {"retcode", "retmsg", "data"?, "jobId"?, "meta"?} (keys whose value is None left out),
 HTTP 200 even when retcode != 0, as FATE answers. RetCode: 0 success, 100 exception, 101
-argument error, 102 data error, 103 operating error. gRPC codes map to retcodes here only:
-INVALID_ARGUMENT -> 101, FAILED_PRECONDITION -> 103, NOT_FOUND -> what FATE answers on that
-route (given per route), anything else -> 100. Download routes answer errors with a non-200
+argument error, 102 data error, 103 operating error. gRPC codes map to retcodes in one place,
+client/flow_rows.retcode_of (shared with client/flow.py): INVALID_ARGUMENT -> 101,
+FAILED_PRECONDITION -> 103, NOT_FOUND -> what FATE answers on that route (given per route),
+anything else -> 100. Download routes answer errors with a non-200
 HTTP status (FATE's `error_response`), because FATE's client untars any 200 answer.
 """
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from client.flow_rows import ARGUMENT, DATA, EXCEPTION, ROLES, SUCCESS, retcode_of
+
 from ..errors import BadRequest, answers, json_response
-from client.flow_rows import ARGUMENT, DATA, EXCEPTION, OPERATING, ROLES, SUCCESS, retcode_of
 
 C = grpc.StatusCode
-__all__ = ["ARGUMENT", "DATA", "EXCEPTION", "OPERATING", "SUCCESS", "envelope", "route", "download_route"]
+__all__ = ["ARGUMENT", "DATA", "EXCEPTION", "SUCCESS", "envelope", "route", "download_route"]
 
 
 def envelope(data: Any = None, retcode: int = SUCCESS, retmsg: str = "success", job_id: str | None = None,
