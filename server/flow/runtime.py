@@ -22,7 +22,9 @@ from .components.base import Component, ComponentError, decode_row, encode_row
 
 WRITE_BATCH = 5_000
 RECEIVE_POLL = 5.0   # seconds per FederationReceive call, so cancellation is noticed between calls
-_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+# No transparent retries: a replayed WriteTable or FederationSend would do its work twice.
+_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.enable_retries", 0)]
 _channels: dict[str, grpc.Channel] = {}
 _lock = threading.Lock()
 
