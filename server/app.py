@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from taskhub.v1 import (node_service_pb2, node_service_pb2_grpc, task_group_service_pb2,
-                        task_group_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc)
+from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, node_service_pb2, node_service_pb2_grpc,
+                        task_group_service_pb2, task_group_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc)
 
+from .api.auth_service import AuthService
 from .api.group_service import TaskGroupService
 from .api.node_service import NodeService
 from .api.task_service import TaskService
@@ -23,6 +24,7 @@ from .modules import ModuleDescriber
 from .node.executor import Executor
 from .node.local import LocalNode
 from .node.remote import NodeRegistry
+from .security import SecurityConfig, Security
 from .store import Store
 
 log = logging.getLogger("taskhub")
@@ -43,6 +45,7 @@ class ServerConfig:
     task_paths: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     node_timeout: float = 10.0       # an agent silent this long is offline; its tasks run elsewhere
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 class Server:
@@ -54,6 +57,7 @@ class Server:
         self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace))
         self.nodes = NodeRegistry(self.engine, self.store, cfg.node_timeout)
         self.groups = TaskGroups(self.engine)
+        self.security = Security(cfg.security, self.store, self.engine, cfg.host, cfg.db)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
@@ -65,10 +69,12 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.cfg
+        self.security.check_exposure()  # before anything listens: no open server off loopback
         self.nodes.preload()  # before recovery: tasks on known agents wait for them
         await self.engine.start()
         await self.nodes.start()
         self.groups.load()
+        await self.security.start()
         self._closers.append(self.nodes.stop)
         cores = os.cpu_count() or 1
         if cfg.local_node:
@@ -81,21 +87,24 @@ class Server:
             self.engine.add_node(node)
             self._background.append(asyncio.create_task(self._sample(node)))
 
-        self.grpc = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20),
+        self.grpc = grpc.aio.server(interceptors=self.security.interceptors(), options=[
+            ("grpc.max_receive_message_length", cfg.security.max_message_bytes),
+            ("grpc.max_send_message_length", cfg.security.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ])
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(
             self.engine, ModuleDescriber(cfg.allowed_modules, cfg.task_paths)), self.grpc)
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes), self.grpc)
         task_group_service_pb2_grpc.add_TaskGroupServiceServicer_to_server(TaskGroupService(self.groups), self.grpc)
-        names = [task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(self.security.authority), self.grpc)
+        names = [auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+                 task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
                  node_service_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
                  task_group_service_pb2.DESCRIPTOR.services_by_name["TaskGroupService"].full_name]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
-        self.grpc_port = self.grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+        self.grpc_port = self.security.add_port(self.grpc, f"{cfg.host}:{cfg.grpc_port}")
+        self._gateway_target = self.security.add_gateway_port(self.grpc) if cfg.http_port >= 0 else ""
         if not self.grpc_port:
             raise SystemExit(f"taskhub: cannot listen on {cfg.host}:{cfg.grpc_port}")
         await self.grpc.start()
@@ -105,12 +114,15 @@ class Server:
         if cfg.http_port >= 0:
             await self._start_gateway()
 
+        self.security.announce()
         print(f"taskhub: database {os.path.abspath(cfg.db)}; local node {'on' if cfg.local_node else 'off'}", flush=True)
 
     async def _start_gateway(self) -> None:
         # The gateway is a gRPC client of this server; it is stopped first (closers run before grpc.stop).
         from gateway.app import Gateway, connect_host
-        gw = Gateway(f"{connect_host(self.cfg.host)}:{self.grpc_port}", self.cfg.host, self.cfg.http_port)
+        target = self._gateway_target or f"{connect_host(self.cfg.host)}:{self.grpc_port}"
+        gw = Gateway(target, self.cfg.host, self.cfg.http_port, ssl_context=self.security.http_ssl_context(),
+                     max_body=self.cfg.security.max_message_bytes, require_credentials=self.cfg.security.auth)
         try:
             await gw.start()
         except OSError as e:
@@ -132,6 +144,7 @@ class Server:
         if self.grpc:
             await self.grpc.stop(grace=1.0)
         await self.engine.stop()
+        self.security.close()
         for t in self._background:
             t.cancel()
         if self.executor:
