@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
 
 from .cli_support import DEFAULT_SERVER, add_connection_flags, connect, print_message
@@ -34,8 +35,8 @@ def cmd_create(a) -> int:
     print(resp.token)
     info = resp.info
     print(f"# token {info.id} ({info.name}): {info.role} in {', '.join(info.namespaces) or '-'}, expires"
-          f" {_when(info.expire_time_ms) if info.expire_time_ms else 'never'}. Shown once; keep it secret.",
-          file=__import__("sys").stderr)
+          f" {_when(info.expire_time_ms) if info.expire_time_ms else 'never'}. Shown once; keep it secret.\n"
+          f"# FATE FlowClient signing: app_key={info.id} secret_key={resp.fate_secret_key}", file=sys.stderr)
     return 0
 
 

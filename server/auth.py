@@ -211,11 +211,25 @@ class Authority:
         """What a run's environment gets so its code can call the server as its task."""
         return {"TASKHUB_TOKEN": self.task_token(task_id, uid)}
 
+    # -- FATE secrets ------------------------------------------------------------
+    def fate_secret(self, token_id: str) -> str | None:
+        """A token's FATE `secret_key` (its id is the `app_key`): derived, never stored, and a bearer
+        credential for the same token (so the gateway can forward it after checking a signature)."""
+        if token_id not in self._by_id:
+            return None
+        mac = hmac.new(self._key, f"fate:{token_id}".encode(), hashlib.sha256).hexdigest()[:40]
+        return f"thf_{token_id}_{mac}"
+
     # -- checks ----------------------------------------------------------------
     def authenticate_token(self, token: str) -> Caller:
         if token.startswith("tht_"):
             return self._task_caller(token)
-        t = self._by_hash.get(_hash(token)) if token.startswith("thk_") else None
+        if token.startswith("thf_"):
+            token_id = token[4:].partition("_")[0]
+            expected = self.fate_secret(token_id)
+            t = self._by_id.get(token_id) if expected and hmac.compare_digest(expected, token) else None
+        else:
+            t = self._by_hash.get(_hash(token)) if token.startswith("thk_") else None
         if t is None:
             raise errors.Unauthenticated("the token is not valid (unknown or mistyped)")
         if t.revoke_time_ms:

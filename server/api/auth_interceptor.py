@@ -25,13 +25,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self.authority = authority
         self.open_prefixes = (HEALTH_PREFIX,) + (REFLECTION_PREFIXES if open_reflection else ())
         self.max_streams = max_streams_per_token
-        self.streams: dict[str, set[asyncio.Task]] = defaultdict(set)
+        self.streams: dict[str, dict[asyncio.Task, Gate]] = defaultdict(dict)
         authority.on_revoke.append(self.drop)
 
     def drop(self, token_id: str) -> None:
         """End every open stream of a revoked token (an agent's Connect among them)."""
-        for task in list(self.streams.get(token_id, ())):
-            task.cancel()
+        for task, gate in list(self.streams.get(token_id, {}).items()):
+            gate.revoked = True
+            task.cancel()  # the stream's handler turns this into UNAUTHENTICATED (see _wrap)
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -53,6 +54,7 @@ class Gate:
         self.owner, self.method, self.rule, self.authorization = owner, method, rule, authorization
         self.caller: Caller | None = None
         self.namespace = ""
+        self.revoked = False
 
     async def enter(self, request, context) -> None:
         """Authenticate and authorize, or abort the call (and audit the refusal)."""
@@ -82,13 +84,19 @@ class Gate:
                        f" (--max-streams-per-token); close some first")
             self.owner.authority.audit(self.caller, self.method, self.namespace, "", False, message, context.peer())
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
-        open_.add(task)
+        open_[task] = self
         return task
+
+    async def cancelled(self, context) -> None:
+        """A stream ended by revoking its token tells the caller why; any other cancel goes on."""
+        if not self.revoked:
+            raise asyncio.CancelledError
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"token {self.caller.id} was revoked")
 
     def close_stream(self, task: asyncio.Task) -> None:
         open_ = self.owner.streams.get(self.caller.id)
         if open_ is not None:
-            open_.discard(task)
+            open_.pop(task, None)
             if not open_:
                 self.owner.streams.pop(self.caller.id, None)
 
@@ -133,6 +141,8 @@ def _wrap(handler, gate: Gate):
                 gate.done(request, None, context)
                 async for item in inner(request, context):
                     yield item
+            except asyncio.CancelledError:
+                await gate.cancelled(context)
             finally:
                 gate.close_stream(task)
         return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer,
@@ -148,6 +158,8 @@ def _wrap(handler, gate: Gate):
                 gate.done(None, None, context)
                 async for item in inner(request_iterator, context):
                     yield item
+            except asyncio.CancelledError:
+                await gate.cancelled(context)
             finally:
                 gate.close_stream(task)
         return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer,

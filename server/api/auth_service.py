@@ -26,7 +26,8 @@ class AuthService(svc_grpc.AuthServiceServicer):
     async def CreateToken(self, request, context):
         record, secret = await self.authority.create(request.name, request.role, list(request.namespaces),
                                                      request.ttl_seconds)
-        return pb.CreateTokenResponse(info=token_to_proto(record), token=secret)
+        return pb.CreateTokenResponse(info=token_to_proto(record), token=secret,
+                                      fate_secret_key=self.authority.fate_secret(record.id) or "")
 
     @mapped
     async def ListTokens(self, request, context):
