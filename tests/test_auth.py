@@ -439,3 +439,15 @@ def test_non_loopback_address_needs_auth_or_insecure(tmp_path):
         assert "auth off" in "\n".join(s.output)
     finally:
         s.close()
+
+
+def test_fate_secret_key_is_a_credential_of_its_token(authsrv):
+    resp = authsrv.auth.CreateToken(apb.CreateTokenRequest(name="fate", role=SUBMITTER, namespaces=["fate"]),
+                                    metadata=authsrv.md())
+    secret = resp.fate_secret_key
+    assert secret.startswith(f"thf_{resp.info.id}_") and secret != resp.token
+    me = authsrv.auth.WhoAmI(apb.WhoAmIRequest(), metadata=authsrv.md(secret))
+    assert (me.id, me.role, list(me.namespaces)) == (resp.info.id, SUBMITTER, ["fate"])
+    assert authsrv.whoami(secret[:-1] + ("0" if secret[-1] != "0" else "1")) == C.UNAUTHENTICATED
+    authsrv.auth.RevokeToken(apb.RevokeTokenRequest(id=resp.info.id), metadata=authsrv.md())
+    assert authsrv.whoami(secret) == C.UNAUTHENTICATED
