@@ -451,3 +451,14 @@ def test_fate_secret_key_is_a_credential_of_its_token(authsrv):
     assert authsrv.whoami(secret[:-1] + ("0" if secret[-1] != "0" else "1")) == C.UNAUTHENTICATED
     authsrv.auth.RevokeToken(apb.RevokeTokenRequest(id=resp.info.id), metadata=authsrv.md())
     assert authsrv.whoami(secret) == C.UNAUTHENTICATED
+
+
+def test_bench_auth_runs(tmp_path):
+    """bench/auth.py (part of make bench) runs and writes its figures; nothing timed is asserted."""
+    from conftest import REPO
+    out = tmp_path / "auth.json"
+    p = subprocess.run([sys.executable, "-m", "bench.auth", "--calls", "40", "--rounds", "1", "--out", str(out)],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    figures = json.loads(out.read_text())
+    assert figures["get_on"]["n"] == 40 and "added_p50_ms" in figures
