@@ -17,7 +17,8 @@ def cmd_serve(a) -> int:
     security = SecurityConfig(
         auth=a.auth, insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key, tls_client_ca=a.tls_client_ca,
         admin_token_file=a.admin_token_file, open_reflection=not a.close_reflection,
-        max_message_bytes=int(a.max_message_mb * (1 << 20)), max_streams_per_token=a.max_streams_per_token)
+        max_message_bytes=int(a.max_message_mb * (1 << 20)), max_streams_per_token=a.max_streams_per_token,
+        fate_sign_window=a.fate_sign_window)
     cfg = ServerConfig(
         db=a.db, host=a.host, grpc_port=a.grpc_port, http_port=a.http_port, local_node=not a.no_local_node,
         slots=a.slots, python_workers=a.python_workers,
@@ -161,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     sec.add_argument("--max-message-mb", type=float, default=64, help="largest request or message (default 64)")
     sec.add_argument("--max-streams-per-token", type=int, default=256,
                      help="open streams (trace, wait, agent) one token may hold (default 256)")
+    sec.add_argument("--fate-sign-window", type=float, default=60.0, metavar="SECONDS",
+                     help="how far a FATE-signed request's TIMESTAMP may be from the server's clock (default 60)")
     s.set_defaults(fn=cmd_serve)
 
     gw = sub.add_parser("gateway", help="run the HTTP gateway alone, as a client of a taskhub gRPC server")

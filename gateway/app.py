@@ -13,7 +13,8 @@ import signal
 import grpc
 from aiohttp import web
 
-from . import credentials, transcode
+from . import credentials, fate_auth, transcode
+from .fate_auth import FateVerifier
 from .errors import last_resort
 from .families import aaas, delta, hugegraph, taskgroups
 
@@ -23,10 +24,12 @@ FAMILIES = (aaas, hugegraph, delta, taskgroups)
 MAX_BODY = 64 << 20
 
 
-def build_app(channel: grpc.aio.Channel, max_body: int = MAX_BODY,
-              require_credentials: bool = False) -> web.Application:
+def build_app(channel: grpc.aio.Channel, max_body: int = MAX_BODY, require_credentials: bool = False,
+              fate_verifier: FateVerifier | None = None) -> web.Application:
     app = web.Application(middlewares=[last_resort, credentials.pass_credentials], client_max_size=max_body)
     app[credentials.REQUIRE_CREDENTIALS] = require_credentials
+    if fate_verifier is not None:
+        app[fate_auth.VERIFIER] = fate_verifier
     taken: set[tuple[str, str]] = set()
     for family in FAMILIES:
         for method, path in family.add_routes(app, channel):
@@ -37,7 +40,8 @@ def build_app(channel: grpc.aio.Channel, max_body: int = MAX_BODY,
 
 class Gateway:
     def __init__(self, grpc_target: str, host: str = "127.0.0.1", port: int = 8080, *, ssl_context=None,
-                 max_body: int = MAX_BODY, require_credentials: bool = False, tls_ca: str = ""):
+                 max_body: int = MAX_BODY, require_credentials: bool = False, tls_ca: str = "",
+                 fate_verifier: FateVerifier | None = None):
         self.grpc_target = grpc_target
         self.host = host
         self.port = port
@@ -45,6 +49,7 @@ class Gateway:
         self.max_body = max_body
         self.require_credentials = require_credentials
         self.tls_ca = tls_ca                    # standalone: TLS to the gRPC server
+        self.fate_verifier = fate_verifier      # in `serve --auth`: FATE request signing
         self.channel: grpc.aio.Channel | None = None
         self.runner: web.AppRunner | None = None
 
@@ -63,7 +68,8 @@ class Gateway:
             self.channel = grpc.aio.insecure_channel(self.grpc_target, options=options,
                                                      interceptors=credentials.interceptors())
         # handler_cancellation: a client that goes away ends its log stream (and the gRPC call) at once.
-        self.runner = web.AppRunner(build_app(self.channel, self.max_body, self.require_credentials), handle_signals=False, access_log=None,
+        self.runner = web.AppRunner(build_app(self.channel, self.max_body, self.require_credentials,
+                                              self.fate_verifier), handle_signals=False, access_log=None,
                                     shutdown_timeout=1.0, handler_cancellation=True)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 from urllib.parse import quote, urlencode
 
+from aiohttp import web
+
 AUTHENTICATION_ERROR = 109
 HEADERS = ("TIMESTAMP", "NONCE", "APP_KEY", "SIGNATURE")
 
@@ -101,3 +103,28 @@ async def verify_request(verifier: FateVerifier, request) -> Refusal | str:
         form = {k: v for k, v in posted.items() if isinstance(v, str)} or None
     return verifier.verify(request.headers, request.raw_path, json_body, form)
 
+
+
+# The verifier of `taskhub serve --auth` (None: FATE signing is not checked, e.g. auth off).
+VERIFIER = web.AppKey("fate_verifier", FateVerifier)
+
+
+async def check(request) -> dict | None:
+    """For a FATE route handler, first thing: None to go on, or the FATE envelope to answer with.
+
+    A signed request (APP_KEY header) is verified, and its secret key is then forwarded to the
+    server as the caller's credential. An unsigned one goes on with whatever Authorization it
+    has (Bearer / Basic); when the server requires auth and it has none, it is refused here.
+    """
+    from .credentials import CALLER, REQUIRE_CREDENTIALS
+    verifier = request.app.get(VERIFIER)
+    if verifier is not None and request.headers.get("APP_KEY"):
+        verdict = await verify_request(verifier, request)
+        if isinstance(verdict, Refusal):
+            return verdict.envelope()
+        CALLER.set(f"Bearer {verifier.secret_of(verdict)}")
+        return None
+    if request.app.get(REQUIRE_CREDENTIALS) and not CALLER.get():
+        return Refusal(AUTHENTICATION_ERROR, "authentication required: sign requests with FlowClient(...,"
+                                             " app_key=, secret_key=) or send Authorization: Bearer <token>").envelope()
+    return None

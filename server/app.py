@@ -122,7 +122,8 @@ class Server:
         from gateway.app import Gateway, connect_host
         target = self._gateway_target or f"{connect_host(self.cfg.host)}:{self.grpc_port}"
         gw = Gateway(target, self.cfg.host, self.cfg.http_port, ssl_context=self.security.http_ssl_context(),
-                     max_body=self.cfg.security.max_message_bytes, require_credentials=self.cfg.security.auth)
+                     max_body=self.cfg.security.max_message_bytes, require_credentials=self.cfg.security.auth,
+                     fate_verifier=self.security.fate_verifier())
         try:
             await gw.start()
         except OSError as e:

@@ -26,6 +26,7 @@ class SecurityConfig:
     open_reflection: bool = True     # gRPC reflection without a token
     max_message_bytes: int = 64 << 20
     max_streams_per_token: int = 256
+    fate_sign_window: float = 60.0   # seconds a FATE-signed request's TIMESTAMP may be off
 
 
 def is_loopback(host: str) -> bool:
@@ -68,6 +69,14 @@ class Security:
         if self.cfg.auth:
             self._admin_created = await self.authority.ensure_admin_file(self.admin_file)
             self.engine.run_env = lambda task: self.authority.task_env(task.id, task.uid)
+
+    def fate_verifier(self):
+        """FATE request signing for the in-process gateway (gateway/fate_auth.py): secrets are
+        derived from tokens by the server's key, so only a gateway in this process can check them."""
+        if not self.cfg.auth:
+            return None
+        from gateway.fate_auth import FateVerifier
+        return FateVerifier(self.authority.fate_secret, window_seconds=self.cfg.fate_sign_window)
 
     def interceptors(self) -> list:
         if not self.cfg.auth:

@@ -462,3 +462,15 @@ def test_bench_auth_runs(tmp_path):
     assert p.returncode == 0, p.stderr
     figures = json.loads(out.read_text())
     assert figures["get_on"]["n"] == 40 and "added_p50_ms" in figures
+
+
+def test_health_and_reflection_stay_open(authsrv):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    health = health_pb2_grpc.HealthStub(authsrv.channel)
+    assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(authsrv.channel)
+    answer = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                            timeout=10))
+    names = {s.name for s in answer.list_services_response.service}
+    assert "taskhub.v1.AuthService" in names and "taskhub.v1.TaskService" in names

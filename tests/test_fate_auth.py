@@ -10,6 +10,8 @@ import pytest
 import requests
 from aiohttp import web
 
+from gateway import fate_auth
+from gateway.credentials import CALLER, REQUIRE_CREDENTIALS, pass_credentials
 from gateway.fate_auth import AUTHENTICATION_ERROR, FateVerifier, verify_request
 
 flow_sdk = pytest.importorskip("flow_sdk.client")
@@ -36,10 +38,20 @@ class SignedRoute:
             return web.json_response({"retcode": 0, "retmsg": "success", "data": {"app_key": verdict}})
         return web.json_response(verdict.envelope())
 
+    async def guarded(self, request: web.Request) -> web.Response:
+        """How a FATE family handler uses fate_auth.check: the credential it forwards, or the refusal."""
+        refusal = await fate_auth.check(request)
+        if refusal is not None:
+            return web.json_response(refusal)
+        return web.json_response({"retcode": 0, "retmsg": "success", "data": {"forwarded": CALLER.get()}})
+
     def _serve(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        app = web.Application()
+        app = web.Application(middlewares=[pass_credentials])
+        app[fate_auth.VERIFIER] = self.verifier
+        app[REQUIRE_CREDENTIALS] = True
         app.router.add_route("*", "/v1/{path:.*}", self.handle)
+        app.router.add_route("*", "/v2/{path:.*}", self.guarded)
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -109,3 +121,17 @@ def test_a_stale_timestamp_is_refused(route):
     finally:
         route.verifier.clock = time.time
     assert answer["retcode"] == AUTHENTICATION_ERROR and "timestamp" in answer["retmsg"]
+
+
+def test_check_forwards_the_secret_key_as_the_callers_credential(route):
+    signed = flow_sdk.FlowClient("127.0.0.1", route.port, "v2", app_key=APP_KEY, secret_key=SECRET)
+    assert signed.job.query(job_id="1")["data"] == {"forwarded": f"Bearer {SECRET}"}
+    bad = flow_sdk.FlowClient("127.0.0.1", route.port, "v2", app_key=APP_KEY, secret_key="nope")
+    assert bad.job.query(job_id="1")["retcode"] == AUTHENTICATION_ERROR
+    unsigned = flow_sdk.FlowClient("127.0.0.1", route.port, "v2")
+    answer = unsigned.job.query(job_id="1")
+    assert answer["retcode"] == AUTHENTICATION_ERROR and "authentication required" in answer["retmsg"]
+    # A bearer token instead of signing goes on as it is (the server decides).
+    r = requests.post(f"http://127.0.0.1:{route.port}/v2/job/query", json={}, headers={"Authorization": "Bearer t"},
+                      timeout=10).json()
+    assert r["data"] == {"forwarded": "Bearer t"}
