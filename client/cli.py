@@ -149,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--node-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="an agent silent this long is offline and its tasks run elsewhere (default 10)")
     sec = s.add_argument_group("security (README: Security)")
+    sec.add_argument("--config", metavar="JSON",
+                     help='serve settings from a JSON file, keys as the flags: {"auth": true, "tls_cert": "..."};'
+                          ' flags given on the command line win')
     sec.add_argument("--auth", action="store_true", help="require a token on every call (writes admin.token first)")
     sec.add_argument("--insecure", action="store_true",
                      help="allow a non-loopback --host without --auth (only on a trusted network)")
@@ -232,8 +235,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def with_config(parser: argparse.ArgumentParser, argv: list[str] | None, args):
+    """`serve --config FILE`: the file's values become the defaults, then the command line is read again."""
+    if getattr(args, "noun", "") != "serve" or not args.config:
+        return args
+    try:
+        with open(args.config) as f:
+            values = json.load(f)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"taskhub: cannot read --config {args.config}: {e}")
+    if not isinstance(values, dict):
+        raise SystemExit(f"taskhub: --config {args.config} must hold a JSON object")
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - set(vars(args)) | ({"config", "fn", "noun"} & set(values)))
+    if unknown:
+        raise SystemExit(f"taskhub: --config {args.config}: unknown setting(s) {', '.join(unknown)}")
+    serve = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith(" serve"))
+    serve.set_defaults(**values)
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = with_config(parser, argv, parser.parse_args(argv))
     try:
         return args.fn(args)
     except grpc.RpcError as e:

@@ -439,6 +439,16 @@ def test_non_loopback_address_needs_auth_or_insecure(tmp_path):
         assert "auth off" in "\n".join(s.output)
     finally:
         s.close()
+    # A config file can turn auth on instead of the flag.
+    config = tmp_path / "serve.json"
+    config.write_text(json.dumps({"host": "0.0.0.0", "auth": True}))
+    s = ServerProcess(tmp_path, ["--config", str(config), "--no-local-node"], db=tmp_path / "y.db").start()
+    try:
+        assert "security: auth on" in "\n".join(s.output)
+        with grpc.insecure_channel(s.grpc_target.replace("0.0.0.0", "127.0.0.1")) as channel:
+            assert call(channel, "/taskhub.v1.TaskService/ListTasks", svc.ListTasksRequest(), None) == C.UNAUTHENTICATED
+    finally:
+        s.close()
 
 
 def test_fate_secret_key_is_a_credential_of_its_token(authsrv):
