@@ -75,15 +75,17 @@ class AuthServer:
                 "expired": f"Bearer {self.tokens['expired']}", "revoked": f"Bearer {self.tokens['revoked']}"}[case]
 
     def snapshot(self) -> dict:
-        """Everything a refused call could have changed."""
+        """Everything a refused call could have changed (once earlier tests' tasks have ended)."""
         c = self.client(self.admin)
-        from taskhub.v1 import task_group_service_pb2 as g
+        ended = {pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_FAILED, pb.TASK_STATUS_CANCELLED}
+        wait_for(lambda: all(t.status in ended for t in c.list_tasks(namespace="*", limit=10_000).tasks), 60,
+                 what="earlier tasks to end")
         return {
             "tasks": [(t.id, t.status) for t in c.list_tasks(namespace="*", limit=10_000).tasks],
             "tokens": [(t.id, t.revoke_time_ms) for t in self.auth.ListTokens(apb.ListTokensRequest(),
                                                                               metadata=self.md()).tokens],
-            "templates": [t.name for t in c.groups.ListTemplates(g.ListTemplatesRequest()).templates],
-            "instances": [i.id for i in c.groups.ListInstances(g.ListInstancesRequest()).instances],
+            "templates": [t.name for t in c.groups.ListTemplates(gpb.ListTemplatesRequest()).templates],
+            "instances": [i.id for i in c.groups.ListInstances(gpb.ListInstancesRequest()).instances],
             "nodes": [(n.name, n.draining) for n in c.nodes.ListNodes(npb.ListNodesRequest()).nodes],
         }
 
