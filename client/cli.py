@@ -31,8 +31,14 @@ def cmd_serve(a) -> int:
 
 def cmd_gateway(a) -> int:
     from gateway.app import run_alone
+    from gateway.app import https_context
+
     from .credentials import env_tls_ca
-    return run_alone(a.grpc.removeprefix("grpc://"), a.host, a.port, a.tls_ca if a.tls_ca is not None else env_tls_ca())
+    if bool(a.tls_cert) != bool(a.tls_key):
+        raise SystemExit("taskhub: give both --tls-cert and --tls-key (or neither)")
+    ctx = https_context(a.tls_cert, a.tls_key, a.tls_client_ca) if a.tls_cert else None
+    return run_alone(a.grpc.removeprefix("grpc://"), a.host, a.port, a.tls_ca if a.tls_ca is not None else env_tls_ca(),
+                     ctx)
 
 
 # -- task ---------------------------------------------------------------------
@@ -174,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     gw.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 picks a free port)")
     gw.add_argument("--tls-ca", default=None, metavar="PEM", help="the server's CA: dial it over TLS (env TASKHUB_TLS_CA)")
+    gw.add_argument("--tls-cert", default="", metavar="PEM", help="HTTPS: this certificate (chain)")
+    gw.add_argument("--tls-key", default="", metavar="PEM", help="HTTPS: its private key")
+    gw.add_argument("--tls-client-ca", default="", metavar="PEM", help="HTTPS: require client certificates it signed")
     gw.set_defaults(fn=cmd_gateway)
 
     from .auth_cli import add_token_parser

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 
 import grpc
 from aiohttp import web
@@ -84,13 +85,25 @@ class Gateway:
             await self.channel.close(grace=None)
 
 
+def https_context(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext:
+    """The HTTPS side: this certificate; with client_ca, only clients with a certificate it signed."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    if client_ca:
+        ctx.load_verify_locations(client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 def connect_host(host: str) -> str:
     """The address to dial for a server listening on `host` (a wildcard is dialled on loopback)."""
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
-async def serve_alone(grpc_target: str, host: str, port: int, tls_ca: str = "") -> int:
-    gw = Gateway(grpc_target, host, port, tls_ca=tls_ca)
+async def serve_alone(grpc_target: str, host: str, port: int, tls_ca: str = "",
+                      ssl_context: ssl.SSLContext | None = None) -> int:
+    gw = Gateway(grpc_target, host, port, tls_ca=tls_ca, ssl_context=ssl_context)
     await gw.start()
     print(f"taskhub: HTTP gateway listening on {gw.url} (gRPC server {grpc_target})", flush=True)
     stop = asyncio.Event()
@@ -103,6 +116,6 @@ async def serve_alone(grpc_target: str, host: str, port: int, tls_ca: str = "") 
     return 0
 
 
-def run_alone(grpc_target: str, host: str, port: int, tls_ca: str = "") -> int:
+def run_alone(grpc_target: str, host: str, port: int, tls_ca: str = "", ssl_context: ssl.SSLContext | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(serve_alone(grpc_target, host, port, tls_ca))
+    return asyncio.run(serve_alone(grpc_target, host, port, tls_ca, ssl_context))

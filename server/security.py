@@ -114,13 +114,8 @@ class Security:
     def http_ssl_context(self) -> ssl.SSLContext | None:
         if not self.cfg.tls_cert:
             return None
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.cfg.tls_cert, self.cfg.tls_key)
-        if self.cfg.tls_client_ca:
-            ctx.load_verify_locations(self.cfg.tls_client_ca)
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        return ctx
+        from gateway.app import https_context
+        return https_context(self.cfg.tls_cert, self.cfg.tls_key, self.cfg.tls_client_ca)
 
     def announce(self) -> None:
         parts = ["auth " + ("on" if self.cfg.auth else "off"), "TLS " + (

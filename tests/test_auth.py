@@ -443,12 +443,15 @@ def test_non_loopback_address_needs_auth_or_insecure(tmp_path):
         s.close()
     # A config file can turn auth on instead of the flag.
     config = tmp_path / "serve.json"
-    config.write_text(json.dumps({"host": "0.0.0.0", "auth": True}))
+    config.write_text(json.dumps({"host": "0.0.0.0", "auth": True, "close_reflection": True}))
     s = ServerProcess(tmp_path, ["--config", str(config), "--no-local-node"], db=tmp_path / "y.db").start()
     try:
         assert "security: auth on" in "\n".join(s.output)
         with grpc.insecure_channel(s.grpc_target.replace("0.0.0.0", "127.0.0.1")) as channel:
             assert call(channel, "/taskhub.v1.TaskService/ListTasks", svc.ListTasksRequest(), None) == C.UNAUTHENTICATED
+            # --close-reflection: reflection needs a token (any role) too
+            assert reflect(channel, None) == C.UNAUTHENTICATED
+            assert reflect(channel, (tmp_path / "admin.token").read_text().strip()) == C.OK
     finally:
         s.close()
 
@@ -474,6 +477,17 @@ def test_bench_auth_runs(tmp_path):
     assert p.returncode == 0, p.stderr
     figures = json.loads(out.read_text())
     assert figures["get_on"]["n"] == 40 and "added_p50_ms" in figures
+
+
+def reflect(channel, token: str | None) -> C:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    try:
+        next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10,
+                                       metadata=(("authorization", f"Bearer {token}"),) if token else ()))
+        return C.OK
+    except grpc.RpcError as e:
+        return e.code()
 
 
 def test_health_and_reflection_stay_open(authsrv):

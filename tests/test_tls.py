@@ -126,3 +126,34 @@ def test_agent_over_mutual_tls_and_its_token_revoked(tls_server, tmp_path):
     finally:
         for a in agents:
             a.close()
+
+
+def test_standalone_gateway_dials_tls_and_serves_https(tmp_path):
+    """`taskhub gateway --tls-ca` to a TLS server (no client CA), serving HTTPS itself."""
+    import os
+    import re
+    import signal
+    import sys
+    certs = make_certs(tmp_path)
+    s = ServerProcess(tmp_path, ["--auth", "--http-port", "-1", "--tls-cert", str(certs["server.pem"]),
+                                 "--tls-key", str(certs["server.key"])]).start()
+    gw = subprocess.Popen([sys.executable, "-m", "client.cli", "gateway", "--grpc", s.grpc_target, "--port", "0",
+                           "--tls-ca", str(certs["ca.pem"]), "--tls-cert", str(certs["server.pem"]),
+                           "--tls-key", str(certs["server.key"])], stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url = re.search(r"listening on (\S+)", gw.stdout.readline()).group(1)
+        assert url.startswith("https://")
+        admin = (tmp_path / "admin.token").read_text().strip()
+        ctx = ssl.create_default_context(cafile=str(certs["ca.pem"]))
+        req = urllib.request.Request(url + "/v1/tasks?namespace=*", headers={"Authorization": f"Bearer {admin}"})
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+            assert resp.status == 200
+        with pytest.raises(urllib.error.HTTPError) as e:   # the server refuses a wrong token
+            urllib.request.urlopen(urllib.request.Request(url + "/v1/tasks", headers={"Authorization": "Bearer x"}),
+                                   context=ctx, timeout=30)
+        assert e.value.code == 401
+    finally:
+        gw.send_signal(signal.SIGTERM)
+        gw.wait(30)
+        s.close()

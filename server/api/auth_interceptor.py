@@ -14,10 +14,13 @@ from collections import defaultdict
 import grpc
 
 from .. import errors
-from ..auth import HEALTH_PREFIX, REFLECTION_PREFIXES, RULES, Authority, Caller, Rule
+from ..auth import ANY_ROLE, HEALTH_PREFIX, REFLECTION_PREFIXES, RULES, Authority, Caller, Rule
 from .errors import code_of
 
 log = logging.getLogger("taskhub.auth")
+
+
+CLOSED_REFLECTION = Rule(ANY_ROLE, audit=False)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -44,7 +47,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if key == "authorization":
                 authorization = value
                 break
-        return _wrap(handler, Gate(self, method, RULES.get(method), authorization))
+        # Closed reflection (--close-reflection) needs a valid token, of any role.
+        rule = RULES.get(method) or (CLOSED_REFLECTION if method.startswith(REFLECTION_PREFIXES) else None)
+        return _wrap(handler, Gate(self, method, rule, authorization))
 
 
 class Gate:
