@@ -99,6 +99,21 @@ def test_intersection_partial_overlap(params):
     assert out[("guest", 0)].summary["intersect_num"] == 20
 
 
+def test_intersection_rsa_sends_no_raw_id():
+    guest_ids = [f"guest-secret-{i}" for i in range(30)]
+    host_ids = [f"host-secret-{i}" for i in range(30)] + guest_ids[:10]
+    traffic: list = []
+    params = {"rsa_params": {"key_length": 1024}}
+    out = run_component("Intersection", HETERO_ROLES, [
+        PartySpec("guest", 0, params, {"data": [id_table(guest_ids, "g")]}),
+        PartySpec("host", 0, params, {"data": [id_table(host_ids, "h")]}),
+    ], traffic=traffic)
+    assert [r[0] for r in out[("guest", 0)].tables["data"].rows()] == guest_ids[:10]
+    assert {t[0] for t in traffic} == {"rsa_public_key", "host_signed_ids", "guest_blinded_ids", "guest_signed_ids",
+                                       "intersect_ids"}
+    assert not any(b"secret" in payload for *_, payload in traffic)
+
+
 def test_intersection_rsa_refuses_short_keys_and_unknown_methods():
     with pytest.raises(ComponentError, match="key_length must be >= 1024"):
         run_component("Intersection", HETERO_ROLES, [PartySpec("guest", 0, {"rsa_params": {"key_length": 512}})])
@@ -276,3 +291,15 @@ def test_need_run_false_passes_the_input_through():
 def test_unknown_module_is_a_component_error():
     with pytest.raises(ComponentError, match="unknown component module 'HeteroSecureBoost'"):
         run_component("HeteroSecureBoost", HETERO_ROLES, [])
+
+
+def test_standalone_dry_run_command(capsys):
+    from server.flow.standalone import main
+    args = ["--dsl", os.path.join(DATA, "homo_lr_train_dsl.json"), "--conf", os.path.join(DATA, "homo_lr_train_conf.json")]
+    assert main(args) == 1
+    assert "Reader: no table experiment.breast_homo_guest" in capsys.readouterr().err
+    tables = [f"--table=experiment.{n}={os.path.join(DATA, n + '.csv')}" for n in ("breast_homo_guest", "breast_homo_host")]
+    assert main(args + tables) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["evaluation_0"]["guest:9999"]["summary"]["homo_lr_0"]["train"]["auc"] >= 0.95
+    assert report["homo_lr_0"]["arbiter:10000"]["metrics"] == {"train": ["loss"]}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
+import os
 import pickle
 import threading
 import traceback
@@ -45,7 +47,6 @@ class MemoryTable:
     @classmethod
     def from_csv(cls, path: str, namespace: str = "experiment", name: str | None = None) -> "MemoryTable":
         """A Reader-shaped table from an uploaded CSV: first column the id, header from the first line."""
-        import os
         with open(path, newline="") as f:
             reader = csv.reader(f)
             head = next(reader)
@@ -58,14 +59,17 @@ class MemoryTable:
 class Mailbox:
     """Everything in flight between the parties of one job."""
 
-    def __init__(self, timeout: float = 600.0):
+    def __init__(self, timeout: float = 600.0, traffic: list | None = None):
         self.cond = threading.Condition()
         self.queues: dict[tuple, deque] = defaultdict(deque)
         self.failure: str | None = None
         self.timeout = timeout
+        self.traffic = traffic      # when a list: every message, as (name, tag, src, dst, pickled bytes)
 
     def put(self, key: tuple, payload: bytes) -> None:
         with self.cond:
+            if self.traffic is not None:
+                self.traffic.append((key[0], key[1], key[2:4], key[4:6], payload))
             self.queues[key].append(payload)
             self.cond.notify_all()
 
@@ -151,7 +155,6 @@ class StandaloneContext:
 
     def save_model(self, model: dict, meta: dict, name: str = "model") -> None:
         # a JSON round trip, as a store would do: what a component saves must be JSON-able
-        import json
         self.out.models[name] = json.loads(json.dumps({"model": model, "meta": meta,
                                                        "component": self.component_name}))
 
@@ -191,11 +194,13 @@ class PartySpec:
 
 def run_component(module: str, roles: dict[str, list[int]], parties: list[PartySpec], *,
                   job_id: str = "standalone", component_name: str | None = None,
-                  job_parameters: dict | None = None, timeout: float = 600.0) -> dict[PartyKey, PartyOutputs]:
-    """Run one component for the given parties, one thread each; raise the first party's failure."""
+                  job_parameters: dict | None = None, timeout: float = 600.0,
+                  traffic: list | None = None) -> dict[PartyKey, PartyOutputs]:
+    """Run one component for the given parties, one thread each; raise the first party's failure.
+    With `traffic` (a list), every federation message is appended to it (see Mailbox)."""
     cls = registry.component_class(module)
     name = component_name or f"{module.lower()}_0"
-    mailbox = Mailbox(timeout)
+    mailbox = Mailbox(timeout, traffic)
     contexts, errors = {}, {}
     instances: dict[PartyKey, Component] = {}
     for spec in parties:           # parameters are checked before anything runs
@@ -264,9 +269,10 @@ def _refs(dsl_input: dict) -> list[str]:
 
 def run_job(dsl: dict, conf: dict, tables: dict[tuple[str, str], MemoryTable], *,
             pipeline_models: dict[str, dict[PartyKey, dict]] | None = None, job_id: str = "standalone",
-            timeout: float = 600.0) -> JobResult:
+            timeout: float = 600.0, traffic: dict[str, list] | None = None) -> JobResult:
     """Run a DSL v2 job in this process. `tables` maps (namespace, name) to what Reader reads;
-    `pipeline_models` (JobResult.models() of a train job) answers `pipeline.<cpn>.model` in a predict DSL."""
+    `pipeline_models` (JobResult.models() of a train job) answers `pipeline.<cpn>.model` in a predict DSL;
+    `traffic` (a dict) receives each component's federation messages under its name."""
     components = dsl.get("components") or {}
     roles = {r: list(p) for r, p in conf["role"].items()}
     job_parameters = conf.get("job_parameters", {}).get("common", {})
@@ -324,5 +330,49 @@ def run_job(dsl: dict, conf: dict, tables: dict[tuple[str, str], MemoryTable], *
                 parties.append(PartySpec(role, idx, params, inputs, models))
         if module != "Reader":
             outputs[name] = run_component(module, roles, parties, job_id=job_id, component_name=name,
-                                          job_parameters=job_parameters, timeout=timeout)
+                                          job_parameters=job_parameters, timeout=timeout,
+                                          traffic=traffic.setdefault(name, []) if traffic is not None else None)
     return JobResult(outputs)
+
+
+# -- a dry run from the command line ----------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """python -m server.flow.standalone --dsl job_dsl.json --conf job_conf.json \\
+           --table experiment.breast_hetero_guest=breast_hetero_guest.csv ...
+    Runs the job in this process and prints, per component and party, its summary, metric names and
+    output table sizes as JSON."""
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(prog="python -m server.flow.standalone", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--dsl", required=True)
+    parser.add_argument("--conf", required=True)
+    parser.add_argument("--table", action="append", default=[], metavar="NAMESPACE.NAME=CSV",
+                        help="a table Reader can read (CSV with a header line, the id first)")
+    args = parser.parse_args(argv)
+    tables = {}
+    for spec in args.table:
+        key, _, path = spec.partition("=")
+        namespace, _, name = key.partition(".")
+        if not (namespace and name and path):
+            parser.error(f"--table {spec!r}: expected NAMESPACE.NAME=path.csv")
+        tables[(namespace, name)] = MemoryTable.from_csv(path, namespace, name)
+    with open(args.dsl) as f:
+        dsl = json.load(f)
+    with open(args.conf) as f:
+        conf = json.load(f)
+    try:
+        job = run_job(dsl, conf, tables)
+    except (ComponentError, JobAborted) as e:
+        print(f"job failed: {e}", file=sys.stderr)
+        return 1
+    report = {cpn: {f"{role}:{conf['role'][role][idx]}": {
+        "summary": out.summary,
+        "metrics": {ns: sorted(names) for ns, names in out.metrics.items()},
+        "tables": {name: t.count for name, t in out.tables.items()},
+    } for (role, idx), out in parties.items()} for cpn, parties in job.outputs.items()}
+    print(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

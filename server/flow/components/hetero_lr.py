@@ -50,6 +50,7 @@ class HeteroLR(Component):
             raise ComponentError(f"{MODULE}: encrypt_param.method must be Paillier (hetero LR exchanges encrypted "
                                  "values)")
         self.precision = p["floating_point_precision"] or 23
+        self.iters, self.is_converged = 0, False
 
     # ------------------------------------------------------------------------------------------
     def run(self, ctx: ComponentContext) -> None:
@@ -182,7 +183,8 @@ class HeteroLR(Component):
                 w = linear.apply_step(w, np.array(answer["step"]), p["penalty"], p["alpha"], p["learning_rate"],
                                       iteration, fit_intercept)
             ctx.progress(int(100 * (iteration + 1) / p["max_iter"]))
-            if fed.get("converged", f"{iteration}", "arbiter", 0)[0]:
+            self.iters, self.is_converged = iteration + 1, fed.get("converged", f"{iteration}", "arbiter", 0)[0]
+            if self.is_converged:
                 break
         if fit_intercept:
             return w[:-1], float(w[-1])
@@ -214,7 +216,8 @@ class HeteroLR(Component):
                 w = linear.apply_step(w, np.array(answer["step"]), p["penalty"], p["alpha"], p["learning_rate"],
                                       iteration, False)
             ctx.progress(int(100 * (iteration + 1) / p["max_iter"]))
-            if fed.get("converged", f"{iteration}", "arbiter", 0)[0]:
+            self.iters, self.is_converged = iteration + 1, fed.get("converged", f"{iteration}", "arbiter", 0)[0]
+            if self.is_converged:
                 break
         return w
 
@@ -236,12 +239,14 @@ class HeteroLR(Component):
 
     def save(self, ctx: ComponentContext, features: list[str], w: np.ndarray, intercept: float) -> None:
         weight = {f: float(v) for f, v in zip(features, w)}
-        model = {"weight": weight, "intercept": intercept, "header": features,
+        model = {"weight": weight, "intercept": intercept, "header": features, "iters": self.iters,
+                 "is_converged": self.is_converged,
                  "fit_intercept": ctx.role == "guest" and self.params["init_param"]["fit_intercept"],
                  "threshold": self.params["predict_param"]["threshold"]}
         ctx.save_model(model, {"module": MODULE, "role": ctx.role, "params": self.params})
         if ctx.role == "guest":
-            ctx.summary({"coef": weight, "intercept": intercept, "one_vs_rest": False})
+            ctx.summary({"coef": weight, "intercept": intercept, "is_converged": self.is_converged,
+                         "iters": self.iters, "one_vs_rest": False, "best_iteration": -1})
 
 
 def aligned(module: str, data: Instances, sids: list[str]) -> np.ndarray:
