@@ -267,6 +267,41 @@ def _refs(dsl_input: dict) -> list[str]:
     return refs
 
 
+def _read(tables: dict[tuple[str, str], MemoryTable], params: dict) -> MemoryTable:
+    key = (params["table"].get("namespace"), params["table"].get("name"))
+    if key not in tables:
+        raise ComponentError(f"Reader: no table {key[0]}.{key[1]}")
+    return tables[key]
+
+
+def _input_tables(dsl_input: dict, outputs: dict, party: PartyKey) -> dict[str, list[MemoryTable]]:
+    """DSL data inputs ("cpn.data") resolved for one party; an upstream that wrote nothing there is skipped."""
+    resolved = {}
+    for key, refs in (dsl_input.get("data") or {}).items():
+        resolved[key] = []
+        for ref in refs:
+            upstream, output = ref.split(".", 1)
+            table = outputs.get(upstream, {}).get(party, PartyOutputs()).tables.get(output)
+            if table is not None:
+                resolved[key].append(table)
+    return resolved
+
+
+def _input_models(dsl_input: dict, outputs: dict, pipeline_models: dict | None, party: PartyKey) -> dict[str, list]:
+    """DSL model inputs: "cpn.model" from this job, "pipeline.cpn.model" from the deployed (train) job."""
+    resolved: dict[str, list] = {}
+    for key in ("model", "isometric_model"):
+        for ref in dsl_input.get(key) or []:
+            parts = ref.split(".")
+            if parts[0] == "pipeline":
+                found = (pipeline_models or {}).get(parts[1], {}).get(party)
+            else:
+                found = outputs.get(parts[0], {}).get(party, PartyOutputs()).models.get(parts[1])
+            if found:
+                resolved.setdefault(key, []).append(found)
+    return resolved
+
+
 def run_job(dsl: dict, conf: dict, tables: dict[tuple[str, str], MemoryTable], *,
             pipeline_models: dict[str, dict[PartyKey, dict]] | None = None, job_id: str = "standalone",
             timeout: float = 600.0, traffic: dict[str, list] | None = None) -> JobResult:
@@ -297,37 +332,17 @@ def run_job(dsl: dict, conf: dict, tables: dict[tuple[str, str], MemoryTable], *
 
     outputs: dict[str, dict[PartyKey, PartyOutputs]] = {}
     for name in order:
-        spec = components[name]
-        module, dsl_input = spec["module"], spec.get("input") or {}
+        module, dsl_input = components[name]["module"], components[name].get("input") or {}
         parties = []
         for role, ids in roles.items():
             for idx in range(len(ids)):
                 params = component_params(conf, name, role, idx)
                 if module == "Reader":
-                    if "table" in params:
-                        t = params["table"]
-                        key = (t.get("namespace"), t.get("name"))
-                        if key not in tables:
-                            raise ComponentError(f"Reader: no table {key[0]}.{key[1]}")
-                        outputs.setdefault(name, {})[(role, idx)] = PartyOutputs(tables={"data": tables[key]})
-                    continue
-                if role not in registry.component_class(module).roles:
-                    continue
-                inputs = {k: [outputs[r.split(".")[0]][(role, idx)].tables[r.split(".")[1]]
-                              for r in refs if (role, idx) in outputs.get(r.split(".")[0], {})
-                              and r.split(".")[1] in outputs[r.split(".")[0]][(role, idx)].tables]
-                          for k, refs in (dsl_input.get("data") or {}).items()}
-                models = {}
-                for key in ("model", "isometric_model"):
-                    for ref in dsl_input.get(key) or []:
-                        parts = ref.split(".")
-                        if parts[0] == "pipeline":
-                            found = (pipeline_models or {}).get(parts[1], {}).get((role, idx))
-                        else:
-                            found = outputs.get(parts[0], {}).get((role, idx), PartyOutputs()).models.get(parts[1])
-                        if found:
-                            models.setdefault(key, []).append(found)
-                parties.append(PartySpec(role, idx, params, inputs, models))
+                    if "table" in params:     # the arbiter (no table configured) reads nothing
+                        outputs.setdefault(name, {})[(role, idx)] = PartyOutputs(tables={"data": _read(tables, params)})
+                elif role in registry.component_class(module).roles:
+                    parties.append(PartySpec(role, idx, params, _input_tables(dsl_input, outputs, (role, idx)),
+                                             _input_models(dsl_input, outputs, pipeline_models, (role, idx))))
         if module != "Reader":
             outputs[name] = run_component(module, roles, parties, job_id=job_id, component_name=name,
                                           job_parameters=job_parameters, timeout=timeout,
