@@ -303,3 +303,29 @@ def test_standalone_dry_run_command(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["evaluation_0"]["guest:9999"]["summary"]["homo_lr_0"]["train"]["auc"] >= 0.95
     assert report["homo_lr_0"]["arbiter:10000"]["metrics"] == {"train": ["loss"]}
+
+
+def test_homo_lr_three_clients_and_predict_mode():
+    conf = load_json("homo_lr_train_conf.json")
+    conf["role"]["host"] = [10000, 10001]
+    hosts = conf["component_parameters"]["role"]["host"]
+    hosts["1"] = json.loads(json.dumps(hosts["0"]))
+    conf["component_parameters"]["common"]["homo_lr_0"]["max_iter"] = 10
+    job = run_job(load_json("homo_lr_train_dsl.json"), conf, HOMO_TABLES)
+    models = [job.outputs["homo_lr_0"][party].models["model"]["model"] for party in
+              (("guest", 0), ("host", 0), ("host", 1))]
+    for m in models[1:]:        # the pairwise masks cancelled: everyone holds the same aggregate
+        assert m["weight"] == pytest.approx(models[0]["weight"], abs=1e-6)
+    scaled = job.table("scale_0", "host", 1)
+    predicted = run_component("HomoLR", conf["role"], [PartySpec(
+        "host", 1, {}, {"test_data": [scaled]}, {"model": [job.outputs["homo_lr_0"][("host", 1)].models["model"]]})])
+    trained = {r[0]: r for r in job.table("homo_lr_0", "host", 1).rows()}
+    for row in predicted[("host", 1)].tables["data"].rows():
+        assert row[:4] == trained[row[0]][:4] and row[5] == "test"
+
+
+def test_hetero_lr_without_labels_fails_every_party_with_the_cause():
+    conf = fast_hetero_conf(2)
+    conf["component_parameters"]["role"]["guest"]["0"]["data_transform_0"]["with_label"] = False
+    with pytest.raises(ComponentError, match="training data has no label"):
+        run_job(load_json("hetero_lr_normal_dsl.json"), conf, HETERO_TABLES, timeout=60)
