@@ -329,3 +329,24 @@ def test_hetero_lr_without_labels_fails_every_party_with_the_cause():
     conf["component_parameters"]["role"]["guest"]["0"]["data_transform_0"]["with_label"] = False
     with pytest.raises(ComponentError, match="training data has no label"):
         run_job(load_json("hetero_lr_normal_dsl.json"), conf, HETERO_TABLES, timeout=60)
+
+
+@pytest.mark.parametrize("settings", [
+    {"optimizer": "sgd", "penalty": "L1", "learning_rate": 0.5, "batch_size": -1, "early_stop": "abs"},
+    {"optimizer": "adam", "penalty": "L2", "early_stop": "weight_diff", "init_param": {"init_method": "random_uniform",
+                                                                                       "random_seed": 7}},
+])
+def test_hetero_lr_optimizers_penalties_and_validate_data(settings):
+    dsl = load_json("hetero_lr_normal_dsl.json")
+    dsl["components"]["hetero_lr_0"]["input"]["data"]["validate_data"] = ["intersection_0.data"]
+    conf = fast_hetero_conf(4)
+    lr = conf["component_parameters"]["common"]["hetero_lr_0"]
+    lr.update(settings)
+    if "init_param" in settings:
+        lr["init_param"] = settings["init_param"]
+    job = run_job(dsl, conf, HETERO_TABLES)
+    summary = job.outputs["evaluation_0"][("guest", 0)].summary["hetero_lr_0"]
+    assert set(summary) == {"train", "validate"}
+    assert summary["train"]["auc"] >= 0.9 and summary["validate"]["auc"] == summary["train"]["auc"]
+    types = [row[5] for row in job.table("hetero_lr_0", "guest").rows()]
+    assert types.count("train") == 569 and types.count("validate") == 569

@@ -72,7 +72,7 @@ class HeteroLR(Component):
             model = models[0]["model"]
             data = read_instances(MODULE, table)
             weights = weights_from_model(MODULE, model, data.features)
-            self.predict(ctx, data, weights, model.get("intercept", 0.0), "test")
+            self.write_predictions(ctx, [self.predict(ctx, data, weights, model.get("intercept", 0.0), "test")])
             return
         if ctx.role == "arbiter":
             return self.train_arbiter(ctx)
@@ -82,9 +82,10 @@ class HeteroLR(Component):
             w, intercept = self.train_guest(ctx, data)
         else:
             w, intercept = self.train_host(ctx, data), 0.0
-        self.predict(ctx, data, w, intercept, "train", tag="train")
-        for i, v in enumerate(validate):
-            self.predict(ctx, v, w, intercept, "validate", tag=f"validate_{i}")
+        # one output table: the train rows, then each validate set's (FATE's "type" column tells them apart)
+        parts = [self.predict(ctx, data, w, intercept, "train", tag="train")]
+        parts += [self.predict(ctx, v, w, intercept, "validate", tag=f"validate_{i}") for i, v in enumerate(validate)]
+        self.write_predictions(ctx, parts)
         self.save(ctx, data.features, w, intercept)
 
     # -- arbiter --------------------------------------------------------------------------------
@@ -223,19 +224,25 @@ class HeteroLR(Component):
 
     # -- predict and models ---------------------------------------------------------------------
     def predict(self, ctx: ComponentContext, data: Instances, w: np.ndarray, intercept: float, data_type: str,
-                tag: str = "predict") -> None:
+                tag: str = "predict") -> list[list] | None:
+        """The guest's prediction rows (hosts contribute their X_h w_h and return None)."""
         fed = ctx.federation
         if ctx.role == "host":
             X = aligned(MODULE, data, fed.get("predict_sids", tag, "guest", 0)[0])
             fed.remote((X @ w).tolist(), "host_predict", tag, "guest", 0)
-            return
+            return None
         fed.remote(data.sids, "predict_sids", tag, "host", -1)
         z = data.X @ w + intercept
         for wx_h in fed.get("host_predict", tag, "host", -1):
             z = z + np.array(wx_h)
-        rows, schema = linear.predict_rows(data.sids, data.labels, linear.sigmoid(z),
-                                           self.params["predict_param"]["threshold"], data_type)
-        ctx.write_table(rows, schema)
+        rows, _ = linear.predict_rows(data.sids, data.labels, linear.sigmoid(z),
+                                      self.params["predict_param"]["threshold"], data_type)
+        return rows
+
+    @staticmethod
+    def write_predictions(ctx: ComponentContext, parts: list[list[list] | None]) -> None:
+        if ctx.role == "guest":
+            ctx.write_table([row for part in parts for row in part], linear.PREDICT_SCHEMA)
 
     def save(self, ctx: ComponentContext, features: list[str], w: np.ndarray, intercept: float) -> None:
         weight = {f: float(v) for f, v in zip(features, w)}

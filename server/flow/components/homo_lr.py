@@ -66,15 +66,14 @@ class HomoLR(Component):
             data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("test_data") or ctx.input_tables("data"),
                                                     "test_data"))
             model = models[0]["model"]
-            self.predict(ctx, data, weights_from_model(MODULE, model, data.features), model["intercept"], "test")
+            self.predict(ctx, [(data, "test")], weights_from_model(MODULE, model, data.features), model["intercept"])
             return
         if ctx.role == "arbiter":
             return self.train_arbiter(ctx)
         data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("train_data"), "train_data"))
         w, intercept = self.train_client(ctx, data)
-        self.predict(ctx, data, w, intercept, "train")
-        for table in ctx.input_tables("validate_data"):
-            self.predict(ctx, read_instances(MODULE, table), w, intercept, "validate")
+        validate = [(read_instances(MODULE, t), "validate") for t in ctx.input_tables("validate_data")]
+        self.predict(ctx, [(data, "train")] + validate, w, intercept)
         weight = {f: float(v) for f, v in zip(data.features, w)}
         ctx.save_model({"weight": weight, "intercept": intercept, "header": data.features,
                         "fit_intercept": self.params["init_param"]["fit_intercept"],
@@ -168,11 +167,15 @@ class HomoLR(Component):
             return w[:-1], float(w[-1])
         return w, 0.0
 
-    def predict(self, ctx: ComponentContext, data: Instances, w: np.ndarray, intercept: float, data_type: str) -> None:
-        scores = linear.sigmoid(data.X @ w + intercept)
-        rows, schema = linear.predict_rows(data.sids, data.labels, scores, self.params["predict_param"]["threshold"],
-                                           data_type)
-        ctx.write_table(rows, schema)
+    def predict(self, ctx: ComponentContext, sets: list[tuple[Instances, str]], w: np.ndarray,
+                intercept: float) -> None:
+        """One output table: each (data, type) set's predictions in turn."""
+        rows = []
+        for data, data_type in sets:
+            part, _ = linear.predict_rows(data.sids, data.labels, linear.sigmoid(data.X @ w + intercept),
+                                          self.params["predict_param"]["threshold"], data_type)
+            rows += part
+        ctx.write_table(rows, linear.PREDICT_SCHEMA)
 
 
 def log_loss(y: np.ndarray, prob: np.ndarray) -> float:

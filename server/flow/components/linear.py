@@ -204,6 +204,9 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
 
 
+PREDICT_SCHEMA = {"sid": "id", "header": ["label", "predict_result", "predict_score", "predict_detail", "type"]}
+
+
 def predict_rows(sids: list[str], labels: list[str] | None, scores: np.ndarray, threshold: float,
                  data_type: str) -> tuple[list[list], dict]:
     """FATE's predict output: label, predict_result, predict_score, predict_detail, type."""
@@ -213,8 +216,7 @@ def predict_rows(sids: list[str], labels: list[str] | None, scores: np.ndarray, 
         label = labels[i] if labels is not None else ""
         detail = json.dumps({"0": 1.0 - s, "1": s})
         rows.append([sid, label, 1 if s > threshold else 0, s, detail, data_type])
-    schema = {"sid": "id", "header": ["label", "predict_result", "predict_score", "predict_detail", "type"]}
-    return rows, schema
+    return rows, dict(PREDICT_SCHEMA)
 
 
 def report_loss(ctx: ComponentContext, iteration: int, loss: float) -> None:
