@@ -153,7 +153,11 @@ class HomoLR(Component):
                 continue
             coef = w[:-1] if fit_intercept else w
             loss = log_loss(y, linear.sigmoid(X @ w)) + linear.penalty_loss(coef, p["penalty"], p["alpha"])
-            share = np.rint(w * len(data) * SCALE).astype(np.int64).view(np.uint64)
+            fixed = np.rint(w * len(data) * SCALE)
+            if np.any(np.abs(fixed) >= 2.0 ** 62):       # the masked sum is exact only within 64 bits
+                raise ComponentError(f"{MODULE}: weights x rows too large for 64-bit aggregation "
+                                     f"(|w| up to {np.abs(w).max():.3g} over {len(data)} rows)")
+            share = fixed.astype(np.int64).view(np.uint64)
             if masks is not None:
                 share = share + masks.mask(epoch, len(w))
             fed.remote({"weights": share.tolist(), "rows": len(data), "loss": loss}, "model_share", f"{epoch}",
