@@ -51,14 +51,12 @@ class HeteroLR(Component):
                                  "values)")
         self.precision = p["floating_point_precision"] or 23
         self.iters, self.is_converged = 0, False
+        self.threshold = p["predict_param"]["threshold"]
 
     # ------------------------------------------------------------------------------------------
     def run(self, ctx: ComponentContext) -> None:
         if not self.need_run:
             return self.passthrough(ctx)
-        if len(ctx.roles.get("host", [])) > 1 and self.params["early_stop"] != "weight_diff":
-            raise ComponentError(f"{MODULE}: with several hosts only early_stop weight_diff is supported "
-                                 "(the loss needs cross-host terms)")
         models = ctx.input_model("model")
         predicting = bool(models) or ctx.job_parameters.get("job_type") == "predict"
         if predicting:
@@ -72,8 +70,12 @@ class HeteroLR(Component):
             model = models[0]["model"]
             data = read_instances(MODULE, table)
             weights = weights_from_model(MODULE, model, data.features)
+            self.threshold = model.get("threshold", self.threshold)     # the trained model's, as FATE does
             self.write_predictions(ctx, [self.predict(ctx, data, weights, model.get("intercept", 0.0), "test")])
             return
+        if len(ctx.roles.get("host", [])) > 1 and self.params["early_stop"] != "weight_diff":
+            raise ComponentError(f"{MODULE}: with several hosts only early_stop weight_diff is supported "
+                                 "(the loss needs cross-host terms)")
         if ctx.role == "arbiter":
             return self.train_arbiter(ctx)
         data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("train_data"), "train_data"))
@@ -235,8 +237,7 @@ class HeteroLR(Component):
         z = data.X @ w + intercept
         for wx_h in fed.get("host_predict", tag, "host", -1):
             z = z + np.array(wx_h)
-        rows, _ = linear.predict_rows(data.sids, data.labels, linear.sigmoid(z),
-                                      self.params["predict_param"]["threshold"], data_type)
+        rows, _ = linear.predict_rows(data.sids, data.labels, linear.sigmoid(z), self.threshold, data_type)
         return rows
 
     @staticmethod

@@ -50,6 +50,7 @@ class HomoLR(Component):
                                  "(secure_aggregate protects each party's model)")
         P.number(MODULE, "aggregate_iters", p["aggregate_iters"], minimum=1, integer=True)
         P.boolean(MODULE, "secure_aggregate", p["secure_aggregate"])
+        self.threshold = p["predict_param"]["threshold"]
 
     # ------------------------------------------------------------------------------------------
     def run(self, ctx: ComponentContext) -> None:
@@ -66,6 +67,7 @@ class HomoLR(Component):
             data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("test_data") or ctx.input_tables("data"),
                                                     "test_data"))
             model = models[0]["model"]
+            self.threshold = model.get("threshold", self.threshold)     # the trained model's, as FATE does
             self.predict(ctx, [(data, "test")], weights_from_model(MODULE, model, data.features), model["intercept"])
             return
         if ctx.role == "arbiter":
@@ -177,7 +179,7 @@ class HomoLR(Component):
         rows = []
         for data, data_type in sets:
             part, _ = linear.predict_rows(data.sids, data.labels, linear.sigmoid(data.X @ w + intercept),
-                                          self.params["predict_param"]["threshold"], data_type)
+                                          self.threshold, data_type)
             rows += part
         ctx.write_table(rows, linear.PREDICT_SCHEMA)
 
