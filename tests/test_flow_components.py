@@ -350,3 +350,22 @@ def test_hetero_lr_optimizers_penalties_and_validate_data(settings):
     assert summary["train"]["auc"] >= 0.9 and summary["validate"]["auc"] == summary["train"]["auc"]
     types = [row[5] for row in job.table("hetero_lr_0", "guest").rows()]
     assert types.count("train") == 569 and types.count("validate") == 569
+
+
+def test_hetero_lr_two_hosts():
+    """Two hosts (both with the host features): the guest sums their encrypted forwards; no loss
+    exists without cross-host terms, so FATE's rule holds: early_stop weight_diff only."""
+    conf = fast_hetero_conf(3)
+    conf["role"]["host"] = [10000, 10001]
+    hosts = conf["component_parameters"]["role"]["host"]
+    hosts["1"] = json.loads(json.dumps(hosts["0"]))
+    with pytest.raises(ComponentError, match="only early_stop weight_diff"):
+        run_component("HeteroLR", conf["role"], [PartySpec("guest", 0, {"early_stop": "diff"})])
+    common = conf["component_parameters"]["common"]
+    common["intersection_0"] = {"intersect_method": "raw"}      # the subject here is HeteroLR
+    common["hetero_lr_0"].update(early_stop="weight_diff", learning_rate=0.05)
+    job = run_job(load_json("hetero_lr_normal_dsl.json"), conf, HETERO_TABLES)
+    assert job.outputs["evaluation_0"][("guest", 0)].summary["hetero_lr_0"]["train"]["auc"] >= 0.9
+    assert "train" not in job.outputs["hetero_lr_0"][("arbiter", 0)].metrics
+    weights = [job.outputs["hetero_lr_0"][("host", i)].models["model"]["model"]["weight"] for i in (0, 1)]
+    assert weights[0] == pytest.approx(weights[1])       # same features, same gradients, same steps

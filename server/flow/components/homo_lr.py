@@ -196,20 +196,18 @@ class PairwiseMasks:
         fed = ctx.federation
         clients = [("guest", 0)] + [("host", i) for i in range(len(ctx.roles.get("host", [])))]
         me = clients.index((ctx.role, ctx.party_index))
-        n, e, d = rsa_keypair(KEY_BITS)
+        own = rsa_keypair(KEY_BITS)
         for peer in clients[:me]:                   # lower clients pick the seed and send it to higher ones
-            fed.remote({"n": n, "e": e}, "mask_key", f"{me}", *peer)
+            fed.remote(own.public, "mask_key", f"{me}", *peer)
         self.seeds: dict[int, bytes] = {}
         for j, peer in enumerate(clients):
             if j > me:
-                key = fed.get("mask_key", f"{j}", *peer)[0]
-                r = secrets.randbelow(key["n"] - 2) + 2
-                fed.remote(int(gmpy2.powmod(r, key["e"], key["n"])), "mask_seed", f"{me}", *peer)
-                self.seeds[j] = hashlib.sha256(r.to_bytes((key["n"].bit_length() + 7) // 8, "big")).digest()
+                theirs = fed.get("mask_key", f"{j}", *peer)[0]
+                r = secrets.randbelow(theirs["n"] - 2) + 2
+                fed.remote(int(gmpy2.powmod(r, theirs["e"], theirs["n"])), "mask_seed", f"{me}", *peer)
+                self.seeds[j] = _seed(r, theirs["n"])
         for j, peer in enumerate(clients[:me]):
-            wrapped = fed.get("mask_seed", f"{j}", *peer)[0]
-            r = int(gmpy2.powmod(wrapped, d, n))
-            self.seeds[j] = hashlib.sha256(r.to_bytes((n.bit_length() + 7) // 8, "big")).digest()
+            self.seeds[j] = _seed(int(own.private_op(fed.get("mask_seed", f"{j}", *peer)[0])), own.n)
         self.me = me
 
     def mask(self, round_: int, size: int) -> np.ndarray:
@@ -220,3 +218,7 @@ class PairwiseMasks:
             m = stream.integers(0, 2 ** 64, size=size, dtype=np.uint64, endpoint=False)
             total = total + m if j > self.me else total - m
         return total
+
+
+def _seed(r: int, n: int) -> bytes:
+    return hashlib.sha256(r.to_bytes((n.bit_length() + 7) // 8, "big")).digest()
