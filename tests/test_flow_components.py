@@ -166,6 +166,8 @@ def test_hetero_lr_pipeline_reaches_fate_auc(hetero_job):
     guest_model = hetero_job.outputs["hetero_lr_0"][("guest", 0)].models["model"]["model"]
     host_model = hetero_job.outputs["hetero_lr_0"][("host", 0)].models["model"]["model"]
     assert guest_model["header"] == [f"x{i}" for i in range(10)] and len(host_model["weight"]) == 20
+    meta = hetero_job.outputs["hetero_lr_0"][("guest", 0)].models["model"]["meta"]   # FATE's LRModelMeta names
+    assert meta["optimizer"] == "rmsprop" and meta["fit_intercept"] is True and meta["predict_param"] == {"threshold": 0.5}
 
 
 def test_hetero_lr_predict_job_reproduces_train_predictions(hetero_job):
@@ -311,6 +313,7 @@ def test_homo_lr_three_clients_and_predict_mode():
     hosts = conf["component_parameters"]["role"]["host"]
     hosts["1"] = json.loads(json.dumps(hosts["0"]))
     conf["component_parameters"]["common"]["homo_lr_0"]["max_iter"] = 10
+    conf["component_parameters"]["common"]["homo_lr_0"]["predict_param"] = {"threshold": 0.9}
     job = run_job(load_json("homo_lr_train_dsl.json"), conf, HOMO_TABLES)
     models = [job.outputs["homo_lr_0"][party].models["model"]["model"] for party in
               (("guest", 0), ("host", 0), ("host", 1))]
@@ -320,8 +323,9 @@ def test_homo_lr_three_clients_and_predict_mode():
     predicted = run_component("HomoLR", conf["role"], [PartySpec(
         "host", 1, {}, {"test_data": [scaled]}, {"model": [job.outputs["homo_lr_0"][("host", 1)].models["model"]]})])
     trained = {r[0]: r for r in job.table("homo_lr_0", "host", 1).rows()}
-    for row in predicted[("host", 1)].tables["data"].rows():
+    for row in predicted[("host", 1)].tables["data"].rows():   # predict_result by the trained threshold, 0.9
         assert row[:4] == trained[row[0]][:4] and row[5] == "test"
+    assert any(0.5 < float(r[3]) <= 0.9 and r[2] == "0" for r in trained.values())
 
 
 def test_hetero_lr_without_labels_fails_every_party_with_the_cause():

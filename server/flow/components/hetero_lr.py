@@ -70,7 +70,7 @@ class HeteroLR(Component):
             model = models[0]["model"]
             data = read_instances(MODULE, table)
             weights = weights_from_model(MODULE, model, data.features)
-            self.threshold = model.get("threshold", self.threshold)     # the trained model's, as FATE does
+            self.threshold = linear.trained_threshold(models[0], self.threshold)
             self.write_predictions(ctx, [self.predict(ctx, data, weights, model.get("intercept", 0.0), "test")])
             return
         if len(ctx.roles.get("host", [])) > 1 and self.params["early_stop"] != "weight_diff":
@@ -139,8 +139,8 @@ class HeteroLR(Component):
         iters = iteration + 1
         ctx.summary({"loss_history": losses, "is_converged": is_converged, "best_iteration": -1, "iters": iters,
                      "seconds_per_iteration": (time.monotonic() - started) / iters})
-        ctx.save_model({"iters": iters, "is_converged": is_converged, "loss_history": losses},
-                       {"module": MODULE, "role": "arbiter", "params": self.params})
+        ctx.save_model(linear.lr_model(iters=iters, is_converged=is_converged, loss_history=losses),
+                       linear.lr_meta(self.params, MODULE, False))
 
     # -- guest ----------------------------------------------------------------------------------
     def train_guest(self, ctx: ComponentContext, data: Instances) -> tuple[np.ndarray, float]:
@@ -247,11 +247,9 @@ class HeteroLR(Component):
 
     def save(self, ctx: ComponentContext, features: list[str], w: np.ndarray, intercept: float) -> None:
         weight = {f: float(v) for f, v in zip(features, w)}
-        model = {"weight": weight, "intercept": intercept, "header": features, "iters": self.iters,
-                 "is_converged": self.is_converged,
-                 "fit_intercept": ctx.role == "guest" and self.params["init_param"]["fit_intercept"],
-                 "threshold": self.params["predict_param"]["threshold"]}
-        ctx.save_model(model, {"module": MODULE, "role": ctx.role, "params": self.params})
+        fit_intercept = ctx.role == "guest" and self.params["init_param"]["fit_intercept"]
+        ctx.save_model(linear.lr_model(weight, intercept, features, iters=self.iters, is_converged=self.is_converged),
+                       linear.lr_meta(self.params, MODULE, fit_intercept))
         if ctx.role == "guest":
             ctx.summary({"coef": weight, "intercept": intercept, "is_converged": self.is_converged,
                          "iters": self.iters, "one_vs_rest": False, "best_iteration": -1})

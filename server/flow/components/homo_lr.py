@@ -51,6 +51,7 @@ class HomoLR(Component):
         P.number(MODULE, "aggregate_iters", p["aggregate_iters"], minimum=1, integer=True)
         P.boolean(MODULE, "secure_aggregate", p["secure_aggregate"])
         self.threshold = p["predict_param"]["threshold"]
+        self.iters, self.is_converged = 0, False
 
     # ------------------------------------------------------------------------------------------
     def run(self, ctx: ComponentContext) -> None:
@@ -67,7 +68,7 @@ class HomoLR(Component):
             data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("test_data") or ctx.input_tables("data"),
                                                     "test_data"))
             model = models[0]["model"]
-            self.threshold = model.get("threshold", self.threshold)     # the trained model's, as FATE does
+            self.threshold = linear.trained_threshold(models[0], self.threshold)
             self.predict(ctx, [(data, "test")], weights_from_model(MODULE, model, data.features), model["intercept"])
             return
         if ctx.role == "arbiter":
@@ -77,11 +78,11 @@ class HomoLR(Component):
         validate = [(read_instances(MODULE, t), "validate") for t in ctx.input_tables("validate_data")]
         self.predict(ctx, [(data, "train")] + validate, w, intercept)
         weight = {f: float(v) for f, v in zip(data.features, w)}
-        ctx.save_model({"weight": weight, "intercept": intercept, "header": data.features,
-                        "fit_intercept": self.params["init_param"]["fit_intercept"],
-                        "threshold": self.params["predict_param"]["threshold"]},
-                       {"module": MODULE, "role": ctx.role, "params": self.params})
-        ctx.summary({"coef": weight, "intercept": intercept, "one_vs_rest": False})
+        ctx.save_model(linear.lr_model(weight, intercept, data.features, iters=self.iters,
+                                       is_converged=self.is_converged),
+                       linear.lr_meta(self.params, MODULE, self.params["init_param"]["fit_intercept"]))
+        ctx.summary({"coef": weight, "intercept": intercept, "is_converged": self.is_converged, "iters": self.iters,
+                     "one_vs_rest": False, "best_iteration": -1})
 
     def rounds(self) -> list[int]:
         """The epochs after which the models are aggregated."""
@@ -120,8 +121,8 @@ class HomoLR(Component):
             if is_converged:
                 break
         ctx.summary({"loss_history": losses, "is_converged": is_converged, "iters": epoch + 1})
-        ctx.save_model({"iters": epoch + 1, "is_converged": is_converged, "loss_history": losses},
-                       {"module": MODULE, "role": "arbiter", "params": self.params})
+        ctx.save_model(linear.lr_model(iters=epoch + 1, is_converged=is_converged, loss_history=losses),
+                       linear.lr_meta(self.params, MODULE, self.params["init_param"]["fit_intercept"]))
 
     # -- guest and hosts --------------------------------------------------------------------------
     def train_client(self, ctx: ComponentContext, data: Instances) -> tuple[np.ndarray, float]:
@@ -167,7 +168,8 @@ class HomoLR(Component):
             answer = fed.get("aggregated", f"{epoch}", "arbiter", 0)[0]
             w = np.array(answer["weights"])
             ctx.progress(int(100 * (epoch + 1) / p["max_iter"]))
-            if answer["converged"]:
+            self.iters, self.is_converged = epoch + 1, answer["converged"]
+            if self.is_converged:
                 break
         if fit_intercept:
             return w[:-1], float(w[-1])

@@ -219,5 +219,27 @@ def predict_rows(sids: list[str], labels: list[str] | None, scores: np.ndarray, 
     return rows, dict(PREDICT_SCHEMA)
 
 
+def lr_model(weights: dict[str, float] | None = None, intercept: float = 0.0, header: list[str] | None = None, *,
+             iters: int = 0, is_converged: bool = False, loss_history: list[float] | None = None) -> dict:
+    """A saved LR model, with FATE's LRModelParam field names."""
+    return {"iters": iters, "loss_history": list(loss_history or []), "is_converged": is_converged,
+            "weight": dict(weights or {}), "intercept": intercept, "header": list(header or []),
+            "need_one_vs_rest": False, "best_iteration": -1}
+
+
+def lr_meta(p: dict, module: str, fit_intercept: bool) -> dict:
+    """Its meta, with FATE's LRModelMeta field names (the threshold is what predict mode uses)."""
+    return {"penalty": p["penalty"], "tol": p["tol"], "alpha": p["alpha"], "optimizer": p["optimizer"],
+            "party_weight": 0.0, "batch_size": p["batch_size"], "learning_rate": p["learning_rate"],
+            "max_iter": p["max_iter"], "early_stop": p["early_stop"], "re_encrypt_batches": 0,
+            "fit_intercept": fit_intercept, "need_one_vs_rest": False,
+            "predict_param": {"threshold": p["predict_param"]["threshold"]}, "reveal_strategy": "", "module": module}
+
+
+def trained_threshold(saved: dict, default: float) -> float:
+    """Predict mode uses the trained model's threshold, as FATE does."""
+    return (saved.get("meta") or {}).get("predict_param", {}).get("threshold", default)
+
+
 def report_loss(ctx: ComponentContext, iteration: int, loss: float) -> None:
     ctx.metric("train", "loss", [(iteration, loss)], {"metric_type": "LOSS", "unit_name": "iters"})
