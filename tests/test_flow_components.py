@@ -38,7 +38,9 @@ def test_data_transform_label_and_features():
     assert table.count == 569
     first = next(table.rows())
     assert first[0] == "133" and first[1] == "1" and float(first[2]) == pytest.approx(0.254879)
-    assert out.models["model"]["model"]["features"] == [f"x{i}" for i in range(10)]
+    saved = out.models["model"]      # FATE's DataIOParam / DataIOMeta names
+    assert saved["model"]["header"] == [f"x{i}" for i in range(10)] and saved["model"]["sid_name"] == "id"
+    assert saved["meta"]["with_label"] is True and saved["meta"]["label_name"] == "y"
 
 
 def test_data_transform_missing_fill_and_predict_mode():
