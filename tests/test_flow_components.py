@@ -127,11 +127,13 @@ def test_intersection_rsa_refuses_short_keys_and_unknown_methods():
 
 # -- the published hetero LR job ------------------------------------------------------------------
 def fast_hetero_conf(max_iter: int = 8) -> dict:
-    """FATE's published conf, with a shorter run and smaller keys so the test stays fast."""
+    """FATE's published conf, with a shorter run and smaller keys so the test stays fast, and a seed
+    for the batch shuffle so it is deterministic."""
     conf = load_json("hetero_lr_normal_conf.json")
     common = conf["component_parameters"]["common"]
     common["hetero_lr_0"]["max_iter"] = max_iter
     common["hetero_lr_0"]["encrypt_param"]["key_length"] = 512
+    common["hetero_lr_0"]["init_param"]["random_seed"] = 11
     return conf
 
 
