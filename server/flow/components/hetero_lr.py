@@ -45,6 +45,10 @@ class HeteroLR(Component):
         p["encrypted_mode_calculator_param"] = linear.P.merge_nested(
             MODULE, "encrypted_mode_calculator_param", p["encrypted_mode_calculator_param"],
             linear.ENCRYPTED_MODE_DEFAULTS)
+        mode = p["encrypted_mode_calculator_param"]
+        mode["mode"] = linear.P.choice(MODULE, "encrypted_mode_calculator_param.mode", mode["mode"],
+                                       ["strict", "fast", "balance", "confusion_opt", "confusion_opt_balance"])
+        # every mode gets "strict" here: each ciphertext has its own fresh randomness
         p["sqn_param"] = linear.P.merge_nested(MODULE, "sqn_param", p["sqn_param"], linear.SQN_DEFAULTS)
         if p["encrypt_param"]["method"] != "paillier":
             raise ComponentError(f"{MODULE}: encrypt_param.method must be Paillier (hetero LR exchanges encrypted "
