@@ -53,6 +53,7 @@ class Rule:
 
 _T, _N, _G, _A = "/taskhub.v1.TaskService/", "/taskhub.v1.NodeService/", "/taskhub.v1.TaskGroupService/", \
     "/taskhub.v1.AuthService/"
+_F = "/taskhub.v1.FlowService/"
 RULES: dict[str, Rule] = {
     _T + "CreateTask": Rule(SUBMITTER, "spec.namespace", stamp=True),
     _T + "CreateTasks": Rule(SUBMITTER, "specs.namespace", stamp=True),
@@ -83,6 +84,29 @@ RULES: dict[str, Rule] = {
     _A + "RevokeToken": Rule(ADMIN),
     _A + "WhoAmI": Rule(ANY_ROLE, audit=False),
     _A + "ListAudit": Rule(ADMIN, audit=False),
+    # FATE jobs: reads by job id for readers, changes for submitters (a job's tasks run in its
+    # namespace); the component-task calls come with the running task's own token.
+    _F + "SubmitJob": Rule(SUBMITTER, "namespace"),
+    _F + "GetJob": Rule(READER),
+    _F + "ListJobs": Rule(READER),
+    _F + "StopJob": Rule(SUBMITTER),
+    _F + "WatchJob": Rule(READER),
+    _F + "TraceJob": Rule(READER),
+    _F + "CleanQueue": Rule(SUBMITTER),
+    _F + "ListFlowTasks": Rule(READER),
+    _F + "ListComponents": Rule(READER),
+    _F + "GetComponentOutput": Rule(READER),
+    _F + "DeleteMetrics": Rule(SUBMITTER),
+    _F + "UploadData": Rule(SUBMITTER),
+    _F + "DownloadData": Rule(SUBMITTER),
+    _F + "UploadHistory": Rule(READER),
+    _F + "GetTable": Rule(READER),
+    _F + "DeleteTable": Rule(SUBMITTER),
+    _F + "ReadTable": Rule(READER),
+    _F + "WriteTable": Rule(SUBMITTER),
+    _F + "PutTracking": Rule(SUBMITTER, audit=False),
+    _F + "FederationSend": Rule(SUBMITTER, audit=False),
+    _F + "FederationReceive": Rule(SUBMITTER, audit=False),
 }
 
 # Open without a token: load balancers probe health; reflection only lists the public protos.

@@ -162,8 +162,12 @@ def call(channel, path: str, request, authorization: str | None) -> C:
 WRONG_ROLE = {READER: NODE, SUBMITTER: READER, ADMIN: SUBMITTER, NODE: ADMIN}
 # The roles as the issue states them, independent of RULES: a reader only reads tasks; a
 # submitter only works on tasks (and module descriptions); the rest is admin's (or a node's).
-READS = {"GetTask", "ListTasks", "TraceTask", "WaitTask", "WaitTasks", "WhoAmI"}
-SUBMITS = READS | {"CreateTask", "CreateTasks", "CancelTask", "DeleteTask", "DescribeModule"}
+FLOW_READS = {"GetJob", "ListJobs", "WatchJob", "TraceJob", "ListFlowTasks", "ListComponents", "GetComponentOutput",
+              "UploadHistory", "GetTable", "ReadTable"}
+FLOW_SUBMITS = {"SubmitJob", "StopJob", "CleanQueue", "DeleteMetrics", "UploadData", "DownloadData", "DeleteTable",
+                "WriteTable", "PutTracking", "FederationSend", "FederationReceive"}
+READS = {"GetTask", "ListTasks", "TraceTask", "WaitTask", "WaitTasks", "WhoAmI"} | FLOW_READS
+SUBMITS = READS | {"CreateTask", "CreateTasks", "CancelTask", "DeleteTask", "DescribeModule"} | FLOW_SUBMITS
 
 
 def test_every_rpc_refuses_bad_callers_and_changes_nothing(authsrv):

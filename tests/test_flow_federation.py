@@ -105,7 +105,7 @@ def test_component_callbacks_are_scoped_to_running_component_tasks(server, fstub
                  lambda: fstub.PutTracking(pb.PutTrackingRequest(task_uid=plain.uid, summary_json="{}"))):
         with pytest.raises(grpc.RpcError) as e:
             call()
-        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "running FATE component" in e.value.details()
 
 
 def test_two_concurrent_jobs_do_not_read_each_others_messages(fstub):

@@ -39,7 +39,7 @@ class FlowData:
             task = None
         t = self.jobs.task_of_taskhub(task.id) if task is not None else None
         if t is None or task.status not in (Status.RUNNING, Status.CANCELLING):
-            raise errors.PermissionDenied("only a running FATE component task may make this call (unknown task_uid)")
+            raise errors.FailedPrecondition("only a running FATE component task may make this call (unknown task_uid)")
         return self.jobs.get(t.job_id), t
 
     # ------------------------------------------------------------------ tracking

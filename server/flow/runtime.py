@@ -33,7 +33,13 @@ def _stub(target: str) -> pb_grpc.FlowServiceStub:
     with _lock:  # one channel per worker process, reused by every task it runs
         ch = _channels.get(target)
         if ch is None:
-            ch = _channels[target] = grpc.insecure_channel(target, options=_OPTIONS)
+            ca = os.environ.get("TASKHUB_TLS_CA", "")
+            if ca:  # a server with --tls-cert: its agents and workers are given the CA to trust
+                with open(ca, "rb") as f:
+                    ch = grpc.secure_channel(target, grpc.ssl_channel_credentials(f.read()), options=_OPTIONS)
+            else:
+                ch = grpc.insecure_channel(target, options=_OPTIONS)
+            _channels[target] = ch
             grpc.channel_ready_future(ch).result(timeout=60)  # the server may still be starting
     return pb_grpc.FlowServiceStub(ch)
 
