@@ -44,6 +44,7 @@ test: install
 bench: install
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.fate_flow
+	$(BIN)/python -m bench.auth
 
 # taskhub beside Celery + Redis (installed into bench/.venv-peer and Debian's redis-server by the bench itself)
 bench-peer: install

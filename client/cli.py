@@ -8,25 +8,38 @@ import time
 
 import grpc
 
-from .cli_support import DEFAULT_SERVER, key_values, print_message
+from .cli_support import DEFAULT_SERVER, add_connection_flags, key_values, print_message
 
 # -- serve --------------------------------------------------------------------
 def cmd_serve(a) -> int:
     from server.app import ServerConfig, run
+    from server.security import SecurityConfig
+    security = SecurityConfig(
+        auth=a.auth, insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key, tls_client_ca=a.tls_client_ca,
+        admin_token_file=a.admin_token_file, open_reflection=not a.close_reflection,
+        max_message_bytes=int(a.max_message_mb * (1 << 20)), max_streams_per_token=a.max_streams_per_token,
+        fate_sign_window=a.fate_sign_window)
     cfg = ServerConfig(
         db=a.db, host=a.host, grpc_port=a.grpc_port, http_port=a.http_port, local_node=not a.no_local_node,
         slots=a.slots, python_workers=a.python_workers,
         allowed_modules=a.allow_module if a.allow_module is not None else ["starter"],
         kill_grace=a.kill_grace, work_dir=a.work_dir, task_paths=a.task_path or [], labels=key_values(a.label, "--label"),
         node_timeout=a.node_timeout, flow_max_jobs=a.flow_max_jobs, flow_data_dir=a.flow_data_dir,
-        flow_components=key_values(a.flow_component, "--flow-component"),
+        flow_components=key_values(a.flow_component, "--flow-component"), security=security,
     )
     return run(cfg)
 
 
 def cmd_gateway(a) -> int:
     from gateway.app import run_alone
-    return run_alone(a.grpc.removeprefix("grpc://"), a.host, a.port)
+    from gateway.app import https_context
+
+    from .credentials import env_tls_ca
+    if bool(a.tls_cert) != bool(a.tls_key):
+        raise SystemExit("taskhub: give both --tls-cert and --tls-key (or neither)")
+    ctx = https_context(a.tls_cert, a.tls_key, a.tls_client_ca) if a.tls_cert else None
+    return run_alone(a.grpc.removeprefix("grpc://"), a.host, a.port, a.tls_ca if a.tls_ca is not None else env_tls_ca(),
+                     ctx)
 
 
 # -- task ---------------------------------------------------------------------
@@ -148,24 +161,50 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the only directory FATE uploads/downloads may name server-side files in (default <db dir>/data)")
     s.add_argument("--flow-component", action="append", metavar="MODULE=package.module:Class",
                    help="a FATE component plug-in for DSL module MODULE (under an --allow-module prefix; repeatable)")
+    sec = s.add_argument_group("security (README: Security)")
+    sec.add_argument("--config", metavar="JSON",
+                     help='serve settings from a JSON file, keys as the flags: {"auth": true, "tls_cert": "..."};'
+                          ' flags given on the command line win')
+    sec.add_argument("--auth", action="store_true", help="require a token on every call (writes admin.token first)")
+    sec.add_argument("--insecure", action="store_true",
+                     help="allow a non-loopback --host without --auth (only on a trusted network)")
+    sec.add_argument("--tls-cert", default="", metavar="PEM", help="TLS certificate (chain) of the gRPC and HTTP ports")
+    sec.add_argument("--tls-key", default="", metavar="PEM", help="its private key")
+    sec.add_argument("--tls-client-ca", default="", metavar="PEM",
+                     help="require client certificates signed by this CA (mutual TLS)")
+    sec.add_argument("--admin-token-file", default="", metavar="PATH",
+                     help="where --auth keeps the bootstrap admin token (default: admin.token next to --db)")
+    sec.add_argument("--close-reflection", action="store_true", help="gRPC reflection needs a token too")
+    sec.add_argument("--max-message-mb", type=float, default=64, help="largest request or message (default 64)")
+    sec.add_argument("--max-streams-per-token", type=int, default=256,
+                     help="open streams (trace, wait, agent) one token may hold (default 256)")
+    sec.add_argument("--fate-sign-window", type=float, default=60.0, metavar="SECONDS",
+                     help="how far a FATE-signed request's TIMESTAMP may be from the server's clock (default 60)")
     s.set_defaults(fn=cmd_serve)
 
     gw = sub.add_parser("gateway", help="run the HTTP gateway alone, as a client of a taskhub gRPC server")
     gw.add_argument("--grpc", default=DEFAULT_SERVER, help="gRPC address of the server (env TASKHUB_SERVER)")
     gw.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     gw.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 picks a free port)")
+    gw.add_argument("--tls-ca", default=None, metavar="PEM", help="the server's CA: dial it over TLS (env TASKHUB_TLS_CA)")
+    gw.add_argument("--tls-cert", default="", metavar="PEM", help="HTTPS: this certificate (chain)")
+    gw.add_argument("--tls-key", default="", metavar="PEM", help="HTTPS: its private key")
+    gw.add_argument("--tls-client-ca", default="", metavar="PEM", help="HTTPS: require client certificates it signed")
     gw.set_defaults(fn=cmd_gateway)
 
+    from .auth_cli import add_token_parser
     from .flow_cli import add_flow_parser
     from .groups_cli import add_group_parser
     from .nodes_cli import add_node_parser
     add_node_parser(sub)
     add_group_parser(sub)
     add_flow_parser(sub)
+    add_token_parser(sub)
 
     t = sub.add_parser("task", help="create, inspect, follow and end tasks")
     t.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")
     t.add_argument("--namespace", "-n", default="", help="namespace (default: default)")
+    add_connection_flags(t)
     tv = t.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     c = tv.add_parser("create", help="create a task; prints its id")
@@ -214,8 +253,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def with_config(parser: argparse.ArgumentParser, argv: list[str] | None, args):
+    """`serve --config FILE`: the file's values become the defaults, then the command line is read again."""
+    if getattr(args, "noun", "") != "serve" or not args.config:
+        return args
+    try:
+        with open(args.config) as f:
+            values = json.load(f)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"taskhub: cannot read --config {args.config}: {e}")
+    if not isinstance(values, dict):
+        raise SystemExit(f"taskhub: --config {args.config} must hold a JSON object")
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - set(vars(args)) | ({"config", "fn", "noun"} & set(values)))
+    if unknown:
+        raise SystemExit(f"taskhub: --config {args.config}: unknown setting(s) {', '.join(unknown)}")
+    serve = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith(" serve"))
+    serve.set_defaults(**values)
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = with_config(parser, argv, parser.parse_args(argv))
     try:
         return args.fn(args)
     except grpc.RpcError as e:

@@ -8,9 +8,17 @@ DEFAULT_SERVER = os.environ.get("TASKHUB_SERVER", "127.0.0.1:50051")
 
 
 def connect(args):
-    """A TaskhubClient for the --server (and --namespace, if any) of the parsed arguments."""
+    """A TaskhubClient for the --server (and --namespace, --token, --tls-ca, if any) of the parsed arguments."""
     from .client import TaskhubClient
-    return TaskhubClient(args.server, namespace=getattr(args, "namespace", "") or "")
+    return TaskhubClient(args.server, namespace=getattr(args, "namespace", "") or "",
+                         token=getattr(args, "token", None), tls_ca=getattr(args, "tls_ca", None))
+
+
+def add_connection_flags(parser) -> None:
+    """--token and --tls-ca for a subcommand that talks to a server."""
+    parser.add_argument("--token", default=None, help="bearer token (default: env TASKHUB_TOKEN)")
+    parser.add_argument("--tls-ca", default=None, metavar="PEM",
+                        help="CA certificate to trust the server's TLS certificate (default: env TASKHUB_TLS_CA)")
 
 
 def print_message(message) -> None:

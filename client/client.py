@@ -64,17 +64,19 @@ class TaskhubClient:
     """
 
     def __init__(self, target: str = DEFAULT_TARGET, *, namespace: str = "", timeout: float | None = 60,
-                 channel: grpc.Channel | None = None, token: str | None = None):
-        target = target.removeprefix("grpc://")
-        self.channel = channel or grpc.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+                 channel: grpc.Channel | None = None, token: str | None = None, tls_ca: str | None = None,
+                 tls_cert: str = "", tls_key: str = ""):
+        # token / tls_ca default to TASKHUB_TOKEN / TASKHUB_TLS_CA; the token goes on every call
+        # of every stub (tasks, groups, nodes). tls_cert/tls_key: a client certificate (mutual TLS).
+        from .credentials import open_channel
+        self.channel = channel or open_channel(target, token=token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         self.stub = svc_grpc.TaskServiceStub(self.channel)
         self.groups = group_grpc.TaskGroupServiceStub(self.channel)
         self.nodes = node_grpc.NodeServiceStub(self.channel)
         self.flow = flow_grpc.FlowServiceStub(self.channel)
         self.namespace = namespace
         self.timeout = timeout
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self.metadata = None  # per-call metadata; the token is added by the channel
 
     def __enter__(self) -> "TaskhubClient":
         return self

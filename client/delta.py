@@ -22,7 +22,9 @@ the server's workers and allowed by --allow-module.
 """
 from __future__ import annotations
 
+import base64
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -146,13 +148,23 @@ class _HttpNode:
     PAGE = 1000
 
     def __init__(self, url: str, timeout: float = 60):
-        self.url = url.rstrip("/")
+        # http://user:TOKEN@host:port: the credentials go as HTTP Basic (the token is the password),
+        # else TASKHUB_TOKEN as a bearer token, if set.
+        parts = urllib.parse.urlsplit(url)
+        self.auth = {}
+        if parts.password is not None or parts.username:
+            pair = f"{urllib.parse.unquote(parts.username or '')}:{urllib.parse.unquote(parts.password or '')}"
+            self.auth = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+            parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+        elif os.environ.get("TASKHUB_TOKEN"):
+            self.auth = {"Authorization": "Bearer " + os.environ["TASKHUB_TOKEN"].strip()}
+        self.url = urllib.parse.urlunsplit(parts).rstrip("/")
         self.timeout = timeout
 
     def _open(self, method: str, path: str, params: dict | None = None, body: bytes | None = None,
               headers: dict | None = None):
         url = self.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
-        req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+        req = urllib.request.Request(url, data=body, method=method, headers={**self.auth, **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read() or b"null")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .cli_support import DEFAULT_SERVER, connect, print_message
+from .cli_support import DEFAULT_SERVER, add_connection_flags, connect, print_message
 
 def cmd_create(a) -> int:
     from taskhub.v1 import task_group_service_pb2 as pb
@@ -62,6 +62,7 @@ def cmd_stop(a) -> int:
 def add_group_parser(sub) -> None:
     g = sub.add_parser("group", help="task group templates and instances")
     g.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")
+    add_connection_flags(g)
     verbs = g.add_subparsers(dest="verb", required=True, metavar="VERB")
     c = verbs.add_parser("create", help="store a template from a JSON file ('-': stdin)")
     c.add_argument("file")

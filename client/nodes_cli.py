@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 
-from .cli_support import DEFAULT_SERVER, connect, key_values, print_message
+from .cli_support import DEFAULT_SERVER, add_connection_flags, connect, key_values, print_message
 
 def cmd_agent(a) -> int:
     from server.agent import AgentConfig, run
+    from .credentials import env_tls_ca, env_token
     return run(AgentConfig(
         server=a.server.removeprefix("grpc://"), name=a.name, address=a.address, slots=a.slots,
         labels=key_values(a.label, "--label"), python_workers=a.python_workers, work_dir=a.work_dir,
-        task_paths=a.task_path or [], kill_grace=a.kill_grace, heartbeat=a.heartbeat, max_backoff=a.max_backoff))
+        task_paths=a.task_path or [], kill_grace=a.kill_grace, heartbeat=a.heartbeat, max_backoff=a.max_backoff,
+        token=a.token if a.token is not None else env_token(), tls_ca=a.tls_ca if a.tls_ca is not None else env_tls_ca(),
+        tls_cert=a.tls_cert, tls_key=a.tls_key))
 
 
 def cmd_list(a) -> int:
@@ -46,6 +49,9 @@ def add_node_parser(sub) -> None:
     n = sub.add_parser("node", help="run the node agent (no verb), or list / get / drain nodes",
                        description="Without a verb: run the node agent for the server at --server.")
     n.add_argument("--server", default=DEFAULT_SERVER, help="server gRPC address HOST:PORT (env TASKHUB_SERVER)")
+    add_connection_flags(n)
+    n.add_argument("--tls-cert", default="", metavar="PEM", help="this agent's certificate, for mutual TLS")
+    n.add_argument("--tls-key", default="", metavar="PEM", help="its private key")
     n.add_argument("--name", default="", help="node name (default: the host name)")
     n.add_argument("--address", default="", help="address reported for this node (default: as the server sees it)")
     n.add_argument("--slots", type=int, default=0, help="tasks run at once (default 8 x cores)")

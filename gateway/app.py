@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 
 import grpc
 from aiohttp import web
 
-from . import transcode
+from . import credentials, fate_auth, transcode
+from .fate_auth import FateVerifier
 from .errors import last_resort
 from .families import aaas, delta, fate, hugegraph, taskgroups
 
@@ -23,8 +25,12 @@ FAMILIES = (aaas, hugegraph, delta, taskgroups, fate)
 MAX_BODY = 64 << 20
 
 
-def build_app(channel: grpc.aio.Channel) -> web.Application:
-    app = web.Application(middlewares=[last_resort], client_max_size=MAX_BODY)
+def build_app(channel: grpc.aio.Channel, max_body: int = MAX_BODY, require_credentials: bool = False,
+              fate_verifier: FateVerifier | None = None) -> web.Application:
+    app = web.Application(middlewares=[last_resort, credentials.pass_credentials], client_max_size=max_body)
+    app[credentials.REQUIRE_CREDENTIALS] = require_credentials
+    if fate_verifier is not None:
+        app[fate_auth.VERIFIER] = fate_verifier
     taken: set[tuple[str, str]] = set()
     for family in FAMILIES:
         for method, path in family.add_routes(app, channel):
@@ -34,25 +40,40 @@ def build_app(channel: grpc.aio.Channel) -> web.Application:
 
 
 class Gateway:
-    def __init__(self, grpc_target: str, host: str = "127.0.0.1", port: int = 8080):
+    def __init__(self, grpc_target: str, host: str = "127.0.0.1", port: int = 8080, *, ssl_context=None,
+                 max_body: int = MAX_BODY, require_credentials: bool = False, tls_ca: str = "",
+                 fate_verifier: FateVerifier | None = None):
         self.grpc_target = grpc_target
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context          # HTTPS when set
+        self.max_body = max_body
+        self.require_credentials = require_credentials
+        self.tls_ca = tls_ca                    # standalone: TLS to the gRPC server
+        self.fate_verifier = fate_verifier      # in `serve --auth`: FATE request signing
         self.channel: grpc.aio.Channel | None = None
         self.runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        self.channel = grpc.aio.insecure_channel(self.grpc_target, options=[
-            ("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)])
+        options = [("grpc.max_receive_message_length", self.max_body), ("grpc.max_send_message_length", self.max_body)]
+        # Interceptors pass each HTTP caller's credentials through (gateway/credentials.py).
+        if self.tls_ca:
+            from client.credentials import channel_credentials
+            self.channel = grpc.aio.secure_channel(self.grpc_target, channel_credentials(self.tls_ca), options=options,
+                                                   interceptors=credentials.interceptors())
+        else:
+            self.channel = grpc.aio.insecure_channel(self.grpc_target, options=options,
+                                                     interceptors=credentials.interceptors())
         # handler_cancellation: a client that goes away ends its log stream (and the gRPC call) at once.
-        self.runner = web.AppRunner(build_app(self.channel), handle_signals=False, access_log=None,
+        self.runner = web.AppRunner(build_app(self.channel, self.max_body, self.require_credentials,
+                                              self.fate_verifier), handle_signals=False, access_log=None,
                                     shutdown_timeout=1.0, handler_cancellation=True)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
         await site.start()
         if self.port == 0:
             self.port = site._server.sockets[0].getsockname()[1]
@@ -64,13 +85,25 @@ class Gateway:
             await self.channel.close(grace=None)
 
 
+def https_context(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext:
+    """The HTTPS side: this certificate; with client_ca, only clients with a certificate it signed."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    if client_ca:
+        ctx.load_verify_locations(client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 def connect_host(host: str) -> str:
     """The address to dial for a server listening on `host` (a wildcard is dialled on loopback)."""
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
-async def serve_alone(grpc_target: str, host: str, port: int) -> int:
-    gw = Gateway(grpc_target, host, port)
+async def serve_alone(grpc_target: str, host: str, port: int, tls_ca: str = "",
+                      ssl_context: ssl.SSLContext | None = None) -> int:
+    gw = Gateway(grpc_target, host, port, tls_ca=tls_ca, ssl_context=ssl_context)
     await gw.start()
     print(f"taskhub: HTTP gateway listening on {gw.url} (gRPC server {grpc_target})", flush=True)
     stop = asyncio.Event()
@@ -83,6 +116,6 @@ async def serve_alone(grpc_target: str, host: str, port: int) -> int:
     return 0
 
 
-def run_alone(grpc_target: str, host: str, port: int) -> int:
+def run_alone(grpc_target: str, host: str, port: int, tls_ca: str = "", ssl_context: ssl.SSLContext | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(serve_alone(grpc_target, host, port))
+    return asyncio.run(serve_alone(grpc_target, host, port, tls_ca, ssl_context))

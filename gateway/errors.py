@@ -14,6 +14,8 @@ from typing import Awaitable, Callable
 import grpc
 from aiohttp import web
 
+from .credentials import CALLER, NO_CREDENTIALS, REQUIRE_CREDENTIALS
+
 log = logging.getLogger("taskhub.gateway")
 
 C = grpc.StatusCode
@@ -64,6 +66,8 @@ def answers(render: Render):
     def wrap(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         @functools.wraps(handler)
         async def handle(request: web.Request) -> web.StreamResponse:
+            if request.app.get(REQUIRE_CREDENTIALS) and not CALLER.get():
+                return render(401, C.UNAUTHENTICATED, NO_CREDENTIALS)
             try:
                 return await handler(request)
             except web.HTTPException:

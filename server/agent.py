@@ -45,6 +45,10 @@ class AgentConfig:
     kill_grace: float = 5.0
     heartbeat: float = 0.0          # 0: as the server asks
     max_backoff: float = 5.0        # longest wait between reconnect attempts
+    token: str = ""                 # a `node` token, when the server has --auth
+    tls_ca: str = ""                # CA of the server's certificate: TLS on
+    tls_cert: str = ""              # this agent's certificate and key, for mutual TLS
+    tls_key: str = ""
 
 
 class Agent:
@@ -63,6 +67,7 @@ class Agent:
         self._send: asyncio.Queue | None = None      # the open stream's outgoing queue
         self._stopping = asyncio.Event()
         self.heartbeat_seconds = cfg.heartbeat or 2.0
+        self.exit_code = 0
 
     # -------------------------------------------------------------- life
     async def run(self) -> int:
@@ -82,7 +87,7 @@ class Agent:
         connector.cancel()
         print("taskhub node: stopping", flush=True)
         await self.executor.close(grace=min(self.cfg.kill_grace, 5.0))
-        return 0
+        return self.exit_code
 
     def _new_instance(self) -> str:
         """A marker in every command's environment; kill what a previous agent here left behind."""
@@ -127,10 +132,12 @@ class Agent:
                     return
                 yield msg
 
-        channel = grpc.aio.insecure_channel(self.cfg.server)
+        from client.credentials import auth_metadata, open_aio_channel
+        cfg = self.cfg
+        channel = open_aio_channel(cfg.server, tls_ca=cfg.tls_ca, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key)
         beat = None
         try:
-            call = svc_grpc.NodeServiceStub(channel).Connect(outgoing())
+            call = svc_grpc.NodeServiceStub(channel).Connect(outgoing(), metadata=auth_metadata(cfg.token))
             async for msg in call:
                 if msg.HasField("registered"):
                     registered = True
@@ -141,7 +148,12 @@ class Agent:
                 self._handle(msg)
             print("taskhub node: the server closed the stream; reconnecting", flush=True)
         except grpc.aio.AioRpcError as e:
-            if e.code() in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INVALID_ARGUMENT):
+            if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                # No retry can fix a missing, wrong or revoked token: stop (and kill the runs).
+                print(f"taskhub node: refused by the server: {e.details()}", flush=True)
+                self.exit_code = 2
+                self._stopping.set()
+            elif e.code() in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INVALID_ARGUMENT):
                 print(f"taskhub node: refused: {e.details()}", flush=True)
             elif registered:
                 print(f"taskhub node: lost the server ({e.code().name}); runs continue, reconnecting", flush=True)

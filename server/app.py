@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from taskhub.v1 import (flow_service_pb2, flow_service_pb2_grpc, node_service_pb2, node_service_pb2_grpc,
-                        task_group_service_pb2, task_group_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc)
+from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, flow_service_pb2, flow_service_pb2_grpc,
+                        node_service_pb2, node_service_pb2_grpc, task_group_service_pb2, task_group_service_pb2_grpc,
+                        task_service_pb2, task_service_pb2_grpc)
 
+from .api.auth_service import AuthService
 from .api.flow_service import FlowService
 from .api.group_service import TaskGroupService
 from .api.node_service import NodeService
@@ -29,6 +31,7 @@ from .modules import ModuleDescriber
 from .node.executor import Executor
 from .node.local import LocalNode
 from .node.remote import NodeRegistry
+from .security import SecurityConfig, Security
 from .store import Store
 
 log = logging.getLogger("taskhub")
@@ -52,6 +55,7 @@ class ServerConfig:
     flow_max_jobs: int = 4           # FATE jobs running at once; more wait in the queue
     flow_data_dir: str = ""          # server-side files of FATE uploads/downloads; default <db dir>/data
     flow_components: dict[str, str] = field(default_factory=dict)  # DSL module -> package.module:Class
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 class Server:
@@ -68,6 +72,7 @@ class Server:
         self.flow = FlowJobs(self.engine, fstore, Registry(cfg.flow_components, cfg.allowed_modules), cfg.flow_max_jobs)
         self.flow_data = FlowData(self.flow, fstore, data_dir)
         self.federation = Federation(self.flow_data)
+        self.security = Security(cfg.security, self.store, self.engine, cfg.host, cfg.db)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
@@ -80,19 +85,22 @@ class Server:
     async def start(self) -> None:
         from gateway.app import connect_host
         cfg = self.cfg
+        self.security.check_exposure()  # before anything listens: no open server off loopback
         # Bound first: tasks the engine brings back call this server (TASKHUB_SERVER) as soon as they run.
-        self.grpc = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", 64 << 20),
-            ("grpc.max_send_message_length", 64 << 20),
+        self.grpc = grpc.aio.server(interceptors=self.security.interceptors(), options=[
+            ("grpc.max_receive_message_length", cfg.security.max_message_bytes),
+            ("grpc.max_send_message_length", cfg.security.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ])
-        self.grpc_port = self.grpc.add_insecure_port(f"{cfg.host}:{cfg.grpc_port}")
+        self.grpc_port = self.security.add_port(self.grpc, f"{cfg.host}:{cfg.grpc_port}")
+        self._gateway_target = self.security.add_gateway_port(self.grpc) if cfg.http_port >= 0 else ""
         if not self.grpc_port:
             raise SystemExit(f"taskhub: cannot listen on {cfg.host}:{cfg.grpc_port}")
         self.nodes.preload()  # before recovery: tasks on known agents wait for them
         await self.engine.start()
         await self.nodes.start()
         self.groups.load()
+        await self.security.start()
         self._closers.append(self.nodes.stop)
         await self.flow.load()
         cores = os.cpu_count() or 1
@@ -113,7 +121,9 @@ class Server:
         task_group_service_pb2_grpc.add_TaskGroupServiceServicer_to_server(TaskGroupService(self.groups), self.grpc)
         flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
             FlowService(self.flow, self.flow_data, self.federation), self.grpc)
-        names = [task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(self.security.authority), self.grpc)
+        names = [auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+                 task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
                  node_service_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
                  task_group_service_pb2.DESCRIPTOR.services_by_name["TaskGroupService"].full_name,
                  flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name]
@@ -126,12 +136,16 @@ class Server:
         if cfg.http_port >= 0:
             await self._start_gateway()
 
+        self.security.announce()
         print(f"taskhub: database {os.path.abspath(cfg.db)}; local node {'on' if cfg.local_node else 'off'}", flush=True)
 
     async def _start_gateway(self) -> None:
         # The gateway is a gRPC client of this server; it is stopped first (closers run before grpc.stop).
         from gateway.app import Gateway, connect_host
-        gw = Gateway(f"{connect_host(self.cfg.host)}:{self.grpc_port}", self.cfg.host, self.cfg.http_port)
+        target = self._gateway_target or f"{connect_host(self.cfg.host)}:{self.grpc_port}"
+        gw = Gateway(target, self.cfg.host, self.cfg.http_port, ssl_context=self.security.http_ssl_context(),
+                     max_body=self.cfg.security.max_message_bytes, require_credentials=self.cfg.security.auth,
+                     fate_verifier=self.security.fate_verifier())
         try:
             await gw.start()
         except OSError as e:
@@ -154,6 +168,7 @@ class Server:
             await self.grpc.stop(grace=1.0)
         self.flow.close()
         await self.engine.stop()
+        self.security.close()
         for t in self._background:
             t.cancel()
         if self.executor:

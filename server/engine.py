@@ -57,6 +57,7 @@ class Engine:
         self.store = store
         self.config = config or EngineConfig()
         self.logs = LogBus(store)
+        self.run_env: Callable[[Task], dict[str, str]] | None = None  # extra environment of every run
         self.tasks: dict[int, Task] = {}          # every unfinished task (and finished ones until committed)
         self.nodes: dict[str, Node] = {}
         self._ready: list[tuple[int, int]] = []   # heap of (-priority, id)
@@ -429,12 +430,14 @@ class Engine:
         if node is not None and node.assigned.pop(task.id, None) is not None:
             self._kick()
 
-    @staticmethod
-    def run_of(task: Task) -> Run:
+    def run_of(self, task: Task) -> Run:
         """What a node needs to run this task's next attempt."""
         s = task.spec
+        env = dict(s.env)
+        if self.run_env is not None:  # e.g. the task's own token when auth is on (server/auth.py)
+            env.update(self.run_env(task))
         return Run(task.id, task.uid, s.namespace, s.name, s.type, list(s.argv), s.callable, s.input_json,
-                   dict(s.env), s.cwd, s.timeout_seconds, s.resources.slots,
+                   env, s.cwd, s.timeout_seconds, s.resources.slots,
                    bool(s.annotations) and s.annotations.get(DEDICATED_WORKER) == "1")
 
     # ------------------------------------------------------------------ node events

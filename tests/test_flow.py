@@ -263,3 +263,26 @@ def test_sigkill_mid_job_resumes_after_restart(server_factory, tmp_path):
     api = again.client()
     probes = [api.get_task(after[("probe_0", r)][0], namespace="*") for r in ("guest", "host")]
     assert any(p.retries == 1 for p in probes)   # the interrupted one ran again within auto_retries
+
+
+def test_a_party_with_labelled_nodes_runs_only_there(server_factory, tmp_path):
+    from node_agents import agents_fixture_factory, node_stub, wait_online
+    s = server_factory()
+    make, close_all = agents_fixture_factory(tmp_path)
+    try:
+        make(s.grpc_target, "party-10000", "--label", "fate.party=10000")
+        wait_online(node_stub(s.grpc_target)[1], "party-10000")
+        stub = flow(s)
+        with_tables(stub)
+        dsl, conf = two_party_job()
+        job = stub.SubmitJob(pb.SubmitJobRequest(dsl_json=dsl, conf_json=conf))
+        done = wait_job(stub, job.job_id)
+        assert done.status == J.FLOW_JOB_STATUS_SUCCESS, done.error
+        nodes = {(t.component_name, t.party.party_id): t.node for t in tasks_of(stub, job.job_id)}
+        assert nodes[("reader_0", HOST)] == nodes[("data_transform_0", HOST)] == "party-10000"
+        api = s.client()
+        host_task = next(t for t in tasks_of(stub, job.job_id) if t.party.party_id == HOST)
+        assert dict(api.get_task(host_task.taskhub_task_id, namespace="*").spec.node_selector) == {
+            "fate.party": "10000"}
+    finally:
+        close_all()

@@ -38,7 +38,9 @@ def test_data_transform_label_and_features():
     assert table.count == 569
     first = next(table.rows())
     assert first[0] == "133" and first[1] == "1" and float(first[2]) == pytest.approx(0.254879)
-    assert out.models["model"]["model"]["features"] == [f"x{i}" for i in range(10)]
+    saved = out.models["model"]      # FATE's DataIOParam / DataIOMeta names
+    assert saved["model"]["header"] == [f"x{i}" for i in range(10)] and saved["model"]["sid_name"] == "id"
+    assert saved["meta"]["with_label"] is True and saved["meta"]["label_name"] == "y"
 
 
 def test_data_transform_missing_fill_and_predict_mode():
@@ -99,6 +101,21 @@ def test_intersection_partial_overlap(params):
     assert out[("guest", 0)].summary["intersect_num"] == 20
 
 
+def test_intersection_rsa_sends_no_raw_id():
+    guest_ids = [f"guest-secret-{i}" for i in range(30)]
+    host_ids = [f"host-secret-{i}" for i in range(30)] + guest_ids[:10]
+    traffic: list = []
+    params = {"rsa_params": {"key_length": 1024}}
+    out = run_component("Intersection", HETERO_ROLES, [
+        PartySpec("guest", 0, params, {"data": [id_table(guest_ids, "g")]}),
+        PartySpec("host", 0, params, {"data": [id_table(host_ids, "h")]}),
+    ], traffic=traffic)
+    assert [r[0] for r in out[("guest", 0)].tables["data"].rows()] == guest_ids[:10]
+    assert {t[0] for t in traffic} == {"rsa_public_key", "host_signed_ids", "guest_blinded_ids", "guest_signed_ids",
+                                       "intersect_ids"}
+    assert not any(b"secret" in payload for *_, payload in traffic)
+
+
 def test_intersection_rsa_refuses_short_keys_and_unknown_methods():
     with pytest.raises(ComponentError, match="key_length must be >= 1024"):
         run_component("Intersection", HETERO_ROLES, [PartySpec("guest", 0, {"rsa_params": {"key_length": 512}})])
@@ -110,11 +127,13 @@ def test_intersection_rsa_refuses_short_keys_and_unknown_methods():
 
 # -- the published hetero LR job ------------------------------------------------------------------
 def fast_hetero_conf(max_iter: int = 8) -> dict:
-    """FATE's published conf, with a shorter run and smaller keys so the test stays fast."""
+    """FATE's published conf, with a shorter run and smaller keys so the test stays fast, and a seed
+    for the batch shuffle so it is deterministic."""
     conf = load_json("hetero_lr_normal_conf.json")
     common = conf["component_parameters"]["common"]
     common["hetero_lr_0"]["max_iter"] = max_iter
     common["hetero_lr_0"]["encrypt_param"]["key_length"] = 512
+    common["hetero_lr_0"]["init_param"]["random_seed"] = 11
     return conf
 
 
@@ -151,6 +170,8 @@ def test_hetero_lr_pipeline_reaches_fate_auc(hetero_job):
     guest_model = hetero_job.outputs["hetero_lr_0"][("guest", 0)].models["model"]["model"]
     host_model = hetero_job.outputs["hetero_lr_0"][("host", 0)].models["model"]["model"]
     assert guest_model["header"] == [f"x{i}" for i in range(10)] and len(host_model["weight"]) == 20
+    meta = hetero_job.outputs["hetero_lr_0"][("guest", 0)].models["model"]["meta"]   # FATE's LRModelMeta names
+    assert meta["optimizer"] == "rmsprop" and meta["fit_intercept"] is True and meta["predict_param"] == {"threshold": 0.5}
 
 
 def test_hetero_lr_predict_job_reproduces_train_predictions(hetero_job):
@@ -276,3 +297,83 @@ def test_need_run_false_passes_the_input_through():
 def test_unknown_module_is_a_component_error():
     with pytest.raises(ComponentError, match="unknown component module 'HeteroSecureBoost'"):
         run_component("HeteroSecureBoost", HETERO_ROLES, [])
+
+
+def test_standalone_dry_run_command(capsys):
+    from server.flow.standalone import main
+    args = ["--dsl", os.path.join(DATA, "homo_lr_train_dsl.json"), "--conf", os.path.join(DATA, "homo_lr_train_conf.json")]
+    assert main(args) == 1
+    assert "Reader: no table experiment.breast_homo_guest" in capsys.readouterr().err
+    tables = [f"--table=experiment.{n}={os.path.join(DATA, n + '.csv')}" for n in ("breast_homo_guest", "breast_homo_host")]
+    assert main(args + tables) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["evaluation_0"]["guest:9999"]["summary"]["homo_lr_0"]["train"]["auc"] >= 0.95
+    assert report["homo_lr_0"]["arbiter:10000"]["metrics"] == {"train": ["loss"]}
+
+
+def test_homo_lr_three_clients_and_predict_mode():
+    conf = load_json("homo_lr_train_conf.json")
+    conf["role"]["host"] = [10000, 10001]
+    hosts = conf["component_parameters"]["role"]["host"]
+    hosts["1"] = json.loads(json.dumps(hosts["0"]))
+    conf["component_parameters"]["common"]["homo_lr_0"]["max_iter"] = 10
+    conf["component_parameters"]["common"]["homo_lr_0"]["predict_param"] = {"threshold": 0.9}
+    job = run_job(load_json("homo_lr_train_dsl.json"), conf, HOMO_TABLES)
+    models = [job.outputs["homo_lr_0"][party].models["model"]["model"] for party in
+              (("guest", 0), ("host", 0), ("host", 1))]
+    for m in models[1:]:        # the pairwise masks cancelled: everyone holds the same aggregate
+        assert m["weight"] == pytest.approx(models[0]["weight"], abs=1e-6)
+    scaled = job.table("scale_0", "host", 1)
+    predicted = run_component("HomoLR", conf["role"], [PartySpec(
+        "host", 1, {}, {"test_data": [scaled]}, {"model": [job.outputs["homo_lr_0"][("host", 1)].models["model"]]})])
+    trained = {r[0]: r for r in job.table("homo_lr_0", "host", 1).rows()}
+    for row in predicted[("host", 1)].tables["data"].rows():   # predict_result by the trained threshold, 0.9
+        assert row[:4] == trained[row[0]][:4] and row[5] == "test"
+    assert any(0.5 < float(r[3]) <= 0.9 and r[2] == "0" for r in trained.values())
+
+
+def test_hetero_lr_without_labels_fails_every_party_with_the_cause():
+    conf = fast_hetero_conf(2)
+    conf["component_parameters"]["role"]["guest"]["0"]["data_transform_0"]["with_label"] = False
+    with pytest.raises(ComponentError, match="training data has no label"):
+        run_job(load_json("hetero_lr_normal_dsl.json"), conf, HETERO_TABLES, timeout=60)
+
+
+@pytest.mark.parametrize("settings", [
+    {"optimizer": "sgd", "penalty": "L1", "learning_rate": 0.5, "batch_size": -1, "early_stop": "abs"},
+    {"optimizer": "adam", "penalty": "L2", "early_stop": "weight_diff", "init_param": {"init_method": "random_uniform",
+                                                                                       "random_seed": 7}},
+])
+def test_hetero_lr_optimizers_penalties_and_validate_data(settings):
+    dsl = load_json("hetero_lr_normal_dsl.json")
+    dsl["components"]["hetero_lr_0"]["input"]["data"]["validate_data"] = ["intersection_0.data"]
+    conf = fast_hetero_conf(4)
+    lr = conf["component_parameters"]["common"]["hetero_lr_0"]
+    lr.update(settings)
+    if "init_param" in settings:
+        lr["init_param"] = settings["init_param"]
+    job = run_job(dsl, conf, HETERO_TABLES)
+    summary = job.outputs["evaluation_0"][("guest", 0)].summary["hetero_lr_0"]
+    assert set(summary) == {"train", "validate"}
+    assert summary["train"]["auc"] >= 0.9 and summary["validate"]["auc"] == summary["train"]["auc"]
+    types = [row[5] for row in job.table("hetero_lr_0", "guest").rows()]
+    assert types.count("train") == 569 and types.count("validate") == 569
+
+
+def test_hetero_lr_two_hosts():
+    """Two hosts (both with the host features): the guest sums their encrypted forwards; no loss
+    exists without cross-host terms, so FATE's rule holds: early_stop weight_diff only."""
+    conf = fast_hetero_conf(3)
+    conf["role"]["host"] = [10000, 10001]
+    hosts = conf["component_parameters"]["role"]["host"]
+    hosts["1"] = json.loads(json.dumps(hosts["0"]))
+    with pytest.raises(ComponentError, match="only early_stop weight_diff"):
+        run_component("HeteroLR", conf["role"], [PartySpec("guest", 0, {"early_stop": "diff"})])
+    common = conf["component_parameters"]["common"]
+    common["intersection_0"] = {"intersect_method": "raw"}      # the subject here is HeteroLR
+    common["hetero_lr_0"].update(early_stop="weight_diff", learning_rate=0.05)
+    job = run_job(load_json("hetero_lr_normal_dsl.json"), conf, HETERO_TABLES)
+    assert job.outputs["evaluation_0"][("guest", 0)].summary["hetero_lr_0"]["train"]["auc"] >= 0.9
+    assert "train" not in job.outputs["hetero_lr_0"][("arbiter", 0)].metrics
+    weights = [job.outputs["hetero_lr_0"][("host", i)].models["model"]["model"]["weight"] for i in (0, 1)]
+    assert weights[0] == pytest.approx(weights[1])       # same features, same gradients, same steps

@@ -24,7 +24,7 @@ CODES = {
 }
 
 
-def _code(e: errors.TaskhubError) -> grpc.StatusCode:
+def code_of(e: errors.TaskhubError) -> grpc.StatusCode:
     for cls in type(e).__mro__:
         if cls in CODES:
             return CODES[cls]
@@ -40,7 +40,7 @@ def mapped(fn):
                 async for item in fn(self, request, context):
                     yield item
             except errors.TaskhubError as e:
-                await context.abort(_code(e), str(e))
+                await context.abort(code_of(e), str(e))
         return stream
 
     @functools.wraps(fn)
@@ -48,5 +48,5 @@ def mapped(fn):
         try:
             return await fn(self, request, context)
         except errors.TaskhubError as e:
-            await context.abort(_code(e), str(e))
+            await context.abort(code_of(e), str(e))
     return unary

@@ -7,6 +7,7 @@ read messages for, its own (job, component, role, party) while it runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from typing import AsyncIterator
@@ -27,6 +28,7 @@ class FlowData:
         self.fstore = fstore
         self.data_dir = os.path.abspath(data_dir)
         self.engine = jobs.engine
+        self._writing: dict[tuple[str, str], asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ who is calling
     def caller(self, task_uid: str) -> tuple[FlowJob, FlowTask]:
@@ -37,7 +39,7 @@ class FlowData:
             task = None
         t = self.jobs.task_of_taskhub(task.id) if task is not None else None
         if t is None or task.status not in (Status.RUNNING, Status.CANCELLING):
-            raise errors.PermissionDenied("only a running FATE component task may make this call (unknown task_uid)")
+            raise errors.FailedPrecondition("only a running FATE component task may make this call (unknown task_uid)")
         return self.jobs.get(t.job_id), t
 
     # ------------------------------------------------------------------ tracking
@@ -114,15 +116,28 @@ class FlowData:
         output_name = output_name or "data"
         schema = _json(schema_json or "{}", "schema_json", dict)
         namespace, name = self.output_table_name(t, output_name)
-        writer = TableWriter(self.fstore, namespace, name, schema, 1,
-                             (t.job_id, t.component, t.role, t.party_id, output_name))
+        async with self._table_lock(namespace, name):
+            writer = TableWriter(self.fstore, namespace, name, schema, 1,
+                                 (t.job_id, t.component, t.role, t.party_id, output_name))
+            try:
+                async for lines in batches:
+                    writer.add(lines)
+            except BaseException:
+                writer.abort()
+                raise
+            return await writer.finish()
+
+    @contextlib.asynccontextmanager
+    async def _table_lock(self, namespace: str, name: str):
+        """One writer per table at a time: a second write of it (a retried call, an upload with drop)
+        waits, then replaces the first."""
+        lock = self._writing.setdefault((namespace, name), asyncio.Lock())
         try:
-            async for lines in batches:
-                writer.add(lines)
-        except BaseException:
-            writer.abort()
-            raise
-        return await writer.finish()
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not getattr(lock, "_waiters", None):
+                self._writing.pop((namespace, name), None)
 
     # ------------------------------------------------------------------ tables
     def get_table(self, namespace: str, name: str) -> dict | None:
@@ -182,19 +197,24 @@ class FlowData:
         job = self.jobs.record_job("upload", "", conf, ("local", 0), "Upload",
                                    f"upload {namespace}.{name}")
         await self.jobs.begin_recorded(job)
-        writer = TableWriter(self.fstore, namespace, name, {}, partitions, (job.job_id, "upload_0", "local", 0, "data"))
-        ingest = CsvIngest(writer, head, delimiter)
         self.fstore.record_upload(job.job_id, namespace, name, json.dumps(conf), 0, job.create_time_ms)
         try:
-            async for data in chunks:
-                ingest.feed(data)
-            ingest.feed(b"", final=True)
-            if writer.count == 0:
-                raise errors.InvalidArgument("the file has no data rows")
-            writer.schema = ingest.schema()
-            await writer.finish()
+            async with self._table_lock(namespace, name):
+                writer = TableWriter(self.fstore, namespace, name, {}, partitions,
+                                     (job.job_id, "upload_0", "local", 0, "data"))
+                ingest = CsvIngest(writer, head, delimiter)
+                try:
+                    async for data in chunks:
+                        ingest.feed(data)
+                    ingest.feed(b"", final=True)
+                    if writer.count == 0:
+                        raise errors.InvalidArgument("the file has no data rows")
+                    writer.schema = ingest.schema()
+                    await writer.finish()
+                except BaseException:
+                    writer.abort()
+                    raise
         except BaseException as e:
-            writer.abort()
             self.jobs.end_recorded(job, False, str(e) if isinstance(e, errors.TaskhubError) else repr(e))
             raise
         self.fstore.set_upload_count(job.job_id, writer.count)

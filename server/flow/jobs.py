@@ -86,6 +86,7 @@ class FlowJobs:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._watchers: dict[str, set[asyncio.Queue]] = {}
         self._changes: dict[str, list[asyncio.Future]] = {}
+        self._advancing: dict[str, asyncio.Lock] = {}
         self.on_job_end: list = []                 # callbacks(job) (federation clean-up)
         engine.observers[OBSERVER_NAME] = self._on_taskhub_change
 
@@ -225,7 +226,16 @@ class FlowJobs:
 
     # ------------------------------------------------------------------ running the graph
     async def _advance(self, job: FlowJob) -> None:
-        """Start every component whose upstream components are done; end the job when all are."""
+        """Start every component whose upstream components are done; end the job when all are.
+
+        One at a time per job: two tasks ending together must not both create the next tasks."""
+        lock = self._advancing.setdefault(job.job_id, asyncio.Lock())
+        async with lock:
+            await self._advance_locked(job)
+        if job.terminal:
+            self._advancing.pop(job.job_id, None)
+
+    async def _advance_locked(self, job: FlowJob) -> None:
         if job.terminal:
             return
         plan = self.plans[job.job_id]

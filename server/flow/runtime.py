@@ -22,7 +22,9 @@ from .components.base import Component, ComponentError, decode_row, encode_row
 
 WRITE_BATCH = 5_000
 RECEIVE_POLL = 5.0   # seconds per FederationReceive call, so cancellation is noticed between calls
-_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+# No transparent retries: a replayed WriteTable or FederationSend would do its work twice.
+_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.enable_retries", 0)]
 _channels: dict[str, grpc.Channel] = {}
 _lock = threading.Lock()
 
@@ -31,7 +33,13 @@ def _stub(target: str) -> pb_grpc.FlowServiceStub:
     with _lock:  # one channel per worker process, reused by every task it runs
         ch = _channels.get(target)
         if ch is None:
-            ch = _channels[target] = grpc.insecure_channel(target, options=_OPTIONS)
+            ca = os.environ.get("TASKHUB_TLS_CA", "")
+            if ca:  # a server with --tls-cert: its agents and workers are given the CA to trust
+                with open(ca, "rb") as f:
+                    ch = grpc.secure_channel(target, grpc.ssl_channel_credentials(f.read()), options=_OPTIONS)
+            else:
+                ch = grpc.insecure_channel(target, options=_OPTIONS)
+            _channels[target] = ch
             grpc.channel_ready_future(ch).result(timeout=60)  # the server may still be starting
     return pb_grpc.FlowServiceStub(ch)
 

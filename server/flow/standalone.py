@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
+import os
 import pickle
 import threading
 import traceback
@@ -45,7 +47,6 @@ class MemoryTable:
     @classmethod
     def from_csv(cls, path: str, namespace: str = "experiment", name: str | None = None) -> "MemoryTable":
         """A Reader-shaped table from an uploaded CSV: first column the id, header from the first line."""
-        import os
         with open(path, newline="") as f:
             reader = csv.reader(f)
             head = next(reader)
@@ -58,14 +59,17 @@ class MemoryTable:
 class Mailbox:
     """Everything in flight between the parties of one job."""
 
-    def __init__(self, timeout: float = 600.0):
+    def __init__(self, timeout: float = 600.0, traffic: list | None = None):
         self.cond = threading.Condition()
         self.queues: dict[tuple, deque] = defaultdict(deque)
         self.failure: str | None = None
         self.timeout = timeout
+        self.traffic = traffic      # when a list: every message, as (name, tag, src, dst, pickled bytes)
 
     def put(self, key: tuple, payload: bytes) -> None:
         with self.cond:
+            if self.traffic is not None:
+                self.traffic.append((key[0], key[1], key[2:4], key[4:6], payload))
             self.queues[key].append(payload)
             self.cond.notify_all()
 
@@ -151,7 +155,6 @@ class StandaloneContext:
 
     def save_model(self, model: dict, meta: dict, name: str = "model") -> None:
         # a JSON round trip, as a store would do: what a component saves must be JSON-able
-        import json
         self.out.models[name] = json.loads(json.dumps({"model": model, "meta": meta,
                                                        "component": self.component_name}))
 
@@ -191,11 +194,13 @@ class PartySpec:
 
 def run_component(module: str, roles: dict[str, list[int]], parties: list[PartySpec], *,
                   job_id: str = "standalone", component_name: str | None = None,
-                  job_parameters: dict | None = None, timeout: float = 600.0) -> dict[PartyKey, PartyOutputs]:
-    """Run one component for the given parties, one thread each; raise the first party's failure."""
+                  job_parameters: dict | None = None, timeout: float = 600.0,
+                  traffic: list | None = None) -> dict[PartyKey, PartyOutputs]:
+    """Run one component for the given parties, one thread each; raise the first party's failure.
+    With `traffic` (a list), every federation message is appended to it (see Mailbox)."""
     cls = registry.component_class(module)
     name = component_name or f"{module.lower()}_0"
-    mailbox = Mailbox(timeout)
+    mailbox = Mailbox(timeout, traffic)
     contexts, errors = {}, {}
     instances: dict[PartyKey, Component] = {}
     for spec in parties:           # parameters are checked before anything runs
@@ -262,11 +267,47 @@ def _refs(dsl_input: dict) -> list[str]:
     return refs
 
 
+def _read(tables: dict[tuple[str, str], MemoryTable], params: dict) -> MemoryTable:
+    key = (params["table"].get("namespace"), params["table"].get("name"))
+    if key not in tables:
+        raise ComponentError(f"Reader: no table {key[0]}.{key[1]}")
+    return tables[key]
+
+
+def _input_tables(dsl_input: dict, outputs: dict, party: PartyKey) -> dict[str, list[MemoryTable]]:
+    """DSL data inputs ("cpn.data") resolved for one party; an upstream that wrote nothing there is skipped."""
+    resolved = {}
+    for key, refs in (dsl_input.get("data") or {}).items():
+        resolved[key] = []
+        for ref in refs:
+            upstream, output = ref.split(".", 1)
+            table = outputs.get(upstream, {}).get(party, PartyOutputs()).tables.get(output)
+            if table is not None:
+                resolved[key].append(table)
+    return resolved
+
+
+def _input_models(dsl_input: dict, outputs: dict, pipeline_models: dict | None, party: PartyKey) -> dict[str, list]:
+    """DSL model inputs: "cpn.model" from this job, "pipeline.cpn.model" from the deployed (train) job."""
+    resolved: dict[str, list] = {}
+    for key in ("model", "isometric_model"):
+        for ref in dsl_input.get(key) or []:
+            parts = ref.split(".")
+            if parts[0] == "pipeline":
+                found = (pipeline_models or {}).get(parts[1], {}).get(party)
+            else:
+                found = outputs.get(parts[0], {}).get(party, PartyOutputs()).models.get(parts[1])
+            if found:
+                resolved.setdefault(key, []).append(found)
+    return resolved
+
+
 def run_job(dsl: dict, conf: dict, tables: dict[tuple[str, str], MemoryTable], *,
             pipeline_models: dict[str, dict[PartyKey, dict]] | None = None, job_id: str = "standalone",
-            timeout: float = 600.0) -> JobResult:
+            timeout: float = 600.0, traffic: dict[str, list] | None = None) -> JobResult:
     """Run a DSL v2 job in this process. `tables` maps (namespace, name) to what Reader reads;
-    `pipeline_models` (JobResult.models() of a train job) answers `pipeline.<cpn>.model` in a predict DSL."""
+    `pipeline_models` (JobResult.models() of a train job) answers `pipeline.<cpn>.model` in a predict DSL;
+    `traffic` (a dict) receives each component's federation messages under its name."""
     components = dsl.get("components") or {}
     roles = {r: list(p) for r, p in conf["role"].items()}
     job_parameters = conf.get("job_parameters", {}).get("common", {})
@@ -291,38 +332,62 @@ def run_job(dsl: dict, conf: dict, tables: dict[tuple[str, str], MemoryTable], *
 
     outputs: dict[str, dict[PartyKey, PartyOutputs]] = {}
     for name in order:
-        spec = components[name]
-        module, dsl_input = spec["module"], spec.get("input") or {}
+        module, dsl_input = components[name]["module"], components[name].get("input") or {}
         parties = []
         for role, ids in roles.items():
             for idx in range(len(ids)):
                 params = component_params(conf, name, role, idx)
                 if module == "Reader":
-                    if "table" in params:
-                        t = params["table"]
-                        key = (t.get("namespace"), t.get("name"))
-                        if key not in tables:
-                            raise ComponentError(f"Reader: no table {key[0]}.{key[1]}")
-                        outputs.setdefault(name, {})[(role, idx)] = PartyOutputs(tables={"data": tables[key]})
-                    continue
-                if role not in registry.component_class(module).roles:
-                    continue
-                inputs = {k: [outputs[r.split(".")[0]][(role, idx)].tables[r.split(".")[1]]
-                              for r in refs if (role, idx) in outputs.get(r.split(".")[0], {})
-                              and r.split(".")[1] in outputs[r.split(".")[0]][(role, idx)].tables]
-                          for k, refs in (dsl_input.get("data") or {}).items()}
-                models = {}
-                for key in ("model", "isometric_model"):
-                    for ref in dsl_input.get(key) or []:
-                        parts = ref.split(".")
-                        if parts[0] == "pipeline":
-                            found = (pipeline_models or {}).get(parts[1], {}).get((role, idx))
-                        else:
-                            found = outputs.get(parts[0], {}).get((role, idx), PartyOutputs()).models.get(parts[1])
-                        if found:
-                            models.setdefault(key, []).append(found)
-                parties.append(PartySpec(role, idx, params, inputs, models))
+                    if "table" in params:     # the arbiter (no table configured) reads nothing
+                        outputs.setdefault(name, {})[(role, idx)] = PartyOutputs(tables={"data": _read(tables, params)})
+                elif role in registry.component_class(module).roles:
+                    parties.append(PartySpec(role, idx, params, _input_tables(dsl_input, outputs, (role, idx)),
+                                             _input_models(dsl_input, outputs, pipeline_models, (role, idx))))
         if module != "Reader":
             outputs[name] = run_component(module, roles, parties, job_id=job_id, component_name=name,
-                                          job_parameters=job_parameters, timeout=timeout)
+                                          job_parameters=job_parameters, timeout=timeout,
+                                          traffic=traffic.setdefault(name, []) if traffic is not None else None)
     return JobResult(outputs)
+
+
+# -- a dry run from the command line ----------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """python -m server.flow.standalone --dsl job_dsl.json --conf job_conf.json \\
+           --table experiment.breast_hetero_guest=breast_hetero_guest.csv ...
+    Runs the job in this process and prints, per component and party, its summary, metric names and
+    output table sizes as JSON."""
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(prog="python -m server.flow.standalone", description=main.__doc__.splitlines()[0])
+    parser.add_argument("--dsl", required=True)
+    parser.add_argument("--conf", required=True)
+    parser.add_argument("--table", action="append", default=[], metavar="NAMESPACE.NAME=CSV",
+                        help="a table Reader can read (CSV with a header line, the id first)")
+    args = parser.parse_args(argv)
+    tables = {}
+    for spec in args.table:
+        key, _, path = spec.partition("=")
+        namespace, _, name = key.partition(".")
+        if not (namespace and name and path):
+            parser.error(f"--table {spec!r}: expected NAMESPACE.NAME=path.csv")
+        tables[(namespace, name)] = MemoryTable.from_csv(path, namespace, name)
+    with open(args.dsl) as f:
+        dsl = json.load(f)
+    with open(args.conf) as f:
+        conf = json.load(f)
+    try:
+        job = run_job(dsl, conf, tables)
+    except (ComponentError, JobAborted) as e:
+        print(f"job failed: {e}", file=sys.stderr)
+        return 1
+    report = {cpn: {f"{role}:{conf['role'][role][idx]}": {
+        "summary": out.summary,
+        "metrics": {ns: sorted(names) for ns, names in out.metrics.items()},
+        "tables": {name: t.count for name, t in out.tables.items()},
+    } for (role, idx), out in parties.items()} for cpn, parties in job.outputs.items()}
+    print(json.dumps(report, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

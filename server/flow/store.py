@@ -188,8 +188,9 @@ class FlowStore:
         return self.writer.execute([(
             "INSERT INTO flow_metrics (job_id, component, role, party_id, namespace, name, data_json, meta_json)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-            " data_json = (SELECT json_group_array(value) FROM (SELECT value FROM json_each(flow_metrics.data_json)"
-            " UNION ALL SELECT value FROM json_each(excluded.data_json))),"
+            " data_json = (SELECT json_group_array(CASE WHEN type IN ('array', 'object') THEN json(value) ELSE value END)"
+            " FROM (SELECT value, type FROM json_each(flow_metrics.data_json)"
+            " UNION ALL SELECT value, type FROM json_each(excluded.data_json))),"
             " meta_json = CASE WHEN excluded.meta_json = '' THEN flow_metrics.meta_json ELSE excluded.meta_json END",
             (job_id, component, role, party_id, namespace, name, json.dumps(points), meta_json))])
 
@@ -246,7 +247,7 @@ class FlowStore:
                 ("DELETE FROM flow_tables WHERE namespace=? AND name=?", (namespace, name))]
 
     def append_chunk_stmt(self, namespace: str, name: str, seq: int, rows: int, data: str) -> tuple:
-        return ("INSERT INTO flow_table_chunks (namespace, name, seq, rows, data) VALUES (?, ?, ?, ?, ?)",
+        return ("INSERT OR REPLACE INTO flow_table_chunks (namespace, name, seq, rows, data) VALUES (?, ?, ?, ?, ?)",
                 (namespace, name, seq, rows, data))
 
     def execute(self, statements: list[tuple], wait: bool = True):

@@ -22,6 +22,15 @@ Prediction tables (HeteroLR, HomoLR; read by Evaluation) follow FATE's predict o
     row    = [sid, label, predict_result, predict_score, predict_detail (JSON {"0": p0, "1": p1}),
               type ("train" | "validate" | "test")]
 
+A table may also carry `source`, the name of the component that wrote it (Evaluation names its
+metrics after it, falling back to the table's name). A component runs in predict mode when it is
+given `input.model`, or when job_parameters["job_type"] == "predict" (the arbiter of a hetero/homo
+LR gets no data; it only needs to know it has nothing to do).
+
+Saved models (`save_model(model, meta)`) are JSON dicts with the field names of FATE's protobuf
+messages: LRModelParam / LRModelMeta (HeteroLR, HomoLR), DataIOParam / DataIOMeta (DataTransform),
+ScaleParam / ScaleMeta (FeatureScale); predict mode reads them back from `input_model()`.
+
 Every component accepts FATE's common parameter `need_run` (default true); with `need_run: false`
 it does nothing but pass its first input table through (`Component.passthrough`), as FATE does.
 """

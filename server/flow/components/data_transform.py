@@ -67,7 +67,7 @@ class DataTransform(Component):
         table = one_input(MODULE, ctx.input_tables("data"), "data")
         models = ctx.input_model("model")
         if models:
-            layout = models[0]["model"]
+            layout = layout_from_saved(models[0]["model"], models[0]["meta"])
             ctx.log(f"{MODULE}: predict mode, layout from {models[0].get('component')}")
         else:
             layout = self.learn_layout(table)
@@ -75,11 +75,11 @@ class DataTransform(Component):
         ctx.write_table(rows, schema)
         ctx.summary({"features": len(layout["features"]), "rows": len(rows), "with_label": layout["with_label"]})
         if not models:
-            ctx.save_model(layout, {"module": MODULE, "params": self.params})
+            ctx.save_model(*saved_from_layout(layout, self.params))
         ctx.log(f"{MODULE}: {len(rows)} rows, {len(layout['features'])} features")
 
     def learn_layout(self, table: Table) -> dict:
-        """The saved model: enough to transform any later table the same way."""
+        """What the model saves: enough to transform any later table the same way."""
         p = self.params
         header = list(table.schema.get("header") or [])
         if not header:
@@ -92,7 +92,7 @@ class DataTransform(Component):
         missing_impute = [str(v) for v in p["missing_impute"]] if p["missing_impute"] is not None else DEFAULT_MISSING
         outlier_impute = [str(v) for v in p["outlier_impute"] or []]
         layout = {
-            "sid": table.schema.get("sid", "id"), "header": header, "features": features,
+            "sid": table.schema.get("sid", "id"), "features": features,
             "with_label": bool(label_name), "label_name": label_name, "label_type": p["label_type"],
             "data_type": p["data_type"],
             "missing_fill": p["missing_fill"], "missing_impute": missing_impute, "missing_fill_values": None,
@@ -108,6 +108,42 @@ class DataTransform(Component):
                                                                p["outlier_replace_value"], stats,
                                                                "outlier_replace_value")
         return layout
+
+
+def saved_from_layout(layout: dict, p: dict) -> tuple[dict, dict]:
+    """The layout as FATE saves it: a DataIOParam-shaped model and a DataIOMeta-shaped meta."""
+    def replace_values(values):
+        return {f: repr(v) for f, v in (values or {}).items()}
+
+    model = {"header": layout["features"], "sid_name": layout["sid"], "label_name": layout["label_name"] or "",
+             "imputer_param": {"missing_replace_value": replace_values(layout["missing_fill_values"]),
+                               "missing_value_ratio": {}},
+             "outlier_param": {"outlier_replace_value": replace_values(layout["outlier_replace_values"]),
+                               "outlier_value_ratio": {}}}
+    meta = {"input_format": "dense", "delimitor": p["delimitor"], "data_type": layout["data_type"],
+            "tag_with_value": False, "tag_value_delimitor": p["tag_value_delimitor"],
+            "with_label": layout["with_label"], "label_name": layout["label_name"] or "",
+            "label_type": layout["label_type"], "output_format": "dense",
+            "imputer_meta": {"is_imputer": layout["missing_fill"], "strategy": p["missing_fill_method"] or "designated",
+                             "missing_value": layout["missing_impute"]},
+            "outlier_meta": {"is_outlier": layout["outlier_replace"],
+                             "strategy": p["outlier_replace_method"] or "designated",
+                             "outlier_value": layout["outlier_impute"]},
+            "need_run": True, "exclusive_data_type": {}}
+    return model, meta
+
+
+def layout_from_saved(model: dict, meta: dict) -> dict:
+    def values(saved: dict, enabled: bool):
+        return {f: float(v) for f, v in saved.items()} if enabled else None
+
+    imputer, outlier = meta["imputer_meta"], meta["outlier_meta"]
+    return {"sid": model["sid_name"], "features": list(model["header"]), "with_label": meta["with_label"],
+            "label_name": meta["label_name"] or None, "label_type": meta["label_type"], "data_type": meta["data_type"],
+            "missing_fill": imputer["is_imputer"], "missing_impute": list(imputer["missing_value"]),
+            "missing_fill_values": values(model["imputer_param"]["missing_replace_value"], imputer["is_imputer"]),
+            "outlier_replace": outlier["is_outlier"], "outlier_impute": list(outlier["outlier_value"]),
+            "outlier_replace_values": values(model["outlier_param"]["outlier_replace_value"], outlier["is_outlier"])}
 
 
 def column_stats(table: Table, header: list[str], features: list[str], skip: set[str]) -> dict[str, dict]:

@@ -57,7 +57,7 @@ class Evaluation(Component):
 
     def run(self, ctx: ComponentContext) -> None:
         if not self.need_run:
-            return
+            return self.passthrough(ctx)
         tables = ctx.input_tables("data")
         if not tables:
             ctx.log(f"{MODULE}: no prediction data for {ctx.role} (nothing to evaluate)")

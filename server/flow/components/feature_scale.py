@@ -54,13 +54,12 @@ class FeatureScale(Component):
             return self.passthrough(ctx)
         data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("data"), "data"))
         models = ctx.input_model("model")
-        model = models[0]["model"] if models else self.fit(data)
-        X = apply(data, model)
-        scaled = data.with_features(X)
+        model, meta = (models[0]["model"], models[0]["meta"]) if models else self.fit(data)
+        scaled = data.with_features(apply(data, model, meta))
         ctx.write_table(scaled.rows(), instance_schema(data.schema.get("sid", "id"), data.features, data.label_name))
         if not models:
-            ctx.save_model(model, {"module": MODULE, "params": self.params})
-        ctx.summary({"method": model["method"], "scaled_columns": model["scale_names"]})
+            ctx.save_model(model, meta)
+        ctx.summary({"method": meta["method"], "scaled_columns": meta["scale_column"]})
 
     def columns(self, features: list[str]) -> list[str]:
         p = self.params
@@ -73,20 +72,24 @@ class FeatureScale(Component):
         chosen = {features[i] for i in idx} | set(p["scale_names"])
         return [f for f in features if f in chosen]
 
-    def fit(self, data) -> dict:
+    def fit(self, data) -> tuple[dict, dict]:
+        """The model and meta, with FATE's ScaleParam / ScaleMeta field names."""
         p = self.params
         names = self.columns(data.features)
         stats = {}
         for name in names:
             col = data.X[:, data.features.index(name)]
-            lower, upper = self._bound(p["feat_lower"], col, names.index(name), np.min), \
-                self._bound(p["feat_upper"], col, names.index(name), np.max)
+            lower = self._bound(p["feat_lower"], col, names.index(name), np.min)
+            upper = self._bound(p["feat_upper"], col, names.index(name), np.max)
             clipped = np.clip(col, lower, upper) if len(col) else col
-            stats[name] = {"lower": lower, "upper": upper,
+            stats[name] = {"column_upper": upper, "column_lower": lower,
                            "mean": float(clipped.mean()) if len(col) else 0.0,
                            "std": float(clipped.std()) if len(col) else 1.0}
-        return {"method": p["method"], "with_mean": p["with_mean"], "with_std": p["with_std"],
-                "header": data.features, "scale_names": names, "col_scale": stats}
+        model = {"col_scale_param": stats, "header": data.features}
+        meta = {"method": p["method"], "mode": p["mode"], "area": "", "scale_column": names,
+                "feat_upper": _texts(p["feat_upper"]), "feat_lower": _texts(p["feat_lower"]),
+                "with_mean": p["with_mean"], "with_std": p["with_std"], "need_run": True}
+        return model, meta
 
     def _bound(self, setting, col: np.ndarray, i: int, default) -> float:
         if setting is None:
@@ -97,19 +100,25 @@ class FeatureScale(Component):
         return float(value)
 
 
-def apply(data, model: dict) -> np.ndarray:
-    absent = [n for n in model["scale_names"] if n not in data.features]
+def _texts(bound) -> list[str]:
+    if bound is None:
+        return []
+    return [str(b) for b in bound] if isinstance(bound, list) else [str(bound)]
+
+
+def apply(data, model: dict, meta: dict) -> np.ndarray:
+    absent = [n for n in meta["scale_column"] if n not in data.features]
     if absent:
         raise ComponentError(f"{MODULE}: input lacks column(s) {', '.join(absent)} the model scales")
     X = data.X.copy()
-    for name in model["scale_names"]:
-        s, j = model["col_scale"][name], data.features.index(name)
-        col = np.clip(X[:, j], s["lower"], s["upper"])
-        if model["method"] == "min_max_scale":
-            span = s["upper"] - s["lower"]
-            X[:, j] = (col - s["lower"]) / (span if span else 1.0)
+    for name in meta["scale_column"]:
+        s, j = model["col_scale_param"][name], data.features.index(name)
+        lower, upper = s["column_lower"], s["column_upper"]
+        col = np.clip(X[:, j], lower, upper)
+        if meta["method"] == "min_max_scale":
+            X[:, j] = (col - lower) / ((upper - lower) or 1.0)
         else:
-            mean = s["mean"] if model["with_mean"] else 0.0
-            std = s["std"] if model["with_std"] and s["std"] else 1.0
+            mean = s["mean"] if meta["with_mean"] else 0.0
+            std = s["std"] if meta["with_std"] and s["std"] else 1.0
             X[:, j] = (col - mean) / std
     return X

@@ -45,19 +45,22 @@ class HeteroLR(Component):
         p["encrypted_mode_calculator_param"] = linear.P.merge_nested(
             MODULE, "encrypted_mode_calculator_param", p["encrypted_mode_calculator_param"],
             linear.ENCRYPTED_MODE_DEFAULTS)
+        mode = p["encrypted_mode_calculator_param"]
+        mode["mode"] = linear.P.choice(MODULE, "encrypted_mode_calculator_param.mode", mode["mode"],
+                                       ["strict", "fast", "balance", "confusion_opt", "confusion_opt_balance"])
+        # every mode gets "strict" here: each ciphertext has its own fresh randomness
         p["sqn_param"] = linear.P.merge_nested(MODULE, "sqn_param", p["sqn_param"], linear.SQN_DEFAULTS)
         if p["encrypt_param"]["method"] != "paillier":
             raise ComponentError(f"{MODULE}: encrypt_param.method must be Paillier (hetero LR exchanges encrypted "
                                  "values)")
         self.precision = p["floating_point_precision"] or 23
+        self.iters, self.is_converged = 0, False
+        self.threshold = p["predict_param"]["threshold"]
 
     # ------------------------------------------------------------------------------------------
     def run(self, ctx: ComponentContext) -> None:
         if not self.need_run:
             return self.passthrough(ctx)
-        if len(ctx.roles.get("host", [])) > 1 and self.params["early_stop"] != "weight_diff":
-            raise ComponentError(f"{MODULE}: with several hosts only early_stop weight_diff is supported "
-                                 "(the loss needs cross-host terms)")
         models = ctx.input_model("model")
         predicting = bool(models) or ctx.job_parameters.get("job_type") == "predict"
         if predicting:
@@ -71,8 +74,12 @@ class HeteroLR(Component):
             model = models[0]["model"]
             data = read_instances(MODULE, table)
             weights = weights_from_model(MODULE, model, data.features)
-            self.predict(ctx, data, weights, model.get("intercept", 0.0), "test")
+            self.threshold = linear.trained_threshold(models[0], self.threshold)
+            self.write_predictions(ctx, [self.predict(ctx, data, weights, model.get("intercept", 0.0), "test")])
             return
+        if len(ctx.roles.get("host", [])) > 1 and self.params["early_stop"] != "weight_diff":
+            raise ComponentError(f"{MODULE}: with several hosts only early_stop weight_diff is supported "
+                                 "(the loss needs cross-host terms)")
         if ctx.role == "arbiter":
             return self.train_arbiter(ctx)
         data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("train_data"), "train_data"))
@@ -81,9 +88,10 @@ class HeteroLR(Component):
             w, intercept = self.train_guest(ctx, data)
         else:
             w, intercept = self.train_host(ctx, data), 0.0
-        self.predict(ctx, data, w, intercept, "train", tag="train")
-        for i, v in enumerate(validate):
-            self.predict(ctx, v, w, intercept, "validate", tag=f"validate_{i}")
+        # one output table: the train rows, then each validate set's (FATE's "type" column tells them apart)
+        parts = [self.predict(ctx, data, w, intercept, "train", tag="train")]
+        parts += [self.predict(ctx, v, w, intercept, "validate", tag=f"validate_{i}") for i, v in enumerate(validate)]
+        self.write_predictions(ctx, parts)
         self.save(ctx, data.features, w, intercept)
 
     # -- arbiter --------------------------------------------------------------------------------
@@ -135,8 +143,8 @@ class HeteroLR(Component):
         iters = iteration + 1
         ctx.summary({"loss_history": losses, "is_converged": is_converged, "best_iteration": -1, "iters": iters,
                      "seconds_per_iteration": (time.monotonic() - started) / iters})
-        ctx.save_model({"iters": iters, "is_converged": is_converged, "loss_history": losses},
-                       {"module": MODULE, "role": "arbiter", "params": self.params})
+        ctx.save_model(linear.lr_model(iters=iters, is_converged=is_converged, loss_history=losses),
+                       linear.lr_meta(self.params, MODULE, False))
 
     # -- guest ----------------------------------------------------------------------------------
     def train_guest(self, ctx: ComponentContext, data: Instances) -> tuple[np.ndarray, float]:
@@ -182,7 +190,8 @@ class HeteroLR(Component):
                 w = linear.apply_step(w, np.array(answer["step"]), p["penalty"], p["alpha"], p["learning_rate"],
                                       iteration, fit_intercept)
             ctx.progress(int(100 * (iteration + 1) / p["max_iter"]))
-            if fed.get("converged", f"{iteration}", "arbiter", 0)[0]:
+            self.iters, self.is_converged = iteration + 1, fed.get("converged", f"{iteration}", "arbiter", 0)[0]
+            if self.is_converged:
                 break
         if fit_intercept:
             return w[:-1], float(w[-1])
@@ -214,34 +223,40 @@ class HeteroLR(Component):
                 w = linear.apply_step(w, np.array(answer["step"]), p["penalty"], p["alpha"], p["learning_rate"],
                                       iteration, False)
             ctx.progress(int(100 * (iteration + 1) / p["max_iter"]))
-            if fed.get("converged", f"{iteration}", "arbiter", 0)[0]:
+            self.iters, self.is_converged = iteration + 1, fed.get("converged", f"{iteration}", "arbiter", 0)[0]
+            if self.is_converged:
                 break
         return w
 
     # -- predict and models ---------------------------------------------------------------------
     def predict(self, ctx: ComponentContext, data: Instances, w: np.ndarray, intercept: float, data_type: str,
-                tag: str = "predict") -> None:
+                tag: str = "predict") -> list[list] | None:
+        """The guest's prediction rows (hosts contribute their X_h w_h and return None)."""
         fed = ctx.federation
         if ctx.role == "host":
             X = aligned(MODULE, data, fed.get("predict_sids", tag, "guest", 0)[0])
             fed.remote((X @ w).tolist(), "host_predict", tag, "guest", 0)
-            return
+            return None
         fed.remote(data.sids, "predict_sids", tag, "host", -1)
         z = data.X @ w + intercept
         for wx_h in fed.get("host_predict", tag, "host", -1):
             z = z + np.array(wx_h)
-        rows, schema = linear.predict_rows(data.sids, data.labels, linear.sigmoid(z),
-                                           self.params["predict_param"]["threshold"], data_type)
-        ctx.write_table(rows, schema)
+        rows, _ = linear.predict_rows(data.sids, data.labels, linear.sigmoid(z), self.threshold, data_type)
+        return rows
+
+    @staticmethod
+    def write_predictions(ctx: ComponentContext, parts: list[list[list] | None]) -> None:
+        if ctx.role == "guest":
+            ctx.write_table([row for part in parts for row in part], linear.PREDICT_SCHEMA)
 
     def save(self, ctx: ComponentContext, features: list[str], w: np.ndarray, intercept: float) -> None:
         weight = {f: float(v) for f, v in zip(features, w)}
-        model = {"weight": weight, "intercept": intercept, "header": features,
-                 "fit_intercept": ctx.role == "guest" and self.params["init_param"]["fit_intercept"],
-                 "threshold": self.params["predict_param"]["threshold"]}
-        ctx.save_model(model, {"module": MODULE, "role": ctx.role, "params": self.params})
+        fit_intercept = ctx.role == "guest" and self.params["init_param"]["fit_intercept"]
+        ctx.save_model(linear.lr_model(weight, intercept, features, iters=self.iters, is_converged=self.is_converged),
+                       linear.lr_meta(self.params, MODULE, fit_intercept))
         if ctx.role == "guest":
-            ctx.summary({"coef": weight, "intercept": intercept, "one_vs_rest": False})
+            ctx.summary({"coef": weight, "intercept": intercept, "is_converged": self.is_converged,
+                         "iters": self.iters, "one_vs_rest": False, "best_iteration": -1})
 
 
 def aligned(module: str, data: Instances, sids: list[str]) -> np.ndarray:

@@ -50,6 +50,8 @@ class HomoLR(Component):
                                  "(secure_aggregate protects each party's model)")
         P.number(MODULE, "aggregate_iters", p["aggregate_iters"], minimum=1, integer=True)
         P.boolean(MODULE, "secure_aggregate", p["secure_aggregate"])
+        self.threshold = p["predict_param"]["threshold"]
+        self.iters, self.is_converged = 0, False
 
     # ------------------------------------------------------------------------------------------
     def run(self, ctx: ComponentContext) -> None:
@@ -66,21 +68,21 @@ class HomoLR(Component):
             data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("test_data") or ctx.input_tables("data"),
                                                     "test_data"))
             model = models[0]["model"]
-            self.predict(ctx, data, weights_from_model(MODULE, model, data.features), model["intercept"], "test")
+            self.threshold = linear.trained_threshold(models[0], self.threshold)
+            self.predict(ctx, [(data, "test")], weights_from_model(MODULE, model, data.features), model["intercept"])
             return
         if ctx.role == "arbiter":
             return self.train_arbiter(ctx)
         data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("train_data"), "train_data"))
         w, intercept = self.train_client(ctx, data)
-        self.predict(ctx, data, w, intercept, "train")
-        for table in ctx.input_tables("validate_data"):
-            self.predict(ctx, read_instances(MODULE, table), w, intercept, "validate")
+        validate = [(read_instances(MODULE, t), "validate") for t in ctx.input_tables("validate_data")]
+        self.predict(ctx, [(data, "train")] + validate, w, intercept)
         weight = {f: float(v) for f, v in zip(data.features, w)}
-        ctx.save_model({"weight": weight, "intercept": intercept, "header": data.features,
-                        "fit_intercept": self.params["init_param"]["fit_intercept"],
-                        "threshold": self.params["predict_param"]["threshold"]},
-                       {"module": MODULE, "role": ctx.role, "params": self.params})
-        ctx.summary({"coef": weight, "intercept": intercept, "one_vs_rest": False})
+        ctx.save_model(linear.lr_model(weight, intercept, data.features, iters=self.iters,
+                                       is_converged=self.is_converged),
+                       linear.lr_meta(self.params, MODULE, self.params["init_param"]["fit_intercept"]))
+        ctx.summary({"coef": weight, "intercept": intercept, "is_converged": self.is_converged, "iters": self.iters,
+                     "one_vs_rest": False, "best_iteration": -1})
 
     def rounds(self) -> list[int]:
         """The epochs after which the models are aggregated."""
@@ -119,8 +121,8 @@ class HomoLR(Component):
             if is_converged:
                 break
         ctx.summary({"loss_history": losses, "is_converged": is_converged, "iters": epoch + 1})
-        ctx.save_model({"iters": epoch + 1, "is_converged": is_converged, "loss_history": losses},
-                       {"module": MODULE, "role": "arbiter", "params": self.params})
+        ctx.save_model(linear.lr_model(iters=epoch + 1, is_converged=is_converged, loss_history=losses),
+                       linear.lr_meta(self.params, MODULE, self.params["init_param"]["fit_intercept"]))
 
     # -- guest and hosts --------------------------------------------------------------------------
     def train_client(self, ctx: ComponentContext, data: Instances) -> tuple[np.ndarray, float]:
@@ -154,7 +156,11 @@ class HomoLR(Component):
                 continue
             coef = w[:-1] if fit_intercept else w
             loss = log_loss(y, linear.sigmoid(X @ w)) + linear.penalty_loss(coef, p["penalty"], p["alpha"])
-            share = np.rint(w * len(data) * SCALE).astype(np.int64).view(np.uint64)
+            fixed = np.rint(w * len(data) * SCALE)
+            if np.any(np.abs(fixed) >= 2.0 ** 62):       # the masked sum is exact only within 64 bits
+                raise ComponentError(f"{MODULE}: weights x rows too large for 64-bit aggregation "
+                                     f"(|w| up to {np.abs(w).max():.3g} over {len(data)} rows)")
+            share = fixed.astype(np.int64).view(np.uint64)
             if masks is not None:
                 share = share + masks.mask(epoch, len(w))
             fed.remote({"weights": share.tolist(), "rows": len(data), "loss": loss}, "model_share", f"{epoch}",
@@ -162,17 +168,22 @@ class HomoLR(Component):
             answer = fed.get("aggregated", f"{epoch}", "arbiter", 0)[0]
             w = np.array(answer["weights"])
             ctx.progress(int(100 * (epoch + 1) / p["max_iter"]))
-            if answer["converged"]:
+            self.iters, self.is_converged = epoch + 1, answer["converged"]
+            if self.is_converged:
                 break
         if fit_intercept:
             return w[:-1], float(w[-1])
         return w, 0.0
 
-    def predict(self, ctx: ComponentContext, data: Instances, w: np.ndarray, intercept: float, data_type: str) -> None:
-        scores = linear.sigmoid(data.X @ w + intercept)
-        rows, schema = linear.predict_rows(data.sids, data.labels, scores, self.params["predict_param"]["threshold"],
-                                           data_type)
-        ctx.write_table(rows, schema)
+    def predict(self, ctx: ComponentContext, sets: list[tuple[Instances, str]], w: np.ndarray,
+                intercept: float) -> None:
+        """One output table: each (data, type) set's predictions in turn."""
+        rows = []
+        for data, data_type in sets:
+            part, _ = linear.predict_rows(data.sids, data.labels, linear.sigmoid(data.X @ w + intercept),
+                                          self.threshold, data_type)
+            rows += part
+        ctx.write_table(rows, linear.PREDICT_SCHEMA)
 
 
 def log_loss(y: np.ndarray, prob: np.ndarray) -> float:
@@ -187,20 +198,18 @@ class PairwiseMasks:
         fed = ctx.federation
         clients = [("guest", 0)] + [("host", i) for i in range(len(ctx.roles.get("host", [])))]
         me = clients.index((ctx.role, ctx.party_index))
-        n, e, d = rsa_keypair(KEY_BITS)
+        own = rsa_keypair(KEY_BITS)
         for peer in clients[:me]:                   # lower clients pick the seed and send it to higher ones
-            fed.remote({"n": n, "e": e}, "mask_key", f"{me}", *peer)
+            fed.remote(own.public, "mask_key", f"{me}", *peer)
         self.seeds: dict[int, bytes] = {}
         for j, peer in enumerate(clients):
             if j > me:
-                key = fed.get("mask_key", f"{j}", *peer)[0]
-                r = secrets.randbelow(key["n"] - 2) + 2
-                fed.remote(int(gmpy2.powmod(r, key["e"], key["n"])), "mask_seed", f"{me}", *peer)
-                self.seeds[j] = hashlib.sha256(r.to_bytes((key["n"].bit_length() + 7) // 8, "big")).digest()
+                theirs = fed.get("mask_key", f"{j}", *peer)[0]
+                r = secrets.randbelow(theirs["n"] - 2) + 2
+                fed.remote(int(gmpy2.powmod(r, theirs["e"], theirs["n"])), "mask_seed", f"{me}", *peer)
+                self.seeds[j] = _seed(r, theirs["n"])
         for j, peer in enumerate(clients[:me]):
-            wrapped = fed.get("mask_seed", f"{j}", *peer)[0]
-            r = int(gmpy2.powmod(wrapped, d, n))
-            self.seeds[j] = hashlib.sha256(r.to_bytes((n.bit_length() + 7) // 8, "big")).digest()
+            self.seeds[j] = _seed(int(own.private_op(fed.get("mask_seed", f"{j}", *peer)[0])), own.n)
         self.me = me
 
     def mask(self, round_: int, size: int) -> np.ndarray:
@@ -211,3 +220,7 @@ class PairwiseMasks:
             m = stream.integers(0, 2 ** 64, size=size, dtype=np.uint64, endpoint=False)
             total = total + m if j > self.me else total - m
         return total
+
+
+def _seed(r: int, n: int) -> bytes:
+    return hashlib.sha256(r.to_bytes((n.bit_length() + 7) // 8, "big")).digest()

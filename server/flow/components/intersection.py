@@ -136,17 +136,15 @@ def hash_to_int(method: str, salt: str, sid: str, n: int) -> gmpy2.mpz:
 # -- RSA ------------------------------------------------------------------------------------------
 def rsa_host(ctx: ComponentContext, ids: list[str], rsa: dict) -> set[str]:
     fed = ctx.federation
-    n, e, d = rsa_keypair(rsa["key_length"])
-    n_, d_ = gmpy2.mpz(n), gmpy2.mpz(d)
-    fed.remote({"n": n, "e": e}, "rsa_public_key", "intersect", "guest", 0)
+    key = rsa_keypair(rsa["key_length"])
+    fed.remote(key.public, "rsa_public_key", "intersect", "guest", 0)
     # own ids, signed and hashed: the guest can match them only with the signatures it obtains
-    own = {digest(rsa["final_hash_method"], str(gmpy2.powmod(hash_to_int(rsa["hash_method"], rsa["salt"], s, n_),
-                                                                d_, n_))): s for s in ids}
+    own = {digest(rsa["final_hash_method"],
+                  str(key.private_op(hash_to_int(rsa["hash_method"], rsa["salt"], s, key.n)))): s for s in ids}
     fed.remote(list(own), "host_signed_ids", "intersect", "guest", 0)
     blinded = fed.get("guest_blinded_ids", "intersect", "guest", 0)[0]
     ctx.check_cancelled()
-    fed.remote([int(gmpy2.powmod(gmpy2.mpz(b), d_, n_)) for b in blinded], "guest_signed_ids", "intersect",
-               "guest", 0)
+    fed.remote([int(key.private_op(b)) for b in blinded], "guest_signed_ids", "intersect", "guest", 0)
     common = fed.get("intersect_ids", "intersect", "guest", 0)[0]
     return {own[h] for h in common if h in own}
 

@@ -204,6 +204,9 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
 
 
+PREDICT_SCHEMA = {"sid": "id", "header": ["label", "predict_result", "predict_score", "predict_detail", "type"]}
+
+
 def predict_rows(sids: list[str], labels: list[str] | None, scores: np.ndarray, threshold: float,
                  data_type: str) -> tuple[list[list], dict]:
     """FATE's predict output: label, predict_result, predict_score, predict_detail, type."""
@@ -213,8 +216,29 @@ def predict_rows(sids: list[str], labels: list[str] | None, scores: np.ndarray, 
         label = labels[i] if labels is not None else ""
         detail = json.dumps({"0": 1.0 - s, "1": s})
         rows.append([sid, label, 1 if s > threshold else 0, s, detail, data_type])
-    schema = {"sid": "id", "header": ["label", "predict_result", "predict_score", "predict_detail", "type"]}
-    return rows, schema
+    return rows, dict(PREDICT_SCHEMA)
+
+
+def lr_model(weights: dict[str, float] | None = None, intercept: float = 0.0, header: list[str] | None = None, *,
+             iters: int = 0, is_converged: bool = False, loss_history: list[float] | None = None) -> dict:
+    """A saved LR model, with FATE's LRModelParam field names."""
+    return {"iters": iters, "loss_history": list(loss_history or []), "is_converged": is_converged,
+            "weight": dict(weights or {}), "intercept": intercept, "header": list(header or []),
+            "need_one_vs_rest": False, "best_iteration": -1}
+
+
+def lr_meta(p: dict, module: str, fit_intercept: bool) -> dict:
+    """Its meta, with FATE's LRModelMeta field names (the threshold is what predict mode uses)."""
+    return {"penalty": p["penalty"], "tol": p["tol"], "alpha": p["alpha"], "optimizer": p["optimizer"],
+            "party_weight": 0.0, "batch_size": p["batch_size"], "learning_rate": p["learning_rate"],
+            "max_iter": p["max_iter"], "early_stop": p["early_stop"], "re_encrypt_batches": 0,
+            "fit_intercept": fit_intercept, "need_one_vs_rest": False,
+            "predict_param": {"threshold": p["predict_param"]["threshold"]}, "reveal_strategy": "", "module": module}
+
+
+def trained_threshold(saved: dict, default: float) -> float:
+    """Predict mode uses the trained model's threshold, as FATE does."""
+    return (saved.get("meta") or {}).get("predict_param", {}).get("threshold", default)
 
 
 def report_loss(ctx: ComponentContext, iteration: int, loss: float) -> None:

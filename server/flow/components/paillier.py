@@ -24,6 +24,8 @@ import gmpy2
 import numpy as np
 from phe import paillier
 
+from server.flow.components.base import ComponentError
+
 WINDOW = 8          # bits per fixed-base window for h_s^a
 
 
@@ -89,7 +91,8 @@ class PublicKey:
 
     def _plain(self, m: int) -> gmpy2.mpz:
         if abs(m) >= self.max_int:
-            raise OverflowError("fixed-point value too large for the Paillier key; lower the precision")
+            raise ComponentError("a fixed-point value is too large for the Paillier key; use a longer "
+                                 "encrypt_param.key_length or a lower floating_point_precision")
         return (1 + (m % self.n) * self.n) % self.n2
 
     def encrypt(self, ms: Sequence[int]) -> list[gmpy2.mpz]:

@@ -1,0 +1,181 @@
+"""The one gate in front of every service: authenticate, authorize by server/auth.py's RULES,
+limit open streams per token, audit, and drop the streams of a token when it is revoked.
+
+UNAUTHENTICATED without a valid token, PERMISSION_DENIED outside the token's role or
+namespaces, RESOURCE_EXHAUSTED past the stream limit. A method with no rule is refused
+(fail closed); health (and reflection, unless closed) stay open.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+import grpc
+
+from .. import errors
+from ..auth import ANY_ROLE, HEALTH_PREFIX, REFLECTION_PREFIXES, RULES, Authority, Caller, Rule
+from .errors import code_of
+
+log = logging.getLogger("taskhub.auth")
+
+
+CLOSED_REFLECTION = Rule(ANY_ROLE, audit=False)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, authority: Authority, *, open_reflection: bool = True, max_streams_per_token: int = 256):
+        self.authority = authority
+        self.open_prefixes = (HEALTH_PREFIX,) + (REFLECTION_PREFIXES if open_reflection else ())
+        self.max_streams = max_streams_per_token
+        self.streams: dict[str, dict[asyncio.Task, Gate]] = defaultdict(dict)
+        authority.on_revoke.append(self.drop)
+
+    def drop(self, token_id: str) -> None:
+        """End every open stream of a revoked token (an agent's Connect among them)."""
+        for task, gate in list(self.streams.get(token_id, {}).items()):
+            gate.revoked = True
+            task.cancel()  # the stream's handler turns this into UNAUTHENTICATED (see _wrap)
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        method = details.method
+        if handler is None or method.startswith(self.open_prefixes):
+            return handler
+        authorization = None
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                authorization = value
+                break
+        # Closed reflection (--close-reflection) needs a valid token, of any role.
+        rule = RULES.get(method) or (CLOSED_REFLECTION if method.startswith(REFLECTION_PREFIXES) else None)
+        return _wrap(handler, Gate(self, method, rule, authorization))
+
+
+class Gate:
+    """The checks for one call."""
+
+    def __init__(self, owner: AuthInterceptor, method: str, rule: Rule | None, authorization: str | None):
+        self.owner, self.method, self.rule, self.authorization = owner, method, rule, authorization
+        self.caller: Caller | None = None
+        self.namespace = ""
+        self.revoked = False
+
+    async def enter(self, request, context) -> None:
+        """Authenticate and authorize, or abort the call (and audit the refusal)."""
+        authority = self.owner.authority
+        try:
+            self.caller = authority.authenticate(self.authorization)
+            if self.rule is None:
+                raise errors.PermissionDenied(f"{self.method} has no access rule; it is refused to everyone")
+            if request is not None:
+                self.namespace = authority.authorize(self.caller, self.method, self.rule, request)
+            else:
+                authority.authorize(self.caller, self.method, self.rule, None)
+        except errors.TaskhubError as e:
+            authority.audit(self.caller, self.method, self.namespace, _task_ids(request), False, str(e), context.peer())
+            await context.abort(code_of(e), str(e))
+
+    def done(self, request, response, context) -> None:
+        if self.rule is not None and self.rule.audited:
+            self.owner.authority.audit(self.caller, self.method, self.namespace, _task_ids(request, response), True,
+                                       "", context.peer())
+
+    async def open_stream(self, context) -> asyncio.Task:
+        task = asyncio.current_task()
+        open_ = self.owner.streams[self.caller.id]
+        if len(open_) >= self.owner.max_streams:
+            message = (f"token {self.caller.id} has {len(open_)} streams open, the most allowed"
+                       f" (--max-streams-per-token); close some first")
+            self.owner.authority.audit(self.caller, self.method, self.namespace, "", False, message, context.peer())
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+        open_[task] = self
+        return task
+
+    async def cancelled(self, context) -> None:
+        """A stream ended by revoking its token tells the caller why; any other cancel goes on."""
+        if not self.revoked:
+            raise asyncio.CancelledError
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"token {self.caller.id} was revoked")
+
+    def close_stream(self, task: asyncio.Task) -> None:
+        open_ = self.owner.streams.get(self.caller.id)
+        if open_ is not None:
+            open_.pop(task, None)
+            if not open_:
+                self.owner.streams.pop(self.caller.id, None)
+
+
+def _task_ids(request, response=None) -> str:
+    """Task ids a call named or created, for the audit."""
+    ids = []
+    for message in (request, response):
+        if message is None:
+            continue
+        fields = message.DESCRIPTOR.fields_by_name
+        if "id" in fields and isinstance(message.id, int) and message.id:
+            ids.append(message.id)
+        if "tasks" in fields:
+            ids.extend(t.id for t in message.tasks)
+        if "ids" in fields:
+            ids.extend(message.ids)
+    if not ids:
+        return ""
+    return str(ids[0]) if len(ids) == 1 else f"{min(ids)}-{max(ids)} ({len(ids)})"
+
+
+def _wrap(handler, gate: Gate):
+    if handler.unary_unary:
+        inner = handler.unary_unary
+
+        async def unary_unary(request, context):
+            await gate.enter(request, context)
+            response = await inner(request, context)
+            gate.done(request, response, context)
+            return response
+        return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer,
+                                                   handler.response_serializer)
+
+    if handler.unary_stream:
+        inner = handler.unary_stream
+
+        async def unary_stream(request, context):
+            await gate.enter(request, context)
+            task = await gate.open_stream(context)
+            try:
+                gate.done(request, None, context)
+                async for item in inner(request, context):
+                    yield item
+            except asyncio.CancelledError:
+                await gate.cancelled(context)
+            finally:
+                gate.close_stream(task)
+        return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer,
+                                                    handler.response_serializer)
+
+    if handler.stream_stream:
+        inner = handler.stream_stream
+
+        async def stream_stream(request_iterator, context):
+            await gate.enter(None, context)
+            task = await gate.open_stream(context)
+            try:
+                gate.done(None, None, context)
+                async for item in inner(request_iterator, context):
+                    yield item
+            except asyncio.CancelledError:
+                await gate.cancelled(context)
+            finally:
+                gate.close_stream(task)
+        return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer,
+                                                     handler.response_serializer)
+
+    inner = handler.stream_unary
+
+    async def stream_unary(request_iterator, context):
+        await gate.enter(None, context)
+        response = await inner(request_iterator, context)
+        gate.done(None, response, context)
+        return response
+    return grpc.stream_unary_rpc_method_handler(stream_unary, handler.request_deserializer,
+                                                handler.response_serializer)

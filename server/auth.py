@@ -1,0 +1,334 @@
+"""Who may call what: roles, the one table of RPC rules, tokens (stored hashed) and task tokens.
+
+`RULES` maps every RPC of every service to the role it needs and where its namespace is in
+the request. tests/test_auth_rules.py fails if an RPC in the protos has no entry, so a new
+RPC cannot be served without a rule.
+
+Tokens look like `thk_<id>_<secret>`; the server keeps only their SHA-256. A running task gets
+a task token `tht_<task id>_<mac>` (HMAC of the task's id and uid under a server key): it acts
+as a submitter in the task's namespace and is valid only while the task has not ended, so it
+cannot outlive its task and needs no row.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import errors
+from .auth_store import AuditRecord, AuthStore, TokenRecord
+
+log = logging.getLogger("taskhub.auth")
+
+READER, SUBMITTER, ADMIN, NODE = "reader", "submitter", "admin", "node"
+ANY_ROLE = "any"  # any valid token
+ROLES = (READER, SUBMITTER, ADMIN, NODE)
+# What each role may do: a rule needing role X is allowed to the roles whose set holds X.
+GRANTS = {
+    READER: {READER, ANY_ROLE},
+    SUBMITTER: {READER, SUBMITTER, ANY_ROLE},
+    ADMIN: {READER, SUBMITTER, ADMIN, ANY_ROLE},
+    NODE: {NODE, ANY_ROLE},
+}
+ALL_NAMESPACES = "*"
+DEFAULT_NAMESPACE = "default"
+
+
+@dataclass(frozen=True)
+class Rule:
+    role: str
+    namespace: str = ""     # dotted path of the namespace field(s) in the request; "" for none
+    stamp: bool = False     # record the creating token in each spec's annotations
+    audit: bool | None = None  # audit allowed calls too (default: anything beyond reading)
+
+    @property
+    def audited(self) -> bool:
+        return self.role != READER if self.audit is None else self.audit
+
+
+_T, _N, _G, _A = "/taskhub.v1.TaskService/", "/taskhub.v1.NodeService/", "/taskhub.v1.TaskGroupService/", \
+    "/taskhub.v1.AuthService/"
+_F = "/taskhub.v1.FlowService/"
+RULES: dict[str, Rule] = {
+    _T + "CreateTask": Rule(SUBMITTER, "spec.namespace", stamp=True),
+    _T + "CreateTasks": Rule(SUBMITTER, "specs.namespace", stamp=True),
+    _T + "GetTask": Rule(READER, "namespace"),
+    _T + "ListTasks": Rule(READER, "namespace"),
+    _T + "CancelTask": Rule(SUBMITTER, "namespace"),
+    _T + "DeleteTask": Rule(SUBMITTER, "namespace"),
+    _T + "TraceTask": Rule(READER, "namespace"),
+    _T + "WaitTask": Rule(READER, "namespace"),
+    _T + "WaitTasks": Rule(READER, "namespace"),
+    # Runs an allowed module's import in a subprocess: more than reading.
+    _T + "DescribeModule": Rule(SUBMITTER, audit=False),
+    _N + "Connect": Rule(NODE),
+    _N + "ListNodes": Rule(ADMIN, audit=False),
+    _N + "GetNode": Rule(ADMIN, audit=False),
+    _N + "DrainNode": Rule(ADMIN),
+    # Templates are shell commands run on a node: admin only, reads included.
+    _G + "CreateTemplate": Rule(ADMIN),
+    _G + "GetTemplate": Rule(ADMIN, audit=False),
+    _G + "ListTemplates": Rule(ADMIN, audit=False),
+    _G + "DeleteTemplate": Rule(ADMIN),
+    _G + "Deploy": Rule(ADMIN),
+    _G + "GetInstance": Rule(ADMIN, audit=False),
+    _G + "ListInstances": Rule(ADMIN, audit=False),
+    _G + "StopInstance": Rule(ADMIN),
+    _A + "CreateToken": Rule(ADMIN),
+    _A + "ListTokens": Rule(ADMIN, audit=False),
+    _A + "RevokeToken": Rule(ADMIN),
+    _A + "WhoAmI": Rule(ANY_ROLE, audit=False),
+    _A + "ListAudit": Rule(ADMIN, audit=False),
+    # FATE jobs: reads by job id for readers, changes for submitters (a job's tasks run in its
+    # namespace); the component-task calls come with the running task's own token.
+    _F + "SubmitJob": Rule(SUBMITTER, "namespace"),
+    _F + "GetJob": Rule(READER),
+    _F + "ListJobs": Rule(READER),
+    _F + "StopJob": Rule(SUBMITTER),
+    _F + "WatchJob": Rule(READER),
+    _F + "TraceJob": Rule(READER),
+    _F + "CleanQueue": Rule(SUBMITTER),
+    _F + "ListFlowTasks": Rule(READER),
+    _F + "ListComponents": Rule(READER),
+    _F + "GetComponentOutput": Rule(READER),
+    _F + "DeleteMetrics": Rule(SUBMITTER),
+    _F + "UploadData": Rule(SUBMITTER),
+    _F + "DownloadData": Rule(SUBMITTER),
+    _F + "UploadHistory": Rule(READER),
+    _F + "GetTable": Rule(READER),
+    _F + "DeleteTable": Rule(SUBMITTER),
+    _F + "ReadTable": Rule(READER),
+    _F + "WriteTable": Rule(SUBMITTER),
+    _F + "PutTracking": Rule(SUBMITTER, audit=False),
+    _F + "FederationSend": Rule(SUBMITTER, audit=False),
+    _F + "FederationReceive": Rule(SUBMITTER, audit=False),
+}
+
+# Open without a token: load balancers probe health; reflection only lists the public protos.
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+REFLECTION_PREFIXES = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: a stored token, or a running task's token."""
+
+    id: str
+    name: str
+    role: str
+    namespaces: tuple[str, ...]
+    expire_time_ms: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.id})" if self.name else self.id
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass
+class Authority:
+    """Tokens in memory (loaded from and written through AuthStore), checks, and the audit."""
+
+    store: AuthStore
+    task_lookup: Callable[[int], tuple[str, str] | None] = lambda task_id: None  # id -> (uid, namespace) if unfinished
+    on_revoke: list[Callable[[str], None]] = field(default_factory=list)
+    _by_hash: dict[str, TokenRecord] = field(default_factory=dict)
+    _by_id: dict[str, TokenRecord] = field(default_factory=dict)
+    _key: bytes = b""
+
+    async def load(self) -> None:
+        for t in self.store.all_tokens():
+            self._remember(t)
+        key = self.store.server_key()
+        if key is None:
+            key = secrets.token_hex(32)
+            await self.store.save_server_key(key)
+            key = self.store.server_key()
+        self._key = bytes.fromhex(key)
+
+    def _remember(self, t: TokenRecord) -> None:
+        self._by_hash[t.hash] = t
+        self._by_id[t.id] = t
+
+    # -- tokens -------------------------------------------------------------
+    async def create(self, name: str, role: str, namespaces: list[str], ttl_seconds: int = 0) -> tuple[TokenRecord, str]:
+        if role not in ROLES:
+            raise errors.InvalidArgument(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+        if ttl_seconds < 0:
+            raise errors.InvalidArgument("ttl_seconds must not be negative")
+        namespaces = list(dict.fromkeys(n.strip() for n in namespaces if n.strip()))
+        if role == ADMIN:
+            namespaces = [ALL_NAMESPACES]
+        elif role == NODE:
+            namespaces = []
+        elif not namespaces:
+            raise errors.InvalidArgument(f"a {role} token needs at least one namespace ('*' for every namespace)")
+        token_id = secrets.token_hex(4)
+        while token_id in self._by_id:
+            token_id = secrets.token_hex(4)
+        secret = f"thk_{token_id}_{secrets.token_urlsafe(32)}"
+        created = now_ms()
+        record = TokenRecord(token_id, name or token_id, role, tuple(namespaces), _hash(secret), created,
+                             created + ttl_seconds * 1000 if ttl_seconds else 0)
+        await self.store.insert_token(record)
+        self._remember(record)
+        return record, secret
+
+    def tokens(self) -> list[TokenRecord]:
+        return sorted(self._by_id.values(), key=lambda t: (-t.create_time_ms, t.id))
+
+    def find(self, id_or_name: str) -> TokenRecord:
+        t = self._by_id.get(id_or_name)
+        if t is None:
+            named = [x for x in self._by_id.values() if x.name == id_or_name]
+            if len(named) > 1:
+                raise errors.InvalidArgument(f"{len(named)} tokens are named {id_or_name!r}; give the token id")
+            t = named[0] if named else None
+        if t is None:
+            raise errors.NotFound(f"no token with id or name {id_or_name!r}")
+        return t
+
+    async def revoke(self, id_or_name: str) -> TokenRecord:
+        t = self.find(id_or_name)
+        if not t.revoke_time_ms:
+            when = now_ms()
+            await self.store.revoke_token(t.id, when)
+            t = TokenRecord(**{**t.__dict__, "revoke_time_ms": when})
+            self._remember(t)
+        for hook in self.on_revoke:
+            hook(t.id)
+        return t
+
+    async def ensure_admin_file(self, path: str) -> bool:
+        """Bootstrap: if `path` holds no working admin token, create one there (mode 0600). True if created."""
+        try:
+            with open(path) as f:
+                caller = self.authenticate_token(f.read().strip())
+            if caller.role == ADMIN:
+                return False
+        except (OSError, errors.TaskhubError):
+            pass
+        _, secret = await self.create("bootstrap-admin", ADMIN, [])
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        return True
+
+    # -- task tokens -------------------------------------------------------------
+    def task_token(self, task_id: int, uid: str) -> str:
+        mac = hmac.new(self._key, f"{task_id}:{uid}".encode(), hashlib.sha256).hexdigest()[:40]
+        return f"tht_{task_id}_{mac}"
+
+    def task_env(self, task_id: int, uid: str) -> dict[str, str]:
+        """What a run's environment gets so its code can call the server as its task."""
+        return {"TASKHUB_TOKEN": self.task_token(task_id, uid)}
+
+    # -- FATE secrets ------------------------------------------------------------
+    def fate_secret(self, token_id: str) -> str | None:
+        """A token's FATE `secret_key` (its id is the `app_key`): derived, never stored, and a bearer
+        credential for the same token (so the gateway can forward it after checking a signature)."""
+        if token_id not in self._by_id:
+            return None
+        mac = hmac.new(self._key, f"fate:{token_id}".encode(), hashlib.sha256).hexdigest()[:40]
+        return f"thf_{token_id}_{mac}"
+
+    # -- checks ----------------------------------------------------------------
+    def authenticate_token(self, token: str) -> Caller:
+        if token.startswith("tht_"):
+            return self._task_caller(token)
+        if token.startswith("thf_"):
+            token_id = token[4:].partition("_")[0]
+            expected = self.fate_secret(token_id)
+            t = self._by_id.get(token_id) if expected and hmac.compare_digest(expected, token) else None
+        else:
+            t = self._by_hash.get(_hash(token)) if token.startswith("thk_") else None
+        if t is None:
+            raise errors.Unauthenticated("the token is not valid (unknown or mistyped)")
+        if t.revoke_time_ms:
+            raise errors.Unauthenticated(f"token {t.id} ({t.name}) has been revoked")
+        if t.expire_time_ms and now_ms() >= t.expire_time_ms:
+            raise errors.Unauthenticated(f"token {t.id} ({t.name}) has expired; ask an admin for a new one")
+        return Caller(t.id, t.name, t.role, t.namespaces, t.expire_time_ms)
+
+    def _task_caller(self, token: str) -> Caller:
+        _, _, rest = token.partition("_")
+        task_text, _, _ = rest.partition("_")
+        found = self.task_lookup(int(task_text)) if task_text.isdigit() else None
+        if found is None or not hmac.compare_digest(token, self.task_token(int(task_text), found[0])):
+            raise errors.Unauthenticated("the task token is not valid, or its task has ended")
+        return Caller(f"task-{task_text}", f"task {task_text}", SUBMITTER, (found[1] or DEFAULT_NAMESPACE,))
+
+    def authenticate(self, authorization: str | None) -> Caller:
+        """The caller named by an `authorization` metadata value."""
+        if not authorization:
+            raise errors.Unauthenticated("this server requires a token: send 'authorization: Bearer <token>'"
+                                         " (taskhub CLI and SDK: set TASKHUB_TOKEN)")
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise errors.Unauthenticated("malformed authorization: expected 'Bearer <token>'")
+        return self.authenticate_token(token.strip())
+
+    def authorize(self, caller: Caller, method: str, rule: Rule, request) -> str:
+        """Raise PermissionDenied unless the caller may make this request. Fills an empty or "*"
+        namespace with a one-namespace token's namespace. Returns the namespace(s) for the audit."""
+        if rule.role not in GRANTS.get(caller.role, ()):
+            raise errors.PermissionDenied(f"a {caller.role} token may not call {method.rsplit('/', 1)[-1]}"
+                                          f" (it needs {rule.role if rule.role != ANY_ROLE else 'a token'})")
+        seen = []
+        for message, name in _namespace_fields(request, rule.namespace):
+            seen.append(self._scope(caller, message, name))
+            if rule.stamp:
+                message.annotations["taskhub.token"] = caller.label
+        return ",".join(dict.fromkeys(seen))
+
+    @staticmethod
+    def _scope(caller: Caller, message, name: str) -> str:
+        ns = getattr(message, name)
+        allowed = caller.namespaces
+        if ALL_NAMESPACES in allowed:
+            return ns or DEFAULT_NAMESPACE
+        if ns in ("", ALL_NAMESPACES) and len(allowed) == 1:
+            setattr(message, name, allowed[0])  # "my namespace" for a one-namespace token
+            return allowed[0]
+        if ns == ALL_NAMESPACES:
+            raise errors.PermissionDenied(f"this token may act only in namespaces {', '.join(allowed)};"
+                                          " name one of them instead of '*'")
+        ns = ns or DEFAULT_NAMESPACE
+        if ns not in allowed:
+            raise errors.PermissionDenied(f"this token may not act in namespace {ns!r}"
+                                          f" (it may in: {', '.join(allowed) or 'none'})")
+        return ns
+
+    # -- audit -------------------------------------------------------------------
+    def audit(self, caller: Caller | None, method: str, namespace: str, tasks: str, allowed: bool, reason: str,
+              peer: str) -> None:
+        self.store.append_audit([AuditRecord(now_ms(), caller.id if caller else "", caller.name if caller else "",
+                                             method, namespace, tasks, allowed, reason, peer)])
+
+
+def _namespace_fields(message, path: str):
+    """(message, field name) pairs holding a namespace: 'namespace', 'spec.namespace', 'specs.namespace'."""
+    if not path:
+        return
+    head, _, rest = path.partition(".")
+    if not rest:
+        yield message, head
+        return
+    value = getattr(message, head)
+    if isinstance(value, (list, tuple)) or hasattr(value, "extend"):  # a repeated field
+        for item in value:
+            yield from _namespace_fields(item, rest)
+    else:
+        yield from _namespace_fields(value, rest)
