@@ -384,11 +384,13 @@ class FlowClient:
     """FlowClient("127.0.0.1", 50051) or FlowClient("127.0.0.1:50051"): FATE Flow's SDK over gRPC."""
 
     def __init__(self, ip_or_target: str, port: int | str | None = None, version: str = "v1", *,
-                 timeout: float | None = 60, taskhub: TaskhubClient | None = None):
+                 timeout: float | None = 60, token: str | None = None, tls_ca: str | None = None,
+                 taskhub: TaskhubClient | None = None):
+        # token / tls_ca default to TASKHUB_TOKEN / TASKHUB_TLS_CA, as for TaskhubClient.
         if version != "v1":
             raise ValueError(f"only version v1 exists, got {version!r}")
         target = f"{ip_or_target}:{port}" if port not in (None, "") else ip_or_target
-        self.taskhub = taskhub or TaskhubClient(target, timeout=timeout)
+        self.taskhub = taskhub or TaskhubClient(target, timeout=timeout, token=token, tls_ca=tls_ca)
         self.timeout = timeout
         self.job, self.component, self.data, self.task = Job(self), Component(self), Data(self), Task(self)
         self.model, self.tag, self.table, self.queue = Model(self), Tag(self), Table(self), Queue(self)

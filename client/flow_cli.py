@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from .cli_support import DEFAULT_SERVER
+from .cli_support import DEFAULT_SERVER, add_connection_flags, connect
 
 
 def _ids(p, *, job=False, role=False, party=False, cpn=False, status=False, required=False) -> None:
@@ -97,7 +97,7 @@ COMMANDS += [
 
 def cmd_flow(a) -> int:
     from .flow import FlowClient
-    with FlowClient(a.server) as client:
+    with FlowClient(a.server, taskhub=connect(a)) as client:
         result = a.call(client, a)
     print(json.dumps(result, indent=4, ensure_ascii=False))
     return 0 if result.get("retcode") == 0 else 1
@@ -106,6 +106,7 @@ def cmd_flow(a) -> int:
 def add_flow_parser(sub) -> None:
     f = sub.add_parser("flow", help="FATE Flow jobs, tasks, components, data, tables and queue (seed 004)")
     f.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")
+    add_connection_flags(f)
     nouns = f.add_subparsers(dest="flow_noun", required=True, metavar="NOUN")
     verbs_of: dict = {}
     for noun, verb, help_, add_args, call in COMMANDS:

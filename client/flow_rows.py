@@ -18,18 +18,16 @@ from taskhub.v1 import flow_service_pb2 as fpb
 
 ROLES = ("guest", "host", "arbiter", "local")
 # FATE's RetCode values.
-SUCCESS, EXCEPTION, ARGUMENT, DATA, OPERATING = 0, 100, 101, 102, 103
+SUCCESS, EXCEPTION, ARGUMENT, DATA, OPERATING, PERMISSION, AUTHENTICATION = 0, 100, 101, 102, 103, 108, 109
+_RETCODES = {grpc.StatusCode.INVALID_ARGUMENT: ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION: OPERATING,
+             grpc.StatusCode.PERMISSION_DENIED: PERMISSION, grpc.StatusCode.UNAUTHENTICATED: AUTHENTICATION}
 
 
 def retcode_of(code: grpc.StatusCode, not_found: int) -> int:
     """FATE's retcode for a gRPC error: `not_found` is what FATE answers on that route."""
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return ARGUMENT
     if code == grpc.StatusCode.NOT_FOUND:
         return not_found
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return OPERATING
-    return EXCEPTION
+    return _RETCODES.get(code, EXCEPTION)
 OUTPUT_TAR = "job_{job}_{cpn}_{role}_{party}_output_data.tar.gz"
 
 

@@ -289,6 +289,45 @@ HTTP_SAMPLES = {
     ("GET", "/v1/taskgroups/instances/{v0}"): ("/v1/taskgroups/instances/x", None),
     ("GET", "/v1/taskgroups/instances"): ("/v1/taskgroups/instances", None),
 }
+# FATE Flow (gateway/families/fate*.py) and FlowService transcoded under /v1/flow.
+_JOB, _CPN = {"job_id": "1"}, {"job_id": "1", "component_name": "c"}
+_TABLE = {"namespace": "n", "table_name": "t"}
+HTTP_SAMPLES.update({("POST", f"/v1/{path}"): (f"/v1/{path}", body) for path, body in {
+    "job/submit": {"job_runtime_conf": {"initiator": {"role": "guest", "party_id": 1}, "role": {"guest": [1]}},
+                   "job_dsl": {"components": {}}},
+    "job/stop": _JOB, "job/query": {}, "job/list/job": {}, "job/config": _JOB, "job/log/download": _JOB,
+    "job/data/view/query": _JOB, "job/list/task": {}, "job/task/query": _JOB, "job/clean/queue": {},
+    "log/size": _JOB, "log/cat": _JOB,
+    "tracking/component/list": _JOB, "tracking/component/parameters": _CPN, "tracking/component/metrics": _CPN,
+    "tracking/component/metric/all": _CPN, "tracking/component/metric/delete": _JOB,
+    "tracking/component/output/model": _CPN, "tracking/component/output/data": _CPN,
+    "tracking/component/output/data/table": _CPN, "tracking/component/summary/download": _CPN,
+    "data/upload": {**_TABLE, "use_local_data": 0, "file": "x.csv", "head": 1},
+    "data/download": {**_TABLE, "output_path": "o.csv"}, "data/upload/history": {},
+    "table/table_info": _TABLE, "table/delete": _TABLE,
+}.items()})
+HTTP_SAMPLES.update({
+    ("GET", "/v1/tracking/component/output/data/download"): ("/v1/tracking/component/output/data/download", _CPN),
+    ("POST", "/v1/model/{tail}"): ("/v1/model/load", _JOB),
+    ("GET", "/v1/model/{tail}"): ("/v1/model/export", None),
+    ("POST", "/v1/flow/jobs"): ("/v1/flow/jobs", {"dsl_json": "{}", "conf_json": "{}"}),
+    ("GET", "/v1/flow/jobs"): ("/v1/flow/jobs", None),
+    ("GET", "/v1/flow/jobs/{v0}"): ("/v1/flow/jobs/1", None),
+    ("POST", "/v1/flow/jobs/{v0}:stop"): ("/v1/flow/jobs/1:stop", {}),
+    ("GET", "/v1/flow/jobs/{v0}:watch"): ("/v1/flow/jobs/1:watch", None),
+    ("GET", "/v1/flow/jobs/{v0}/logs"): ("/v1/flow/jobs/1/logs", None),
+    ("GET", "/v1/flow/jobs/{v0}/components"): ("/v1/flow/jobs/1/components", None),
+    ("GET", "/v1/flow/jobs/{v0}/components/{v1}"): ("/v1/flow/jobs/1/components/c", None),
+    ("POST", "/v1/flow/queue:clean"): ("/v1/flow/queue:clean", {}),
+    ("POST", "/v1/flow/metrics:delete"): ("/v1/flow/metrics:delete", {"job_id": "1"}),
+    ("GET", "/v1/flow/tasks"): ("/v1/flow/tasks", None),
+    ("GET", "/v1/flow/uploads"): ("/v1/flow/uploads", None),
+    ("POST", "/v1/flow/tables:download"): ("/v1/flow/tables:download", {**_TABLE, "output_path": "o.csv"}),
+    ("GET", "/v1/flow/tables/{v0}/{v1}"): ("/v1/flow/tables/n/t", None),
+    ("DELETE", "/v1/flow/tables/{v0}/{v1}"): ("/v1/flow/tables/n/t", None),
+    ("GET", "/v1/flow/tables/{v0}/{v1}/rows"): ("/v1/flow/tables/n/t/rows", None),
+})
+FATE_PREFIXES = ("/v1/job/", "/v1/log/", "/v1/tracking/", "/v1/data/", "/v1/table/", "/v1/model/")
 
 
 def gateway_routes() -> list[tuple[str, str]]:
@@ -323,6 +362,8 @@ def envelope_ok(path: str, answer) -> bool:
         return "detail" in body
     if path.startswith("/api/task/"):
         return body.get("status") == "error"
+    if path.startswith(FATE_PREFIXES):
+        return body.get("retcode") in (108, 109) and bool(body.get("retmsg"))
     return body.get("code") in (5, 7, 16) and "message" in body
 
 

@@ -357,3 +357,32 @@ def test_every_route_resolves_to_itself():
         await channel.close()
 
     asyncio.run(check())
+
+
+def test_signed_flow_sdk_against_an_auth_server(server_factory, tmp_path):
+    """FlowClient(..., app_key=, secret_key=) with a token's FATE keys: signed calls (a streamed
+    multipart upload included) go through; unsigned or wrongly signed ones get retcode 109."""
+    from taskhub.v1 import auth_service_pb2 as apb
+    from taskhub.v1 import auth_service_pb2_grpc as asvc
+
+    server = server_factory("--auth")
+    admin = (server.workdir / "admin.token").read_text().strip()
+    made = asvc.AuthServiceStub(grpc.insecure_channel(server.grpc_target)).CreateToken(
+        apb.CreateTokenRequest(name="fate-user", role="submitter", namespaces=["fate"]),
+        metadata=(("authorization", f"Bearer {admin}"),), timeout=10)
+    url = urlparse(server.http_url)
+    signed = flow_sdk_client.FlowClient(url.hostname, url.port, "v1", app_key=made.info.id,
+                                        secret_key=made.fate_secret_key)
+    small = tmp_path / "small.csv"
+    small.write_text("id,x0\na,1\nb,2\n")
+    answer = signed.data.upload(upload_conf("signed", "small", str(small)), drop=1)
+    assert answer["retcode"] == 0, answer
+    assert signed.table.info(namespace="signed", table_name="small")["data"]["count"] == 2
+    assert signed.job.query(job_id=answer["jobId"])["data"][0]["f_status"] == "success"
+
+    unsigned = sdk(server).job.query(job_id=answer["jobId"])
+    assert unsigned["retcode"] == 109 and "authentication required" in unsigned["retmsg"]
+    forged = flow_sdk_client.FlowClient(url.hostname, url.port, "v1", app_key=made.info.id, secret_key="guess")
+    refused = forged.data.upload(upload_conf("signed", "other", str(small)))
+    assert refused["retcode"] == 109 and "signature" in refused["retmsg"]
+    assert signed.table.info(namespace="signed", table_name="other")["data"]["exist"] == 0

@@ -10,14 +10,16 @@ HTTP status (FATE's `error_response`), because FATE's client untars any 200 answ
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 import grpc
 from aiohttp import web
 
-from client.flow_rows import ARGUMENT, DATA, EXCEPTION, ROLES, SUCCESS, retcode_of
+from client.flow_rows import ARGUMENT, AUTHENTICATION, DATA, EXCEPTION, PERMISSION, ROLES, SUCCESS, retcode_of
 
+from .. import fate_auth
 from ..errors import BadRequest, answers, json_response
 
 C = grpc.StatusCode
@@ -30,6 +32,29 @@ def envelope(data: Any = None, retcode: int = SUCCESS, retmsg: str = "success", 
     return json_response({k: v for k, v in body.items() if v is not None})
 
 
+# Refused callers get FATE's retcode with the HTTP status the rest of the gateway uses.
+AUTH_STATUS = {AUTHENTICATION: 401, PERMISSION: 403}
+
+
+def signed(handler):
+    """First thing on every FATE route: FATE request signing (gateway/fate_auth.py); a refused
+    request is answered with FATE's authentication retcode (109, HTTP 401) before anything else."""
+    @functools.wraps(handler)
+    async def check_then_handle(request: web.Request) -> web.StreamResponse:
+        refusal = await fate_auth.check(request)
+        if refusal is not None:
+            return json_response(refusal, AUTH_STATUS.get(refusal["retcode"], 401))
+        return await handler(request)
+    return check_then_handle
+
+
+def refused(code: grpc.StatusCode, message: str) -> web.Response | None:
+    retcode = retcode_of(code, EXCEPTION)
+    if retcode in AUTH_STATUS:
+        return json_response({"retcode": retcode, "retmsg": message}, AUTH_STATUS[retcode])
+    return None
+
+
 def route(not_found: int = ARGUMENT, not_found_data: Any = None):
     """Decorator for a JSON route: every failure becomes the envelope with its retcode (HTTP 200).
 
@@ -37,27 +62,25 @@ def route(not_found: int = ARGUMENT, not_found_data: Any = None):
     `not_found_data` means FATE answers success with empty data ("no data").
     """
     def render(status: int, code: grpc.StatusCode, message: str) -> web.Response:
+        if (answer := refused(code, message)) is not None:
+            return answer
         retcode = retcode_of(code, not_found)
         if retcode == SUCCESS:
             return envelope(not_found_data, retmsg="no data")
         return envelope(retcode=retcode, retmsg=message)
-    return answers(render)
+    return lambda handler: signed(answers(render)(handler))
 
 
 def download_route(fate_status: int):
     """Decorator for a file route: errors are JSON with a non-200 HTTP status (FATE's error_response:
     retcode == HTTP status == `fate_status`; a bad argument is 400 with retcode 101)."""
     def render(status: int, code: grpc.StatusCode, message: str) -> web.Response:
+        if (answer := refused(code, message)) is not None:
+            return answer
         if code == C.INVALID_ARGUMENT:
             return json_response({"retcode": ARGUMENT, "retmsg": message}, 400)
         return json_response({"retcode": fate_status, "retmsg": message}, fate_status)
-    return answers(render)
-
-
-async def not_implemented(request: web.Request) -> web.Response:
-    path = request.path.removeprefix("/v1/")
-    return envelope(retcode=EXCEPTION, retmsg=f"{path} is not implemented yet in taskhub: model and tag "
-                                              f"routes come in a later issue")
+    return lambda handler: signed(answers(render)(handler))
 
 
 # -- reading requests -----------------------------------------------------------------------
