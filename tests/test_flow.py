@@ -221,7 +221,8 @@ def test_a_failed_task_fails_the_job_and_cancels_the_rest(fstub):
     assert done.status == J.FLOW_JOB_STATUS_FAILED
     assert "probe_0 (host 10000) failed" in done.error and "boom" in done.error
     wait_for(lambda: {t.status for t in tasks_of(fstub, job.job_id) if t.component_name == "probe_0"} ==
-             {T.FLOW_TASK_STATUS_FAILED, T.FLOW_TASK_STATUS_CANCELED}, 30, what="guest probe cancelled")
+             {T.FLOW_TASK_STATUS_FAILED, T.FLOW_TASK_STATUS_CANCELED}, 30,
+             what=f"guest probe cancelled: {tasks_of(fstub, job.job_id)}")
 
 
 def test_queue_holds_jobs_beyond_the_limit_and_clean_cancels_them(server_factory):

@@ -267,8 +267,9 @@ class FlowJobs:
             t.taskhub_task_id = task.id
             self.by_taskhub[task.id] = t
         self.fstore.save_tasks(owners)
-        if job.terminal:  # stopped while the tasks were being created
-            self._cancel_tasks(job, "its job ended")
+        if job.terminal:  # the job ended while its tasks were being created: they must not run
+            for task in created:
+                self.engine.cancel(ANY_NAMESPACE, task.id, f"job {job.job_id} {job.status.fate}")
 
     def _spec(self, job: FlowJob, plan: dsl.Plan, c: dsl.Component, t: FlowTask) -> TaskSpec:
         inputs = {}
@@ -335,6 +336,8 @@ class FlowJobs:
 
     def _apply(self, job: FlowJob, t: FlowTask, task: Task) -> None:
         """Bring a FATE task in line with the taskhub task that runs it."""
+        if t.status.terminal:  # settled already (cancelled with its job before its task started)
+            return
         new = flow_status_of(task)
         seen = (t.run_pid, t.node, t.retries)
         t.run_pid, t.node, t.retries = task.pid, task.node, task.retries
@@ -394,11 +397,17 @@ class FlowJobs:
             self._set_task_status(job, t, T.CANCELED, reason)
 
     def _forget_if_settled(self, job: FlowJob) -> None:
+        """Once the job and all its tasks have ended and that is committed, it lives only in the store
+        (and watchers are told the end only then, so what they read next is what was committed)."""
         if job.terminal and all(t.status.terminal for t in job.tasks.values()):
-            self.jobs.pop(job.job_id, None)
+            self.fstore.save_job(job, wait=True).add_done_callback(lambda _: self._forget(job))
+
+    def _forget(self, job: FlowJob) -> None:
+        if self.jobs.get(job.job_id) is job:
+            del self.jobs[job.job_id]
             self.plans.pop(job.job_id, None)
-            for q in self._watchers.get(job.job_id, ()):
-                q.put_nowait(None)
+        for q in self._watchers.get(job.job_id, ()):
+            q.put_nowait(None)
 
     # ------------------------------------------------------------------ the one writer of statuses
     def _set_job_status(self, job: FlowJob, new: JobStatus, error: str = "") -> None:
