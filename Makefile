@@ -28,10 +28,11 @@ test-clients:
 
 # Generated code lives in build/gen (never committed, never edited).
 proto:
-	rm -rf $(GEN) && mkdir -p $(GEN)
+	rm -rf $(GEN) && mkdir -p $(GEN)/taskhub
 	$(BIN)/python -m grpc_tools.protoc -Iprotos \
 	  -I$$($(BIN)/python -c 'import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))') \
-	  --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	  --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) \
+	  --include_source_info --include_imports --descriptor_set_out=$(GEN)/taskhub/descriptors.binpb $(PROTOS)
 	touch $(GEN)/taskhub/__init__.py $(GEN)/taskhub/v1/__init__.py
 
 run: install

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from taskhub.v1 import (node_service_pb2, node_service_pb2_grpc, task_group_service_pb2,
                         task_group_service_pb2_grpc, task_service_pb2, task_service_pb2_grpc)
 
+from . import metrics
 from .api.group_service import TaskGroupService
 from .api.node_service import NodeService
 from .api.task_service import TaskService
@@ -23,6 +24,7 @@ from .modules import ModuleDescriber
 from .node.executor import Executor
 from .node.local import LocalNode
 from .node.remote import NodeRegistry
+from .rpc_metrics import MetricsInterceptor
 from .store import Store
 
 log = logging.getLogger("taskhub")
@@ -81,7 +83,8 @@ class Server:
             self.engine.add_node(node)
             self._background.append(asyncio.create_task(self._sample(node)))
 
-        self.grpc = grpc.aio.server(options=[
+        self._closers.append(_async(metrics.register_engine(self.engine)))
+        self.grpc = grpc.aio.server(interceptors=[MetricsInterceptor()], options=[
             ("grpc.max_receive_message_length", 64 << 20),
             ("grpc.max_send_message_length", 64 << 20),
             ("grpc.so_reuseport", 0),
@@ -143,6 +146,12 @@ class Server:
 
     async def wait(self) -> None:
         await self._stopped.wait()
+
+
+def _async(fn):
+    async def call() -> None:
+        fn()
+    return call
 
 
 async def serve(cfg: ServerConfig) -> int:
