@@ -6,7 +6,7 @@ GEN     := build/gen
 PROTOS  := $(wildcard protos/taskhub/v1/*.proto)
 STAMP   := $(VENV)/.installed
 
-.PHONY: install run test bench bench-peer proto clean test-clients
+.PHONY: install run test bench bench-peer proto clean test-clients browser
 
 install: $(STAMP)
 
@@ -39,8 +39,14 @@ run: install
 	mkdir -p var
 	$(BIN)/taskhub serve --db var/taskhub.db
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q tests
+
+# Headless Chromium and its driver for the dashboard's browser tests (Debian packages; CI runs as root).
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  echo "installing chromium and chromium-driver (apt-get)"; \
+	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -291,7 +291,8 @@ def family_operations(app: web.Application, skip: set[tuple[str, str]]) -> tuple
         module = getattr(handler, "__module__", "") or ""
         family = module.rsplit(".", 1)[-1] if ".families." in module else "gateway"
         doc = (sys.modules.get(module).__doc__ or "") if module in sys.modules else ""
-        tags.setdefault(family, " ".join(doc.strip().split("\n\n")[0].split()))
+        tags.setdefault(family, "The gateway's own routes: metrics, this document, the dashboard." if family == "gateway"
+                        else " ".join(doc.strip().split("\n\n")[0].split()))
         note = " ".join((handler.__doc__ or "").split())
         op = {"operationId": f"{family}_{route.method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', raw).strip('_')}",
               "tags": [family], "summary": _summary(note) or f"{route.method} {raw}", "description": note,
