@@ -159,3 +159,15 @@ def test_a_new_annotated_rpc_appears_without_editing_anything(tmp_path):
     props = doc["components"]["schemas"]["demo.v1.SpinRequest"]["properties"]
     assert props["turns"] == {"type": "string", "format": "int64", "description": "How many turns."}
     assert len(doc["paths"]) == 1  # Hidden has no annotation
+
+
+def test_the_grafana_dashboard_uses_only_served_metrics(server, client):
+    import json
+    import re
+    from conftest import REPO
+    client.create_task(argv=["true"])  # so every labelled family has a sample
+    served = {name for name, _ in scrape(server)}
+    dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\b(?:taskhub|grpc_server)_[a-z_]+", e)}
+    assert used - {"taskhub_flow_jobs"} <= served, f"not in /metrics: {sorted(used - served)}"

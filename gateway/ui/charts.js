@@ -14,6 +14,7 @@ function svg(tag, attrs, ...children) {
 function sparkline(values, {width = 120, height = 28, max = 100, color = "#4a7bd0"} = {}) {
   const root = svg("svg", {width, height, viewBox: `0 0 ${width} ${height}`, class: "spark"});
   root.append(svg("rect", {x: 0, y: 0, width, height, fill: "#f4f6fa"}));
+  if (values.length === 1) values = [values[0], values[0]];  // one sample so far: a flat line
   if (values.length > 1) {
     const step = width / (values.length - 1);
     const pts = values.map((v, i) => `${(i * step).toFixed(1)},${(height - 1 - (Math.min(v, max) / max) * (height - 2)).toFixed(1)}`);
