@@ -158,6 +158,7 @@ function renderFateJob(view, jobId) {
 function drawMetrics(box, all) {
   const charts = h("div", {class: "charts"});
   const scalars = [];
+  const ks = new Map();  // namespace -> KS curves (FATE stores fpr and tpr as two metrics): one chart
   for (const [ns, metrics] of Object.entries(all)) {
     for (const [name, metric] of Object.entries(metrics || {})) {
       const data = (metric && metric.data) || [];
@@ -165,7 +166,10 @@ function drawMetrics(box, all) {
       const type = String(meta.metric_type || "").toUpperCase();
       const numeric = data.filter((p) => Array.isArray(p) && p.length >= 2 && !isNaN(Number(p[1])));
       const xsNumeric = numeric.every((p) => !isNaN(Number(p[0])));
-      if (numeric.length >= 2 && xsNumeric) {
+      if (numeric.length >= 2 && xsNumeric && type === "KS") {
+        if (!ks.has(ns)) ks.set(ns, []);
+        ks.get(ns).push({name, points: numeric});
+      } else if (numeric.length >= 2 && xsNumeric) {
         const title = `${ns} · ${name}${type ? " (" + type + ")" : ""}`;
         const x = type === "ROC" ? "false positive rate" : type === "LOSS" ? "iteration" : (meta.unit_name || "");
         const y = type === "ROC" ? "true positive rate" : type === "LOSS" ? "loss" : (meta.curve_name || "");
@@ -175,6 +179,10 @@ function drawMetrics(box, all) {
         for (const p of data) scalars.push([ns, name, Array.isArray(p) ? p[0] : "", Array.isArray(p) ? p[1] : JSON.stringify(p)]);
       }
     }
+  }
+  for (const [ns, series] of ks) {
+    charts.append(h("figure", {class: "metric", dataset: {metric: "ks"}},
+      lineChart(series, {title: `${ns} · KS`, xLabel: "threshold", yLabel: "rate"})));
   }
   if (!charts.children.length && !scalars.length) box.append(h("p", {class: "muted"}, "no metrics"));
   box.append(charts);
