@@ -30,11 +30,23 @@ def _code_of(context, error: BaseException | None) -> str:
 
 
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler once (cached by method name): per call, only timing and one count."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
     async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        service, _, method = handler_call_details.method.lstrip("/").partition("/")
+        wrapped = self._wrapped.get(handler_call_details.method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return None  # unknown method: gRPC answers UNIMPLEMENTED
+            wrapped = self._wrapped[handler_call_details.method] = self._wrap(handler_call_details.method, handler)
+        return wrapped
+
+    @staticmethod
+    def _wrap(path: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        service, _, method = path.lstrip("/").partition("/")
         if handler.request_streaming and handler.response_streaming:
             kind, behavior, factory = "bidi_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler
         elif handler.request_streaming:
@@ -45,10 +57,15 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             kind, behavior, factory = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
         labels = (kind, service, method)
         seconds = RPC_SECONDS.labels(*labels)
+        handled: dict[str, object] = {}  # code -> its counter child
 
         def done(context, started: float, error: BaseException | None) -> None:
             seconds.observe(time.perf_counter() - started)
-            RPC_HANDLED.labels(*labels, _code_of(context, error)).inc()
+            code = _code_of(context, error)
+            counter = handled.get(code)
+            if counter is None:
+                counter = handled[code] = RPC_HANDLED.labels(*labels, code)
+            counter.inc()
 
         if handler.response_streaming:
             async def streaming(request, context):
