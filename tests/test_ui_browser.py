@@ -126,8 +126,12 @@ def test_the_log_follows_and_a_reconnect_loses_nothing(browser, server, client):
 
 
 def test_nodes_groups_and_api_pages_render(browser, server, client):
+    # The server keeps each node's recent usage; the page draws it as it opens.
+    until(lambda: len(http("GET", server.http_url + "/v1/nodes").json()["nodes"][0]["usage_history"]) >= 2,
+          "two usage samples of the local node")
     browser.get(server.http_url + "/ui/#/nodes")
-    until(lambda: browser.find_elements(By.CSS_SELECTOR, "#node-rows tr[data-node] svg.spark"), "the node row with its charts")
+    until(lambda: browser.find_elements(By.CSS_SELECTOR, "#node-rows tr[data-node] svg.spark polyline"),
+          "the node row with its usage charts")
     browser.save_screenshot(str(ARTIFACTS / "nodes.png"))
     template = {"name": "ui-demo", "task_groups": [{"tasks": [{"name": "a", "config": {"command": "echo a"}},
                                                               {"name": "b", "config": {"command": "echo b"}}]}]}

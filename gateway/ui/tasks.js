@@ -150,7 +150,7 @@ function renderTasks(view) {
     }
     if (changed) {
       state.tasks.sort((a, b) => Number(b.id) - Number(a.id));
-      if (state.tasks.length > PAGE_SIZE) { state.tasks.length = PAGE_SIZE; state.next = state.next || String(state.tasks[PAGE_SIZE - 1].id); }
+      if (state.tasks.length > PAGE_SIZE) { state.tasks.length = PAGE_SIZE; state.next = String(state.tasks[PAGE_SIZE - 1].id); }
       draw();
     }
   }
@@ -263,7 +263,7 @@ function renderTask(view, id) {
     const rows = [
       ["id", t.id], ["uid", t.uid], ["namespace", spec.namespace], ["type", String(spec.type).replace("TASK_TYPE_", "").toLowerCase()],
       ["runs", what], ["status", st.toLowerCase()], ["progress", (t.progress || 0) + "%"], ["node", t.node],
-      ["pid / ppid", t.pid ? `${t.pid} / ${t.ppid}` : ""], ["exit code", t.start_time_ms ? t.exit_code : ""],
+      ["pid / ppid", t.pid ? `${t.pid} / ${t.ppid}` : ""], ["exit code", t.done_time_ms && spec.type !== "TASK_TYPE_PYTHON" ? t.exit_code : ""],
       ["retries", `${t.retries} of ${spec.max_retries}`], ["priority", spec.priority], ["timeout", spec.timeout_seconds ? spec.timeout_seconds + " s" : ""],
       ["created", fmtTime(t.create_time_ms)], ["started", fmtTime(t.start_time_ms)], ["done", fmtTime(t.done_time_ms)],
       ["duration", taskDuration(t, Date.now())], ["queue reason", t.queue_reason], ["error", t.error], ["result", t.result],

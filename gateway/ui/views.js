@@ -65,24 +65,18 @@ function renderGroups(view) {
 }
 
 // ----------------------------------------------------------------------- nodes
-// Usage history is sampled while the dashboard is open (the server keeps only the latest value).
-const nodeHistory = new Map();  // name -> {cpu: [], mem: []}
-const HISTORY = 90;
-
 function renderNodes(view) {
   const tbody = h("tbody", {id: "node-rows"});
-  view.append(h("section", {class: "toolbar"}, h("h1", {}, "Nodes"), h("span", {class: "muted"}, "cpu and memory sampled every 2 s while this page is open")),
+  view.append(h("section", {class: "toolbar"}, h("h1", {}, "Nodes"), h("span", {class: "muted"}, "cpu and memory over the last minutes (each heartbeat)")),
     h("table", {class: "grid"}, h("thead", {}, h("tr", {}, ["name", "address", "state", "slots", "labels", "cpu", "memory", "last heartbeat", ""].map((c) => h("th", {}, c)))), tbody));
 
   async function load() {
     try {
       const r = await api.get("/v1/nodes");
       tbody.replaceChildren(...(r.nodes || []).map((n) => {
-        const hist = nodeHistory.get(n.name) || {cpu: [], mem: []};
-        hist.cpu.push(Number(n.cpu_percent) || 0);
-        hist.mem.push(Number(n.memory_percent) || 0);
-        if (hist.cpu.length > HISTORY) { hist.cpu.shift(); hist.mem.shift(); }
-        nodeHistory.set(n.name, hist);
+        const samples = n.usage_history || [];
+        const hist = {cpu: samples.map((u) => Number(u.cpu_percent) || 0), mem: samples.map((u) => Number(u.memory_percent) || 0)};
+        if (!samples.length) { hist.cpu.push(Number(n.cpu_percent) || 0); hist.mem.push(Number(n.memory_percent) || 0); }
         const online = n.state === "NODE_STATE_ONLINE";
         const used = n.slots - n.free_slots;
         return h("tr", {dataset: {node: n.name}},
