@@ -24,6 +24,7 @@ def add_routes(app: web.Application) -> None:
         raise web.HTTPFound("/ui/")
 
     async def bare(request: web.Request) -> web.Response:
+        """Redirects to the dashboard."""
         raise web.HTTPFound("/ui/")
 
     app.router.add_get("/", home)

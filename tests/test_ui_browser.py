@@ -37,7 +37,13 @@ def browser():
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,900"):
         opts.add_argument(arg)
+    downloads = Path(profile) / "downloads"
+    downloads.mkdir()
+    opts.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                           "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads
     ARTIFACTS.mkdir(exist_ok=True)
     try:
         yield driver
@@ -123,6 +129,12 @@ def test_the_log_follows_and_a_reconnect_loses_nothing(browser, server, client):
     assert not any("\x1b" in t or "[0m" in t for t in texts)
     assert client.wait(task.id).status == pb.TASK_STATUS_SUCCESS
     browser.save_screenshot(str(ARTIFACTS / "task-log.png"))
+    # The download is the whole log as plain text.
+    browser.find_element(By.ID, "download-log").click()
+    saved = browser.downloads / f"task-{task.id}.log"
+    until(lambda: saved.exists() and saved.read_text().endswith("line-79\n"), "the downloaded log")
+    downloaded = saved.read_text().splitlines()
+    assert downloaded[1:] == [f"line-{i}" for i in range(80)] and downloaded[0] == "green start"
 
 
 def test_nodes_groups_and_api_pages_render(browser, server, client):

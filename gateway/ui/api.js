@@ -27,6 +27,8 @@ const api = {
       if (!resp.ok) {
         const err = new Error((data && (data.message || data.msg || data.detail || data.retmsg)) || resp.statusText);
         err.status = resp.status;
+        // A token that may only read: stop offering what it cannot do (cancel, delete, create, ...).
+        if (resp.status === 403 && method !== "GET") document.body.classList.add("read-only");
         throw err;
       }
       return data;

@@ -36,7 +36,10 @@ function main() {
   const ns = document.getElementById("namespace");
   ns.value = localStorage.getItem(NS_KEY) || "*";
   ns.addEventListener("change", () => { localStorage.setItem(NS_KEY, currentNamespace()); route(); });
-  document.getElementById("token-button").addEventListener("click", () => askToken().then((given) => { if (given) route(); }));
+  document.getElementById("token-button").addEventListener("click", () => askToken().then((given) => {
+    document.body.classList.remove("read-only");  // a new token may do more
+    if (given) route();
+  }));
   window.addEventListener("hashchange", route);
   route();
 }

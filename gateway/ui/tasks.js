@@ -5,6 +5,7 @@ const STATUSES = ["UNKNOWN", "NEW", "SCHEDULING", "SCHEDULED", "QUEUED", "PENDIN
                   "SUCCESS", "CANCELLING", "CANCELLED", "FAILED"];
 const TERMINAL = new Set(["SUCCESS", "CANCELLED", "FAILED"]);
 const PAGE_SIZE = 50;
+const MAX_LOG_LINES_SHOWN = 20000;
 
 const statusOf = (task) => String(task.status || "").replace("TASK_STATUS_", "");
 const nsParam = () => encodeURIComponent(currentNamespace());
@@ -301,6 +302,14 @@ function renderTask(view, id) {
       logState.next = seq + 1;
     }
     logBox.append(frag);
+    // A huge log keeps only its last lines in the page (the download has them all).
+    let extra = logBox.querySelectorAll(".line").length - MAX_LOG_LINES_SHOWN;
+    if (extra > 0) {
+      let trimmed = logBox.querySelector(".log-trimmed");
+      if (!trimmed) { trimmed = h("div", {class: "log-trimmed"}); logBox.prepend(trimmed); }
+      while (extra-- > 0) trimmed.nextSibling.remove();
+      trimmed.textContent = `… ${logBox.querySelector(".line").dataset.seq} earlier lines: download the log to see them`;
+    }
     if (follow && follow.checked) logBox.scrollTop = logBox.scrollHeight;
     drawLogInfo();
   }
