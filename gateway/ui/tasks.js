@@ -5,7 +5,8 @@ const STATUSES = ["UNKNOWN", "NEW", "SCHEDULING", "SCHEDULED", "QUEUED", "PENDIN
                   "SUCCESS", "CANCELLING", "CANCELLED", "FAILED"];
 const TERMINAL = new Set(["SUCCESS", "CANCELLED", "FAILED"]);
 const PAGE_SIZE = 50;
-const MAX_LOG_LINES_SHOWN = 20000;
+const MAX_LOG_LINES_SHOWN = 10000;
+const DRAW_INTERVAL = 200;  // ms
 
 const statusOf = (task) => String(task.status || "").replace("TASK_STATUS_", "");
 const nsParam = () => encodeURIComponent(currentNamespace());
@@ -234,7 +235,7 @@ function renderTasks(view) {
 function renderTask(view, id) {
   let stopped = false;
   const controllers = new Set();
-  const logState = {next: 0, ansi: {}, reconnects: 0, ended: false, abort: null};
+  const logState = {next: 0, shown: 0, pending: [], ansi: {}, reconnects: 0, ended: false, abort: null, drawPending: false};
   const fields = h("dl", {class: "fields", id: "task-fields"});
   const head = h("div", {class: "toolbar"});
   const logBox = h("pre", {class: "log", id: "log"});
@@ -287,39 +288,74 @@ function renderTask(view, id) {
     catch (e) { toast("delete failed: " + e.message); }
   }
 
+  // Lines are taken in as they arrive (so a resume knows where to start) and drawn once per
+  // frame: a long backlog costs one layout, and lines that would be trimmed at once are never drawn.
   function addLines(lines) {
-    const follow = document.getElementById("follow-scroll");
-    const frag = document.createDocumentFragment();
     for (const line of lines) {
       const seq = Number(line.seq);
       if (seq < logState.next) continue;  // already shown (a resumed stream overlaps nothing, but be sure)
-      const el = h("div", {class: "line s-" + String(line.stream || "").replace("LOG_STREAM_", "").toLowerCase(), dataset: {seq}},
-                   h("span", {class: "seq"}, seq), h("span", {class: "ts"}, fmtTime(line.time_ms).slice(11)));
-      const text = h("span", {class: "text"});
-      logState.ansi = renderAnsi(text, line.text || "", logState.ansi);
-      el.append(text);
-      frag.append(el);
+      logState.pending.push(line);
       logState.next = seq + 1;
     }
+    if (logState.pending.length > 2 * MAX_LOG_LINES_SHOWN) logState.pending.splice(0, logState.pending.length - MAX_LOG_LINES_SHOWN);
+    scheduleDraw();
+  }
+
+  function scheduleDraw() {
+    if (logState.drawPending) return;
+    logState.drawPending = true;
+    const draw = () => { if (logState.drawPending) { logState.drawPending = false; logState.drawnAt = performance.now(); drawLines(); } };
+    // At most one layout per DRAW_INTERVAL while a backlog pours in; at once when lines trickle.
+    const wait = Math.max(0, (logState.drawnAt || 0) + DRAW_INTERVAL - performance.now());
+    if (document.hidden || wait > 0) setTimeout(() => requestAnimationFrame(draw), wait || 250); else requestAnimationFrame(draw);
+  }
+
+  function drawLines() {
+    let pending = logState.pending;
+    logState.pending = [];
+    if (pending.length > MAX_LOG_LINES_SHOWN) pending = pending.slice(-MAX_LOG_LINES_SHOWN);
+    const frag = document.createDocumentFragment();
+    for (const line of pending) {
+      const el = document.createElement("div");
+      el.className = "line s-" + String(line.stream || "").replace("LOG_STREAM_", "").toLowerCase();
+      el.dataset.seq = line.seq;
+      const num = document.createElement("span");
+      num.className = "seq";
+      num.textContent = line.seq;
+      const ts = document.createElement("span");
+      ts.className = "ts";
+      ts.textContent = fmtTime(line.time_ms).slice(11);
+      const text = document.createElement("span");
+      text.className = "text";
+      logState.ansi = renderAnsi(text, line.text || "", logState.ansi);
+      el.append(num, ts, text);
+      frag.append(el);
+    }
     logBox.append(frag);
+    logState.shown += pending.length;
     // A huge log keeps only its last lines in the page (the download has them all).
-    let extra = logBox.querySelectorAll(".line").length - MAX_LOG_LINES_SHOWN;
-    if (extra > 0) {
+    if (logState.shown > MAX_LOG_LINES_SHOWN) {
       let trimmed = logBox.querySelector(".log-trimmed");
       if (!trimmed) { trimmed = h("div", {class: "log-trimmed"}); logBox.prepend(trimmed); }
-      while (extra-- > 0) trimmed.nextSibling.remove();
+      const cut = document.createRange();
+      cut.setStartAfter(trimmed);
+      cut.setEndBefore(logBox.querySelectorAll(".line")[logState.shown - MAX_LOG_LINES_SHOWN]);
+      cut.deleteContents();
+      logState.shown = MAX_LOG_LINES_SHOWN;
       trimmed.textContent = `… ${logBox.querySelector(".line").dataset.seq} earlier lines: download the log to see them`;
     }
+    const follow = document.getElementById("follow-scroll");
     if (follow && follow.checked) logBox.scrollTop = logBox.scrollHeight;
     drawLogInfo();
   }
 
+  // What the page shows (the test reads these data- attributes once the log has ended).
   function drawLogInfo(extra) {
     logInfo.textContent = `${logState.next} lines` + (logState.reconnects ? ` · resumed ${logState.reconnects}×` : "") +
       (logState.ended ? " · ended" : "") + (extra ? " · " + extra : "");
     logInfo.dataset.lines = logState.next;
     logInfo.dataset.reconnects = logState.reconnects;
-    logInfo.dataset.ended = logState.ended;
+    logInfo.dataset.ended = logState.ended && !logState.pending.length && !logState.drawPending;
   }
 
   // The log follows live; a broken stream resumes from the next line number, so nothing is lost or doubled.
@@ -333,7 +369,7 @@ function renderTask(view, id) {
       try {
         await api.stream(`/v1/tasks/${id}/logs?namespace=*&offset=${logState.next}`, (msg) => {
           if (msg.lines && msg.lines.length) addLines(msg.lines);
-          if (msg.end) { logState.ended = true; drawLogInfo(); }
+          if (msg.end) { logState.ended = true; scheduleDraw(); }
         }, c.signal);
       } finally { controllers.delete(c); }
       if (!logState.ended) throw Object.assign(new Error("log stream closed early"), {status: 503});
