@@ -83,7 +83,7 @@ class Server:
             self.engine.add_node(node)
             self._background.append(asyncio.create_task(self._sample(node)))
 
-        self._closers.append(_async(metrics.register_engine(self.engine)))
+        self._closers.append(_closer(metrics.register_engine(self.engine)))
         self.grpc = grpc.aio.server(interceptors=[MetricsInterceptor()], options=[
             ("grpc.max_receive_message_length", 64 << 20),
             ("grpc.max_send_message_length", 64 << 20),
@@ -148,7 +148,8 @@ class Server:
         await self._stopped.wait()
 
 
-def _async(fn):
+def _closer(fn):
+    """A plain function as one of Server._closers (which are awaited)."""
     async def call() -> None:
         fn()
     return call

@@ -1,7 +1,7 @@
 """Prometheus metrics of one `taskhub serve` process (served by the gateway at GET /metrics).
 
 Counters and histograms are updated where things happen (engine, store writer, the gRPC
-interceptor in server/api/interceptor.py); levels (queue depth, running tasks, nodes, flow
+interceptor in server/rpc_metrics.py); levels (queue depth, running tasks, nodes, flow
 jobs) are read from the live engine when Prometheus scrapes, by `EngineCollector`, so the
 hot paths pay nothing for them. Names follow Prometheus conventions (`_total`, `_seconds`);
 the RPC metrics use the names of go-grpc-prometheus so existing Grafana panels fit.
