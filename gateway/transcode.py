@@ -24,7 +24,8 @@ from .params import to_bool
 
 # Services whose annotated RPCs the gateway serves. Add a service's full name here once its
 # servicer runs in `taskhub serve`.
-TRANSCODED_SERVICES = ["taskhub.v1.TaskService", "taskhub.v1.NodeService", "taskhub.v1.TaskGroupService"]
+TRANSCODED_SERVICES = ["taskhub.v1.TaskService", "taskhub.v1.NodeService", "taskhub.v1.TaskGroupService",
+                       "taskhub.v1.FlowService"]
 UNARY_TIMEOUT = 60.0
 NDJSON = "application/x-ndjson"
 
@@ -267,7 +268,7 @@ def add_routes(app: web.Application, channel: grpc.aio.Channel, taken: set[tuple
 
 def _ensure_registered() -> None:
     # The generated modules register the services in the default pool when imported.
-    from taskhub.v1 import node_service_pb2, task_group_service_pb2, task_service_pb2  # noqa: F401
+    from taskhub.v1 import flow_service_pb2, node_service_pb2, task_group_service_pb2, task_service_pb2  # noqa: F401
 
 
 _ensure_registered()

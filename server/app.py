@@ -89,8 +89,9 @@ class Server:
         cfg = self.cfg
         self.security.check_exposure()  # before anything listens: no open server off loopback
         # Bound first: tasks the engine brings back call this server (TASKHUB_SERVER) as soon as they run.
-        # Metrics first, so refused calls are counted too.
-        self.grpc = grpc.aio.server(interceptors=[MetricsInterceptor(), *self.security.interceptors()], options=[
+        # Authentication first: the metrics interceptor caches each method's handler, so nothing may
+        # run after it per call (refused calls are counted by the audit, not by /metrics).
+        self.grpc = grpc.aio.server(interceptors=[*self.security.interceptors(), MetricsInterceptor()], options=[
             ("grpc.max_receive_message_length", cfg.security.max_message_bytes),
             ("grpc.max_send_message_length", cfg.security.max_message_bytes),
             ("grpc.so_reuseport", 0),
