@@ -6,7 +6,7 @@ GEN     := build/gen
 PROTOS  := $(wildcard protos/taskhub/v1/*.proto)
 STAMP   := $(VENV)/.installed
 
-.PHONY: install run test bench bench-peer proto clean test-clients
+.PHONY: install run test bench bench-peer proto clean test-clients browser
 
 install: $(STAMP)
 
@@ -28,18 +28,25 @@ test-clients:
 
 # Generated code lives in build/gen (never committed, never edited).
 proto:
-	rm -rf $(GEN) && mkdir -p $(GEN)
+	rm -rf $(GEN) && mkdir -p $(GEN)/taskhub
 	$(BIN)/python -m grpc_tools.protoc -Iprotos \
 	  -I$$($(BIN)/python -c 'import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))') \
-	  --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	  --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) \
+	  --include_source_info --include_imports --descriptor_set_out=$(GEN)/taskhub/descriptors.binpb $(PROTOS)
 	touch $(GEN)/taskhub/__init__.py $(GEN)/taskhub/v1/__init__.py
 
 run: install
 	mkdir -p var
 	$(BIN)/taskhub serve --db var/taskhub.db
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q tests
+
+# Headless Chromium and its driver for the dashboard's browser tests (Debian packages; CI runs as root).
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  echo "installing chromium and chromium-driver (apt-get)"; \
+	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 bench: install
 	$(BIN)/python -m bench.run

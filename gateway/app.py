@@ -2,7 +2,8 @@
 
 `taskhub serve` runs it in-process (started after gRPC, stopped before it); `taskhub gateway
 --grpc HOST:PORT` runs it alone. Routes: the legacy families (gateway/families/*), then
-every annotated TaskService RPC (gateway/transcode.py).
+every annotated TaskService RPC (gateway/transcode.py); then /metrics, /openapi.json and the
+dashboard under /ui/.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import ssl
 import grpc
 from aiohttp import web
 
-from . import credentials, fate_auth, transcode
+from . import credentials, fate_auth, metrics, openapi, transcode, ui
 from .fate_auth import FateVerifier
 from .errors import last_resort
 from .families import aaas, delta, fate, hugegraph, taskgroups
@@ -36,6 +37,9 @@ def build_app(channel: grpc.aio.Channel, max_body: int = MAX_BODY, require_crede
         for method, path in family.add_routes(app, channel):
             taken.add((method, path))
     transcode.add_routes(app, channel, taken)
+    metrics.add_routes(app)
+    openapi.add_routes(app)
+    ui.add_routes(app)
     return app
 
 

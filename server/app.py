@@ -15,6 +15,7 @@ from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, flow_service_pb
                         node_service_pb2, node_service_pb2_grpc, task_group_service_pb2, task_group_service_pb2_grpc,
                         task_service_pb2, task_service_pb2_grpc)
 
+from . import metrics
 from .api.auth_service import AuthService
 from .api.flow_service import FlowService
 from .api.group_service import TaskGroupService
@@ -32,6 +33,7 @@ from .node.executor import Executor
 from .node.local import LocalNode
 from .node.remote import NodeRegistry
 from .security import SecurityConfig, Security
+from .rpc_metrics import MetricsInterceptor
 from .store import Store
 
 log = logging.getLogger("taskhub")
@@ -87,7 +89,9 @@ class Server:
         cfg = self.cfg
         self.security.check_exposure()  # before anything listens: no open server off loopback
         # Bound first: tasks the engine brings back call this server (TASKHUB_SERVER) as soon as they run.
-        self.grpc = grpc.aio.server(interceptors=self.security.interceptors(), options=[
+        # Authentication first: the metrics interceptor caches each method's handler, so nothing may
+        # run after it per call (refused calls are counted by the audit, not by /metrics).
+        self.grpc = grpc.aio.server(interceptors=[*self.security.interceptors(), MetricsInterceptor()], options=[
             ("grpc.max_receive_message_length", cfg.security.max_message_bytes),
             ("grpc.max_send_message_length", cfg.security.max_message_bytes),
             ("grpc.so_reuseport", 0),
@@ -115,6 +119,8 @@ class Server:
             self.engine.add_node(node)
             self._background.append(asyncio.create_task(self._sample(node)))
 
+        self._closers.append(_closer(metrics.register_engine(self.engine)))
+        metrics.set_flow_jobs_source(self.flow.jobs_by_status)
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(
             self.engine, ModuleDescriber(cfg.allowed_modules, cfg.task_paths)), self.grpc)
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes), self.grpc)
@@ -180,6 +186,13 @@ class Server:
 
     async def wait(self) -> None:
         await self._stopped.wait()
+
+
+def _closer(fn):
+    """A plain function as one of Server._closers (which are awaited)."""
+    async def call() -> None:
+        fn()
+    return call
 
 
 async def serve(cfg: ServerConfig) -> int:

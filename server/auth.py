@@ -64,6 +64,7 @@ RULES: dict[str, Rule] = {
     _T + "TraceTask": Rule(READER, "namespace"),
     _T + "WaitTask": Rule(READER, "namespace"),
     _T + "WaitTasks": Rule(READER, "namespace"),
+    _T + "WatchTasks": Rule(READER, "namespace"),
     # Runs an allowed module's import in a subprocess: more than reading.
     _T + "DescribeModule": Rule(SUBMITTER, audit=False),
     _N + "Connect": Rule(NODE),

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 
-from . import errors
+from . import errors, metrics
 from .logbus import LogBus
 from .model import (ANY_NAMESPACE, DEFAULT_NAMESPACE, IllegalTransition, Resources, Status, Task,
                     TaskSpec, TaskType, module_allowed, now_ms)
@@ -69,6 +69,7 @@ class Engine:
         self._schedule_scheduled = False
         self._watchers: dict[int, set[asyncio.Queue]] = {}
         self.observers: dict[str, Callable[[Task], None]] = {}
+        self._list_watchers: set[_ListWatcher] = set()
         self._enders: dict[int, set[asyncio.Queue]] = {}
         self._next_id = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -219,11 +220,14 @@ class Engine:
             self._next_id += 1
             tasks.append(Task(self._next_id, spec, create_time_ms=ts))
         await self.store.writer.insert_tasks(tasks)
+        metrics.tasks_created(tasks)
         for t in tasks:
             self.tasks[t.id] = t
             self._colocate_add(t)
             self.logs.known_empty(t.id)
             self._push(t)
+        if self._list_watchers:
+            self._publish_list([copy.copy(t) for t in tasks], [])
         return tasks
 
     # ------------------------------------------------------------------ read
@@ -237,7 +241,8 @@ class Engine:
             raise errors.NotFound(f"{what} does not exist{where}")
         return task
 
-    async def list(self, namespace: str, statuses: list[int], limit: int, page_token: str) -> tuple[list[Task], str]:
+    async def list(self, namespace: str, statuses: list[int], limit: int, page_token: str,
+                   name_contains: str = "") -> tuple[list[Task], str]:
         limit = limit or 100
         if not 0 < limit <= 10_000:
             raise errors.InvalidArgument("limit must be between 1 and 10000")
@@ -246,7 +251,7 @@ class Engine:
         except ValueError:
             raise errors.InvalidArgument(f"page_token {page_token!r} is not one this server gave") from None
         ns = None if namespace == ANY_NAMESPACE else (namespace or DEFAULT_NAMESPACE)
-        rows = await self._loop.run_in_executor(None, self.store.list_tasks, ns, statuses, limit, before)
+        rows = await self._loop.run_in_executor(None, self.store.list_tasks, ns, statuses, limit, before, name_contains)
         tasks = [self.tasks.get(t.id, t) for t in rows]
         token = str(tasks[-1].id) if len(tasks) == limit else ""
         return tasks, token
@@ -286,6 +291,8 @@ class Engine:
         self._release(task)
         self.logs.forget(task.id)
         await self.store.writer.delete_task(task.id)
+        if self._list_watchers:
+            self._publish_list([], [(task.namespace, task.id)])
 
     # ------------------------------------------------------------------ follow
     def trace(self, task: Task, offset: int, follow: bool) -> AsyncIterator[list[tuple]]:
@@ -314,6 +321,38 @@ class Engine:
             self._watchers[task.id].discard(q)
             if not self._watchers[task.id]:
                 del self._watchers[task.id]
+
+    async def watch_all(self, namespace: str) -> AsyncIterator[tuple[list[Task], list[int], bool]]:
+        """(changed tasks, deleted ids, overflowed) batches for one namespace, from now on;
+        the first batch is empty. A reader that falls WATCH_BACKLOG batches behind is told
+        (overflowed=True) instead of holding memory without bound."""
+        w = _ListWatcher(None if namespace == ANY_NAMESPACE else (namespace or DEFAULT_NAMESPACE))
+        self._list_watchers.add(w)
+        try:
+            yield [], [], False
+            while True:
+                changed, deleted = await w.queue.get()
+                merged = {t.id: t for t in changed}
+                gone = list(deleted)
+                while not w.queue.empty():
+                    more, more_deleted = w.queue.get_nowait()
+                    merged.update((t.id, t) for t in more)
+                    gone.extend(more_deleted)
+                overflowed, w.overflowed = w.overflowed, False
+                yield [t for i, t in merged.items() if i not in gone], gone, overflowed
+        finally:
+            self._list_watchers.discard(w)
+
+    def _publish_list(self, changed: list[Task], deleted: list[tuple[str, int]]) -> None:
+        for w in self._list_watchers:
+            mine = changed if w.namespace is None else [t for t in changed if t.namespace == w.namespace]
+            gone = [i for ns, i in deleted if w.namespace is None or ns == w.namespace]
+            if not mine and not gone:
+                continue
+            if w.queue.full():
+                w.overflowed = True
+            else:
+                w.queue.put_nowait((mine, gone))
 
     async def wait_all(self, namespace: str, ids: list[int]) -> AsyncIterator[list[Task]]:
         """Batches of `ids` that have ended (committed), in the order they end, until all have."""
@@ -449,6 +488,7 @@ class Engine:
         task.start_time_ms = now_ms()
         task.error = ""
         self._move(task, S.RUNNING)
+        metrics.task_started(task)
 
     def on_log(self, task_id: int, lines: list[tuple[int, str]]) -> None:
         if task_id in self.tasks:
@@ -520,6 +560,8 @@ class Engine:
             log.exception("refused: task %d", task.id)
             raise
         self._touch(task)
+        if new.terminal:
+            metrics.task_finished(task)
         if new.terminal and task.spec.annotations and COLOCATE in task.spec.annotations:
             group = self._colocated.get(task.spec.annotations[COLOCATE])
             if group is not None:
@@ -554,6 +596,8 @@ class Engine:
             return
         dirty, self._dirty = self._dirty, {}
         rows = [(t.id, t.mutable_row()) for t in dirty.values()]
+        if self._list_watchers:
+            self._publish_list([copy.copy(t) for t in dirty.values()], [])
         ended = [copy.copy(t) for t in dirty.values() if t.terminal]
         if not ended:
             self.store.writer.update_tasks(rows)
@@ -589,6 +633,18 @@ class Engine:
             for q in watchers:
                 q.put_nowait(snap)
 
+
+
+WATCH_BACKLOG = 1000
+
+
+class _ListWatcher:
+    """One WatchTasks reader: its namespace (None: all) and its queue of change batches."""
+
+    def __init__(self, namespace: str | None):
+        self.namespace = namespace
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=WATCH_BACKLOG)
+        self.overflowed = False
 
 
 def _in_namespace(task: Task, namespace: str) -> bool:

@@ -13,10 +13,12 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from typing import Callable, Iterable
 
 import sqlite_utils
 
+from . import metrics
 from .errors import Unavailable
 from .model import MUTABLE_FIELDS, Task
 
@@ -130,8 +132,12 @@ class Store:
         row = self.conn.execute("SELECT * FROM tasks WHERE uid=?", (uid,)).fetchone()
         return Task.from_row(dict(row)) if row else None
 
-    def list_tasks(self, namespace: str | None, statuses: list[int], limit: int, before_id: int) -> list[Task]:
+    def list_tasks(self, namespace: str | None, statuses: list[int], limit: int, before_id: int,
+                   name_contains: str = "") -> list[Task]:
         where, params = ["id < ?"], [before_id]
+        if name_contains:
+            where.append("instr(name, ?) > 0")
+            params.append(name_contains)
         if namespace is not None:
             where.append("namespace = ?")
             params.append(namespace)
@@ -273,6 +279,7 @@ class Writer:
             if fut is not None:
                 futures.append(fut)
         error: BaseException | None = None
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN")
             if inserts:
@@ -289,6 +296,7 @@ class Writer:
                         log.error("statement failed: %s %r", stmt[:200], [str(p)[:80] for p in params])
                         raise
             conn.execute("COMMIT")
+            metrics.store_committed(time.perf_counter() - started, len(inserts), len(updates), len(logs))
         except BaseException as e:  # a failed batch is reported to every waiter in it
             log.exception("store write failed")
             error = e

@@ -72,10 +72,11 @@ def requests() -> list[tuple[str, str, bytes | None, dict]]:
     ]
     # Odd paths and methods.
     for method, path in itertools.product(["GET", "POST", "PATCH"], [
-            "/", "/v1", "/v1/tasks/1/2/3", "/auto", "/auto/run/x", "/graphspaces/g/graphs", "/graphspaces//graphs//tasks",
+            "/ui/nope", "/ui/static/%2e%2e/ui.py", "/ui/static/nope.js", "/v1", "/v1/tasks/1/2/3", "/auto", "/auto/run/x", "/graphspaces/g/graphs", "/graphspaces//graphs//tasks",
             "/v1/task/", "/%2e%2e/etc/passwd", "/v1/tasks/1:explode"]):
         out.append((method, path, None, {}))
-    out += [("PATCH", "/v1/tasks/1", b"{}", json_ct), ("POST", "/auto/run", b"{}", json_ct),
+    out += [("POST", "/", None, {}), ("PATCH", "/", None, {}),  # GET / is the dashboard
+            ("PATCH", "/v1/tasks/1", b"{}", json_ct), ("POST", "/auto/run", b"{}", json_ct),
             ("DELETE", "/v1/task/metadata?task_id=1", None, {})]
     return out
 

@@ -16,6 +16,7 @@ def node_to_proto(n: Node) -> pb.NodeInfo:
         draining=n.draining, local=not isinstance(n, RemoteNode), slots=n.slots, free_slots=n.free_slots,
         labels=n.labels, cpu_count=n.cpu_count, memory_mb=n.memory_mb, cpu_percent=n.cpu_percent,
         memory_percent=n.memory_percent, last_heartbeat_ms=n.last_heartbeat_ms, task_ids=sorted(n.assigned),
+        usage_history=[pb.UsageSample(time_ms=t, cpu_percent=c, memory_percent=m) for t, c, m in n.usage],
     )
 
 

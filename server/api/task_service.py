@@ -37,7 +37,8 @@ class TaskService(svc_grpc.TaskServiceServicer):
 
     @mapped
     async def ListTasks(self, request, context):
-        tasks, token = await self.engine.list(request.namespace, list(request.statuses), request.limit, request.page_token)
+        tasks, token = await self.engine.list(request.namespace, list(request.statuses), request.limit,
+                                              request.page_token, request.name_contains)
         return svc.ListTasksResponse(tasks=[task_to_proto(t) for t in tasks], next_page_token=token)
 
     @mapped
@@ -75,6 +76,12 @@ class TaskService(svc_grpc.TaskServiceServicer):
             raise errors.InvalidArgument(f"at most {MAX_WAIT_IDS} ids per call")
         async for batch in self.engine.wait_all(request.namespace, list(request.ids)):
             yield svc.WaitTasksResponse(tasks=[task_to_proto(t) for t in batch])
+
+    @mapped
+    async def WatchTasks(self, request, context):
+        async for changed, deleted, overflowed in self.engine.watch_all(request.namespace):
+            yield svc.WatchTasksResponse(tasks=[task_to_proto(t) for t in changed], deleted_ids=deleted,
+                                         overflow=overflowed)
 
     @mapped
     async def DescribeModule(self, request, context):

@@ -196,6 +196,11 @@ class FlowJobs:
             await self._advance(job)
         self._publish_queue_positions()
 
+    def jobs_by_status(self) -> dict[str, int]:
+        """FATE status name -> how many jobs have it (for /metrics)."""
+        counts = self.fstore.count_jobs_by_status()
+        return {s.fate: counts.get(int(s), 0) for s in JobStatus}
+
     def queue_position(self, job_id: str) -> int:
         try:
             return self.queue.index(job_id) + 1

@@ -122,6 +122,9 @@ class FlowStore:
         rows = self.store.query("SELECT * FROM flow_jobs WHERE job_id=?", (job_id,))
         return job_from_row(rows[0]) if rows else None
 
+    def count_jobs_by_status(self) -> dict[int, int]:
+        return {r[0]: r[1] for r in self.store.query("SELECT status, COUNT(*) FROM flow_jobs GROUP BY status")}
+
     def job_tasks(self, job_id: str) -> list[FlowTask]:
         return [task_from_row(r) for r in self.store.query("SELECT * FROM flow_tasks WHERE job_id=?", (job_id,))]
 

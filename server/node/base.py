@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .executor import Run
+
+
+USAGE_SAMPLES = 150  # 5 minutes of the local node's 2-second samples
 
 
 @dataclass
@@ -23,10 +27,16 @@ class Node:
     cpu_percent: float = 0.0
     memory_percent: float = 0.0
     last_heartbeat_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    # Recent (time ms, cpu %, memory %) samples, oldest first: the dashboard's usage charts.
+    usage: deque = field(default_factory=lambda: deque(maxlen=USAGE_SAMPLES))
     # Engine bookkeeping: task id -> slots it holds on this node.
     assigned: dict[int, int] = field(default_factory=dict)
     # True for nodes whose runs go on when the server stops (agents): a clean shutdown leaves them be.
     outlives_server: ClassVar[bool] = False
+
+    def record_usage(self, cpu_percent: float, memory_percent: float) -> None:
+        self.cpu_percent, self.memory_percent = cpu_percent, memory_percent
+        self.usage.append((int(time.time() * 1000), cpu_percent, memory_percent))
 
     @property
     def free_slots(self) -> int:

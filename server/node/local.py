@@ -30,5 +30,4 @@ class LocalNode(Node):
         self.executor.cancel(task_id, grace)
 
     def sample_usage(self) -> None:
-        self.cpu_percent = psutil.cpu_percent(None)
-        self.memory_percent = psutil.virtual_memory().percent
+        self.record_usage(psutil.cpu_percent(None), psutil.virtual_memory().percent)

@@ -101,8 +101,7 @@ class RemoteNode(Node):
     # -- agent -> engine
     def handle(self, msg: pb.AgentMessage) -> None:
         if msg.HasField("heartbeat"):
-            self.cpu_percent = msg.heartbeat.cpu_percent
-            self.memory_percent = msg.heartbeat.memory_percent
+            self.record_usage(msg.heartbeat.cpu_percent, msg.heartbeat.memory_percent)
         self.last_heartbeat_ms = now_ms()  # any message proves the agent is alive
         if msg.events:
             self._apply(msg.events)
