@@ -349,7 +349,7 @@ def test_every_route_resolves_to_itself():
         app = build_app(channel)
         for r in app.router.routes():
             info = r.resource.get_info()
-            path = info.get("path") or info.get("formatter", "")
+            path = info.get("path") or info.get("formatter") or info.get("prefix", "") + "/{file}"
             sample = path.format_map(Samples())
             method = "GET" if r.method == "*" else r.method
             found = await app.router.resolve(make_mocked_request(method, sample))
