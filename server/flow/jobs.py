@@ -82,6 +82,7 @@ class FlowJobs:
         self.queue: list[str] = []                 # waiting job ids, FIFO
         self.running: set[str] = set()
         self.by_taskhub: dict[int, FlowTask] = {}
+        self.uids: dict[str, int] = {}               # live component tasks: taskhub uid -> id
         self.ids = JobIds()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._watchers: dict[str, set[asyncio.Queue]] = {}
@@ -117,6 +118,7 @@ class FlowJobs:
                     except errors.NotFound:
                         self._set_task_status(job, t, T.FAILED, "its taskhub task was deleted")
                         continue
+                    self.uids[live.uid] = live.id
                     self._apply(job, t, live)
             self._arm_timeout(job)
             if not job.terminal:
@@ -271,6 +273,7 @@ class FlowJobs:
         for t, task in zip(owners, created):
             t.taskhub_task_id = task.id
             self.by_taskhub[task.id] = t
+            self.uids[task.uid] = task.id
         self.fstore.save_tasks(owners)
         if job.terminal:  # the job ended while its tasks were being created: they must not run
             for task in created:
@@ -328,6 +331,7 @@ class FlowJobs:
         self._apply(job, t, task)
         if t.status.terminal:
             self.by_taskhub.pop(task.id, None)
+            self.uids.pop(task.uid, None)
             if t.status == T.SUCCESS:
                 if not job.terminal:
                     asyncio.ensure_future(self._advance(job))
@@ -488,8 +492,14 @@ class FlowJobs:
             plan = dsl.parse(job.dsl_json, job.conf_json)
         return plan
 
-    def task_of_taskhub(self, taskhub_task_id: int) -> FlowTask | None:
-        return self.by_taskhub.get(taskhub_task_id)
+    def running_component(self, uid: str) -> tuple[FlowJob, FlowTask] | None:
+        """The live component task whose taskhub task has this uid and runs now (the engine's view,
+        which is ahead of the store's), with its job."""
+        task = self.engine.tasks.get(self.uids.get(uid, 0))
+        t = self.by_taskhub.get(task.id) if task is not None else None
+        if t is None or task.status not in (Status.RUNNING, Status.CANCELLING):
+            return None
+        return self.get(t.job_id), t
 
     # ------------------------------------------------------------------ watching
     def changed(self, job_id: str) -> asyncio.Future:
