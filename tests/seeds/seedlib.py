@@ -4,7 +4,7 @@ A seed shows requests as curl lines (`curl --location --request GET 'http://127.
 or as "METHOD URL" lines; `send` runs either as one real HTTP request with the same method,
 path, query, headers and body, only the scheme, host and port replaced by the test server's.
 
-A seed shows answers as JSON. `documented(text, **by_type)` reads that JSON and marks the
+A seed shows answers as JSON. `documented(text, **checks)` reads that JSON and marks the
 values that are ids or times (which no two runs share) with the type they must have; `match`
 then checks an answer field by field: the same keys, equal values, and marked values of
 their type.
@@ -43,18 +43,19 @@ MILLIS = ByType(int, what="a time in ms (int)")
 INT = ByType(int, what="an int")
 
 
-def documented(text: str, **by_type: ByType):
-    """The seed's JSON, with the values at dotted paths (`data.task_resp.hi.1.time`; `__` may stand
-    for `.` in keyword names) replaced by type checks."""
+def documented(text: str, **checks):
+    """The seed's JSON, with the values at dotted paths (`data.task_resp.hi.1.time`, written
+    `data__task_resp__hi__1__time` as a keyword) replaced: by a ByType for ids and times, or by
+    taskhub's own value where README's "Deviations from the seeds" says why it differs."""
     doc = json.loads(text)
-    for dotted, marker in by_type.items():
-        *parents, last = dotted.replace("__", ".").split(".")
+    for dotted, check in checks.items():
+        *parents, last = dotted.split("__")
         node = doc
         for key in parents:
             node = node[int(key)] if isinstance(node, list) else node[key]
         key = int(last) if isinstance(node, list) else last
         node[key]  # the path must exist in the seed's JSON: a typo here is a test bug
-        node[key] = marker
+        node[key] = check
     return doc
 
 
