@@ -65,6 +65,7 @@ NODE_LIST = """{
   ]
 }"""
 SEED_ID = "business-instance-uuid"
+IP = ByType(str, r"(\d{1,3}\.){3}\d{1,3}", "an IPv4 address")
 RESOURCES = ByType(str, r"cpu_usage_percent:\d+,memory_usage_percent:\d+", "cpu/memory usage")
 
 
@@ -154,5 +155,5 @@ def test_list_nodes(server_factory, tmp_path):
     body = wait_for(lambda: (b := ok_json(send(server.http_url, NODES))) and
                     sorted(n["status"] for n in b["nodes"]) == [0, 1] and b, what="the agent to be offline")
     body["nodes"].sort(key=lambda n: n["status"])
-    match(body, documented(NODE_LIST, nodes__0__ip=ByType(str), nodes__0__resources=RESOURCES,
-                           nodes__1__ip=ByType(str), nodes__1__resources=RESOURCES))
+    match(body, documented(NODE_LIST, nodes__0__ip=IP, nodes__0__resources=RESOURCES,
+                           nodes__1__ip=IP, nodes__1__resources=RESOURCES))
