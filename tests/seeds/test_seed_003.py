@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.parse
 
 import pytest
-from conftest import wait_for
+from conftest import http, wait_for
 from node_agents import AgentProcess
 from seedlib import UUID, ByType, documented, match, ok_json, send
 
@@ -73,17 +74,23 @@ def by_id(instance_id: str) -> str:
     return BY_ID.replace(SEED_ID, instance_id)  # the id our deploy returned
 
 
-def test_create_template(server_factory):
+@pytest.fixture
+def fresh(server):
+    """The module's server, where the seed's template is removed again after the test."""
+    yield server
+    name = urllib.parse.quote(json.loads(TEMPLATE)["name"])
+    assert http("DELETE", f"{server.http_url}/v1/taskgroups/templates/{name}").status in (200, 404)
+
+
+def test_create_template(fresh):
     """1. 创建任务组模板."""
-    server = server_factory()
-    match(ok_json(send(server.http_url, CREATE, TEMPLATE)), documented(CREATED))
+    match(ok_json(send(fresh.http_url, CREATE, TEMPLATE)), documented(CREATED))
 
 
-def test_query_template(server_factory):
+def test_query_template(fresh):
     """2. 查询任务组模板: the template exactly as created."""
-    server = server_factory()
-    ok_json(send(server.http_url, CREATE, TEMPLATE))
-    answer = send(server.http_url, QUERY_TEMPLATE, BY_NAME)
+    ok_json(send(fresh.http_url, CREATE, TEMPLATE))
+    answer = send(fresh.http_url, QUERY_TEMPLATE, BY_NAME)
     match(ok_json(answer), documented(TEMPLATE))
     assert answer.body.decode() == TEMPLATE
 
