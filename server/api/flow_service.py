@@ -12,9 +12,8 @@ from .. import errors
 from ..flow.data import FlowData
 from ..flow.federation import Federation
 from ..flow.jobs import FlowJobs
-from ..flow.model import FlowJob, FlowTask, JobStatus, TaskStatus
+from ..flow.model import FlowJob, FlowTask, JobStatus
 from ..flow.tables import aiter_lines
-from .convert import add_lines
 from .errors import mapped
 
 MAX_LIMIT = 10_000
@@ -272,5 +271,3 @@ class FlowService(pb_grpc.FlowServiceServicer):
                                                 request.src_party_id, request.timeout_seconds)
         return pb.FederationReceiveResponse(payload=payload)
 
-
-__all__ = ["FlowService", "job_to_proto", "task_to_proto", "table_to_proto", "TaskStatus"]

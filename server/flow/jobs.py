@@ -23,7 +23,7 @@ from .. import errors
 from ..engine import DEDICATED_WORKER, OBSERVER, Engine
 from ..model import ANY_NAMESPACE, Status, Task, TaskSpec, TaskType, now_ms
 from . import dsl
-from .model import (JOB_TERMINAL, TASK_DONE, FlowJob, FlowTask, IllegalFlowTransition, JobStatus, TaskStatus,
+from .model import (TASK_DONE, FlowJob, FlowTask, IllegalFlowTransition, JobStatus, TaskStatus,
                     check_job_transition, check_task_transition)
 from .registry import Registry
 from .store import FlowStore
