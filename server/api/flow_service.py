@@ -16,8 +16,6 @@ from ..flow.model import FlowJob, FlowTask, JobStatus
 from ..flow.tables import aiter_lines
 from .errors import mapped
 
-MAX_LIMIT = 10_000
-
 
 def job_to_proto(job: FlowJob, queue_position: int = 0) -> pb.FlowJob:
     return pb.FlowJob(
@@ -48,18 +46,6 @@ def table_to_proto(info: dict | None, namespace: str = "", name: str = "") -> pb
         output_name=info["output_name"])
 
 
-def _limit(value: int, default: int = 100) -> int:
-    if value < 0 or value > MAX_LIMIT:
-        raise errors.InvalidArgument(f"limit must be between 1 and {MAX_LIMIT}")
-    return value or default
-
-
-def _offset(page: int, limit: int) -> int:
-    if page < 0:
-        raise errors.InvalidArgument("page must be 1 or more")
-    return (max(page, 1) - 1) * limit
-
-
 class FlowService(pb_grpc.FlowServiceServicer):
     def __init__(self, jobs: FlowJobs, data: FlowData, federation: Federation):
         self.jobs = jobs
@@ -80,11 +66,10 @@ class FlowService(pb_grpc.FlowServiceServicer):
 
     @mapped
     async def ListJobs(self, request, context):
-        limit = _limit(request.limit)
         party = (request.party.role, request.party.party_id) if request.HasField("party") and request.party.role else None
-        jobs, total = self.jobs.fstore.list_jobs(request.job_id, party, [int(s) for s in request.statuses],
-                                                 request.job_type, limit, _offset(request.page, limit))
-        return pb.ListJobsResponse(jobs=[self._job(self.jobs.jobs.get(j.job_id, j)) for j in jobs], total=total)
+        jobs, total = self.jobs.list_jobs(request.job_id, party, [int(s) for s in request.statuses],
+                                          request.job_type, request.limit, request.page)
+        return pb.ListJobsResponse(jobs=[self._job(j) for j in jobs], total=total)
 
     @mapped
     async def StopJob(self, request, context):
@@ -148,15 +133,9 @@ class FlowService(pb_grpc.FlowServiceServicer):
 
     @mapped
     async def ListFlowTasks(self, request, context):
-        limit = _limit(request.limit)
-        tasks, total = self.jobs.fstore.list_tasks(request.job_id, request.role, request.party_id,
-                                                   request.component_name, [int(s) for s in request.statuses],
-                                                   limit, _offset(request.page, limit))
-        live = {}
-        for t in tasks:
-            job = self.jobs.jobs.get(t.job_id)
-            live[(t.job_id, t.key)] = job.tasks.get(t.key, t) if job else t
-        return pb.ListFlowTasksResponse(tasks=[task_to_proto(live[(t.job_id, t.key)]) for t in tasks], total=total)
+        tasks, total = self.jobs.list_tasks(request.job_id, request.role, request.party_id, request.component_name,
+                                            [int(s) for s in request.statuses], request.limit, request.page)
+        return pb.ListFlowTasksResponse(tasks=[task_to_proto(t) for t in tasks], total=total)
 
     # ---------------------------------------------------------------- tracking
     @mapped
