@@ -86,46 +86,17 @@ class FlowService(pb_grpc.FlowServiceServicer):
 
     @mapped
     async def TraceJob(self, request, context):
-        job = self.jobs.get(request.job_id)
         follow = request.follow if request.HasField("follow") else True
-        async for tagged in self.jobs_trace(job, request, follow):
-            yield tagged
-        final = self.jobs.get(job.job_id)
+        async for t, batch in self.jobs.trace(request.job_id, request.component_name, request.role,
+                                              request.party_id, follow):
+            resp = pb.TraceJobResponse()
+            for seq, ts, stream, text in batch:
+                line = resp.lines.add(component_name=t.component, role=t.role, party_id=t.party_id,
+                                      taskhub_task_id=t.taskhub_task_id)
+                line.line.seq, line.line.time_ms, line.line.stream, line.line.text = seq, ts, stream, text
+            yield resp
+        final = self.jobs.get(request.job_id)
         yield pb.TraceJobResponse(end=final.terminal, status=int(final.status))
-
-    async def jobs_trace(self, job: FlowJob, request, follow: bool):
-        """Each matching task's log in turn; with follow, live, and waiting for tasks yet to start."""
-        def wanted(t: FlowTask) -> bool:
-            return ((not request.component_name or t.component == request.component_name)
-                    and (not request.role or t.role == request.role)
-                    and (not request.party_id or t.party_id == request.party_id))
-
-        engine = self.jobs.engine
-        done: set[tuple] = set()
-        while True:
-            changed = self.jobs.changed(job.job_id)
-            current = self.jobs.get(job.job_id)
-            ready = [t for t in current.tasks.values() if wanted(t) and t.key not in done and t.taskhub_task_id]
-            for t in ready:
-                done.add(t.key)
-                try:
-                    task = engine.get("*", t.taskhub_task_id)
-                except errors.NotFound:
-                    continue
-                async for batch in engine.trace(task, 0, follow):
-                    resp = pb.TraceJobResponse()
-                    for seq, ts, stream, text in batch:
-                        line = resp.lines.add(component_name=t.component, role=t.role, party_id=t.party_id,
-                                              taskhub_task_id=t.taskhub_task_id)
-                        line.line.seq, line.line.time_ms, line.line.stream, line.line.text = seq, ts, stream, text
-                    yield resp
-            if ready:
-                continue
-            may_start = [t for t in current.tasks.values()
-                         if wanted(t) and t.key not in done and not t.status.terminal]
-            if not follow or not may_start:
-                return
-            await changed
 
     @mapped
     async def CleanQueue(self, request, context):

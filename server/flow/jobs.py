@@ -518,6 +518,35 @@ class FlowJobs:
             return None
         return self.get(t.job_id), t
 
+    async def trace(self, job_id: str, component: str = "", role: str = "", party_id: int = 0,
+                    follow: bool = True) -> AsyncIterator[tuple[FlowTask, list[tuple]]]:
+        """(task, log lines) of each matching task in turn; with follow, live, and waiting for tasks
+        yet to start until the job ends."""
+        def wanted(t: FlowTask) -> bool:
+            return ((not component or t.component == component) and (not role or t.role == role)
+                    and (not party_id or t.party_id == party_id))
+
+        self.get(job_id)
+        done: set[tuple] = set()
+        while True:
+            changed = self.changed(job_id)
+            current = self.get(job_id)
+            ready = [t for t in current.tasks.values() if wanted(t) and t.key not in done and t.taskhub_task_id]
+            for t in ready:
+                done.add(t.key)
+                try:
+                    task = self.engine.get(ANY_NAMESPACE, t.taskhub_task_id)
+                except errors.NotFound:
+                    continue
+                async for batch in self.engine.trace(task, 0, follow):
+                    yield t, batch
+            if ready:
+                continue
+            may_start = [t for t in current.tasks.values() if wanted(t) and t.key not in done and not t.status.terminal]
+            if not follow or not may_start:
+                return
+            await changed
+
     # ------------------------------------------------------------------ watching
     def changed(self, job_id: str) -> asyncio.Future:
         """Resolves at the job's next change (of it or of one of its tasks)."""
