@@ -10,7 +10,7 @@ STAMP   := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml $(PROTOS)
+$(STAMP): pyproject.toml Makefile $(PROTOS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "grpcio-tools>=1.60,<2" "googleapis-common-protos>=1.60,<2"
@@ -21,9 +21,15 @@ $(STAMP): pyproject.toml $(PROTOS)
 
 # The real FATE client (seed 004), for tests only: its declared pins are stale (FATE_FLOW.md),
 # so it goes in without its dependencies, beside the ones it really needs.
+# Likewise delta-task, Delta's SDK (seed 000): it pins torch 1.8.2+cpu, numpy 1.22 and more, none of
+# which installs on Python 3.11; `import delta` needs torch, cloudpickle, pandas, numpy, pillow, httpx
+# and networkx. torch==2.13.0 exactly: that release is a CPU build kept on this machine's disk (about
+# 35 s, 750 MB); a range would let pip fetch a CUDA build of several GB.
 test-clients:
 	$(BIN)/pip install -q --no-deps "fate-client==1.11.3"
 	$(BIN)/pip install -q "requests>=2.28,<3" "requests-toolbelt>=1,<2" "pandas>=2,<3" "loguru>=0.7,<1" "ruamel.yaml>=0.16,<0.17"
+	$(BIN)/pip install -q --no-deps "delta-task==0.8.3"
+	$(BIN)/pip install -q "torch==2.13.0" "cloudpickle>=2.2,<4" "httpx>=0.23,<1" "pillow>=9,<13" "networkx>=2.7,<4"
 
 
 # Generated code lives in build/gen (never committed, never edited).

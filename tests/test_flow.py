@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-from pathlib import Path
 
 import grpc
 import psutil
 import pytest
 from taskhub.v1 import flow_service_pb2 as pb
 from taskhub.v1 import flow_service_pb2_grpc as pb_grpc
-from taskhub.v1 import task_pb2, task_service_pb2
+from taskhub.v1 import task_pb2
 
 from conftest import TESTS, wait_for
 

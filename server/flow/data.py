@@ -13,7 +13,6 @@ import os
 from typing import AsyncIterator
 
 from .. import errors
-from ..model import ANY_NAMESPACE, Status
 from .jobs import FlowJobs
 from .model import FlowJob, FlowTask, JobStatus
 from .store import FlowStore
@@ -32,15 +31,11 @@ class FlowData:
 
     # ------------------------------------------------------------------ who is calling
     def caller(self, task_uid: str) -> tuple[FlowJob, FlowTask]:
-        """The running component task with this taskhub uid, or PermissionDenied."""
-        try:
-            task = self.engine.get(ANY_NAMESPACE, uid=task_uid) if task_uid else None
-        except errors.NotFound:
-            task = None
-        t = self.jobs.task_of_taskhub(task.id) if task is not None else None
-        if t is None or task.status not in (Status.RUNNING, Status.CANCELLING):
+        """The running component task with this taskhub uid, or FailedPrecondition."""
+        found = self.jobs.running_component(task_uid) if task_uid else None
+        if found is None:
             raise errors.FailedPrecondition("only a running FATE component task may make this call (unknown task_uid)")
-        return self.jobs.get(t.job_id), t
+        return found
 
     # ------------------------------------------------------------------ tracking
     def put_tracking(self, task_uid: str, metrics: list[tuple[str, str, str, str]], summary_json: str,
