@@ -315,6 +315,7 @@ HTTP_SAMPLES.update({("POST", f"/v1/{path}"): (f"/v1/{path}", body) for path, bo
                    "job_dsl": {"components": {}}},
     "job/stop": _JOB, "job/query": {}, "job/list/job": {}, "job/config": _JOB, "job/log/download": _JOB,
     "job/data/view/query": _JOB, "job/list/task": {}, "job/task/query": _JOB, "job/clean/queue": {},
+    "job/dsl/generate": {"train_dsl": "{}", "cpn_str": "reader_0"},
     "log/size": _JOB, "log/cat": _JOB,
     "tracking/component/list": _JOB, "tracking/component/parameters": _CPN, "tracking/component/metrics": _CPN,
     "tracking/component/metric/all": _CPN, "tracking/component/metric/delete": _JOB,

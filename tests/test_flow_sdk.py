@@ -304,6 +304,8 @@ def test_bad_input_gets_fate_retcodes(fc, namespace, tmp_path):
         assert raw.status == 200 and raw.json()["retcode"] == 101 and raw.json()["retmsg"], (path, raw)
     later = http("POST", base + "model/load", {"job_id": unknown}, {"Content-Type": "application/json"})
     assert later.status == 200 and later.json()["retcode"] != 0 and "not implemented" in later.json()["retmsg"]
+    generate = fc.job.generate_dsl(dsl, ["reader_0"])
+    assert generate["retcode"] == 100 and "not implemented" in generate["retmsg"]
     tag = fc.tag.list()
     assert tag["retcode"] != 0 and "not implemented" in tag["retmsg"]
 

@@ -209,11 +209,11 @@ def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
 
     @route()
     async def not_implemented(request: web.Request) -> web.Response:
-        # Model routes will read jobs: until they exist, a caller is still checked as a reader of them.
+        # These routes will read jobs: until they exist, a caller is still checked as a reader of them.
         await flow.ListJobs(fpb.ListJobsRequest(limit=1), timeout=TIMEOUT)
         path = request.path.removeprefix("/v1/")
-        return envelope(retcode=EXCEPTION, retmsg=f"{path} is not implemented yet in taskhub: model and tag "
-                                                  f"routes come in a later issue")
+        return envelope(retcode=EXCEPTION, retmsg=f"{path} is not implemented yet in taskhub: models, tags and "
+                                                  f"predict DSLs come in a later issue")
 
     routes = [
         ("POST", "/v1/job/submit", submit),
@@ -230,6 +230,7 @@ def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
         ("POST", "/v1/log/cat", log_cat),
         *fate_tracking.routes(flow),
         *fate_data.routes(flow),
+        ("POST", "/v1/job/dsl/generate", not_implemented),
         ("POST", "/v1/model/{tail:.*}", not_implemented),
         ("GET", "/v1/model/{tail:.*}", not_implemented),
     ]
