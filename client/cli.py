@@ -18,7 +18,8 @@ def cmd_serve(a) -> int:
         slots=a.slots, python_workers=a.python_workers,
         allowed_modules=a.allow_module if a.allow_module is not None else ["starter"],
         kill_grace=a.kill_grace, work_dir=a.work_dir, task_paths=a.task_path or [], labels=key_values(a.label, "--label"),
-        node_timeout=a.node_timeout,
+        node_timeout=a.node_timeout, lease_grace=a.lease_grace, retain=a.retain, max_queued=a.max_queued,
+        max_log_lines=a.max_log_lines,
     )
     return run(cfg)
 
@@ -140,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task-path", action="append", help="extra sys.path entry for Python task modules")
     s.add_argument("--label", action="append", help="label of the local node, KEY=VALUE (repeatable)")
     s.add_argument("--node-timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="an agent silent this long is offline and its tasks run elsewhere (default 10)")
+                   help="an agent's lease: silent this long, it stops its runs (default 10)")
+    from .store_cli import add_reliability_flags, add_store_parser
+    add_reliability_flags(s)
     s.set_defaults(fn=cmd_serve)
 
     gw = sub.add_parser("gateway", help="run the HTTP gateway alone, as a client of a taskhub gRPC server")
@@ -153,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .nodes_cli import add_node_parser
     add_node_parser(sub)
     add_group_parser(sub)
+    add_store_parser(sub)
 
     t = sub.add_parser("task", help="create, inspect, follow and end tasks")
     t.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")

@@ -4,10 +4,17 @@ It keeps one NodeService.Connect stream open, runs what the server sends with th
 Executor as the server's local node, and streams what happens back, gathered per loop
 turn (log lines in batches). Heartbeats carry live cpu/memory usage.
 
-When the server is unreachable the agent keeps its runs going and buffers their events
-(logs and outcomes). It reconnects with backoff and re-registers with the runs it still
-has and those that ended meanwhile, then sends the buffered events. An outcome is kept
-until the server acknowledges it, so a stream that breaks mid-send loses none.
+When the server is unreachable the agent keeps its runs going for as long as its lease
+lasts and buffers their events (logs and outcomes; log lines beyond a cap are dropped and
+counted). It reconnects with backoff and re-registers with the runs it still has and those
+that ended meanwhile, then sends the buffered events. An outcome is kept until the server
+acknowledges it, so a stream that breaks mid-send loses none.
+
+The lease (README, Leases): each heartbeat the server answers extends it to the heartbeat's
+send time + lease_seconds. When it runs out, the agent stops its runs (except command tasks
+that opted in with on_disconnect=keep) and reports them lost. A fence process
+(server/node/fence.py) reads the same deadline from a file and kills the runs if the agent
+itself cannot (frozen with SIGSTOP, or dead).
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -26,6 +34,7 @@ from taskhub.v1 import node_service_pb2 as pb
 from taskhub.v1 import node_service_pb2_grpc as svc_grpc
 
 from .node.executor import Executor, Outcome, Run
+from .node.fence import FenceClient
 from .node.remote import run_from_start
 
 log = logging.getLogger("taskhub.agent")
@@ -45,6 +54,17 @@ class AgentConfig:
     kill_grace: float = 5.0
     heartbeat: float = 0.0          # 0: as the server asks
     max_backoff: float = 5.0        # longest wait between reconnect attempts
+    max_buffered_lines: int = 100_000  # log lines kept while disconnected; more are dropped and counted
+
+
+@dataclass
+class RunInfo:
+    """A run this agent has: its process and the attempt (epoch) the server placed."""
+
+    attempt: int
+    keep: bool = False
+    pid: int = 0
+    ppid: int = 0
 
 
 class Agent:
@@ -54,7 +74,7 @@ class Agent:
         self.session = uuid.uuid4().hex
         self.slots = cfg.slots or 8 * (os.cpu_count() or 1)
         self.executor: Executor | None = None
-        self.runs: dict[int, tuple[int, int]] = {}   # task id -> (pid, ppid) of runs it has
+        self.runs: dict[int, RunInfo] = {}           # task id -> the run it has
         self.abandoned: set[int] = set()             # runs the server disowned: killed, silenced
         self.deferred: dict[int, Run] = {}           # a new run of an abandoned one, started once that ends
         self.unacked: dict[int, pb.TaskEvent] = {}   # exits the server has not acknowledged
@@ -63,6 +83,16 @@ class Agent:
         self._send: asyncio.Queue | None = None      # the open stream's outgoing queue
         self._stopping = asyncio.Event()
         self.heartbeat_seconds = cfg.heartbeat or 2.0
+        # The lease: runs may go on until lease_until (time.monotonic()).
+        self.lease_seconds = 0.0
+        self.lease_until = 0.0
+        self._beats_sent: dict[int, float] = {}      # heartbeat seq -> when it was sent
+        self._beat_seq = 0
+        self.fenced: set[int] = set()                # runs stopped because the lease ran out
+        self.fence: FenceClient | None = None
+        self._lease_changed = asyncio.Event()
+        self.buffered_lines = 0                      # log lines in self.buffer
+        self.dropped_lines: dict[int, int] = {}      # task id -> log lines dropped while disconnected
 
     # -------------------------------------------------------------- life
     async def run(self) -> int:
@@ -70,6 +100,8 @@ class Agent:
         instance = self._new_instance()
         self.executor = Executor(self, python_workers=self.cfg.python_workers, work_dir=self.cfg.work_dir,
                                  instance=instance, kill_grace=self.cfg.kill_grace, task_paths=self.cfg.task_paths)
+        self.fence = FenceClient(os.path.join(self.cfg.work_dir, ".taskhub-lease"), instance)
+        self.fence.start()
         await self.executor.start()
         psutil.cpu_percent(None)
         loop = asyncio.get_running_loop()
@@ -77,10 +109,14 @@ class Agent:
             loop.add_signal_handler(sig, self._stopping.set)
         print(f"taskhub node: {self.name} ({self.slots} slots) connecting to {self.cfg.server}", flush=True)
         connector = loop.create_task(self._connect_forever())
+        lease_watch = loop.create_task(self._watch_lease())
         await self._stopping.wait()
-        connector.cancel()
         print("taskhub node: stopping", flush=True)
+        for task in (connector, lease_watch):
+            task.cancel()
+        await asyncio.gather(connector, lease_watch, return_exceptions=True)
         await self.executor.close(grace=min(self.cfg.kill_grace, 5.0))
+        self.fence.stop()
         return 0
 
     def _new_instance(self) -> str:
@@ -110,6 +146,9 @@ class Agent:
         """One stream, until it breaks. True if the server accepted the registration."""
         registered = False
         send: asyncio.Queue = asyncio.Queue()
+        registering_at = time.monotonic()  # the first lease counts from here
+        self._report_dropped()
+        self.buffered_lines = 0
         send.put_nowait(pb.AgentMessage(register=self._registration()))
         # What ended or was said while disconnected, then exits sent on a broken stream and never acknowledged.
         buffered = {id(ev) for ev in self.buffer}
@@ -127,18 +166,24 @@ class Agent:
                 yield msg
 
         channel = grpc.aio.insecure_channel(self.cfg.server)
-        beat = None
+        beat = call = None
         try:
             call = svc_grpc.NodeServiceStub(channel).Connect(outgoing())
             async for msg in call:
                 if msg.HasField("registered"):
                     registered = True
                     self.heartbeat_seconds = self.cfg.heartbeat or msg.registered.heartbeat_seconds or 2.0
+                    self.lease_seconds = msg.registered.lease_seconds
+                    self._renew(registering_at)
                     print(f"taskhub node: registered as {msg.registered.name} with {self.cfg.server}", flush=True)
                     if beat is None:
                         beat = asyncio.get_running_loop().create_task(self._heartbeats(send))
                 self._handle(msg)
             print("taskhub node: the server closed the stream; reconnecting", flush=True)
+        except asyncio.CancelledError:
+            if call is not None:
+                call.cancel()
+            raise
         except grpc.aio.AioRpcError as e:
             if e.code() in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INVALID_ARGUMENT):
                 print(f"taskhub node: refused: {e.details()}", flush=True)
@@ -147,14 +192,16 @@ class Agent:
         finally:
             if beat:
                 beat.cancel()
+            send.put_nowait(None)  # ends outgoing() so the call can finish
             self._send = None
             # Events the stream never took go back to the buffer, in order (nothing else was
             # buffered meanwhile: while a stream is open, events go to its queue).
             while not send.empty():
                 msg = send.get_nowait()
                 if msg is not None and msg.events:
-                    self.buffer.extend(msg.events)
-            await channel.close(grace=None)
+                    for ev in msg.events:
+                        self._buffer(ev)
+            await asyncio.shield(channel.close(grace=None))
         return registered
 
     def _registration(self) -> pb.Register:
@@ -162,35 +209,89 @@ class Agent:
             name=self.name, address=self.cfg.address, slots=self.slots, labels=self.cfg.labels,
             cpu_count=os.cpu_count() or 1, memory_mb=psutil.virtual_memory().total // (1 << 20),
             session=self.session,
-            running=[pb.RunningTask(task_id=t, pid=p, ppid=pp) for t, (p, pp) in self.runs.items()
-                     if t not in self.abandoned],
+            running=[pb.RunningTask(task_id=t, pid=r.pid, ppid=r.ppid, attempt=r.attempt) for t, r in self.runs.items()
+                     if t not in self.abandoned and t not in self.fenced],
             finished=list(self.unacked))
 
     async def _heartbeats(self, send: asyncio.Queue) -> None:
         while True:
+            self._beat_seq += 1
+            self._beats_sent[self._beat_seq] = time.monotonic()
             send.put_nowait(pb.AgentMessage(heartbeat=pb.Heartbeat(
-                cpu_percent=psutil.cpu_percent(None), memory_percent=psutil.virtual_memory().percent)))
+                cpu_percent=psutil.cpu_percent(None), memory_percent=psutil.virtual_memory().percent,
+                seq=self._beat_seq)))
             await asyncio.sleep(self.heartbeat_seconds)
+
+    # -------------------------------------------------------------- the lease
+    def _renew(self, sent_at: float) -> None:
+        """The server heard from us at or after `sent_at`: runs may go on until sent_at + lease."""
+        if not self.lease_seconds:
+            return
+        until = sent_at + self.lease_seconds
+        if until > self.lease_until:
+            self.lease_until = until
+            self.fence.renew(until)
+            self._lease_changed.set()
+
+    def _granted(self, seq: int) -> None:
+        sent_at = self._beats_sent.pop(seq, None)
+        for old in [s for s in self._beats_sent if s < seq]:
+            del self._beats_sent[old]  # answered out of order or lost: never renews later
+        if sent_at is not None:
+            self._renew(sent_at)
+
+    async def _watch_lease(self) -> None:
+        """When the lease runs out, stop every run that did not opt in to keep going."""
+        while True:
+            self._lease_changed.clear()
+            wait = self.lease_until - time.monotonic()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self._lease_changed.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            doomed = [t for t, r in self.runs.items() if not r.keep and t not in self.fenced and t not in self.abandoned]
+            if doomed:
+                print(f"taskhub node: no word from the server for {self.lease_seconds:g}s (the lease):"
+                      f" stopping {len(doomed)} runs", flush=True)
+            for task_id in doomed:
+                self.fenced.add(task_id)
+                self.executor.cancel(task_id, 0.0)
+            await self._lease_changed.wait()
 
     # -------------------------------------------------------------- server -> agent
     def _handle(self, msg: pb.ServerMessage) -> None:
+        if msg.HasField("lease"):
+            self._granted(msg.lease.seq)
         for task_id in msg.acked:
             self.unacked.pop(task_id, None)
         for c in msg.cancel:
-            self._cancel(c.task_id, None if c.grace < 0 else c.grace, c.abandon)
+            self._cancel(c.task_id, None if c.grace < 0 else c.grace, c.abandon, c.attempt)
         for s in msg.start:
             self._start(run_from_start(s))
 
     def _start(self, run: Run) -> None:
-        if run.task_id in self.runs:
-            if run.task_id in self.abandoned:
-                self.deferred[run.task_id] = run  # the old run is being killed; this one follows
-            return  # a duplicate start of a run it has
-        self.runs[run.task_id] = (0, 0)
+        have = self.runs.get(run.task_id)
+        if have is not None:
+            if have.attempt == run.attempt and run.task_id not in self.abandoned:
+                return  # a duplicate start of the run it has
+            if run.task_id not in self.abandoned:  # an older attempt still here: it goes first
+                self.abandoned.add(run.task_id)
+                self.executor.cancel(run.task_id, 0.0)
+            self.deferred[run.task_id] = run  # the old run is being killed; this one follows
+            return
+        self.runs[run.task_id] = RunInfo(run.attempt, run.keep_on_disconnect)
         self.unacked.pop(run.task_id, None)
         self.executor.start_run(run)
 
-    def _cancel(self, task_id: int, grace: float | None, abandon: bool) -> None:
+    def _cancel(self, task_id: int, grace: float | None, abandon: bool, attempt: int = 0) -> None:
+        have = self.runs.get(task_id)
+        if attempt and have is not None and have.attempt != attempt:
+            deferred = self.deferred.get(task_id)
+            if deferred is not None and deferred.attempt == attempt:
+                del self.deferred[task_id]
+            return  # meant for another attempt than the run it has
         self.deferred.pop(task_id, None)
         if task_id not in self.runs:
             if not abandon:  # the server thinks it is here: settle it
@@ -203,6 +304,9 @@ class Agent:
 
     # -------------------------------------------------------------- executor -> server (NodeEvents)
     def _emit(self, ev: pb.TaskEvent) -> None:
+        run = self.runs.get(ev.task_id)
+        if run is not None:
+            ev.attempt = run.attempt
         if not self._gathering:
             asyncio.get_running_loop().call_soon(self._flush)
         self._gathering.append(ev)
@@ -214,11 +318,38 @@ class Agent:
         if self._send is not None:
             self._send.put_nowait(pb.AgentMessage(events=events))
         else:
-            self.buffer.extend(events)
+            for ev in events:
+                self._buffer(ev)
+
+    def _buffer(self, ev: pb.TaskEvent) -> None:
+        """Keep an event for the next stream; past the cap, log lines are dropped and counted."""
+        if ev.HasField("logs"):
+            n = len(ev.logs.texts)
+            if self.buffered_lines + n > self.cfg.max_buffered_lines:
+                if not self.dropped_lines:
+                    print(f"taskhub node: more than {self.cfg.max_buffered_lines} log lines buffered while"
+                          " disconnected; dropping further lines (counted, reported as a marker)", flush=True)
+                self.dropped_lines[ev.task_id] = self.dropped_lines.get(ev.task_id, 0) + n
+                return
+            self.buffered_lines += n
+        self.buffer.append(ev)
+
+    def _report_dropped(self) -> None:
+        """A marker line in each task's log that lost lines, put before the buffered exits are sent."""
+        for task_id, n in self.dropped_lines.items():
+            ev = pb.TaskEvent(task_id=task_id, logs=pb.LogBatch(
+                streams=[2], texts=[f"[taskhub node: {n} log lines dropped while the server was unreachable]"]))
+            run = self.runs.get(task_id)
+            ev.attempt = run.attempt if run else 0
+            exit_at = next((i for i, b in enumerate(self.buffer) if b.task_id == task_id and b.HasField("exit")),
+                           len(self.buffer))
+            self.buffer.insert(exit_at, ev)
+        self.dropped_lines.clear()
 
     def on_running(self, task_id: int, pid: int, ppid: int) -> None:
-        if task_id in self.runs:
-            self.runs[task_id] = (pid, ppid)
+        run = self.runs.get(task_id)
+        if run is not None:
+            run.pid, run.ppid = pid, ppid
         if task_id not in self.abandoned:
             self._emit(pb.TaskEvent(task_id=task_id, running=pb.RunStarted(pid=pid, ppid=ppid)))
 
@@ -240,7 +371,13 @@ class Agent:
             self._emit(pb.TaskEvent(task_id=task_id, response_json=json_text))
 
     def on_exit(self, task_id: int, outcome: Outcome) -> None:
-        self.runs.pop(task_id, None)
+        run = self.runs.pop(task_id, None)
+        if task_id in self.fenced:
+            self.fenced.discard(task_id)
+            if task_id not in self.abandoned:
+                outcome = Outcome("lost", outcome.exit_code,
+                                  f"stopped by its node: no word from the server for longer than the lease"
+                                  f" ({self.lease_seconds:g}s)")
         if task_id in self.abandoned:
             self.abandoned.discard(task_id)
             follow = self.deferred.pop(task_id, None)
@@ -250,7 +387,7 @@ class Agent:
         exit_ = pb.RunExit(kind=outcome.kind, exit_code=outcome.exit_code, error=outcome.error)
         if outcome.result is not None:
             exit_.result = outcome.result
-        ev = pb.TaskEvent(task_id=task_id, exit=exit_)
+        ev = pb.TaskEvent(task_id=task_id, exit=exit_, attempt=run.attempt if run else 0)
         self.unacked[task_id] = ev
         self._emit(ev)
 

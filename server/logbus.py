@@ -14,10 +14,11 @@ from .store import Store
 # Lines kept in memory per live task beyond what the store already has.
 KEEP_IN_MEMORY = 20_000
 READ_BATCH = 4_000
+MAX_LINES = 1_000_000  # per task, by default; output beyond is dropped after one marker line
 
 
 class TaskLog:
-    __slots__ = ("task_id", "base", "lines", "next_seq", "committed", "ended", "_waiters")
+    __slots__ = ("task_id", "base", "lines", "next_seq", "committed", "ended", "truncated", "_waiters")
 
     def __init__(self, task_id: int, next_seq: int):
         self.task_id = task_id
@@ -26,6 +27,7 @@ class TaskLog:
         self.next_seq = next_seq
         self.committed = next_seq     # every seq below this is in the store
         self.ended = False
+        self.truncated = False        # the cap was reached: only system lines are kept
         self._waiters: list[asyncio.Future] = []
 
     def wake(self) -> None:
@@ -47,8 +49,9 @@ class TaskLog:
 
 
 class LogBus:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, max_lines: int = MAX_LINES):
         self.store = store
+        self.max_lines = max_lines
         self.live: dict[int, TaskLog] = {}
         self._pending: list[tuple] = []
         self._flush_scheduled = False
@@ -66,11 +69,20 @@ class LogBus:
             start = 0 if task_id in self._empty else self.store.log_length(task_id)
             self._empty.discard(task_id)
             tl = self.live[task_id] = TaskLog(task_id, start)
+            tl.truncated = start > self.max_lines
         return tl
 
     def append(self, task_id: int, entries: list[tuple[int, str]]) -> None:
         """entries: (stream, text) pairs, in the order the task wrote them."""
         tl = self.live.get(task_id) or self.open(task_id)
+        room = self.max_lines - tl.next_seq
+        if len(entries) > room and not (len(entries) == 1 and entries[0][0] == LogStream.SYSTEM):
+            if tl.truncated:
+                return
+            tl.truncated = True
+            entries = entries[:max(0, room)] + [(int(LogStream.SYSTEM), (
+                f"[taskhub: log truncated: this task wrote more than {self.max_lines} lines;"
+                " the rest of its output is dropped (--max-log-lines)]"))]
         ts = now_ms()
         seq = tl.next_seq
         rows = [(seq + i, ts, stream, text) for i, (stream, text) in enumerate(entries)]

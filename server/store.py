@@ -46,10 +46,30 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["kv"].create({"key": str, "value": str}, pk="key")
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """Attempt numbers (fencing), idempotent creates, and an index for the retention purge."""
+    db.execute("ALTER TABLE tasks ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX tasks_done ON tasks(done_time_ms) WHERE done_time_ms > 0")
+    db.execute("CREATE TABLE create_requests (key TEXT PRIMARY KEY, task_ids TEXT NOT NULL,"
+               " created_ms INTEGER NOT NULL)")
+    db.execute("CREATE INDEX create_requests_time ON create_requests(created_ms)")
+
+
 # Append only. Each entry moves the schema from version i to i+1.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 # Other parts of taskhub (groups, nodes) register their tables here at import time.
 EXTRA_MIGRATIONS: dict[str, list[Callable[[sqlite_utils.Database], None]]] = {}
+
+# Retention: each step, given (store, cutoff_ms, limit), returns the statements that delete at
+# most `limit` of its records that ended before cutoff_ms ([] when none are left). The purge
+# (server/retention.py) runs every step in small batches through the writer, off the hot path.
+# Other parts of taskhub (e.g. flow jobs) register theirs here at import time, like migrations.
+PurgeStep = Callable[["Store", int, int], list[tuple[str, tuple]]]
+PURGE_STEPS: dict[str, PurgeStep] = {}
+
+
+WAL_LIMIT_BYTES = 16 << 20     # journal_size_limit: what a reset WAL is truncated to
+WAL_TRUNCATE_BYTES = 16 << 20  # above this the checkpointer forces a TRUNCATE checkpoint
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -59,6 +79,8 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA foreign_keys=ON")
+    # A reset WAL is cut back to this size (without it the file keeps its high-water mark).
+    conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     return conn
 
 
@@ -92,17 +114,22 @@ _INSERT_TASK = (
     + ") VALUES (" + ", ".join("?" * (6 + len(MUTABLE_FIELDS))) + ")"
 )
 _UPDATE_TASK = "UPDATE tasks SET " + ", ".join(f"{f}=?" for f in MUTABLE_FIELDS) + " WHERE id=?"
+_INSERT_REQUEST = "INSERT INTO create_requests (key, task_ids, created_ms) VALUES (?, ?, ?)"
 _INSERT_LOG = "INSERT OR IGNORE INTO logs (task_id, seq, time_ms, stream, text) VALUES (?, ?, ?, ?, ?)"
 
 
 class Store:
     """Reads from any thread (one connection per thread); writes only via `writer`."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, read_only: bool = False):
+        """read_only: only read an existing database (no migration, no writer), e.g. `taskhub store stats`."""
         self.path = path
+        self._local = threading.local()
+        if read_only:
+            self.writer = None
+            return
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._local = threading.local()
         conn = connect(path)
         migrate(conn)
         conn.close()
@@ -160,6 +187,61 @@ class Store:
         row = self.conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
+    # -- idempotent creates -------------------------------------------------
+    def created_by_request(self, key: str, since_ms: int) -> list[int] | None:
+        """The task ids a create with this idempotency key made (within the window), or None."""
+        row = self.conn.execute("SELECT task_ids FROM create_requests WHERE key=? AND created_ms>=?",
+                                (key, since_ms)).fetchone()
+        return [int(i) for i in row[0].split(",")] if row else None
+
+    def tasks_by_ids(self, ids: list[int]) -> list[Task]:
+        found = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = self.conn.execute(f"SELECT * FROM tasks WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            found.update((r["id"], Task.from_row(dict(r))) for r in rows)
+        return [found[i] for i in ids if i in found]
+
+    # -- retention ------------------------------------------------------------
+    def purge_finished_tasks(self, cutoff_ms: int, limit: int) -> list[tuple[str, tuple]]:
+        """Statements deleting up to `limit` tasks (and their logs) that ended before cutoff_ms."""
+        ids = [r[0] for r in self.conn.execute(
+            "SELECT id FROM tasks WHERE done_time_ms > 0 AND done_time_ms < ? AND status IN (9, 11, 12)"
+            " ORDER BY done_time_ms LIMIT ?", (cutoff_ms, limit))]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        return [(f"DELETE FROM logs WHERE task_id IN ({marks})", tuple(ids)),
+                (f"DELETE FROM tasks WHERE id IN ({marks})", tuple(ids))]
+
+    def purge_create_requests(self, cutoff_ms: int, limit: int) -> list[tuple[str, tuple]]:
+        keys = tuple(r[0] for r in self.conn.execute(
+            "SELECT key FROM create_requests WHERE created_ms < ? ORDER BY created_ms LIMIT ?", (cutoff_ms, limit)))
+        if not keys:
+            return []
+        return [(f"DELETE FROM create_requests WHERE key IN ({','.join('?' * len(keys))})", keys)]
+
+    # -- statistics -------------------------------------------------------------
+    def stats(self) -> dict:
+        """Rows per table, file sizes, oldest task: `taskhub store stats`."""
+        conn = self.conn
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+        rows = {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in sorted(tables)}
+        oldest = conn.execute("SELECT id, create_time_ms FROM tasks ORDER BY id LIMIT 1").fetchone()
+        unfinished = conn.execute("SELECT COUNT(*) FROM tasks WHERE status NOT IN (9, 11, 12)").fetchone()[0]
+
+        def size(p: str) -> int:
+            try:
+                return os.path.getsize(p)
+            except OSError:
+                return 0
+        return {
+            "path": os.path.abspath(self.path),
+            "db_bytes": size(self.path), "wal_bytes": size(self.path + "-wal"),
+            "rows": rows, "unfinished_tasks": unfinished,
+            "oldest_task": {"id": oldest[0], "create_time_ms": oldest[1]} if oldest else None,
+        }
+
 
 CHECKPOINT_INTERVAL = 0.5  # seconds between WAL checkpoints
 
@@ -188,21 +270,30 @@ class Writer:
 
         SQLite's automatic checkpoint runs inside a commit and fsyncs there (a 15-20 ms stall
         every few thousand rows); the writer turns it off and this thread checkpoints instead.
+        Under sustained load a PASSIVE checkpoint never lets the WAL start over (a commit always
+        follows), so the file would only grow; above WAL_TRUNCATE_BYTES it asks for TRUNCATE,
+        which waits briefly for readers and the writer, then cuts the file to zero.
         """
         conn = connect(self._path)
+        conn.execute("PRAGMA busy_timeout=250")  # a TRUNCATE that cannot get through soon tries again later
+        wal = self._path + "-wal"
         while not self._stop.wait(CHECKPOINT_INTERVAL):
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                if os.path.exists(wal) and os.path.getsize(wal) > WAL_TRUNCATE_BYTES:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
                 log.warning("WAL checkpoint failed; will try again", exc_info=True)
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
 
     # Operations. Each is a tuple whose first item names it.
-    def insert_tasks(self, tasks: list[Task]) -> asyncio.Future:
+    def insert_tasks(self, tasks: list[Task], request_key: str = "") -> asyncio.Future:
+        """Insert tasks; with an idempotency key, record it in the same transaction."""
         rows = [(t.id, t.uid, t.spec.namespace, t.spec.name, t.spec.to_json(), t.create_time_ms) + t.mutable_row()
                 for t in tasks]
-        return self._put(("insert", rows), wait=True)
+        request = [(request_key, ",".join(str(t.id) for t in tasks), tasks[0].create_time_ms)] if request_key else []
+        return self._put(("insert", (rows, request)), wait=True)
 
     def update_tasks(self, rows: list[tuple], wait: bool = False) -> asyncio.Future | None:
         """rows: (id, mutable_row) pairs, already snapshotted on the caller's thread."""
@@ -256,13 +347,15 @@ class Writer:
 
     def _apply(self, conn: sqlite3.Connection, batch: list) -> None:
         inserts: list[tuple] = []
+        requests: list[tuple] = []
         updates: dict[int, tuple] = {}
         logs: list[tuple] = []
         futures = []
         sql: list[tuple] = []
         for (kind, payload), fut in batch:
             if kind == "insert":
-                inserts.extend(payload)
+                inserts.extend(payload[0])
+                requests.extend(payload[1])
             elif kind == "update":
                 for task_id, row in payload:
                     updates[task_id] = row
@@ -277,6 +370,8 @@ class Writer:
             conn.execute("BEGIN")
             if inserts:
                 conn.executemany(_INSERT_TASK, inserts)
+            if requests:  # in the same transaction as their tasks: a create is recorded whole or not at all
+                conn.executemany(_INSERT_REQUEST, requests)
             if updates:
                 conn.executemany(_UPDATE_TASK, [row + (tid,) for tid, row in updates.items()])
             if logs:
