@@ -138,7 +138,14 @@ class Agent:
     async def _connect_forever(self) -> None:
         backoff = 0.1
         while True:
-            registered = await self._session()
+            try:
+                registered = await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a bug in one session must not end reconnecting
+                print(f"taskhub node: session failed ({type(e).__name__}: {e}); reconnecting", flush=True)
+                log.debug("session failed", exc_info=True)
+                registered = False
             backoff = 0.1 if registered else min(backoff * 2, self.cfg.max_backoff)
             await asyncio.sleep(backoff)
 

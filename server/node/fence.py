@@ -22,7 +22,6 @@ from .spawner import INSTANCE_ENV, KEEP_ENV
 
 WORKER_ENV = "TASKHUB_WORKER_OF"
 POLL = 0.05            # seconds between deadline checks (part of the server's lease grace)
-RESCAN_EXPIRED = 1.0   # while expired, look for stragglers this often
 
 
 class FenceClient:
@@ -90,22 +89,21 @@ def main() -> None:
     path, instance, agent_pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # the agent stopping cleanly
-    deadline, last_scan = 0.0, 0.0
+    deadline = 0.0
+    fenced_for = 0.0  # the deadline whose runs were killed already
     while True:
         time.sleep(POLL)
         agent_gone = os.getppid() != agent_pid
         deadline = _deadline(path, deadline)
-        now = time.monotonic()
-        if agent_gone or now >= deadline:
-            if now - last_scan >= RESCAN_EXPIRED or (agent_gone or last_scan < deadline):
-                n = kill_runs(instance)
-                last_scan = now
-                if n:
-                    why = "the agent is gone" if agent_gone else "the agent's lease ran out"
-                    print(f"taskhub fence: {why}; killed {n} of its task processes", flush=True)
+        # Once per lease that ran out (no new run starts without a lease), and when the agent is gone.
+        if agent_gone or (deadline and fenced_for != deadline and time.monotonic() >= deadline):
+            fenced_for = deadline
+            n = kill_runs(instance)
+            if n:
+                why = "the agent is gone" if agent_gone else "the agent's lease ran out"
+                print(f"taskhub fence: {why}; killed {n} of its task processes", flush=True)
             if agent_gone:
                 return
-
 
 if __name__ == "__main__":
     main()
