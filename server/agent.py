@@ -65,6 +65,32 @@ class RunInfo:
     keep: bool = False
     pid: int = 0
     ppid: int = 0
+    tail: "RecentLines | None" = None
+
+
+class RecentLines:
+    """A run's most recent log lines, re-sent after a reconnect: the server may have lost the
+    last ones it got before it crashed (it keeps each numbered line once)."""
+
+    KEEP = 10_000
+
+    def __init__(self) -> None:
+        self.first = 0                      # the run's number of lines[0]
+        self.lines: list[tuple[int, str]] = []
+
+    @property
+    def next(self) -> int:
+        return self.first + len(self.lines)
+
+    def add(self, lines: list[tuple[int, str]]) -> int:
+        """Keep them; returns the number of the first."""
+        start = self.next
+        self.lines.extend(lines)
+        if len(self.lines) > 2 * self.KEEP:
+            drop = len(self.lines) - self.KEEP
+            del self.lines[:drop]
+            self.first += drop
+        return start
 
 
 class Agent:
@@ -78,6 +104,7 @@ class Agent:
         self.abandoned: set[int] = set()             # runs the server disowned: killed, silenced
         self.deferred: dict[int, Run] = {}           # a new run of an abandoned one, started once that ends
         self.unacked: dict[int, pb.TaskEvent] = {}   # exits the server has not acknowledged
+        self.tails: dict[int, tuple[int, RecentLines]] = {}  # task id -> (attempt, recent lines) until its exit is acked
         self.buffer: list[pb.TaskEvent] = []         # events not yet handed to a stream
         self._gathering: list[pb.TaskEvent] = []
         self._send: asyncio.Queue | None = None      # the open stream's outgoing queue
@@ -159,7 +186,11 @@ class Agent:
         send.put_nowait(pb.AgentMessage(register=self._registration()))
         # What ended or was said while disconnected, then exits sent on a broken stream and never acknowledged.
         buffered = {id(ev) for ev in self.buffer}
-        resend = self.buffer + [ev for ev in self.unacked.values() if id(ev) not in buffered]
+        recent = [pb.TaskEvent(task_id=t, attempt=a, first_line=tail.first, logs=pb.LogBatch(
+                      streams=[s for s, _ in tail.lines], texts=[x for _, x in tail.lines]))
+                  for t, (a, tail) in self.tails.items() if tail.lines and t not in self.abandoned]
+        # Recent lines first (the server keeps each numbered line once), then what waited, then exits.
+        resend = recent + self.buffer + [ev for ev in self.unacked.values() if id(ev) not in buffered]
         self.buffer = []
         if resend:
             send.put_nowait(pb.AgentMessage(events=resend))
@@ -273,6 +304,8 @@ class Agent:
             self._granted(msg.lease.seq)
         for task_id in msg.acked:
             self.unacked.pop(task_id, None)
+            if task_id not in self.runs:
+                self.tails.pop(task_id, None)
         for c in msg.cancel:
             self._cancel(c.task_id, None if c.grace < 0 else c.grace, c.abandon, c.attempt)
         for s in msg.start:
@@ -289,6 +322,7 @@ class Agent:
             self.deferred[run.task_id] = run  # the old run is being killed; this one follows
             return
         self.runs[run.task_id] = RunInfo(run.attempt, run.keep_on_disconnect)
+        self.tails[run.task_id] = (run.attempt, RecentLines())
         self.unacked.pop(run.task_id, None)
         self.executor.start_run(run)
 
@@ -342,15 +376,10 @@ class Agent:
         self.buffer.append(ev)
 
     def _report_dropped(self) -> None:
-        """A marker line in each task's log that lost lines, put before the buffered exits are sent."""
+        """Say what was dropped; the lines still in a run's recent tail are re-sent anyway, and the
+        server marks any hole that remains in the task's log."""
         for task_id, n in self.dropped_lines.items():
-            ev = pb.TaskEvent(task_id=task_id, logs=pb.LogBatch(
-                streams=[2], texts=[f"[taskhub node: {n} log lines dropped while the server was unreachable]"]))
-            run = self.runs.get(task_id)
-            ev.attempt = run.attempt if run else 0
-            exit_at = next((i for i, b in enumerate(self.buffer) if b.task_id == task_id and b.HasField("exit")),
-                           len(self.buffer))
-            self.buffer.insert(exit_at, ev)
+            print(f"taskhub node: task {task_id}: {n} log lines dropped while the server was unreachable", flush=True)
         self.dropped_lines.clear()
 
     def on_running(self, task_id: int, pid: int, ppid: int) -> None:
@@ -361,9 +390,12 @@ class Agent:
             self._emit(pb.TaskEvent(task_id=task_id, running=pb.RunStarted(pid=pid, ppid=ppid)))
 
     def on_log(self, task_id: int, lines: list[tuple[int, str]]) -> None:
-        if task_id not in self.abandoned:
-            self._emit(pb.TaskEvent(task_id=task_id, logs=pb.LogBatch(
-                streams=[s for s, _ in lines], texts=[t for _, t in lines])))
+        if task_id in self.abandoned:
+            return
+        tail = self.tails.get(task_id)
+        first = tail[1].add(lines) if tail else 0
+        self._emit(pb.TaskEvent(task_id=task_id, first_line=first, logs=pb.LogBatch(
+            streams=[s for s, _ in lines], texts=[t for _, t in lines])))
 
     def on_progress(self, task_id: int, percent: int) -> None:
         if task_id not in self.abandoned:
@@ -387,6 +419,7 @@ class Agent:
                                   f" ({self.lease_seconds:g}s)")
         if task_id in self.abandoned:
             self.abandoned.discard(task_id)
+            self.tails.pop(task_id, None)
             follow = self.deferred.pop(task_id, None)
             if follow is not None:
                 self._start(follow)

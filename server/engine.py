@@ -505,9 +505,9 @@ class Engine:
         task.error = ""
         self._move(task, S.RUNNING)
 
-    def on_log(self, task_id: int, lines: list[tuple[int, str]]) -> None:
+    def on_log(self, task_id: int, lines: list[tuple[int, str]], numbered: tuple[int, int] | None = None) -> None:
         if task_id in self.tasks:
-            self.logs.append(task_id, lines)
+            self.logs.append(task_id, lines, numbered)
 
     def on_progress(self, task_id: int, percent: int) -> None:
         task = self.tasks.get(task_id)

@@ -49,6 +49,8 @@ def _v1(db: sqlite_utils.Database) -> None:
 def _v2(db: sqlite_utils.Database) -> None:
     """Attempt numbers (fencing), idempotent creates, and an index for the retention purge."""
     db.execute("ALTER TABLE tasks ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0")
+    # "attempt:next line" of the lines an agent sent: committed with them, so re-sent lines are kept once.
+    db.execute("ALTER TABLE tasks ADD COLUMN log_cursor TEXT NOT NULL DEFAULT ''")
     db.execute("CREATE INDEX tasks_done ON tasks(done_time_ms) WHERE done_time_ms > 0")
     db.execute("CREATE TABLE create_requests (key TEXT PRIMARY KEY, task_ids TEXT NOT NULL,"
                " created_ms INTEGER NOT NULL)")
@@ -177,6 +179,13 @@ class Store:
         row = self.conn.execute("SELECT MAX(seq) FROM logs WHERE task_id=?", (task_id,)).fetchone()
         return 0 if row[0] is None else row[0] + 1
 
+    def log_cursor(self, task_id: int) -> tuple[int, int] | None:
+        row = self.conn.execute("SELECT log_cursor FROM tasks WHERE id=?", (task_id,)).fetchone()
+        if not row or not row[0]:
+            return None
+        attempt, _, line = row[0].partition(":")
+        return int(attempt), int(line)
+
     def read_logs(self, task_id: int, offset: int, limit: int) -> list[tuple]:
         return self.conn.execute(
             "SELECT seq, time_ms, stream, text FROM logs WHERE task_id=? AND seq>=? ORDER BY seq LIMIT ?",
@@ -299,9 +308,9 @@ class Writer:
         """rows: (id, mutable_row) pairs, already snapshotted on the caller's thread."""
         return self._put(("update", rows), wait)
 
-    def append_logs(self, rows: list[tuple]) -> None:
-        """rows: (task_id, seq, time_ms, stream, text)."""
-        self._put(("logs", rows), False)
+    def append_logs(self, rows: list[tuple], cursors: list[tuple] = ()) -> None:
+        """rows: (task_id, seq, time_ms, stream, text); cursors: ("attempt:line", task_id), same transaction."""
+        self._put(("logs", (rows, cursors)), False)
 
     def delete_task(self, task_id: int) -> asyncio.Future:
         return self._put(("sql", [("DELETE FROM logs WHERE task_id=?", (task_id,)),
@@ -350,6 +359,7 @@ class Writer:
         requests: list[tuple] = []
         updates: dict[int, tuple] = {}
         logs: list[tuple] = []
+        cursors: list[tuple] = []
         futures = []
         sql: list[tuple] = []
         for (kind, payload), fut in batch:
@@ -360,7 +370,8 @@ class Writer:
                 for task_id, row in payload:
                     updates[task_id] = row
             elif kind == "logs":
-                logs.extend(payload)
+                logs.extend(payload[0])
+                cursors.extend(payload[1])
             elif kind == "sql":
                 sql.append(payload)
             if fut is not None:
@@ -376,6 +387,8 @@ class Writer:
                 conn.executemany(_UPDATE_TASK, [row + (tid,) for tid, row in updates.items()])
             if logs:
                 conn.executemany(_INSERT_LOG, logs)
+            if cursors:
+                conn.executemany("UPDATE tasks SET log_cursor=? WHERE id=?", cursors)
             for statements in sql:
                 for stmt, params in statements:
                     conn.execute(stmt, params)

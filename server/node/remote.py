@@ -137,7 +137,8 @@ class RemoteNode(Node):
                     self.cancel(task_id, 0.0, abandon=True, attempt=ev.attempt)
                 continue
             if kind == "logs":
-                engine.on_log(task_id, list(zip(ev.logs.streams, ev.logs.texts)))
+                engine.on_log(task_id, list(zip(ev.logs.streams, ev.logs.texts)),
+                              (ev.attempt, ev.first_line) if ev.attempt else None)
             elif kind == "running":
                 engine.on_running(task_id, ev.running.pid, ev.running.ppid)
             elif kind == "progress":

@@ -1,0 +1,156 @@
+"""Reliability: idempotent creates, backpressure, bounded storage, leases and fencing, clean
+agent shutdown, and a short chaos run (bench/chaos.py) against real servers and agents."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import grpc
+import psutil
+import pytest
+from taskhub.v1 import task_pb2 as pb
+from taskhub.v1 import task_service_pb2 as svc
+
+from client import make_spec
+from conftest import REPO, http, wait_for
+from node_agents import agents_fixture_factory
+
+NODES = ("--no-local-node", "--http-port", "-1")
+
+
+@pytest.fixture
+def agents(tmp_path):
+    make, close_all = agents_fixture_factory(tmp_path)
+    yield make
+    close_all()
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_request_id_makes_one_task_across_a_server_sigkill(server_factory):
+    first = server_factory("--no-local-node")
+    c = first.client()
+    spec = make_spec(argv=["echo", "hi"], name="once")
+    one = c.stub.CreateTask(svc.CreateTaskRequest(spec=spec, request_id="order-17"), timeout=30)
+    batch = c.stub.CreateTasks(svc.CreateTasksRequest(specs=[spec, spec], request_id="batch-3"), timeout=30)
+    same = c.stub.CreateTask(svc.CreateTaskRequest(spec=spec, request_id="order-17"), timeout=30)
+    assert same.id == one.id and same.uid == one.uid
+    first.kill()  # SIGKILL: the key must have been committed with the task
+
+    second = server_factory("--no-local-node", db=first.db)
+    c2 = second.client()
+    again = c2.stub.CreateTask(svc.CreateTaskRequest(spec=spec, request_id="order-17"), timeout=30)
+    assert again.id == one.id
+    batch_again = c2.stub.CreateTasks(svc.CreateTasksRequest(specs=[spec, spec], request_id="batch-3"), timeout=30)
+    assert [t.id for t in batch_again.tasks] == [t.id for t in batch.tasks]
+    names = [t.name for t in c2.list_tasks(limit=100).tasks]
+    assert names.count("once") == 3  # one + a batch of two; no repeat made another
+    # Another namespace is another key space.
+    other = c2.stub.CreateTask(svc.CreateTaskRequest(spec=make_spec(argv=["true"], namespace="b"),
+                                                     request_id="order-17"), timeout=30)
+    assert other.id != one.id
+    # The HTTP face: Idempotency-Key on POST /v1/tasks.
+    with_http = server_factory("--no-local-node", "--http-port", "0")
+    body = {"type": "TASK_TYPE_COMMAND", "argv": ["true"], "name": "via-http"}
+    ids = {http("POST", f"{with_http.http_url}/v1/tasks", body, {"Idempotency-Key": "k-1",
+                                                                   "Content-Type": "application/json"}).json()["id"]
+           for _ in range(2)}
+    assert len(ids) == 1
+
+
+def test_max_queued_answers_resource_exhausted(server_factory):
+    s = server_factory("--no-local-node", "--max-queued", "3")
+    c = s.client()
+    c.create_tasks([make_spec(argv=["true"]) for _ in range(3)])
+    with pytest.raises(grpc.RpcError) as e:
+        c.create_task(argv=["true"])
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max-queued" in e.value.details()
+
+
+def test_log_cap_retention_and_store_stats(server_factory):
+    s = server_factory("--max-log-lines", "100", "--retain", "2s")
+    c = s.client()
+    t = c.create_task(argv=["seq", "1", "1000"])
+    assert c.wait(t.id).status == pb.TASK_STATUS_SUCCESS
+    lines = [ln.text for ln in c.trace(t.id, follow=False)]
+    assert lines[:100] == [str(i) for i in range(1, 101)]
+    assert "log truncated" in lines[100] and len(lines) == 101
+    out = subprocess.run([sys.executable, "-m", "client.cli", "store", "stats", "--db", str(s.db)],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    stats = json.loads(out.stdout)
+    assert stats["rows"]["tasks"] == 1 and stats["rows"]["logs"] == 101
+    assert stats["oldest_task"]["id"] == t.id and stats["wal_bytes"] >= 0
+    # --retain 2s: the finished task and its log are purged soon after.
+
+    def purged():
+        try:
+            c.get_task(t.id)
+        except grpc.RpcError as e:
+            return e.code() == grpc.StatusCode.NOT_FOUND
+    wait_for(purged, 30, interval=0.2, what="the finished task to be purged")
+    out = subprocess.run([sys.executable, "-m", "client.cli", "store", "stats", "--db", str(s.db)],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert json.loads(out.stdout)["rows"]["logs"] == 0
+
+
+def test_frozen_agent_is_fenced_before_its_task_runs_elsewhere(server_factory, agents, tmp_path):
+    """SIGSTOP an agent mid-run: when its lease ends its fence kills the run, and only then
+    (lease + grace) does the server start attempt 2 elsewhere. The old run's late word is refused."""
+    s = server_factory(*NODES, "--node-timeout", "2", "--lease-grace", "1")
+    c = s.client()
+    frozen = agents(s.grpc_target, "frozen")
+    marks = tmp_path / "marks"
+    script = f'echo "start $TASKHUB_ATTEMPT $(date +%s.%N)" >> {marks}; echo attempt $TASKHUB_ATTEMPT; sleep 60'
+    t = c.create_task(argv=["sh", "-c", script], max_retries=2)
+    first = wait_for(lambda: (x := c.get_task(t.id)).status == pb.TASK_STATUS_RUNNING and x, what="attempt 1 running")
+    assert first.node == "frozen"
+    wait_for(lambda: marks.exists(), what="attempt 1 to write its mark")
+    spare = agents(s.grpc_target, "spare")
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        second = wait_for(lambda: (x := c.get_task(t.id)).node == "spare" and x.status == pb.TASK_STATUS_RUNNING
+                          and x, 60, what="attempt 2 running on the spare node")
+        assert not alive(first.pid), "the frozen agent's run must have been killed before attempt 2 started"
+        assert second.retries == 1
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: frozen.registrations() >= 2, what="the frozen agent to come back")
+    assert [ln.split()[1] for ln in marks.read_text().splitlines()] == ["1", "2"]
+    texts = [ln.text for ln in c.trace(t.id, follow=False)]
+    assert "attempt 1" in texts and "attempt 2" in texts
+    assert c.get_task(t.id).node == "spare"  # the returning agent did not take it back
+    c.cancel_task(t.id)
+    assert c.wait(t.id).status == pb.TASK_STATUS_CANCELLED
+    assert spare.proc.poll() is None
+
+
+def test_agent_exits_cleanly_on_sigterm_and_sigint(server_factory, agents):
+    s = server_factory(*NODES)
+    c = s.client()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        a = agents(s.grpc_target, f"clean-{sig.name.lower()}")
+        t = c.create_task(argv=["sleep", "30"])
+        wait_for(lambda: c.get_task(t.id).status == pb.TASK_STATUS_RUNNING, what="a task running on the agent")
+        a.proc.send_signal(sig)
+        assert a.proc.wait(30) == 0
+        text = "\n".join(a.output)
+        assert "Traceback" not in text and "destroyed but it is pending" not in text and "aclose()" not in text, text
+        c.cancel_task(t.id)
+
+
+def test_short_chaos_run_keeps_every_invariant(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from bench.chaos import run
+    report = run(30, agents=2, seed=12345, workdir=tmp_path / "chaos", pace=(1.5, 3.5))
+    assert report["violations"] == 0, report["violation_details"]
+    assert report["tasks"] > 20 and report["kills_total"] >= 3, report
+    assert not report["logs_with_tracebacks"], report
