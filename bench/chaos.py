@@ -290,14 +290,13 @@ class Chaos:
         # No request id made two tasks.
         by_name = defaultdict(list)
         for t in again.values():
-            by_name[t.name].append(t.id)
+            by_name[t.spec.name].append(t.id)
         for name, ids in by_name.items():
             if len(ids) > 1:
                 self.violations.append(f"request {name} has {len(ids)} tasks: {ids}")
-        expected = {t.name for t in again.values() if t.id in acked_ids}
         strays = [t.id for t in again.values() if t.id not in acked_ids]
         for i in strays:
-            self.violations.append(f"task {i} ({again[i].name}) exists but was never acknowledged to the client")
+            self.violations.append(f"task {i} ({again[i].spec.name}) exists but was never acknowledged to the client")
         overlaps, attempts, reruns = self.check_marks(again)
         log_lines = self.check_logs(stub, sorted(acked_ids))
         channel.close()
@@ -327,7 +326,7 @@ class Chaos:
             overlaps += 1
             self.violations.append(f"{f.stem}: two attempts ran at once: {f.read_text().strip()}")
         attempts = reruns = 0
-        by_name = {t.name: t for t in tasks.values()}
+        by_name = {t.spec.name: t for t in tasks.values()}
         for f in self.markers.glob("*.marks"):
             runs: dict[int, list[list[float]]] = defaultdict(list)
             for line in f.read_text().splitlines():
@@ -398,7 +397,7 @@ def run(seconds: float, agents: int = 2, seed: int | None = None, workdir: Path 
     report["violations"] += len(unclean)
     report["violation_details"] += unclean
     report["workdir"] = str(workdir)
-    if own and not report["violations"]:
+    if own and not report["violations"] and not tracebacks:
         shutil.rmtree(workdir, ignore_errors=True)
     return report
 
