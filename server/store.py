@@ -13,6 +13,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from typing import Callable, Iterable
 
 import sqlite_utils
@@ -71,7 +72,7 @@ PURGE_STEPS: dict[str, PurgeStep] = {}
 
 
 WAL_LIMIT_BYTES = 16 << 20     # journal_size_limit: what a reset WAL is truncated to
-WAL_TRUNCATE_BYTES = 16 << 20  # above this the checkpointer forces a TRUNCATE checkpoint
+WAL_TRUNCATE_BYTES = 16 << 20  # above this the writer runs a TRUNCATE checkpoint between batches
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -262,11 +263,13 @@ class Writer:
 
     def __init__(self, path: str):
         self._path = path
+        self._wal = path + "-wal"
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="taskhub-writer", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_logs_committed: Callable[[dict[int, int]], None] | None = None
         self._stop = threading.Event()
+        self._truncate_after = 0.0  # monotonic time before which no TRUNCATE is tried again
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="taskhub-checkpoint", daemon=True)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -280,17 +283,14 @@ class Writer:
         SQLite's automatic checkpoint runs inside a commit and fsyncs there (a 15-20 ms stall
         every few thousand rows); the writer turns it off and this thread checkpoints instead.
         Under sustained load a PASSIVE checkpoint never lets the WAL start over (a commit always
-        follows), so the file would only grow; above WAL_TRUNCATE_BYTES it asks for TRUNCATE,
-        which waits briefly for readers and the writer, then cuts the file to zero.
+        follows), so the file would only grow: the writer itself truncates it when it is large
+        (see _truncate_if_large); the pages are mostly copied by these PASSIVE checkpoints by
+        then, so that only waits for readers (short) and cuts the file to zero.
         """
         conn = connect(self._path)
-        conn.execute("PRAGMA busy_timeout=250")  # a TRUNCATE that cannot get through soon tries again later
-        wal = self._path + "-wal"
         while not self._stop.wait(CHECKPOINT_INTERVAL):
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                if os.path.exists(wal) and os.path.getsize(wal) > WAL_TRUNCATE_BYTES:
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
                 log.warning("WAL checkpoint failed; will try again", exc_info=True)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -352,7 +352,28 @@ class Writer:
                 self._q.put(item)  # over MAX_BATCH: keep it for the next round
             if batch:
                 self._apply(conn, batch)
+                self._truncate_if_large(conn)
         conn.close()
+
+    def _truncate_if_large(self, conn: sqlite3.Connection) -> None:
+        """Keep the WAL bounded: past WAL_TRUNCATE_BYTES, checkpoint it and cut it to zero."""
+        try:
+            if os.path.getsize(self._wal) <= WAL_TRUNCATE_BYTES or time.monotonic() < self._truncate_after:
+                return
+        except OSError:
+            return
+        # Never wait here (commits wait behind it): if a reader or the PASSIVE checkpointer is
+        # in the way, try again after a later batch.
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                self._truncate_after = time.monotonic() + 0.02
+        except sqlite3.Error:
+            self._truncate_after = time.monotonic() + 1.0
+            log.warning("WAL truncate failed; will try again", exc_info=True)
+        finally:
+            conn.execute("PRAGMA busy_timeout=10000")
 
     def _apply(self, conn: sqlite3.Connection, batch: list) -> None:
         inserts: list[tuple] = []
