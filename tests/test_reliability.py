@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import grpc
 import psutil
@@ -16,7 +17,7 @@ from taskhub.v1 import task_service_pb2 as svc
 
 from client import make_spec
 from conftest import REPO, http, wait_for
-from node_agents import agents_fixture_factory
+from node_agents import agents_fixture_factory, free_port
 
 NODES = ("--no-local-node", "--http-port", "-1")
 
@@ -64,6 +65,23 @@ def test_request_id_makes_one_task_across_a_server_sigkill(server_factory):
                                                                    "Content-Type": "application/json"}).json()["id"]
            for _ in range(2)}
     assert len(ids) == 1
+
+
+def test_sdk_retries_a_create_while_the_server_restarts(server_factory):
+    """create_task sets a request_id and retries UNAVAILABLE with it: one task, though the server was down."""
+    port = str(free_port())
+    first = server_factory("--no-local-node", "--grpc-port", port)
+    c = first.client(create_retries=8)
+    c.create_task(argv=["true"], name="before")
+    first.kill()
+    restarted = threading.Timer(1.0, lambda: server_factory("--no-local-node", "--grpc-port", port, db=first.db))
+    restarted.start()
+    try:
+        t = c.create_task(argv=["true"], name="during")  # UNAVAILABLE until the new server listens
+    finally:
+        restarted.join()
+    assert [x.spec.name for x in c.list_tasks().tasks] == ["during", "before"]
+    assert t.id == 2
 
 
 def test_max_queued_answers_resource_exhausted(server_factory):
