@@ -330,7 +330,7 @@ class Chaos:
         for f in self.markers.glob("*.marks"):
             runs: dict[int, list[list[float]]] = defaultdict(list)
             for line in f.read_text().splitlines():
-                what, attempt, ts, _pid = line.split()
+                what, attempt, ts, *_ = line.split()
                 if what == "start":
                     runs[int(attempt)].append([float(ts), None])
                 elif runs[int(attempt)]:

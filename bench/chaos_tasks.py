@@ -15,7 +15,7 @@ import time
 
 def _mark(markers: str, key: str, what: str, attempt: int) -> None:
     with open(os.path.join(markers, key + ".marks"), "a") as f:
-        f.write(f"{what} {attempt} {time.time():.6f} {os.getpid()}\n")
+        f.write(f"{what} {attempt} {time.time():.6f} {os.getpid()} {os.environ.get('TASKHUB_TASK_ID', '-')}\n")
 
 
 def work(markers: str, key: str, duration: float, lines: int) -> str:

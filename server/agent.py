@@ -196,17 +196,11 @@ class Agent:
             send.put_nowait(pb.AgentMessage(events=resend))
         self._send = send
 
-        async def outgoing():
-            while True:
-                msg = await send.get()
-                if msg is None:
-                    return
-                yield msg
-
         channel = grpc.aio.insecure_channel(self.cfg.server)
-        beat = call = None
+        beat = call = writer = None
         try:
-            call = svc_grpc.NodeServiceStub(channel).Connect(outgoing())
+            call = svc_grpc.NodeServiceStub(channel).Connect()
+            writer = asyncio.get_running_loop().create_task(self._write(call, send))
             async for msg in call:
                 if msg.HasField("registered"):
                     registered = True
@@ -228,9 +222,10 @@ class Agent:
             elif registered:
                 print(f"taskhub node: lost the server ({e.code().name}); runs continue, reconnecting", flush=True)
         finally:
-            if beat:
-                beat.cancel()
-            send.put_nowait(None)  # ends outgoing() so the call can finish
+            for task in (beat, writer):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(*(t for t in (beat, writer) if t is not None), return_exceptions=True)
             self._send = None
             # Events the stream never took go back to the buffer, in order (nothing else was
             # buffered meanwhile: while a stream is open, events go to its queue).
@@ -241,6 +236,16 @@ class Agent:
                         self._buffer(ev)
             await asyncio.shield(channel.close(grace=None))
         return registered
+
+    @staticmethod
+    async def _write(call, send: asyncio.Queue) -> None:
+        """Send what is queued for this stream, in order (our own task: stopped with the session)."""
+        while True:
+            msg = await send.get()
+            if msg is None:
+                await call.done_writing()
+                return
+            await call.write(msg)
 
     def _registration(self) -> pb.Register:
         return pb.Register(

@@ -70,6 +70,7 @@ class Engine:
         self._enders: dict[int, set[asyncio.Queue]] = {}
         self._next_id = 0
         self._creating: dict[str, asyncio.Future] = {}  # idempotency key -> the create in flight
+        self._placed: list[tuple[Task, int, Node]] = []  # placed on an agent, started once committed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self.instance = ""
@@ -452,7 +453,12 @@ class Engine:
         task.attempt += 1  # the epoch: events of any earlier attempt are refused from now on
         node.assigned[task.id] = task.spec.resources.slots
         self._move(task, S.QUEUED)
-        node.start(self.run_of(task))
+        if node.outlives_server:
+            # An agent's run outlives a server crash: the attempt number must be committed before
+            # it starts, or a restarted server could hand out the same attempt again elsewhere.
+            self._placed.append((task, task.attempt, node))
+        else:
+            node.start(self.run_of(task))
 
     def _colocate_add(self, task: Task) -> None:
         key = task.spec.annotations.get(COLOCATE) if task.spec.annotations else None
@@ -607,11 +613,23 @@ class Engine:
         dirty, self._dirty = self._dirty, {}
         rows = [(t.id, t.mutable_row()) for t in dirty.values()]
         ended = [copy.copy(t) for t in dirty.values() if t.terminal]
-        if not ended:
+        placed, self._placed = self._placed, []
+        if not ended and not placed:
             self.store.writer.update_tasks(rows)
             return
         fut = self.store.writer.update_tasks(rows, wait=True)
-        fut.add_done_callback(lambda f: self._announce(ended, f))
+        if ended:
+            fut.add_done_callback(lambda f: self._announce(ended, f))
+        if placed:
+            fut.add_done_callback(lambda f: self._start_placed(placed, f))
+
+    def _start_placed(self, placed: list[tuple[Task, int, Node]], fut: asyncio.Future) -> None:
+        if fut.exception() is not None:
+            log.error("placements were not committed; starting them anyway")
+        for task, attempt, node in placed:
+            if self.tasks.get(task.id) is task and task.attempt == attempt and task.node == node.name \
+                    and task.status == S.QUEUED:
+                node.start(self.run_of(task))
 
     def _announce(self, ended: list[Task], fut: asyncio.Future) -> None:
         if fut.exception() is not None:
