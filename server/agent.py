@@ -104,6 +104,7 @@ class Agent:
         self.abandoned: set[int] = set()             # runs the server disowned: killed, silenced
         self.deferred: dict[int, Run] = {}           # a new run of an abandoned one, started once that ends
         self.unacked: dict[int, pb.TaskEvent] = {}   # exits the server has not acknowledged
+        self.started: dict[tuple[int, int], None] = {}  # (task id, attempt) of recent runs, oldest first
         self.tails: dict[int, tuple[int, RecentLines]] = {}  # task id -> (attempt, recent lines) until its exit is acked
         self.buffer: list[pb.TaskEvent] = []         # events not yet handed to a stream
         self._gathering: list[pb.TaskEvent] = []
@@ -254,7 +255,8 @@ class Agent:
             session=self.session,
             running=[pb.RunningTask(task_id=t, pid=r.pid, ppid=r.ppid, attempt=r.attempt) for t, r in self.runs.items()
                      if t not in self.abandoned and t not in self.fenced],
-            finished=list(self.unacked))
+            finished=list(self.unacked),
+            ended=[pb.RunningTask(task_id=t, attempt=ev.attempt) for t, ev in self.unacked.items()])
 
     async def _heartbeats(self, send: asyncio.Queue) -> None:
         while True:
@@ -326,6 +328,11 @@ class Agent:
                 self.executor.cancel(run.task_id, 0.0)
             self.deferred[run.task_id] = run  # the old run is being killed; this one follows
             return
+        if run.attempt and (run.task_id, run.attempt) in self.started:
+            return  # this attempt ran here already: an attempt runs at most once (its exit is on its way)
+        self.started[(run.task_id, run.attempt)] = None
+        if len(self.started) > 100_000:
+            del self.started[next(iter(self.started))]
         self.runs[run.task_id] = RunInfo(run.attempt, run.keep_on_disconnect)
         self.tails[run.task_id] = (run.attempt, RecentLines())
         self.unacked.pop(run.task_id, None)

@@ -302,17 +302,18 @@ class NodeRegistry:
                 engine.on_running(r.task_id, r.pid, r.ppid)
             elif task.status == S.CANCELLING:
                 node.cancel(r.task_id, None)  # the cancel may not have reached it
-        finished = set(reg.finished)
+        # Ended runs whose exit is on its way; the attempt tells whether it is the current one.
+        ended = {r.task_id: r.attempt for r in reg.ended} or {t: 0 for t in reg.finished}
         for task_id in list(node.assigned):
             if task_id in current:
                 continue
             task = engine.tasks.get(task_id)
             if task is None or task.terminal:
                 node.assigned.pop(task_id, None)
+            elif task_id in ended and ended[task_id] in (0, task.attempt):
+                continue  # this attempt ended there; its exit follows
             elif task.status in (S.SCHEDULED, S.QUEUED):
                 node.start(engine.run_of(task))  # the start never reached it (a duplicate is ignored)
-            elif task_id in finished:
-                continue  # its exit follows
             else:
                 engine.on_exit(task_id, Outcome("lost", 0, f"node {node.name} no longer had this run when it reconnected"))
 
