@@ -92,6 +92,9 @@ def test_max_queued_answers_resource_exhausted(server_factory):
         c.create_task(argv=["true"])
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "--max-queued" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:  # keep is for commands only
+        c.create_task(callable="starter.examples:noop", annotations={"taskhub.on_disconnect": "keep"})
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "command tasks" in e.value.details()
 
 
 def test_log_cap_retention_and_store_stats(server_factory):
@@ -129,8 +132,10 @@ def test_frozen_agent_is_fenced_before_its_task_runs_elsewhere(server_factory, a
     marks = tmp_path / "marks"
     script = f'echo "start $TASKHUB_ATTEMPT $(date +%s.%N)" >> {marks}; echo attempt $TASKHUB_ATTEMPT; sleep 60'
     t = c.create_task(argv=["sh", "-c", script], max_retries=2)
+    kept = c.create_task(argv=["sleep", "60"], annotations={"taskhub.on_disconnect": "keep"})
     first = wait_for(lambda: (x := c.get_task(t.id)).status == pb.TASK_STATUS_RUNNING and x, what="attempt 1 running")
-    assert first.node == "frozen"
+    kept_run = wait_for(lambda: (x := c.get_task(kept.id)).status == pb.TASK_STATUS_RUNNING and x, what="kept running")
+    assert first.node == "frozen" and kept_run.node == "frozen"
     wait_for(lambda: marks.exists(), what="attempt 1 to write its mark")
     spare = agents(s.grpc_target, "spare")
     frozen.proc.send_signal(signal.SIGSTOP)
@@ -139,6 +144,10 @@ def test_frozen_agent_is_fenced_before_its_task_runs_elsewhere(server_factory, a
                           and x, 60, what="attempt 2 running on the spare node")
         assert not alive(first.pid), "the frozen agent's run must have been killed before attempt 2 started"
         assert second.retries == 1
+        # The task that opted in (on_disconnect=keep) runs on, still placed on the frozen node.
+        assert alive(kept_run.pid)
+        still = c.get_task(kept.id)
+        assert still.status == pb.TASK_STATUS_RUNNING and still.node == "frozen" and still.retries == 0
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
     wait_for(lambda: frozen.registrations() >= 2, what="the frozen agent to come back")
@@ -146,6 +155,9 @@ def test_frozen_agent_is_fenced_before_its_task_runs_elsewhere(server_factory, a
     texts = [ln.text for ln in c.trace(t.id, follow=False)]
     assert "attempt 1" in texts and "attempt 2" in texts
     assert c.get_task(t.id).node == "spare"  # the returning agent did not take it back
+    assert c.get_task(kept.id).status == pb.TASK_STATUS_RUNNING and alive(kept_run.pid)
+    c.cancel_task(kept.id)
+    assert c.wait(kept.id).status == pb.TASK_STATUS_CANCELLED
     c.cancel_task(t.id)
     assert c.wait(t.id).status == pb.TASK_STATUS_CANCELLED
     assert spare.proc.poll() is None
