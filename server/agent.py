@@ -221,7 +221,8 @@ class Agent:
             if e.code() in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INVALID_ARGUMENT):
                 print(f"taskhub node: refused: {e.details()}", flush=True)
             elif registered:
-                print(f"taskhub node: lost the server ({e.code().name}); runs continue, reconnecting", flush=True)
+                print(f"taskhub node: lost the server ({e.code().name}); runs continue while the lease lasts,"
+                      " reconnecting", flush=True)
         finally:
             for task in (beat, writer):
                 if task is not None:
@@ -331,7 +332,7 @@ class Agent:
         if run.attempt and (run.task_id, run.attempt) in self.started:
             return  # this attempt ran here already: an attempt runs at most once (its exit is on its way)
         self.started[(run.task_id, run.attempt)] = None
-        if len(self.started) > 100_000:
+        if len(self.started) > 20_000:
             del self.started[next(iter(self.started))]
         self.runs[run.task_id] = RunInfo(run.attempt, run.keep_on_disconnect)
         self.tails[run.task_id] = (run.attempt, RecentLines())

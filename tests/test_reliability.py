@@ -179,6 +179,20 @@ def test_agent_exits_cleanly_on_sigterm_and_sigint(server_factory, agents):
         assert "Traceback" not in text and "destroyed but it is pending" not in text and "aclose()" not in text, text
 
 
+def test_agent_outbox_is_bounded_while_disconnected(capsys):
+    """Past --max-buffered-lines, log lines wait no more: they are dropped, counted and reported."""
+    from taskhub.v1 import node_service_pb2 as npb
+    from server.agent import Agent, AgentConfig
+    agent = Agent(AgentConfig(max_buffered_lines=10))
+    for _ in range(5):
+        agent._buffer(npb.TaskEvent(task_id=7, logs=npb.LogBatch(streams=[1] * 4, texts=["x"] * 4)))
+    agent._buffer(npb.TaskEvent(task_id=7, exit=npb.RunExit(kind="success")))
+    assert agent.buffered_lines == 8 and agent.dropped_lines == {7: 12}
+    assert [ev.WhichOneof("kind") for ev in agent.buffer] == ["logs", "logs", "exit"]  # an exit is never dropped
+    agent._report_dropped()
+    assert "task 7: 12 log lines dropped" in capsys.readouterr().out and not agent.dropped_lines
+
+
 def test_short_chaos_run_keeps_every_invariant(tmp_path):
     sys.path.insert(0, str(REPO))
     from bench.chaos import run
