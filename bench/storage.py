@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import threading
 import time
 
@@ -100,6 +101,7 @@ def main() -> int:
             rate = asyncio.run(queue_up(server.target, a.queued))
             time.sleep(2)
             after = proc.memory_info().rss
+        shutil.rmtree(server.dir, ignore_errors=True)
         result = {"queued_tasks": a.queued, "create_rate_per_s": round(rate), "rss_before_mb": mb(before),
                   "rss_after_mb": mb(after), "bytes_per_queued_task": round((after - before) / a.queued)}
         key = "queued"
@@ -120,6 +122,7 @@ def main() -> int:
             sampler.join()
             wal_now = os.path.getsize(db + "-wal") if os.path.exists(db + "-wal") else 0
             db_size = os.path.getsize(db)
+        shutil.rmtree(server.dir, ignore_errors=True)
         s = sampler.samples
         result = {
             "tasks": a.tasks, "tasks_per_s": round(rate), "seconds": round(s[-1][0], 1) if s else 0,
