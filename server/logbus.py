@@ -196,7 +196,14 @@ class LogBus:
                     raise RuntimeError(f"log of task {task_id} has a gap at {pos}")
                 continue
             if not follow or is_done():
-                return
+                # The task may have run and its lines been committed (and dropped from memory)
+                # while the store was being read above: one more read before saying it is all.
+                rows = await loop.run_in_executor(None, self.store.read_logs, task_id, pos, READ_BATCH)
+                if not rows:
+                    return
+                pos += len(rows)
+                yield [tuple(r) for r in rows]
+                continue
             # Not started yet: wait for the first line (or the end).
             tl = self.open(task_id)
             await tl.changed()
