@@ -64,6 +64,7 @@ class Engine:
         self.logs = LogBus(store, self.config.max_log_lines)
         self.run_env: Callable[[Task], dict[str, str]] | None = None  # extra environment of every run
         self.tasks: dict[int, Task] = {}          # every unfinished task (and finished ones until committed)
+        self._by_uid: dict[str, int] = {}         # uid -> id of each task in self.tasks (reads by uid see them)
         self.nodes: dict[str, Node] = {}
         self._ready: list[tuple[int, int]] = []   # heap of (-priority, id)
         self._parked: dict[int, Task] = {}        # PENDING: no node could ever take it now
@@ -100,6 +101,7 @@ class Engine:
         killed = kill_orphans(self.instance)
         for task in leftovers:
             self.tasks[task.id] = task
+            self._by_uid[task.uid] = task.id
             self._colocate_add(task)
             st = task.status
             node = self.nodes.get(task.node)
@@ -290,6 +292,7 @@ class Engine:
         metrics.tasks_created(tasks)
         for t in tasks:
             self.tasks[t.id] = t
+            self._by_uid[t.uid] = t.id
             self._colocate_add(t)
             self.logs.known_empty(t.id)
             self._push(t)
@@ -299,7 +302,7 @@ class Engine:
 
     # ------------------------------------------------------------------ read
     def get(self, namespace: str, task_id: int = 0, uid: str = "") -> Task:
-        task = self.tasks.get(task_id) if task_id else None
+        task = self.tasks.get(task_id if task_id else self._by_uid.get(uid, 0))
         if task is None:
             task = self.store.get_task(task_id) if task_id else self.store.get_task_by_uid(uid)
         if task is None or not _in_namespace(task, namespace):
@@ -355,6 +358,7 @@ class Engine:
             if not task.terminal:
                 self._finish(task, S.CANCELLED, "deleted with force")
         self.tasks.pop(task.id, None)
+        self._by_uid.pop(task.uid, None)
         self._release(task)
         self.logs.forget(task.id)
         await self.store.writer.delete_task(task.id)
@@ -698,6 +702,7 @@ class Engine:
             live = self.tasks.get(snap.id)
             if live is not None and live.terminal and snap.id not in self._dirty:
                 del self.tasks[snap.id]
+                self._by_uid.pop(snap.uid, None)
             self._publish(snap)
             for q in self._enders.pop(snap.id, ()):
                 q.put_nowait(snap)
