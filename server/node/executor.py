@@ -70,6 +70,7 @@ class Executor:
         self.spawner = SpawnerClient(instance, work_dir, events.on_running, events.on_log, self._command_done)
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self.server_target = ""   # gRPC address tasks use to call back (TASKHUB_SERVER), set by the owner
+        self.data_dir = ""        # this node's Delta datasets (TASKHUB_DATA_DIR), set by the owner
         os.makedirs(work_dir, exist_ok=True)
 
     async def start(self) -> None:
@@ -84,6 +85,8 @@ class Executor:
         """Start (or, for Python with every worker busy, queue) a run."""
         if self.server_target and "TASKHUB_SERVER" not in run.env:
             run.env = {**run.env, "TASKHUB_SERVER": self.server_target}
+        if self.data_dir:
+            run.env = {**run.env, "TASKHUB_DATA_DIR": self.data_dir}
         if run.type == TaskType.COMMAND:
             self.commands[run.task_id] = run
             self.spawner.send(("start", run.task_id, run.argv, run.env, run.cwd, run.timeout_seconds))

@@ -1,0 +1,128 @@
+"""Delta face II: delta-task's own tasks, submitted with its own DeltaNode, run on taskhub.
+
+A real server (--allow-delta) and two real agents, each holding a different slice of one CSV in its
+data directory. The map steps run on the agents, the reduce steps in the coordinator task.
+"""
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+
+import cloudpickle
+import pandas as pd
+import pytest
+from delta.dataset import DataFrame
+from delta.delta_node import DeltaNode
+from delta.serialize import dump_task
+from delta.task import HorizontalAnalytics
+from taskhub.v1 import task_pb2 as tpb
+from node_agents import AgentProcess, node_stub, wait_online
+
+from conftest import ServerProcess, http, wait_for
+
+
+class WageAvg(HorizontalAnalytics):
+    """The issue's example, as a Delta user writes it."""
+
+    def __init__(self, dataset: str = "wages.csv", min_clients: int = 2, wait_timeout: float = 60):
+        super().__init__(name="wage_avg", min_clients=min_clients, max_clients=2, wait_timeout=wait_timeout)
+        self.file = dataset
+
+    def dataset(self):
+        return {"data": DataFrame(self.file)}
+
+    def execute(self, data):
+        return data.mean()
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # as from a user's script
+
+WAGES = pd.DataFrame({"wage": [100.0, 200, 600, 50, 75, 1000, 30], "age": [20, 31, 45, 52, 23, 38, 60]})
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("delta")
+    slices = {"a": WAGES.iloc[:3], "b": WAGES.iloc[3:]}
+    for name, rows in slices.items():
+        (root / f"data-{name}").mkdir()
+        rows.to_csv(root / f"data-{name}" / "wages.csv", index=False)
+    (root / "data-a" / "only-a.csv").write_text("x\n1\n")
+    server = ServerProcess(root, ["--allow-delta", "--data-dir", str(root / "data-server")]).start()
+    agents = [AgentProcess(server.grpc_target, name, root, "--data-dir", str(root / f"data-{name}")).start()
+              for name in slices]
+    channel, nodes = node_stub(server.grpc_target)
+    try:
+        wait_online(nodes, "a", "b")
+        yield server, server.client()
+    finally:
+        channel.close()
+        for a in agents:
+            a.close()
+        server.close()
+
+
+def test_wage_avg_runs_on_the_data_holders_and_returns_the_means(cluster, capsys):
+    server, client = cluster
+    node = DeltaNode(server.http_url)
+    task_id = node.create_task(WageAvg().build())
+    assert node.trace(task_id) is True
+    messages = capsys.readouterr().out
+    assert f"start run task {task_id}" in messages and f"[Create Task] create task {task_id}" in messages
+    assert "[Reduce] round 1/1" in messages and f"task {task_id} finish" in messages
+    assert node.wait(task_id) is True
+    result = node.get_result(task_id)
+    pd.testing.assert_series_equal(result, WAGES.mean(), check_names=False)
+    clients = [t for t in client.list_tasks(limit=50).tasks if t.spec.annotations.get("delta.run") == str(task_id)]
+    assert sorted(t.node for t in clients) == ["a", "b"]  # each slice was read where it lives
+    assert all(t.status == tpb.TASK_STATUS_SUCCESS for t in clients)
+
+
+def test_too_few_data_holders_wait_pending_with_the_reason_then_fail(cluster):
+    server, client = cluster
+    node = DeltaNode(server.http_url)
+    task_id = node.create_task(WageAvg("only-a.csv", wait_timeout=3).build())
+    task = wait_for(lambda: (t := client.get_task(task_id)).queue_reason and t, 30, what="a queue reason")
+    assert "only-a.csv" in task.queue_reason and "1 online node has it" in task.queue_reason
+    meta = http("GET", f"{server.http_url}/v1/task/metadata?task_id={task_id}").json()
+    assert meta["status"] == "PENDING"
+    assert node.wait(task_id) is False  # after the task's wait_timeout
+    assert "wait_timeout" in client.get_task(task_id).error
+
+
+def _post(url: str, data: bytes):
+    boundary = "deltaboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"task\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return http("POST", f"{url}/v1/task", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+class Payload:
+    """A pickle that would run a command when loaded."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.path}",)
+
+
+def test_malformed_or_foreign_uploads_are_refused_and_never_run(cluster, tmp_path):
+    server, _ = cluster
+    marker = tmp_path / "ran"
+    for data, words in [(b"\x80\x04garbage.", "not a Delta task"),
+                        (pickle.dumps({"name": "x"}, protocol=4), "no delta.core.task.Task"),
+                        (pickle.dumps(Payload(marker), protocol=4), "no delta.core.task.Task")]:
+        answer = _post(server.http_url, data)
+        assert answer.status == 400 and words in answer.json()["detail"], answer
+    assert not marker.exists()  # the server read the upload without running any of it
+
+
+def test_delta_tasks_are_off_unless_allowed(server_factory):
+    s = server_factory()
+    buf = io.BytesIO()
+    dump_task(buf, WageAvg().build())
+    answer = _post(s.http_url, buf.getvalue())
+    assert answer.status == 400 and "--allow-delta" in answer.json()["detail"]
