@@ -76,7 +76,8 @@ def test_wage_avg_runs_on_the_data_holders_and_returns_the_means(cluster, capsys
     pd.testing.assert_series_equal(result, WAGES.mean(), check_names=False)
     clients = [t for t in client.list_tasks(limit=50).tasks if t.spec.annotations.get("delta.run") == str(task_id)]
     assert sorted(t.node for t in clients) == ["a", "b"]  # each slice was read where it lives
-    assert all(t.status == tpb.TASK_STATUS_SUCCESS for t in clients)
+    # each client ends once it has read the coordinator's stop, just after the coordinator
+    assert all(client.wait(t.id).status == tpb.TASK_STATUS_SUCCESS for t in clients)
 
 
 def test_too_few_data_holders_wait_pending_with_the_reason_then_fail(cluster):
