@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import sys
 
 import cloudpickle
+import numpy as np
 import pandas as pd
 import pytest
-from delta.dataset import DataFrame
+from delta.dataset import DataFrame, Dataset
 from delta.delta_node import DeltaNode
 from delta.serialize import dump_task
-from delta.task import HorizontalAnalytics
+from delta.task import FedAvg, HorizontalAnalytics, HorizontalLearning
 from taskhub.v1 import task_pb2 as tpb
 from node_agents import AgentProcess, node_stub, wait_online
 
@@ -49,6 +51,11 @@ def cluster(tmp_path_factory):
         (root / f"data-{name}").mkdir()
         rows.to_csv(root / f"data-{name}" / "wages.csv", index=False)
     (root / "data-a" / "only-a.csv").write_text("x\n1\n")
+    rng = np.random.default_rng(0)
+    xy = pd.DataFrame(rng.uniform(-1, 1, size=(400, 2)), columns=["x1", "x2"])
+    xy["y"] = 3 * xy.x1 - 2 * xy.x2 + 1 + rng.normal(0, 0.05, 400)
+    xy.iloc[:200].to_csv(root / "data-a" / "xy.csv", index=False)
+    xy.iloc[200:].to_csv(root / "data-b" / "xy.csv", index=False)
     server = ServerProcess(root, ["--allow-delta", "--data-dir", str(root / "data-server")]).start()
     agents = [AgentProcess(server.grpc_target, name, root, "--data-dir", str(root / f"data-{name}")).start()
               for name in slices]
@@ -127,3 +134,60 @@ def test_delta_tasks_are_off_unless_allowed(server_factory):
     dump_task(buf, WageAvg().build())
     answer = _post(s.http_url, buf.getvalue())
     assert answer.status == 400 and "--allow-delta" in answer.json()["detail"]
+
+
+# -- a learning task: a small MLP trained where the data lives; the coordinator averages weights --
+def _rows_to_tensors(rows):
+    import torch
+    batch = torch.tensor([list(r.values) for r in rows], dtype=torch.float32)
+    return batch[:, :2], batch[:, 2:]
+
+
+class LinearFit(HorizontalLearning):
+    def __init__(self):
+        super().__init__("linear_fit", max_rounds=4, validate_interval=1, validate_frac=0.2,
+                         strategy=FedAvg(min_clients=2, max_clients=2, merge_epoch=1, wait_timeout=30))
+        import torch
+        torch.manual_seed(0)
+        self.model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.05)
+
+    def dataset(self):
+        return Dataset("xy.csv")
+
+    def make_train_dataloader(self, dataset):
+        from torch.utils.data import DataLoader
+        return DataLoader(dataset, batch_size=16, shuffle=True, collate_fn=_rows_to_tensors)
+
+    def make_validate_dataloader(self, dataset):
+        from torch.utils.data import DataLoader
+        return DataLoader(dataset, batch_size=64, collate_fn=_rows_to_tensors)
+
+    def state_dict(self):
+        return self.model.state_dict()
+
+    def train(self, dataloader):
+        import torch
+        for x, y in dataloader:
+            self.optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(self.model(x), y)
+            loss.backward()
+            self.optimizer.step()
+
+    def validate(self, dataloader):
+        import torch
+        with torch.no_grad():
+            losses = [torch.nn.functional.mse_loss(self.model(x), y).item() for x, y in dataloader]
+        return {"loss": sum(losses) / len(losses)}
+
+
+def test_learning_task_trains_on_the_holders_and_its_loss_falls(cluster, capsys):
+    server, client = cluster
+    node = DeltaNode(server.http_url)
+    task_id = node.create_task(LinearFit().build())
+    assert node.trace(task_id) is True
+    losses = [float(m) for m in re.findall(r"\[Metrics\] metrics_\d+: loss=(\S+)", capsys.readouterr().out)]
+    assert len(losses) == 4, losses
+    assert losses[-1] < losses[0] / 2, losses
+    weights = node.get_result(task_id)  # the aggregated model's state_dict
+    assert set(weights) == {"0.weight", "0.bias", "2.weight", "2.bias"}

@@ -194,6 +194,13 @@ def _sum(uploads: list[dict]) -> dict:
     return total
 
 
+def _log_metrics(ctx, new_vars: dict) -> None:
+    """New server variables that are dicts of numbers (a learning task's validation metrics)."""
+    for name, value in sorted(new_vars.items()):
+        if isinstance(value, dict) and value and all(isinstance(v, (int, float)) for v in value.values()):
+            ctx.log(f"[Metrics] {name}: " + ", ".join(f"{k}={v:.6g}" for k, v in value.items()))
+
+
 def coordinate(ctx, task: str, kind: str = "analytics") -> str:
     from delta.core.task import EarlyStop
     ctx.log(f"start run task {ctx.task_id}")
@@ -217,12 +224,14 @@ def coordinate(ctx, task: str, kind: str = "analytics") -> str:
         ctx.log(f"[Reduce] round {s + 1}/{steps}: aggregated {', '.join(server.gathered) or 'nothing'}"
                 f" from {len(nodes)} clients")
         ctx.progress(100 * (s + 1) // steps)
+        before = set(server.state)
         try:
             step.reduce(server)
         except EarlyStop:
             done = s + 1
             ctx.log(f"[Reduce] early stop after round {s + 1}")
             break
+        _log_metrics(ctx, {k: v for k, v in server.state.items() if k not in before})
     for i in range(len(nodes)):
         link.send(f"down/{done}/{i}", {"stop": True})
     outputs = server.get(*dtask.outputs)
