@@ -78,6 +78,7 @@ def test_wage_avg_runs_on_the_data_holders_and_returns_the_means(cluster, capsys
     messages = capsys.readouterr().out
     assert f"start run task {task_id}" in messages and f"[Create Task] create task {task_id}" in messages
     assert "[Reduce] round 1/1" in messages and f"task {task_id} finish" in messages
+    assert "[Secure Aggregation] pairwise masks among 2 clients" in messages
     assert node.wait(task_id) is True
     result = node.get_result(task_id)
     pd.testing.assert_series_equal(result, WAGES.mean(), check_names=False)
@@ -144,8 +145,8 @@ def _rows_to_tensors(rows):
 
 
 class LinearFit(HorizontalLearning):
-    def __init__(self):
-        super().__init__("linear_fit", max_rounds=4, validate_interval=1, validate_frac=0.2,
+    def __init__(self, rounds: int = 4):
+        super().__init__("linear_fit", max_rounds=rounds, validate_interval=1, validate_frac=0.2,
                          strategy=FedAvg(min_clients=2, max_clients=2, merge_epoch=1, wait_timeout=30))
         import torch
         torch.manual_seed(0)
@@ -191,3 +192,18 @@ def test_learning_task_trains_on_the_holders_and_its_loss_falls(cluster, capsys)
     assert losses[-1] < losses[0] / 2, losses
     weights = node.get_result(task_id)  # the aggregated model's state_dict
     assert set(weights) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+def test_cancelling_the_task_stops_its_clients(cluster):
+    server, client = cluster
+    task_id = DeltaNode(server.http_url).create_task(LinearFit(rounds=500).build())
+
+    def running_clients():
+        ts = [t for t in client.list_tasks(limit=50).tasks if t.spec.annotations.get("delta.run") == str(task_id)]
+        return len(ts) == 2 and all(t.status == tpb.TASK_STATUS_RUNNING for t in ts) and ts
+    clients = wait_for(running_clients, 60, what="both clients running")
+    client.cancel_task(task_id)
+    assert client.wait(task_id).status == tpb.TASK_STATUS_CANCELLED
+    for t in clients:
+        ended = client.wait(t.id)
+        assert ended.status in (tpb.TASK_STATUS_CANCELLED, tpb.TASK_STATUS_FAILED), ended

@@ -7,7 +7,8 @@ delta.serialize.dump_task's bytes and is loaded only here, in a worker. Each ste
 The coordinator sums each upload over the clients (delta-task's `gather` contract: the summed
 values and the number of clients), then runs the step's reduce. After the last step (or an
 EarlyStop) it sends `down/<next>/<i>` = stop. Clients read datasets only from their node's data
-directory ($TASKHUB_DATA_DIR); their raw rows never leave it.
+directory ($TASKHUB_DATA_DIR); their raw rows never leave it. With more than one client the
+uploads are masked pairwise (secagg.py): the coordinator learns only their sum.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import threading
 import grpc
 from taskhub.v1 import delta_service_pb2 as pb
 from taskhub.v1 import delta_service_pb2_grpc as pb_grpc
+
+from . import secagg
 
 RECEIVE_POLL = 5.0  # seconds per DeltaReceive call, so cancellation is noticed between calls
 _OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20),
@@ -183,15 +186,22 @@ def _server_inputs(step) -> list:
     return [v for v in seen.values() if v.location == DataLocation.SERVER]
 
 
-def _sum(uploads: list[dict]) -> dict:
-    """delta-task's aggregation: each uploaded value summed over the clients."""
+def _sum(uploads: list[dict], precision: int) -> dict:
+    """delta-task's aggregation: each uploaded value summed over the clients (masked values are
+    summed first and only the sum is unmasked)."""
     total = {}
     for upload in uploads:
         for name, values in upload.items():
             into = total.setdefault(name, {})
             for key, value in values.items():
                 into[key] = value if key not in into else into[key] + value
-    return total
+    return {name: {key: v.unmask(precision) if isinstance(v, secagg.Masked) else v for key, v in values.items()}
+            for name, values in total.items()}
+
+
+def _masked(uploads: dict, step: int, me: int, peers: dict[int, bytes], precision: int) -> dict:
+    return {name: {key: secagg.mask(v, me, peers, f"{step}/{name}/{key}", precision) for key, v in values.items()}
+            for name, values in uploads.items()}
 
 
 def _log_metrics(ctx, new_vars: dict) -> None:
@@ -212,15 +222,21 @@ def coordinate(ctx, task: str, kind: str = "analytics") -> str:
     _, AggregatorContext = _contexts()
     server = AggregatorContext()
     server.clients = len(nodes)
+    precision = int(getattr(dtask.strategy, "precision", 8))
+    # Pairwise masks whenever there is more than one client: the keys are relayed, never made here.
+    public_keys = [link.receive(f"key/{i}") for i in range(len(nodes))]
+    if len(nodes) > 1:
+        ctx.log(f"[Secure Aggregation] pairwise masks among {len(nodes)} clients (precision {precision})")
     steps = len(dtask.steps)
     done = steps
     for s, step in enumerate(dtask.steps):
         variables = {v.name: server.get(v)[0] for v in _server_inputs(step)}
         for i in range(len(nodes)):
-            link.send(f"down/{s}/{i}", {"vars": variables})
+            link.send(f"down/{s}/{i}", {"vars": variables, "keys": public_keys if s == 0 else None,
+                                        "precision": precision})
         ctx.log(f"[Map] round {s + 1}/{steps}: sent to {len(nodes)} clients")
         uploads = [link.receive(f"up/{s}/{i}") for i in range(len(nodes))]
-        server.gathered = _sum(uploads)
+        server.gathered = _sum(uploads, precision)
         ctx.log(f"[Reduce] round {s + 1}/{steps}: aggregated {', '.join(server.gathered) or 'nothing'}"
                 f" from {len(nodes)} clients")
         ctx.progress(100 * (s + 1) // steps)
@@ -249,14 +265,20 @@ def client(ctx, task: str, index: int) -> str:
     NodeClientContext, _ = _contexts()
     local = NodeClientContext(data_dir)
     link = Link(ctx)
+    private, public = secagg.keypair()
+    link.send(f"key/{index}", public)
+    peers: dict[int, bytes] = {}
     s = 0
     while True:
         message = link.receive(f"down/{s}/{index}")
         if message.get("stop"):
             break
+        if message.get("keys"):
+            peers = {j: secagg.shared_secret(private, key) for j, key in enumerate(message["keys"]) if j != index}
         local.server_vars, local.uploads = message["vars"], {}
         dtask.steps[s].map(local)
-        link.send(f"up/{s}/{index}", local.uploads)
+        uploads = _masked(local.uploads, s, index, peers, message["precision"]) if peers else local.uploads
+        link.send(f"up/{s}/{index}", uploads)
         ctx.log(f"[Map] round {s + 1}: uploaded {', '.join(local.uploads) or 'nothing'}")
         s += 1
     ctx.log(f"client {index} finish")
