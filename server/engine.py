@@ -412,10 +412,11 @@ class Engine:
             if gated:
                 self._park(task, gated)
                 continue
-            pinned = (self._colocated_node(task) or task.spec.annotations.get(ON_NODE_NAMED, "")) \
-                if task.spec.annotations else ""
+            colocated = self._colocated_node(task) if task.spec.annotations else ""
+            pinned = colocated or (task.spec.annotations.get(ON_NODE_NAMED, "") if task.spec.annotations else "")
             for n in nodes:
-                why = f"this task's group, which runs on {pinned}" if pinned and n.name != pinned else \
+                why = (f"this task's group, which runs on {pinned}" if colocated else f"the name {pinned}") \
+                    if pinned and n.name != pinned else \
                     n.fits(need, task.spec.node_selector, task.spec.resources.memory_mb)
                 if why:
                     reasons.append(f"{n.name} lacks {why}")

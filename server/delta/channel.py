@@ -11,6 +11,7 @@ import asyncio
 from .. import errors
 
 MAX_PAYLOAD = 64 << 20
+CLOSED_MEMORY = 600.0  # seconds a closed run's reason is kept
 
 
 class DeltaChannel:
@@ -50,7 +51,9 @@ class DeltaChannel:
         return self._boxes[run].pop(key)
 
     def close(self, run: int, reason: str) -> None:
-        self._closed.setdefault(run, reason)
+        if run not in self._closed:  # remembered a while, for the clients still finishing
+            self._closed[run] = reason
+            asyncio.get_running_loop().call_later(CLOSED_MEMORY, self._closed.pop, run, None)
         self._boxes.pop(run, None)
         for key in [k for k in self._waiters if k[0] == run]:
             for f in self._waiters.pop(key):

@@ -6,7 +6,7 @@ delta.serialize.dump_task's bytes and is loaded only here, in a worker. Each ste
   client i -> coordinator: `up/<step>/<i>`, what the step's map-reduce operators uploaded
 The coordinator sums each upload over the clients (delta-task's `gather` contract: the summed
 values and the number of clients), then runs the step's reduce. After the last step (or an
-EarlyStop) it sends `down/<next>/<i>` = stop. Clients read datasets only from their node's data
+EarlyStop) it sends `down/<next>/<i>` = stop and waits for each `bye/<i>`. Clients read datasets only from their node's data
 directory ($TASKHUB_DATA_DIR); their raw rows never leave it. With more than one client the
 uploads are masked pairwise (secagg.py): the coordinator learns only their sum.
 """
@@ -250,6 +250,8 @@ def coordinate(ctx, task: str, kind: str = "analytics") -> str:
         _log_metrics(ctx, {k: v for k, v in server.state.items() if k not in before})
     for i in range(len(nodes)):
         link.send(f"down/{done}/{i}", {"stop": True})
+    for i in range(len(nodes)):  # every client has its stop: none is cut off when this task ends
+        link.receive(f"bye/{i}")
     outputs = server.get(*dtask.outputs)
     result = outputs[0] if len(outputs) == 1 else tuple(outputs)
     ctx.log(f"task {ctx.task_id} finish")
@@ -272,6 +274,7 @@ def client(ctx, task: str, index: int) -> str:
     while True:
         message = link.receive(f"down/{s}/{index}")
         if message.get("stop"):
+            link.send(f"bye/{index}", True)
             break
         if message.get("keys"):
             peers = {j: secagg.shared_secret(private, key) for j, key in enumerate(message["keys"]) if j != index}

@@ -6,8 +6,9 @@ data-holding node (the map side), exchanging bytes through the server (DeltaChan
   nodes hold every dataset of the task; after the task's `wait_timeout` it is cancelled.
 - Once the coordinator runs it asks for its clients (StartDeltaClients): one trusted Python task
   per chosen holder (at most `max_clients`), pinned to that node, with its own worker.
-- A client that fails wakes the coordinator with the reason; a coordinator that ends cancels
-  every client still running. The channel keeps a run's messages in memory until it ends.
+- A client that fails wakes the coordinator with the reason; a coordinator that fails or is
+  cancelled cancels every client still running (one that succeeded has had each client's
+  goodbye, so they end by themselves). The channel keeps a run's messages in memory until it ends.
 """
 from __future__ import annotations
 
@@ -126,7 +127,10 @@ class DeltaTasks:
         a = task.spec.annotations
         if a.get(ROLE) == "coordinator":
             self.channel.close(task.id, f"the Delta task ended ({task.status.name})")
-            for client_id in self.clients.pop(task.id, []):
+            client_ids = self.clients.pop(task.id, [])
+            if task.status == S.SUCCESS:
+                return  # its clients said goodbye and end by themselves
+            for client_id in client_ids:
                 client = self.engine.tasks.get(client_id)
                 if client is not None and not client.terminal:
                     asyncio.get_running_loop().call_soon(
