@@ -94,7 +94,8 @@ def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
             task = await delta.CreateDeltaTask(dpb.CreateDeltaTaskRequest(task=data), timeout=TIMEOUT)
             return json_response({"task_id": task.id})
         spec = parse_task(data)
-        task = await tasks.CreateTask(svc.CreateTaskRequest(spec=spec), timeout=TIMEOUT)
+        task = await tasks.CreateTask(svc.CreateTaskRequest(
+            spec=spec, request_id=request.headers.get("Idempotency-Key", "")), timeout=TIMEOUT)
         return json_response({"task_id": task.id})
 
     @answers(render)

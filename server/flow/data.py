@@ -13,7 +13,6 @@ import os
 from typing import AsyncIterator
 
 from .. import errors
-from ..model import ANY_NAMESPACE, Status
 from .jobs import FlowJobs
 from .model import FlowJob, FlowTask, JobStatus
 from .store import FlowStore
