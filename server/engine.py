@@ -41,6 +41,8 @@ COLOCATE = "taskhub.colocate"
 OBSERVER = "taskhub.observer"
 # Annotation "1": a Python task that must not wait behind others for a worker (node/pool.py).
 DEDICATED_WORKER = "taskhub.dedicated_worker"
+# Annotation: the name of the one node the task may run on (a Delta task's client on a data holder).
+ON_NODE_NAMED = "taskhub.node"
 # Annotation: "keep" lets a command task go on running on an agent that lost the server (README, Leases).
 ON_DISCONNECT = "taskhub.on_disconnect"
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -75,6 +77,9 @@ class Engine:
         self._schedule_scheduled = False
         self._watchers: dict[int, set[asyncio.Queue]] = {}
         self.observers: dict[str, Callable[[Task], None]] = {}
+        # Gates keep a task PENDING while one answers a reason ('' lets it through); a layer that
+        # waits on more than one node's labels (Delta's data holders) sets one, and calls kick().
+        self.gates: list[Callable[[Task], str]] = []
         self._list_watchers: set[_ListWatcher] = set()
         self._enders: dict[int, set[asyncio.Queue]] = {}
         self._next_id = 0
@@ -474,9 +479,15 @@ class Engine:
             need = task.spec.resources.slots
             reasons = []
             candidates = []
-            pinned = self._colocated_node(task) if task.spec.annotations else ""
+            gated = next((why for why in (gate(task) for gate in self.gates) if why), "")
+            if gated:
+                self._park(task, gated)
+                continue
+            colocated = self._colocated_node(task) if task.spec.annotations else ""
+            pinned = colocated or (task.spec.annotations.get(ON_NODE_NAMED, "") if task.spec.annotations else "")
             for n in nodes:
-                why = f"this task's group, which runs on {pinned}" if pinned and n.name != pinned else \
+                why = (f"this task's group, which runs on {pinned}" if colocated else f"the name {pinned}") \
+                    if pinned and n.name != pinned else \
                     n.fits(need, task.spec.node_selector, task.spec.resources.memory_mb)
                 if why:
                     reasons.append(f"{n.name} lacks {why}")
