@@ -1,5 +1,9 @@
 """Reads the header of an uploaded Delta task (name, datasets, client counts) without loading it.
 
+The server calls `read_header_isolated`, which does the reading below in a short-lived
+subprocess (`python -m server.delta.header`, like DescribeModule's), so not even this inert
+walk of the upload happens in the server process.
+
 An upload is delta.serialize.dump_task's output: a cloudpickle of a `delta.core.task.Task`. Loading
 it would run code, so the server never does. This reader walks the pickle with every global
 replaced by an inert placeholder: no name is imported, nothing in the upload is called, and
@@ -8,8 +12,11 @@ in the workers that run it (server/delta/runtime.py).
 """
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import pickle
+import sys
 from dataclasses import dataclass
 
 from .. import errors
@@ -122,3 +129,38 @@ def read_header(data: bytes) -> DeltaHeader:
     kind = KINDS.get(strategy.get("name"), "learning")
     return DeltaHeader(name=name, datasets=list(dict.fromkeys(datasets)), kind=kind, min_clients=low,
                        max_clients=high, wait_timeout=wait)
+
+
+READ_TIMEOUT = 20.0
+
+
+async def read_header_isolated(data: bytes) -> DeltaHeader:
+    """read_header, run in a subprocess that is killed if it takes longer than READ_TIMEOUT."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server.delta.header", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(data), READ_TIMEOUT)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise errors.InvalidArgument(f"reading the uploaded Delta task took longer than {READ_TIMEOUT:g}s") from None
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        raise errors.InvalidArgument("the uploaded file could not be read as a Delta task") from None
+    if "error" in answer:
+        raise errors.InvalidArgument(answer["error"])
+    return DeltaHeader(**answer)
+
+
+def _main() -> None:
+    try:
+        header = read_header(sys.stdin.buffer.read())
+        print(json.dumps(header.__dict__))
+    except errors.TaskhubError as e:
+        print(json.dumps({"error": str(e)}))
+
+
+if __name__ == "__main__":
+    _main()

@@ -22,7 +22,7 @@ from ..engine import DEDICATED_WORKER, OBSERVER, ON_NODE_NAMED, Engine
 from ..model import ANY_NAMESPACE, DEFAULT_NAMESPACE, Status, Task, TaskSpec, TaskType
 from .channel import DeltaChannel
 from .datasets import dataset_labels
-from .header import read_header
+from .header import read_header_isolated
 
 S = Status
 RUNTIME = "server.delta.runtime"
@@ -45,7 +45,7 @@ class DeltaTasks:
     async def create(self, blob: bytes, namespace: str, creator: str) -> Task:
         if not self.allowed:
             raise errors.FailedPrecondition(ENABLE_HINT)
-        header = read_header(blob)
+        header = await read_header_isolated(blob)
         spec = TaskSpec(
             type=TaskType.PYTHON, namespace=namespace or DEFAULT_NAMESPACE, name=header.name,
             callable=f"{RUNTIME}:coordinate",
