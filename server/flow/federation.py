@@ -62,20 +62,22 @@ class Federation:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout if timeout > 0 else 1e9)
         while True:
-            payload = self._recent.get(key)
-            if payload is None:
-                payload = await loop.run_in_executor(None, self.fstore.get_message, *key)
-            if payload is not None:
-                return payload
-            if job.terminal:
-                raise errors.FailedPrecondition(f"job {job.job_id} ended ({job.status.fate}): {job.error}")
+            # Listen before looking, so a message that arrives while we look still wakes us.
             f = loop.create_future()
             self._waiters.setdefault(key, []).append(f)
             try:
-                await asyncio.wait_for(asyncio.shield(f), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
-                if loop.time() >= deadline:
-                    raise NotYet(f"no message {name}/{tag} from {src_role} {src_party} yet") from None
+                payload = self._recent.get(key)
+                if payload is None:
+                    payload = await loop.run_in_executor(None, self.fstore.get_message, *key)
+                if payload is not None:
+                    return payload
+                if job.terminal:
+                    raise errors.FailedPrecondition(f"job {job.job_id} ended ({job.status.fate}): {job.error}")
+                try:
+                    await asyncio.wait_for(asyncio.shield(f), max(0.0, deadline - loop.time()))
+                except asyncio.TimeoutError:
+                    if loop.time() >= deadline:
+                        raise NotYet(f"no message {name}/{tag} from {src_role} {src_party} yet") from None
             finally:
                 waiters = self._waiters.get(key)
                 if waiters and f in waiters:
