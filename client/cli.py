@@ -193,10 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     gw.set_defaults(fn=cmd_gateway)
 
     from .auth_cli import add_token_parser
+    from .flow_cli import add_flow_parser
     from .groups_cli import add_group_parser
     from .nodes_cli import add_node_parser
     add_node_parser(sub)
     add_group_parser(sub)
+    add_flow_parser(sub)
     add_token_parser(sub)
 
     t = sub.add_parser("task", help="create, inspect, follow and end tasks")

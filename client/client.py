@@ -8,6 +8,7 @@ import grpc
 from google.protobuf import json_format
 from taskhub.v1 import task_pb2 as pb
 from taskhub.v1 import task_service_pb2 as svc
+from taskhub.v1 import flow_service_pb2_grpc as flow_grpc
 from taskhub.v1 import node_service_pb2_grpc as node_grpc
 from taskhub.v1 import task_group_service_pb2_grpc as group_grpc
 from taskhub.v1 import task_service_pb2_grpc as svc_grpc
@@ -57,8 +58,9 @@ def to_dict(message) -> dict:
 class TaskhubClient:
     """Blocking client. `namespace` is the default for every call ("*" reads any).
 
-    Task calls are methods; `groups` (TaskGroupService) and `nodes` (NodeService) are the
-    typed stubs of the other services on the same channel.
+    Task calls are methods; `groups` (TaskGroupService), `nodes` (NodeService) and `flow`
+    (FlowService; FATE-shaped calls in client.flow.FlowClient) are the typed stubs of the other
+    services on the same channel.
     """
 
     def __init__(self, target: str = DEFAULT_TARGET, *, namespace: str = "", timeout: float | None = 60,
@@ -71,6 +73,7 @@ class TaskhubClient:
         self.stub = svc_grpc.TaskServiceStub(self.channel)
         self.groups = group_grpc.TaskGroupServiceStub(self.channel)
         self.nodes = node_grpc.NodeServiceStub(self.channel)
+        self.flow = flow_grpc.FlowServiceStub(self.channel)
         self.namespace = namespace
         self.timeout = timeout
         self.metadata = None  # per-call metadata; the token is added by the channel

@@ -70,5 +70,12 @@ class _Stream(grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(_with_caller(details), request)
 
 
+class _Upload(grpc.aio.StreamUnaryClientInterceptor):
+    """Client streaming (FlowService.UploadData from the fate family)."""
+
+    async def intercept_stream_unary(self, continuation, details, request_iterator):
+        return await continuation(_with_caller(details), request_iterator)
+
+
 def interceptors() -> list:
-    return [_Unary(), _Stream()]
+    return [_Unary(), _Stream(), _Upload()]

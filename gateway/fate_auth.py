@@ -93,8 +93,8 @@ class FateVerifier:
 
 
 async def verify_request(verifier: FateVerifier, request) -> Refusal | str:
-    """verify() for an aiohttp request: JSON bodies are signed as sent, form fields (URL-encoded
-    or the non-file parts of multipart) as flow_sdk encodes them."""
+    """verify() for an aiohttp request: JSON bodies are signed as sent, URL-encoded form fields as
+    flow_sdk encodes them."""
     ctype = request.content_type
     json_body, form = b"", None
     if ctype == "application/json":
@@ -104,7 +104,9 @@ async def verify_request(verifier: FateVerifier, request) -> Refusal | str:
                 json_body = b""   # flow_sdk signs the body only when its json= value is truthy ({} is not)
         except ValueError:
             pass                  # not JSON: signed as sent, so a mismatch shows as a bad signature
-    elif ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    elif ctype == "application/x-www-form-urlencoded":
+        # multipart is signed without its fields, as flow_sdk signs data/upload (a MultipartEncoder,
+        # not a dict), and is never read here: the upload route streams it.
         posted = await request.post()
         form = {k: v for k, v in posted.items() if isinstance(v, str)} or None
     return verifier.verify(request.headers, request.raw_path, json_body, form)

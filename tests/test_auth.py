@@ -307,6 +307,29 @@ HTTP_SAMPLES = {
     ("DELETE", "/v1/flow/tables/{v0}/{v1}"): ("/v1/flow/tables/n/t", None),
     ("GET", "/v1/flow/tables/{v0}/{v1}/rows"): ("/v1/flow/tables/n/t/rows", None),
 }
+# FATE Flow's routes (gateway/families/fate*.py).
+_JOB, _CPN = {"job_id": "1"}, {"job_id": "1", "component_name": "c"}
+_TABLE = {"namespace": "n", "table_name": "t"}
+HTTP_SAMPLES.update({("POST", f"/v1/{path}"): (f"/v1/{path}", body) for path, body in {
+    "job/submit": {"job_runtime_conf": {"initiator": {"role": "guest", "party_id": 1}, "role": {"guest": [1]}},
+                   "job_dsl": {"components": {}}},
+    "job/stop": _JOB, "job/query": {}, "job/list/job": {}, "job/config": _JOB, "job/log/download": _JOB,
+    "job/data/view/query": _JOB, "job/list/task": {}, "job/task/query": _JOB, "job/clean/queue": {},
+    "log/size": _JOB, "log/cat": _JOB,
+    "tracking/component/list": _JOB, "tracking/component/parameters": _CPN, "tracking/component/metrics": _CPN,
+    "tracking/component/metric/all": _CPN, "tracking/component/metric/delete": _JOB,
+    "tracking/component/output/model": _CPN, "tracking/component/output/data": _CPN,
+    "tracking/component/output/data/table": _CPN, "tracking/component/summary/download": _CPN,
+    "data/upload": {**_TABLE, "use_local_data": 0, "file": "x.csv", "head": 1},
+    "data/download": {**_TABLE, "output_path": "o.csv"}, "data/upload/history": {},
+    "table/table_info": _TABLE, "table/delete": _TABLE,
+}.items()})
+HTTP_SAMPLES.update({
+    ("GET", "/v1/tracking/component/output/data/download"): ("/v1/tracking/component/output/data/download", _CPN),
+    ("POST", "/v1/model/{tail}"): ("/v1/model/load", _JOB),
+    ("GET", "/v1/model/{tail}"): ("/v1/model/export", None),
+})
+FATE_PREFIXES = ("/v1/job/", "/v1/log/", "/v1/tracking/", "/v1/data/", "/v1/table/", "/v1/model/")
 # Served without a token even with --auth: the dashboard's static files (a browser loads a page
 # before it can send a token), the API description, and Prometheus' scrape (counts only, no task
 # content; README: Security says so).
@@ -348,6 +371,8 @@ def envelope_ok(path: str, answer) -> bool:
         return "detail" in body
     if path.startswith("/api/task/"):
         return body.get("status") == "error"
+    if path.startswith(FATE_PREFIXES):
+        return body.get("retcode") in (108, 109) and bool(body.get("retmsg"))
     return body.get("code") in (5, 7, 16) and "message" in body
 
 
