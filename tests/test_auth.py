@@ -307,6 +307,22 @@ HTTP_SAMPLES = {
     ("DELETE", "/v1/flow/tables/{v0}/{v1}"): ("/v1/flow/tables/n/t", None),
     ("GET", "/v1/flow/tables/{v0}/{v1}/rows"): ("/v1/flow/tables/n/t/rows", None),
 }
+# FlowService's model and tag RPCs (transcoded).
+_MODEL = {"model_id": "m", "model_version": "1"}
+HTTP_SAMPLES.update({
+    ("GET", "/v1/flow/models"): ("/v1/flow/models", None),
+    ("GET", "/v1/flow/models:predictDsl"): ("/v1/flow/models:predictDsl?model_id=m&model_version=1", None),
+    ("GET", "/v1/flow/models:predictConf"): ("/v1/flow/models:predictConf?model_id=m&model_version=1", None),
+    ("GET", "/v1/flow/models:export"): ("/v1/flow/models:export?model_id=m&model_version=1", None),
+    ("GET", "/v1/flow/models/tags"): ("/v1/flow/models/tags", None),
+    ("GET", "/v1/flow/models/tags:models"): ("/v1/flow/models/tags:models?name=t", None),
+    ("GET", "/v1/flow/models:tags"): ("/v1/flow/models:tags?job_id=1", None),
+    **{("POST", f"/v1/flow/models{verb}"): (f"/v1/flow/models{verb}", body) for verb, body in {
+        ":deploy": _MODEL, ":store": {"model": _MODEL}, ":restore": _MODEL, ":migrate": _MODEL, ":load": _MODEL,
+        ":bind": {"model": _MODEL, "service_id": "s"}, ":delete": _MODEL, "/tags": {"name": "t"},
+        "/tags:update": {"name": "t"}, "/tags:delete": {"name": "t"}, ":tag": {"job_id": "1", "tag": "t"},
+        ":generateDsl": {"train_dsl_json": "{}"}}.items()},
+})
 # FATE Flow's routes (gateway/families/fate*.py).
 _JOB, _CPN = {"job_id": "1"}, {"job_id": "1", "component_name": "c"}
 _TABLE = {"namespace": "n", "table_name": "t"}
@@ -322,7 +338,7 @@ HTTP_SAMPLES.update({("POST", f"/v1/{path}"): (f"/v1/{path}", body) for path, bo
     "tracking/component/output/data/table": _CPN, "tracking/component/summary/download": _CPN,
     "data/upload": {**_TABLE, "use_local_data": 0, "file": "x.csv", "head": 1},
     "data/download": {**_TABLE, "output_path": "o.csv"}, "data/upload/history": {},
-    "table/table_info": _TABLE, "table/delete": _TABLE,
+    "table/table_info": _TABLE, "table/delete": _TABLE, "job/dsl/generate": {"train_dsl": {}, "cpn_str": "a"},
 }.items()})
 HTTP_SAMPLES.update({
     ("GET", "/v1/tracking/component/output/data/download"): ("/v1/tracking/component/output/data/download", _CPN),

@@ -15,6 +15,7 @@ from ..flow.jobs import FlowJobs
 from ..flow.model import FlowJob, FlowTask, JobStatus
 from ..flow.tables import aiter_lines
 from .errors import mapped
+from .flow_models_service import FlowModelMethods
 
 MAX_LIMIT = 10_000
 
@@ -60,9 +61,10 @@ def _offset(page: int, limit: int) -> int:
     return (max(page, 1) - 1) * limit
 
 
-class FlowService(pb_grpc.FlowServiceServicer):
-    def __init__(self, jobs: FlowJobs, data: FlowData, federation: Federation):
+class FlowService(FlowModelMethods, pb_grpc.FlowServiceServicer):
+    def __init__(self, jobs: FlowJobs, data: FlowData, federation: Federation, models=None):
         self.jobs = jobs
+        self.models = models
         self.data = data
         self.federation = federation
 
