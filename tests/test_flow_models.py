@@ -275,3 +275,45 @@ def test_a_model_in_use_by_a_running_predict_job_cannot_be_deleted(server, fc):
     # The train job's own model stays (deleting a version never touches its parent or the job).
     assert fc.model.get_model_info(model_id=model_id, model_version=train["jobId"])["retcode"] == 0
     assert fc.job.query(job_id=train["jobId"])["retcode"] == 0
+
+
+def test_flow_client_and_cli_answer_as_flow_sdk(server, fc, trained, tmp_path):
+    """client/flow.py's FlowClient (gRPC) and `taskhub flow model|tag` give flow_sdk's answers."""
+    from client.flow import FlowClient
+    from test_flow_client import cli
+
+    with FlowClient(server.grpc_target) as gc:
+        deployed = gc.model.deploy(MODEL_ID, trained, cpn_list=CPNS)
+        assert deployed["retcode"] == 0 and deployed["data"]["guest"] == {str(GUEST): 0}, deployed
+        version = deployed["data"]["model_version"]
+        assert gc.model.get_predict_dsl(MODEL_ID, version) == fc.model.get_predict_dsl(MODEL_ID, version)
+        assert gc.model.get_model_info(MODEL_ID, version) == fc.model.get_model_info(MODEL_ID, version)
+        assert gc.model.get_predict_dsl(MODEL_ID, trained)["retcode"] == 210
+        assert gc.job.generate_dsl(str(DATA / "hetero_lr_normal_dsl.json"), cpn_list="reader_0,data_transform_0")[
+            "data"]["components"]["data_transform_0"]["input"]["model"] == ["pipeline.data_transform_0.model"]
+        conf = {"model_id": MODEL_ID, "model_version": version, "role": "guest", "party_id": GUEST,
+                "output_path": str(tmp_path)}
+        exported = gc.model.export_model(conf)
+        assert exported["retcode"] == 0 and zipfile.is_zipfile(exported["file"])
+        assert gc.model.import_model({**conf, "file": exported["file"]})["retcode"] == 100   # already here
+        assert gc.tag.create("via-grpc", "d")["retcode"] == 0
+        assert gc.model.tag_model(version, "via-grpc")["retcode"] == 0
+        assert gc.model.tag_list(version)["data"] == fc.model.tag_list(version)["data"]
+        assert gc.tag.query("via-grpc", with_model=True)["data"]["count"] == 3
+        assert gc.model.load(job_id=version)["data"]["host"] == {str(HOST): 0}
+
+    code, answer = cli(server, "model", "get-model-info", "--model-id", MODEL_ID, "--model-version", version,
+                       "-r", "host")
+    assert code == 0 and [r["f_role"] for r in answer["data"]] == ["host"]
+    code, answer = cli(server, "model", "get-predict-dsl", "--model-id", MODEL_ID, "--model-version", version,
+                       "-o", str(tmp_path))
+    assert code == 0 and json.loads(open(answer["file"]).read()) == published("hetero_lr_normal_predict_dsl")
+    code, answer = cli(server, "tag", "query", "-t", "via-grpc", "--with-model")
+    assert code == 0 and answer["data"]["count"] == 3
+    code, answer = cli(server, "model", "tag-model", "-j", version, "-t", "via-grpc", "--remove")
+    assert code == 0
+    code, answer = cli(server, "tag", "delete", "-t", "nope")
+    assert code == 1 and answer["retcode"] == 100
+    code, answer = cli(server, "job", "dsl", "--train-dsl-path", str(DATA / "hetero_lr_normal_dsl.json"),
+                       "--cpn-list", ",".join(CPNS))
+    assert code == 0 and answer["data"] == published("hetero_lr_normal_predict_dsl")

@@ -14,6 +14,8 @@ import json
 from aiohttp import web
 from taskhub.v1 import flow_service_pb2 as fpb
 
+from client.flow_model_rows import by_party, model_row, tag_rows, tagged_model_rows
+
 from ..errors import BadRequest, answers
 from .common import TIMEOUT
 from .fate_wire import EXCEPTION, body_of, download_route, envelope, integer, party, refused, route, signed, text
@@ -29,35 +31,6 @@ def exception_route(handler):
             return answer
         return envelope(retcode=EXCEPTION, retmsg=message)
     return signed(answers(render)(handler))
-
-
-def model_row(m: fpb.FlowModel, filters: list[str] | None = None) -> dict:
-    """FATE's t_machine_learning_model_info row (f_ keys) for one party's record."""
-    row = {
-        "f_model_id": m.model_id, "f_model_version": m.model_version, "f_role": m.party.role,
-        "f_party_id": str(m.party.party_id), "f_job_id": m.job_id, "f_parent": bool(m.parent_version),
-        "f_parent_info": {"parent_version": m.parent_version} if m.parent_version else {},
-        "f_initiator_role": m.initiator.role, "f_initiator_party_id": str(m.initiator.party_id),
-        "f_roles": json.loads(m.roles_json or "{}"), "f_train_dsl": json.loads(m.train_dsl_json or "{}"),
-        "f_train_runtime_conf": json.loads(m.train_conf_json or "{}"),
-        "f_runtime_conf": json.loads(m.train_conf_json or "{}"),
-        "f_inference_dsl": json.loads(m.inference_dsl_json or "{}"), "f_imported": int(m.imported),
-        "f_loaded_times": m.loaded_times, "f_service_ids": list(m.service_ids), "f_size": m.size,
-        "f_components": list(m.components), "f_create_time": m.create_time_ms, "f_update_time": m.update_time_ms,
-        "f_fate_version": "1.11.2",
-    }
-    if filters:
-        return {k: v for k, v in row.items() if k.removeprefix("f_") in filters or k in filters}
-    return row
-
-
-def by_party(models, retmsg: str = "success") -> dict:
-    """FATE's per-party report: {role: {party: retcode}, "detail": {role: {party: {retcode, retmsg}}}}."""
-    out: dict = {"detail": {}}
-    for m in models:
-        out.setdefault(m.party.role, {})[str(m.party.party_id)] = 0
-        out["detail"].setdefault(m.party.role, {})[str(m.party.party_id)] = {"retcode": 0, "retmsg": retmsg}
-    return out
 
 
 def model_ref(body: dict) -> fpb.ModelRef:
@@ -258,8 +231,7 @@ def routes(flow) -> list:
         body = await body_of(request)
         found = await flow.ListModelTags(fpb.ListModelTagsRequest(job_id=text(body, "job_id", required=True)),
                                          timeout=TIMEOUT)
-        tags = [{"name": t.name, "description": t.description} for t in found.tags]
-        return envelope({"tags": tags, "count": len(tags)})
+        return envelope({"tags": tag_rows(found.tags), "count": len(found.tags)})
 
     # -- tags ------------------------------------------------------------------------------------
     @exception_route
@@ -273,8 +245,7 @@ def routes(flow) -> list:
     async def tag_list(request: web.Request) -> web.Response:
         body = await body_of(request)
         found = await flow.ListTags(fpb.ListTagsRequest(limit=integer(body, "limit", 10, low=0)), timeout=TIMEOUT)
-        return envelope({"tags": [{"name": t.name, "description": t.description, "model_count": t.model_count}
-                                  for t in found.tags]})
+        return envelope({"tags": tag_rows(found.tags, with_count=True)})
 
     @exception_route
     async def tag_retrieve(request: web.Request) -> web.Response:
@@ -282,13 +253,11 @@ def routes(flow) -> list:
         name = text(body, "tag_name", required=True)
         if body.get("with_model"):
             found = await flow.ListTaggedModels(fpb.TagRef(name=name), timeout=TIMEOUT)
-            models = [{"model_id": m.model_id, "model_version": m.model_version, "model_size": m.size,
-                       "role": m.party.role, "party_id": str(m.party.party_id)} for m in found.models]
-            return envelope({"models": models, "count": len(models)})
+            return envelope({"models": tagged_model_rows(found.models), "count": len(found.models)})
         found = await flow.ListTags(fpb.ListTagsRequest(name_contains=name), timeout=TIMEOUT)
         if not found.tags:
             return envelope(retcode=EXCEPTION, retmsg="No tags found.")
-        return envelope({"tags": [{"name": t.name, "description": t.description} for t in found.tags]})
+        return envelope({"tags": tag_rows(found.tags)})
 
     @exception_route
     async def tag_update(request: web.Request) -> web.Response:
