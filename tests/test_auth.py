@@ -163,9 +163,12 @@ WRONG_ROLE = {READER: NODE, SUBMITTER: READER, ADMIN: SUBMITTER, NODE: ADMIN}
 # The roles as the issue states them, independent of RULES: a reader only reads tasks; a
 # submitter only works on tasks (and module descriptions); the rest is admin's (or a node's).
 FLOW_READS = {"GetJob", "ListJobs", "WatchJob", "TraceJob", "ListFlowTasks", "ListComponents", "GetComponentOutput",
-              "UploadHistory", "GetTable", "ReadTable"}
+              "UploadHistory", "GetTable", "ReadTable", "ListModels", "GetPredictDsl", "GetPredictConf", "ExportModel",
+              "ListTags", "ListTaggedModels", "ListModelTags", "GenerateDsl"}
 FLOW_SUBMITS = {"SubmitJob", "StopJob", "CleanQueue", "DeleteMetrics", "UploadData", "DownloadData", "DeleteTable",
-                "WriteTable", "PutTracking", "FederationSend", "FederationReceive"}
+                "WriteTable", "PutTracking", "FederationSend", "FederationReceive", "DeployModel", "ImportModel",
+                "StoreModel", "RestoreModel", "MigrateModel", "LoadModel", "BindModel", "DeleteModel", "CreateTag",
+                "UpdateTag", "DeleteTag", "TagModel"}
 READS = {"GetTask", "ListTasks", "TraceTask", "WaitTask", "WaitTasks", "WatchTasks", "WhoAmI"} | FLOW_READS
 SUBMITS = READS | {"CreateTask", "CreateTasks", "CancelTask", "DeleteTask", "DescribeModule"} | FLOW_SUBMITS
 
@@ -343,7 +346,8 @@ HTTP_SAMPLES.update({("POST", f"/v1/{path}"): (f"/v1/{path}", body) for path, bo
 HTTP_SAMPLES.update({
     ("GET", "/v1/tracking/component/output/data/download"): ("/v1/tracking/component/output/data/download", _CPN),
     ("POST", "/v1/model/{tail}"): ("/v1/model/load", _JOB),
-    ("GET", "/v1/model/{tail}"): ("/v1/model/export", None),
+    ("GET", "/v1/model/{tail}"): ("/v1/model/export", {"model_id": "m", "model_version": "1", "role": "guest",
+                                                       "party_id": 1}),
 })
 FATE_PREFIXES = ("/v1/job/", "/v1/log/", "/v1/tracking/", "/v1/data/", "/v1/table/", "/v1/model/")
 # Served without a token even with --auth: the dashboard's static files (a browser loads a page
