@@ -129,8 +129,9 @@ class Model(_Noun):
             with open(path, "rb") as f:
                 while chunk := f.read(CHUNK):
                     yield fpb.ImportModelRequest(chunk=chunk)
-        self._stub.ImportModel(messages(), timeout=self._timeout)
-        return answer()
+        got = self._stub.ImportModel(messages(), timeout=self._timeout)
+        return answer({"model_id": got.model_id, "model_version": got.model_version, "role": got.party.role,
+                       "party_id": got.party.party_id})
 
     @fate_call(not_found=rows.EXCEPTION)
     def migrate(self, conf_path) -> dict:

@@ -122,6 +122,15 @@ def test_deploy_and_generate_refuse_what_cannot_be_deployed(fc, trained):
     not_deployed = fc.model.get_predict_dsl(MODEL_ID, trained)
     assert not_deployed["retcode"] == 210
 
+    # A predict DSL given as is: kept when the model has what it reads.
+    given = published("hetero_lr_normal_predict_dsl")
+    answer = fc.model.deploy(MODEL_ID, trained, predict_dsl=given)
+    assert answer["retcode"] == 0, answer
+    assert fc.model.get_predict_dsl(MODEL_ID, answer["data"]["model_version"])["data"] == given
+    given["components"]["hetero_lr_0"]["input"]["model"] = ["pipeline.evaluation_0.model"]
+    wrong = fc.model.deploy(MODEL_ID, trained, predict_dsl=given)
+    assert wrong["retcode"] == 101 and "no model of evaluation_0" in wrong["retmsg"]
+
 
 def test_export_import_into_another_server_and_bad_archives(fc, server_factory, deployed, tmp_path):
     conf = {"model_id": MODEL_ID, "model_version": deployed, "role": "guest", "party_id": GUEST,
@@ -152,6 +161,7 @@ def test_export_import_into_another_server_and_bad_archives(fc, server_factory, 
 
     answer = fc2.model.import_model({**conf, "file": exported["file"]})
     assert answer["retcode"] == 0, answer
+    assert answer["data"] == {"model_id": MODEL_ID, "model_version": deployed, "role": "guest", "party_id": GUEST}
     [row] = fc2.model.get_model_info(model_id=MODEL_ID, model_version=deployed)["data"]
     assert row["f_imported"] == 1 and row["f_role"] == "guest" and "hetero_lr_0" in row["f_components"]
     assert fc2.model.get_predict_dsl(MODEL_ID, deployed)["data"] == published("hetero_lr_normal_predict_dsl")

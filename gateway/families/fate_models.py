@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import grpc
 from aiohttp import web
 from taskhub.v1 import flow_service_pb2 as fpb
 
@@ -90,7 +91,10 @@ def routes(flow) -> list:
             raise BadRequest("cpn_list must be a list of component names")
         dsl = body.get("predict_dsl")
         if isinstance(dsl, str) and dsl:
-            dsl = json.loads(dsl)
+            try:
+                dsl = json.loads(dsl)
+            except ValueError as e:
+                raise BadRequest(f"predict_dsl is not valid JSON: {e}") from None
         if dsl is not None and not isinstance(dsl, dict):
             raise BadRequest("predict_dsl must be a JSON object (a DSL)")
         done = await flow.DeployModel(fpb.DeployModelRequest(
@@ -137,13 +141,13 @@ def routes(flow) -> list:
         ref = party_ref(await body_of(request))
         stream = flow.ExportModel(ref, timeout=TIMEOUT)
         first = await stream.read()  # the first chunk (or the error) before any header is sent
-        if first is None or not hasattr(first, "file_name"):
+        if first is grpc.aio.EOF:
             raise BadRequest("the model archive is empty")
         resp = web.StreamResponse(headers={"Content-Type": "application/zip",
                                            "Content-Disposition": f"attachment; filename={first.file_name}"})
         await resp.prepare(request)
         await resp.write(first.chunk)
-        async for part in stream:
+        while (part := await stream.read()) is not grpc.aio.EOF:  # read() once used, async-for may not be
             await resp.write(part.chunk)
         await resp.write_eof()
         return resp
@@ -173,8 +177,9 @@ def routes(flow) -> list:
             yield fpb.ImportModelRequest(expect=expect)
             for start in range(0, len(archive), UPLOAD_CHUNK):
                 yield fpb.ImportModelRequest(chunk=bytes(archive[start:start + UPLOAD_CHUNK]))
-        await flow.ImportModel(messages(), timeout=TIMEOUT)
-        return envelope()
+        got = await flow.ImportModel(messages(), timeout=TIMEOUT)
+        return envelope({"model_id": got.model_id, "model_version": got.model_version, "role": got.party.role,
+                         "party_id": got.party.party_id})
 
     @route()
     async def store(request: web.Request) -> web.Response:

@@ -109,3 +109,22 @@ def check_model_refs(plan: dsl.Plan) -> list[str]:
                 if cpn.startswith("pipeline.") and cpn[len("pipeline."):] not in names:
                     names.append(cpn[len("pipeline."):])
     return names
+
+
+def pipeline_refs(predict: dict) -> list[str]:
+    """The same, read off a predict DSL given as a dict (deploy with predict_dsl=)."""
+    components = predict.get("components")
+    if not isinstance(components, dict) or not components:
+        raise errors.InvalidArgument('the predict DSL needs "components": {...}')
+    names = []
+    for name, body in components.items():
+        inputs = (body or {}).get("input") or {} if isinstance(body, dict) else {}
+        if not isinstance(body, dict) or not isinstance(inputs, dict):
+            raise errors.InvalidArgument(f"components.{name} must be an object with an object \"input\"")
+        for key in dsl.MODEL_KEYS:
+            refs = inputs.get(key) or []
+            for ref in refs if isinstance(refs, list) else [refs]:
+                cpn = str(ref).rpartition(".")[0]
+                if cpn.startswith("pipeline.") and cpn[len("pipeline."):] not in names:
+                    names.append(cpn[len("pipeline."):])
+    return names

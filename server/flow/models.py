@@ -89,9 +89,7 @@ class FlowModels:
         train_dsl = _json_or(rows[0]["train_dsl_json"], {})
         if predict_dsl_json:
             predict = dsl.load_json(predict_dsl_json, "predict DSL")
-            if not isinstance(predict.get("components"), dict) or not predict["components"]:
-                raise errors.InvalidArgument('the predict DSL needs "components": {...}')
-            for name in deploy.check_model_refs(dsl.Plan(predict, {}, dsl._components(predict, 2, None), {}, ("", 0))):
+            for name in deploy.pipeline_refs(predict):
                 if not any(c["component"] == name for c in comps):
                     raise errors.InvalidArgument(f"the predict DSL reads pipeline.{name}.model, but model "
                                                  f"{model_id} {model_version} has no model of {name}")
