@@ -262,7 +262,10 @@ class Component(_Noun):
 
     @fate_call(not_found=rows.EXCEPTION)
     def output_data_table(self, job_id, role, party_id, component_name) -> dict:
-        return answer(rows.output_tables(self._output(job_id, role, party_id, component_name)))
+        tables = rows.output_tables(self._output(job_id, role, party_id, component_name))
+        if not tables:
+            return answer(retcode=rows.EXCEPTION, retmsg="No found table, please check if the parameters are correct.")
+        return answer(tables)
 
     @fate_call(not_found=210)
     def get_summary(self, job_id, role, party_id, component_name) -> dict:

@@ -185,9 +185,12 @@ def job_config(job: fpb.FlowJob) -> dict:
 
 
 def submit_data(job: fpb.FlowJob, logs_url: str = "") -> dict:
-    """job/submit's data."""
+    """job/submit's data. FATE's *_path keys name its files; taskhub keeps DSL and conf with the
+    job, so they name the job's REST route (GET gives dsl_json and conf_json)."""
+    job_url = f"/v1/flow/jobs/{job.job_id}"
     return {"job_id": job.job_id, "model_info": model_info(job), "logs_directory": logs_url,
-            "board_url": "", "code": 0, "message": "success"}
+            "board_url": "", "dsl_path": job_url, "runtime_conf_path": job_url,
+            "code": 0, "message": "success"}
 
 
 def metric_names(out: fpb.ComponentOutput) -> dict:
@@ -222,8 +225,8 @@ def table_info(t: fpb.TableInfo) -> dict:
 
 def output_tables(out: fpb.ComponentOutput) -> list[dict]:
     """tracking/component/output/data/table's data."""
-    return [{"data_name": t.output_name or "data", "table_name": t.name, "table_namespace": t.namespace}
-            for t in out.output_tables]
+    return [{"data_name": t.output_name or "data", "table_name": t.name, "table_namespace": t.namespace,
+             "namespace": t.namespace} for t in out.output_tables]
 
 
 def header_of(t: fpb.TableInfo) -> list[str]:

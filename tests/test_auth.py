@@ -334,6 +334,7 @@ HTTP_SAMPLES.update({("POST", f"/v1/{path}"): (f"/v1/{path}", body) for path, bo
                    "job_dsl": {"components": {}}},
     "job/stop": _JOB, "job/query": {}, "job/list/job": {}, "job/config": _JOB, "job/log/download": _JOB,
     "job/data/view/query": _JOB, "job/list/task": {}, "job/task/query": _JOB, "job/clean/queue": {},
+    "job/dsl/generate": {"train_dsl": "{}", "cpn_str": "reader_0"},
     "log/size": _JOB, "log/cat": _JOB,
     "tracking/component/list": _JOB, "tracking/component/parameters": _CPN, "tracking/component/metrics": _CPN,
     "tracking/component/metric/all": _CPN, "tracking/component/metric/delete": _JOB,
@@ -341,7 +342,7 @@ HTTP_SAMPLES.update({("POST", f"/v1/{path}"): (f"/v1/{path}", body) for path, bo
     "tracking/component/output/data/table": _CPN, "tracking/component/summary/download": _CPN,
     "data/upload": {**_TABLE, "use_local_data": 0, "file": "x.csv", "head": 1},
     "data/download": {**_TABLE, "output_path": "o.csv"}, "data/upload/history": {},
-    "table/table_info": _TABLE, "table/delete": _TABLE, "job/dsl/generate": {"train_dsl": {}, "cpn_str": "a"},
+    "table/table_info": _TABLE, "table/delete": _TABLE,
 }.items()})
 HTTP_SAMPLES.update({
     ("GET", "/v1/tracking/component/output/data/download"): ("/v1/tracking/component/output/data/download", _CPN),

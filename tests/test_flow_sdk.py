@@ -306,6 +306,9 @@ def test_bad_input_gets_fate_retcodes(fc, namespace, tmp_path):
     assert no_model.status == 200 and no_model.json()["retcode"] == 101 and "can not be found" in no_model.json()["retmsg"]
     unsupported = http("POST", base + "model/homo/convert", {}, {"Content-Type": "application/json"})
     assert unsupported.json()["retcode"] == 100 and "not currently supported" in unsupported.json()["retmsg"]
+    generated = fc.job.generate_dsl(dsl, ["reader_0"])
+    assert generated["retcode"] == 0 and generated["data"] == {"components": {"reader_0": {
+        "module": "Reader", "output": {"data": ["data"]}}}}
 
 
 def test_upload_history_job_and_server_side_file(fc, server, namespace):

@@ -21,7 +21,7 @@ from ..errors import BadRequest
 from . import fate_data, fate_tracking
 from .common import TIMEOUT
 from .fate_files import TarDraft
-from .fate_wire import ARGUMENT, DATA, EXCEPTION, body_of, download_route, envelope, integer, names, party, route, \
+from .fate_wire import ARGUMENT, DATA, body_of, download_route, envelope, integer, names, party, route, \
     text
 
 MAX_ROWS = 10_000

@@ -19,6 +19,7 @@ from .fate_files import TarDraft
 from .fate_wire import EXCEPTION, SUCCESS, body_of, download_route, envelope, integer, party, route, text
 
 PREVIEW_ROWS = 100  # FATE's output/data shows part of each table
+NO_TABLE = "No found table, please check if the parameters are correct."
 NO_SUMMARY = "No component summary found, please check if arguments are specified correctly."
 
 
@@ -150,8 +151,10 @@ def routes(flow) -> list:
     @route(not_found=EXCEPTION)
     async def output_data_table(request: web.Request) -> web.Response:
         body = await body_of(request)
-        out = await component_output(flow, body)
-        return envelope(rows.output_tables(out))
+        tables = rows.output_tables(await component_output(flow, body))
+        if not tables:
+            return envelope(retcode=EXCEPTION, retmsg=NO_TABLE)
+        return envelope(tables)
 
     @route(not_found=210)
     async def summary(request: web.Request) -> web.Response:

@@ -17,8 +17,6 @@ from ..flow.tables import aiter_lines
 from .errors import mapped
 from .flow_models_service import FlowModelMethods
 
-MAX_LIMIT = 10_000
-
 
 def job_to_proto(job: FlowJob, queue_position: int = 0) -> pb.FlowJob:
     return pb.FlowJob(
@@ -49,18 +47,6 @@ def table_to_proto(info: dict | None, namespace: str = "", name: str = "") -> pb
         output_name=info["output_name"])
 
 
-def _limit(value: int, default: int = 100) -> int:
-    if value < 0 or value > MAX_LIMIT:
-        raise errors.InvalidArgument(f"limit must be between 1 and {MAX_LIMIT}")
-    return value or default
-
-
-def _offset(page: int, limit: int) -> int:
-    if page < 0:
-        raise errors.InvalidArgument("page must be 1 or more")
-    return (max(page, 1) - 1) * limit
-
-
 class FlowService(FlowModelMethods, pb_grpc.FlowServiceServicer):
     def __init__(self, jobs: FlowJobs, data: FlowData, federation: Federation, models=None):
         self.jobs = jobs
@@ -82,11 +68,10 @@ class FlowService(FlowModelMethods, pb_grpc.FlowServiceServicer):
 
     @mapped
     async def ListJobs(self, request, context):
-        limit = _limit(request.limit)
         party = (request.party.role, request.party.party_id) if request.HasField("party") and request.party.role else None
-        jobs, total = self.jobs.fstore.list_jobs(request.job_id, party, [int(s) for s in request.statuses],
-                                                 request.job_type, limit, _offset(request.page, limit))
-        return pb.ListJobsResponse(jobs=[self._job(self.jobs.jobs.get(j.job_id, j)) for j in jobs], total=total)
+        jobs, total = self.jobs.list_jobs(request.job_id, party, [int(s) for s in request.statuses],
+                                          request.job_type, request.limit, request.page)
+        return pb.ListJobsResponse(jobs=[self._job(j) for j in jobs], total=total)
 
     @mapped
     async def StopJob(self, request, context):
@@ -103,46 +88,17 @@ class FlowService(FlowModelMethods, pb_grpc.FlowServiceServicer):
 
     @mapped
     async def TraceJob(self, request, context):
-        job = self.jobs.get(request.job_id)
         follow = request.follow if request.HasField("follow") else True
-        async for tagged in self.jobs_trace(job, request, follow):
-            yield tagged
-        final = self.jobs.get(job.job_id)
+        async for t, batch in self.jobs.trace(request.job_id, request.component_name, request.role,
+                                              request.party_id, follow):
+            resp = pb.TraceJobResponse()
+            for seq, ts, stream, text in batch:
+                line = resp.lines.add(component_name=t.component, role=t.role, party_id=t.party_id,
+                                      taskhub_task_id=t.taskhub_task_id)
+                line.line.seq, line.line.time_ms, line.line.stream, line.line.text = seq, ts, stream, text
+            yield resp
+        final = self.jobs.get(request.job_id)
         yield pb.TraceJobResponse(end=final.terminal, status=int(final.status))
-
-    async def jobs_trace(self, job: FlowJob, request, follow: bool):
-        """Each matching task's log in turn; with follow, live, and waiting for tasks yet to start."""
-        def wanted(t: FlowTask) -> bool:
-            return ((not request.component_name or t.component == request.component_name)
-                    and (not request.role or t.role == request.role)
-                    and (not request.party_id or t.party_id == request.party_id))
-
-        engine = self.jobs.engine
-        done: set[tuple] = set()
-        while True:
-            changed = self.jobs.changed(job.job_id)
-            current = self.jobs.get(job.job_id)
-            ready = [t for t in current.tasks.values() if wanted(t) and t.key not in done and t.taskhub_task_id]
-            for t in ready:
-                done.add(t.key)
-                try:
-                    task = engine.get("*", t.taskhub_task_id)
-                except errors.NotFound:
-                    continue
-                async for batch in engine.trace(task, 0, follow):
-                    resp = pb.TraceJobResponse()
-                    for seq, ts, stream, text in batch:
-                        line = resp.lines.add(component_name=t.component, role=t.role, party_id=t.party_id,
-                                              taskhub_task_id=t.taskhub_task_id)
-                        line.line.seq, line.line.time_ms, line.line.stream, line.line.text = seq, ts, stream, text
-                    yield resp
-            if ready:
-                continue
-            may_start = [t for t in current.tasks.values()
-                         if wanted(t) and t.key not in done and not t.status.terminal]
-            if not follow or not may_start:
-                return
-            await changed
 
     @mapped
     async def CleanQueue(self, request, context):
@@ -150,15 +106,9 @@ class FlowService(FlowModelMethods, pb_grpc.FlowServiceServicer):
 
     @mapped
     async def ListFlowTasks(self, request, context):
-        limit = _limit(request.limit)
-        tasks, total = self.jobs.fstore.list_tasks(request.job_id, request.role, request.party_id,
-                                                   request.component_name, [int(s) for s in request.statuses],
-                                                   limit, _offset(request.page, limit))
-        live = {}
-        for t in tasks:
-            job = self.jobs.jobs.get(t.job_id)
-            live[(t.job_id, t.key)] = job.tasks.get(t.key, t) if job else t
-        return pb.ListFlowTasksResponse(tasks=[task_to_proto(live[(t.job_id, t.key)]) for t in tasks], total=total)
+        tasks, total = self.jobs.list_tasks(request.job_id, request.role, request.party_id, request.component_name,
+                                            [int(s) for s in request.statuses], request.limit, request.page)
+        return pb.ListFlowTasksResponse(tasks=[task_to_proto(t) for t in tasks], total=total)
 
     # ---------------------------------------------------------------- tracking
     @mapped

@@ -505,6 +505,23 @@ class FlowJobs:
         tasks.sort(key=lambda t: (rank.get(t.component, len(rank)), parties.get((t.role, t.party_id), 0)))
         return {t.key: t for t in tasks}
 
+    def list_jobs(self, job_id: str, party: tuple[str, int] | None, statuses: list[int], job_type: str,
+                  limit: int, page: int) -> tuple[list[FlowJob], int]:
+        """Matching jobs, newest first, one page; unfinished ones as they are now."""
+        limit, offset = _page(limit, page)
+        jobs, total = self.fstore.list_jobs(job_id, party, statuses, job_type, limit, offset)
+        return [self.jobs.get(j.job_id, j) for j in jobs], total
+
+    def list_tasks(self, job_id: str, role: str, party_id: int, component: str, statuses: list[int],
+                   limit: int, page: int) -> tuple[list[FlowTask], int]:
+        limit, offset = _page(limit, page)
+        tasks, total = self.fstore.list_tasks(job_id, role, party_id, component, statuses, limit, offset)
+        live = []
+        for t in tasks:
+            job = self.jobs.get(t.job_id)
+            live.append(job.tasks.get(t.key, t) if job else t)
+        return live, total
+
     def plan(self, job: FlowJob) -> dsl.Plan | None:
         plan = self.plans.get(job.job_id)
         if plan is None and job.job_type in ("train", "predict"):
@@ -519,6 +536,35 @@ class FlowJobs:
         if t is None or task.status not in (Status.RUNNING, Status.CANCELLING):
             return None
         return self.get(t.job_id), t
+
+    async def trace(self, job_id: str, component: str = "", role: str = "", party_id: int = 0,
+                    follow: bool = True) -> AsyncIterator[tuple[FlowTask, list[tuple]]]:
+        """(task, log lines) of each matching task in turn; with follow, live, and waiting for tasks
+        yet to start until the job ends."""
+        def wanted(t: FlowTask) -> bool:
+            return ((not component or t.component == component) and (not role or t.role == role)
+                    and (not party_id or t.party_id == party_id))
+
+        self.get(job_id)
+        done: set[tuple] = set()
+        while True:
+            changed = self.changed(job_id)
+            current = self.get(job_id)
+            ready = [t for t in current.tasks.values() if wanted(t) and t.key not in done and t.taskhub_task_id]
+            for t in ready:
+                done.add(t.key)
+                try:
+                    task = self.engine.get(ANY_NAMESPACE, t.taskhub_task_id)
+                except errors.NotFound:
+                    continue
+                async for batch in self.engine.trace(task, 0, follow):
+                    yield t, batch
+            if ready:
+                continue
+            may_start = [t for t in current.tasks.values() if wanted(t) and t.key not in done and not t.status.terminal]
+            if not follow or not may_start:
+                return
+            await changed
 
     # ------------------------------------------------------------------ watching
     def changed(self, job_id: str) -> asyncio.Future:
@@ -559,6 +605,19 @@ class FlowJobs:
                 s.discard(q)
                 if not s:
                     del self._watchers[job_id]
+
+
+MAX_PAGE = 10_000
+
+
+def _page(limit: int, page: int) -> tuple[int, int]:
+    """(limit, offset) of a page; InvalidArgument for a limit or page out of range."""
+    if limit < 0 or limit > MAX_PAGE:
+        raise errors.InvalidArgument(f"limit must be between 1 and {MAX_PAGE}")
+    if page < 0:
+        raise errors.InvalidArgument("page must be 1 or more")
+    limit = limit or 100
+    return limit, (max(page, 1) - 1) * limit
 
 
 def day_range_ms(date: str) -> tuple[int, int]:
