@@ -25,6 +25,7 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.select import Select  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +53,14 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def until(predicate, what: str):
+def until(predicate, what: str, timeout: float = 0):
     """Wait for the page; a DOM node replaced under us just means 'look again'."""
     def attempt():
         try:
             return predicate()
         except StaleElementReferenceException:
             return None
-    return wait_for(attempt, timeout=WAIT, interval=0.05, what=what)
+    return wait_for(attempt, timeout=timeout or WAIT, interval=0.05, what=what)
 
 
 def row_status(browser, task_id) -> str | None:
@@ -156,19 +157,30 @@ def test_nodes_groups_and_api_pages_render(browser, server, client):
           "the API page listing WatchTasks")
 
 
-@pytest.mark.skip(reason="waiting on FlowService I")
+def submit_hetero_lr_example(server) -> str:
+    """FATE's published hetero LR job (fewer iterations) on a real server; returns its job id."""
+    from taskhub.v1 import flow_service_pb2 as fpb
+    from test_flow import flow, with_tables
+    from test_flow_federation import published
+    stub = flow(server)
+    with_tables(stub)
+    dsl, conf = published("hetero_lr_normal", hetero_lr_0={"max_iter": 3})
+    return stub.SubmitJob(fpb.SubmitJobRequest(dsl_json=dsl, conf_json=conf)).job_id
+
+
 def test_fate_job_graph_parameters_metrics_and_output(browser, server):
     """A FATE job's DSL as a graph coloured by status, a component's parameters, metric charts and output rows.
 
-    Uses FATE's published hetero LR example (FATE_FLOW.md); the lead enables it once FlowService is merged."""
-    from test_flow_support import submit_hetero_lr_example  # provided with FlowService
+    Uses FATE's published hetero LR example (FATE_FLOW.md)."""
     job_id = submit_hetero_lr_example(server)
     browser.get(server.http_url + f"/ui/#/fate/{job_id}")
     until(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#dsl-graph g.node")) >= 5, "the DSL graph")
     until(lambda: browser.find_elements(By.CSS_SELECTOR, '#dsl-graph g.node.fs-success[data-component="evaluation_0"]'),
-          "evaluation_0 to succeed")
+          "evaluation_0 to succeed", timeout=180)
     browser.find_element(By.CSS_SELECTOR, '#dsl-graph g.node[data-component="hetero_lr_0"]').click()
     until(lambda: browser.find_elements(By.CSS_SELECTOR, "#component-params pre.json"), "hetero_lr_0's parameters")
+    # The loss is the arbiter's (the only party that can decrypt it).
+    Select(browser.find_element(By.ID, "party-picker")).select_by_visible_text("arbiter 10000 · success")
     until(lambda: browser.find_elements(By.CSS_SELECTOR, "#component-metrics svg.chart"), "the loss chart")
     browser.find_element(By.CSS_SELECTOR, '#dsl-graph g.node[data-component="evaluation_0"]').click()
     until(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#component-metrics svg.chart")) >= 2, "ROC and KS curves")

@@ -3,7 +3,7 @@
 // parameters, metrics (charts) and output data (a table).
 "use strict";
 
-const FATE_STATUS_ORDER = ["failed", "timeout", "running", "waiting", "ready", "canceled", "pass", "success"];
+const FATE_STATUS_ORDER = ["failed", "timeout", "running", "waiting", "ready", "canceled", "success", "pass"];  // worst first; "pass" only when every task passed
 
 function fateStatusBadge(status) {
   return h("span", {class: "badge fs-" + String(status || "unknown").toLowerCase()}, String(status || "unknown").toLowerCase());
@@ -127,6 +127,11 @@ function renderFateJob(view, jobId) {
     const initiator = {role: job.f_role, party_id: job.f_party_id};
     const choices = parties.length ? parties.map((t) => ({role: t.f_role, party_id: t.f_party_id, status: t.f_status})) : [initiator];
     const picker = h("select", {id: "party-picker"}, choices.map((c, i) => h("option", {value: i}, `${c.role} ${c.party_id}${c.status ? " · " + c.status : ""}`)));
+    // The initiator's view first (as FATE Board), else the first party that ran it.
+    const ran = (c) => String(c.status || "").toLowerCase() !== "pass";
+    let first = choices.findIndex((c) => ran(c) && c.role === initiator.role && String(c.party_id) === String(initiator.party_id));
+    if (first < 0) first = Math.max(0, choices.findIndex(ran));
+    picker.value = String(first);
     const body = h("div", {});
     detail.replaceChildren(h("div", {class: "toolbar"}, h("h2", {}, name), fateStatusBadge(componentStatus(name)), picker), body);
     const show = () => showComponent(body, name, choices[Number(picker.value)] || initiator);
