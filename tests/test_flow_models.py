@@ -327,3 +327,29 @@ def test_flow_client_and_cli_answer_as_flow_sdk(server, fc, trained, tmp_path):
     code, answer = cli(server, "job", "dsl", "--train-dsl-path", str(DATA / "hetero_lr_normal_dsl.json"),
                        "--cpn-list", ",".join(CPNS))
     assert code == 0 and answer["data"] == published("hetero_lr_normal_predict_dsl")
+
+
+def test_bad_input_over_grpc_is_a_clear_error(server):
+    stub = flow(server)
+    cases = [
+        (lambda: stub.ImportModel(iter([pb.ImportModelRequest(chunk=b"PK")])), grpc.StatusCode.INVALID_ARGUMENT,
+         "must carry `expect`"),
+        (lambda: stub.ImportModel(iter([pb.ImportModelRequest(expect=pb.ImportModelExpect())])),
+         grpc.StatusCode.INVALID_ARGUMENT, "the file is empty"),
+        (lambda: stub.MigrateModel(pb.MigrateModelRequest(model_id="m", model_version="1", role_json="{nope")),
+         grpc.StatusCode.INVALID_ARGUMENT, "role_json is not valid JSON"),
+        (lambda: stub.GenerateDsl(pb.GenerateDslRequest(train_dsl_json="[]")), grpc.StatusCode.INVALID_ARGUMENT,
+         "must be a JSON object"),
+        (lambda: stub.ListModels(pb.ListModelsRequest(role="judge")), grpc.StatusCode.INVALID_ARGUMENT, "role"),
+        (lambda: stub.DeployModel(pb.DeployModelRequest(model_id="m")), grpc.StatusCode.INVALID_ARGUMENT,
+         "model_id and model_version are required"),
+        (lambda: stub.DeleteModel(pb.ModelRef(model_id="m", model_version="1")), grpc.StatusCode.NOT_FOUND,
+         "no model m 1"),
+        (lambda: stub.ListTaggedModels(pb.TagRef(name="nope")), grpc.StatusCode.NOT_FOUND, "nope"),
+        (lambda: stub.BindModel(pb.BindModelRequest(model=pb.ModelRef(model_id="m", model_version="1"))),
+         grpc.StatusCode.INVALID_ARGUMENT, "no service id"),
+    ]
+    for call, code, text in cases:
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() == code and text in e.value.details(), (text, e.value.details())

@@ -56,7 +56,7 @@ class FlowModelMethods:
 
     @mapped
     async def ListModels(self, request, context):
-        return pb.ListModelsResponse(models=self._models_out(self.models.list(
+        return pb.ListModelsResponse(models=self._models_out(self.models.query(
             request.model_id, request.model_version, request.role, request.party_id)))
 
     @mapped

@@ -58,7 +58,7 @@ class FlowModels:
                 "loaded_times": 0, "service_ids_json": "[]", "create_time_ms": ts, "update_time_ms": ts}
 
     # ------------------------------------------------------------------ reading
-    def list(self, model_id: str = "", model_version: str = "", role: str = "", party_id: int = 0) -> list[dict]:
+    def query(self, model_id: str = "", model_version: str = "", role: str = "", party_id: int = 0) -> list[dict]:
         if role and role not in MODEL_ROLES:
             raise errors.InvalidArgument(f"role must be one of {', '.join(MODEL_ROLES)}, got {role!r}")
         return self.mstore.models(model_id, model_version, role, party_id)
@@ -190,7 +190,7 @@ class FlowModels:
         roles = _json_or(row["roles_json"], {})
         if roles and row["party_id"] not in [int(p) for p in roles.get(row["role"], [])]:
             raise errors.InvalidArgument(f"Party id {row['party_id']} is not in model roles")
-        exists = [r for r in self.mstore.models(row["model_id"], row["model_version"], row["role"], row["party_id"])]
+        exists = self.mstore.models(row["model_id"], row["model_version"], row["role"], row["party_id"])
         if exists and not force:
             raise errors.AlreadyExists(f"model {row['model_id']} {row['model_version']} of {row['role']} "
                                        f"{row['party_id']} exists; import with force_update to replace it")
