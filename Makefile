@@ -6,7 +6,7 @@ GEN     := build/gen
 PROTOS  := $(wildcard protos/taskhub/v1/*.proto)
 STAMP   := $(VENV)/.installed
 
-.PHONY: install run test bench bench-peer proto clean test-clients browser
+.PHONY: install run test bench bench-peer chaos proto clean test-clients browser
 
 install: $(STAMP)
 
@@ -62,6 +62,11 @@ bench: install
 # taskhub beside Celery + Redis (installed into bench/.venv-peer and Debian's redis-server by the bench itself)
 bench-peer: install
 	$(BIN)/python -m bench.peer
+
+# Real server and agents killed and frozen at random for 10 minutes, then the invariants are checked
+# (bench/chaos.py; bench/results/chaos.json). A 30-second version runs in `make test`.
+chaos: install
+	$(BIN)/python -m bench.chaos --seconds $${CHAOS_SECONDS:-600}
 
 clean:
 	rm -rf $(VENV) $(GEN) build *.egg-info bench/.venv-peer

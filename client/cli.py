@@ -27,6 +27,7 @@ def cmd_serve(a) -> int:
         node_timeout=a.node_timeout, flow_max_jobs=a.flow_max_jobs, flow_data_dir=a.flow_data_dir,
         flow_model_dir=a.flow_model_dir,
         flow_components=key_values(a.flow_component, "--flow-component"), security=security,
+        lease_grace=a.lease_grace, retain=a.retain, max_queued=a.max_queued, max_log_lines=a.max_log_lines,
     )
     return run(cfg)
 
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--task-path", action="append", help="extra sys.path entry for Python task modules")
     s.add_argument("--label", action="append", help="label of the local node, KEY=VALUE (repeatable)")
     s.add_argument("--node-timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="an agent silent this long is offline and its tasks run elsewhere (default 10)")
+                   help="an agent's lease: silent this long, it stops its runs (default 10)")
     s.add_argument("--flow-max-jobs", type=int, default=4, metavar="N",
                    help="FATE jobs running at once; more wait in the queue (default 4)")
     s.add_argument("--flow-data-dir", default="", metavar="DIR",
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="open streams (trace, wait, agent) one token may hold (default 256)")
     sec.add_argument("--fate-sign-window", type=float, default=60.0, metavar="SECONDS",
                      help="how far a FATE-signed request's TIMESTAMP may be from the server's clock (default 60)")
+    from .store_cli import add_reliability_flags, add_store_parser
+    add_reliability_flags(s)
     s.set_defaults(fn=cmd_serve)
 
     gw = sub.add_parser("gateway", help="run the HTTP gateway alone, as a client of a taskhub gRPC server")
@@ -203,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_group_parser(sub)
     add_flow_parser(sub)
     add_token_parser(sub)
+    add_store_parser(sub)
 
     t = sub.add_parser("task", help="create, inspect, follow and end tasks")
     t.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")

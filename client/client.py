@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from typing import Any, Iterable, Iterator
 
 import grpc
@@ -14,6 +16,8 @@ from taskhub.v1 import task_group_service_pb2_grpc as group_grpc
 from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 
 TERMINAL = {pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_CANCELLED, pb.TASK_STATUS_FAILED}
+# A create that failed with one of these may or may not have happened: retried with the same request_id.
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 DEFAULT_TARGET = "127.0.0.1:50051"
 
 
@@ -65,10 +69,12 @@ class TaskhubClient:
 
     def __init__(self, target: str = DEFAULT_TARGET, *, namespace: str = "", timeout: float | None = 60,
                  channel: grpc.Channel | None = None, token: str | None = None, tls_ca: str | None = None,
-                 tls_cert: str = "", tls_key: str = ""):
+                 tls_cert: str = "", tls_key: str = "", create_retries: int = 5):
         # token / tls_ca default to TASKHUB_TOKEN / TASKHUB_TLS_CA; the token goes on every call
         # of every stub (tasks, groups, nodes). tls_cert/tls_key: a client certificate (mutual TLS).
+        # create_retries: creates retried (same request_id) after UNAVAILABLE / DEADLINE_EXCEEDED.
         from .credentials import open_channel
+        target = target.removeprefix("grpc://")
         self.channel = channel or open_channel(target, token=token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         self.stub = svc_grpc.TaskServiceStub(self.channel)
         self.groups = group_grpc.TaskGroupServiceStub(self.channel)
@@ -77,6 +83,7 @@ class TaskhubClient:
         self.namespace = namespace
         self.timeout = timeout
         self.metadata = None  # per-call metadata; the token is added by the channel
+        self.create_retries = create_retries
 
     def __enter__(self) -> "TaskhubClient":
         return self
@@ -97,19 +104,36 @@ class TaskhubClient:
         return kw
 
     # -- create ---------------------------------------------------------------
-    def create_task(self, spec: pb.TaskSpec | None = None, **kw) -> pb.Task:
-        """create_task(spec) or create_task(argv=[...]) / create_task(callable="m:f", input={...})."""
+    def create_task(self, spec: pb.TaskSpec | None = None, *, request_id: str = "", **kw) -> pb.Task:
+        """create_task(spec) or create_task(argv=[...]) / create_task(callable="m:f", input={...}).
+
+        Idempotent: the request carries a request_id (a new random one unless given), and a
+        call that fails with UNAVAILABLE or DEADLINE_EXCEEDED is retried with the same id
+        (up to `create_retries` times, with backoff), so it never makes a second task.
+        """
         spec = spec if spec is not None else make_spec(**kw)
         if not spec.namespace and self.namespace not in ("", "*"):
             spec.namespace = self.namespace
-        return self.stub.CreateTask(svc.CreateTaskRequest(spec=spec), **self._kw())
+        request = svc.CreateTaskRequest(spec=spec, request_id=request_id or uuid.uuid4().hex)
+        return self._retrying(self.stub.CreateTask, request)
 
-    def create_tasks(self, specs: Iterable[pb.TaskSpec]) -> list[pb.Task]:
+    def create_tasks(self, specs: Iterable[pb.TaskSpec], *, request_id: str = "") -> list[pb.Task]:
+        """Many tasks in one commit; idempotent like create_task."""
         specs = list(specs)
         for s in specs:
             if not s.namespace and self.namespace not in ("", "*"):
                 s.namespace = self.namespace
-        return list(self.stub.CreateTasks(svc.CreateTasksRequest(specs=specs), **self._kw()).tasks)
+        request = svc.CreateTasksRequest(specs=specs, request_id=request_id or uuid.uuid4().hex)
+        return list(self._retrying(self.stub.CreateTasks, request).tasks)
+
+    def _retrying(self, call, request):
+        for attempt in range(self.create_retries + 1):
+            try:
+                return call(request, **self._kw())
+            except grpc.RpcError as e:
+                if e.code() not in RETRYABLE or attempt == self.create_retries:
+                    raise
+                time.sleep(min(5.0, 0.2 * 2 ** attempt))
 
     # -- read -----------------------------------------------------------------
     def get_task(self, task_id: int = 0, *, uid: str = "", namespace: str | None = None) -> pb.Task:

@@ -204,6 +204,9 @@ class Transcoder:
                 _put(data, desc, key, value, "query parameter")
         for var, path in (self.b.variables or {}).items():
             _put(data, desc, path, request.match_info[var], "path parameter")
+        idempotency_key = request.headers.get("Idempotency-Key")
+        if idempotency_key and "request_id" in desc.fields_by_name:
+            data.setdefault("request_id", idempotency_key)  # the HTTP header for a create's request_id
         try:
             return json_format.ParseDict(data, self.req_cls())
         except json_format.ParseError as e:

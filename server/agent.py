@@ -4,10 +4,17 @@ It keeps one NodeService.Connect stream open, runs what the server sends with th
 Executor as the server's local node, and streams what happens back, gathered per loop
 turn (log lines in batches). Heartbeats carry live cpu/memory usage.
 
-When the server is unreachable the agent keeps its runs going and buffers their events
-(logs and outcomes). It reconnects with backoff and re-registers with the runs it still
-has and those that ended meanwhile, then sends the buffered events. An outcome is kept
-until the server acknowledges it, so a stream that breaks mid-send loses none.
+When the server is unreachable the agent keeps its runs going for as long as its lease
+lasts and buffers their events (logs and outcomes; log lines beyond a cap are dropped and
+counted). It reconnects with backoff and re-registers with the runs it still has and those
+that ended meanwhile, then sends the buffered events. An outcome is kept until the server
+acknowledges it, so a stream that breaks mid-send loses none.
+
+The lease (README, Leases): each heartbeat the server answers extends it to the heartbeat's
+send time + lease_seconds. When it runs out, the agent stops its runs (except command tasks
+that opted in with on_disconnect=keep) and reports them lost. A fence process
+(server/node/fence.py) reads the same deadline from a file and kills the runs if the agent
+itself cannot (frozen with SIGSTOP, or dead).
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -26,6 +34,7 @@ from taskhub.v1 import node_service_pb2 as pb
 from taskhub.v1 import node_service_pb2_grpc as svc_grpc
 
 from .node.executor import Executor, Outcome, Run
+from .node.fence import FenceClient
 from .node.remote import run_from_start
 
 log = logging.getLogger("taskhub.agent")
@@ -49,6 +58,43 @@ class AgentConfig:
     tls_ca: str = ""                # CA of the server's certificate: TLS on
     tls_cert: str = ""              # this agent's certificate and key, for mutual TLS
     tls_key: str = ""
+    max_buffered_lines: int = 100_000  # log lines kept while disconnected; more are dropped and counted
+
+
+@dataclass
+class RunInfo:
+    """A run this agent has: its process and the attempt (epoch) the server placed."""
+
+    attempt: int
+    keep: bool = False
+    pid: int = 0
+    ppid: int = 0
+    tail: "RecentLines | None" = None
+
+
+class RecentLines:
+    """A run's most recent log lines, re-sent after a reconnect: the server may have lost the
+    last ones it got before it crashed (it keeps each numbered line once)."""
+
+    KEEP = 10_000
+
+    def __init__(self) -> None:
+        self.first = 0                      # the run's number of lines[0]
+        self.lines: list[tuple[int, str]] = []
+
+    @property
+    def next(self) -> int:
+        return self.first + len(self.lines)
+
+    def add(self, lines: list[tuple[int, str]]) -> int:
+        """Keep them; returns the number of the first."""
+        start = self.next
+        self.lines.extend(lines)
+        if len(self.lines) > 2 * self.KEEP:
+            drop = len(self.lines) - self.KEEP
+            del self.lines[:drop]
+            self.first += drop
+        return start
 
 
 class Agent:
@@ -58,16 +104,28 @@ class Agent:
         self.session = uuid.uuid4().hex
         self.slots = cfg.slots or 8 * (os.cpu_count() or 1)
         self.executor: Executor | None = None
-        self.runs: dict[int, tuple[int, int]] = {}   # task id -> (pid, ppid) of runs it has
+        self.runs: dict[int, RunInfo] = {}           # task id -> the run it has
         self.abandoned: set[int] = set()             # runs the server disowned: killed, silenced
         self.deferred: dict[int, Run] = {}           # a new run of an abandoned one, started once that ends
         self.unacked: dict[int, pb.TaskEvent] = {}   # exits the server has not acknowledged
+        self.started: dict[tuple[int, int], None] = {}  # (task id, attempt) of recent runs, oldest first
+        self.tails: dict[int, tuple[int, RecentLines]] = {}  # task id -> (attempt, recent lines) until its exit is acked
         self.buffer: list[pb.TaskEvent] = []         # events not yet handed to a stream
         self._gathering: list[pb.TaskEvent] = []
         self._send: asyncio.Queue | None = None      # the open stream's outgoing queue
         self._stopping = asyncio.Event()
         self.heartbeat_seconds = cfg.heartbeat or 2.0
         self.exit_code = 0
+        # The lease: runs may go on until lease_until (time.monotonic()).
+        self.lease_seconds = 0.0
+        self.lease_until = 0.0
+        self._beats_sent: dict[int, float] = {}      # heartbeat seq -> when it was sent
+        self._beat_seq = 0
+        self.fenced: set[int] = set()                # runs stopped because the lease ran out
+        self.fence: FenceClient | None = None
+        self._lease_changed = asyncio.Event()
+        self.buffered_lines = 0                      # log lines in self.buffer
+        self.dropped_lines: dict[int, int] = {}      # task id -> log lines dropped while disconnected
 
     # -------------------------------------------------------------- life
     async def run(self) -> int:
@@ -76,6 +134,8 @@ class Agent:
         self.executor = Executor(self, python_workers=self.cfg.python_workers, work_dir=self.cfg.work_dir,
                                  instance=instance, kill_grace=self.cfg.kill_grace, task_paths=self.cfg.task_paths)
         self.executor.server_target = self.cfg.server  # tasks (FATE components) call back into the server
+        self.fence = FenceClient(os.path.join(self.cfg.work_dir, ".taskhub-lease"), instance)
+        self.fence.start()
         await self.executor.start()
         psutil.cpu_percent(None)
         loop = asyncio.get_running_loop()
@@ -83,10 +143,14 @@ class Agent:
             loop.add_signal_handler(sig, self._stopping.set)
         print(f"taskhub node: {self.name} ({self.slots} slots) connecting to {self.cfg.server}", flush=True)
         connector = loop.create_task(self._connect_forever())
+        lease_watch = loop.create_task(self._watch_lease())
         await self._stopping.wait()
-        connector.cancel()
         print("taskhub node: stopping", flush=True)
+        for task in (connector, lease_watch):
+            task.cancel()
+        await asyncio.gather(connector, lease_watch, return_exceptions=True)
         await self.executor.close(grace=min(self.cfg.kill_grace, 5.0))
+        self.fence.stop()
         return self.exit_code
 
     def _new_instance(self) -> str:
@@ -108,7 +172,14 @@ class Agent:
     async def _connect_forever(self) -> None:
         backoff = 0.1
         while True:
-            registered = await self._session()
+            try:
+                registered = await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a bug in one session must not end reconnecting
+                print(f"taskhub node: session failed ({type(e).__name__}: {e}); reconnecting", flush=True)
+                log.debug("session failed", exc_info=True)
+                registered = False
             backoff = 0.1 if registered else min(backoff * 2, self.cfg.max_backoff)
             await asyncio.sleep(backoff)
 
@@ -116,37 +187,44 @@ class Agent:
         """One stream, until it breaks. True if the server accepted the registration."""
         registered = False
         send: asyncio.Queue = asyncio.Queue()
+        registering_at = time.monotonic()  # the first lease counts from here
+        self._report_dropped()
+        self.buffered_lines = 0
         send.put_nowait(pb.AgentMessage(register=self._registration()))
         # What ended or was said while disconnected, then exits sent on a broken stream and never acknowledged.
         buffered = {id(ev) for ev in self.buffer}
-        resend = self.buffer + [ev for ev in self.unacked.values() if id(ev) not in buffered]
+        recent = [pb.TaskEvent(task_id=t, attempt=a, first_line=tail.first, logs=pb.LogBatch(
+                      streams=[s for s, _ in tail.lines], texts=[x for _, x in tail.lines]))
+                  for t, (a, tail) in self.tails.items() if tail.lines and t not in self.abandoned]
+        # Recent lines first (the server keeps each numbered line once), then what waited, then exits.
+        resend = recent + self.buffer + [ev for ev in self.unacked.values() if id(ev) not in buffered]
         self.buffer = []
         if resend:
             send.put_nowait(pb.AgentMessage(events=resend))
         self._send = send
 
-        async def outgoing():
-            while True:
-                msg = await send.get()
-                if msg is None:
-                    return
-                yield msg
-
         from client.credentials import auth_metadata, open_aio_channel
         cfg = self.cfg
         channel = open_aio_channel(cfg.server, tls_ca=cfg.tls_ca, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key)
-        beat = None
+        beat = call = writer = None
         try:
-            call = svc_grpc.NodeServiceStub(channel).Connect(outgoing(), metadata=auth_metadata(cfg.token))
+            call = svc_grpc.NodeServiceStub(channel).Connect(metadata=auth_metadata(cfg.token))
+            writer = asyncio.get_running_loop().create_task(self._write(call, send))
             async for msg in call:
                 if msg.HasField("registered"):
                     registered = True
                     self.heartbeat_seconds = self.cfg.heartbeat or msg.registered.heartbeat_seconds or 2.0
+                    self.lease_seconds = msg.registered.lease_seconds
+                    self._renew(registering_at)
                     print(f"taskhub node: registered as {msg.registered.name} with {self.cfg.server}", flush=True)
                     if beat is None:
                         beat = asyncio.get_running_loop().create_task(self._heartbeats(send))
                 self._handle(msg)
             print("taskhub node: the server closed the stream; reconnecting", flush=True)
+        except asyncio.CancelledError:
+            if call is not None:
+                call.cancel()
+            raise
         except grpc.aio.AioRpcError as e:
             if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                 # No retry can fix a missing, wrong or revoked token: stop (and kill the runs).
@@ -156,54 +234,131 @@ class Agent:
             elif e.code() in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INVALID_ARGUMENT):
                 print(f"taskhub node: refused: {e.details()}", flush=True)
             elif registered:
-                print(f"taskhub node: lost the server ({e.code().name}); runs continue, reconnecting", flush=True)
+                print(f"taskhub node: lost the server ({e.code().name}); runs continue while the lease lasts,"
+                      " reconnecting", flush=True)
         finally:
-            if beat:
-                beat.cancel()
+            for task in (beat, writer):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(*(t for t in (beat, writer) if t is not None), return_exceptions=True)
             self._send = None
             # Events the stream never took go back to the buffer, in order (nothing else was
             # buffered meanwhile: while a stream is open, events go to its queue).
             while not send.empty():
                 msg = send.get_nowait()
                 if msg is not None and msg.events:
-                    self.buffer.extend(msg.events)
-            await channel.close(grace=None)
+                    for ev in msg.events:
+                        self._buffer(ev)
+            await asyncio.shield(channel.close(grace=None))
         return registered
+
+    @staticmethod
+    async def _write(call, send: asyncio.Queue) -> None:
+        """Send what is queued for this stream, in order (our own task: stopped with the session)."""
+        while True:
+            msg = await send.get()
+            if msg is None:
+                await call.done_writing()
+                return
+            await call.write(msg)
 
     def _registration(self) -> pb.Register:
         return pb.Register(
             name=self.name, address=self.cfg.address, slots=self.slots, labels=self.cfg.labels,
             cpu_count=os.cpu_count() or 1, memory_mb=psutil.virtual_memory().total // (1 << 20),
             session=self.session,
-            running=[pb.RunningTask(task_id=t, pid=p, ppid=pp) for t, (p, pp) in self.runs.items()
-                     if t not in self.abandoned],
-            finished=list(self.unacked))
+            running=[pb.RunningTask(task_id=t, pid=r.pid, ppid=r.ppid, attempt=r.attempt) for t, r in self.runs.items()
+                     if t not in self.abandoned and t not in self.fenced],
+            finished=list(self.unacked),
+            ended=[pb.RunningTask(task_id=t, attempt=ev.attempt) for t, ev in self.unacked.items()])
 
     async def _heartbeats(self, send: asyncio.Queue) -> None:
         while True:
+            self._beat_seq += 1
+            self._beats_sent[self._beat_seq] = time.monotonic()
             send.put_nowait(pb.AgentMessage(heartbeat=pb.Heartbeat(
-                cpu_percent=psutil.cpu_percent(None), memory_percent=psutil.virtual_memory().percent)))
+                cpu_percent=psutil.cpu_percent(None), memory_percent=psutil.virtual_memory().percent,
+                seq=self._beat_seq)))
             await asyncio.sleep(self.heartbeat_seconds)
+
+    # -------------------------------------------------------------- the lease
+    def _renew(self, sent_at: float) -> None:
+        """The server heard from us at or after `sent_at`: runs may go on until sent_at + lease."""
+        if not self.lease_seconds:
+            return
+        until = sent_at + self.lease_seconds
+        if until > self.lease_until:
+            self.lease_until = until
+            self.fence.renew(until)
+            self._lease_changed.set()
+
+    def _granted(self, seq: int) -> None:
+        sent_at = self._beats_sent.pop(seq, None)
+        for old in [s for s in self._beats_sent if s < seq]:
+            del self._beats_sent[old]  # answered out of order or lost: never renews later
+        if sent_at is not None:
+            self._renew(sent_at)
+
+    async def _watch_lease(self) -> None:
+        """When the lease runs out, stop every run that did not opt in to keep going."""
+        while True:
+            self._lease_changed.clear()
+            wait = self.lease_until - time.monotonic()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self._lease_changed.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            doomed = [t for t, r in self.runs.items() if not r.keep and t not in self.fenced and t not in self.abandoned]
+            if doomed:
+                print(f"taskhub node: no word from the server for {self.lease_seconds:g}s (the lease):"
+                      f" stopping {len(doomed)} runs", flush=True)
+            for task_id in doomed:
+                self.fenced.add(task_id)
+                self.executor.cancel(task_id, 0.0)
+            await self._lease_changed.wait()
 
     # -------------------------------------------------------------- server -> agent
     def _handle(self, msg: pb.ServerMessage) -> None:
+        if msg.HasField("lease"):
+            self._granted(msg.lease.seq)
         for task_id in msg.acked:
             self.unacked.pop(task_id, None)
+            if task_id not in self.runs:
+                self.tails.pop(task_id, None)
         for c in msg.cancel:
-            self._cancel(c.task_id, None if c.grace < 0 else c.grace, c.abandon)
+            self._cancel(c.task_id, None if c.grace < 0 else c.grace, c.abandon, c.attempt)
         for s in msg.start:
             self._start(run_from_start(s))
 
     def _start(self, run: Run) -> None:
-        if run.task_id in self.runs:
-            if run.task_id in self.abandoned:
-                self.deferred[run.task_id] = run  # the old run is being killed; this one follows
-            return  # a duplicate start of a run it has
-        self.runs[run.task_id] = (0, 0)
+        have = self.runs.get(run.task_id)
+        if have is not None:
+            if have.attempt == run.attempt and run.task_id not in self.abandoned:
+                return  # a duplicate start of the run it has
+            if run.task_id not in self.abandoned:  # an older attempt still here: it goes first
+                self.abandoned.add(run.task_id)
+                self.executor.cancel(run.task_id, 0.0)
+            self.deferred[run.task_id] = run  # the old run is being killed; this one follows
+            return
+        if run.attempt and (run.task_id, run.attempt) in self.started:
+            return  # this attempt ran here already: an attempt runs at most once (its exit is on its way)
+        self.started[(run.task_id, run.attempt)] = None
+        if len(self.started) > 20_000:
+            del self.started[next(iter(self.started))]
+        self.runs[run.task_id] = RunInfo(run.attempt, run.keep_on_disconnect)
+        self.tails[run.task_id] = (run.attempt, RecentLines())
         self.unacked.pop(run.task_id, None)
         self.executor.start_run(run)
 
-    def _cancel(self, task_id: int, grace: float | None, abandon: bool) -> None:
+    def _cancel(self, task_id: int, grace: float | None, abandon: bool, attempt: int = 0) -> None:
+        have = self.runs.get(task_id)
+        if attempt and have is not None and have.attempt != attempt:
+            deferred = self.deferred.get(task_id)
+            if deferred is not None and deferred.attempt == attempt:
+                del self.deferred[task_id]
+            return  # meant for another attempt than the run it has
         self.deferred.pop(task_id, None)
         if task_id not in self.runs:
             if not abandon:  # the server thinks it is here: settle it
@@ -216,6 +371,9 @@ class Agent:
 
     # -------------------------------------------------------------- executor -> server (NodeEvents)
     def _emit(self, ev: pb.TaskEvent) -> None:
+        run = self.runs.get(ev.task_id)
+        if run is not None:
+            ev.attempt = run.attempt
         if not self._gathering:
             asyncio.get_running_loop().call_soon(self._flush)
         self._gathering.append(ev)
@@ -227,18 +385,43 @@ class Agent:
         if self._send is not None:
             self._send.put_nowait(pb.AgentMessage(events=events))
         else:
-            self.buffer.extend(events)
+            for ev in events:
+                self._buffer(ev)
+
+    def _buffer(self, ev: pb.TaskEvent) -> None:
+        """Keep an event for the next stream; past the cap, log lines are dropped and counted."""
+        if ev.HasField("logs"):
+            n = len(ev.logs.texts)
+            if self.buffered_lines + n > self.cfg.max_buffered_lines:
+                if not self.dropped_lines:
+                    print(f"taskhub node: more than {self.cfg.max_buffered_lines} log lines buffered while"
+                          " disconnected; dropping further lines (counted, reported as a marker)", flush=True)
+                self.dropped_lines[ev.task_id] = self.dropped_lines.get(ev.task_id, 0) + n
+                return
+            self.buffered_lines += n
+        self.buffer.append(ev)
+
+    def _report_dropped(self) -> None:
+        """Say what was dropped; the lines still in a run's recent tail are re-sent anyway, and the
+        server marks any hole that remains in the task's log."""
+        for task_id, n in self.dropped_lines.items():
+            print(f"taskhub node: task {task_id}: {n} log lines dropped while the server was unreachable", flush=True)
+        self.dropped_lines.clear()
 
     def on_running(self, task_id: int, pid: int, ppid: int) -> None:
-        if task_id in self.runs:
-            self.runs[task_id] = (pid, ppid)
+        run = self.runs.get(task_id)
+        if run is not None:
+            run.pid, run.ppid = pid, ppid
         if task_id not in self.abandoned:
             self._emit(pb.TaskEvent(task_id=task_id, running=pb.RunStarted(pid=pid, ppid=ppid)))
 
     def on_log(self, task_id: int, lines: list[tuple[int, str]]) -> None:
-        if task_id not in self.abandoned:
-            self._emit(pb.TaskEvent(task_id=task_id, logs=pb.LogBatch(
-                streams=[s for s, _ in lines], texts=[t for _, t in lines])))
+        if task_id in self.abandoned:
+            return
+        tail = self.tails.get(task_id)
+        first = tail[1].add(lines) if tail else 0
+        self._emit(pb.TaskEvent(task_id=task_id, first_line=first, logs=pb.LogBatch(
+            streams=[s for s, _ in lines], texts=[t for _, t in lines])))
 
     def on_progress(self, task_id: int, percent: int) -> None:
         if task_id not in self.abandoned:
@@ -253,9 +436,16 @@ class Agent:
             self._emit(pb.TaskEvent(task_id=task_id, response_json=json_text))
 
     def on_exit(self, task_id: int, outcome: Outcome) -> None:
-        self.runs.pop(task_id, None)
+        run = self.runs.pop(task_id, None)
+        if task_id in self.fenced:
+            self.fenced.discard(task_id)
+            if task_id not in self.abandoned:
+                outcome = Outcome("lost", outcome.exit_code,
+                                  f"stopped by its node: no word from the server for longer than the lease"
+                                  f" ({self.lease_seconds:g}s)")
         if task_id in self.abandoned:
             self.abandoned.discard(task_id)
+            self.tails.pop(task_id, None)
             follow = self.deferred.pop(task_id, None)
             if follow is not None:
                 self._start(follow)
@@ -263,7 +453,7 @@ class Agent:
         exit_ = pb.RunExit(kind=outcome.kind, exit_code=outcome.exit_code, error=outcome.error)
         if outcome.result is not None:
             exit_.result = outcome.result
-        ev = pb.TaskEvent(task_id=task_id, exit=exit_)
+        ev = pb.TaskEvent(task_id=task_id, exit=exit_, attempt=run.attempt if run else 0)
         self.unacked[task_id] = ev
         self._emit(ev)
 

@@ -34,8 +34,9 @@ from .modules import ModuleDescriber
 from .node.executor import Executor
 from .node.local import LocalNode
 from .node.remote import NodeRegistry
-from .security import SecurityConfig, Security
+from .retention import Retention, parse_duration
 from .rpc_metrics import MetricsInterceptor
+from .security import Security, SecurityConfig
 from .store import Store
 
 log = logging.getLogger("taskhub")
@@ -55,7 +56,11 @@ class ServerConfig:
     work_dir: str = ""               # cwd of command tasks; default: <db dir>/work
     task_paths: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
-    node_timeout: float = 10.0       # an agent silent this long is offline; its tasks run elsewhere
+    node_timeout: float = 10.0       # an agent's lease: silent this long, it stops its runs
+    lease_grace: float = 2.0         # the server re-runs a lost agent's tasks after node_timeout + this
+    retain: str = "7d"               # finished tasks and their logs are purged after this ("0": never)
+    max_queued: int = 1_000_000      # unfinished tasks; creates beyond get RESOURCE_EXHAUSTED
+    max_log_lines: int = 1_000_000   # per task
     flow_max_jobs: int = 4           # FATE jobs running at once; more wait in the queue
     flow_data_dir: str = ""          # server-side files of FATE uploads/downloads; default <db dir>/data
     flow_model_dir: str = ""         # FATE model archives of model/store and model/restore; default <db dir>/models
@@ -69,8 +74,10 @@ class Server:
     def __init__(self, cfg: ServerConfig):
         self.cfg = cfg
         self.store = Store(cfg.db)
-        self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace))
-        self.nodes = NodeRegistry(self.engine, self.store, cfg.node_timeout)
+        self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace,
+                                                      max_queued=cfg.max_queued, max_log_lines=cfg.max_log_lines))
+        self.nodes = NodeRegistry(self.engine, self.store, cfg.node_timeout, cfg.lease_grace)
+        self.retention = Retention(self.store, parse_duration(cfg.retain), self.engine.config.request_window_seconds)
         self.groups = TaskGroups(self.engine)
         data_dir = cfg.flow_data_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "data")
         fstore = FlowStore(self.store)
@@ -111,6 +118,8 @@ class Server:
         self.groups.load()
         await self.security.start()
         self._closers.append(self.nodes.stop)
+        self.retention.start()
+        self._closers.append(self.retention.stop)
         await self.flow.load()
         cores = os.cpu_count() or 1
         if cfg.local_node:

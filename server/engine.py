@@ -41,6 +41,8 @@ COLOCATE = "taskhub.colocate"
 OBSERVER = "taskhub.observer"
 # Annotation "1": a Python task that must not wait behind others for a worker (node/pool.py).
 DEDICATED_WORKER = "taskhub.dedicated_worker"
+# Annotation: "keep" lets a command task go on running on an agent that lost the server (README, Leases).
+ON_DISCONNECT = "taskhub.on_disconnect"
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _NAMESPACE = re.compile(r"^[^*\s][^\s]{0,199}$")
 
@@ -50,13 +52,16 @@ class EngineConfig:
     allowed_modules: list[str] = field(default_factory=lambda: ["starter"])
     kill_grace: float = 5.0
     max_retries_limit: int = 100
+    max_queued: int = 1_000_000           # unfinished tasks; creates beyond answer RESOURCE_EXHAUSTED
+    request_window_seconds: float = 86_400.0  # how long a create's request_id is remembered
+    max_log_lines: int = 1_000_000        # per task; beyond, one marker line and the rest is dropped
 
 
 class Engine:
     def __init__(self, store: Store, config: EngineConfig | None = None):
         self.store = store
         self.config = config or EngineConfig()
-        self.logs = LogBus(store)
+        self.logs = LogBus(store, self.config.max_log_lines)
         self.run_env: Callable[[Task], dict[str, str]] | None = None  # extra environment of every run
         self.tasks: dict[int, Task] = {}          # every unfinished task (and finished ones until committed)
         self.nodes: dict[str, Node] = {}
@@ -72,6 +77,8 @@ class Engine:
         self._list_watchers: set[_ListWatcher] = set()
         self._enders: dict[int, set[asyncio.Queue]] = {}
         self._next_id = 0
+        self._creating: dict[str, asyncio.Future] = {}  # idempotency key -> the create in flight
+        self._placed: list[tuple[Task, int, Node]] = []  # placed on an agent, started once committed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self.instance = ""
@@ -142,11 +149,20 @@ class Engine:
         self._unpark()
         self._kick()
 
-    def node_lost(self, node: Node, reason: str) -> None:
-        """A node went away with tasks on it: they are restored and run elsewhere (retry budget permitting)."""
+    def node_lost(self, node: Node, reason: str, process_gone: bool = False) -> None:
+        """A node went away with tasks on it: they are restored and run elsewhere (retry budget permitting).
+
+        A running command task annotated on_disconnect=keep stays with its node (the agent lets
+        it run past its lease) unless the agent's process is known to be gone.
+        """
         node.online = False
         for task_id in list(node.assigned):
             task = self.tasks.get(task_id)
+            if (not process_gone and task is not None and task.node == node.name and task.status == S.RUNNING
+                    and task.spec.annotations.get(ON_DISCONNECT) == "keep"):
+                self.logs.system(task_id, f"node {node.name} lost ({reason}); the task runs on there"
+                                          f" ({ON_DISCONNECT}=keep) until the node returns")
+                continue
             node.assigned.pop(task_id, None)
             if task is None or task.node != node.name or task.status not in ON_NODE:
                 continue
@@ -191,6 +207,11 @@ class Engine:
                 json.loads(spec.input_json)
             except ValueError as e:
                 raise errors.InvalidArgument(f"input_json is not valid JSON: {e}") from None
+        keep = spec.annotations.get(ON_DISCONNECT) if spec.annotations else None
+        if keep not in (None, "", "kill", "keep"):
+            raise errors.InvalidArgument(f"annotation {ON_DISCONNECT} must be 'kill' or 'keep', not {keep!r}")
+        if keep == "keep" and spec.type != TaskType.COMMAND:
+            raise errors.InvalidArgument(f"{ON_DISCONNECT}=keep is for command tasks; a Python task stops with its lease")
         if spec.timeout_seconds < 0 or spec.retry_backoff_seconds < 0:
             raise errors.InvalidArgument("timeout_seconds and retry_backoff_seconds must not be negative")
         if not 0 <= spec.max_retries <= self.config.max_retries_limit:
@@ -201,8 +222,13 @@ class Engine:
         spec.resources.slots = max(1, spec.resources.slots)
         return spec
 
-    async def create(self, specs: list[TaskSpec], trusted: bool = False) -> list[Task]:
-        """Validate, commit, then schedule. Returns once the tasks are durable."""
+    async def create(self, specs: list[TaskSpec], request_id: str = "", trusted: bool = False) -> list[Task]:
+        """Validate, commit, then schedule. Returns once the tasks are durable.
+
+        With a request_id, a repeat of a create (a client retrying after a timeout) returns the
+        tasks the first one made: the key is committed with them, so this survives a restart.
+        `trusted`: specs taskhub made itself (FATE components; see validate).
+        """
         if not specs:
             raise errors.InvalidArgument("no tasks given")
         if len(specs) > MAX_BATCH:
@@ -214,12 +240,53 @@ class Engine:
                 raise type(e)(f"task {i}: {e}" if len(specs) > 1 else str(e)) from None
         if self._stopping:
             raise errors.Unavailable("the server is shutting down")
+        if not request_id:
+            return await self._create(specs, "")
+        if len(request_id) > 200:
+            raise errors.InvalidArgument("request_id is longer than 200 characters")
+        key = f"{specs[0].namespace}\0{request_id}"
+        while key in self._creating:  # the same request is being committed right now
+            try:
+                return await asyncio.shield(self._creating[key])
+            except errors.TaskhubError:
+                continue  # that attempt failed; this one tries for itself
+        since = now_ms() - int(self.config.request_window_seconds * 1000)
+        ids = self.store.created_by_request(key, since)
+        if ids is not None:
+            return self._created_before(request_id, ids)
+        self._creating[key] = fut = self._loop.create_future()
+        try:
+            tasks = await self._create(specs, key)
+            fut.set_result(tasks)
+            return tasks
+        except BaseException as e:
+            fut.set_exception(e if isinstance(e, errors.TaskhubError) else errors.Unavailable(str(e)))
+            fut.exception()  # retrieved: nobody may be waiting
+            raise
+        finally:
+            del self._creating[key]
+
+    def _created_before(self, request_id: str, ids: list[int]) -> list[Task]:
+        tasks = [self.tasks.get(i) for i in ids]
+        if not all(tasks):
+            tasks = self.store.tasks_by_ids(ids)
+            tasks = [self.tasks.get(t.id, t) for t in tasks]
+        if len(tasks) != len(ids):
+            raise errors.FailedPrecondition(
+                f"request_id {request_id!r} already created task(s) {ids}, since deleted; use a new request_id")
+        return tasks
+
+    async def _create(self, specs: list[TaskSpec], request_key: str) -> list[Task]:
+        if len(self.tasks) + len(specs) > self.config.max_queued:
+            raise errors.ResourceExhausted(
+                f"{len(self.tasks)} tasks are unfinished, the server takes at most {self.config.max_queued}"
+                " (--max-queued); retry later, with backoff")
         ts = now_ms()
         tasks = []
         for spec in specs:
             self._next_id += 1
             tasks.append(Task(self._next_id, spec, create_time_ms=ts))
-        await self.store.writer.insert_tasks(tasks)
+        await self.store.writer.insert_tasks(tasks, request_key)
         metrics.tasks_created(tasks)
         for t in tasks:
             self.tasks[t.id] = t
@@ -432,9 +499,15 @@ class Engine:
         self._move(task, S.SCHEDULED)
         task.node = node.name
         task.queue_reason = ""
+        task.attempt += 1  # the epoch: events of any earlier attempt are refused from now on
         node.assigned[task.id] = task.spec.resources.slots
         self._move(task, S.QUEUED)
-        node.start(self.run_of(task))
+        if node.outlives_server:
+            # An agent's run outlives a server crash: the attempt number must be committed before
+            # it starts, or a restarted server could hand out the same attempt again elsewhere.
+            self._placed.append((task, task.attempt, node))
+        else:
+            node.start(self.run_of(task))
 
     def _colocate_add(self, task: Task) -> None:
         key = task.spec.annotations.get(COLOCATE) if task.spec.annotations else None
@@ -476,7 +549,8 @@ class Engine:
         if self.run_env is not None:  # e.g. the task's own token when auth is on (server/auth.py)
             env.update(self.run_env(task))
         return Run(task.id, task.uid, s.namespace, s.name, s.type, list(s.argv), s.callable, s.input_json,
-                   env, s.cwd, s.timeout_seconds, s.resources.slots,
+                   env, s.cwd, s.timeout_seconds, s.resources.slots, task.attempt,
+                   bool(s.annotations) and s.annotations.get(ON_DISCONNECT) == "keep",
                    bool(s.annotations) and s.annotations.get(DEDICATED_WORKER) == "1")
 
     # ------------------------------------------------------------------ node events
@@ -490,9 +564,9 @@ class Engine:
         self._move(task, S.RUNNING)
         metrics.task_started(task)
 
-    def on_log(self, task_id: int, lines: list[tuple[int, str]]) -> None:
+    def on_log(self, task_id: int, lines: list[tuple[int, str]], numbered: tuple[int, int] | None = None) -> None:
         if task_id in self.tasks:
-            self.logs.append(task_id, lines)
+            self.logs.append(task_id, lines, numbered)
 
     def on_progress(self, task_id: int, percent: int) -> None:
         task = self.tasks.get(task_id)
@@ -599,11 +673,23 @@ class Engine:
         if self._list_watchers:
             self._publish_list([copy.copy(t) for t in dirty.values()], [])
         ended = [copy.copy(t) for t in dirty.values() if t.terminal]
-        if not ended:
+        placed, self._placed = self._placed, []
+        if not ended and not placed:
             self.store.writer.update_tasks(rows)
             return
         fut = self.store.writer.update_tasks(rows, wait=True)
-        fut.add_done_callback(lambda f: self._announce(ended, f))
+        if ended:
+            fut.add_done_callback(lambda f: self._announce(ended, f))
+        if placed:
+            fut.add_done_callback(lambda f: self._start_placed(placed, f))
+
+    def _start_placed(self, placed: list[tuple[Task, int, Node]], fut: asyncio.Future) -> None:
+        if fut.exception() is not None:
+            log.error("placements were not committed; starting them anyway")
+        for task, attempt, node in placed:
+            if self.tasks.get(task.id) is task and task.attempt == attempt and task.node == node.name \
+                    and task.status == S.QUEUED:
+                node.start(self.run_of(task))
 
     def _announce(self, ended: list[Task], fut: asyncio.Future) -> None:
         if fut.exception() is not None:

@@ -14,10 +14,11 @@ from .store import Store
 # Lines kept in memory per live task beyond what the store already has.
 KEEP_IN_MEMORY = 20_000
 READ_BATCH = 4_000
+MAX_LINES = 1_000_000  # per task, by default; output beyond is dropped after one marker line
 
 
 class TaskLog:
-    __slots__ = ("task_id", "base", "lines", "next_seq", "committed", "ended", "_waiters")
+    __slots__ = ("task_id", "base", "lines", "next_seq", "committed", "ended", "truncated", "cursor", "_waiters")
 
     def __init__(self, task_id: int, next_seq: int):
         self.task_id = task_id
@@ -26,6 +27,8 @@ class TaskLog:
         self.next_seq = next_seq
         self.committed = next_seq     # every seq below this is in the store
         self.ended = False
+        self.truncated = False        # the cap was reached: only system lines are kept
+        self.cursor: tuple[int, int] | None = None  # (attempt, next line) of lines numbered by an agent
         self._waiters: list[asyncio.Future] = []
 
     def wake(self) -> None:
@@ -47,10 +50,12 @@ class TaskLog:
 
 
 class LogBus:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, max_lines: int = MAX_LINES):
         self.store = store
+        self.max_lines = max_lines
         self.live: dict[int, TaskLog] = {}
         self._pending: list[tuple] = []
+        self._cursors: dict[int, str] = {}
         self._flush_scheduled = False
         self._empty: set[int] = set()  # tasks known to have no stored line yet (created by this process)
         store.writer.on_logs_committed = self._committed
@@ -66,11 +71,29 @@ class LogBus:
             start = 0 if task_id in self._empty else self.store.log_length(task_id)
             self._empty.discard(task_id)
             tl = self.live[task_id] = TaskLog(task_id, start)
+            tl.truncated = start > self.max_lines
         return tl
 
-    def append(self, task_id: int, entries: list[tuple[int, str]]) -> None:
-        """entries: (stream, text) pairs, in the order the task wrote them."""
+    def append(self, task_id: int, entries: list[tuple[int, str]], numbered: tuple[int, int] | None = None) -> None:
+        """entries: (stream, text) pairs, in the order the task wrote them.
+
+        numbered: (attempt, first line) when the sender numbers its lines (an agent, which
+        re-sends recent lines after a reconnect): lines already kept are skipped, and a hole
+        (lines that never arrived) gets a marker line, so each attempt's log stays in order.
+        """
         tl = self.live.get(task_id) or self.open(task_id)
+        if numbered is not None:
+            entries = self._renumbered(tl, entries, *numbered)
+            if not entries:
+                return
+        room = self.max_lines - tl.next_seq
+        if len(entries) > room and not (len(entries) == 1 and entries[0][0] == LogStream.SYSTEM):
+            if tl.truncated:
+                return
+            tl.truncated = True
+            entries = entries[:max(0, room)] + [(int(LogStream.SYSTEM), (
+                f"[taskhub: log truncated: this task wrote more than {self.max_lines} lines;"
+                " the rest of its output is dropped (--max-log-lines)]"))]
         ts = now_ms()
         seq = tl.next_seq
         rows = [(seq + i, ts, stream, text) for i, (stream, text) in enumerate(entries)]
@@ -82,6 +105,27 @@ class LogBus:
             asyncio.get_running_loop().call_soon(self._flush)
         tl.wake()
 
+    def _renumbered(self, tl: TaskLog, entries: list, attempt: int, first: int) -> list:
+        if tl.cursor is None:
+            tl.cursor = (0, 0) if tl.task_id in self._empty or tl.next_seq == 0 else \
+                (self.store.log_cursor(tl.task_id) or (0, 0))
+        have_attempt, have = tl.cursor
+        end = first + len(entries)
+        if attempt < have_attempt:
+            return []  # an older attempt's lines (the node refuses those already)
+        if attempt > have_attempt:
+            have = 0
+        skip = have - first
+        if skip >= len(entries):
+            return []
+        if skip > 0:
+            entries = entries[skip:]
+        elif skip < 0:
+            entries = [(int(LogStream.SYSTEM), f"[taskhub: {-skip} log lines of attempt {attempt} were lost]")] + entries
+        tl.cursor = (attempt, end)
+        self._cursors[tl.task_id] = f"{tl.cursor[0]}:{tl.cursor[1]}"
+        return entries
+
     def system(self, task_id: int, text: str) -> None:
         self.append(task_id, [(int(LogStream.SYSTEM), text)])
 
@@ -89,7 +133,8 @@ class LogBus:
         self._flush_scheduled = False
         if self._pending:
             rows, self._pending = self._pending, []
-            self.store.writer.append_logs(rows)
+            cursors, self._cursors = self._cursors, {}
+            self.store.writer.append_logs(rows, [(c, t) for t, c in cursors.items()])
 
     def _committed(self, upto: dict[int, int]) -> None:
         for task_id, seq in upto.items():
@@ -151,7 +196,14 @@ class LogBus:
                     raise RuntimeError(f"log of task {task_id} has a gap at {pos}")
                 continue
             if not follow or is_done():
-                return
+                # The task may have run and its lines been committed (and dropped from memory)
+                # while the store was being read above: one more read before saying it is all.
+                rows = await loop.run_in_executor(None, self.store.read_logs, task_id, pos, READ_BATCH)
+                if not rows:
+                    return
+                pos += len(rows)
+                yield [tuple(r) for r in rows]
+                continue
             # Not started yet: wait for the first line (or the end).
             tl = self.open(task_id)
             await tl.changed()

@@ -138,7 +138,7 @@ class TaskSpec:
 MUTABLE_FIELDS = (
     "status", "progress", "result", "response_json", "retries", "node", "pid", "ppid",
     "exit_code", "error", "update_time_ms", "start_time_ms", "done_time_ms",
-    "queue_reason", "cancel_requested", "cancelled_from",
+    "queue_reason", "cancel_requested", "cancelled_from", "attempt",
 )
 
 
@@ -168,6 +168,7 @@ class Task:
         self.queue_reason = ""
         self.cancel_requested = False
         self.cancelled_from = 0
+        self.attempt = 0  # placements so far: the epoch that fences a stale run (see engine._place)
 
     @property
     def namespace(self) -> str:
@@ -189,7 +190,8 @@ class Task:
         """Values of MUTABLE_FIELDS, in that order, as SQLite takes them. On the hot path."""
         return (int(self.status), self.progress, self.result, self.response_json, self.retries, self.node,
                 self.pid, self.ppid, self.exit_code, self.error, self.update_time_ms, self.start_time_ms,
-                self.done_time_ms, self.queue_reason, int(self.cancel_requested), int(self.cancelled_from))
+                self.done_time_ms, self.queue_reason, int(self.cancel_requested), int(self.cancelled_from),
+                self.attempt)
 
     @classmethod
     def from_row(cls, row: dict) -> "Task":

@@ -48,10 +48,32 @@ def _v1(db: sqlite_utils.Database) -> None:
     db["kv"].create({"key": str, "value": str}, pk="key")
 
 
+def _v2(db: sqlite_utils.Database) -> None:
+    """Attempt numbers (fencing), idempotent creates, and an index for the retention purge."""
+    db.execute("ALTER TABLE tasks ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0")
+    # "attempt:next line" of the lines an agent sent: committed with them, so re-sent lines are kept once.
+    db.execute("ALTER TABLE tasks ADD COLUMN log_cursor TEXT NOT NULL DEFAULT ''")
+    db.execute("CREATE INDEX tasks_done ON tasks(done_time_ms) WHERE done_time_ms > 0")
+    db.execute("CREATE TABLE create_requests (key TEXT PRIMARY KEY, task_ids TEXT NOT NULL,"
+               " created_ms INTEGER NOT NULL)")
+    db.execute("CREATE INDEX create_requests_time ON create_requests(created_ms)")
+
+
 # Append only. Each entry moves the schema from version i to i+1.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 # Other parts of taskhub (groups, nodes) register their tables here at import time.
 EXTRA_MIGRATIONS: dict[str, list[Callable[[sqlite_utils.Database], None]]] = {}
+
+# Retention: each step, given (store, cutoff_ms, limit), returns the statements that delete at
+# most `limit` of its records that ended before cutoff_ms ([] when none are left). The purge
+# (server/retention.py) runs every step in small batches through the writer, off the hot path.
+# Other parts of taskhub (e.g. flow jobs) register theirs here at import time, like migrations.
+PurgeStep = Callable[["Store", int, int], list[tuple[str, tuple]]]
+PURGE_STEPS: dict[str, PurgeStep] = {}
+
+
+WAL_LIMIT_BYTES = 16 << 20     # journal_size_limit: what a reset WAL is truncated to
+WAL_TRUNCATE_BYTES = 16 << 20  # above this the writer runs a TRUNCATE checkpoint between batches
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -61,6 +83,8 @@ def connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=10000")
     conn.execute("PRAGMA foreign_keys=ON")
+    # A reset WAL is cut back to this size (without it the file keeps its high-water mark).
+    conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     return conn
 
 
@@ -94,17 +118,22 @@ _INSERT_TASK = (
     + ") VALUES (" + ", ".join("?" * (6 + len(MUTABLE_FIELDS))) + ")"
 )
 _UPDATE_TASK = "UPDATE tasks SET " + ", ".join(f"{f}=?" for f in MUTABLE_FIELDS) + " WHERE id=?"
+_INSERT_REQUEST = "INSERT INTO create_requests (key, task_ids, created_ms) VALUES (?, ?, ?)"
 _INSERT_LOG = "INSERT OR IGNORE INTO logs (task_id, seq, time_ms, stream, text) VALUES (?, ?, ?, ?, ?)"
 
 
 class Store:
     """Reads from any thread (one connection per thread); writes only via `writer`."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, read_only: bool = False):
+        """read_only: only read an existing database (no migration, no writer), e.g. `taskhub store stats`."""
         self.path = path
+        self._local = threading.local()
+        if read_only:
+            self.writer = None
+            return
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._local = threading.local()
         conn = connect(path)
         migrate(conn)
         conn.close()
@@ -156,6 +185,13 @@ class Store:
         row = self.conn.execute("SELECT MAX(seq) FROM logs WHERE task_id=?", (task_id,)).fetchone()
         return 0 if row[0] is None else row[0] + 1
 
+    def log_cursor(self, task_id: int) -> tuple[int, int] | None:
+        row = self.conn.execute("SELECT log_cursor FROM tasks WHERE id=?", (task_id,)).fetchone()
+        if not row or not row[0]:
+            return None
+        attempt, _, line = row[0].partition(":")
+        return int(attempt), int(line)
+
     def read_logs(self, task_id: int, offset: int, limit: int) -> list[tuple]:
         return self.conn.execute(
             "SELECT seq, time_ms, stream, text FROM logs WHERE task_id=? AND seq>=? ORDER BY seq LIMIT ?",
@@ -165,6 +201,61 @@ class Store:
     def get_kv(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
+
+    # -- idempotent creates -------------------------------------------------
+    def created_by_request(self, key: str, since_ms: int) -> list[int] | None:
+        """The task ids a create with this idempotency key made (within the window), or None."""
+        row = self.conn.execute("SELECT task_ids FROM create_requests WHERE key=? AND created_ms>=?",
+                                (key, since_ms)).fetchone()
+        return [int(i) for i in row[0].split(",")] if row else None
+
+    def tasks_by_ids(self, ids: list[int]) -> list[Task]:
+        found = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = self.conn.execute(f"SELECT * FROM tasks WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            found.update((r["id"], Task.from_row(dict(r))) for r in rows)
+        return [found[i] for i in ids if i in found]
+
+    # -- retention ------------------------------------------------------------
+    def purge_finished_tasks(self, cutoff_ms: int, limit: int) -> list[tuple[str, tuple]]:
+        """Statements deleting up to `limit` tasks (and their logs) that ended before cutoff_ms."""
+        ids = [r[0] for r in self.conn.execute(
+            "SELECT id FROM tasks WHERE done_time_ms > 0 AND done_time_ms < ? AND status IN (9, 11, 12)"
+            " ORDER BY done_time_ms LIMIT ?", (cutoff_ms, limit))]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        return [(f"DELETE FROM logs WHERE task_id IN ({marks})", tuple(ids)),
+                (f"DELETE FROM tasks WHERE id IN ({marks})", tuple(ids))]
+
+    def purge_create_requests(self, cutoff_ms: int, limit: int) -> list[tuple[str, tuple]]:
+        keys = tuple(r[0] for r in self.conn.execute(
+            "SELECT key FROM create_requests WHERE created_ms < ? ORDER BY created_ms LIMIT ?", (cutoff_ms, limit)))
+        if not keys:
+            return []
+        return [(f"DELETE FROM create_requests WHERE key IN ({','.join('?' * len(keys))})", keys)]
+
+    # -- statistics -------------------------------------------------------------
+    def stats(self) -> dict:
+        """Rows per table, file sizes, oldest task: `taskhub store stats`."""
+        conn = self.conn
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+        rows = {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in sorted(tables)}
+        oldest = conn.execute("SELECT id, create_time_ms FROM tasks ORDER BY id LIMIT 1").fetchone()
+        unfinished = conn.execute("SELECT COUNT(*) FROM tasks WHERE status NOT IN (9, 11, 12)").fetchone()[0]
+
+        def size(p: str) -> int:
+            try:
+                return os.path.getsize(p)
+            except OSError:
+                return 0
+        return {
+            "path": os.path.abspath(self.path),
+            "db_bytes": size(self.path), "wal_bytes": size(self.path + "-wal"),
+            "rows": rows, "unfinished_tasks": unfinished,
+            "oldest_task": {"id": oldest[0], "create_time_ms": oldest[1]} if oldest else None,
+        }
 
 
 CHECKPOINT_INTERVAL = 0.5  # seconds between WAL checkpoints
@@ -177,11 +268,13 @@ class Writer:
 
     def __init__(self, path: str):
         self._path = path
+        self._wal = path + "-wal"
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="taskhub-writer", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.on_logs_committed: Callable[[dict[int, int]], None] | None = None
         self._stop = threading.Event()
+        self._truncate_after = 0.0  # monotonic time before which no TRUNCATE is tried again
         self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="taskhub-checkpoint", daemon=True)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -194,6 +287,10 @@ class Writer:
 
         SQLite's automatic checkpoint runs inside a commit and fsyncs there (a 15-20 ms stall
         every few thousand rows); the writer turns it off and this thread checkpoints instead.
+        Under sustained load a PASSIVE checkpoint never lets the WAL start over (a commit always
+        follows), so the file would only grow: the writer itself truncates it when it is large
+        (see _truncate_if_large); the pages are mostly copied by these PASSIVE checkpoints by
+        then, so that only waits for readers (short) and cuts the file to zero.
         """
         conn = connect(self._path)
         while not self._stop.wait(CHECKPOINT_INTERVAL):
@@ -201,22 +298,24 @@ class Writer:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error:
                 log.warning("WAL checkpoint failed; will try again", exc_info=True)
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
 
     # Operations. Each is a tuple whose first item names it.
-    def insert_tasks(self, tasks: list[Task]) -> asyncio.Future:
+    def insert_tasks(self, tasks: list[Task], request_key: str = "") -> asyncio.Future:
+        """Insert tasks; with an idempotency key, record it in the same transaction."""
         rows = [(t.id, t.uid, t.spec.namespace, t.spec.name, t.spec.to_json(), t.create_time_ms) + t.mutable_row()
                 for t in tasks]
-        return self._put(("insert", rows), wait=True)
+        request = [(request_key, ",".join(str(t.id) for t in tasks), tasks[0].create_time_ms)] if request_key else []
+        return self._put(("insert", (rows, request)), wait=True)
 
     def update_tasks(self, rows: list[tuple], wait: bool = False) -> asyncio.Future | None:
         """rows: (id, mutable_row) pairs, already snapshotted on the caller's thread."""
         return self._put(("update", rows), wait)
 
-    def append_logs(self, rows: list[tuple]) -> None:
-        """rows: (task_id, seq, time_ms, stream, text)."""
-        self._put(("logs", rows), False)
+    def append_logs(self, rows: list[tuple], cursors: list[tuple] = ()) -> None:
+        """rows: (task_id, seq, time_ms, stream, text); cursors: ("attempt:line", task_id), same transaction."""
+        self._put(("logs", (rows, cursors)), False)
 
     def delete_task(self, task_id: int) -> asyncio.Future:
         return self._put(("sql", [("DELETE FROM logs WHERE task_id=?", (task_id,)),
@@ -258,22 +357,47 @@ class Writer:
                 self._q.put(item)  # over MAX_BATCH: keep it for the next round
             if batch:
                 self._apply(conn, batch)
+                self._truncate_if_large(conn)
         conn.close()
+
+    def _truncate_if_large(self, conn: sqlite3.Connection) -> None:
+        """Keep the WAL bounded: past WAL_TRUNCATE_BYTES, checkpoint it and cut it to zero."""
+        try:
+            if os.path.getsize(self._wal) <= WAL_TRUNCATE_BYTES or time.monotonic() < self._truncate_after:
+                return
+        except OSError:
+            return
+        # Never wait here (commits wait behind it): if a reader or the PASSIVE checkpointer is
+        # in the way, try again after a later batch.
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                self._truncate_after = time.monotonic() + 0.02
+        except sqlite3.Error:
+            self._truncate_after = time.monotonic() + 1.0
+            log.warning("WAL truncate failed; will try again", exc_info=True)
+        finally:
+            conn.execute("PRAGMA busy_timeout=10000")
 
     def _apply(self, conn: sqlite3.Connection, batch: list) -> None:
         inserts: list[tuple] = []
+        requests: list[tuple] = []
         updates: dict[int, tuple] = {}
         logs: list[tuple] = []
+        cursors: list[tuple] = []
         futures = []
         sql: list[tuple] = []
         for (kind, payload), fut in batch:
             if kind == "insert":
-                inserts.extend(payload)
+                inserts.extend(payload[0])
+                requests.extend(payload[1])
             elif kind == "update":
                 for task_id, row in payload:
                     updates[task_id] = row
             elif kind == "logs":
-                logs.extend(payload)
+                logs.extend(payload[0])
+                cursors.extend(payload[1])
             elif kind == "sql":
                 sql.append(payload)
             if fut is not None:
@@ -284,10 +408,14 @@ class Writer:
             conn.execute("BEGIN")
             if inserts:
                 conn.executemany(_INSERT_TASK, inserts)
+            if requests:  # in the same transaction as their tasks: a create is recorded whole or not at all
+                conn.executemany(_INSERT_REQUEST, requests)
             if updates:
                 conn.executemany(_UPDATE_TASK, [row + (tid,) for tid, row in updates.items()])
             if logs:
                 conn.executemany(_INSERT_LOG, logs)
+            if cursors:
+                conn.executemany("UPDATE tasks SET log_cursor=? WHERE id=?", cursors)
             for statements in sql:
                 for stmt, params in statements:
                     try:

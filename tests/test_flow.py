@@ -202,8 +202,8 @@ def test_stop_ends_every_task_and_its_process(server, fstub):
     wait_for(lambda: all(api.get_task(t.taskhub_task_id, namespace="*").status == task_pb2.TASK_STATUS_CANCELLED
                          for t in tasks_of(fstub, job.job_id) if t.component_name == "probe_0"), 30,
              what="the probe tasks to be cancelled")
-    assert {t.status for t in tasks_of(fstub, job.job_id) if t.component_name == "probe_0"} == {
-        T.FLOW_TASK_STATUS_CANCELED}
+    wait_for(lambda: {t.status for t in tasks_of(fstub, job.job_id) if t.component_name == "probe_0"} == {
+        T.FLOW_TASK_STATUS_CANCELED}, 30, what="the FATE tasks to read canceled")
     # The cooperative probe stops by itself; a worker that did not would have been replaced (killed).
     for w in workers:
         assert not w.is_running() or w.status() != psutil.STATUS_ZOMBIE

@@ -209,7 +209,8 @@ def test_agent_killed_with_no_retries_left_fails_the_task(server_factory, agents
 def test_server_stopped_and_restarted_while_agents_run(server_factory, agents, tmp_path, how):
     """No task is lost or run twice: each task appends to its own file when it starts and ends."""
     port = free_port()
-    args = (*SERVE, "--node-timeout", "5", "--grpc-port", str(port))
+    # The agents' lease (node timeout) must outlast the restart, or they stop their runs (README, Reliability).
+    args = (*SERVE, "--node-timeout", "15", "--grpc-port", str(port))
     server = server_factory(*args)
     db = server.db
     agents(server.grpc_target, "r1", "--slots", "3")

@@ -128,7 +128,8 @@ def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
             input_json=json.dumps(bind_args, ensure_ascii=False),
             annotations={ANN_MODULE: module, ANN_NAME: name, ANN_RUN_OPTS: json.dumps(run_opts, ensure_ascii=False)},
         )
-        task = await tasks.CreateTask(svc.CreateTaskRequest(spec=spec), timeout=TIMEOUT)
+        task = await tasks.CreateTask(svc.CreateTaskRequest(
+            spec=spec, request_id=request.headers.get("Idempotency-Key", "")), timeout=TIMEOUT)
         return ok(run_data(task))
 
     @answers(render)

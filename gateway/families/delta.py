@@ -78,7 +78,8 @@ def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
             raise BadRequest("the multipart body has no field named 'file'")
         data = field.file.read() if hasattr(field, "file") else str(field).encode()
         spec = parse_task(data)
-        task = await tasks.CreateTask(svc.CreateTaskRequest(spec=spec), timeout=TIMEOUT)
+        task = await tasks.CreateTask(svc.CreateTaskRequest(
+            spec=spec, request_id=request.headers.get("Idempotency-Key", "")), timeout=TIMEOUT)
         return json_response({"task_id": task.id})
 
     @answers(render)

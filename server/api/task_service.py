@@ -21,12 +21,12 @@ class TaskService(svc_grpc.TaskServiceServicer):
 
     @mapped
     async def CreateTask(self, request, context):
-        [task] = await self.engine.create([spec_from_proto(request.spec)])
+        [task] = await self.engine.create([spec_from_proto(request.spec)], request.request_id)
         return created_to_proto(task, request.spec)
 
     @mapped
     async def CreateTasks(self, request, context):
-        tasks = await self.engine.create([spec_from_proto(s) for s in request.specs])
+        tasks = await self.engine.create([spec_from_proto(s) for s in request.specs], request.request_id)
         return svc.CreateTasksResponse(tasks=[created_to_proto(t, s) for t, s in zip(tasks, request.specs)])
 
     @mapped

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..model import TaskType
 from .pool import PythonPool
-from .spawner import SpawnerClient
+from .spawner import KEEP_ENV, SpawnerClient
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ class Run:
     cwd: str = ""
     timeout_seconds: float = 0.0
     slots: int = 1
+    attempt: int = 0                   # the epoch of this run (engine._place); TASKHUB_ATTEMPT in its env
+    keep_on_disconnect: bool = False   # an agent that loses the server lets it run on (README, Leases)
     dedicated_worker: bool = False   # PYTHON: never wait for a busy worker (see PythonPool.submit)
 
 
@@ -65,7 +67,7 @@ class Executor:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.commands: dict[int, Run] = {}
         self.python: dict[int, Run] = {}
-        self.pool = PythonPool(python_workers, events, self._python_started, task_paths)
+        self.pool = PythonPool(python_workers, events, self._python_started, task_paths, instance)
         self.pool.on_done = self._python_done
         self.spawner = SpawnerClient(instance, work_dir, events.on_running, events.on_log, self._command_done)
         self._timers: dict[int, asyncio.TimerHandle] = {}
@@ -82,15 +84,20 @@ class Executor:
 
     def start_run(self, run: Run) -> None:
         """Start (or, for Python with every worker busy, queue) a run."""
-        if self.server_target and "TASKHUB_SERVER" not in run.env:
-            run.env = {**run.env, "TASKHUB_SERVER": self.server_target}
+        env = run.env
+        if run.attempt:
+            env = {**env, "TASKHUB_ATTEMPT": str(run.attempt)}
+        if self.server_target and "TASKHUB_SERVER" not in env:
+            env = {**env, "TASKHUB_SERVER": self.server_target}
         if run.type == TaskType.COMMAND:
             self.commands[run.task_id] = run
-            self.spawner.send(("start", run.task_id, run.argv, run.env, run.cwd, run.timeout_seconds))
+            if run.keep_on_disconnect:  # the agent's fence (fence.py) leaves it alone
+                env = {**env, KEEP_ENV: "1"}
+            self.spawner.send(("start", run.task_id, run.argv, env, run.cwd, run.timeout_seconds))
         else:
             self.python[run.task_id] = run
             self.pool.submit(("run", run.task_id, run.uid, run.namespace, run.name,
-                              run.callable, run.input_json, run.env), dedicated=run.dedicated_worker)
+                              run.callable, run.input_json, env), dedicated=run.dedicated_worker)
 
     def _command_done(self, task_id: int, kind: str, code: int, error: str, result: str | None) -> None:
         if task_id in self.commands:

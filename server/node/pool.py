@@ -33,6 +33,8 @@ class WorkerProcess:
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env["PYTHONUNBUFFERED"] = "1"
+        if self.pool.instance:
+            env["TASKHUB_WORKER_OF"] = self.pool.instance  # how an agent's fence finds it (fence.py)
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "server.node.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
@@ -87,8 +89,10 @@ class WorkerProcess:
 class PythonPool:
     """Runs jobs on `size` warm workers; jobs beyond that wait in FIFO order."""
 
-    def __init__(self, size: int, events, on_start: Callable[[int, int], None], task_paths: list[str] = ()):
+    def __init__(self, size: int, events, on_start: Callable[[int, int], None], task_paths: list[str] = (),
+                 instance: str = ""):
         self.size = size
+        self.instance = instance
         self.events = events  # NodeEvents: on_log/on_progress/on_result/on_response
         self.on_start = on_start  # (task_id, pid) when a worker takes a job
         self.on_done: Callable[[int, str, str, str | None], None] | None = None

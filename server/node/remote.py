@@ -8,7 +8,14 @@ Failure rules (why a task is never lost, and never runs on two nodes at once):
 - A broken stream only marks the node offline; its tasks stay assigned to it. If the agent
   reconnects before the heartbeat timeout, it reports the runs it still has and those that
   ended meanwhile, and everything carries on.
-- After the heartbeat timeout the engine's `node_lost` restores the node's tasks elsewhere.
+- Leases and fencing (README, Leases): the agent holds a lease of `node_timeout` seconds,
+  renewed by each heartbeat the server answers, counted from when the agent sent it. An agent
+  that cannot renew stops its runs when the lease ends (its fence process does it even if the
+  agent itself is frozen or dead). The server waits lease + grace after the last message it
+  got before it gives up on the node, so the old run has been stopped before a new one starts.
+  Every placement carries an attempt number; events of another attempt are refused and that
+  run is killed.
+- After lease + grace the engine's `node_lost` restores the node's tasks elsewhere.
   If that agent comes back later, every run it still has is "abandoned": killed, and its
   events ignored. Events are only ever applied for tasks the engine placed on that node.
 - Known agents are kept in the `nodes` table. After a server restart they are loaded
@@ -83,6 +90,7 @@ class RemoteNode(Node):
         self.registry = registry
         self.session = session
         self.link: Link | None = None
+        self.lost = False  # given up on (lease + grace passed); cleared when the agent registers again
 
     # -- engine -> agent
     def start(self, run: Run) -> None:
@@ -91,17 +99,20 @@ class RemoteNode(Node):
         self.link.message().start.append(pb.StartRun(
             task_id=run.task_id, uid=run.uid, namespace=run.namespace, name=run.name, type=int(run.type),
             argv=run.argv, callable=run.callable, input_json=run.input_json, env=run.env, cwd=run.cwd,
-            timeout_seconds=run.timeout_seconds, slots=run.slots, dedicated_worker=run.dedicated_worker))
+            timeout_seconds=run.timeout_seconds, slots=run.slots, attempt=run.attempt,
+            keep_on_disconnect=run.keep_on_disconnect, dedicated_worker=run.dedicated_worker))
 
-    def cancel(self, task_id: int, grace: float | None = None, abandon: bool = False) -> None:
+    def cancel(self, task_id: int, grace: float | None = None, abandon: bool = False, attempt: int = 0) -> None:
         if self.link is not None:
-            self.link.message().cancel.append(
-                pb.CancelRun(task_id=task_id, grace=-1.0 if grace is None else grace, abandon=abandon))
+            self.link.message().cancel.append(pb.CancelRun(
+                task_id=task_id, grace=-1.0 if grace is None else grace, abandon=abandon, attempt=attempt))
 
     # -- agent -> engine
     def handle(self, msg: pb.AgentMessage) -> None:
         if msg.HasField("heartbeat"):
             self.record_usage(msg.heartbeat.cpu_percent, msg.heartbeat.memory_percent)
+            if self.link is not None:  # renews the agent's lease from when it sent this heartbeat
+                self.link.message().lease.seq = msg.heartbeat.seq
         self.last_heartbeat_ms = now_ms()  # any message proves the agent is alive
         if msg.events:
             self._apply(msg.events)
@@ -116,8 +127,17 @@ class RemoteNode(Node):
                 acked.append(task_id)
             if task_id not in self.assigned:
                 continue  # not (or no longer) this node's task: a cancelled or abandoned run
+            task = engine.tasks.get(task_id)
+            if task is not None and ev.attempt and ev.attempt != task.attempt:
+                # A stale attempt (fencing): refused, and its run killed if it still goes on.
+                log.warning("node %s: refused %s of task %d attempt %d (current attempt %d)",
+                            self.name, kind, task_id, ev.attempt, task.attempt)
+                if kind != "exit":
+                    self.cancel(task_id, 0.0, abandon=True, attempt=ev.attempt)
+                continue
             if kind == "logs":
-                engine.on_log(task_id, list(zip(ev.logs.streams, ev.logs.texts)))
+                engine.on_log(task_id, list(zip(ev.logs.streams, ev.logs.texts)),
+                              (ev.attempt, ev.first_line) if ev.attempt else None)
             elif kind == "running":
                 engine.on_running(task_id, ev.running.pid, ev.running.ppid)
             elif kind == "progress":
@@ -137,10 +157,11 @@ class RemoteNode(Node):
 class NodeRegistry:
     """Every remote node: registration, heartbeat watch, persistence, drain."""
 
-    def __init__(self, engine, store, node_timeout: float = 10.0):
+    def __init__(self, engine, store, node_timeout: float = 10.0, lease_grace: float = 2.0):
         self.engine = engine
         self.store = store
-        self.node_timeout = node_timeout
+        self.node_timeout = node_timeout  # also the agents' lease
+        self.lease_grace = lease_grace
         self._monitor: asyncio.Task | None = None
 
     @property
@@ -174,19 +195,21 @@ class NodeRegistry:
 
     async def _watch(self) -> None:
         interval = min(1.0, self.node_timeout / 4)
+        wait = self.node_timeout + self.lease_grace  # the agent has stopped its runs by then
         while True:
             await asyncio.sleep(interval)
-            limit = now_ms() - int(self.node_timeout * 1000)
+            limit = now_ms() - int(wait * 1000)
             for node in self.remote_nodes():
-                if (node.online or node.assigned or node.link) and node.last_heartbeat_ms < limit:
-                    self._lose(node, f"no heartbeat for {self.node_timeout:g}s")
+                if not node.lost and (node.online or node.assigned or node.link) and node.last_heartbeat_ms < limit:
+                    self._lose(node, f"no heartbeat for {wait:g}s (lease {self.node_timeout:g}s + grace {self.lease_grace:g}s)")
 
-    def _lose(self, node: RemoteNode, reason: str) -> None:
+    def _lose(self, node: RemoteNode, reason: str, process_gone: bool = False) -> None:
         print(f"taskhub: node {node.name} lost ({reason})", flush=True)
+        node.lost = True
         if node.link:
             node.link.close()  # a half-dead stream: the agent reconnects and is told to abandon its runs
             node.link = None
-        self.engine.node_lost(node, reason)
+        self.engine.node_lost(node, reason, process_gone)
         self._save(node)
 
     # -- the stream
@@ -200,7 +223,8 @@ class NodeRegistry:
             raise errors.InvalidArgument("the first message on a node stream must carry `register`")
         node = self._register(first.register, peer)
         link = node.link = Link()
-        link.message().registered.CopyFrom(pb.Registered(name=node.name, heartbeat_seconds=self.heartbeat_seconds))
+        link.message().registered.CopyFrom(pb.Registered(name=node.name, heartbeat_seconds=self.heartbeat_seconds,
+                                                         lease_seconds=self.node_timeout))
         self._reconcile(node, first.register)
         self.engine.add_node(node)  # (again): wakes tasks waiting for a node like this one
         node.handle(first)
@@ -249,7 +273,7 @@ class NodeRegistry:
                 raise errors.AlreadyExists(
                     f"node {reg.name!r} is connected from another agent process; give this one another --name")
             if node.assigned:  # that agent process is gone, and its runs with it
-                self._lose(node, "its agent restarted")
+                self._lose(node, "its agent restarted", process_gone=True)
             node.session = reg.session
         elif node.link is not None:  # the same agent reconnecting before we noticed its old stream broke
             node.link.close()
@@ -257,6 +281,7 @@ class NodeRegistry:
         address = reg.address or _peer_ip(peer)
         self._fill(node, address, reg.slots, dict(reg.labels), reg.cpu_count, reg.memory_mb)
         node.online = True
+        node.lost = False
         node.last_heartbeat_ms = now_ms()
         self._save(node)
         return node
@@ -264,23 +289,30 @@ class NodeRegistry:
     def _reconcile(self, node: RemoteNode, reg: pb.Register) -> None:
         """Match what the agent still has against what the engine placed on it."""
         engine = self.engine
-        has = {r.task_id for r in reg.running} | set(reg.finished)
+        current = set()  # runs of the attempt the engine placed here
         for r in reg.running:
             task = engine.tasks.get(r.task_id)
-            if r.task_id not in node.assigned or task is None or task.node != node.name:
-                node.cancel(r.task_id, 0.0, abandon=True)  # restored elsewhere, or ended, meanwhile
-            elif task.status in (S.SCHEDULED, S.QUEUED) and r.pid:
+            if r.task_id not in node.assigned or task is None or task.node != node.name or \
+                    (r.attempt and r.attempt != task.attempt):
+                node.cancel(r.task_id, 0.0, abandon=True, attempt=r.attempt)  # restored elsewhere, or ended, meanwhile
+                continue
+            current.add(r.task_id)
+            if task.status in (S.SCHEDULED, S.QUEUED) and r.pid:
                 engine.on_running(r.task_id, r.pid, r.ppid)
             elif task.status == S.CANCELLING:
                 node.cancel(r.task_id, None)  # the cancel may not have reached it
+        # Ended runs whose exit is on its way; the attempt tells whether it is the current one.
+        ended = {r.task_id: r.attempt for r in reg.ended} or {t: 0 for t in reg.finished}
         for task_id in list(node.assigned):
-            if task_id in has:
+            if task_id in current:
                 continue
             task = engine.tasks.get(task_id)
             if task is None or task.terminal:
                 node.assigned.pop(task_id, None)
+            elif task_id in ended and ended[task_id] in (0, task.attempt):
+                continue  # this attempt ended there; its exit follows
             elif task.status in (S.SCHEDULED, S.QUEUED):
-                node.start(engine.run_of(task))  # the start never reached it
+                node.start(engine.run_of(task))  # the start never reached it (a duplicate is ignored)
             else:
                 engine.on_exit(task_id, Outcome("lost", 0, f"node {node.name} no longer had this run when it reconnected"))
 
@@ -330,4 +362,4 @@ def _peer_ip(peer: str) -> str:
 def run_from_start(m: pb.StartRun) -> Run:
     """A StartRun message as the Executor's Run (used by the agent)."""
     return Run(m.task_id, m.uid, m.namespace, m.name, TaskType(m.type), list(m.argv), m.callable, m.input_json,
-               dict(m.env), m.cwd, m.timeout_seconds, m.slots, m.dedicated_worker)
+               dict(m.env), m.cwd, m.timeout_seconds, m.slots, m.attempt, m.keep_on_disconnect, m.dedicated_worker)

@@ -26,6 +26,8 @@ from .wire import HEADER, die_with_parent, frame, unframe
 STDOUT, STDERR, SYSTEM = 1, 2, 3
 # Set in every command's environment: lets a restarted server find processes it started earlier.
 INSTANCE_ENV = "TASKHUB_INSTANCE"
+# Set in a command's environment when it keeps running past its agent's lease (fence.py skips it).
+KEEP_ENV = "TASKHUB_KEEP_ON_DISCONNECT"
 READ_CHUNK = 1 << 16
 
 

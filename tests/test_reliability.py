@@ -1,0 +1,202 @@
+"""Reliability: idempotent creates, backpressure, bounded storage, leases and fencing, clean
+agent shutdown, and a short chaos run (bench/chaos.py) against real servers and agents."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import grpc
+import psutil
+import pytest
+from taskhub.v1 import task_pb2 as pb
+from taskhub.v1 import task_service_pb2 as svc
+
+from client import make_spec
+from conftest import REPO, http, wait_for
+from node_agents import agents_fixture_factory, free_port
+
+NODES = ("--no-local-node", "--http-port", "-1")
+
+
+@pytest.fixture
+def agents(tmp_path):
+    make, close_all = agents_fixture_factory(tmp_path)
+    yield make
+    close_all()
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_request_id_makes_one_task_across_a_server_sigkill(server_factory):
+    first = server_factory("--no-local-node")
+    c = first.client()
+    spec = make_spec(argv=["echo", "hi"], name="once")
+    one = c.stub.CreateTask(svc.CreateTaskRequest(spec=spec, request_id="order-17"), timeout=30)
+    batch = c.stub.CreateTasks(svc.CreateTasksRequest(specs=[spec, spec], request_id="batch-3"), timeout=30)
+    same = c.stub.CreateTask(svc.CreateTaskRequest(spec=spec, request_id="order-17"), timeout=30)
+    assert same.id == one.id and same.uid == one.uid
+    first.kill()  # SIGKILL: the key must have been committed with the task
+
+    second = server_factory("--no-local-node", db=first.db)
+    c2 = second.client()
+    again = c2.stub.CreateTask(svc.CreateTaskRequest(spec=spec, request_id="order-17"), timeout=30)
+    assert again.id == one.id
+    batch_again = c2.stub.CreateTasks(svc.CreateTasksRequest(specs=[spec, spec], request_id="batch-3"), timeout=30)
+    assert [t.id for t in batch_again.tasks] == [t.id for t in batch.tasks]
+    names = [t.spec.name for t in c2.list_tasks(limit=100).tasks]
+    assert names.count("once") == 3  # one + a batch of two; no repeat made another
+    # Another namespace is another key space.
+    other = c2.stub.CreateTask(svc.CreateTaskRequest(spec=make_spec(argv=["true"], namespace="b"),
+                                                     request_id="order-17"), timeout=30)
+    assert other.id != one.id
+    # The HTTP face: Idempotency-Key on POST /v1/tasks.
+    with_http = server_factory("--no-local-node", "--http-port", "0")
+    body = {"type": "TASK_TYPE_COMMAND", "argv": ["true"], "name": "via-http"}
+    ids = {http("POST", f"{with_http.http_url}/v1/tasks", body, {"Idempotency-Key": "k-1",
+                                                                   "Content-Type": "application/json"}).json()["id"]
+           for _ in range(2)}
+    assert len(ids) == 1
+
+
+def test_sdk_retries_a_create_while_the_server_restarts(server_factory):
+    """create_task sets a request_id and retries UNAVAILABLE with it: one task, though the server was down."""
+    port = str(free_port())
+    first = server_factory("--no-local-node", "--grpc-port", port)
+    c = first.client(create_retries=8)
+    c.create_task(argv=["true"], name="before")
+    first.kill()
+    restarted = threading.Timer(1.0, lambda: server_factory("--no-local-node", "--grpc-port", port, db=first.db))
+    restarted.start()
+    try:
+        t = c.create_task(argv=["true"], name="during")  # UNAVAILABLE until the new server listens
+    finally:
+        restarted.join()
+    assert [x.spec.name for x in c.list_tasks().tasks] == ["during", "before"]
+    assert t.id == 2
+
+
+def test_max_queued_answers_resource_exhausted(server_factory):
+    s = server_factory("--no-local-node", "--max-queued", "3")
+    c = s.client()
+    c.create_tasks([make_spec(argv=["true"]) for _ in range(3)])
+    with pytest.raises(grpc.RpcError) as e:
+        c.create_task(argv=["true"])
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max-queued" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:  # keep is for commands only
+        c.create_task(callable="starter.examples:noop", annotations={"taskhub.on_disconnect": "keep"})
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "command tasks" in e.value.details()
+
+
+def test_log_cap_retention_and_store_stats(server_factory):
+    s = server_factory("--max-log-lines", "100", "--retain", "2s")
+    c = s.client()
+    t = c.create_task(argv=["seq", "1", "1000"])
+    assert c.wait(t.id).status == pb.TASK_STATUS_SUCCESS
+    lines = [ln.text for ln in c.trace(t.id, follow=False)]
+    assert lines[:100] == [str(i) for i in range(1, 101)]
+    assert "log truncated" in lines[100] and len(lines) == 101
+    out = subprocess.run([sys.executable, "-m", "client.cli", "store", "stats", "--db", str(s.db)],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    stats = json.loads(out.stdout)
+    assert stats["rows"]["tasks"] == 1 and stats["rows"]["logs"] == 101
+    assert stats["oldest_task"]["id"] == t.id and stats["wal_bytes"] >= 0
+    # --retain 2s: the finished task and its log are purged soon after.
+
+    def purged():
+        try:
+            c.get_task(t.id)
+        except grpc.RpcError as e:
+            return e.code() == grpc.StatusCode.NOT_FOUND
+    wait_for(purged, 30, interval=0.2, what="the finished task to be purged")
+    out = subprocess.run([sys.executable, "-m", "client.cli", "store", "stats", "--db", str(s.db)],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert json.loads(out.stdout)["rows"]["logs"] == 0
+
+
+def test_frozen_agent_is_fenced_before_its_task_runs_elsewhere(server_factory, agents, tmp_path):
+    """SIGSTOP an agent mid-run: when its lease ends its fence kills the run, and only then
+    (lease + grace) does the server start attempt 2 elsewhere. The old run's late word is refused."""
+    s = server_factory(*NODES, "--node-timeout", "2", "--lease-grace", "1")
+    c = s.client()
+    frozen = agents(s.grpc_target, "frozen")
+    marks = tmp_path / "marks"
+    script = f'echo "start $TASKHUB_ATTEMPT $(date +%s.%N)" >> {marks}; echo attempt $TASKHUB_ATTEMPT; sleep 60'
+    t = c.create_task(argv=["sh", "-c", script], max_retries=2)
+    kept = c.create_task(argv=["sleep", "60"], annotations={"taskhub.on_disconnect": "keep"})
+    first = wait_for(lambda: (x := c.get_task(t.id)).status == pb.TASK_STATUS_RUNNING and x, what="attempt 1 running")
+    kept_run = wait_for(lambda: (x := c.get_task(kept.id)).status == pb.TASK_STATUS_RUNNING and x, what="kept running")
+    assert first.node == "frozen" and kept_run.node == "frozen"
+    wait_for(lambda: marks.exists(), what="attempt 1 to write its mark")
+    spare = agents(s.grpc_target, "spare")
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        second = wait_for(lambda: (x := c.get_task(t.id)).node == "spare" and x.status == pb.TASK_STATUS_RUNNING
+                          and x, 60, what="attempt 2 running on the spare node")
+        assert not alive(first.pid), "the frozen agent's run must have been killed before attempt 2 started"
+        assert second.retries == 1
+        # The task that opted in (on_disconnect=keep) runs on, still placed on the frozen node.
+        assert alive(kept_run.pid)
+        still = c.get_task(kept.id)
+        assert still.status == pb.TASK_STATUS_RUNNING and still.node == "frozen" and still.retries == 0
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: frozen.registrations() >= 2, what="the frozen agent to come back")
+    assert [ln.split()[1] for ln in marks.read_text().splitlines()] == ["1", "2"]
+    texts = [ln.text for ln in c.trace(t.id, follow=False)]
+    assert "attempt 1" in texts and "attempt 2" in texts
+    assert c.get_task(t.id).node == "spare"  # the returning agent did not take it back
+    assert c.get_task(kept.id).status == pb.TASK_STATUS_RUNNING and alive(kept_run.pid)
+    c.cancel_task(kept.id)
+    assert c.wait(kept.id).status == pb.TASK_STATUS_CANCELLED
+    c.cancel_task(t.id)
+    assert c.wait(t.id).status == pb.TASK_STATUS_CANCELLED
+    assert spare.proc.poll() is None
+
+
+def test_agent_exits_cleanly_on_sigterm_and_sigint(server_factory, agents):
+    s = server_factory(*NODES)
+    c = s.client()
+    procs = {sig: agents(s.grpc_target, f"clean-{sig.name.lower()}", wait=False) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for a in procs.values():
+        a.wait_registered()
+    tasks = [c.create_task(argv=["sleep", "30"]) for _ in range(4)]
+    wait_for(lambda: all(c.get_task(t.id).status == pb.TASK_STATUS_RUNNING for t in tasks), what="tasks running")
+    for sig, a in procs.items():
+        a.proc.send_signal(sig)
+    for a in procs.values():
+        assert a.proc.wait(30) == 0
+        text = "\n".join(a.output)
+        assert "Traceback" not in text and "destroyed but it is pending" not in text and "aclose()" not in text, text
+
+
+def test_agent_outbox_is_bounded_while_disconnected(capsys):
+    """Past --max-buffered-lines, log lines wait no more: they are dropped, counted and reported."""
+    from taskhub.v1 import node_service_pb2 as npb
+    from server.agent import Agent, AgentConfig
+    agent = Agent(AgentConfig(max_buffered_lines=10))
+    for _ in range(5):
+        agent._buffer(npb.TaskEvent(task_id=7, logs=npb.LogBatch(streams=[1] * 4, texts=["x"] * 4)))
+    agent._buffer(npb.TaskEvent(task_id=7, exit=npb.RunExit(kind="success")))
+    assert agent.buffered_lines == 8 and agent.dropped_lines == {7: 12}
+    assert [ev.WhichOneof("kind") for ev in agent.buffer] == ["logs", "logs", "exit"]  # an exit is never dropped
+    agent._report_dropped()
+    assert "task 7: 12 log lines dropped" in capsys.readouterr().out and not agent.dropped_lines
+
+
+def test_short_chaos_run_keeps_every_invariant(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from bench.chaos import run
+    report = run(20, agents=2, seed=12345, workdir=tmp_path / "chaos", pace=(1.0, 2.5))
+    assert report["violations"] == 0, report["violation_details"]
+    assert report["tasks"] > 20 and report["kills_total"] >= 3, report
+    assert not report["logs_with_tracebacks"], report
