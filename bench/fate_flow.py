@@ -98,6 +98,21 @@ def published_hetero_lr(stub) -> dict:
             "seconds_per_iteration": summary.get("seconds_per_iteration")}
 
 
+def federation_rate(stub, messages: int, size: int) -> dict:
+    """Guest -> host objects through the server (Probe's exchange), as the host times them."""
+    dsl = {"components": {"probe_0": {"module": "Probe", "output": {"data": ["data"]}}}}
+    conf = {"dsl_version": 2, "initiator": {"role": "guest", "party_id": 9999},
+            "role": {"guest": [9999], "host": [10000]},
+            "component_parameters": {"common": {"probe_0": {"federation_messages": messages,
+                                                            "federation_bytes": size}}}}
+    job = stub.SubmitJob(pb.SubmitJobRequest(dsl_json=json.dumps(dsl), conf_json=json.dumps(conf)))
+    for _ in stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id)):
+        pass
+    out = stub.GetComponentOutput(pb.GetComponentOutputRequest(job_id=job.job_id, component_name="probe_0",
+                                                              role="host", party_id=10000))
+    return json.loads(out.summary_json or "{}").get("federation", {})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="bench.fate_flow")
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -111,12 +126,17 @@ def main(argv=None) -> int:
         reads = [read_all(stub, f"t{i}") for i in range(3)]
         assert all(n == a.rows for _, n in reads), reads
         lat = [first_task_running_ms(stub) for _ in range(a.jobs)]
+        fed_small = federation_rate(stub, 2000, 100)
+        fed_large = federation_rate(stub, 50, 1 << 20)
         lr = published_hetero_lr(stub)
     up_s, read_s = statistics.median(up), statistics.median(t for t, _ in reads)
     res.update(upload_seconds=up, upload_rows_per_s=a.rows / up_s, upload_mb_per_s=len(data) / up_s / 1e6,
                read_seconds=[t for t, _ in reads], read_rows_per_s=a.rows / read_s,
                submit_to_first_task_running_ms={"p50": statistics.median(lat), "max": max(lat), "n": len(lat)})
     res["published_hetero_lr"] = lr
+    res["federation_small"], res["federation_large"] = fed_small, fed_large
+    print(f"federation guest -> host: {fed_small.get('messages_per_s', 0):,.0f} messages/s (100 B each);"
+          f" {fed_large.get('mb_per_s', 0):,.1f} MB/s (1 MiB objects)")
     print(f"FATE's published hetero LR (as written): {lr['status']}, {lr['wall_seconds']:.1f} s wall, "
           f"{lr['iterations']} iterations at {lr['seconds_per_iteration'] or 0:.2f} s each; evaluation {lr['evaluation']}")
     print(f"upload {a.rows:,} rows ({len(data) / 1e6:.0f} MB): median {up_s:.2f} s = {res['upload_rows_per_s']:,.0f} rows/s,"

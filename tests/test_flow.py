@@ -285,3 +285,23 @@ def test_a_party_with_labelled_nodes_runs_only_there(server_factory, tmp_path):
             "fate.party": "10000"}
     finally:
         close_all()
+
+
+def test_retention_purges_old_finished_jobs_but_not_uploaded_tables(server_factory):
+    s = server_factory("--retain", "2s")
+    stub = flow(s)
+    with_tables(stub)
+    dsl, conf = two_party_job()
+    job = stub.SubmitJob(pb.SubmitJobRequest(dsl_json=dsl, conf_json=conf))
+    assert wait_job(stub, job.job_id).status == J.FLOW_JOB_STATUS_SUCCESS
+
+    def gone():
+        try:
+            stub.GetJob(pb.GetJobRequest(job_id=job.job_id))
+        except grpc.RpcError as e:
+            return e.code() == grpc.StatusCode.NOT_FOUND
+    wait_for(gone, 60, what="the finished job to be purged")
+    assert not tasks_of(stub, job.job_id)
+    assert stub.GetTable(pb.GetTableRequest(namespace="experiment", name="breast_hetero_guest")).count == 569
+    assert not stub.GetTable(pb.GetTableRequest(namespace=f"output_data_{job.job_id}",
+                                                name="reader_0_guest_9999_data")).exist

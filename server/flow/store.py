@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from ..store import EXTRA_MIGRATIONS, Store
+from ..store import EXTRA_MIGRATIONS, PURGE_STEPS, Store
 from .model import FlowJob, FlowTask, JobStatus, TaskStatus
 
 
@@ -53,6 +53,26 @@ def _flow_v1(db) -> None:
 
 
 EXTRA_MIGRATIONS.setdefault("flow", []).append(_flow_v1)
+
+
+def purge_finished_jobs(store: Store, cutoff_ms: int, limit: int) -> list[tuple[str, tuple]]:
+    """Statements deleting up to a few jobs that ended before cutoff_ms, with their tasks, metrics,
+    messages and output tables (uploaded tables are the user's and stay). Run by server/retention.py."""
+    ids = tuple(r[0] for r in store.query(
+        "SELECT job_id FROM flow_jobs WHERE status IN (4, 5, 6, 7) AND end_time_ms > 0 AND end_time_ms < ?"
+        " ORDER BY end_time_ms LIMIT ?", (cutoff_ms, max(1, limit // 50))))
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    outputs = tuple(f"output_data_{j}" for j in ids)
+    return [(f"DELETE FROM flow_table_chunks WHERE namespace IN ({marks})", outputs),
+            (f"DELETE FROM flow_tables WHERE namespace IN ({marks})", outputs),
+            *[(f"DELETE FROM {table} WHERE job_id IN ({marks})", ids)
+              for table in ("flow_metrics", "flow_tasks", "flow_messages", "flow_uploads")],
+            (f"DELETE FROM flow_jobs WHERE job_id IN ({marks})", ids)]
+
+
+PURGE_STEPS.setdefault("flow_jobs", purge_finished_jobs)
 
 _JOB_COLS = ("job_id", "namespace", "job_type", "status", "dsl_json", "conf_json", "initiator_role", "initiator_party",
              "parties_json", "model_id", "model_version", "timeout_seconds", "description", "error", "progress",
