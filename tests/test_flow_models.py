@@ -353,3 +353,24 @@ def test_bad_input_over_grpc_is_a_clear_error(server):
         with pytest.raises(grpc.RpcError) as e:
             call()
         assert e.value.code() == code and text in e.value.details(), (text, e.value.details())
+
+
+def test_a_model_outlives_its_purged_train_job(server_factory):
+    """--retain purges ended jobs with their tasks; the model (copied out of them) stays and still predicts."""
+    from test_flow import wait_job
+
+    s = server_factory("--retain", "2s")
+    fc2, stub = sdk(s), flow(s)
+    dsl, conf = slow_job(0)
+    train = fc2.job.submit(conf, dsl)["jobId"]
+    assert wait_job(stub, train).status == pb.FLOW_JOB_STATUS_SUCCESS
+    model_id = f"guest-{GUEST}#host-{HOST}#model"
+    version = fc2.model.deploy(model_id, train)["data"]["model_version"]
+    wait_for(lambda: fc2.job.query(job_id=train)["data"] == [], timeout=30, interval=0.2,
+             what="the train job to be purged")
+    assert fc2.model.get_model_info(model_id=model_id, model_version=train)["retcode"] == 0
+    conf["job_parameters"] = {"common": {"model_id": model_id, "model_version": version}}
+    predict = fc2.job.submit(conf, fc2.model.get_predict_dsl(model_id, version)["data"])
+    assert predict["retcode"] == 0, predict
+    done = wait_job(stub, predict["jobId"])
+    assert done.status == pb.FLOW_JOB_STATUS_SUCCESS, done.error
