@@ -10,6 +10,7 @@ def cmd_agent(a) -> int:
     return run(AgentConfig(
         server=a.server.removeprefix("grpc://"), name=a.name, address=a.address, slots=a.slots,
         labels=key_values(a.label, "--label"), python_workers=a.python_workers, work_dir=a.work_dir,
+        data_dir=a.data_dir,
         task_paths=a.task_path or [], kill_grace=a.kill_grace, heartbeat=a.heartbeat, max_backoff=a.max_backoff,
         token=a.token if a.token is not None else env_token(), tls_ca=a.tls_ca if a.tls_ca is not None else env_tls_ca(),
         tls_cert=a.tls_cert, tls_key=a.tls_key))
@@ -58,6 +59,8 @@ def add_node_parser(sub) -> None:
     n.add_argument("--label", action="append", help="node label KEY=VALUE for node_selector (repeatable)")
     n.add_argument("--python-workers", type=int, default=1, help="warm Python workers (default 1)")
     n.add_argument("--work-dir", default="var/agent", help="working directory of command tasks (default ./var/agent)")
+    n.add_argument("--data-dir", default="var/data", metavar="DIR",
+                   help="Delta datasets this node holds; each entry becomes label delta.dataset.NAME=1 (default ./var/data)")
     n.add_argument("--task-path", action="append", help="extra sys.path entry for Python task modules")
     n.add_argument("--kill-grace", type=float, default=5.0, help="seconds between cancel and SIGKILL")
     n.add_argument("--heartbeat", type=float, default=0.0, metavar="SECONDS",

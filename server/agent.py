@@ -33,6 +33,7 @@ import psutil
 from taskhub.v1 import node_service_pb2 as pb
 from taskhub.v1 import node_service_pb2_grpc as svc_grpc
 
+from .delta.datasets import node_labels
 from .node.executor import Executor, Outcome, Run
 from .node.fence import FenceClient
 from .node.remote import run_from_start
@@ -50,6 +51,7 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     python_workers: int = 1
     work_dir: str = "var/agent"
+    data_dir: str = "var/data"      # Delta datasets this node holds (published as labels)
     task_paths: list[str] = field(default_factory=list)
     kill_grace: float = 5.0
     heartbeat: float = 0.0          # 0: as the server asks
@@ -134,6 +136,7 @@ class Agent:
         self.executor = Executor(self, python_workers=self.cfg.python_workers, work_dir=self.cfg.work_dir,
                                  instance=instance, kill_grace=self.cfg.kill_grace, task_paths=self.cfg.task_paths)
         self.executor.server_target = self.cfg.server  # tasks (FATE components) call back into the server
+        self.executor.data_dir = os.path.abspath(self.cfg.data_dir)
         self.fence = FenceClient(os.path.join(self.cfg.work_dir, ".taskhub-lease"), instance)
         self.fence.start()
         await self.executor.start()
@@ -264,7 +267,8 @@ class Agent:
 
     def _registration(self) -> pb.Register:
         return pb.Register(
-            name=self.name, address=self.cfg.address, slots=self.slots, labels=self.cfg.labels,
+            name=self.name, address=self.cfg.address, slots=self.slots,
+            labels=node_labels(self.cfg.data_dir, self.cfg.labels),
             cpu_count=os.cpu_count() or 1, memory_mb=psutil.virtual_memory().total // (1 << 20),
             session=self.session,
             running=[pb.RunningTask(task_id=t, pid=r.pid, ppid=r.ppid, attempt=r.attempt) for t, r in self.runs.items()

@@ -11,13 +11,17 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, flow_service_pb2, flow_service_pb2_grpc,
+from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, delta_service_pb2, delta_service_pb2_grpc,
+                        flow_service_pb2, flow_service_pb2_grpc,
                         node_service_pb2, node_service_pb2_grpc, task_group_service_pb2, task_group_service_pb2_grpc,
                         task_service_pb2, task_service_pb2_grpc)
 
 from . import metrics
 from .api.auth_service import AuthService
 from .api.flow_service import FlowService
+from .api.delta_service import DeltaService
+from .delta.datasets import node_labels
+from .delta.service import DeltaTasks
 from .api.group_service import TaskGroupService
 from .api.node_service import NodeService
 from .api.task_service import TaskService
@@ -66,6 +70,8 @@ class ServerConfig:
     flow_model_dir: str = ""         # FATE model archives of model/store and model/restore; default <db dir>/models
     flow_components: dict[str, str] = field(default_factory=dict)  # DSL module -> package.module:Class
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    allow_delta: bool = False        # accept delta-task's own tasks (code: run only in workers)
+    data_dir: str = "var/data"       # Delta datasets the local node holds
 
 
 class Server:
@@ -87,6 +93,7 @@ class Server:
         model_dir = cfg.flow_model_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "models")
         self.flow_models = FlowModels(self.flow, ModelStore(self.store), model_dir)
         self.security = Security(cfg.security, self.store, self.engine, cfg.host, cfg.db)
+        self.delta = DeltaTasks(self.engine, cfg.allow_delta)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
@@ -128,8 +135,9 @@ class Server:
                                      instance=self.engine.instance, kill_grace=cfg.kill_grace,
                                      task_paths=cfg.task_paths)
             self.executor.server_target = f"{connect_host(cfg.host)}:{self.grpc_port}"
+            self.executor.data_dir = os.path.abspath(cfg.data_dir)
             await self.executor.start()
-            node = LocalNode(self.executor, cfg.slots or 8 * cores, labels=cfg.labels)
+            node = LocalNode(self.executor, cfg.slots or 8 * cores, labels=node_labels(cfg.data_dir, cfg.labels))
             self.engine.add_node(node)
             self._background.append(asyncio.create_task(self._sample(node)))
 
@@ -142,11 +150,13 @@ class Server:
         flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
             FlowService(self.flow, self.flow_data, self.federation, self.flow_models), self.grpc)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(self.security.authority), self.grpc)
+        delta_service_pb2_grpc.add_DeltaServiceServicer_to_server(DeltaService(self.delta), self.grpc)
         names = [auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
                  task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
                  node_service_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
                  task_group_service_pb2.DESCRIPTOR.services_by_name["TaskGroupService"].full_name,
-                 flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name]
+                 flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name,
+                 delta_service_pb2.DESCRIPTOR.services_by_name["DeltaService"].full_name]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
         await self.grpc.start()

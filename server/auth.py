@@ -114,6 +114,11 @@ RULES: dict[str, Rule] = {
     **{_F + m: Rule(SUBMITTER) for m in ("DeployModel", "ImportModel", "StoreModel", "RestoreModel", "MigrateModel",
                                          "LoadModel", "BindModel", "DeleteModel", "CreateTag", "UpdateTag",
                                          "DeleteTag", "TagModel")},
+    # Delta tasks: created by submitters; the exchange only by the running parts of a Delta task.
+    "/taskhub.v1.DeltaService/CreateDeltaTask": Rule(SUBMITTER, "namespace"),
+    "/taskhub.v1.DeltaService/StartDeltaClients": Rule(SUBMITTER, audit=False),
+    "/taskhub.v1.DeltaService/DeltaSend": Rule(SUBMITTER, audit=False),
+    "/taskhub.v1.DeltaService/DeltaReceive": Rule(SUBMITTER, audit=False),
 }
 
 # Open without a token: load balancers probe health; reflection only lists the public protos.

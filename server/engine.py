@@ -41,6 +41,8 @@ COLOCATE = "taskhub.colocate"
 OBSERVER = "taskhub.observer"
 # Annotation "1": a Python task that must not wait behind others for a worker (node/pool.py).
 DEDICATED_WORKER = "taskhub.dedicated_worker"
+# Annotation: the name of the one node the task may run on (a Delta task's client on a data holder).
+ON_NODE_NAMED = "taskhub.node"
 # Annotation: "keep" lets a command task go on running on an agent that lost the server (README, Leases).
 ON_DISCONNECT = "taskhub.on_disconnect"
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -64,6 +66,7 @@ class Engine:
         self.logs = LogBus(store, self.config.max_log_lines)
         self.run_env: Callable[[Task], dict[str, str]] | None = None  # extra environment of every run
         self.tasks: dict[int, Task] = {}          # every unfinished task (and finished ones until committed)
+        self._by_uid: dict[str, int] = {}         # uid -> id of each task in self.tasks (reads by uid see them)
         self.nodes: dict[str, Node] = {}
         self._ready: list[tuple[int, int]] = []   # heap of (-priority, id)
         self._parked: dict[int, Task] = {}        # PENDING: no node could ever take it now
@@ -74,6 +77,9 @@ class Engine:
         self._schedule_scheduled = False
         self._watchers: dict[int, set[asyncio.Queue]] = {}
         self.observers: dict[str, Callable[[Task], None]] = {}
+        # Gates keep a task PENDING while one answers a reason ('' lets it through); a layer that
+        # waits on more than one node's labels (Delta's data holders) sets one, and calls kick().
+        self.gates: list[Callable[[Task], str]] = []
         self._list_watchers: set[_ListWatcher] = set()
         self._enders: dict[int, set[asyncio.Queue]] = {}
         self._next_id = 0
@@ -100,6 +106,7 @@ class Engine:
         killed = kill_orphans(self.instance)
         for task in leftovers:
             self.tasks[task.id] = task
+            self._by_uid[task.uid] = task.id
             self._colocate_add(task)
             st = task.status
             node = self.nodes.get(task.node)
@@ -290,6 +297,7 @@ class Engine:
         metrics.tasks_created(tasks)
         for t in tasks:
             self.tasks[t.id] = t
+            self._by_uid[t.uid] = t.id
             self._colocate_add(t)
             self.logs.known_empty(t.id)
             self._push(t)
@@ -299,7 +307,7 @@ class Engine:
 
     # ------------------------------------------------------------------ read
     def get(self, namespace: str, task_id: int = 0, uid: str = "") -> Task:
-        task = self.tasks.get(task_id) if task_id else None
+        task = self.tasks.get(task_id if task_id else self._by_uid.get(uid, 0))
         if task is None:
             task = self.store.get_task(task_id) if task_id else self.store.get_task_by_uid(uid)
         if task is None or not _in_namespace(task, namespace):
@@ -355,6 +363,7 @@ class Engine:
             if not task.terminal:
                 self._finish(task, S.CANCELLED, "deleted with force")
         self.tasks.pop(task.id, None)
+        self._by_uid.pop(task.uid, None)
         self._release(task)
         self.logs.forget(task.id)
         await self.store.writer.delete_task(task.id)
@@ -470,9 +479,15 @@ class Engine:
             need = task.spec.resources.slots
             reasons = []
             candidates = []
-            pinned = self._colocated_node(task) if task.spec.annotations else ""
+            gated = next((why for why in (gate(task) for gate in self.gates) if why), "")
+            if gated:
+                self._park(task, gated)
+                continue
+            colocated = self._colocated_node(task) if task.spec.annotations else ""
+            pinned = colocated or (task.spec.annotations.get(ON_NODE_NAMED, "") if task.spec.annotations else "")
             for n in nodes:
-                why = f"this task's group, which runs on {pinned}" if pinned and n.name != pinned else \
+                why = (f"this task's group, which runs on {pinned}" if colocated else f"the name {pinned}") \
+                    if pinned and n.name != pinned else \
                     n.fits(need, task.spec.node_selector, task.spec.resources.memory_mb)
                 if why:
                     reasons.append(f"{n.name} lacks {why}")
@@ -698,6 +713,7 @@ class Engine:
             live = self.tasks.get(snap.id)
             if live is not None and live.terminal and snap.id not in self._dirty:
                 del self.tasks[snap.id]
+                self._by_uid.pop(snap.uid, None)
             self._publish(snap)
             for q in self._enders.pop(snap.id, ()):
                 q.put_nowait(snap)

@@ -170,7 +170,8 @@ FLOW_SUBMITS = {"SubmitJob", "StopJob", "CleanQueue", "DeleteMetrics", "UploadDa
                 "StoreModel", "RestoreModel", "MigrateModel", "LoadModel", "BindModel", "DeleteModel", "CreateTag",
                 "UpdateTag", "DeleteTag", "TagModel"}
 READS = {"GetTask", "ListTasks", "TraceTask", "WaitTask", "WaitTasks", "WatchTasks", "WhoAmI"} | FLOW_READS
-SUBMITS = READS | {"CreateTask", "CreateTasks", "CancelTask", "DeleteTask", "DescribeModule"} | FLOW_SUBMITS
+DELTA_SUBMITS = {"CreateDeltaTask", "StartDeltaClients", "DeltaSend", "DeltaReceive"}
+SUBMITS = READS | {"CreateTask", "CreateTasks", "CancelTask", "DeleteTask", "DescribeModule"} | FLOW_SUBMITS | DELTA_SUBMITS
 
 
 def test_every_rpc_refuses_bad_callers_and_changes_nothing(authsrv):

@@ -1,17 +1,23 @@
 """Delta Node API (seed 000): /v1/task, /v1/task/{metadata,logs,result,list}.
 
 A built task travels as the multipart field `file`: a taskhub.v1.TaskSpec in protobuf binary
-form (what `client.delta.dump_task` writes), or as TaskSpec JSON. Reads find tasks by id in
+form (what `client.delta.dump_task` writes), or as TaskSpec JSON, or delta-task's own serialized
+task (`delta.serialize.dump_task`, a pickle: handed to DeltaService as bytes, never loaded here;
+its result is the pickle Delta's `get_result` reads). Reads find tasks by id in
 any namespace. Statuses fold to PENDING, RUNNING, FINISHED, ERROR.
 Errors: {"detail": "..."} with the matching HTTP status.
 """
 from __future__ import annotations
+
+import base64
 
 import grpc
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from taskhub.v1 import delta_service_pb2 as dpb
+from taskhub.v1 import delta_service_pb2_grpc as dsvc
 from taskhub.v1 import task_pb2 as pb
 from taskhub.v1 import task_service_pb2 as svc
 
@@ -20,6 +26,7 @@ from ..params import integer
 from .common import TERMINAL, TIMEOUT, status_name, stub
 
 ANY = "*"
+DELTA_ROLE = "delta.role"  # annotation of a Delta task's coordinator (server/delta/service.py)
 MAX_LIST = 10_000
 DELTA_STATUS = {
     pb.TASK_STATUS_RUNNING: "RUNNING", pb.TASK_STATUS_CANCELLING: "RUNNING", pb.TASK_STATUS_UNKNOWN: "RUNNING",
@@ -41,6 +48,11 @@ def metadata(task: pb.Task) -> dict:
     }
 
 
+def is_pickle(data: bytes) -> bool:
+    """delta-task's dump_task output: a pickle of protocol 2 or later (PROTO opcode first, STOP last)."""
+    return len(data) > 2 and data[0] == 0x80 and data.rstrip()[-1:] == b"."
+
+
 def parse_task(data: bytes) -> pb.TaskSpec:
     """A built task: TaskSpec as protobuf bytes, or as JSON."""
     if not data.strip():
@@ -58,6 +70,7 @@ def parse_task(data: bytes) -> pb.TaskSpec:
 
 def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
     tasks = stub(channel)
+    delta = dsvc.DeltaServiceStub(channel)
 
     async def get(task_id: int) -> pb.Task:
         return await tasks.GetTask(svc.GetTaskRequest(namespace=ANY, id=task_id), timeout=TIMEOUT)
@@ -77,6 +90,9 @@ def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
         if field is None:
             raise BadRequest("the multipart body has no field named 'file'")
         data = field.file.read() if hasattr(field, "file") else str(field).encode()
+        if is_pickle(data):
+            task = await delta.CreateDeltaTask(dpb.CreateDeltaTaskRequest(task=data), timeout=TIMEOUT)
+            return json_response({"task_id": task.id})
         spec = parse_task(data)
         task = await tasks.CreateTask(svc.CreateTaskRequest(
             spec=spec, request_id=request.headers.get("Idempotency-Key", "")), timeout=TIMEOUT)
@@ -110,6 +126,11 @@ def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
         if task.status not in TERMINAL:
             raise BadRequest(f"task {task.id} has not finished (it is {status_name(task.status)})",
                              C.FAILED_PRECONDITION)
+        if task.spec.annotations.get(DELTA_ROLE) == "coordinator":
+            if task.status != pb.TASK_STATUS_SUCCESS:
+                raise BadRequest(f"Delta task {task.id} ended {status_name(task.status)}: {task.error}",
+                                 C.FAILED_PRECONDITION)
+            return web.Response(body=base64.b64decode(task.result), content_type="application/octet-stream")
         return web.Response(body=task.result.encode(), content_type="application/octet-stream")
 
     @answers(render)

@@ -1,7 +1,10 @@
 """The federation channel: objects one party's component task sends to another party of the same job.
 
 Messages are keyed (job, name, tag, source party, destination party) and stored durably, so a
-retried task reads again what it was sent; memory holds only the waiters. A task may only send
+retried task reads again what it was sent. A send is acknowledged once it is queued for the
+store (a crash before that commit re-runs the sender, which sends again); until committed, and
+then while they fit in MEMORY_BYTES, payloads are also served from memory, so an exchange costs
+no store read. A task may only send
 as, and read for, its own party of its own job. Waiters are woken when the message arrives, and
 fail when the job ends (cancelled, or failed because a peer failed), so nobody waits forever.
 """
@@ -14,6 +17,7 @@ from .data import FlowData
 from .model import FlowJob
 
 MAX_PAYLOAD = 64 << 20
+MEMORY_BYTES = 64 << 20   # committed payloads kept for readers beyond this are read from the store
 
 
 class NotYet(errors.DeadlineExceeded):
@@ -25,6 +29,9 @@ class Federation:
         self.data = data
         self.fstore = data.fstore
         self._waiters: dict[tuple, list[asyncio.Future]] = {}
+        self._recent: dict[tuple, bytes] = {}     # payloads by key, oldest first (insertion order)
+        self._pending: set[tuple] = set()         # keys not committed yet: never evicted
+        self._recent_bytes = 0
         data.jobs.on_job_end.append(self._job_ended)
 
     @staticmethod
@@ -40,7 +47,9 @@ class Federation:
             raise errors.InvalidArgument(f"a federation message is at most {MAX_PAYLOAD} bytes")
         self._check_party(job, dst_role, dst_party, "destination")
         key = (job.job_id, name, tag, (t.role, t.party_id), (dst_role, dst_party))
-        await self.fstore.put_message(*key, payload)
+        self._remember(key, payload)
+        self._pending.add(key)
+        self.fstore.put_message(*key, payload).add_done_callback(lambda _: self._committed(key))
         for f in self._waiters.pop(key, ()):
             if not f.done():
                 f.set_result(None)
@@ -53,7 +62,9 @@ class Federation:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout if timeout > 0 else 1e9)
         while True:
-            payload = await loop.run_in_executor(None, self.fstore.get_message, *key)
+            payload = self._recent.get(key)
+            if payload is None:
+                payload = await loop.run_in_executor(None, self.fstore.get_message, *key)
             if payload is not None:
                 return payload
             if job.terminal:
@@ -72,7 +83,25 @@ class Federation:
                     if not waiters:
                         del self._waiters[key]
 
+    def _remember(self, key: tuple, payload: bytes) -> None:
+        old = self._recent.pop(key, None)
+        self._recent_bytes -= len(old) if old is not None else 0
+        self._recent[key] = payload
+        self._recent_bytes += len(payload)
+
+    def _committed(self, key: tuple) -> None:
+        self._pending.discard(key)
+        if key[0] not in self.data.jobs.jobs and key in self._recent:   # its job ended meanwhile
+            self._recent_bytes -= len(self._recent.pop(key))
+        for k in list(self._recent):   # oldest first; uncommitted ones must stay
+            if self._recent_bytes <= MEMORY_BYTES:
+                break
+            if k not in self._pending:
+                self._recent_bytes -= len(self._recent.pop(k))
+
     def _job_ended(self, job: FlowJob) -> None:
+        for k in [k for k in self._recent if k[0] == job.job_id and k not in self._pending]:
+            self._recent_bytes -= len(self._recent.pop(k))
         for key in [k for k in self._waiters if k[0] == job.job_id]:
             for f in self._waiters.pop(key):
                 if not f.done():

@@ -72,6 +72,7 @@ class Executor:
         self.spawner = SpawnerClient(instance, work_dir, events.on_running, events.on_log, self._command_done)
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self.server_target = ""   # gRPC address tasks use to call back (TASKHUB_SERVER), set by the owner
+        self.data_dir = ""        # this node's Delta datasets (TASKHUB_DATA_DIR), set by the owner
         os.makedirs(work_dir, exist_ok=True)
 
     async def start(self) -> None:
@@ -89,6 +90,8 @@ class Executor:
             env = {**env, "TASKHUB_ATTEMPT": str(run.attempt)}
         if self.server_target and "TASKHUB_SERVER" not in env:
             env = {**env, "TASKHUB_SERVER": self.server_target}
+        if self.data_dir:
+            env = {**env, "TASKHUB_DATA_DIR": self.data_dir}
         if run.type == TaskType.COMMAND:
             self.commands[run.task_id] = run
             if run.keep_on_disconnect:  # the agent's fence (fence.py) leaves it alone

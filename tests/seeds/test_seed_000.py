@@ -1,9 +1,9 @@
 """Seed 000 (Delta Node API) with Delta's own SDK: delta-task 0.8.3's `DeltaNode` against taskhub.
 
 Each example is the seed's code, with DELTA_NODE_API pointing at the test server's gateway.
-The seed's `Example` is a Delta task (a HorizontalAnalytics subclass) that its user builds; taskhub
-does not run delta-task's own tasks yet, so the three examples as written are expected failures
-until issue "Delta face II: real delta-task tasks run on taskhub" is done.
+The seed's `Example` is a Delta task (a HorizontalAnalytics subclass) that its user builds; it runs
+on a server started with --allow-delta, its map step on the local node, which holds the data set
+in its --data-dir (tests/test_delta_tasks.py runs Delta tasks across agents).
 
 Tracing and waiting already work for any task taskhub runs: those are tested with Delta's
 DeltaNode on tasks created through taskhub (its own DeltaNode face, the same POST /v1/task).
@@ -18,13 +18,12 @@ import delta.dataset
 import pytest
 from delta.delta_node import DeltaNode
 from delta.task import HorizontalAnalytics
+from conftest import ServerProcess
 from seedlib import ok_json, send
 
 from client import CommandTask
 from client import DeltaNode as TaskhubDeltaNode
 
-DELTA_FACE_II = pytest.mark.xfail(
-    reason='waiting on issue "Delta face II: real delta-task tasks run on taskhub"', strict=False)
 LINE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)  (.*)")  # the seed's 命令行输出: "2022-05-24 03:43:06  message"
 
 
@@ -47,11 +46,15 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.fixture(scope="module")
-def delta_api(server) -> str:
-    """DELTA_NODE_API: the test server's gateway, with the data set Example reads. Where a node keeps
-    Delta's data sets is for "Delta face II" to settle; here it is the server's working directory."""
-    (server.workdir / "wages.csv").write_text("wage\n100\n200\n600\n")
-    return server.http_url
+def delta_api(tmp_path_factory) -> str:
+    """DELTA_NODE_API: the gateway of a server that accepts Delta tasks, whose local node holds the
+    data set Example reads in its data directory."""
+    workdir = tmp_path_factory.mktemp("seed000")
+    (workdir / "data").mkdir()
+    (workdir / "data" / "wages.csv").write_text("wage\n100\n200\n600\n")
+    server = ServerProcess(workdir, ["--allow-delta", "--data-dir", str(workdir / "data")]).start()
+    yield server.http_url
+    server.close()
 
 
 def seed_lines(text: str) -> list[str]:
@@ -64,7 +67,6 @@ def seed_lines(text: str) -> list[str]:
 
 
 # -- the seed's examples, as written ------------------------------------------------------------
-@DELTA_FACE_II
 def test_create_task(delta_api):
     """create_task - 创建任务: returns the task's id, an int."""
     task = Example().build()
@@ -76,7 +78,6 @@ def test_create_task(delta_api):
     assert meta["id"] == task_id and meta["name"] == "wage_avg"
 
 
-@DELTA_FACE_II
 def test_trace(delta_api, capsys):
     """trace - 跟踪任务日志: prints the log until the task ends; True when it succeeded."""
     task = Example().build()
@@ -87,7 +88,6 @@ def test_trace(delta_api, capsys):
     seed_lines(capsys.readouterr().out)
 
 
-@DELTA_FACE_II
 def test_wait(delta_api):
     """wait - 等待任务结束: blocks until the task ends; True when it succeeded."""
     task = Example().build()
@@ -95,6 +95,7 @@ def test_wait(delta_api):
     delta_node = DeltaNode(DELTA_NODE_API)
     task_id = delta_node.create_task(task)
     assert delta_node.wait(task_id) is True
+    assert list(delta_node.get_result(task_id)) == [300.0]  # the mean wage
 
 
 # -- Delta's trace and wait on tasks created through taskhub ------------------------------------
