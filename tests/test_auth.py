@@ -215,7 +215,10 @@ def test_refusals_are_in_the_audit_log_with_who_and_what(authsrv):
     task = authsrv.client(authsrv.tokens[SUBMITTER]).create_task(argv=["true"])
     assert task.spec.namespace == "team-a"  # a one-namespace token's namespace is the default
     assert task.spec.annotations["taskhub.token"].startswith("submitter-team-a (")
-    entries = authsrv.auth.ListAudit(apb.ListAuditRequest(limit=1000), metadata=authsrv.md()).entries
+    def audited():  # audit rows are written behind the calls they record (never slowing them)
+        entries = authsrv.auth.ListAudit(apb.ListAuditRequest(limit=1000), metadata=authsrv.md()).entries
+        return entries if any(e.allowed and e.tasks == str(task.id) for e in entries) else None
+    entries = wait_for(audited, 30, what="the create's audit row")
     refused = [e for e in entries if not e.allowed and e.method.endswith("/CreateTask") and e.token_name == "reader-team-a"]
     assert refused and "needs submitter" in refused[0].reason and refused[0].namespace == ""
     created = [e for e in entries if e.allowed and e.tasks == str(task.id)]
