@@ -25,6 +25,7 @@ def cmd_serve(a) -> int:
         allowed_modules=a.allow_module if a.allow_module is not None else ["starter"],
         kill_grace=a.kill_grace, work_dir=a.work_dir, task_paths=a.task_path or [], labels=key_values(a.label, "--label"),
         node_timeout=a.node_timeout, flow_max_jobs=a.flow_max_jobs, flow_data_dir=a.flow_data_dir,
+        flow_model_dir=a.flow_model_dir,
         flow_components=key_values(a.flow_component, "--flow-component"), security=security,
         lease_grace=a.lease_grace, retain=a.retain, max_queued=a.max_queued, max_log_lines=a.max_log_lines,
         allow_delta=a.allow_delta, data_dir=a.data_dir,
@@ -165,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Delta datasets the local node holds (default ./var/data)")
     s.add_argument("--flow-data-dir", default="", metavar="DIR",
                    help="the only directory FATE uploads/downloads may name server-side files in (default <db dir>/data)")
+    s.add_argument("--flow-model-dir", default="", metavar="DIR",
+                   help="where model/store saves FATE model archives and model/restore reads them (default <db dir>/models)")
     s.add_argument("--flow-component", action="append", metavar="MODULE=package.module:Class",
                    help="a FATE component plug-in for DSL module MODULE (under an --allow-module prefix; repeatable)")
     sec = s.add_argument_group("security (README: Security)")

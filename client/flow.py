@@ -7,7 +7,7 @@
 Nouns and functions are the seed's (job, component, data, task, model, tag, table, queue) and
 answers are FATE's dicts: {"retcode", "retmsg", "data"?, "jobId"?, "meta"?}, with the same
 retcodes as the HTTP family (client/flow_rows.py holds the shared shapes). A conf or DSL may be
-given as a file path or as a dict. Model and tag functions come in a later issue.
+given as a file path or as a dict. Model and tag nouns are in client/flow_models.py.
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from .client import TaskhubClient
 
 CHUNK = 1 << 20
 MAX_ROWS = 10_000
-LATER = "is not implemented yet in taskhub: model and tag functions come in a later issue"
 
 
 def answer(data: Any = None, retcode: int = rows.SUCCESS, retmsg: str = "success", job_id: str | None = None,
@@ -186,8 +185,9 @@ class Job(_Noun):
             return answer(retcode=rows.ARGUMENT, retmsg="find data view failed")
         return answer(views)
 
-    def generate_dsl(self, train_dsl_path, cpn_file_path=None, cpn_list=None):
-        raise NotImplementedError(f"job.generate_dsl {LATER}")
+    def generate_dsl(self, train_dsl_path, cpn_file_path=None, cpn_list=None, version="2"):
+        from .flow_models import generate_dsl
+        return generate_dsl(self, train_dsl_path, cpn_file_path, cpn_list, version)
 
 
 class Component(_Noun):
@@ -361,28 +361,6 @@ class Queue(_Noun):
         return answer({job_id: 0 for job_id in cleaned.job_ids})
 
 
-def _later(noun: str, name: str):
-    def fn(self, *args, **kwargs):
-        raise NotImplementedError(f"{noun}.{name} {LATER}")
-    fn.__name__ = name
-    return fn
-
-
-class Model(_Noun):
-    pass
-
-
-class Tag(_Noun):
-    pass
-
-
-for _name in ("load", "bind", "export_model", "import_model", "migrate", "tag_list", "tag_model", "deploy",
-              "get_predict_dsl", "get_predict_conf", "get_model_info"):
-    setattr(Model, _name, _later("model", _name))
-for _name in ("create", "update", "list", "query", "delete"):
-    setattr(Tag, _name, _later("tag", _name))
-
-
 class FlowClient:
     """FlowClient("127.0.0.1", 50051) or FlowClient("127.0.0.1:50051"): FATE Flow's SDK over gRPC."""
 
@@ -396,6 +374,7 @@ class FlowClient:
         self.taskhub = taskhub or TaskhubClient(target, timeout=timeout, token=token, tls_ca=tls_ca)
         self.timeout = timeout
         self.job, self.component, self.data, self.task = Job(self), Component(self), Data(self), Task(self)
+        from .flow_models import Model, Tag  # they build on this module's helpers
         self.model, self.tag, self.table, self.queue = Model(self), Tag(self), Table(self), Queue(self)
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from .cli_support import DEFAULT_SERVER, add_connection_flags, connect
+from .flow_models_cli import COMMANDS as FLOW_MODEL_COMMANDS
 
 
 def _ids(p, *, job=False, role=False, party=False, cpn=False, status=False, required=False) -> None:
@@ -93,6 +94,7 @@ COMMANDS += [
      lambda c, a: c.table.delete(a.namespace, a.table_name, a.job_id, a.role, a.party_id, a.component_name)),
     ("queue", "clean", "cancel every job waiting in the queue", lambda p: None, lambda c, a: c.queue.clean()),
 ]
+COMMANDS += FLOW_MODEL_COMMANDS  # model and tag verbs, job dsl (client/flow_models_cli.py)
 
 
 def cmd_flow(a) -> int:
@@ -104,7 +106,7 @@ def cmd_flow(a) -> int:
 
 
 def add_flow_parser(sub) -> None:
-    f = sub.add_parser("flow", help="FATE Flow jobs, tasks, components, data, tables and queue (seed 004)")
+    f = sub.add_parser("flow", help="FATE Flow jobs, tasks, components, data, tables, queue, models and tags (seed 004)")
     f.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")
     add_connection_flags(f)
     nouns = f.add_subparsers(dest="flow_noun", required=True, metavar="NOUN")

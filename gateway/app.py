@@ -18,11 +18,11 @@ from aiohttp import web
 from . import credentials, fate_auth, metrics, openapi, transcode, ui
 from .fate_auth import FateVerifier
 from .errors import last_resort
-from .families import aaas, delta, fate, hugegraph, taskgroups
+from .families import aaas, delta, fate, fate_models, hugegraph, taskgroups
 
 log = logging.getLogger("taskhub.gateway")
 
-FAMILIES = (aaas, hugegraph, delta, taskgroups, fate)
+FAMILIES = (aaas, hugegraph, delta, taskgroups, fate, fate_models)
 MAX_BODY = 64 << 20
 
 

@@ -29,6 +29,8 @@ from .engine import Engine, EngineConfig
 from .flow.data import FlowData
 from .flow.federation import Federation
 from .flow.jobs import FlowJobs
+from .flow.model_store import ModelStore
+from .flow.models import FlowModels
 from .flow.registry import Registry
 from .flow.store import FlowStore
 from .groups import TaskGroups
@@ -65,6 +67,7 @@ class ServerConfig:
     max_log_lines: int = 1_000_000   # per task
     flow_max_jobs: int = 4           # FATE jobs running at once; more wait in the queue
     flow_data_dir: str = ""          # server-side files of FATE uploads/downloads; default <db dir>/data
+    flow_model_dir: str = ""         # FATE model archives of model/store and model/restore; default <db dir>/models
     flow_components: dict[str, str] = field(default_factory=dict)  # DSL module -> package.module:Class
     security: SecurityConfig = field(default_factory=SecurityConfig)
     allow_delta: bool = False        # accept delta-task's own tasks (code: run only in workers)
@@ -87,6 +90,8 @@ class Server:
         self.flow = FlowJobs(self.engine, fstore, Registry(cfg.flow_components, cfg.allowed_modules), cfg.flow_max_jobs)
         self.flow_data = FlowData(self.flow, fstore, data_dir)
         self.federation = Federation(self.flow_data)
+        model_dir = cfg.flow_model_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "models")
+        self.flow_models = FlowModels(self.flow, ModelStore(self.store), model_dir)
         self.security = Security(cfg.security, self.store, self.engine, cfg.host, cfg.db)
         self.delta = DeltaTasks(self.engine, cfg.allow_delta)
         self.executor: Executor | None = None
@@ -143,7 +148,7 @@ class Server:
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes), self.grpc)
         task_group_service_pb2_grpc.add_TaskGroupServiceServicer_to_server(TaskGroupService(self.groups), self.grpc)
         flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
-            FlowService(self.flow, self.flow_data, self.federation), self.grpc)
+            FlowService(self.flow, self.flow_data, self.federation, self.flow_models), self.grpc)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(self.security.authority), self.grpc)
         delta_service_pb2_grpc.add_DeltaServiceServicer_to_server(DeltaService(self.delta), self.grpc)
         names = [auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,

@@ -108,6 +108,12 @@ RULES: dict[str, Rule] = {
     _F + "PutTracking": Rule(SUBMITTER, audit=False),
     _F + "FederationSend": Rule(SUBMITTER, audit=False),
     _F + "FederationReceive": Rule(SUBMITTER, audit=False),
+    # FATE models and tags: reads for readers, changes for submitters.
+    **{_F + m: Rule(READER) for m in ("ListModels", "GetPredictDsl", "GetPredictConf", "ExportModel", "ListTags",
+                                      "ListTaggedModels", "ListModelTags", "GenerateDsl")},
+    **{_F + m: Rule(SUBMITTER) for m in ("DeployModel", "ImportModel", "StoreModel", "RestoreModel", "MigrateModel",
+                                         "LoadModel", "BindModel", "DeleteModel", "CreateTag", "UpdateTag",
+                                         "DeleteTag", "TagModel")},
     # Delta tasks: created by submitters; the exchange only by the running parts of a Delta task.
     "/taskhub.v1.DeltaService/CreateDeltaTask": Rule(SUBMITTER, "namespace"),
     "/taskhub.v1.DeltaService/StartDeltaClients": Rule(SUBMITTER, audit=False),

@@ -163,9 +163,12 @@ WRONG_ROLE = {READER: NODE, SUBMITTER: READER, ADMIN: SUBMITTER, NODE: ADMIN}
 # The roles as the issue states them, independent of RULES: a reader only reads tasks; a
 # submitter only works on tasks (and module descriptions); the rest is admin's (or a node's).
 FLOW_READS = {"GetJob", "ListJobs", "WatchJob", "TraceJob", "ListFlowTasks", "ListComponents", "GetComponentOutput",
-              "UploadHistory", "GetTable", "ReadTable"}
+              "UploadHistory", "GetTable", "ReadTable", "ListModels", "GetPredictDsl", "GetPredictConf", "ExportModel",
+              "ListTags", "ListTaggedModels", "ListModelTags", "GenerateDsl"}
 FLOW_SUBMITS = {"SubmitJob", "StopJob", "CleanQueue", "DeleteMetrics", "UploadData", "DownloadData", "DeleteTable",
-                "WriteTable", "PutTracking", "FederationSend", "FederationReceive"}
+                "WriteTable", "PutTracking", "FederationSend", "FederationReceive", "DeployModel", "ImportModel",
+                "StoreModel", "RestoreModel", "MigrateModel", "LoadModel", "BindModel", "DeleteModel", "CreateTag",
+                "UpdateTag", "DeleteTag", "TagModel"}
 READS = {"GetTask", "ListTasks", "TraceTask", "WaitTask", "WaitTasks", "WatchTasks", "WhoAmI"} | FLOW_READS
 DELTA_SUBMITS = {"CreateDeltaTask", "StartDeltaClients", "DeltaSend", "DeltaReceive"}
 SUBMITS = READS | {"CreateTask", "CreateTasks", "CancelTask", "DeleteTask", "DescribeModule"} | FLOW_SUBMITS | DELTA_SUBMITS
@@ -311,6 +314,22 @@ HTTP_SAMPLES = {
     ("DELETE", "/v1/flow/tables/{v0}/{v1}"): ("/v1/flow/tables/n/t", None),
     ("GET", "/v1/flow/tables/{v0}/{v1}/rows"): ("/v1/flow/tables/n/t/rows", None),
 }
+# FlowService's model and tag RPCs (transcoded).
+_MODEL = {"model_id": "m", "model_version": "1"}
+HTTP_SAMPLES.update({
+    ("GET", "/v1/flow/models"): ("/v1/flow/models", None),
+    ("GET", "/v1/flow/models:predictDsl"): ("/v1/flow/models:predictDsl?model_id=m&model_version=1", None),
+    ("GET", "/v1/flow/models:predictConf"): ("/v1/flow/models:predictConf?model_id=m&model_version=1", None),
+    ("GET", "/v1/flow/models:export"): ("/v1/flow/models:export?model_id=m&model_version=1", None),
+    ("GET", "/v1/flow/models/tags"): ("/v1/flow/models/tags", None),
+    ("GET", "/v1/flow/models/tags:models"): ("/v1/flow/models/tags:models?name=t", None),
+    ("GET", "/v1/flow/models:tags"): ("/v1/flow/models:tags?job_id=1", None),
+    **{("POST", f"/v1/flow/models{verb}"): (f"/v1/flow/models{verb}", body) for verb, body in {
+        ":deploy": _MODEL, ":store": {"model": _MODEL}, ":restore": _MODEL, ":migrate": _MODEL, ":load": _MODEL,
+        ":bind": {"model": _MODEL, "service_id": "s"}, ":delete": _MODEL, "/tags": {"name": "t"},
+        "/tags:update": {"name": "t"}, "/tags:delete": {"name": "t"}, ":tag": {"job_id": "1", "tag": "t"},
+        ":generateDsl": {"train_dsl_json": "{}"}}.items()},
+})
 # FATE Flow's routes (gateway/families/fate*.py).
 _JOB, _CPN = {"job_id": "1"}, {"job_id": "1", "component_name": "c"}
 _TABLE = {"namespace": "n", "table_name": "t"}
@@ -332,7 +351,8 @@ HTTP_SAMPLES.update({("POST", f"/v1/{path}"): (f"/v1/{path}", body) for path, bo
 HTTP_SAMPLES.update({
     ("GET", "/v1/tracking/component/output/data/download"): ("/v1/tracking/component/output/data/download", _CPN),
     ("POST", "/v1/model/{tail}"): ("/v1/model/load", _JOB),
-    ("GET", "/v1/model/{tail}"): ("/v1/model/export", None),
+    ("GET", "/v1/model/{tail}"): ("/v1/model/export", {"model_id": "m", "model_version": "1", "role": "guest",
+                                                       "party_id": 1}),
 })
 FATE_PREFIXES = ("/v1/job/", "/v1/log/", "/v1/tracking/", "/v1/data/", "/v1/table/", "/v1/model/")
 # Served without a token even with --auth: the dashboard's static files (a browser loads a page

@@ -302,12 +302,13 @@ def test_bad_input_gets_fate_retcodes(fc, namespace, tmp_path):
                        ("data/upload", b'{"namespace": "x"}'), ("table/table_info", b"{}")):
         raw = http("POST", base + path, body, {"Content-Type": "application/json"})
         assert raw.status == 200 and raw.json()["retcode"] == 101 and raw.json()["retmsg"], (path, raw)
-    later = http("POST", base + "model/load", {"job_id": unknown}, {"Content-Type": "application/json"})
-    assert later.status == 200 and later.json()["retcode"] != 0 and "not implemented" in later.json()["retmsg"]
-    generate = fc.job.generate_dsl(dsl, ["reader_0"])
-    assert generate["retcode"] == 100 and "not implemented" in generate["retmsg"]
-    tag = fc.tag.list()
-    assert tag["retcode"] != 0 and "not implemented" in tag["retmsg"]
+    no_model = http("POST", base + "model/load", {"job_id": unknown}, {"Content-Type": "application/json"})
+    assert no_model.status == 200 and no_model.json()["retcode"] == 101 and "can not be found" in no_model.json()["retmsg"]
+    unsupported = http("POST", base + "model/homo/convert", {}, {"Content-Type": "application/json"})
+    assert unsupported.json()["retcode"] == 100 and "not currently supported" in unsupported.json()["retmsg"]
+    generated = fc.job.generate_dsl(dsl, ["reader_0"])
+    assert generated["retcode"] == 0 and generated["data"] == {"components": {"reader_0": {
+        "module": "Reader", "output": {"data": ["data"]}}}}
 
 
 def test_upload_history_job_and_server_side_file(fc, server, namespace):

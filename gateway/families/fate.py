@@ -21,7 +21,7 @@ from ..errors import BadRequest
 from . import fate_data, fate_tracking
 from .common import TIMEOUT
 from .fate_files import TarDraft
-from .fate_wire import ARGUMENT, DATA, EXCEPTION, body_of, download_route, envelope, integer, names, party, route, \
+from .fate_wire import ARGUMENT, DATA, body_of, download_route, envelope, integer, names, party, route, \
     text
 
 MAX_ROWS = 10_000
@@ -207,14 +207,6 @@ def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
         cleaned = await flow.CleanQueue(fpb.CleanQueueRequest(), timeout=TIMEOUT)
         return envelope({job_id: 0 for job_id in cleaned.job_ids})
 
-    @route()
-    async def not_implemented(request: web.Request) -> web.Response:
-        # These routes will read jobs: until they exist, a caller is still checked as a reader of them.
-        await flow.ListJobs(fpb.ListJobsRequest(limit=1), timeout=TIMEOUT)
-        path = request.path.removeprefix("/v1/")
-        return envelope(retcode=EXCEPTION, retmsg=f"{path} is not implemented yet in taskhub: models, tags and "
-                                                  f"predict DSLs come in a later issue")
-
     routes = [
         ("POST", "/v1/job/submit", submit),
         ("POST", "/v1/job/stop", stop),
@@ -230,9 +222,6 @@ def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
         ("POST", "/v1/log/cat", log_cat),
         *fate_tracking.routes(flow),
         *fate_data.routes(flow),
-        ("POST", "/v1/job/dsl/generate", not_implemented),
-        ("POST", "/v1/model/{tail:.*}", not_implemented),
-        ("GET", "/v1/model/{tail:.*}", not_implemented),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)

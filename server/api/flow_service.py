@@ -15,6 +15,7 @@ from ..flow.jobs import FlowJobs
 from ..flow.model import FlowJob, FlowTask, JobStatus
 from ..flow.tables import aiter_lines
 from .errors import mapped
+from .flow_models_service import FlowModelMethods
 
 
 def job_to_proto(job: FlowJob, queue_position: int = 0) -> pb.FlowJob:
@@ -46,9 +47,10 @@ def table_to_proto(info: dict | None, namespace: str = "", name: str = "") -> pb
         output_name=info["output_name"])
 
 
-class FlowService(pb_grpc.FlowServiceServicer):
-    def __init__(self, jobs: FlowJobs, data: FlowData, federation: Federation):
+class FlowService(FlowModelMethods, pb_grpc.FlowServiceServicer):
+    def __init__(self, jobs: FlowJobs, data: FlowData, federation: Federation, models=None):
         self.jobs = jobs
+        self.models = models
         self.data = data
         self.federation = federation
 

@@ -288,7 +288,9 @@ def _job_parameters(plan: Plan) -> None:
     common = common or {}
     if not isinstance(common, dict):
         raise errors.InvalidArgument("conf.job_parameters.common must be an object")
-    plan.job_type = str(common.get("job_type", "train"))
+    # FATE's published predict confs name a model but no job_type: naming a model makes a predict job.
+    names_model = bool(common.get("model_id")) and bool(common.get("model_version"))
+    plan.job_type = str(common.get("job_type", "predict" if names_model else "train"))
     if plan.job_type not in ("train", "predict"):
         raise errors.InvalidArgument(f"job_type must be train or predict, got {plan.job_type!r}")
     try:

@@ -88,7 +88,11 @@ class FlowJobs:
         self._watchers: dict[str, set[asyncio.Queue]] = {}
         self._changes: dict[str, list[asyncio.Future]] = {}
         self._advancing: dict[str, asyncio.Lock] = {}
-        self.on_job_end: list = []                 # callbacks(job) (federation clean-up)
+        self.on_job_end: list = []                 # callbacks(job) (federation clean-up, models)
+        # Set by server/flow/models.py: a deployed model's component model for a predict task, and
+        # the submit-time check that a predict job's model has what its DSL reads.
+        self.model_source = None                   # (model_id, version, component, role, party) -> dict | None
+        self.model_check = None                    # (plan) -> None, or raises InvalidArgument
         engine.observers[OBSERVER_NAME] = self._on_taskhub_change
 
     # ------------------------------------------------------------------ life
@@ -133,6 +137,8 @@ class FlowJobs:
     # ------------------------------------------------------------------ submit
     async def submit(self, dsl_json: str, conf_json: str, namespace: str = "") -> FlowJob:
         plan = dsl.parse(dsl_json, conf_json, self.registry.modules)
+        if plan.job_type == "predict" and self.model_check is not None:
+            self.model_check(plan)
         namespace = namespace or DEFAULT_NAMESPACE
         self.engine.validate(TaskSpec(type=TaskType.PYTHON, namespace=namespace, callable=RUNTIME), trusted=True)
         ts = now_ms()
@@ -288,14 +294,17 @@ class FlowJobs:
                     if info["output_name"] == output:
                         tables.append({"namespace": info["namespace"], "name": info["name"]})
             inputs[key] = tables
-        models = {key: [{"job_id": job.job_id, "component": up, "output": output} for up, output in refs]
+        models = {key: [self._model_ref(job, up, output, t) for up, output in refs]
                   for key, refs in c.model_inputs.items()}
+        models = {key: [m for m in refs if m is not None] for key, refs in models.items()}
         entry = self.registry.get(c.module)
+        job_parameters = plan.job_parameters(t.role, t.party_id)
+        job_parameters.setdefault("job_type", plan.job_type)  # a predict conf may leave it implied
         spec_input = {
             "job_id": job.job_id, "component": c.name, "module": c.module, "component_class": entry.path,
             "role": t.role, "party_id": t.party_id, "roles": plan.roles,
             "params": plan.params(c.name, t.role, t.party_id),
-            "job_parameters": plan.job_parameters(t.role, t.party_id), "inputs": inputs, "models": models,
+            "job_parameters": job_parameters, "inputs": inputs, "models": models,
         }
         selector = {PARTY_LABEL: str(t.party_id)} if self._party_has_nodes(t.party_id) else {}
         return TaskSpec(
@@ -305,6 +314,16 @@ class FlowJobs:
             # The parties of a job wait on each other (federation): none may queue behind a busy worker.
             annotations={OBSERVER: OBSERVER_NAME, DEDICATED_WORKER: "1", JOB_ANNOTATION: job.job_id, "fate.component": c.name,
                          "fate.role": t.role, "fate.party_id": str(t.party_id)})
+
+    def _model_ref(self, job: FlowJob, up: str, output: str, t: FlowTask) -> dict | None:
+        """A model input: another component of this job (read by the task through GetComponentOutput),
+        or `pipeline.<cpn>` of a predict job's model, handed over whole (None when the model has no
+        model of that component for this party, e.g. an arbiter)."""
+        if not up.startswith("pipeline."):
+            return {"job_id": job.job_id, "component": up, "output": output}
+        if self.model_source is None:
+            return None
+        return self.model_source(job.model_id, job.model_version, up[len("pipeline."):], t.role, t.party_id)
 
     def _party_has_nodes(self, party_id: int) -> bool:
         """A party runs only on nodes labelled fate.party=<id> once any node carries that label."""

@@ -140,6 +140,9 @@ class RuntimeContext:
     def input_model(self, key: str = "model") -> list[dict]:
         out = []
         for ref in self._spec["models"].get(key, []):
+            if "model" in ref:  # a deployed model's component (predict jobs), given whole in the task input
+                out.append({"model": ref["model"], "meta": ref.get("meta") or {}, "component": ref["component"]})
+                continue
             resp = self._stub.GetComponentOutput(pb.GetComponentOutputRequest(
                 job_id=ref["job_id"], component_name=ref["component"], role=self.role, party_id=self.party_id),
                 metadata=_metadata())

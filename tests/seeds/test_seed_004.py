@@ -31,7 +31,6 @@ from conftest import wait_for
 from flow_sdk.client import FlowClient
 
 FLOW_JOBS = pytest.mark.xfail(reason='waiting on issue "FlowService I: FATE Flow jobs on taskhub"', strict=False)
-FLOW_MODELS = pytest.mark.xfail(reason='waiting on issue "FlowService III: models and tags"', strict=False)
 
 SEED_FUNCTIONS = {
     "job": ["submit", "stop", "query", "config", "log", "list", "view", "generate_dsl"],
@@ -250,7 +249,6 @@ def test_job_view(client, job):
     assert data and job["job_id"] in json.dumps(data)
 
 
-@FLOW_MODELS  # job.generate_dsl is one of the job helpers of issue III
 def test_job_generate_dsl(client, files):
     cpn_list = ["reader_0", "data_transform_0", "intersection_0", "hetero_lr_0"]
     data = ok(client.job.generate_dsl(files["dsl"], cpn_list))["data"]
@@ -373,38 +371,32 @@ def model_conf(job: dict, **extra) -> dict:
             "job_parameters": {"model_id": job["model_id"], "model_version": job["model_version"]}, **extra}
 
 
-@FLOW_MODELS
 def test_model_deploy(deployed, job):
     data = deployed["deploy"]["data"]
     assert deployed["model_id"] == job["model_id"] and deployed["model_version"] != job["model_version"]
     assert isinstance(data["model_version"], str)
 
 
-@FLOW_MODELS
 def test_model_get_predict_dsl(client, deployed):
     data = ok(client.model.get_predict_dsl(deployed["model_id"], deployed["model_version"]))["data"]
     assert {"reader_0", "hetero_lr_0"} <= set(data["components"])
 
 
-@FLOW_MODELS
 def test_model_get_predict_conf(client, deployed):
     data = ok(client.model.get_predict_conf(deployed["model_id"], deployed["model_version"]))["data"]
     assert data["job_parameters"]["common"]["model_version"] == deployed["model_version"]
 
 
-@FLOW_MODELS
 def test_model_load(client, deployed, files):
     load_conf = write_json(files["dir"] / "publish_load_model.json", model_conf(deployed))
     ok(client.model.load(load_conf))
 
 
-@FLOW_MODELS
 def test_model_bind(client, deployed, files):
     bind_conf = write_json(files["dir"] / "bind_model_service.json", model_conf(deployed, service_id="seed004"))
     ok(client.model.bind(bind_conf))
 
 
-@FLOW_MODELS
 def test_model_export_model(client, job, tmp_path):
     export_conf = write_json(tmp_path / "export_model.json", {
         "role": "guest", "party_id": GUEST, "model_id": job["model_id"], "model_version": job["model_version"],
@@ -413,7 +405,6 @@ def test_model_export_model(client, job, tmp_path):
     assert os.path.getsize(resp["file"]) > 0
 
 
-@FLOW_MODELS
 def test_model_import_model(client, job, tmp_path):
     export_conf = write_json(tmp_path / "export_model.json", {
         "role": "guest", "party_id": GUEST, "model_id": job["model_id"], "model_version": job["model_version"],
@@ -426,7 +417,6 @@ def test_model_import_model(client, job, tmp_path):
     assert data["model_id"] == job["model_id"] and data["model_version"] == job["model_version"]
 
 
-@FLOW_MODELS
 def test_model_migrate(client, job, files):
     migrate_conf = write_json(files["dir"] / "migrate_model.json", {
         "job_parameters": {"federated_mode": "SINGLE"},
@@ -439,7 +429,6 @@ def test_model_migrate(client, job, files):
     assert "seed004_migrated" in json.dumps(resp["data"])
 
 
-@FLOW_MODELS
 def test_model_tag_model(client, job):
     tag = f"seed004-{uuid.uuid4().hex[:6]}"
     ok(client.tag.create(tag, "tagged by test_model_tag_model"))
@@ -449,7 +438,6 @@ def test_model_tag_model(client, job):
     assert tag not in json.dumps(ok(client.model.tag_list(job["job_id"])).get("data"))
 
 
-@FLOW_MODELS
 def test_model_tag_list(client, job):
     tag = f"seed004-{uuid.uuid4().hex[:6]}"
     ok(client.tag.create(tag))
@@ -458,7 +446,6 @@ def test_model_tag_list(client, job):
     assert tag in json.dumps(data)
 
 
-@FLOW_MODELS
 def test_model_get_model_info(client, job):
     rows = ok(client.model.get_model_info(model_id=job["model_id"], model_version=job["model_version"],
                                           role="guest", party_id=GUEST))["data"]
@@ -467,7 +454,6 @@ def test_model_get_model_info(client, job):
 
 
 # -- Tag 操作 ---------------------------------------------------------------------------------------
-@FLOW_MODELS
 def test_tag_create(client):
     tag = f"seed004-{uuid.uuid4().hex[:6]}"
     ok(client.tag.create(tag, "a tag"))
@@ -475,7 +461,6 @@ def test_tag_create(client):
     assert client.tag.create(tag, "again")["retcode"] != 0  # names are unique
 
 
-@FLOW_MODELS
 def test_tag_update(client):
     tag, renamed = (f"seed004-{uuid.uuid4().hex[:6]}" for _ in range(2))
     ok(client.tag.create(tag, "before"))
@@ -484,14 +469,12 @@ def test_tag_update(client):
     assert renamed in text and "after" in text
 
 
-@FLOW_MODELS
 def test_tag_list(client):
     tag = f"seed004-{uuid.uuid4().hex[:6]}"
     ok(client.tag.create(tag))
     assert tag in json.dumps(ok(client.tag.list(limit=10))["data"])
 
 
-@FLOW_MODELS
 def test_tag_query(client, job):
     tag = f"seed004-{uuid.uuid4().hex[:6]}"
     ok(client.tag.create(tag, "queried"))
@@ -500,7 +483,6 @@ def test_tag_query(client, job):
     assert job["model_id"] in json.dumps(ok(client.tag.query(tag, with_model=True))["data"])
 
 
-@FLOW_MODELS
 def test_tag_delete(client):
     tag = f"seed004-{uuid.uuid4().hex[:6]}"
     ok(client.tag.create(tag))
