@@ -3,7 +3,6 @@ agent shutdown, and a short chaos run (bench/chaos.py) against real servers and 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

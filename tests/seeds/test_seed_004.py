@@ -4,9 +4,8 @@
 `client.<noun>.<fn>` the seed documents, one test each, named test_<noun>_<fn>. Responses are
 checked against the contract in FATE_FLOW.md (the seed documents parameters, not answers).
 
-taskhub's FlowService is not there yet: job, component, data, task, table and queue functions wait
-on issue "FlowService I: FATE Flow jobs on taskhub", model and tag functions on "FlowService III:
-models and tags". They run as expected failures (strict=False) and start passing with those issues.
+Every function runs against taskhub's FlowService (FATE jobs, components, data, tables, queue,
+models and tags); none is an expected failure.
 
 The seed's guide is older than fate-client 1.11: where it passes a conf or DSL file's path
 (`submit(conf_path, dsl_path)`, `data.upload(conf_path)`, `model.load(conf_path)`, ...), 1.11
@@ -29,8 +28,6 @@ import uuid
 import pytest
 from conftest import wait_for
 from flow_sdk.client import FlowClient
-
-FLOW_JOBS = pytest.mark.xfail(reason='waiting on issue "FlowService I: FATE Flow jobs on taskhub"', strict=False)
 
 SEED_FUNCTIONS = {
     "job": ["submit", "stop", "query", "config", "log", "list", "view", "generate_dsl"],
