@@ -96,7 +96,18 @@ def _contexts():
     from delta.core.task import ClientContext, DataFormat, DataLocation, InputGraphNode, ServerContext
     from delta.dataset import load_dataframe, load_dataset
 
-    class NodeClientContext(ClientContext):
+    class _State:
+        """The variables both kinds of context keep by name (Delta's set/has)."""
+        state: dict
+
+        def set(self, *pairs):
+            for var, value in pairs:
+                self.state[var.name] = value
+
+        def has(self, key) -> bool:
+            return key in self.state
+
+    class NodeClientContext(_State, ClientContext):
         def __init__(self, data_dir: str):
             self.data_dir = data_dir
             self.state: dict = {}
@@ -125,12 +136,6 @@ def _contexts():
                 out.append(value)
             return out
 
-        def set(self, *pairs):
-            for var, value in pairs:
-                self.state[var.name] = value
-
-        def has(self, key) -> bool:
-            return key in self.state
 
         def upload(self, name, data):
             self.uploads[name] = data
@@ -138,7 +143,7 @@ def _contexts():
         def clear(self):
             self.state.clear()
 
-    class AggregatorContext(ServerContext):
+    class AggregatorContext(_State, ServerContext):
         def __init__(self):
             self.state: dict = {}
             self.gathered: dict = {}
@@ -155,12 +160,6 @@ def _contexts():
                 out.append(value)
             return out
 
-        def set(self, *pairs):
-            for var, value in pairs:
-                self.state[var.name] = value
-
-        def has(self, key) -> bool:
-            return key in self.state
 
         def gather(self, name):
             return self.gathered[name], self.clients
