@@ -116,7 +116,8 @@ class Server:
             ("grpc.so_reuseport", 0),
         ])
         self.grpc_port = self.security.add_port(self.grpc, f"{cfg.host}:{cfg.grpc_port}")
-        self._gateway_target = self.security.add_gateway_port(self.grpc) if cfg.http_port >= 0 else ""
+        # With TLS, in-process clients (the gateway, the local node's tasks) dial a private Unix socket.
+        self._gateway_target = self.security.add_gateway_port(self.grpc) if cfg.http_port >= 0 or cfg.local_node else ""
         if not self.grpc_port:
             raise SystemExit(f"taskhub: cannot listen on {cfg.host}:{cfg.grpc_port}")
         self.nodes.preload()  # before recovery: tasks on known agents wait for them
@@ -134,7 +135,7 @@ class Server:
             self.executor = Executor(self.engine, python_workers=cfg.python_workers or cores, work_dir=work_dir,
                                      instance=self.engine.instance, kill_grace=cfg.kill_grace,
                                      task_paths=cfg.task_paths)
-            self.executor.server_target = f"{connect_host(cfg.host)}:{self.grpc_port}"
+            self.executor.server_target = self._gateway_target or f"{connect_host(cfg.host)}:{self.grpc_port}"
             self.executor.data_dir = os.path.abspath(cfg.data_dir)
             await self.executor.start()
             node = LocalNode(self.executor, cfg.slots or 8 * cores, labels=node_labels(cfg.data_dir, cfg.labels))

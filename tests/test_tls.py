@@ -157,3 +157,24 @@ def test_standalone_gateway_dials_tls_and_serves_https(tmp_path):
         gw.send_signal(signal.SIGTERM)
         gw.wait(30)
         s.close()
+
+
+def test_fate_job_under_auth_and_mutual_tls(tls_server):
+    """Component tasks call back into a TLS server (the local node's tasks dial its private socket)
+    with their own task tokens; the whole job succeeds."""
+    from taskhub.v1 import flow_service_pb2 as fpb
+    from taskhub.v1 import flow_service_pb2_grpc as fsvc
+    from test_flow import DATA, two_party_job
+    s = tls_server
+    stub = fsvc.FlowServiceStub(mtls_client(s, s.admin).channel)
+    for role in ("guest", "host"):
+        content = (DATA / f"breast_hetero_{role}.csv").read_bytes()
+        stub.UploadData(iter([fpb.UploadDataRequest(conf_json=json.dumps({
+            "namespace": "experiment", "table_name": f"breast_hetero_{role}", "head": 1, "drop": 1})),
+            fpb.UploadDataRequest(chunk=content)]), timeout=60)
+    dsl, conf = two_party_job()
+    job = stub.SubmitJob(fpb.SubmitJobRequest(dsl_json=dsl, conf_json=conf), timeout=30)
+    for ev in stub.WatchJob(fpb.WatchJobRequest(job_id=job.job_id), timeout=120):
+        if ev.HasField("job") and ev.job.status in (fpb.FLOW_JOB_STATUS_SUCCESS, fpb.FLOW_JOB_STATUS_FAILED):
+            break
+    assert ev.job.status == fpb.FLOW_JOB_STATUS_SUCCESS, ev.job.error
