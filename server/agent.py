@@ -136,6 +136,9 @@ class Agent:
         self.executor = Executor(self, python_workers=self.cfg.python_workers, work_dir=self.cfg.work_dir,
                                  instance=instance, kill_grace=self.cfg.kill_grace, task_paths=self.cfg.task_paths)
         self.executor.server_target = self.cfg.server  # tasks (FATE components) call back into the server
+        self.executor.server_env = {k: v for k, v in (("TASKHUB_TLS_CA", self.cfg.tls_ca),
+                                                      ("TASKHUB_TLS_CERT", self.cfg.tls_cert),
+                                                      ("TASKHUB_TLS_KEY", self.cfg.tls_key)) if v}
         self.executor.data_dir = os.path.abspath(self.cfg.data_dir)
         self.fence = FenceClient(os.path.join(self.cfg.work_dir, ".taskhub-lease"), instance)
         self.fence.start()

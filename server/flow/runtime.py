@@ -34,9 +34,11 @@ def _stub(target: str) -> pb_grpc.FlowServiceStub:
         ch = _channels.get(target)
         if ch is None:
             ca = os.environ.get("TASKHUB_TLS_CA", "")
-            if ca:  # a server with --tls-cert: its agents and workers are given the CA to trust
-                with open(ca, "rb") as f:
-                    ch = grpc.secure_channel(target, grpc.ssl_channel_credentials(f.read()), options=_OPTIONS)
+            if ca:  # a TLS server: the agent passes down its CA (and client certificate, for mutual TLS)
+                from client.credentials import channel_credentials
+                creds = channel_credentials(ca, os.environ.get("TASKHUB_TLS_CERT", ""),
+                                            os.environ.get("TASKHUB_TLS_KEY", ""))
+                ch = grpc.secure_channel(target, creds, options=_OPTIONS)
             else:
                 ch = grpc.insecure_channel(target, options=_OPTIONS)
             _channels[target] = ch

@@ -72,6 +72,7 @@ class Executor:
         self.spawner = SpawnerClient(instance, work_dir, events.on_running, events.on_log, self._command_done)
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self.server_target = ""   # gRPC address tasks use to call back (TASKHUB_SERVER), set by the owner
+        self.server_env: dict[str, str] = {}   # and how to dial it (TASKHUB_TLS_CA, ...), set by the owner
         self.data_dir = ""        # this node's Delta datasets (TASKHUB_DATA_DIR), set by the owner
         os.makedirs(work_dir, exist_ok=True)
 
@@ -89,7 +90,7 @@ class Executor:
         if run.attempt:
             env = {**env, "TASKHUB_ATTEMPT": str(run.attempt)}
         if self.server_target and "TASKHUB_SERVER" not in env:
-            env = {**env, "TASKHUB_SERVER": self.server_target}
+            env = {**env, **self.server_env, "TASKHUB_SERVER": self.server_target}
         if self.data_dir:
             env = {**env, "TASKHUB_DATA_DIR": self.data_dir}
         if run.type == TaskType.COMMAND:
