@@ -108,8 +108,10 @@ class FlowJobs:
                 continue
             job.tasks = self._in_dsl_order(job, self.fstore.job_tasks(job.job_id))
             self.jobs[job.job_id] = job
-            if plan is not None:
-                self.plans[job.job_id] = plan
+            if plan is None:  # an upload or download the server was carrying out when it stopped
+                self.end_recorded(job, False, "interrupted: the server stopped while it ran; upload again")
+                continue
+            self.plans[job.job_id] = plan
             if job.status == J.WAITING:
                 self.queue.append(job.job_id)
                 continue
@@ -181,6 +183,7 @@ class FlowJobs:
 
     async def begin_recorded(self, job: FlowJob) -> None:
         await self.fstore.insert_job(job, {})
+        self.jobs[job.job_id] = job   # read from memory until its end is committed (_forget_if_settled)
         self._set_job_status(job, J.READY)
         self._set_job_status(job, J.RUNNING)
         for t in job.tasks.values():
@@ -191,6 +194,7 @@ class FlowJobs:
             if not t.status.terminal:
                 self._set_task_status(job, t, T.SUCCESS if ok else T.FAILED, error)
         self._set_job_status(job, J.SUCCESS if ok else J.FAILED, error)
+        self._forget_if_settled(job)
 
     # ------------------------------------------------------------------ queue
     async def _admit(self) -> None:
