@@ -11,6 +11,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from taskhub.v1 import flow_service_pb2 as fpb
+from taskhub.v1 import flow_service_pb2_grpc as fsvc
 from taskhub.v1 import auth_service_pb2 as apb
 from taskhub.v1 import auth_service_pb2_grpc as asvc
 from taskhub.v1 import task_pb2 as pb
@@ -18,6 +20,7 @@ from taskhub.v1 import task_pb2 as pb
 from client import TaskhubClient, make_spec
 from conftest import ServerProcess, wait_for
 from node_agents import AgentProcess
+from test_flow import two_party_job, wait_job, with_tables
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -159,39 +162,21 @@ def test_standalone_gateway_dials_tls_and_serves_https(tmp_path):
         s.close()
 
 
-def upload_tables(stub) -> None:
-    from taskhub.v1 import flow_service_pb2 as fpb
-    from test_flow import DATA
-    for role in ("guest", "host"):
-        content = (DATA / f"breast_hetero_{role}.csv").read_bytes()
-        stub.UploadData(iter([fpb.UploadDataRequest(conf_json=json.dumps({
-            "namespace": "experiment", "table_name": f"breast_hetero_{role}", "head": 1, "drop": 1})),
-            fpb.UploadDataRequest(chunk=content)]), timeout=60)
-
-
 def test_fate_job_under_auth_and_mutual_tls(tls_server):
     """Component tasks call back into a TLS server (the local node's tasks dial its private socket)
     with their own task tokens; the whole job succeeds."""
-    from taskhub.v1 import flow_service_pb2 as fpb
-    from taskhub.v1 import flow_service_pb2_grpc as fsvc
-    from test_flow import two_party_job
     s = tls_server
     stub = fsvc.FlowServiceStub(mtls_client(s, s.admin).channel)
-    upload_tables(stub)
+    with_tables(stub)
     dsl, conf = two_party_job()
     job = stub.SubmitJob(fpb.SubmitJobRequest(dsl_json=dsl, conf_json=conf), timeout=30)
-    for ev in stub.WatchJob(fpb.WatchJobRequest(job_id=job.job_id), timeout=120):
-        if ev.HasField("job") and ev.job.status in (fpb.FLOW_JOB_STATUS_SUCCESS, fpb.FLOW_JOB_STATUS_FAILED):
-            break
-    assert ev.job.status == fpb.FLOW_JOB_STATUS_SUCCESS, ev.job.error
+    done = wait_job(stub, job.job_id)
+    assert done.status == fpb.FLOW_JOB_STATUS_SUCCESS, done.error
 
 
 def test_fate_party_on_an_agent_over_mutual_tls(tls_server, tmp_path):
     """A party whose node is an agent of a mutual-TLS server: its component tasks dial the server
     with the agent's CA and client certificate, and their task tokens."""
-    from taskhub.v1 import flow_service_pb2 as fpb
-    from taskhub.v1 import flow_service_pb2_grpc as fsvc
-    from test_flow import two_party_job
     s = tls_server
     c = s.certs
     _, node_token = new_token(s, "node")
@@ -201,13 +186,11 @@ def test_fate_party_on_an_agent_over_mutual_tls(tls_server, tmp_path):
     try:
         agent.wait_registered()
         stub = fsvc.FlowServiceStub(mtls_client(s, s.admin).channel)
-        upload_tables(stub)
+        with_tables(stub)
         dsl, conf = two_party_job()
         job = stub.SubmitJob(fpb.SubmitJobRequest(dsl_json=dsl, conf_json=conf), timeout=30)
-        for ev in stub.WatchJob(fpb.WatchJobRequest(job_id=job.job_id), timeout=180):
-            if ev.HasField("job") and ev.job.status in (fpb.FLOW_JOB_STATUS_SUCCESS, fpb.FLOW_JOB_STATUS_FAILED):
-                break
-        assert ev.job.status == fpb.FLOW_JOB_STATUS_SUCCESS, ev.job.error
+        done = wait_job(stub, job.job_id, timeout=180)
+        assert done.status == fpb.FLOW_JOB_STATUS_SUCCESS, done.error
         tasks = stub.ListFlowTasks(fpb.ListFlowTasksRequest(job_id=job.job_id), timeout=30).tasks
         assert {t.node for t in tasks if t.party.party_id == 10000} == {"party-host"}
     finally:

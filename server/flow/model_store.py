@@ -7,7 +7,7 @@ its job. Tags name model versions. Written through the store's single writer, li
 from __future__ import annotations
 
 from ..store import EXTRA_MIGRATIONS, Store
-from . import store as _flow_store  # noqa: F401  (flow's first step, flow_tasks, must come before this one)
+from .store import match  # importing flow's store also registers its first step, which must come before this one
 
 
 def _flow_models_v1(db) -> None:
@@ -95,14 +95,8 @@ class ModelStore:
 
     # ---------------------------------------------------------------- reading
     def models(self, model_id: str = "", model_version: str = "", role: str = "", party_id: int = 0) -> list[dict]:
-        where, params = [], []
-        for col, value in (("model_id", model_id), ("model_version", model_version), ("role", role)):
-            if value:
-                where.append(f"{col}=?")
-                params.append(value)
-        if party_id:
-            where.append("party_id=?")
-            params.append(party_id)
+        where, params = match({"model_id": model_id, "model_version": model_version, "role": role,
+                               "party_id": party_id})
         sql_where = f" WHERE {' AND '.join(where)}" if where else ""
         rows = self.store.query(
             "SELECT m.*, (SELECT COALESCE(SUM(LENGTH(model_json) + LENGTH(meta_json)), 0) FROM flow_model_components c"

@@ -85,6 +85,20 @@ _UPDATE_TASK = ("UPDATE flow_tasks SET " + ", ".join(f"{c}=?" for c in _TASK_COL
                 + " WHERE job_id=? AND component=? AND role=? AND party_id=?")
 
 
+def match(equal: dict, statuses: list[int] = ()) -> tuple[list[str], list]:
+    """WHERE conditions and their parameters: each column equal to its value (empty values and 0
+    match anything), and `status` one of `statuses` when given."""
+    where, params = [], []
+    for col, value in equal.items():
+        if value:
+            where.append(f"{col} = ?")
+            params.append(value)
+    if statuses:
+        where.append(f"status IN ({','.join('?' * len(statuses))})")
+        params.extend(statuses)
+    return where, params
+
+
 def _job_row(j: FlowJob) -> tuple:
     return (j.job_id, j.namespace, j.job_type, int(j.status), j.dsl_json, j.conf_json, j.initiator[0], j.initiator[1],
             json.dumps(j.parties), j.model_id, j.model_version, j.timeout_seconds, j.description, j.error, j.progress,
@@ -150,19 +164,10 @@ class FlowStore:
 
     def list_jobs(self, job_id: str, party: tuple[str, int] | None, statuses: list[int], job_type: str,
                   limit: int, offset: int) -> tuple[list[FlowJob], int]:
-        where, params = [], []
+        where, params = match({"job_id": "" if job_id.endswith("*") else job_id, "job_type": job_type}, statuses)
         if job_id.endswith("*"):
             where.append("job_id LIKE ? ESCAPE '\\'")
             params.append(job_id[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        elif job_id:
-            where.append("job_id = ?")
-            params.append(job_id)
-        if statuses:
-            where.append(f"status IN ({','.join('?' * len(statuses))})")
-            params.extend(statuses)
-        if job_type:
-            where.append("job_type = ?")
-            params.append(job_type)
         if party:
             where.append("EXISTS (SELECT 1 FROM json_each(parties_json) p WHERE json_extract(p.value, '$[0]') = ?"
                          " AND (? = 0 OR json_extract(p.value, '$[1]') = ?))")
@@ -175,17 +180,8 @@ class FlowStore:
 
     def list_tasks(self, job_id: str, role: str, party_id: int, component: str, statuses: list[int],
                    limit: int, offset: int) -> tuple[list[FlowTask], int]:
-        where, params = [], []
-        for col, value in (("job_id", job_id), ("role", role), ("component", component)):
-            if value:
-                where.append(f"{col} = ?")
-                params.append(value)
-        if party_id:
-            where.append("party_id = ?")
-            params.append(party_id)
-        if statuses:
-            where.append(f"status IN ({','.join('?' * len(statuses))})")
-            params.extend(statuses)
+        where, params = match({"job_id": job_id, "role": role, "component": component, "party_id": party_id},
+                              statuses)
         sql_where = f"WHERE {' AND '.join(where)}" if where else ""
         total = self.store.query(f"SELECT COUNT(*) FROM flow_tasks {sql_where}", params)[0][0]
         rows = self.store.query(f"SELECT * FROM flow_tasks {sql_where} ORDER BY job_id DESC, create_time_ms, component,"
