@@ -33,6 +33,7 @@ from .flow.model_store import ModelStore
 from .flow.models import FlowModels
 from .flow.registry import Registry
 from .flow.store import FlowStore
+from .flow.tenants import owner_lookups
 from .groups import TaskGroups
 from .modules import ModuleDescriber
 from .node.executor import Executor
@@ -93,6 +94,8 @@ class Server:
         model_dir = cfg.flow_model_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "models")
         self.flow_models = FlowModels(self.flow, ModelStore(self.store), model_dir)
         self.security = Security(cfg.security, self.store, self.engine, cfg.host, cfg.db)
+        # The rule table's FATE checks look up what a request names here (server/flow/tenants.py).
+        self.security.authority.owners.update(owner_lookups(fstore, self.flow.running_component))
         self.delta = DeltaTasks(self.engine, cfg.allow_delta)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None

@@ -14,7 +14,7 @@ from collections import defaultdict
 import grpc
 
 from .. import errors
-from ..auth import ANY_ROLE, HEALTH_PREFIX, REFLECTION_PREFIXES, RULES, Authority, Caller, Rule
+from ..auth import ANY_ROLE, CALL_SCOPE, HEALTH_PREFIX, REFLECTION_PREFIXES, RULES, Authority, Caller, Rule, call_scope
 from .errors import code_of
 
 log = logging.getLogger("taskhub.auth")
@@ -66,6 +66,7 @@ class Gate:
         authority = self.owner.authority
         try:
             self.caller = authority.authenticate(self.authorization)
+            CALL_SCOPE.set(call_scope(self.caller))  # what the domain may list and create for this call
             if self.rule is None:
                 raise errors.PermissionDenied(f"{self.method} has no access rule; it is refused to everyone")
             if request is not None:

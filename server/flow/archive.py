@@ -17,6 +17,7 @@ import json
 import zipfile
 
 from .. import errors
+from .names import ROLES, check_model, check_name
 
 FORMAT = "taskhub-fate-model"
 FORMAT_VERSION = 1
@@ -95,7 +96,10 @@ def unpack(data: bytes) -> tuple[dict, list[dict]]:
                           "meta_json": json.dumps(body.get("meta") or {})})
     except (KeyError, TypeError, ValueError) as e:
         raise _bad(f"a field is missing or wrong ({e})") from None
-    if not row["model_id"] or not row["model_version"] or row["role"] not in ("guest", "host", "arbiter", "local"):
+    if not row["model_id"] or not row["model_version"] or row["role"] not in ROLES:
         raise _bad("model_id, model_version and role must be set")
+    check_model(row["model_id"], row["model_version"])
+    for c in comps:
+        check_name(c["component"], "component name")
     row.update(loaded_times=0, service_ids_json="[]", imported=1, update_time_ms=row["create_time_ms"])
     return row, comps
