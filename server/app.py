@@ -152,7 +152,8 @@ class Server:
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes), self.grpc)
         task_group_service_pb2_grpc.add_TaskGroupServiceServicer_to_server(TaskGroupService(self.groups), self.grpc)
         flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
-            FlowService(self.flow, self.flow_data, self.federation, self.flow_models), self.grpc)
+            FlowService(self.flow, self.flow_data, self.federation, self.flow_models,
+                        max_upload=cfg.security.max_upload_bytes), self.grpc)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(self.security.authority), self.grpc)
         delta_service_pb2_grpc.add_DeltaServiceServicer_to_server(DeltaService(self.delta), self.grpc)
         names = [auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
@@ -179,7 +180,9 @@ class Server:
         target = self._gateway_target or f"{connect_host(self.cfg.host)}:{self.grpc_port}"
         gw = Gateway(target, self.cfg.host, self.cfg.http_port, ssl_context=self.security.http_ssl_context(),
                      max_body=self.cfg.security.max_message_bytes, require_credentials=self.cfg.security.auth,
-                     fate_verifier=self.security.fate_verifier())
+                     fate_verifier=self.security.fate_verifier(), authenticate=self.security.credential_check(),
+                     max_upload=self.cfg.security.max_upload_bytes,
+                     open_metrics=not self.cfg.security.auth or self.cfg.security.open_metrics)
         try:
             await gw.start()
         except OSError as e:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from . import errors
 from .auth import Authority
 from .auth_store import AuthStore
 
@@ -27,6 +28,10 @@ class SecurityConfig:
     max_message_bytes: int = 64 << 20
     max_streams_per_token: int = 256
     fate_sign_window: float = 60.0   # seconds a FATE-signed request's TIMESTAMP may be off
+    max_upload_bytes: int = 1 << 30  # a streamed upload (FATE data/upload, model/import)
+    open_metrics: bool = False       # with auth: /metrics without a token
+    task_user: str = "nobody"        # with auth: the local node's tasks run as this user
+    trust_local_node: bool = False   # with auth, not root: local tasks as the server's user anyway
 
 
 def is_loopback(host: str) -> bool:
@@ -69,6 +74,19 @@ class Security:
         if self.cfg.auth:
             self._admin_created = await self.authority.ensure_admin_file(self.admin_file)
             self.engine.run_env = lambda task: self.authority.task_env(task.id, task.uid)
+
+    def credential_check(self):
+        """For the in-process gateway: "Bearer <token>" -> None if valid, else why not (before any body)."""
+        if not self.cfg.auth:
+            return None
+
+        def check(credential: str) -> str | None:
+            try:
+                self.authority.authenticate(credential)
+            except errors.TaskhubError as e:
+                return str(e)
+            return None
+        return check
 
     def fate_verifier(self):
         """FATE request signing for the in-process gateway (gateway/fate_auth.py): secrets are

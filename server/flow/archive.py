@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import zipfile
+from typing import BinaryIO
 
 from .. import errors
 from .names import ROLES, check_model, check_name
@@ -47,14 +48,21 @@ def _bad(why: str) -> errors.InvalidArgument:
     return errors.InvalidArgument(f"not a taskhub model archive: {why}")
 
 
-def unpack(data: bytes) -> tuple[dict, list[dict]]:
-    """(model row, component rows) from an archive; InvalidArgument when anything does not check out."""
-    if not data:
+def unpack(data: bytes | BinaryIO) -> tuple[dict, list[dict]]:
+    """(model row, component rows) from an archive (bytes, or a file at its start); InvalidArgument
+    when anything does not check out."""
+    if isinstance(data, (bytes, bytearray)):
+        data = io.BytesIO(data)
+    size = data.seek(0, io.SEEK_END)
+    data.seek(0)
+    if not size:
         raise _bad("the file is empty")
-    if len(data) > MAX_ARCHIVE_BYTES:
+    if size > MAX_ARCHIVE_BYTES:
         raise _bad(f"larger than {MAX_ARCHIVE_BYTES} bytes")
     try:
-        z = zipfile.ZipFile(io.BytesIO(data))
+        z = zipfile.ZipFile(data)
+        if sum(i.file_size for i in z.infolist()) > MAX_ARCHIVE_BYTES:
+            raise _bad(f"its files unpack to more than {MAX_ARCHIVE_BYTES} bytes")
         names = set(z.namelist())
         if "manifest.json" not in names:
             raise _bad("it has no manifest.json (export it with model/export)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import BinaryIO
 
 from .. import auth, errors
 from ..model import now_ms
@@ -183,7 +184,7 @@ class FlowModels:
         name = f"{row['role']}#{row['party_id']}#{model_id}_{model_version}.zip"
         return name, archive.pack(row, comps)
 
-    async def import_archive(self, data: bytes, model_id: str = "", model_version: str = "", role: str = "",
+    async def import_archive(self, data: bytes | BinaryIO, model_id: str = "", model_version: str = "", role: str = "",
                              party_id: int = 0, force: bool = False, tenant: str = "") -> dict:
         """A model from an archive, into `tenant` (default: the caller's home namespace); never over
         another namespace's model."""
