@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -37,7 +38,9 @@ from .flow.tenants import owner_lookups
 from .groups import TaskGroups
 from .modules import ModuleDescriber
 from .node.executor import Executor
+from .node import task_user as task_users
 from .node.local import LocalNode
+from .node.pool import worker_paths
 from .node.remote import NodeRegistry
 from .retention import Retention, parse_duration
 from .rpc_metrics import MetricsInterceptor
@@ -45,6 +48,8 @@ from .security import Security, SecurityConfig
 from .store import Store
 
 log = logging.getLogger("taskhub")
+LOCAL_OFF = ("local node OFF: under --auth tasks must not run as the server's user (they could read its"
+             " database and tokens), and {why}. Run tasks on node agents, fix that, or pass --trust-local-node")
 
 
 @dataclass
@@ -105,6 +110,8 @@ class Server:
         self._stopped = asyncio.Event()
         self._background: list[asyncio.Task] = []
         self._closers: list = []
+        self._local_note = ""
+        self._fresh_work_dir = ""
 
     async def start(self) -> None:
         from gateway.app import connect_host
@@ -128,16 +135,24 @@ class Server:
         await self.nodes.start()
         self.groups.load()
         await self.security.start()
+        if cfg.security.auth:
+            for note in self.security.protect_files(cfg.db):
+                print(f"taskhub: {note}", flush=True)
         self._closers.append(self.nodes.stop)
         self.retention.start()
         self._closers.append(self.retention.stop)
         await self.flow.load()
         cores = os.cpu_count() or 1
-        if cfg.local_node:
+        task_user, self._local_note = self._local_node_user()
+        if cfg.local_node and not self._local_note.startswith("local node OFF"):
             work_dir = cfg.work_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "work")
+            if task_user is not None:
+                work_dir = task_users.work_dir_for(task_user, cfg.work_dir)
+                self._fresh_work_dir = "" if cfg.work_dir else work_dir   # this run's own: removed at stop
+                self.security.share_socket(task_user.gid)
             self.executor = Executor(self.engine, python_workers=cfg.python_workers or cores, work_dir=work_dir,
                                      instance=self.engine.instance, kill_grace=cfg.kill_grace,
-                                     task_paths=cfg.task_paths)
+                                     task_paths=cfg.task_paths, task_user=task_user)
             self.executor.server_target = self._gateway_target or f"{connect_host(cfg.host)}:{self.grpc_port}"
             self.executor.data_dir = os.path.abspath(cfg.data_dir)
             await self.executor.start()
@@ -172,7 +187,26 @@ class Server:
             await self._start_gateway()
 
         self.security.announce()
-        print(f"taskhub: database {os.path.abspath(cfg.db)}; local node {'on' if cfg.local_node else 'off'}", flush=True)
+        if self._local_note:
+            print(f"taskhub: {self._local_note}", flush=True)
+        print(f"taskhub: database {os.path.abspath(cfg.db)}; local node {'on' if self.executor else 'off'}", flush=True)
+
+    def _local_node_user(self) -> tuple[task_users.TaskUser | None, str]:
+        """(the user the local node's tasks run as, or None for this process's; a note for `serve`)."""
+        sec = self.cfg.security
+        if not (self.cfg.local_node and sec.auth):
+            return None, ""
+        why = "only root can run them as --task-user"
+        if task_users.can_switch():
+            user = task_users.lookup(sec.task_user)
+            why = task_users.cannot_run_workers(user, [*worker_paths(self.cfg.task_paths),
+                                                       os.environ.get("PYTHONPATH", "")], "/")
+            if not why:
+                return user, f"local node tasks run as {user.name} (--task-user); they cannot read the server's files"
+        if sec.trust_local_node:
+            return None, ("local node ON as this server's own user (--trust-local-node): its tasks can read the"
+                          " database and the tokens; give tasks only to people you would make admin")
+        return None, LOCAL_OFF.format(why=why)
 
     async def _start_gateway(self) -> None:
         # The gateway is a gRPC client of this server; it is stopped first (closers run before grpc.stop).
@@ -210,6 +244,8 @@ class Server:
             t.cancel()
         if self.executor:
             await self.executor.close()
+        if self._fresh_work_dir:
+            shutil.rmtree(self._fresh_work_dir, ignore_errors=True)
         await asyncio.sleep(0.05)  # let the last status changes reach the writer
         self.engine._flush()
         await asyncio.get_running_loop().run_in_executor(None, self.store.writer.stop)

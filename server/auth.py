@@ -59,13 +59,11 @@ OWNER_KINDS = (JOB, TABLE, MODEL, MODEL_VERSION, TAG, TASK, LISTING, IN_STREAM, 
 CALL_SCOPE: ContextVar[tuple[str, ...] | None] = ContextVar("taskhub_call_scope", default=None)
 
 
-def home_namespace(scope: tuple[str, ...] | None = None) -> str:
-    """Where the current caller's new FATE tables, models and tags go when nothing names a
-    namespace: `default` if it may act there, else its first namespace."""
-    scope = CALL_SCOPE.get() if scope is None else scope
-    if scope is None or DEFAULT_NAMESPACE in scope or not scope:
-        return DEFAULT_NAMESPACE
-    return scope[0]
+def home_namespace(default: str = DEFAULT_NAMESPACE) -> str:
+    """Where what the current caller creates goes when nothing names a namespace: `default` if it
+    may act there, else its first namespace."""
+    scope = CALL_SCOPE.get()
+    return default if not scope or default in scope else scope[0]
 
 
 def in_scope(namespace: str, scope: tuple[str, ...] | None = None) -> bool:

@@ -6,6 +6,7 @@ import ipaddress
 import os
 import shutil
 import ssl
+import stat
 import tempfile
 from dataclasses import dataclass
 
@@ -68,6 +69,37 @@ class Security:
         if task is None or task.terminal:
             return None
         return task.uid, task.spec.namespace
+
+    def protect_files(self, db: str) -> list[str]:
+        """Under --auth: what this process writes from now on is its user's only (umask 077), and the
+        database, its directory, the admin token and the TLS key are made so. Returns notes for `serve`."""
+        os.umask(0o077)
+        notes = []
+        db = os.path.abspath(db)
+        folder = os.path.dirname(db)
+        st = os.stat(folder)
+        if st.st_uid == os.geteuid() and not st.st_mode & stat.S_ISVTX:   # never a shared dir like /tmp
+            os.chmod(folder, 0o700)
+        elif st.st_mode & 0o077:
+            notes.append(f"the database's directory {folder} is shared with other users; its files are 0600")
+        for path in (db, db + "-wal", db + "-shm", self.admin_file, self.cfg.tls_key):
+            if path and os.path.exists(path) and os.stat(path).st_mode & 0o077:
+                os.chmod(path, 0o600)
+                if path == self.cfg.tls_key:
+                    notes.append(f"made --tls-key {path} readable by this user only (it was readable by others)")
+        return notes
+
+    def share_socket(self, gid: int) -> None:
+        """With TLS, tasks running as the task user (group `gid`) may dial the private socket (their
+        token is still checked); no one else may."""
+        if not self._socket_dir:
+            return
+        os.chown(self._socket_dir, -1, gid)
+        os.chmod(self._socket_dir, 0o710)
+        sock = os.path.join(self._socket_dir, "grpc.sock")
+        if os.path.exists(sock):
+            os.chown(sock, -1, gid)
+            os.chmod(sock, 0o660)
 
     async def start(self) -> None:
         await self.authority.load()

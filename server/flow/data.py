@@ -13,7 +13,7 @@ import os
 from typing import AsyncIterator
 
 from .. import auth, errors
-from . import names
+from . import names, tenants
 from .jobs import FlowJobs
 from .model import FlowJob, FlowTask, JobStatus
 from .store import FlowStore
@@ -172,7 +172,7 @@ class FlowData:
             raise errors.InvalidArgument(f"{what} is required")
         root = self.data_dir
         if auth.CALL_SCOPE.get() is not None:
-            root = os.path.join(root, names.check_name(auth.home_namespace(), "the caller's namespace"))
+            root = os.path.join(root, names.check_name(tenants.home(), "the caller's namespace"))
             os.makedirs(root, mode=0o700, exist_ok=True)
         return names.inside(root, path, what, "data directory (taskhub serve --flow-data-dir)")
 
@@ -194,7 +194,7 @@ class FlowData:
             raise errors.AlreadyExists(f"table {namespace}.{name} already exists; upload with drop=1 to replace it")
         if chunks is None:
             chunks = self._file_chunks(self.safe_path(str(conf.get("file") or ""), "file"))
-        job = self.jobs.record_job("upload", auth.home_namespace(), conf, ("local", 0), "Upload",
+        job = self.jobs.record_job("upload", tenants.home(), conf, ("local", 0), "Upload",
                                    f"upload {namespace}.{name}")
         await self.jobs.begin_recorded(job)
         self.fstore.record_upload(job.job_id, namespace, name, json.dumps(conf), 0, job.create_time_ms)

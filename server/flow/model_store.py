@@ -36,10 +36,10 @@ EXTRA_MIGRATIONS.setdefault("flow", []).append(_flow_models_v1)
 def _flow_tenants_v1(db) -> None:
     """The namespace each table, model and tag belongs to (server/flow/tenants.py)."""
     for table in ("flow_tables", "flow_models", "flow_tags"):
-        db.execute(f"ALTER TABLE {table} ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN tenant TEXT NOT NULL DEFAULT 'fate'")
     for table in ("flow_tables", "flow_models"):  # rows from before: their job's namespace
         db.execute(f"UPDATE {table} SET tenant = COALESCE((SELECT namespace FROM flow_jobs j"
-                   f" WHERE j.job_id = {table}.job_id), 'default')")
+                   f" WHERE j.job_id = {table}.job_id), 'fate')")
 
 
 # Its own key: runs after every "flow" step, whatever order other modules append theirs in.

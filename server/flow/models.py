@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from .. import auth, errors
 from ..model import now_ms
-from . import archive, deploy, dsl, names
+from . import archive, deploy, dsl, names, tenants
 from .jobs import FlowJobs
 from .model import FlowJob, JobStatus
 from .model_store import MODEL_COLS, ModelStore
@@ -59,7 +59,7 @@ class FlowModels:
                 "initiator_party": int(initiator[1]), "roles_json": json.dumps(roles), "train_dsl_json": train_dsl,
                 "train_conf_json": train_conf, "inference_dsl_json": inference_dsl, "imported": imported,
                 "loaded_times": 0, "service_ids_json": "[]", "create_time_ms": ts, "update_time_ms": ts,
-                "tenant": tenant or auth.DEFAULT_NAMESPACE}
+                "tenant": tenant}
 
     # ------------------------------------------------------------------ reading
     def query(self, model_id: str = "", model_version: str = "", role: str = "", party_id: int = 0) -> list[dict]:
@@ -200,7 +200,7 @@ class FlowModels:
         exists = self.mstore.models(row["model_id"], row["model_version"], row["role"], row["party_id"])
         current = {r["tenant"] for r in self.mstore.models(row["model_id"], row["model_version"])}
         if not tenant:  # the namespace the version is in already, if the caller's; else its home
-            tenant = next((t for t in sorted(current) if auth.in_scope(t)), auth.home_namespace())
+            tenant = next((t for t in sorted(current) if auth.in_scope(t)), tenants.home())
         if current - {tenant}:  # never replace (or add a party to) another namespace's model
             raise errors.PermissionDenied(f"model {row['model_id']} {row['model_version']} belongs to another"
                                           f" namespace; import it under another model_version")
@@ -311,7 +311,7 @@ class FlowModels:
             raise errors.InvalidArgument(f"'{name}' tag created failed. Please input a valid tag name.")
         if self.mstore.get_tag(name):
             raise errors.AlreadyExists(f"'{name}' has already exists in database.")
-        await self.mstore.create_tag(name, description, now_ms(), auth.home_namespace())
+        await self.mstore.create_tag(name, description, now_ms(), tenants.home())
 
     async def update_tag(self, name: str, new_name: str, new_desc: str | None) -> None:
         tag = self.tag(name)

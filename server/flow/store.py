@@ -287,7 +287,7 @@ class FlowStore:
         cols = ("namespace", "name", "count", "partitions", "schema_json", "job_id", "component", "role", "party_id",
                 "output_name", "create_time_ms")
         return (f"INSERT OR REPLACE INTO flow_tables ({', '.join(cols)}, tenant) VALUES ({', '.join('?' * len(cols))},"
-                " COALESCE((SELECT namespace FROM flow_jobs WHERE job_id=?), 'default'))",
+                " COALESCE((SELECT namespace FROM flow_jobs WHERE job_id=?), 'fate'))",
                 tuple(info[c] for c in cols) + (info["job_id"],))
 
     def delete_tables(self, tables: list[tuple[str, str]]):

@@ -13,7 +13,14 @@ from __future__ import annotations
 from typing import Callable
 
 from .. import auth
+from .jobs import DEFAULT_NAMESPACE
 from .store import FlowStore
+
+
+def home() -> str:
+    """The namespace the current caller's new FATE tables, models, tags and upload jobs go to:
+    FATE's default namespace (as for jobs) if the caller may act there, else its first."""
+    return auth.home_namespace(DEFAULT_NAMESPACE)
 
 
 def owner_lookups(fstore: FlowStore, running_component) -> dict[str, Callable[[object], list[str]]]:
