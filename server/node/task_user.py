@@ -60,6 +60,26 @@ def work_dir_for(user: TaskUser, wanted: str) -> str:
     return os.path.abspath(path)
 
 
+def for_agent(token: str, name: str, trust: bool, task_paths: list[str]) -> TaskUser | None:
+    """The user an agent runs tasks as: with a token, `name` (the agent must be root); None for its
+    own user (no token, or trusted). Exits with what to do when neither is possible."""
+    if not token:
+        return None
+    if can_switch():
+        from .pool import worker_paths
+        user = lookup(name)
+        why = cannot_run_workers(user, [*worker_paths(task_paths), os.environ.get("PYTHONPATH", "")], "/")
+        if not why:
+            return user
+    else:
+        why = "only root can run them as --task-user"
+    if trust:
+        print("taskhub node: tasks run as this agent's own user (--trust-tasks): they can read its token", flush=True)
+        return None
+    raise SystemExit(f"taskhub node: refusing to run tasks as this agent's user (they could read its token),"
+                     f" and {why}. Start the agent as root, fix that, or pass --trust-tasks.")
+
+
 def cannot_run_workers(user: TaskUser, paths: list[str], cwd: str) -> str:
     """Workers run as the task user and import taskhub and the task modules: "" if that user can
     start one, else why not and what to fix (e.g. the interpreter or a --task-path not readable)."""
