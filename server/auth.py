@@ -129,7 +129,7 @@ RULES: dict[str, Rule] = {
                                                      "ListTags")},
     _F + "StopJob": Rule(SUBMITTER, owner=JOB),
     _F + "CleanQueue": Rule(SUBMITTER, owner=LISTING),
-    _F + "DeleteMetrics": Rule(SUBMITTER, owner=LISTING),
+    _F + "DeleteMetrics": Rule(SUBMITTER, owner=JOB),  # by job_id, or by date within the caller's namespaces
     _F + "UploadData": Rule(SUBMITTER, owner=IN_STREAM),
     _F + "DownloadData": Rule(SUBMITTER, owner=TABLE),
     _F + "GetTable": Rule(READER, owner=TABLE),

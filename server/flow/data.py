@@ -36,6 +36,8 @@ class FlowData:
         found = self.jobs.running_component(task_uid) if task_uid else None
         if found is None:
             raise errors.FailedPrecondition("only a running FATE component task may make this call (unknown task_uid)")
+        if not auth.in_scope(found[0].namespace):
+            raise errors.PermissionDenied("this task_uid is a component task of another namespace's job")
         return found
 
     # ------------------------------------------------------------------ tracking
