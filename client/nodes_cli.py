@@ -1,12 +1,17 @@
 """`taskhub node ...`: run the node agent, or list/inspect/drain nodes."""
 from __future__ import annotations
 
+import sys
+
 
 from .cli_support import DEFAULT_SERVER, add_connection_flags, connect, key_values, print_message
 
 def cmd_agent(a) -> int:
     from server.agent import AgentConfig, run
     from .credentials import env_tls_ca, env_token
+    if a.token:
+        print("taskhub node: --token on the command line is visible to every user of this machine (ps);"
+              " pass it as TASKHUB_TOKEN instead", file=sys.stderr, flush=True)
     return run(AgentConfig(
         server=a.server.removeprefix("grpc://"), name=a.name, address=a.address, slots=a.slots,
         labels=key_values(a.label, "--label"), python_workers=a.python_workers, work_dir=a.work_dir,
