@@ -146,6 +146,8 @@ class Agent:
         self.executor.server_env = {k: v for k, v in (("TASKHUB_TLS_CA", self.cfg.tls_ca),
                                                       ("TASKHUB_TLS_CERT", self.cfg.tls_cert),
                                                       ("TASKHUB_TLS_KEY", self.cfg.tls_key)) if v}
+        if user is not None:  # tasks (FATE components) dial the server as this agent does: copies they can read
+            self.executor.server_env = task_users.hand_over(user, tasks_dir, self.executor.server_env)
         self.executor.data_dir = os.path.abspath(self.cfg.data_dir)
         self.fence = FenceClient(os.path.join(self.cfg.work_dir, ".taskhub-lease"), instance)
         self.fence.start()

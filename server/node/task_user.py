@@ -12,6 +12,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,25 @@ def work_dir_for(user: TaskUser, wanted: str) -> str:
     os.chown(path, user.uid, user.gid)
     os.chmod(path, 0o700)
     return os.path.abspath(path)
+
+
+def hand_over(user: TaskUser, work_dir: str, files: dict[str, str]) -> dict[str, str]:
+    """Copies of the files named by `files` (env name -> path: an agent's TLS CA and client
+    certificate, which its FATE tasks dial the server with) in `work_dir`/.tls, owned by the task
+    user (0600 in a 0700 directory); the same mapping to the copies."""
+    if not files:
+        return {}
+    folder = os.path.join(work_dir, ".tls")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.chown(folder, user.uid, user.gid)
+    out = {}
+    for env, path in files.items():
+        copy = os.path.join(folder, env.lower())
+        shutil.copyfile(path, copy)
+        os.chown(copy, user.uid, user.gid)
+        os.chmod(copy, 0o600)
+        out[env] = copy
+    return out
 
 
 def for_agent(token: str, name: str, trust: bool, task_paths: list[str]) -> TaskUser | None:
