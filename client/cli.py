@@ -28,7 +28,7 @@ def cmd_serve(a) -> int:
         flow_model_dir=a.flow_model_dir,
         flow_components=key_values(a.flow_component, "--flow-component"), security=security,
         lease_grace=a.lease_grace, retain=a.retain, max_queued=a.max_queued, max_log_lines=a.max_log_lines,
-        allow_delta=a.allow_delta, data_dir=a.data_dir,
+        delta_tasks=not a.no_delta, data_dir=a.data_dir,
     )
     return run(cfg)
 
@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an agent's lease: silent this long, it stops its runs (default 10)")
     s.add_argument("--flow-max-jobs", type=int, default=4, metavar="N",
                    help="FATE jobs running at once; more wait in the queue (default 4)")
-    s.add_argument("--allow-delta", action="store_true",
-                   help="accept delta-task's own tasks at POST /v1/task (their code runs in the workers)")
+    s.add_argument("--no-delta", action="store_true",
+                   help="refuse delta-task's own tasks (accepted by default under the rule for command tasks)")
+    s.add_argument("--allow-delta", action="store_true", help=argparse.SUPPRESS)  # the old opt-in: now a no-op
     s.add_argument("--data-dir", default="var/data", metavar="DIR",
                    help="Delta datasets the local node holds (default ./var/data)")
     s.add_argument("--flow-data-dir", default="", metavar="DIR",

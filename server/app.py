@@ -70,7 +70,7 @@ class ServerConfig:
     flow_model_dir: str = ""         # FATE model archives of model/store and model/restore; default <db dir>/models
     flow_components: dict[str, str] = field(default_factory=dict)  # DSL module -> package.module:Class
     security: SecurityConfig = field(default_factory=SecurityConfig)
-    allow_delta: bool = False        # accept delta-task's own tasks (code: run only in workers)
+    delta_tasks: bool = True         # accept delta-task's own tasks, as command tasks (same auth rule); --no-delta
     data_dir: str = "var/data"       # Delta datasets the local node holds
 
 
@@ -93,7 +93,7 @@ class Server:
         model_dir = cfg.flow_model_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "models")
         self.flow_models = FlowModels(self.flow, ModelStore(self.store), model_dir)
         self.security = Security(cfg.security, self.store, self.engine, cfg.host, cfg.db)
-        self.delta = DeltaTasks(self.engine, cfg.allow_delta)
+        self.delta = DeltaTasks(self.engine, cfg.delta_tasks)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
