@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -263,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = tv.add_parser("wait", help="block until the task ends; exits 0 if it succeeded")
     w.add_argument("id", type=int)
     w.set_defaults(fn=cmd_task_wait)
+    from .cli_support import accept_global_flags_after_verb
+    accept_global_flags_after_verb(p)
     return p
 
 
@@ -290,7 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = with_config(parser, argv, parser.parse_args(argv))
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # here, so that a reader gone (`| head`) is caught below
+        return code
+    except BrokenPipeError:  # the reader of our output went away: stop quietly, as `seq | head` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail again
+        return 141  # 128 + SIGPIPE
     except grpc.RpcError as e:
         code = e.code()
         if code == grpc.StatusCode.UNAVAILABLE:
