@@ -20,6 +20,7 @@ from . import metrics
 from .api.auth_service import AuthService
 from .api.flow_service import FlowService
 from .api.delta_service import DeltaService
+from .db_target import UnsupportedDatabase, claim_database, parse_db_target
 from .delta.datasets import node_labels
 from .delta.service import DeltaTasks
 from .api.group_service import TaskGroupService
@@ -79,6 +80,11 @@ class Server:
 
     def __init__(self, cfg: ServerConfig):
         self.cfg = cfg
+        try:
+            self.db_target = parse_db_target(cfg.db)
+        except UnsupportedDatabase as e:
+            raise SystemExit(f"taskhub: {e}")
+        self.db_lock = claim_database(self.db_target)  # before anything reads it: one server per database
         self.store = Store(cfg.db)
         self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace,
                                                       max_queued=cfg.max_queued, max_log_lines=cfg.max_log_lines))
