@@ -177,7 +177,7 @@ class Server:
         print(f"taskhub: database {os.path.abspath(cfg.db)}; local node {'on' if cfg.local_node else 'off'}", flush=True)
 
     async def _start_gateway(self) -> None:
-        # The gateway is a gRPC client of this server; it is stopped first (closers run before grpc.stop).
+        # The gateway is a gRPC client of this server; it is the first closer (its open streams end at once).
         from gateway.app import Gateway, connect_host
         target = self._gateway_target or f"{connect_host(self.cfg.host)}:{self.grpc_port}"
         gw = Gateway(target, self.cfg.host, self.cfg.http_port, ssl_context=self.security.http_ssl_context(),
