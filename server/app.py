@@ -199,12 +199,10 @@ class Server:
     async def stop(self) -> None:
         for name in list(self.health._server_status):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        # From here no new call is taken; calls in flight have a second, then open streams (trace,
-        # watch, wait, agents) are cut. The rest stops meanwhile: one step after another, each
-        # waiting out its own grace, one SIGTERM took over 12 s with a few streams open.
-        grpc_stopped = asyncio.ensure_future(self.grpc.stop(grace=1.0)) if self.grpc else None
         for closer in reversed(self._closers):
             await closer()
+        if self.grpc:  # calls in flight have a second, then open streams (trace, watch, wait, agents) are cut
+            await self.grpc.stop(grace=1.0)
         self.flow.close()
         await self.engine.stop()
         self.security.close()
@@ -212,8 +210,6 @@ class Server:
             t.cancel()
         if self.executor:
             await self.executor.close()
-        if grpc_stopped:
-            await grpc_stopped
         await asyncio.sleep(0.05)  # let the last status changes reach the writer
         self.engine._flush()
         await asyncio.get_running_loop().run_in_executor(None, self.store.writer.stop)
