@@ -162,6 +162,7 @@ class Authority:
     _by_hash: dict[str, TokenRecord] = field(default_factory=dict)
     _by_id: dict[str, TokenRecord] = field(default_factory=dict)
     _key: bytes = b""
+    _mac: hmac.HMAC | None = None  # HMAC-SHA256 under _key, copied for each task token
     # token -> its Caller, for tokens already checked (thk_, thf_): a call then costs one lookup
     # instead of a SHA-256 or an HMAC. Emptied when a token changes (revoke); expiry is checked on
     # every hit; bounded, so unknown tokens cannot grow it without end.
@@ -176,6 +177,7 @@ class Authority:
             await self.store.save_server_key(key)
             key = self.store.server_key()
         self._key = bytes.fromhex(key)
+        self._mac = hmac.new(self._key, digestmod=hashlib.sha256)
 
     def _remember(self, t: TokenRecord) -> None:
         self._by_hash[t.hash] = t
@@ -248,8 +250,9 @@ class Authority:
 
     # -- task tokens -------------------------------------------------------------
     def task_token(self, task_id: int, uid: str) -> str:
-        mac = hmac.digest(self._key, f"{task_id}:{uid}".encode(), "sha256").hex()[:40]  # one C call per run
-        return f"tht_{task_id}_{mac}"
+        mac = self._mac.copy()  # keyed once (load): per run only the message is hashed
+        mac.update(f"{task_id}:{uid}".encode())
+        return f"tht_{task_id}_{mac.hexdigest()[:40]}"
 
     def task_env(self, task_id: int, uid: str) -> dict[str, str]:
         """What a run's environment gets so its code can call the server as its task."""
