@@ -25,10 +25,11 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import grpc
+
+from .workloads import in_threads
 
 ECHO = b"""
 import os, sys
@@ -78,13 +79,7 @@ def grpc_unary_rate(calls: int, threads: int = 8) -> float:
         def run(stub) -> None:
             for _ in range(per):
                 stub(b"x" * 64)
-        workers = [threading.Thread(target=run, args=(s,)) for s in stubs]
-        t0 = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        elapsed = time.perf_counter() - t0
+        elapsed = in_threads(run, stubs)
         for c in channels:
             c.close()
         return per * threads / elapsed

@@ -75,6 +75,17 @@ async def end_to_end(target: str, spec: pb.TaskSpec, total: int, clients: int = 
     return per_client * clients / elapsed
 
 
+def in_threads(fn, items: list) -> float:
+    """Seconds until fn(item) has returned for every item, each in its own thread, all started together."""
+    workers = [threading.Thread(target=fn, args=(item,)) for item in items]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - t0
+
+
 def sdk_one_per_call(target: str, total: int, threads: int = 8, token: str = "") -> float:
     """Tasks/s with the blocking SDK as most users call it: each of `threads` threads creates its
     share one CreateTask at a time (each with its own request_id), then waits for them on
@@ -95,13 +106,7 @@ def sdk_one_per_call(target: str, total: int, threads: int = 8, token: str = "")
         except Exception as e:  # reported, not hidden
             errors.append(repr(e))
 
-    workers = [threading.Thread(target=run, args=(c,)) for c in clients]
-    t0 = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - t0
+    elapsed = in_threads(run, clients)
     for c in clients:
         c.close()
     if errors:
