@@ -404,8 +404,8 @@ class Engine:
         self._watchers.setdefault(task.id, set()).add(q)
         try:
             current = self.tasks.get(task.id)
-            if current is None:  # finished and committed
-                yield self.get(ANY_NAMESPACE, task.id)
+            if current is None:  # finished and committed: `task` was just read back (no second read)
+                yield task if task.terminal else self.get(ANY_NAMESPACE, task.id)
                 return
             if not current.terminal:  # a terminal one is yielded once committed, below
                 yield copy.copy(current)
