@@ -110,7 +110,9 @@ class Server:
         # Bound first: tasks the engine brings back call this server (TASKHUB_SERVER) as soon as they run.
         # Authentication first: the metrics interceptor caches each method's handler, so nothing may
         # run after it per call (refused calls are counted by the audit, not by /metrics).
-        self.grpc = grpc.aio.server(interceptors=stages.interceptors([*self.security.interceptors(), MetricsInterceptor()]), options=[
+        # (With TASKHUB_STAGES set, bench/stages.py's timestamps bracket them: server/stages.py.)
+        interceptors = stages.interceptors([*self.security.interceptors(), MetricsInterceptor()])
+        self.grpc = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", cfg.security.max_message_bytes),
             ("grpc.max_send_message_length", cfg.security.max_message_bytes),
             ("grpc.so_reuseport", 0),

@@ -53,36 +53,28 @@ def flush() -> None:
     _records.clear()
 
 
-class StageInterceptor:
-    """Two instances bracket the others when ON: the first notes when a call arrived, the last
-    when it reaches the servicer. Built by `interceptors()`, never on a server without the switch."""
-
-    def __init__(self, first: bool):
-        self.first = first
-
-    async def intercept_service(self, continuation, details):
-        import grpc
-        arrived = now()
-        handler = await continuation(details)
-        if handler is None or not handler.unary_unary:
-            return handler
-        inner, first = handler.unary_unary, self.first
-
-        async def timed(request, context):
-            if first:
-                call_times.set((arrived, 0.0))
-            else:
-                call_times.set((call_times.get()[0], now()))
-            return await inner(request, context)
-        return grpc.unary_unary_rpc_method_handler(timed, handler.request_deserializer, handler.response_serializer)
-
-
 def interceptors(inner: list) -> list:
-    """`inner` bracketed by the stage interceptors when ON, else `inner` unchanged."""
+    """`inner` bracketed by two stage interceptors when ON (the first notes when a call arrived,
+    the last when it reaches the servicer), else `inner` unchanged. grpc is imported only here:
+    the Python workers import this module too."""
     if not ON:
         return inner
     import grpc
 
-    class Interceptor(StageInterceptor, grpc.aio.ServerInterceptor):
-        pass
-    return [Interceptor(True), *inner, Interceptor(False)]
+    class StageInterceptor(grpc.aio.ServerInterceptor):
+        def __init__(self, first: bool):
+            self.first = first
+
+        async def intercept_service(self, continuation, details):
+            arrived = now()
+            handler = await continuation(details)
+            if handler is None or not handler.unary_unary:
+                return handler
+            inner_call, first = handler.unary_unary, self.first
+
+            async def timed(request, context):
+                call_times.set((arrived, 0.0) if first else (call_times.get()[0], now()))
+                return await inner_call(request, context)
+            return grpc.unary_unary_rpc_method_handler(timed, handler.request_deserializer,
+                                                       handler.response_serializer)
+    return [StageInterceptor(True), *inner, StageInterceptor(False)]
