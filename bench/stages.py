@@ -38,7 +38,8 @@ STAGES = [
     ("worker runs the task", "worker_got", "worker_done", "import cache hit, call, result to JSON, flush logs"),
     ("pipe back", "worker_done", "exited", "the 'done' frame read by the event loop"),
     ("result commit", "exited", "announced", "status SUCCESS batched into the next commit; waiters told after it"),
-    ("waiter notified", "announced", "client:done", "the WaitTask stream wakes, Task -> proto, sent, read by the client"),
+    ("waiter notified", "announced", "client:done",
+     "the WaitTask stream wakes, Task -> proto, sent, read; a no-op often ends before WaitTask arrives: a 2nd RPC"),
 ]
 
 
