@@ -17,7 +17,7 @@ from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, delta_service_p
                         node_service_pb2, node_service_pb2_grpc, task_group_service_pb2, task_group_service_pb2_grpc,
                         task_service_pb2, task_service_pb2_grpc)
 
-from . import metrics
+from . import metrics, stages
 from .api.auth_service import AuthService
 from .api.flow_service import FlowService
 from .api.delta_service import DeltaService
@@ -126,7 +126,9 @@ class Server:
         # Bound first: tasks the engine brings back call this server (TASKHUB_SERVER) as soon as they run.
         # Authentication first: the metrics interceptor caches each method's handler, so nothing may
         # run after it per call (refused calls are counted by the audit, not by /metrics).
-        self.grpc = grpc.aio.server(interceptors=[*self.security.interceptors(), MetricsInterceptor()], options=[
+        # (With TASKHUB_STAGES set, bench/stages.py's timestamps bracket them: server/stages.py.)
+        interceptors = stages.interceptors([*self.security.interceptors(), MetricsInterceptor()])
+        self.grpc = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", cfg.security.max_message_bytes),
             ("grpc.max_send_message_length", cfg.security.max_message_bytes),
             ("grpc.so_reuseport", 0),
@@ -255,6 +257,7 @@ class Server:
         await asyncio.sleep(0.05)  # let the last status changes reach the writer
         self.engine._flush()
         await asyncio.get_running_loop().run_in_executor(None, self.store.writer.stop)
+        stages.flush()
         self._stopped.set()
 
     async def wait(self) -> None:

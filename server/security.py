@@ -178,5 +178,6 @@ class Security:
             print(f"taskhub: admin token in {self.admin_file}", flush=True)
 
     def close(self) -> None:
+        self.authority.store.flush_audit()  # the last audit entries, before the writer stops
         if self._socket_dir:
             shutil.rmtree(self._socket_dir, ignore_errors=True)

@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import Callable
 
+from .. import stages
 from .task_user import clean_env
 from .wire import HEADER, frame, unframe
 
@@ -84,6 +85,9 @@ class WorkerProcess:
                     events.on_response(msg[1], msg[2])
                 elif kind == "ready":
                     self.ready.set_result(True)
+                elif kind == "stages":  # only from a worker of a server started with TASKHUB_STAGES
+                    stages.mark(msg[1], "worker_got", msg[2])
+                    stages.mark(msg[1], "worker_done", msg[3])
         except (asyncio.IncompleteReadError, ConnectionResetError):
             pass
         code = await self.proc.wait()
@@ -140,6 +144,8 @@ class PythonPool:
             w.killed_for = ""
             self.busy[task_id] = w
             w.send(job)
+            if stages.ON:
+                stages.mark(task_id, "dispatched")
             self.on_start(task_id, w.pid)
 
     def cancel(self, task_id: int) -> str:
