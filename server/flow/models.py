@@ -36,6 +36,7 @@ class FlowModels:
         jobs.on_job_end.append(self._on_job_end)
         jobs.model_source = self.component_model
         jobs.model_check = self.check_predict_job
+        jobs.deployed_dsl = self.predict_dsl
 
     # ------------------------------------------------------------------ train jobs make models
     def _on_job_end(self, job: FlowJob) -> None:

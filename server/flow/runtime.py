@@ -54,9 +54,10 @@ def _metadata() -> list[tuple[str, str]]:
 class RemoteTable:
     """An input table read from the server on demand."""
 
-    def __init__(self, stub, namespace: str, name: str):
+    def __init__(self, stub, namespace: str, name: str, source: str | None = None):
         self._stub = stub
         self.namespace, self.name = namespace, name
+        self.source = source          # the component that wrote it (Evaluation names metrics after it)
         first = next(iter(self._stub.ReadTable(pb.ReadTableRequest(namespace=namespace, name=name, limit=1),
                                                metadata=_metadata())))
         self.schema = json.loads(first.table.schema_json or "{}")
@@ -131,7 +132,8 @@ class RuntimeContext:
         return self.roles[self.role].index(self.party_id)
 
     def input_tables(self, key: str = "data") -> list[RemoteTable]:
-        return [RemoteTable(self._stub, t["namespace"], t["name"]) for t in self._spec["inputs"].get(key, [])]
+        return [RemoteTable(self._stub, t["namespace"], t["name"], t.get("component"))
+                for t in self._spec["inputs"].get(key, [])]
 
     def read_table(self, namespace: str, name: str) -> RemoteTable:
         try:
