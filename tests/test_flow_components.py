@@ -368,7 +368,8 @@ def test_hetero_lr_two_hosts():
     hosts = conf["component_parameters"]["role"]["host"]
     hosts["1"] = json.loads(json.dumps(hosts["0"]))
     with pytest.raises(ComponentError, match="only early_stop weight_diff"):
-        run_component("HeteroLR", conf["role"], [PartySpec("guest", 0, {"early_stop": "diff"})])
+        run_component("HeteroLR", conf["role"], [PartySpec("guest", 0, {"early_stop": "diff"},
+                                                           {"train_data": [csv_table("breast_hetero_guest")]})])
     common = conf["component_parameters"]["common"]
     common["intersection_0"] = {"intersect_method": "raw"}      # the subject here is HeteroLR
     common["hetero_lr_0"].update(early_stop="weight_diff", learning_rate=0.05)
