@@ -60,7 +60,7 @@ def test_data_transform_missing_fill_and_predict_mode():
 
 @pytest.mark.parametrize("params, message", [
     ({"with_lable": True}, "unknown parameter(s) with_lable"),
-    ({"output_format": "sparse"}, "output_format='sparse' is not supported"),
+    ({"output_format": "tag"}, "output_format='tag' is not supported"),
     ({"missing_fill_method": "mean"}, "missing_fill is false"),
     ({"with_label": True, "label_name": "label"}, "label_name 'label' is not a column"),
 ])

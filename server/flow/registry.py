@@ -29,6 +29,7 @@ BUILTIN: dict[str, Entry] = {
     "HeteroLR": Entry("server.flow.components.hetero_lr:HeteroLR", ("guest", "host", "arbiter")),
     "HomoLR": Entry("server.flow.components.homo_lr:HomoLR", ("guest", "host", "arbiter")),
     "Evaluation": Entry("server.flow.components.evaluation:Evaluation", DATA_ROLES),
+    "SampleWeight": Entry("server.flow.components.sample_weight:SampleWeight", DATA_ROLES),
     "Probe": Entry("server.flow.components.probe:Probe", ALL),
 }
 

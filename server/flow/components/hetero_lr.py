@@ -21,6 +21,8 @@ Around that core, as FATE does it:
   train and validate rows, the guest evaluates, and tells hosts and arbiter whether to stop and which
   epoch's model to keep;
 * warm start: `input.model` together with `train_data` continues from that model's weights and epoch;
+* sample weights (SampleWeight, on the guest): the guest multiplies each row's encrypted [[4d]] by its
+  weight before the gradients are formed, so the hosts' gradients are weighted too;
 * cross-validation (`cv_param.need_cv`): the guest splits the ids into folds and tells the hosts; each
   fold is trained and evaluated (metrics `fold_<k>`), and the output is each row's held-out prediction.
 
@@ -42,6 +44,7 @@ from server.flow.components.evaluation import multi_metrics
 from server.flow.components.paillier import PublicKey, encode, keypair
 
 MODULE = "HeteroLR"
+WEIGHT_BITS = 10        # fixed-point bits of sample weights multiplied into the encrypted fore-gradient
 
 
 @dataclass
@@ -233,7 +236,9 @@ class HeteroLR(Component):
                 h_msgs = fed.get("host_gradient", tag, "host", -1)
                 rows = g_msg["rows"]
                 parts = [g_msg["gradient"]] + [h["gradient"] for h in h_msgs]
-                grads = [np.array(priv.decrypt(c), dtype=np.float64) / (4.0 * scale * rows) for c in parts]
+                weight_scale = 2.0 ** g_msg.get("weight_bits", 0)
+                grads = [np.array(priv.decrypt(c), dtype=np.float64) / (4.0 * scale * weight_scale * rows)
+                         for c in parts]
                 step = optimizer.step(np.concatenate(grads))
                 offset = 0
                 for who, g in zip([("guest", 0)] + [("host", h) for h in range(hosts)], grads):
@@ -292,10 +297,14 @@ class HeteroLR(Component):
                     enc_wx_h = pub.add(enc_wx_h, f["wx"])
                 wx_g = X[idx] @ w
                 enc_4d = pub.add_plain(enc_wx_h, encode(wx_g - 2.0 * y_pm[idx], P))
-                fed.remote(enc_4d, "fore_gradient", tag, "host", -1)
+                bits = 0
+                if data.weights is not None:      # SampleWeight: each row's term times its weight (fixed point)
+                    bits = WEIGHT_BITS
+                    enc_4d = pub.scale(enc_4d, encode(data.weights[idx], bits))
+                fed.remote({"d": enc_4d, "weight_bits": bits}, "fore_gradient", tag, "host", -1)
                 gradient = pub.dot(enc_4d, [encode(col, P) for col in X[idx].T])
                 gradient = pub.add_plain(gradient, encode(4 * len(idx) * linear.l2_gradient(
-                    w, p["penalty"], p["alpha"], fit_intercept), 2 * P))
+                    w, p["penalty"], p["alpha"], fit_intercept), 2 * P + bits))
                 loss = None
                 if single_host:   # 8 m loss = 8 m log2 - 4 sum y'wx_g + sum wx_g^2 + sum (2 wx_g - 4y') wx_h + sum wx_h^2
                     m = len(idx)
@@ -304,7 +313,7 @@ class HeteroLR(Component):
                     loss = pub.add_plain([pub.add([cross], [forwards[0]["wx_square_sum"]])[0]],
                                          encode([plain], 2 * P))[0]
                 coef = w[:-1] if fit_intercept else w
-                fed.remote({"gradient": gradient, "rows": len(idx), "loss": loss,
+                fed.remote({"gradient": gradient, "rows": len(idx), "loss": loss, "weight_bits": bits,
                             "penalty": linear.penalty_loss(coef, p["penalty"], p["alpha"])},
                            "guest_gradient", tag, "arbiter", 0)
                 answer = fed.get("step", tag, "arbiter", 0)[0]
@@ -391,10 +400,10 @@ class HeteroLR(Component):
                 fed.remote({"wx": pub.encrypt(encode(wx, P)),
                             "wx_square_sum": pub.encrypt(encode([float(wx @ wx)], 2 * P))[0]},
                            "host_forward", tag, "guest", 0)
-                enc_4d = fed.get("fore_gradient", tag, "guest", 0)[0]
-                gradient = pub.dot(enc_4d, [encode(col, P) for col in X[idx].T])
+                fore = fed.get("fore_gradient", tag, "guest", 0)[0]
+                gradient = pub.dot(fore["d"], [encode(col, P) for col in X[idx].T])
                 gradient = pub.add_plain(gradient, encode(4 * len(idx) * linear.l2_gradient(
-                    w, p["penalty"], p["alpha"], False), 2 * P))
+                    w, p["penalty"], p["alpha"], False), 2 * P + fore["weight_bits"]))
                 fed.remote({"gradient": gradient, "penalty": linear.penalty_loss(w, p["penalty"], p["alpha"])},
                            "host_gradient", tag, "arbiter", 0)
                 answer = fed.get("step", tag, "arbiter", 0)[0]
@@ -517,7 +526,8 @@ def subset(data: Instances, idx: list[int]) -> Instances:
     pick = np.array(idx, dtype=int)
     return Instances([data.sids[i] for i in idx], data.X[pick] if len(idx) else data.X[:0],
                      data.y[pick] if data.y is not None else None,
-                     [data.labels[i] for i in idx] if data.labels is not None else None, data.features, data.schema)
+                     [data.labels[i] for i in idx] if data.labels is not None else None, data.features, data.schema,
+                     data.weights[pick] if data.weights is not None else None)
 
 
 def fold_metrics(ctx: ComponentContext, name: str, data_type: str, part: Instances, rows: list[list],

@@ -236,7 +236,10 @@ class HomoLR(Component):
             ctx.check_cancelled()
             for idx in linear.batches(len(data), p, rng):
                 z = X[idx] @ w
-                grad = X[idx].T @ (linear.sigmoid(z) - y[idx]) / len(idx)
+                residual = linear.sigmoid(z) - y[idx]
+                if data.weights is not None:           # SampleWeight
+                    residual = residual * data.weights[idx]
+                grad = X[idx].T @ residual / len(idx)
                 grad = grad + linear.l2_gradient(w, p["penalty"], p["alpha"], fit_intercept)
                 w = linear.apply_step(w, optimizer.step(grad), p["penalty"], p["alpha"], p["learning_rate"], epoch,
                                       fit_intercept)
