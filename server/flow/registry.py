@@ -30,6 +30,9 @@ BUILTIN: dict[str, Entry] = {
     "HomoLR": Entry("server.flow.components.homo_lr:HomoLR", ("guest", "host", "arbiter")),
     "Evaluation": Entry("server.flow.components.evaluation:Evaluation", DATA_ROLES),
     "SampleWeight": Entry("server.flow.components.sample_weight:SampleWeight", DATA_ROLES),
+    "HeteroFeatureBinning": Entry("server.flow.components.binning:HeteroFeatureBinning", ("guest", "host")),
+    "HeteroFeatureSelection": Entry("server.flow.components.selection:HeteroFeatureSelection", ("guest", "host")),
+    "OneHotEncoder": Entry("server.flow.components.one_hot:OneHotEncoder", DATA_ROLES),
     "Probe": Entry("server.flow.components.probe:Probe", ALL),
 }
 
