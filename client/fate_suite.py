@@ -17,7 +17,10 @@ from __future__ import annotations
 import copy
 import json
 import os
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Callable
 
@@ -97,28 +100,42 @@ def _merge(into: dict, src: dict) -> None:
 
 
 def run(client, suite_path: str, *, data_dir: str, overrides: dict[str, dict] | None = None,
-        namespace_suffix: str = "", timeout: float = 3600.0, poll: float = 1.0,
+        namespace_suffix: str = "", timeout: float = 3600.0, poll: float = 1.0, parallel: int = 1,
         echo: Callable[[str], None] = print) -> list[JobResult]:
+    """Every job of the suite, `parallel` at a time (1, as fate_test: one after the other); a job with
+    `deps` starts once that job has ended."""
     suite = load(suite_path)
     base = os.path.dirname(os.path.abspath(suite_path))
     upload(client, suite, base, data_dir, namespace_suffix, echo)
-    results: dict[str, JobResult] = {}
+    jobs = suite["tasks"]
+    unknown = {n: j["deps"] for n, j in jobs.items() if j.get("deps") and j["deps"] not in jobs}
+    results: dict[str, JobResult] = {n: JobResult(n, error=f"its deps job {d} is not in the suite")
+                                     for n, d in unknown.items()}
     trained: dict[str, dict] = {}          # job name -> its model_info
-    pending = list(suite["tasks"].items())
-    while pending:
-        ready = [(n, j) for n, j in pending if not j.get("deps") or j["deps"] in results]
-        if not ready:
-            for name, _ in pending:
-                results[name] = JobResult(name, error="its deps job is not in the suite")
-            break
-        name, job = ready[0]
-        pending.remove((name, job))
-        results[name] = run_job(client, name, job, base, results, trained, overrides or {}, namespace_suffix,
-                                timeout, poll)
-        r = results[name]
-        echo(f"{name}: {r.status} {r.metric} {'' if r.value is None else r.value} ({r.seconds:.0f} s)"
-             f"{'  ' + r.error if r.error else ''}")
-    return [results[name] for name in suite["tasks"]]
+    lock = threading.Lock()
+
+    def one(name: str) -> None:
+        result = run_job(client, name, jobs[name], base, results, trained, overrides or {}, namespace_suffix,
+                         timeout, poll, lock)
+        with lock:
+            results[name] = result
+        echo(f"{name}: {result.status} {result.metric} {'' if result.value is None else result.value} "
+             f"({result.seconds:.0f} s){'  ' + result.error if result.error else ''}")
+
+    pending = [n for n in jobs if n not in results]
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        running: dict = {}
+        while pending or running:
+            for name in [n for n in pending if not jobs[n].get("deps") or jobs[n]["deps"] in results]:
+                if len(running) >= max(1, parallel):
+                    break
+                pending.remove(name)
+                running[pool.submit(one, name)] = name
+            done, _ = wait_futures(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                running.pop(f)
+                f.result()
+    return [results[name] for name in jobs]
 
 
 def upload(client, suite: dict, base: str, data_dir: str, suffix: str, echo) -> None:
@@ -153,7 +170,7 @@ def with_namespace_suffix(conf: dict, suffix: str) -> dict:
 
 
 def run_job(client, name: str, job: dict, base: str, results: dict, trained: dict, overrides: dict,
-            suffix: str, timeout: float, poll: float) -> JobResult:
+            suffix: str, timeout: float, poll: float, lock: threading.Lock) -> JobResult:
     result = JobResult(name)
     started = time.monotonic()
     with open(os.path.join(base, job["dsl"])) as f:
@@ -179,7 +196,8 @@ def run_job(client, name: str, job: dict, base: str, results: dict, trained: dic
         result.seconds = time.monotonic() - started
         return result
     result.job_id = answer["jobId"]
-    trained[name] = answer["data"]["model_info"]
+    with lock:
+        trained[name] = answer["data"]["model_info"]
     result.status = wait(client, result.job_id, timeout, poll)
     result.seconds = time.monotonic() - started
     if result.status == "success":
@@ -277,13 +295,15 @@ def add_suite_flags(p) -> None:
                    help="set a parameter of every component of a module, e.g. HeteroLR.max_iter=3 (repeatable)")
     p.add_argument("--namespace-suffix", default="", help="appended to every table namespace")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per job (default 3600)")
+    p.add_argument("--parallel", type=int, default=1, metavar="N",
+                   help="run up to N jobs at once (default 1: one after the other, as fate_test)")
 
 
 def run_and_print(client, a) -> int:
     try:
         overrides = parse_overrides(a.override)
         results = run(client, a.suite, data_dir=a.data_dir, overrides=overrides,
-                      namespace_suffix=a.namespace_suffix, timeout=a.timeout)
+                      namespace_suffix=a.namespace_suffix, timeout=a.timeout, parallel=a.parallel)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"suite failed: {e}")
         return 1
