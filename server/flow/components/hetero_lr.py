@@ -90,16 +90,7 @@ class HeteroLR(Component):
         if not self.need_run:
             return self.passthrough(ctx)
         models = ctx.input_model("model")
-        fed = ctx.federation
-        # The arbiter holds no data: the guest tells it whether this run trains (train_data given).
-        if ctx.role == "guest":
-            training = bool(ctx.input_tables("train_data"))
-            fed.remote(training, "trains", "run", "arbiter", 0)
-        elif ctx.role == "arbiter":
-            training = fed.get("trains", "run", "guest", 0)[0]
-        else:
-            training = bool(ctx.input_tables("train_data"))
-        if not training:
+        if not linear.trains(ctx):
             if ctx.role == "arbiter":
                 return
             if not models:

@@ -66,15 +66,7 @@ class HomoLR(Component):
         if not self.need_run:
             return self.passthrough(ctx)
         models = ctx.input_model("model")
-        fed = ctx.federation
-        if ctx.role == "guest":            # the arbiter holds no data: the guest tells it whether this run trains
-            training = bool(ctx.input_tables("train_data"))
-            fed.remote(training, "trains", "run", "arbiter", 0)
-        elif ctx.role == "arbiter":
-            training = fed.get("trains", "run", "guest", 0)[0]
-        else:
-            training = bool(ctx.input_tables("train_data"))
-        if not training:
+        if not linear.trains(ctx):
             if ctx.role == "arbiter":
                 return
             if not models:

@@ -87,6 +87,17 @@ def check_logistic(module: str, p: dict, *, early_stops: list[str]) -> None:
         raise ComponentError(f"{module}: stepwise (stepwise_param.need_stepwise: true) is not supported")
 
 
+def trains(ctx: ComponentContext) -> bool:
+    """Whether this run trains (train_data given) or predicts. The arbiter holds no data: the guest tells it."""
+    if ctx.role == "guest":
+        training = bool(ctx.input_tables("train_data"))
+        ctx.federation.remote(training, "trains", "run", "arbiter", 0)
+        return training
+    if ctx.role == "arbiter":
+        return ctx.federation.get("trains", "run", "guest", 0)[0]
+    return bool(ctx.input_tables("train_data"))
+
+
 # -- training pieces ------------------------------------------------------------------------------
 def init_weights(init: dict, size: int, rng: np.random.Generator) -> np.ndarray:
     method = init["init_method"]
