@@ -135,3 +135,48 @@ def test_homo_one_vs_rest_cross_validation_and_validation():
 def test_contradictory_or_unknown_training_parameters_are_refused(cls, params, message):
     with pytest.raises(ComponentError, match=message):
         cls(params)
+
+
+def test_feature_engineering_binning_iv_on_encrypted_labels_selection_and_one_hot():
+    dsl, conf = published("hetero_logistic_regression", "hetero_lr_feature_engineering", hetero_lr_0={"max_iter": 1})
+    conf["component_parameters"]["common"]["hetero_feature_binning_0"]["encrypt_param"] = {"key_length": 512}
+    job = run_job(dsl, conf, TABLES)
+    guest = job.outputs["hetero_feature_binning_0"][("guest", 0)].models["model"]["model"]
+    host = job.outputs["hetero_feature_binning_0"][("host", 0)].models["model"]["model"]
+    host_ivs = guest["host_results"]["host_10000"]
+    assert set(host_ivs) == {f"host_10000_{i}" for i in range(20)} and all(r["iv"] > 0 for r in host_ivs.values())
+    assert all("iv" not in r for r in host["binning_result"].values())          # a host never learns an IV
+    assert host["anonymous_header"]["host_10000_3"] == "x3"
+    binned = next(job.table("hetero_feature_binning_0", "host").rows())
+    assert {float(v) for v in binned[1:]} <= set(map(float, range(10)))        # transform_type bin_num
+    kept_guest = job.outputs["hetero_feature_selection_0"][("guest", 0)].models["model"]["model"]["left_cols"]
+    kept_host = job.outputs["hetero_feature_selection_0"][("host", 0)].models["model"]["model"]["left_cols"]
+    low = [f for f, r in guest["binning_result"].items() if r["iv"] < 1.0]
+    assert kept_guest and not set(low) & set(kept_guest)                        # iv_value_thres 1.0
+    assert kept_host and all(host_ivs[f"host_10000_{int(f[1:])}"]["iv"] >= 1.0 for f in kept_host)
+    one_hot = job.table("one_hot_encoder_0", "guest").schema["features"]
+    assert one_hot[0] == f"{kept_guest[0]}_0" and len(one_hot) == 10 * len(kept_guest)
+    assert "auc" in job.outputs["evaluation_0"][("guest", 0)].summary["hetero_lr_0"]["train"]
+
+
+def test_sparse_rows_and_sample_weights_reach_hetero_lr():
+    dsl, conf = published("hetero_logistic_regression", "hetero_lr_sparse", hetero_lr_0={"max_iter": 1})
+    job = run_job(dsl, conf, TABLES)
+    table = job.table("data_transform_0", "host")
+    assert table.schema["sparse"] and table.schema["header"] == ["features"] and len(table.schema["features"]) == 20
+    assert all(":" in pair for pair in next(table.rows())[1].split())
+    assert job.outputs["evaluation_0"][("guest", 0)].summary["hetero_lr_0"]["train"]["auc"] > 0.9
+
+    host_weights = []
+    for weighting in ({"class_weight": {"0": 1, "1": 2}}, {"class_weight": {"0": 1, "1": 1}}):
+        dsl, conf = published("hetero_logistic_regression", "hetero_lr_sample_weights",
+                              hetero_lr_0={"max_iter": 1, "batch_size": -1}, sample_weight_0=weighting)
+        job = run_job(dsl, conf, TABLES)
+        host_weights.append(job.outputs["hetero_lr_0"][("host", 0)].models["model"]["model"]["weight"])
+        if weighting["class_weight"]["1"] == 2:
+            weighted = job.table("sample_weight_0", "guest")
+            assert weighted.schema["weight_name"] == "sample_weight"
+            at = 1 + weighted.schema["header"].index("sample_weight")
+            assert {(r[1], r[at]) for r in weighted.rows()} == {("0", "1.0"), ("1", "2.0")}
+    # the hosts' gradients are weighted by the guest's weights (which they never see)
+    assert any(abs(host_weights[0][f] - host_weights[1][f]) > 1e-3 for f in host_weights[0])
