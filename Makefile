@@ -73,6 +73,7 @@ bench: install
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.fate_flow
 	$(BIN)/python -m bench.auth
+	$(BIN)/python -m bench.fate_suites
 
 # taskhub beside Celery + Redis (installed into bench/.venv-peer and Debian's redis-server by the bench itself)
 bench-peer: install

@@ -93,6 +93,7 @@ class FlowJobs:
         # the submit-time check that a predict job's model has what its DSL reads.
         self.model_source = None                   # (model_id, version, component, role, party) -> dict | None
         self.model_check = None                    # (plan, namespace) -> None, or raises InvalidArgument
+        self.deployed_dsl = None                   # (model_id, version, namespace) -> the deployed predict DSL
         engine.observers[OBSERVER_NAME] = self._on_taskhub_change
 
     # ------------------------------------------------------------------ life
@@ -138,8 +139,12 @@ class FlowJobs:
 
     # ------------------------------------------------------------------ submit
     async def submit(self, dsl_json: str, conf_json: str, namespace: str = "") -> FlowJob:
-        plan = dsl.parse(dsl_json, conf_json, self.registry.modules)
         namespace = namespace or DEFAULT_NAMESPACE
+        if self.deployed_dsl is not None and not dsl.has_components(dsl_json):
+            named = dsl.named_model(conf_json)
+            if named is not None:   # a predict conf alone: the deployed model's predict DSL runs
+                dsl_json = json.dumps(self.deployed_dsl(*named, namespace))
+        plan = dsl.parse(dsl_json, conf_json, self.registry.modules)
         if plan.job_type == "predict" and self.model_check is not None:
             self.model_check(plan, namespace)
         self.engine.validate(TaskSpec(type=TaskType.PYTHON, namespace=namespace, callable=RUNTIME), trusted=True)
@@ -297,7 +302,7 @@ class FlowJobs:
             for up, output in refs:
                 for info in self.fstore.output_tables(job.job_id, up, t.role, t.party_id):
                     if info["output_name"] == output:
-                        tables.append({"namespace": info["namespace"], "name": info["name"]})
+                        tables.append({"namespace": info["namespace"], "name": info["name"], "component": up})
             inputs[key] = tables
         models = {key: [self._model_ref(job, up, output, t) for up, output in refs]
                   for key, refs in c.model_inputs.items()}

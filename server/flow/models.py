@@ -37,6 +37,7 @@ class FlowModels:
         jobs.on_job_end.append(self._on_job_end)
         jobs.model_source = self.component_model
         jobs.model_check = self.check_predict_job
+        jobs.deployed_dsl = self.predict_dsl
 
     # ------------------------------------------------------------------ train jobs make models
     def _on_job_end(self, job: FlowJob) -> None:
@@ -67,10 +68,10 @@ class FlowModels:
             raise errors.InvalidArgument(f"role must be one of {', '.join(MODEL_ROLES)}, got {role!r}")
         return self.mstore.models(model_id, model_version, role, party_id, auth.CALL_SCOPE.get())
 
-    def get(self, model_id: str, model_version: str) -> list[dict]:
+    def get(self, model_id: str, model_version: str, scope: tuple[str, ...] | None = None) -> list[dict]:
         if not model_id or not model_version:
             raise errors.InvalidArgument("model_id and model_version are required")
-        rows = self.mstore.models(model_id, model_version)
+        rows = self.mstore.models(model_id, model_version, scope=scope)
         if not rows:
             raise errors.NotFound(f"no model {model_id} {model_version}")
         return rows
@@ -112,8 +113,9 @@ class FlowModels:
         await self.mstore.put_models(new_rows, new_comps)
         return new_version
 
-    def predict_dsl(self, model_id: str, model_version: str) -> dict:
-        rows = self.get(model_id, model_version)
+    def predict_dsl(self, model_id: str, model_version: str, namespace: str | None = None) -> dict:
+        """The deployed predict DSL; with a namespace, only of a model of that namespace."""
+        rows = self.get(model_id, model_version, None if namespace is None else (namespace,))
         text = rows[0]["inference_dsl_json"]
         if not text:
             raise errors.NotFound(f"model {model_id} {model_version} is not deployed (no predict DSL): deploy it first")
