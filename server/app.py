@@ -32,7 +32,7 @@ from .flow.jobs import FlowJobs
 from .flow.model_store import ModelStore
 from .flow.models import FlowModels
 from .flow.registry import Registry
-from .flow.store import FlowStore
+from .flow.store import FlowStore, purge_step as flow_purge_step
 from .groups import TaskGroups
 from .modules import ModuleDescriber
 from .node.executor import Executor
@@ -41,7 +41,7 @@ from .node.remote import NodeRegistry
 from .retention import Retention, parse_duration
 from .rpc_metrics import MetricsInterceptor
 from .security import Security, SecurityConfig
-from .store import Store
+from .storage import StoreError, open_store
 
 log = logging.getLogger("taskhub")
 
@@ -79,20 +79,22 @@ class Server:
 
     def __init__(self, cfg: ServerConfig):
         self.cfg = cfg
-        self.store = Store(cfg.db)
+        self.store = open_store(cfg.db)
+        local_dir = self.store.local_dir
         self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace,
                                                       max_queued=cfg.max_queued, max_log_lines=cfg.max_log_lines))
         self.nodes = NodeRegistry(self.engine, self.store, cfg.node_timeout, cfg.lease_grace)
         self.retention = Retention(self.store, parse_duration(cfg.retain), self.engine.config.request_window_seconds)
+        self.retention.steps.append(flow_purge_step(self.store))
         self.groups = TaskGroups(self.engine)
-        data_dir = cfg.flow_data_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "data")
+        data_dir = cfg.flow_data_dir or os.path.join(local_dir, "data")
         fstore = FlowStore(self.store)
         self.flow = FlowJobs(self.engine, fstore, Registry(cfg.flow_components, cfg.allowed_modules), cfg.flow_max_jobs)
         self.flow_data = FlowData(self.flow, fstore, data_dir)
         self.federation = Federation(self.flow_data)
-        model_dir = cfg.flow_model_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "models")
+        model_dir = cfg.flow_model_dir or os.path.join(local_dir, "models")
         self.flow_models = FlowModels(self.flow, ModelStore(self.store), model_dir)
-        self.security = Security(cfg.security, self.store, self.engine, cfg.host, cfg.db)
+        self.security = Security(cfg.security, self.store, self.engine, cfg.host, local_dir)
         self.delta = DeltaTasks(self.engine, cfg.allow_delta)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
@@ -131,7 +133,7 @@ class Server:
         await self.flow.load()
         cores = os.cpu_count() or 1
         if cfg.local_node:
-            work_dir = cfg.work_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "work")
+            work_dir = cfg.work_dir or os.path.join(self.store.local_dir, "work")
             self.executor = Executor(self.engine, python_workers=cfg.python_workers or cores, work_dir=work_dir,
                                      instance=self.engine.instance, kill_grace=cfg.kill_grace,
                                      task_paths=cfg.task_paths)
@@ -168,7 +170,7 @@ class Server:
             await self._start_gateway()
 
         self.security.announce()
-        print(f"taskhub: database {os.path.abspath(cfg.db)}; local node {'on' if cfg.local_node else 'off'}", flush=True)
+        print(f"taskhub: database {self.store.describe()}; local node {'on' if cfg.local_node else 'off'}", flush=True)
 
     async def _start_gateway(self) -> None:
         # The gateway is a gRPC client of this server; it is stopped first (closers run before grpc.stop).
@@ -206,7 +208,7 @@ class Server:
             await self.executor.close()
         await asyncio.sleep(0.05)  # let the last status changes reach the writer
         self.engine._flush()
-        await asyncio.get_running_loop().run_in_executor(None, self.store.writer.stop)
+        await asyncio.get_running_loop().run_in_executor(None, self.store.close)
         self._stopped.set()
 
     async def wait(self) -> None:
@@ -243,4 +245,8 @@ async def serve(cfg: ServerConfig) -> int:
 def run(cfg: ServerConfig) -> int:
     logging.basicConfig(level=os.environ.get("TASKHUB_LOG", "WARNING"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(serve(cfg))
+    try:
+        return asyncio.run(serve(cfg))
+    except StoreError as e:  # never a silent fallback: say why, exit non-zero
+        print(f"taskhub: {e}", file=sys.stderr, flush=True)
+        return 2

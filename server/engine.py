@@ -25,7 +25,7 @@ from .model import (ANY_NAMESPACE, DEFAULT_NAMESPACE, IllegalTransition, Resourc
 from .node.base import Node
 from .node.executor import Outcome, Run
 from .node.spawner import kill_orphans
-from .store import Store
+from .storage import Store
 
 log = logging.getLogger(__name__)
 S = Status
@@ -82,7 +82,6 @@ class Engine:
         self.gates: list[Callable[[Task], str]] = []
         self._list_watchers: set[_ListWatcher] = set()
         self._enders: dict[int, set[asyncio.Queue]] = {}
-        self._next_id = 0
         self._creating: dict[str, asyncio.Future] = {}  # idempotency key -> the create in flight
         self._placed: list[tuple[Task, int, Node]] = []  # placed on an agent, started once committed
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -93,9 +92,9 @@ class Engine:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.store.writer.start(self._loop)
-        self._next_id = self.store.max_task_id()
         self.instance = self.store.get_kv("instance") or uuid.uuid4().hex
-        await self.store.writer.execute([("INSERT OR IGNORE INTO kv(key, value) VALUES ('instance', ?)", (self.instance,))])
+        async with self.store.batch() as b:
+            b.put_kv_if_absent("instance", self.instance)
         await self._recover()
 
     async def _recover(self) -> None:
@@ -289,11 +288,10 @@ class Engine:
                 f"{len(self.tasks)} tasks are unfinished, the server takes at most {self.config.max_queued}"
                 " (--max-queued); retry later, with backoff")
         ts = now_ms()
-        tasks = []
-        for spec in specs:
-            self._next_id += 1
-            tasks.append(Task(self._next_id, spec, create_time_ms=ts))
-        await self.store.writer.insert_tasks(tasks, request_key)
+        tasks = [Task(i, spec, create_time_ms=ts) for i, spec in zip(self.store.next_task_ids(len(specs)), specs)]
+        b = self.store.batch()
+        b.insert_tasks(tasks, request_key)
+        await b.submit(wait=True)
         metrics.tasks_created(tasks)
         for t in tasks:
             self.tasks[t.id] = t
@@ -366,7 +364,8 @@ class Engine:
         self._by_uid.pop(task.uid, None)
         self._release(task)
         self.logs.forget(task.id)
-        await self.store.writer.delete_task(task.id)
+        async with self.store.batch() as b:
+            b.delete_tasks([task.id])
         if self._list_watchers:
             self._publish_list([], [(task.namespace, task.id)])
 
@@ -689,10 +688,12 @@ class Engine:
             self._publish_list([copy.copy(t) for t in dirty.values()], [])
         ended = [copy.copy(t) for t in dirty.values() if t.terminal]
         placed, self._placed = self._placed, []
+        b = self.store.batch()
+        b.update_tasks(rows)
         if not ended and not placed:
-            self.store.writer.update_tasks(rows)
+            b.submit(wait=False)
             return
-        fut = self.store.writer.update_tasks(rows, wait=True)
+        fut = b.submit(wait=True)
         if ended:
             fut.add_done_callback(lambda f: self._announce(ended, f))
         if placed:
