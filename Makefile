@@ -63,6 +63,7 @@ postgres:
 
 bench: install postgres
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.backends
 	$(BIN)/python -m bench.fate_flow
 	$(BIN)/python -m bench.auth
 

@@ -9,9 +9,10 @@ import tempfile
 
 
 class TaskhubServer:
-    def __init__(self, *extra: str):
+    def __init__(self, *extra: str, db: str = ""):
+        """db: --db (default a SQLite file in a fresh temporary directory)."""
         self.dir = tempfile.mkdtemp(prefix="taskhub-bench-")
-        self.args = [sys.executable, "-m", "client.cli", "serve", "--db", os.path.join(self.dir, "bench.db"),
+        self.args = [sys.executable, "-m", "client.cli", "serve", "--db", db or os.path.join(self.dir, "bench.db"),
                      "--grpc-port", "0", "--http-port", "-1", *extra]
         self.target = ""
         self.proc: subprocess.Popen | None = None

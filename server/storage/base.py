@@ -51,6 +51,8 @@ class Batch:
     Each method names an operation the backend implements as `op_<name>(conn, *args)`.
     """
 
+    __slots__ = ("_writer", "_items", "committed")
+
     def __init__(self, writer: "Writer"):
         self._writer = writer
         self._items: list[tuple] = []
