@@ -92,13 +92,18 @@ def test_serve_refuses_a_db_it_cannot_use(tmp_path, pg_url):
     assert done.returncode != 0 and "schema v999, newer than this taskhub" in done.stderr
 
 
-def test_taskhub_db_env_and_store_stats(tmp_path, pg_url):
-    srv = ServerProcess(tmp_path, [], db=pg_url)
+def test_one_owner_taskhub_db_env_and_store_stats(tmp_path, pg_url):
+    srv = ServerProcess(tmp_path, ["--no-local-node"], db=pg_url)
     srv.start()
     srv.client().create_task(argv=["true"])
-    srv.close()
     env = {"TASKHUB_DB": pg_url, "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
-    done = subprocess.run([sys.executable, "-m", "client.cli", "store", "stats"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert '"tasks": 1' in done.stdout
+
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "client.cli", *argv], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+    second = cli("serve", "--grpc-port", "0", "--http-port", "-1")  # --db from TASKHUB_DB
+    assert second.returncode != 0 and "in use by another taskhub server (pid" in second.stderr
+    stats = cli("store", "stats")  # reads without owning
+    assert stats.returncode == 0, stats.stderr
+    assert '"tasks": 1' in stats.stdout and '"unfinished_tasks": 1' in stats.stdout
+    srv.close()

@@ -121,6 +121,21 @@ def test_logs_keep_each_line_once_with_their_cursor(db_url):
     run(db_url, body)
 
 
+def test_text_with_nul_never_fails_a_batch(db_url):
+    """PostgreSQL text holds no NUL: a line or result with one is kept (NUL as U+FFFD there)."""
+    async def body(store):
+        [t] = await create(store, [spec()], "default\0with-nul-key")
+        t.result, t.error = "a\0b", "e\0"
+        async with store.batch() as b:
+            b.update_tasks([(t.id, t.mutable_row())])
+            b.append_logs([(t.id, 0, 1, 1, "x\0y")])
+        text = store.read_logs(t.id, 0, 1)[0][3]
+        assert text in ("x\0y", "x\ufffdy") and store.get_task(t.id).result in ("a\0b", "a\ufffdb")
+        assert store.created_by_request("default\0with-nul-key", 0) == [t.id]
+        assert store.old_create_request_keys(10**15, 5) == ["default\0with-nul-key"]
+    run(db_url, body)
+
+
 def test_kv_groups_and_nodes(db_url):
     async def body(store):
         async with store.batch() as b:
@@ -204,14 +219,21 @@ def test_flow_store_round_trip(db_url):
     run(db_url, body)
 
 
-def test_ids_never_repeat_across_stores_on_one_database(pg_url):
-    """Two servers on one PostgreSQL draw task ids from one sequence."""
-    a, b = open_store(pg_url), open_store(pg_url)
+def test_one_server_owns_a_postgresql_database_and_ids_never_repeat(pg_url):
+    """Until several servers can share a database (issue 18, phase C), a second is refused, naming
+    the owner; the next owner has a higher epoch and never hands out an id again."""
+    first = open_store(pg_url)
+    ids = first.next_task_ids(3)
+    with pytest.raises(StoreError, match=r"in use by another taskhub server \(pid \d+ on host"):
+        open_store(pg_url)
+    first.close()
+    second = open_store(pg_url)
     try:
-        ids = a.next_task_ids(3) + b.next_task_ids(100) + a.next_task_ids(70)
-        assert len(set(ids)) == len(ids)
+        assert second.ownership.epoch == first.ownership.epoch + 1
+        more = second.next_task_ids(100)
+        assert min(more) > max(ids) and len(set(more)) == 100
     finally:
-        a.close(), b.close()
+        second.close()
 
 
 def test_migrations_are_idempotent_and_a_newer_schema_is_refused(db_url):

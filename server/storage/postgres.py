@@ -10,6 +10,8 @@ import functools
 import logging
 import os
 import re
+import signal
+import socket
 import threading
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 
 _DONE = ", ".join(str(int(s)) for s in sorted(TERMINAL))
 _MIGRATION_LOCK = 0x7461736B  # pg_advisory_xact_lock key: one server migrates at a time
+_OWNER_LOCK = 0x74617368     # pg_try_advisory_lock key, held for a server's life (see Ownership)
+OWNER_CHECK_SECONDS = 2.0
 ID_BLOCK = 64                  # task ids fetched from the sequence per round trip
 
 
@@ -208,6 +212,73 @@ def _safe_url(url: str) -> str:
     return urlunsplit(parts)
 
 
+class Ownership:
+    """One server owns the database at a time (until several can share it: see the issue-18 note).
+
+    A session advisory lock held on a dedicated connection: PostgreSQL drops it when that
+    connection ends, however the server ends (SIGKILL included), so a restart is never blocked
+    by a stale holder. Each take-over increments kv 'epoch'. A watcher re-takes the lock after a
+    database restart; if another server took it meanwhile (a higher epoch), `on_lost` runs
+    (by default this process stops itself with SIGTERM: two schedulers must never run at once).
+    """
+
+    def __init__(self, url: str, describe: str):
+        self.url, self.describe = url, describe
+        self.on_lost: Callable[[str], None] = self._stop_process
+        self._stop = threading.Event()
+        self._conn = self._take()
+        self.epoch = int(self._conn.execute(
+            "INSERT INTO kv (key, value) VALUES ('epoch', '1') ON CONFLICT (key)"
+            " DO UPDATE SET value = (kv.value::bigint + 1)::text RETURNING value").fetchone()[0])
+        self._conn.execute("INSERT INTO kv (key, value) VALUES ('owner', %s) ON CONFLICT (key) DO UPDATE"
+                           " SET value = EXCLUDED.value", (f"pid {os.getpid()} on host {socket.gethostname()}",))
+        self._watcher = threading.Thread(target=self._watch, name="taskhub-db-owner", daemon=True)
+        self._watcher.start()
+
+    def _take(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        if conn.execute("SELECT pg_try_advisory_lock(%s)", (_OWNER_LOCK,)).fetchone()[0]:
+            return conn
+        row = conn.execute("SELECT value FROM kv WHERE key='owner'").fetchone()
+        conn.close()
+        raise StoreError(f"the database {self.describe} is in use by another taskhub server"
+                         f" ({row[0] if row else 'unknown'}); stop that server first, or give this one another --db")
+
+    def _watch(self) -> None:
+        while not self._stop.wait(OWNER_CHECK_SECONDS):
+            try:
+                self._conn.execute("SELECT 1")
+                continue
+            except psycopg.Error:
+                pass
+            try:  # the connection (and with it the lock) is gone: take it again, if nobody else did
+                conn = self._take()
+                epoch = int(conn.execute("SELECT value FROM kv WHERE key='epoch'").fetchone()[0])
+                if epoch != self.epoch:
+                    conn.close()
+                    self.on_lost(f"another server owned the database meanwhile (epoch {epoch}, ours {self.epoch})")
+                    return
+                self._conn = conn
+                log.warning("the database connection was lost and is back; still its owner (epoch %d)", self.epoch)
+            except StoreError as e:
+                self.on_lost(str(e))
+                return
+            except psycopg.Error:
+                continue  # the database is still away: calls answer UNAVAILABLE meanwhile
+
+    @staticmethod
+    def _stop_process(why: str) -> None:
+        log.critical("no longer the owner of the database: %s; stopping", why)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._conn.close()
+        except psycopg.Error:
+            pass
+
+
 class PostgresStore(Store):
     def __init__(self, url: str, read_only: bool = False, pool_size: int = 8):
         self.url = url
@@ -223,6 +294,12 @@ class PostgresStore(Store):
             raise StoreError(f"cannot reach the PostgreSQL database {self.describe()}: {str(e).strip()}") from e
         except psycopg.Error as e:
             raise StoreError(f"the PostgreSQL database {self.describe()} cannot be used: {str(e).strip()}") from e
+        self.ownership: Ownership | None = None
+        if not read_only:
+            try:
+                self.ownership = Ownership(url, self.describe())
+            except psycopg.Error as e:
+                raise StoreError(f"cannot reach the PostgreSQL database {self.describe()}: {str(e).strip()}") from e
         self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, timeout=10, open=True,
                                    kwargs={"autocommit": True, "connect_timeout": 10}, name="taskhub-read")
         if not read_only:
@@ -235,6 +312,8 @@ class PostgresStore(Store):
     def close(self) -> None:
         super().close()
         self.pool.close()
+        if self.ownership:
+            self.ownership.close()
 
     def _rows(self, sql: str, params=(), dicts: bool = False) -> list:
         """Runs a read; a database that cannot be reached is UNAVAILABLE, with the reason."""
