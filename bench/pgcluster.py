@@ -50,6 +50,14 @@ class PgCluster:
         self._run(f"{self.bin}/initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync",
                   "-E", "UTF8", "--locale", "C")
         self.port = free_port()
+        return self.resume()
+
+    def pause(self) -> None:
+        """Stop the database server (keeping its data and port): clients see it go away."""
+        self._run(f"{self.bin}/pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+
+    def resume(self) -> "PgCluster":
+        """Start it (again) on the same port."""
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
         if not self.durable:
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"

@@ -107,3 +107,40 @@ def test_one_owner_taskhub_db_env_and_store_stats(tmp_path, pg_url):
     assert stats.returncode == 0, stats.stderr
     assert '"tasks": 1' in stats.stdout and '"unfinished_tasks": 1' in stats.stdout
     srv.close()
+
+
+def _try(call):
+    try:
+        return call()
+    except grpc.RpcError as e:
+        assert rpc_code(e) == grpc.StatusCode.UNAVAILABLE, e
+        return None
+
+
+def test_losing_the_database_answers_unavailable_and_service_resumes(tmp_path):
+    """The database stops under a running server: calls say UNAVAILABLE and why, a status change
+    made meanwhile is kept and committed once it is back, and the server carries on without a restart."""
+    from bench.pgcluster import PgCluster
+    with PgCluster(durable=False) as pg:
+        url = pg.create_database("outage")
+        srv = ServerProcess(tmp_path, ["--no-local-node"], db=url).start()
+        c = srv.client()
+        t = c.create_task(argv=["true"])
+        pg.pause()
+        with pytest.raises(grpc.RpcError) as e:
+            c.list_tasks(limit=10)
+        assert rpc_code(e) == grpc.StatusCode.UNAVAILABLE and "cannot be reached" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            c.create_task(argv=["true"], request_id="during-outage")
+        assert rpc_code(e) == grpc.StatusCode.UNAVAILABLE and "cannot be reached" in e.value.details()
+        c.cancel_task(t.id)  # the change waits in the server for the database
+        pg.resume()
+        assert status_name(c.wait(t.id).status) == "CANCELLED"
+        again = wait_for(lambda: _try(lambda: c.create_task(argv=["true"], request_id="during-outage")),
+                         what="creates to work again")
+        assert again.id > t.id and srv.proc.poll() is None
+        srv.terminate()
+        second = ServerProcess(tmp_path, ["--no-local-node"], db=url).start()
+        assert status_name(second.client().get_task(t.id).status) == "CANCELLED"
+        second.close()
+        srv.close()

@@ -278,6 +278,10 @@ class Store(ABC):
         """Rows per table, sizes, the oldest task: `taskhub store stats`."""
 
 
+RETRY_SECONDS = 1.0           # between attempts to reach a database that went away
+_RETRIED = ("update", "logs")  # entry kinds kept for a retry when the connection is lost
+
+
 class Writer:
     """The single writer: a thread applying every pending batch in one transaction."""
 
@@ -290,6 +294,7 @@ class Writer:
         self._helpers = store.writer_threads()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_logs_committed: Callable[[dict[int, int]], None] | None = None
+        self._carry: list = []  # entries kept for a retry while the database is away (see _lost)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -309,35 +314,53 @@ class Writer:
         self._thread.join(timeout=30)
         self._store.writer_stopped()
 
+    def _next_round(self) -> tuple[list, bool]:
+        """Every pending entry (carried ones first), at most MAX_BATCH; and whether stop() was called."""
+        batch, self._carry = self._carry, []
+        try:
+            item = self._q.get(timeout=RETRY_SECONDS) if batch else self._q.get()
+        except queue.Empty:
+            return batch, False
+        while item is not None and len(batch) < self.MAX_BATCH:
+            batch.append(item)
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                return batch, False
+        if item is None:
+            return batch, True
+        self._q.put(item)  # over MAX_BATCH: keep it for the next round
+        return batch, False
+
     def _run(self) -> None:
         conn = None
         stopping = False
         while not stopping:
-            item = self._q.get()
-            batch = []
-            while item is not None and len(batch) < self.MAX_BATCH:
-                batch.append(item)
+            batch, stopping = self._next_round()
+            if not batch:
+                continue
+            if conn is None:
                 try:
-                    item = self._q.get_nowait()
-                except queue.Empty:
-                    item = False
-                    break
-            if item is None:
-                stopping = True
-            elif item is not False:
-                self._q.put(item)  # over MAX_BATCH: keep it for the next round
-            if batch:
-                if conn is None:
-                    try:
-                        conn = self._store.writer_connect()
-                    except Exception as e:  # the database is away: this round fails, the next tries again
-                        self.loop.call_soon_threadsafe(self._done, [f for _, f in batch if f], e, {})
-                        continue
-                conn = self._apply(conn, batch)
-                if conn is not None:
-                    self._store.writer_after(conn)
+                    conn = self._store.writer_connect()
+                except Exception as e:  # the database is away: retried below, or refused now
+                    self._lost(batch, e)
+                    continue
+            conn = self._apply(conn, batch)
+            if conn is not None:
+                self._store.writer_after(conn)
         if conn is not None:
             self._store.writer_close(conn)
+
+    def _lost(self, batch: list, error: BaseException) -> None:
+        """The connection to the database is gone. Status changes and log lines are whole-row and
+        idempotent writes: they (and their waiters) are carried to the next round, retried every
+        RETRY_SECONDS until the database is back. Anything else (creates, other operations) is
+        refused now with the reason, so its caller can retry (creates with their request_id)."""
+        log.warning("the store's connection is lost (%s); status changes and logs are kept for a retry", error)
+        refused = []
+        for entry in batch:
+            (self._carry if all(kind in _RETRIED for kind, _ in entry[0]) else refused).append(entry)
+        self.loop.call_soon_threadsafe(self._done, [f for _, f in refused if f], error, {})
 
     def _apply(self, conn: Any, batch: list) -> Any:
         """Returns the connection to go on with (None when it broke)."""
@@ -358,26 +381,26 @@ class Writer:
                     w.ops.append(payload)
             if fut is not None:
                 futures.append(fut)
-        error: BaseException | None = None
         started = time.perf_counter()
         try:
             self._store.writer_apply(conn, w)
             metrics.store_committed(time.perf_counter() - started, len(w.inserts), len(w.updates), len(w.logs))
         except BaseException as e:  # a failed batch is reported to every waiter in it
-            log.exception("store write failed")
-            error = e
             if getattr(conn, "broken", False) or getattr(conn, "closed", False):
                 try:
                     self._store.writer_close(conn)
                 except Exception:
                     pass
-                conn = None
+                self._lost(batch, e)
+                return None
+            log.exception("store write failed")
+            self.loop.call_soon_threadsafe(self._done, futures, e, {})
+            return conn
         committed_logs: dict[int, int] = {}
-        if error is None:
-            for task_id, seq, *_ in w.logs:
-                if seq >= committed_logs.get(task_id, -1):
-                    committed_logs[task_id] = seq
-        self.loop.call_soon_threadsafe(self._done, futures, error, committed_logs)
+        for task_id, seq, *_ in w.logs:
+            if seq >= committed_logs.get(task_id, -1):
+                committed_logs[task_id] = seq
+        self.loop.call_soon_threadsafe(self._done, futures, None, committed_logs)
         return conn
 
     def _done(self, futures: list, error: BaseException | None, committed_logs: dict[int, int]) -> None:

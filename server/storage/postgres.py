@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import threading
+import time
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,6 +31,7 @@ _DONE = ", ".join(str(int(s)) for s in sorted(TERMINAL))
 _MIGRATION_LOCK = 0x7461736B  # pg_advisory_xact_lock key: one server migrates at a time
 _OWNER_LOCK = 0x74617368     # pg_try_advisory_lock key, held for a server's life (see Ownership)
 OWNER_CHECK_SECONDS = 2.0
+DOWN_SECONDS = 1.0
 ID_BLOCK = 64                  # task ids fetched from the sequence per round trip
 
 
@@ -285,6 +287,7 @@ class PostgresStore(Store):
         self.local_dir = os.path.abspath(os.environ.get("TASKHUB_HOME", "var"))
         self._ids: list[int] = []
         self._ids_lock = threading.Lock()
+        self._down: tuple[float, str] | None = None  # (until when, why) reads fail at once
         self.writer = None
         try:
             with psycopg.connect(url, connect_timeout=10) as conn:
@@ -300,7 +303,7 @@ class PostgresStore(Store):
                 self.ownership = Ownership(url, self.describe())
             except psycopg.Error as e:
                 raise StoreError(f"cannot reach the PostgreSQL database {self.describe()}: {str(e).strip()}") from e
-        self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, timeout=10, open=True,
+        self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, timeout=3, open=True,
                                    kwargs={"autocommit": True, "connect_timeout": 10}, name="taskhub-read")
         if not read_only:
             os.makedirs(self.local_dir, exist_ok=True)
@@ -316,13 +319,21 @@ class PostgresStore(Store):
             self.ownership.close()
 
     def _rows(self, sql: str, params=(), dicts: bool = False) -> list:
-        """Runs a read; a database that cannot be reached is UNAVAILABLE, with the reason."""
+        """Runs a read; a database that cannot be reached is UNAVAILABLE, with the reason. Once a
+        read found it away, reads fail at once for DOWN_SECONDS (reads run on the event loop too:
+        each must not wait out the pool's timeout)."""
+        if self._down and time.monotonic() < self._down[0]:
+            raise Unavailable(self._down[1])
         try:
             with self.pool.connection() as conn:
                 cur = conn.cursor(row_factory=_row_factory if dicts else psycopg.rows.tuple_row)
-                return cur.execute(sql, tuple(params)).fetchall()
+                rows = cur.execute(sql, tuple(params)).fetchall()
         except (psycopg.OperationalError, PoolTimeout) as e:
-            raise Unavailable(f"the database {self.describe()} cannot be reached ({str(e).strip()}); try again")
+            why = f"the database {self.describe()} cannot be reached ({str(e).strip()}); try again"
+            self._down = (time.monotonic() + DOWN_SECONDS, why)
+            raise Unavailable(why)
+        self._down = None
+        return rows
 
     def _dicts(self, sql: str, params=()) -> list[dict]:
         return [dict(zip(r.keys(), r)) for r in self._rows(sql, params, dicts=True)]
