@@ -167,9 +167,11 @@ _KEYS = {
 @functools.lru_cache(maxsize=512)
 def from_sqlite_dialect(sql: str) -> str:
     """A FATE store statement (SQLite's dialect) as PostgreSQL takes it: placeholders, INSERT OR
-    REPLACE/IGNORE. SQLite's JSON functions (metrics merge, summary patch, party filter) have no
-    counterpart here yet: those statements fail (see docs in the issue-18 note)."""
+    REPLACE/IGNORE, instr. SQLite's JSON functions (metrics merge, summary patch, party filter,
+    model service ids) have no counterpart here yet: those statements fail with the database's
+    reason (docs/several-servers.md says what is left)."""
     sql = sql.replace("%", "%%").replace("?", "%s")
+    sql = re.sub(r"\binstr\(", "strpos(", sql)  # same arguments, same answer
     m = re.match(r"\s*INSERT OR (REPLACE|IGNORE) INTO (\w+) \(([^)]*)\)", sql)
     if m:
         kind, table, cols = m.groups()
