@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 
 from . import workloads
 from .pgcluster import PgCluster
 from .server import TaskhubServer
-from .stats import fmt, percentiles, summary, table
+from .stats import fmt, percentiles, print_load, summary, table, write_results
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -62,12 +61,8 @@ def main(argv: list[str] | None = None) -> int:
          f"{p['round_trip_ms']['p50']:.2f} / {p['round_trip_ms']['p99']:.2f}", ""],
     ]
     print(table(rows, ["workload (median)", "SQLite", "PostgreSQL", "goal"]))
-    print(f"\nload average at start {res['machine']['load_average_at_start'][0]:.2f}, at end "
-          f"{res['machine']['load_average_at_end'][0]:.2f} (other work on the machine skews every figure)")
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=2)
-    print(f"\nwritten to {os.path.relpath(a.out)}")
+    print_load(res["machine"])
+    write_results(res, a.out)
     return 0
 
 

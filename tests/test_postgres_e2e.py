@@ -11,7 +11,7 @@ import pytest
 import test_auth
 import test_recovery
 from client import make_spec, status_name
-from conftest import REPO, ServerProcess, rpc_code, wait_for
+from conftest import ServerProcess, rpc_code, wait_for
 
 
 @pytest.fixture
