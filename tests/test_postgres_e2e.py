@@ -144,3 +144,27 @@ def test_losing_the_database_answers_unavailable_and_service_resumes(tmp_path):
         assert status_name(second.client().get_task(t.id).status) == "CANCELLED"
         second.close()
         srv.close()
+
+
+def test_fate_hetero_lr_trains_deploys_and_predicts(tmp_path, pg_url):
+    """FATE's published hetero LR through fate-client's flow_sdk on a PostgreSQL server (metrics,
+    summaries, models), then deployed and used by the published predict job: test_flow_models' test."""
+    pytest.importorskip("flow_sdk.client")
+    import test_flow_models as fm
+    srv = ServerProcess(tmp_path, [], db=pg_url).start(timeout=180)
+    try:
+        fm.with_tables(fm.flow(srv))
+        fc = fm.sdk(srv)
+        dsl, conf = fm.published("hetero_lr_normal_dsl"), fm.published("hetero_lr_normal_conf")
+        conf["component_parameters"]["common"]["hetero_lr_0"]["max_iter"] = 3
+        answer = fc.job.submit(conf, dsl)
+        assert answer["retcode"] == 0, answer
+        assert fm.wait_status(fc, answer["jobId"], {"success", "failed", "canceled"}, timeout=300) == "success"
+        # The job's success is read from memory; its model rows are committed just behind it (a race
+        # of FlowModels._on_job_end, the same on SQLite): a 404 until then.
+        deployed = wait_for(lambda: (lambda d: d if d["retcode"] != 404 else None)(
+            fc.model.deploy(fm.MODEL_ID, answer["jobId"], cpn_list=fm.CPNS)), what="the trained model")
+        assert deployed["retcode"] == 0, (deployed, srv.output[-30:])
+        fm.test_train_deploy_predict_round_trip(srv, fc, answer["jobId"], deployed["data"]["model_version"])
+    finally:
+        srv.close()

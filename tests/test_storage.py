@@ -6,6 +6,7 @@ what the domain relies on: what a committed batch holds, what a failed one leave
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 
 import psycopg
@@ -216,6 +217,44 @@ def test_flow_store_round_trip(db_url):
         assert [(u["job_id"], u["upload_count"]) for u in fs.uploads(10, "")] == [("j1", 42)]
         await fs.execute(fs.replace_table("ns", "t") + [fs.append_chunk_stmt("ns", "t", i, 1, f"r{i}") for i in range(3)])
         assert list(fs.table_chunks("ns", "t")) == ["r0", "r1", "r2"]
+    run(db_url, body)
+
+
+def test_flow_json_operations(db_url):
+    """What each backend does with its own JSON functions: metrics appended, summaries patched, jobs
+    found by party, a model's service ids kept once."""
+    from server.flow.model import FlowJob, FlowTask
+    from server.flow.model_store import MODEL_COLS, ModelStore
+
+    async def body(store):
+        fs, ms = FlowStore(store), ModelStore(store)
+        parties = [("guest", 9999), ("host", 10000)]
+        task = FlowTask(job_id="j1", component="lr_0", role="guest", party_id=9999, module="HeteroLR")
+        job = FlowJob("j1", "fate", "train", "{}", "{}", ("guest", 9999), parties, tasks={task.key: task})
+        await fs.insert_job(job, {})
+        await fs.insert_job(FlowJob("j2", "fate", "train", "{}", "{}", ("guest", 1), [("guest", 1)]), {})
+        key = ("j1", "lr_0", "guest", 9999)
+        await fs.put_metric(key, "train", "loss", [[0, 0.7]], '{"unit": "x"}')
+        await fs.put_metric(key, "train", "loss", [[1, 0.5], [2, {"a": 1}]], "")
+        [m] = fs.metrics(*key)
+        assert json.loads(m["data_json"]) == [[0, 0.7], [1, 0.5], [2, {"a": 1}]]
+        assert json.loads(m["meta_json"]) == {"unit": "x"}
+        await fs.put_outputs(key, summary_json='{"a": 1, "b": 2}')
+        await fs.put_outputs(key, summary_json='{"b": 3, "a": null, "c": [1]}', model_json='{"w": 1}')
+        outputs = fs.task_outputs(*key)
+        assert json.loads(outputs["summary_json"]) == {"b": 3, "c": [1]} and outputs["model_json"] == '{"w": 1}'
+        by_party = lambda party: [j.job_id for j in fs.list_jobs("", party, [], "", 10, 0)[0]]  # noqa: E731
+        assert by_party(("host", 10000)) == ["j1"] and by_party(("host", 0)) == ["j1"]
+        assert sorted(by_party(("guest", 0))) == ["j1", "j2"] and by_party(("host", 1)) == []
+        row = {c: 0 for c in MODEL_COLS} | {"model_id": "m", "model_version": "v", "role": "guest", "party_id": 9,
+                                            "service_ids_json": "[]"}
+        row.update({c: "" for c in MODEL_COLS if c.endswith(("_json", "_role", "_version", "job_id")) and c not in
+                    ("service_ids_json", "model_version")})
+        await ms.put_models([row], [])
+        for sid in ("s1", "s2", "s1"):
+            await ms.bind_service([("m", "v", "guest", 9)], sid, 5)
+        [model] = ms.models("m", "v")
+        assert json.loads(model["service_ids_json"]) == ["s1", "s2"]
     run(db_url, body)
 
 

@@ -58,10 +58,10 @@ class ModelStore:
 
     def bind_service(self, keys: list[tuple], service_id: str, ts: int):
         """Adds the service id to each row's list (kept once, in binding order)."""
-        return self.execute([(
-            "UPDATE flow_models SET service_ids_json = CASE WHEN EXISTS (SELECT 1 FROM json_each(service_ids_json)"
-            " WHERE value = ?) THEN service_ids_json ELSE json_insert(service_ids_json, '$[#]', ?) END,"
-            " update_time_ms=?" + _KEY, (service_id, service_id, ts, *k)) for k in keys])
+        b = self.store.batch()
+        for k in keys:
+            b.bind_model_service(tuple(k), service_id, ts)
+        return b.submit(wait=True)
 
     def delete_model(self, model_id: str, model_version: str):
         return self.execute([

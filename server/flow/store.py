@@ -139,8 +139,7 @@ class FlowStore:
             where.append("job_id LIKE ? ESCAPE '\\'")
             params.append(job_id[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
         if party:
-            where.append("EXISTS (SELECT 1 FROM json_each(parties_json) p WHERE json_extract(p.value, '$[0]') = ?"
-                         " AND (? = 0 OR json_extract(p.value, '$[1]') = ?))")
+            where.append(self.store.FLOW_JOB_HAS_PARTY)
             params.extend([party[0], party[1], party[1]])
         sql_where = f"WHERE {' AND '.join(where)}" if where else ""
         total = self.store.query_sql(f"SELECT COUNT(*) FROM flow_jobs {sql_where}", params)[0][0]
@@ -173,27 +172,18 @@ class FlowStore:
 
     def put_metric(self, key: tuple, namespace: str, name: str, points: list, meta_json: str):
         """Append points (a JSON list merge done in SQL, so concurrent appends never lose one)."""
-        job_id, component, role, party_id = key
-        return self.execute([(
-            "INSERT INTO flow_metrics (job_id, component, role, party_id, namespace, name, data_json, meta_json)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-            " data_json = (SELECT json_group_array(CASE WHEN type IN ('array', 'object') THEN json(value) ELSE value END)"
-            " FROM (SELECT value, type FROM json_each(flow_metrics.data_json)"
-            " UNION ALL SELECT value, type FROM json_each(excluded.data_json))),"
-            " meta_json = CASE WHEN excluded.meta_json = '' THEN flow_metrics.meta_json ELSE excluded.meta_json END",
-            (job_id, component, role, party_id, namespace, name, json.dumps(points), meta_json))])
+        b = self.store.batch()
+        b.append_flow_metric(tuple(key) + (namespace, name, json.dumps(points), meta_json))
+        return b.submit(wait=True)
 
     def put_outputs(self, key: tuple, summary_json: str = "", model_json: str = "", model_meta_json: str = ""):
-        job_id, component, role, party_id = key
-        stmts = []
-        where = " WHERE job_id=? AND component=? AND role=? AND party_id=?"
+        b = self.store.batch()
         if summary_json:
-            stmts.append(("UPDATE flow_tasks SET summary_json=json_patch(summary_json, ?)" + where,
-                          (summary_json, job_id, component, role, party_id)))
+            b.patch_flow_summary(tuple(key), summary_json)
         if model_json:
-            stmts.append(("UPDATE flow_tasks SET model_json=?, model_meta_json=?" + where,
-                          (model_json, model_meta_json or "{}", job_id, component, role, party_id)))
-        return self.execute(stmts)
+            b.sql([("UPDATE flow_tasks SET model_json=?, model_meta_json=? WHERE job_id=? AND component=? AND role=?"
+                    " AND party_id=?", (model_json, model_meta_json or "{}", *key))])
+        return b.submit(wait=True)
 
     def delete_metrics(self, job_ids: list[str]):
         return self.execute([("DELETE FROM flow_metrics WHERE job_id=?", (j,)) for j in job_ids])

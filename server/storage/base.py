@@ -118,6 +118,20 @@ class Batch:
         """rows: the columns of AUDIT_COLUMNS."""
         self._op("append_audit", rows)
 
+    # -- FATE (server/flow/): what needs each backend's own JSON functions; key = (job, component, role, party)
+    def append_flow_metric(self, row: tuple) -> None:
+        """row: key + (namespace, name, points as a JSON list, meta_json): points appended, meta replaced
+        unless empty (merged in SQL, so concurrent appends never lose one)."""
+        self._op("append_flow_metric", row)
+
+    def patch_flow_summary(self, key: tuple, summary_json: str) -> None:
+        """The task's summary with summary_json's keys merged in (a JSON merge patch)."""
+        self._op("patch_flow_summary", key, summary_json)
+
+    def bind_model_service(self, key: tuple, service_id: str, ts: int) -> None:
+        """key: (model_id, model_version, role, party_id); the id is added to its list once."""
+        self._op("bind_model_service", key, service_id, ts)
+
     # -- FATE stores (server/flow/store.py, model_store.py): their statements, in the SQLite dialect
     def sql(self, statements: list[tuple[str, tuple]]) -> None:
         self._op("sql", statements)
@@ -165,6 +179,9 @@ class Store(ABC):
     url: str
     local_dir: str
     writer: "Writer | None"
+    # WHERE condition on flow_jobs (SQLite-dialect placeholders: role, party id, party id again): the job
+    # has the party; a party id 0 matches any id of that role.
+    FLOW_JOB_HAS_PARTY: str = ""
 
     def batch(self) -> Batch:
         return Batch(self.writer)

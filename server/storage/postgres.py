@@ -403,6 +403,31 @@ class PostgresStore(Store):
         cur.executemany(f"INSERT INTO auth_audit ({', '.join(AUDIT_COLUMNS)})"
                         f" VALUES ({', '.join(['%s'] * len(AUDIT_COLUMNS))})", rows)
 
+    FLOW_JOB_HAS_PARTY = ("EXISTS (SELECT 1 FROM jsonb_array_elements(parties_json::jsonb) p WHERE p->>0 = ?"
+                          " AND (? = 0 OR (p->>1)::bigint = ?))")
+
+    def op_append_flow_metric(self, cur, row: tuple) -> None:
+        cur.execute(
+            "INSERT INTO flow_metrics (job_id, component, role, party_id, namespace, name, data_json, meta_json)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id, component, role, party_id, namespace, name)"
+            " DO UPDATE SET data_json = (flow_metrics.data_json::jsonb || EXCLUDED.data_json::jsonb)::text,"
+            " meta_json = CASE WHEN EXCLUDED.meta_json = '' THEN flow_metrics.meta_json ELSE EXCLUDED.meta_json END",
+            row)
+
+    def op_patch_flow_summary(self, cur, key: tuple, summary_json: str) -> None:
+        # A merge patch at the top level: keys replaced, a null deletes its key. (SQLite's json_patch
+        # also merges nested objects; components write flat summaries.)
+        cur.execute("UPDATE flow_tasks SET summary_json = ((summary_json::jsonb || %s::jsonb)"
+                    " - ARRAY(SELECT key FROM jsonb_each(%s::jsonb) WHERE value = 'null'::jsonb))::text"
+                    " WHERE job_id=%s AND component=%s AND role=%s AND party_id=%s",
+                    (summary_json, summary_json, *key))
+
+    def op_bind_model_service(self, cur, key: tuple, service_id: str, ts: int) -> None:
+        cur.execute("UPDATE flow_models SET service_ids_json = CASE WHEN service_ids_json::jsonb ? %s"
+                    " THEN service_ids_json ELSE (service_ids_json::jsonb || to_jsonb(%s::text))::text END,"
+                    " update_time_ms=%s WHERE model_id=%s AND model_version=%s AND role=%s AND party_id=%s",
+                    (service_id, service_id, ts, *key))
+
     def op_sql(self, cur, statements: list[tuple[str, tuple]]) -> None:
         for stmt, params in statements:
             cur.execute(from_sqlite_dialect(stmt), params)

@@ -357,6 +357,29 @@ class SqliteStore(Store):
         conn.executemany(f"INSERT INTO auth_audit ({', '.join(AUDIT_COLUMNS)}) VALUES ({_marks(len(AUDIT_COLUMNS))})",
                          rows)
 
+    FLOW_JOB_HAS_PARTY = ("EXISTS (SELECT 1 FROM json_each(parties_json) p WHERE json_extract(p.value, '$[0]') = ?"
+                          " AND (? = 0 OR json_extract(p.value, '$[1]') = ?))")
+
+    def op_append_flow_metric(self, conn, row: tuple) -> None:
+        conn.execute(
+            "INSERT INTO flow_metrics (job_id, component, role, party_id, namespace, name, data_json, meta_json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+            " data_json = (SELECT json_group_array(CASE WHEN type IN ('array', 'object') THEN json(value) ELSE value END)"
+            " FROM (SELECT value, type FROM json_each(flow_metrics.data_json)"
+            " UNION ALL SELECT value, type FROM json_each(excluded.data_json))),"
+            " meta_json = CASE WHEN excluded.meta_json = '' THEN flow_metrics.meta_json ELSE excluded.meta_json END",
+            row)
+
+    def op_patch_flow_summary(self, conn, key: tuple, summary_json: str) -> None:
+        conn.execute("UPDATE flow_tasks SET summary_json=json_patch(summary_json, ?)"
+                     " WHERE job_id=? AND component=? AND role=? AND party_id=?", (summary_json, *key))
+
+    def op_bind_model_service(self, conn, key: tuple, service_id: str, ts: int) -> None:
+        conn.execute("UPDATE flow_models SET service_ids_json = CASE WHEN EXISTS (SELECT 1 FROM json_each(service_ids_json)"
+                     " WHERE value = ?) THEN service_ids_json ELSE json_insert(service_ids_json, '$[#]', ?) END,"
+                     " update_time_ms=? WHERE model_id=? AND model_version=? AND role=? AND party_id=?",
+                     (service_id, service_id, ts, *key))
+
     def op_sql(self, conn, statements: list[tuple[str, tuple]]) -> None:
         for stmt, params in statements:
             try:
