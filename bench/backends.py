@@ -22,14 +22,15 @@ from .stats import fmt, percentiles, print_load, summary, table, write_results
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def measure(db: str, reps: int, n_create: int, n_lat: int) -> dict:
+def measure(new_db, reps: int, n_create: int, n_lat: int) -> dict:
+    """new_db(): a fresh --db for each server (the round trip must not queue behind the creates)."""
     run = asyncio.run
     fig = {}
-    with TaskhubServer("--no-local-node", db=db) as srv:
+    with TaskhubServer("--no-local-node", db=new_db()) as srv:
         fig["creates_per_s"] = summary([run(workloads.creates(srv.target, n_create // 4, 64, 1)) for _ in range(reps)])
         fig["creates_batched_per_s"] = summary([run(workloads.creates(srv.target, n_create * 4, 64, 100))
                                                 for _ in range(reps)])
-    with TaskhubServer(db=db) as srv:
+    with TaskhubServer(db=new_db()) as srv:
         lat = run(workloads.round_trips(srv.target, workloads.NOOP, n_lat))
         fig["round_trip_ms"] = percentiles(lat["submit_to_done"])
     return fig
@@ -44,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     reps, scale = (1, 10) if a.quick else (a.repeat, 1)
     n_create, n_lat = 32_000 // scale, 300 // scale
     res = {"machine": {"cores": os.cpu_count(), "quick": a.quick, "load_average_at_start": os.getloadavg()}}
-    res["sqlite"] = measure("", reps, n_create, n_lat)
+    res["sqlite"] = measure(lambda: "", reps, n_create, n_lat)  # "": a file in a fresh temporary directory
     with PgCluster(durable=True) as pg:
-        res["postgresql"] = measure(pg.create_database("bench"), reps, n_create, n_lat)
+        names = iter(("creates", "round_trip"))
+        res["postgresql"] = measure(lambda: pg.create_database(next(names)), reps, n_create, n_lat)
     res["machine"]["load_average_at_end"] = os.getloadavg()
     s, p = res["sqlite"], res["postgresql"]
     ratio = p["creates_per_s"]["median"] / s["creates_per_s"]["median"]
