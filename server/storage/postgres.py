@@ -143,10 +143,8 @@ def migrate(conn: psycopg.Connection) -> int:
     return len(MIGRATIONS)
 
 
-_INSERT_TASK = (
-    "INSERT INTO tasks (id, uid, namespace, name, spec, create_time_ms, " + ", ".join(MUTABLE_FIELDS)
-    + ") VALUES (" + ", ".join(["%s"] * (6 + len(MUTABLE_FIELDS))) + ")"
-)
+_COPY_TASKS = ("COPY tasks (id, uid, namespace, name, spec, create_time_ms, " + ", ".join(MUTABLE_FIELDS)
+               + ") FROM STDIN")
 _UPDATE_TASK = "UPDATE tasks SET " + ", ".join(f"{f}=%s" for f in MUTABLE_FIELDS) + " WHERE id=%s"
 _INSERT_REQUEST = "INSERT INTO create_requests (key, task_ids, created_ms) VALUES (%s, %s, %s)"
 _INSERT_LOG = ("INSERT INTO logs (task_id, seq, time_ms, stream, text) VALUES (%s, %s, %s, %s, %s)"
@@ -350,8 +348,10 @@ class PostgresStore(Store):
     def writer_apply(self, conn: psycopg.Connection, w: Work) -> None:
         with conn.transaction():
             cur = conn.cursor()
-            if w.inserts:
-                cur.executemany(_INSERT_TASK, [_no_nul(r, _TASK_TEXTS) for r in w.inserts])
+            if w.inserts:  # COPY: one stream for the round's rows (a duplicate id still fails the round)
+                with cur.copy(_COPY_TASKS) as copy:
+                    for r in w.inserts:
+                        copy.write_row(_no_nul(r, _TASK_TEXTS))
             if w.requests:
                 cur.executemany(_INSERT_REQUEST, [(_key(k), ids, ms) for k, ids, ms in w.requests])
             if w.updates:
