@@ -29,7 +29,7 @@ def cmd_serve(a) -> int:
         flow_model_dir=a.flow_model_dir,
         flow_components=key_values(a.flow_component, "--flow-component"), security=security,
         lease_grace=a.lease_grace, retain=a.retain, max_queued=a.max_queued, max_log_lines=a.max_log_lines,
-        allow_delta=a.allow_delta, data_dir=a.data_dir,
+        delta_tasks=not a.no_delta, data_dir=a.data_dir,
     )
     return run(cfg)
 
@@ -163,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an agent's lease: silent this long, it stops its runs (default 10)")
     s.add_argument("--flow-max-jobs", type=int, default=4, metavar="N",
                    help="FATE jobs running at once; more wait in the queue (default 4)")
-    s.add_argument("--allow-delta", action="store_true",
-                   help="accept delta-task's own tasks at POST /v1/task (their code runs in the workers)")
+    s.add_argument("--no-delta", action="store_true",
+                   help="refuse delta-task's own tasks (accepted by default under the rule for command tasks)")
+    s.add_argument("--allow-delta", action="store_true", help=argparse.SUPPRESS)  # the old opt-in: now a no-op
     s.add_argument("--data-dir", default="var/data", metavar="DIR",
                    help="Delta datasets the local node holds (default ./var/data)")
     s.add_argument("--flow-data-dir", default="", metavar="DIR",
@@ -265,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = tv.add_parser("wait", help="block until the task ends; exits 0 if it succeeded")
     w.add_argument("id", type=int)
     w.set_defaults(fn=cmd_task_wait)
+    from .cli_support import accept_global_flags_after_verb
+    accept_global_flags_after_verb(p)
     return p
 
 
@@ -292,7 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = with_config(parser, argv, parser.parse_args(argv))
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # here, so that a reader gone (`| head`) is caught below
+        return code
+    except BrokenPipeError:  # the reader of our output went away: stop quietly, as `seq | head` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail again
+        return 141  # 128 + SIGPIPE
     except grpc.RpcError as e:
         code = e.code()
         if code == grpc.StatusCode.UNAVAILABLE:

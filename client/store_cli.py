@@ -39,14 +39,15 @@ def add_reliability_flags(s: argparse.ArgumentParser) -> None:
 
 
 def cmd_store_stats(a) -> int:
-    from server.storage import StoreError, open_store, parse_db
+    from server.db_target import SQLITE, UnsupportedDatabase, parse_db_target
+    from server.storage import StoreError, open_store
     try:
-        kind, target = parse_db(a.db)
-        if kind == "sqlite" and not os.path.exists(target):
+        target = parse_db_target(a.db)
+        if target.kind == SQLITE and not os.path.exists(target.location):
             print(f"taskhub: no database at {a.db} (give --db PATH)")
             return 2
         stats = open_store(a.db, read_only=True).stats()
-    except StoreError as e:
+    except (StoreError, UnsupportedDatabase) as e:
         print(f"taskhub: {e}", file=sys.stderr)
         return 2
     print(json.dumps(stats, indent=2))

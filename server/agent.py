@@ -19,6 +19,7 @@ itself cannot (frozen with SIGSTOP, or dead).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -39,7 +40,6 @@ from .node.fence import FenceClient
 from .node.remote import run_from_start
 
 log = logging.getLogger("taskhub.agent")
-INSTANCE_FILE = ".taskhub-agent-instance"
 
 
 @dataclass
@@ -131,7 +131,11 @@ class Agent:
 
     # -------------------------------------------------------------- life
     async def run(self) -> int:
-        os.makedirs(self.cfg.work_dir, exist_ok=True)
+        from .node.workdir import claim_slot
+        self.slot, busy = claim_slot(self.cfg.work_dir)  # held for life: agents sharing the directory share no file
+        if busy:
+            print(f"taskhub node: work directory {self.cfg.work_dir} is shared with {len(busy)} other agent(s)"
+                  f" ({'; '.join(busy)}); this one uses slot {self.slot.number}", flush=True)
         instance = self._new_instance()
         self.executor = Executor(self, python_workers=self.cfg.python_workers, work_dir=self.cfg.work_dir,
                                  instance=instance, kill_grace=self.cfg.kill_grace, task_paths=self.cfg.task_paths)
@@ -140,7 +144,7 @@ class Agent:
                                                       ("TASKHUB_TLS_CERT", self.cfg.tls_cert),
                                                       ("TASKHUB_TLS_KEY", self.cfg.tls_key)) if v}
         self.executor.data_dir = os.path.abspath(self.cfg.data_dir)
-        self.fence = FenceClient(os.path.join(self.cfg.work_dir, ".taskhub-lease"), instance)
+        self.fence = FenceClient(self.slot.lease_file, instance)
         self.fence.start()
         await self.executor.start()
         psutil.cpu_percent(None)
@@ -160,16 +164,21 @@ class Agent:
         return self.exit_code
 
     def _new_instance(self) -> str:
-        """A marker in every command's environment; kill what a previous agent here left behind."""
+        """A marker in every command's environment; kill what previous agents here left behind
+        (in this slot, and in slots no live agent holds)."""
         from .node.spawner import kill_orphans
-        path = os.path.join(self.cfg.work_dir, INSTANCE_FILE)
-        try:
-            with open(path) as f:
-                old = f.read().strip()
-            if old and kill_orphans(old):
-                print("taskhub node: killed processes a previous agent left running", flush=True)
-        except FileNotFoundError:
-            pass
+        from .node.workdir import dead_slots
+        path = self.slot.instance_file
+        for left in itertools.chain([path], dead_slots(self.cfg.work_dir, self.slot.number)):  # lazily: locked
+            try:
+                with open(left) as f:
+                    old = f.read().strip()
+                if old and kill_orphans(old):
+                    print("taskhub node: killed processes a previous agent left running", flush=True)
+                if left != path:
+                    os.remove(left)
+            except FileNotFoundError:
+                pass
         instance = uuid.uuid4().hex
         with open(path, "w") as f:
             f.write(instance)

@@ -34,7 +34,8 @@ class PurgeStep:
 
 def core_steps(store: Store) -> list[PurgeStep]:
     return [PurgeStep("create_requests", store.old_create_request_keys, Batch.delete_create_requests, window=True),
-            PurgeStep("tasks", store.finished_task_ids, Batch.delete_tasks)]
+            PurgeStep("tasks", store.finished_task_ids, Batch.delete_tasks),
+            PurgeStep("auth_audit", store.old_audit_seqs, Batch.delete_audit)]
 
 
 def parse_duration(text: str) -> float:

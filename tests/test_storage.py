@@ -17,7 +17,8 @@ from server.auth_store import AuditRecord, AuthStore, TokenRecord
 from server.errors import Unavailable
 from server.flow.store import FlowStore
 from server.model import Status, Task, TaskSpec, TaskType
-from server.storage import StoreError, open_store, parse_db
+from server.db_target import parse_db_target
+from server.storage import StoreError, open_store
 from server.storage import sqlite as sqlite_backend
 
 
@@ -183,6 +184,11 @@ def test_tokens_and_audit(db_url):
         assert [a.time_ms for a in auth.read_audit(10)] == [4, 3, 2, 1, 0]
         assert [a.time_ms for a in auth.read_audit(10, "t1")] == [3, 1]
         assert auth.read_audit(10, "t1")[0].allowed is True
+        assert store.old_audit_seqs(3, 10) == [r["seq"] for r in store.audit(10)][::-1][:3]  # written at 0, 1, 2
+        assert len(store.old_audit_seqs(10**6, 2)) == 2
+        async with store.batch() as b:
+            b.delete_audit(store.old_audit_seqs(3, 10))
+        assert [a.time_ms for a in auth.read_audit(10)] == [4, 3]
     run(db_url, body)
 
 
@@ -279,12 +285,13 @@ def test_migrations_are_idempotent_and_a_newer_schema_is_refused(db_url):
     open_store(db_url).close()
     open_store(db_url).close()  # nothing left to do, nothing fails
     newest = len(sqlite_backend.MIGRATIONS)
-    kind, target = parse_db(db_url)
-    if kind == "sqlite":
+    target = parse_db_target(db_url)
+    if target.kind == "sqlite":
+        target = target.location
         with sqlite3.connect(target) as c:
             c.execute(f"PRAGMA user_version={newest + 1}")
     else:
-        with psycopg.connect(target, autocommit=True) as c:
+        with psycopg.connect(target.location, autocommit=True) as c:
             c.execute("UPDATE taskhub_schema SET version=%s", (newest + 1,))
     with pytest.raises(StoreError, match=f"schema v{newest + 1}, newer than this taskhub's v{newest}"):
         open_store(db_url)
@@ -313,10 +320,10 @@ def test_a_sqlite_file_from_before_the_one_migration_list_is_adopted(tmp_path):
 
 
 def test_bad_db_urls_are_refused_with_a_reason(tmp_path):
-    with pytest.raises(StoreError, match="unknown scheme 'mysql'"):
+    with pytest.raises(StoreError, match="mysql:// databases are not supported by this build"):
         open_store("mysql://u@h/db")
     port = free_port()  # nothing listens there
     with pytest.raises(StoreError, match="cannot reach the PostgreSQL database"):
         open_store(f"postgresql://u:secret@127.0.0.1:{port}/db")
-    assert parse_db(str(tmp_path / "x.db")) == ("sqlite", str(tmp_path / "x.db"))
-    assert parse_db("postgres://h/db") == ("postgresql", "postgres://h/db")
+    assert parse_db_target(str(tmp_path / "x.db")).kind == "sqlite"
+    assert parse_db_target("postgres://h/db").kind == "postgresql"

@@ -5,33 +5,21 @@
 """
 from __future__ import annotations
 
+from ..db_target import POSTGRESQL, UnsupportedDatabase, parse_db_target
 from .base import Batch, Store, StoreError, Writer
 
-__all__ = ["Batch", "Store", "StoreError", "Writer", "open_store", "parse_db"]
-
-POSTGRES_SCHEMES = ("postgresql", "postgres")
-
-
-def parse_db(text: str) -> tuple[str, str]:
-    """--db as (backend, target): ("sqlite", path) or ("postgresql", url). An unknown scheme is an error."""
-    scheme, sep, _ = text.partition("://")
-    if not sep:
-        if text.startswith("sqlite:"):
-            return "sqlite", text[len("sqlite:"):]
-        return "sqlite", text
-    if scheme in POSTGRES_SCHEMES:
-        return "postgresql", text
-    if scheme == "sqlite":
-        return "sqlite", text[len("sqlite://"):]
-    raise StoreError(f"--db {text!r}: unknown scheme {scheme!r}; give a file path (SQLite) or"
-                     " postgresql://user:password@host:port/dbname")
+__all__ = ["Batch", "Store", "StoreError", "Writer", "open_store"]
 
 
 def open_store(text: str, read_only: bool = False) -> Store:
-    """Open (and migrate, unless read_only) the store --db names; StoreError when it cannot be used."""
-    kind, target = parse_db(text)
-    if kind == "postgresql":
+    """Open (and migrate, unless read_only) the store --db names (server/db_target.py reads it);
+    StoreError when it cannot be used."""
+    try:
+        target = parse_db_target(text)
+    except UnsupportedDatabase as e:
+        raise StoreError(str(e)) from None
+    if target.kind == POSTGRESQL:
         from .postgres import PostgresStore
-        return PostgresStore(target, read_only=read_only)
+        return PostgresStore(target.location, read_only=read_only)
     from .sqlite import SqliteStore
-    return SqliteStore(target, read_only=read_only)
+    return SqliteStore(target.location, read_only=read_only)

@@ -118,6 +118,9 @@ class Batch:
         """rows: the columns of AUDIT_COLUMNS."""
         self._op("append_audit", rows)
 
+    def delete_audit(self, seqs: list[int]) -> None:
+        self._op("delete_audit", list(seqs))
+
     # -- FATE (server/flow/): what needs each backend's own JSON functions; key = (job, component, role, party)
     def append_flow_metric(self, row: tuple) -> None:
         """row: key + (namespace, name, points as a JSON list, meta_json): points appended, meta replaced
@@ -285,6 +288,11 @@ class Store(ABC):
 
     @abstractmethod
     def old_create_request_keys(self, cutoff_ms: int, limit: int) -> list[str]: ...
+
+    @abstractmethod
+    def old_audit_seqs(self, cutoff_ms: int, limit: int) -> list[int]:
+        """Audit rows written before cutoff_ms among the oldest `limit` (rows are appended in time
+        order, so the first by seq are the oldest: no index on time_ms needed)."""
 
     # -- FATE stores: their statements, in the SQLite dialect (see Batch.sql) ---------
     @abstractmethod

@@ -428,6 +428,9 @@ class PostgresStore(Store):
                     " update_time_ms=%s WHERE model_id=%s AND model_version=%s AND role=%s AND party_id=%s",
                     (service_id, service_id, ts, *key))
 
+    def op_delete_audit(self, cur, seqs: list[int]) -> None:
+        cur.execute("DELETE FROM auth_audit WHERE seq = ANY(%s)", (list(seqs),))
+
     def op_sql(self, cur, statements: list[tuple[str, tuple]]) -> None:
         for stmt, params in statements:
             cur.execute(from_sqlite_dialect(stmt), params)
@@ -523,6 +526,10 @@ class PostgresStore(Store):
     def old_create_request_keys(self, cutoff_ms: int, limit: int) -> list[str]:
         return [_unkey(r[0]) for r in self._rows(
             "SELECT key FROM create_requests WHERE created_ms < %s ORDER BY created_ms LIMIT %s", (cutoff_ms, limit))]
+
+    def old_audit_seqs(self, cutoff_ms: int, limit: int) -> list[int]:
+        return [r[0] for r in self._rows("SELECT seq, time_ms FROM auth_audit ORDER BY seq LIMIT %s", (limit,))
+                if r[1] < cutoff_ms]
 
     # ---------------------------------------------------------------- FATE stores
     def query_sql(self, sql: str, params=()) -> list:

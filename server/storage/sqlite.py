@@ -380,6 +380,9 @@ class SqliteStore(Store):
                      " update_time_ms=? WHERE model_id=? AND model_version=? AND role=? AND party_id=?",
                      (service_id, service_id, ts, *key))
 
+    def op_delete_audit(self, conn, seqs: list[int]) -> None:
+        conn.execute(f"DELETE FROM auth_audit WHERE seq IN ({_marks(len(seqs))})", seqs)
+
     def op_sql(self, conn, statements: list[tuple[str, tuple]]) -> None:
         for stmt, params in statements:
             try:
@@ -485,6 +488,10 @@ class SqliteStore(Store):
     def old_create_request_keys(self, cutoff_ms: int, limit: int) -> list[str]:
         return [r[0] for r in self._rows(
             "SELECT key FROM create_requests WHERE created_ms < ? ORDER BY created_ms LIMIT ?", (cutoff_ms, limit))]
+
+    def old_audit_seqs(self, cutoff_ms: int, limit: int) -> list[int]:
+        return [r[0] for r in self._rows("SELECT seq, time_ms FROM auth_audit ORDER BY seq LIMIT ?", (limit,))
+                if r[1] < cutoff_ms]
 
     # ---------------------------------------------------------------- FATE stores
     def query_sql(self, sql: str, params=()) -> list[sqlite3.Row]:
