@@ -6,7 +6,7 @@ GEN     := build/gen
 PROTOS  := $(wildcard protos/taskhub/v1/*.proto)
 STAMP   := $(VENV)/.installed
 
-.PHONY: install run test bench bench-peer chaos proto clean test-clients browser wheel-check postgres
+.PHONY: task-user install run test bench bench-peer chaos proto clean test-clients browser wheel-check postgres
 
 install: $(STAMP)
 
@@ -50,8 +50,18 @@ run: install
 	mkdir -p var
 	$(BIN)/taskhub serve --db var/taskhub.db
 
-test: install browser postgres
+test: install browser task-user postgres
 	$(BIN)/python -m pytest -q tests
+
+# Under --auth the local node runs tasks as `nobody` (--task-user): that user must be able to reach
+# the venv's interpreter. As root, give every directory above it the traverse bit (o+x: enter, not
+# list) where it lacks it, e.g. a 0700 /root holding pyenv. Not root: the server says why and
+# keeps its local node off under --auth.
+task-user:
+	@if [ "$$(id -u)" = 0 ] && ! runuser -u nobody -- $(BIN)/python -c pass 2>/dev/null; then \
+	  d=$$(dirname "$$(readlink -f $(BIN)/python)"); \
+	  while [ "$$d" != / ]; do chmod o+x "$$d"; d=$$(dirname "$$d"); done; \
+	  echo "task-user: made the interpreter's directories traversable for nobody"; fi
 
 # Headless Chromium and its driver for the dashboard's browser tests (Debian packages; CI runs as root).
 browser:

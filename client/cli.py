@@ -19,7 +19,8 @@ def cmd_serve(a) -> int:
         auth=a.auth, insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key, tls_client_ca=a.tls_client_ca,
         admin_token_file=a.admin_token_file, open_reflection=not a.close_reflection,
         max_message_bytes=int(a.max_message_mb * (1 << 20)), max_streams_per_token=a.max_streams_per_token,
-        fate_sign_window=a.fate_sign_window)
+        fate_sign_window=a.fate_sign_window, max_upload_bytes=int(a.max_upload_mb * (1 << 20)),
+        open_metrics=a.open_metrics, task_user=a.task_user, trust_local_node=a.trust_local_node)
     cfg = ServerConfig(
         db=a.db, host=a.host, grpc_port=a.grpc_port, http_port=a.http_port, local_node=not a.no_local_node,
         slots=a.slots, python_workers=a.python_workers,
@@ -189,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where --auth keeps the bootstrap admin token (default: admin.token next to --db)")
     sec.add_argument("--close-reflection", action="store_true", help="gRPC reflection needs a token too")
     sec.add_argument("--max-message-mb", type=float, default=64, help="largest request or message (default 64)")
+    sec.add_argument("--max-upload-mb", type=float, default=1024,
+                     help="largest streamed upload (FATE data/upload, model/import); refused as soon as it passes"
+                          " (default 1024)")
+    sec.add_argument("--open-metrics", action="store_true", help="with --auth, /metrics without a token")
+    sec.add_argument("--task-user", default="nobody", metavar="USER",
+                     help="with --auth, the local node runs tasks as this unprivileged user (default nobody)")
+    sec.add_argument("--trust-local-node", action="store_true",
+                     help="with --auth and not root: run the local node's tasks as the server's own user anyway"
+                          " (they can read its database and tokens)")
     sec.add_argument("--max-streams-per-token", type=int, default=256,
                      help="open streams (trace, wait, agent) one token may hold (default 256)")
     sec.add_argument("--fate-sign-window", type=float, default=60.0, metavar="SECONDS",

@@ -1,19 +1,24 @@
 """`taskhub node ...`: run the node agent, or list/inspect/drain nodes."""
 from __future__ import annotations
 
+import sys
+
 
 from .cli_support import DEFAULT_SERVER, add_connection_flags, connect, key_values, print_message
 
 def cmd_agent(a) -> int:
     from server.agent import AgentConfig, run
     from .credentials import env_tls_ca, env_token
+    if a.token:
+        print("taskhub node: --token on the command line is visible to every user of this machine (ps);"
+              " pass it as TASKHUB_TOKEN instead", file=sys.stderr, flush=True)
     return run(AgentConfig(
         server=a.server.removeprefix("grpc://"), name=a.name, address=a.address, slots=a.slots,
         labels=key_values(a.label, "--label"), python_workers=a.python_workers, work_dir=a.work_dir,
         data_dir=a.data_dir,
         task_paths=a.task_path or [], kill_grace=a.kill_grace, heartbeat=a.heartbeat, max_backoff=a.max_backoff,
         token=a.token if a.token is not None else env_token(), tls_ca=a.tls_ca if a.tls_ca is not None else env_tls_ca(),
-        tls_cert=a.tls_cert, tls_key=a.tls_key))
+        tls_cert=a.tls_cert, tls_key=a.tls_key, task_user=a.task_user, trust_tasks=a.trust_tasks))
 
 
 def cmd_list(a) -> int:
@@ -67,6 +72,10 @@ def add_node_parser(sub) -> None:
                    help="heartbeat interval (default: what the server asks, a quarter of its --node-timeout)")
     n.add_argument("--max-backoff", type=float, default=5.0, metavar="SECONDS",
                    help="longest wait between reconnect attempts (default 5)")
+    n.add_argument("--task-user", default="nobody", metavar="USER",
+                   help="with a token, run tasks as this unprivileged user (the agent must be root; default nobody)")
+    n.add_argument("--trust-tasks", action="store_true",
+                   help="with a token and not root: run tasks as the agent's own user anyway (they can read its token)")
     n.set_defaults(fn=cmd_agent)
     verbs = n.add_subparsers(dest="verb", metavar="VERB")
     ls = verbs.add_parser("list", help="list nodes")

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 
 from .. import errors
+from . import names
 
 DATA_KEYS = ("data", "train_data", "validate_data", "test_data", "eval_data")
 MODEL_KEYS = ("model", "isometric_model")
@@ -206,6 +207,7 @@ def _components(dsl: dict, version: int, known_modules: set[str] | None) -> list
         raise errors.InvalidArgument('the DSL needs "components": {"reader_0": {"module": "Reader", ...}, ...}')
     out = []
     for name, body in raw.items():
+        names.check_name(name, "component name")  # it names files: logs, tar members
         where = f"components.{name}"
         if not isinstance(body, dict) or not isinstance(body.get("module"), str) or not body["module"]:
             raise errors.InvalidArgument(f"{where} needs \"module\", e.g. \"DataTransform\"")
@@ -229,8 +231,8 @@ def _components(dsl: dict, version: int, known_modules: set[str] | None) -> list
         outp = body.get("output") or {}
         if not isinstance(outp, dict):
             raise errors.InvalidArgument(f"{where}.output must be an object")
-        c.data_outputs = list(outp.get("data") or [])
-        c.model_outputs = list(outp.get("model") or [])
+        c.data_outputs = [names.check_name(o, f"{where}.output.data") for o in outp.get("data") or []]
+        c.model_outputs = [names.check_name(o, f"{where}.output.model") for o in outp.get("model") or []]
         out.append(c)
     return out
 

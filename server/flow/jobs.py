@@ -19,7 +19,7 @@ import time
 from datetime import datetime
 from typing import AsyncIterator
 
-from .. import errors
+from .. import auth, errors
 from ..engine import DEDICATED_WORKER, OBSERVER, Engine
 from ..model import ANY_NAMESPACE, Status, Task, TaskSpec, TaskType, now_ms
 from . import dsl
@@ -92,7 +92,7 @@ class FlowJobs:
         # Set by server/flow/models.py: a deployed model's component model for a predict task, and
         # the submit-time check that a predict job's model has what its DSL reads.
         self.model_source = None                   # (model_id, version, component, role, party) -> dict | None
-        self.model_check = None                    # (plan) -> None, or raises InvalidArgument
+        self.model_check = None                    # (plan, namespace) -> None, or raises InvalidArgument
         engine.observers[OBSERVER_NAME] = self._on_taskhub_change
 
     # ------------------------------------------------------------------ life
@@ -139,9 +139,9 @@ class FlowJobs:
     # ------------------------------------------------------------------ submit
     async def submit(self, dsl_json: str, conf_json: str, namespace: str = "") -> FlowJob:
         plan = dsl.parse(dsl_json, conf_json, self.registry.modules)
-        if plan.job_type == "predict" and self.model_check is not None:
-            self.model_check(plan)
         namespace = namespace or DEFAULT_NAMESPACE
+        if plan.job_type == "predict" and self.model_check is not None:
+            self.model_check(plan, namespace)
         self.engine.validate(TaskSpec(type=TaskType.PYTHON, namespace=namespace, callable=RUNTIME), trusted=True)
         ts = now_ms()
         job = FlowJob(job_id=self.ids.next(), namespace=namespace, job_type=plan.job_type, dsl_json=dsl_json,
@@ -226,7 +226,8 @@ class FlowJobs:
                 self._publish(job, None)
 
     async def clean_queue(self) -> list[str]:
-        waiting = [j for j in self.queue if j in self.jobs]
+        """Cancels the waiting jobs of the caller's namespaces (auth.CALL_SCOPE), no others."""
+        waiting = [j for j in self.queue if j in self.jobs and auth.in_scope(self.jobs[j].namespace)]
         for job_id in waiting:
             await self.stop(job_id, J.CANCELED, "the queue was cleaned")
         return waiting
@@ -513,13 +514,14 @@ class FlowJobs:
                   limit: int, page: int) -> tuple[list[FlowJob], int]:
         """Matching jobs, newest first, one page; unfinished ones as they are now."""
         limit, offset = _page(limit, page)
-        jobs, total = self.fstore.list_jobs(job_id, party, statuses, job_type, limit, offset)
+        jobs, total = self.fstore.list_jobs(job_id, party, statuses, job_type, limit, offset, auth.CALL_SCOPE.get())
         return [self.jobs.get(j.job_id, j) for j in jobs], total
 
     def list_tasks(self, job_id: str, role: str, party_id: int, component: str, statuses: list[int],
                    limit: int, page: int) -> tuple[list[FlowTask], int]:
         limit, offset = _page(limit, page)
-        tasks, total = self.fstore.list_tasks(job_id, role, party_id, component, statuses, limit, offset)
+        tasks, total = self.fstore.list_tasks(job_id, role, party_id, component, statuses, limit, offset,
+                                              auth.CALL_SCOPE.get())
         live = []
         for t in tasks:
             job = self.jobs.get(t.job_id)

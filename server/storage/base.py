@@ -21,7 +21,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .. import metrics
 from ..errors import Unavailable
@@ -243,6 +243,10 @@ class Store(ABC):
 
     @abstractmethod
     def tasks_by_ids(self, ids: list[int]) -> list[Task]: ...
+
+    @abstractmethod
+    def request_keys(self, since_ms: int) -> Iterable[str]:
+        """Every idempotency key recorded since since_ms (read once at start)."""
 
     @abstractmethod
     def created_by_request(self, key: str, since_ms: int) -> list[int] | None:

@@ -120,6 +120,7 @@ def _from_sqlite(step: Callable) -> Callable:
 MIGRATIONS: list[Callable] = [
     _tasks, _attempts_and_requests, _groups, _nodes, _auth,
     _from_sqlite(_sqlite_dialect._flow), _from_sqlite(_sqlite_dialect._flow_models),
+    _from_sqlite(_sqlite_dialect._flow_tenants),
 ]
 assert len(MIGRATIONS) == len(_sqlite_dialect.MIGRATIONS), "both backends have the same schema versions"
 
@@ -470,6 +471,9 @@ class PostgresStore(Store):
 
     def unfinished_tasks(self) -> list[Task]:
         return self._tasks(f"SELECT * FROM tasks WHERE status NOT IN ({_DONE}) ORDER BY id")
+
+    def request_keys(self, since_ms: int):
+        return [_unkey(r[0]) for r in self._rows("SELECT key FROM create_requests WHERE created_ms>=%s", (since_ms,))]
 
     def tasks_by_ids(self, ids: list[int]) -> list[Task]:
         found = {t.id: t for t in self._tasks("SELECT * FROM tasks WHERE id = ANY(%s)", (list(ids),))}

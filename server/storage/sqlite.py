@@ -138,13 +138,23 @@ def _flow_models(db: sqlite_utils.Database) -> None:
         tag TEXT NOT NULL, model_version TEXT NOT NULL, PRIMARY KEY (tag, model_version)) WITHOUT ROWID""")
 
 
+def _flow_tenants(db: sqlite_utils.Database) -> None:
+    """The namespace each table, model and tag belongs to (server/flow/tenants.py)."""
+    for table in ("flow_tables", "flow_models", "flow_tags"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN tenant TEXT NOT NULL DEFAULT 'fate'")
+    for table in ("flow_tables", "flow_models"):  # rows from before: their job's namespace
+        db.execute(f"UPDATE {table} SET tenant = COALESCE((SELECT namespace FROM flow_jobs j"
+                   f" WHERE j.job_id = {table}.job_id), 'fate')")
+
+
 # The one ordered list: append only; entry i moves the schema from version i to i+1 (PRAGMA user_version).
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _tasks, _attempts_and_requests, _groups, _nodes, _auth, _flow, _flow_models,
+    _tasks, _attempts_and_requests, _groups, _nodes, _auth, _flow, _flow_models, _flow_tenants,
 ]
 # Databases written before the one list kept groups, nodes, auth and flow in kv rows
 # "schema:<name>" = steps done. Version (index + 1) -> (name, step) it was there.
-_LEGACY_STEPS = {3: ("groups", 0), 4: ("nodes", 0), 5: ("auth", 0), 6: ("flow", 0), 7: ("flow", 1)}
+_LEGACY_STEPS = {3: ("groups", 0), 4: ("nodes", 0), 5: ("auth", 0), 6: ("flow", 0), 7: ("flow", 1),
+                 8: ("flow_tenants", 0)}
 
 WAL_LIMIT_BYTES = 16 << 20     # journal_size_limit: what a reset WAL is truncated to
 WAL_TRUNCATE_BYTES = 16 << 20  # above this the writer runs a TRUNCATE checkpoint between rounds
@@ -425,6 +435,9 @@ class SqliteStore(Store):
     def unfinished_tasks(self) -> list[Task]:
         rows = self.conn.execute(f"SELECT * FROM tasks WHERE status NOT IN ({_DONE}) ORDER BY id")
         return [Task.from_row(dict(r)) for r in rows]
+
+    def request_keys(self, since_ms: int):
+        return (r[0] for r in self.conn.execute("SELECT key FROM create_requests WHERE created_ms>=?", (since_ms,)))
 
     def tasks_by_ids(self, ids: list[int]) -> list[Task]:
         found = {}
