@@ -307,7 +307,8 @@ def test_a_sqlite_file_from_before_the_one_migration_list_is_adopted(tmp_path):
         step(db)
     conn.execute("PRAGMA user_version=2")
     conn.executemany("INSERT INTO kv(key, value) VALUES (?, ?)",
-                     [("schema:groups", "1"), ("schema:nodes", "1"), ("schema:auth", "1"), ("schema:flow", "2")])
+                     [("schema:groups", "1"), ("schema:nodes", "1"), ("schema:auth", "1"), ("schema:flow", "2"),
+                      ("schema:flow_tenants", "1")])
     conn.execute("INSERT INTO group_templates VALUES ('kept', '{}', 1)")
     conn.close()
     store = open_store(path)
