@@ -6,7 +6,7 @@ GEN     := build/gen
 PROTOS  := $(wildcard protos/taskhub/v1/*.proto)
 STAMP   := $(VENV)/.installed
 
-.PHONY: task-user install run test bench bench-peer chaos proto clean test-clients browser wheel-check
+.PHONY: task-user install run test bench bench-peer chaos proto clean test-clients browser wheel-check postgres
 
 install: $(STAMP)
 
@@ -50,7 +50,7 @@ run: install
 	mkdir -p var
 	$(BIN)/taskhub serve --db var/taskhub.db
 
-test: install browser task-user
+test: install browser task-user postgres
 	$(BIN)/python -m pytest -q tests
 
 # Under --auth the local node runs tasks as `nobody` (--task-user): that user must be able to reach
@@ -69,8 +69,16 @@ browser:
 	  echo "installing chromium and chromium-driver (apt-get)"; \
 	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-bench: install
+# PostgreSQL server binaries (Debian's postgresql package): the store's tests and bench start their own
+# throwaway cluster with initdb and pg_ctl (bench/pgcluster.py); nothing is started here.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql (apt-get)"; \
+	  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+bench: install postgres
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.backends
 	$(BIN)/python -m bench.fate_flow
 	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.fate_suites

@@ -9,7 +9,6 @@ so both see the same machine. Writes bench/results/auth.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -17,7 +16,7 @@ import time
 from client import TaskhubClient
 
 from .server import TaskhubServer
-from .stats import percentiles
+from .stats import percentiles, write_results
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -58,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         off_, on_ = res[f"{kind}_off"], res[f"{kind}_on"]
         print(f"{label:<12} {off_['p50']:>12.3f} / {off_['p99']:<7.3f} {on_['p50']:>12.3f} / {on_['p99']:<7.3f}"
               f" {res['added_p50_ms'][kind]:>14.3f}")
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=2)
-    print(f"\nwritten to {os.path.relpath(a.out)}")
+    write_results(res, a.out)
     return 0
 
 

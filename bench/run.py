@@ -12,15 +12,15 @@ every figure that fell by more than 15 % against the previous run (bench/guard.p
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import asyncio
 import os
 import platform
 import sys
 
 from . import bare, ceiling, guard, stages, workloads
 from .server import TaskhubServer
-from .stats import fmt, percentiles, summary, table
+from .stats import fmt, percentiles, print_load, summary, table
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_OUT = os.path.join(RESULTS, "latest.json")
@@ -108,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([f"idle {label}, {kind}, ms p50 / p99", "p50 < 5" if k == "submit_to_running" else "",
                          f"{p['p50']:.2f}", f"{p['p99']:.2f}", ""])
     print(table(rows, ["workload", "target", "median", "min", "max"]))
-    print(f"\nload average at start {res['machine']['load_average_at_start'][0]:.2f}, at end "
-          f"{res['machine']['load_average_at_end'][0]:.2f} (other work on the machine skews every figure)")
+    print_load(res["machine"])
 
     res["stages"] = {}
     for auth, key in ((False, "auth_off"), (True, "auth_on")):

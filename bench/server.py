@@ -9,10 +9,11 @@ import tempfile
 
 
 class TaskhubServer:
-    def __init__(self, *extra: str, env: dict[str, str] | None = None):
+    def __init__(self, *extra: str, env: dict[str, str] | None = None, db: str = ""):
+        """db: --db (default a SQLite file in a fresh temporary directory)."""
         self.env = {**os.environ, **(env or {})}
         self.dir = tempfile.mkdtemp(prefix="taskhub-bench-")
-        self.args = [sys.executable, "-m", "client.cli", "serve", "--db", os.path.join(self.dir, "bench.db"),
+        self.args = [sys.executable, "-m", "client.cli", "serve", "--db", db or os.path.join(self.dir, "bench.db"),
                      "--grpc-port", "0", "--http-port", "-1", *extra]
         self.target = ""
         self.proc: subprocess.Popen | None = None

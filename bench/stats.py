@@ -1,6 +1,8 @@
 """Repetition, summaries and the table every bench prints."""
 from __future__ import annotations
 
+import json
+import os
 import statistics
 
 
@@ -22,3 +24,15 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def print_load(machine: dict) -> None:
+    print(f"\nload average at start {machine['load_average_at_start'][0]:.2f}, at end "
+          f"{machine['load_average_at_end'][0]:.2f} (other work on the machine skews every figure)")
+
+
+def write_results(res: dict, out: str) -> None:
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(res, f, indent=2)
+    print(f"\nwritten to {os.path.relpath(out)}")

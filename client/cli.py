@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="noun", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the server, HTTP gateway and a local node")
-    s.add_argument("--db", default="var/taskhub.db", help="SQLite file (default ./var/taskhub.db)")
+    s.add_argument("--db", default=os.environ.get("TASKHUB_DB", "var/taskhub.db"), metavar="PATH|URL",
+                   help="a SQLite file, or postgresql://user:password@host:port/dbname (env TASKHUB_DB;"
+                        " default ./var/taskhub.db)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--grpc-port", type=int, default=50051, help="0 picks a free port")
     s.add_argument("--http-port", type=int, default=8080, help="0 picks a free port, -1 disables the gateway")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 
 def _duration(text: str) -> str:
@@ -38,11 +39,17 @@ def add_reliability_flags(s: argparse.ArgumentParser) -> None:
 
 
 def cmd_store_stats(a) -> int:
-    if not os.path.exists(a.db):
-        print(f"taskhub: no database at {a.db} (give --db PATH)")
+    from server.db_target import SQLITE, UnsupportedDatabase, parse_db_target
+    from server.storage import StoreError, open_store
+    try:
+        target = parse_db_target(a.db)
+        if target.kind == SQLITE and not os.path.exists(target.location):
+            print(f"taskhub: no database at {a.db} (give --db PATH)")
+            return 2
+        stats = open_store(a.db, read_only=True).stats()
+    except (StoreError, UnsupportedDatabase) as e:
+        print(f"taskhub: {e}", file=sys.stderr)
         return 2
-    from server.store import Store
-    stats = Store(a.db, read_only=True).stats()
     print(json.dumps(stats, indent=2))
     return 0
 
@@ -51,5 +58,6 @@ def add_store_parser(sub) -> None:
     st = sub.add_parser("store", help="the server's database: statistics")
     verbs = st.add_subparsers(dest="verb", required=True, metavar="VERB")
     s = verbs.add_parser("stats", help="rows per table, file sizes, the oldest task (JSON)")
-    s.add_argument("--db", default="var/taskhub.db", help="SQLite file (default ./var/taskhub.db)")
+    s.add_argument("--db", default=os.environ.get("TASKHUB_DB", "var/taskhub.db"), metavar="PATH|URL",
+                   help="a SQLite file or postgresql://... URL (env TASKHUB_DB; default ./var/taskhub.db)")
     s.set_defaults(fn=cmd_store_stats)

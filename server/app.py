@@ -21,7 +21,7 @@ from . import metrics, stages
 from .api.auth_service import AuthService
 from .api.flow_service import FlowService
 from .api.delta_service import DeltaService
-from .db_target import UnsupportedDatabase, claim_database, parse_db_target
+from .db_target import SQLITE, UnsupportedDatabase, claim_database, parse_db_target
 from .delta.datasets import node_labels
 from .delta.service import DeltaTasks
 from .api.group_service import TaskGroupService
@@ -34,7 +34,7 @@ from .flow.jobs import FlowJobs
 from .flow.model_store import ModelStore
 from .flow.models import FlowModels
 from .flow.registry import Registry
-from .flow.store import FlowStore
+from .flow.store import FlowStore, purge_step as flow_purge_step
 from .flow.tenants import owner_lookups
 from .groups import TaskGroups
 from .modules import ModuleDescriber
@@ -46,7 +46,7 @@ from .node.remote import NodeRegistry
 from .retention import Retention, parse_duration
 from .rpc_metrics import MetricsInterceptor
 from .security import Security, SecurityConfig
-from .store import Store
+from .storage import StoreError, open_store
 
 log = logging.getLogger("taskhub")
 LOCAL_OFF = ("local node OFF: under --auth tasks must not run as the server's user (they could read its"
@@ -91,20 +91,22 @@ class Server:
         except UnsupportedDatabase as e:
             raise SystemExit(f"taskhub: {e}")
         self.db_lock = claim_database(self.db_target)  # before anything reads it: one server per database
-        self.store = Store(cfg.db)
+        self.store = open_store(cfg.db)  # PostgreSQL arbitrates its own owner (storage/postgres.py Ownership)
+        local_dir = self.store.local_dir
         self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace,
                                                       max_queued=cfg.max_queued, max_log_lines=cfg.max_log_lines))
         self.nodes = NodeRegistry(self.engine, self.store, cfg.node_timeout, cfg.lease_grace)
         self.retention = Retention(self.store, parse_duration(cfg.retain), self.engine.config.request_window_seconds)
+        self.retention.steps.append(flow_purge_step(self.store))
         self.groups = TaskGroups(self.engine)
-        data_dir = cfg.flow_data_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "data")
+        data_dir = cfg.flow_data_dir or os.path.join(local_dir, "data")
         fstore = FlowStore(self.store)
         self.flow = FlowJobs(self.engine, fstore, Registry(cfg.flow_components, cfg.allowed_modules), cfg.flow_max_jobs)
         self.flow_data = FlowData(self.flow, fstore, data_dir)
         self.federation = Federation(self.flow_data)
-        model_dir = cfg.flow_model_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "models")
+        model_dir = cfg.flow_model_dir or os.path.join(local_dir, "models")
         self.flow_models = FlowModels(self.flow, ModelStore(self.store), model_dir)
-        self.security = Security(cfg.security, self.store, self.engine, cfg.host, cfg.db)
+        self.security = Security(cfg.security, self.store, self.engine, cfg.host, local_dir)
         # The rule table's FATE checks look up what a request names here (server/flow/tenants.py).
         self.security.authority.owners.update(owner_lookups(fstore, self.flow.running_component))
         self.delta = DeltaTasks(self.engine, cfg.delta_tasks)
@@ -144,7 +146,9 @@ class Server:
         self.groups.load()
         await self.security.start()
         if cfg.security.auth:
-            for note in self.security.protect_files(cfg.db):
+            # A SQLite file (and its WAL) beside the admin token; with PostgreSQL only the local directory.
+            db_file = cfg.db if self.db_target.kind == SQLITE else os.path.join(self.store.local_dir, "no-db-file")
+            for note in self.security.protect_files(db_file):
                 print(f"taskhub: {note}", flush=True)
         self._closers.append(self.nodes.stop)
         self.retention.start()
@@ -153,7 +157,7 @@ class Server:
         cores = os.cpu_count() or 1
         task_user, self._local_note = self._local_node_user()
         if cfg.local_node and not self._local_note.startswith("local node OFF"):
-            work_dir = cfg.work_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "work")
+            work_dir = cfg.work_dir or os.path.join(self.store.local_dir, "work")
             if task_user is not None:
                 work_dir = task_users.work_dir_for(task_user, cfg.work_dir)
                 self._fresh_work_dir = "" if cfg.work_dir else work_dir   # this run's own: removed at stop
@@ -197,7 +201,7 @@ class Server:
         self.security.announce()
         if self._local_note:
             print(f"taskhub: {self._local_note}", flush=True)
-        print(f"taskhub: database {os.path.abspath(cfg.db)}; local node {'on' if self.executor else 'off'}", flush=True)
+        print(f"taskhub: database {self.store.describe()}; local node {'on' if self.executor else 'off'}", flush=True)
 
     def _local_node_user(self) -> tuple[task_users.TaskUser | None, str]:
         """(the user the local node's tasks run as, or None for this process's; a note for `serve`)."""
@@ -256,7 +260,7 @@ class Server:
             shutil.rmtree(self._fresh_work_dir, ignore_errors=True)
         await asyncio.sleep(0.05)  # let the last status changes reach the writer
         self.engine._flush()
-        await asyncio.get_running_loop().run_in_executor(None, self.store.writer.stop)
+        await asyncio.get_running_loop().run_in_executor(None, self.store.close)
         stages.flush()
         self._stopped.set()
 
@@ -294,7 +298,11 @@ async def serve(cfg: ServerConfig) -> int:
 def run(cfg: ServerConfig) -> int:
     logging.basicConfig(level=os.environ.get("TASKHUB_LOG", "WARNING"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    code = asyncio.run(serve(cfg))
+    try:
+        code = asyncio.run(serve(cfg))
+    except StoreError as e:  # never a silent fallback: say why, exit non-zero
+        print(f"taskhub: {e}", file=sys.stderr, flush=True)
+        return 2
     # Stopped: the store is closed, every child process is gone. What is left is the interpreter's
     # teardown, where gRPC's poller thread held the exit back by 1-2.5 s (measured); leave at once.
     logging.shutdown()

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from .owner_lock import holder, try_hold
 
 SQLITE = "sqlite"
-KINDS: dict[str, str] = {}   # URL scheme -> kind, for database servers this build supports (none yet)
+POSTGRESQL = "postgresql"
+KINDS: dict[str, str] = {"postgresql": POSTGRESQL, "postgres": POSTGRESQL}  # URL scheme -> kind this build serves
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -38,7 +39,7 @@ def parse_db_target(value: str) -> DbTarget:
         return DbTarget(KINDS[scheme], value)
     raise UnsupportedDatabase(
         f"--db {value!r}: {scheme}:// databases are not supported by this build; give the path of a SQLite"
-        f" file (e.g. var/taskhub.db)")
+        f" file (e.g. var/taskhub.db) or postgresql://user:password@host:port/dbname")
 
 
 def claim_database(target: DbTarget) -> int | None:

@@ -27,7 +27,7 @@ from .node.base import Node
 from .node.executor import Outcome, Run
 from .node.spawner import kill_orphans
 from .request_keys import RequestKeys
-from .store import Store
+from .storage import Store
 
 log = logging.getLogger(__name__)
 S = Status
@@ -84,7 +84,6 @@ class Engine:
         self.gates: list[Callable[[Task], str]] = []
         self._list_watchers: set[_ListWatcher] = set()
         self._enders: dict[int, set[asyncio.Queue]] = {}
-        self._next_id = 0
         self._creating: dict[str, asyncio.Future] = {}  # idempotency key -> the create in flight
         self._request_keys = RequestKeys()  # keys that may be committed already (the rest are surely new)
         self._placed: list[tuple[Task, int, Node]] = []  # placed on an agent, started once committed
@@ -96,9 +95,9 @@ class Engine:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.store.writer.start(self._loop)
-        self._next_id = self.store.max_task_id()
         self.instance = self.store.get_kv("instance") or uuid.uuid4().hex
-        await self.store.writer.execute([("INSERT OR IGNORE INTO kv(key, value) VALUES ('instance', ?)", (self.instance,))])
+        async with self.store.batch() as b:
+            b.put_kv_if_absent("instance", self.instance)
         since = now_ms() - int(self.config.request_window_seconds * 1000)
         self._request_keys = await self._loop.run_in_executor(None, lambda: RequestKeys(self.store.request_keys(since)))
         await self._recover()
@@ -295,12 +294,12 @@ class Engine:
                 f"{len(self.tasks)} tasks are unfinished, the server takes at most {self.config.max_queued}"
                 " (--max-queued); retry later, with backoff")
         ts = now_ms()
-        tasks = []
         uids = os.urandom(16 * len(specs)).hex()  # one read of random bytes for the batch's uids
-        for i, spec in enumerate(specs):
-            self._next_id += 1
-            tasks.append(Task(self._next_id, spec, uids[32 * i:32 * i + 32], ts))
-        committed = self.store.writer.insert_tasks(tasks, request_key)
+        tasks = [Task(task_id, spec, uids[32 * i:32 * i + 32], ts)
+                 for i, (task_id, spec) in enumerate(zip(self.store.next_task_ids(len(specs)), specs))]
+        b = self.store.batch()
+        b.insert_tasks(tasks, request_key)
+        committed = b.submit(wait=True)
         if stages.ON:
             for t in tasks:
                 stages.claim_call(t.id)
@@ -387,7 +386,8 @@ class Engine:
         self._by_uid.pop(task.uid, None)
         self._release(task)
         self.logs.forget(task.id)
-        await self.store.writer.delete_task(task.id)
+        async with self.store.batch() as b:
+            b.delete_tasks([task.id])
         if self._list_watchers:
             self._publish_list([], [(task.namespace, task.id)])
 
@@ -718,10 +718,12 @@ class Engine:
             self._publish_list([copy.copy(t) for t in dirty.values()], [])
         ended = [copy.copy(t) for t in dirty.values() if t.terminal]
         placed, self._placed = self._placed, []
+        b = self.store.batch()
+        b.update_tasks(rows)
         if not ended and not placed:
-            self.store.writer.update_tasks(rows)
+            b.submit(wait=False)
             return
-        fut = self.store.writer.update_tasks(rows, wait=True)
+        fut = b.submit(wait=True)
         if ended:
             fut.add_done_callback(lambda f: self._announce(ended, f))
         if placed:

@@ -18,20 +18,10 @@ from dataclasses import dataclass, field
 from . import errors
 from .engine import COLOCATE, Engine
 from .model import ANY_NAMESPACE, DEFAULT_NAMESPACE, Status, TaskSpec, TaskType, now_ms
-from .store import EXTRA_MIGRATIONS
 
 MAX_TEMPLATE_BYTES = 1 << 20
 INSTANCE_ANNOTATION = "taskhub.group_instance"
 TEMPLATE_ANNOTATION = "taskhub.group_template"
-
-
-def _groups_v1(db) -> None:
-    db["group_templates"].create({"name": str, "json": str, "create_time_ms": int}, pk="name")
-    db["group_instances"].create({"id": str, "template": str, "namespace": str, "task_ids": str,
-                                  "create_time_ms": int}, pk="id")
-
-
-EXTRA_MIGRATIONS.setdefault("groups", []).append(_groups_v1)
 
 
 @dataclass
@@ -97,9 +87,9 @@ class TaskGroups:
         self.instances: dict[str, Instance] = {}
 
     def load(self) -> None:
-        for r in self.store.query("SELECT name, json, create_time_ms FROM group_templates"):
+        for r in self.store.group_templates():
             self.templates[r["name"]] = Template(r["name"], json.loads(r["json"]), r["json"], r["create_time_ms"])
-        for r in self.store.query("SELECT * FROM group_instances"):
+        for r in self.store.group_instances():
             self.instances[r["id"]] = Instance(r["id"], r["template"], r["namespace"], json.loads(r["task_ids"]),
                                                r["create_time_ms"])
 
@@ -111,9 +101,8 @@ class TaskGroups:
             raise errors.AlreadyExists(f"a task group template named {name!r} already exists")
         tpl = self.templates[name] = Template(name, doc, text, now_ms())  # reserved before the await
         try:
-            await self.store.writer.execute([(
-                "INSERT INTO group_templates (name, json, create_time_ms) VALUES (?, ?, ?)",
-                (name, text, tpl.create_time_ms))])
+            async with self.store.batch() as b:
+                b.put_group_template(name, text, tpl.create_time_ms)
         except BaseException:
             self.templates.pop(name, None)
             raise
@@ -131,7 +120,8 @@ class TaskGroups:
     async def delete_template(self, name: str) -> None:
         self.get_template(name)
         del self.templates[name]
-        await self.store.writer.execute([("DELETE FROM group_templates WHERE name=?", (name,))])
+        async with self.store.batch() as b:
+            b.delete_group_template(name)
 
     # ------------------------------------------------------------------ instances
     async def deploy(self, name: str, namespace: str = "") -> Instance:
@@ -147,9 +137,8 @@ class TaskGroups:
         tasks = await self.engine.create(specs)
         inst.task_ids = [t.id for t in tasks]
         self.instances[inst.id] = inst
-        await self.store.writer.execute([(
-            "INSERT INTO group_instances (id, template, namespace, task_ids, create_time_ms) VALUES (?, ?, ?, ?, ?)",
-            (inst.id, inst.template, inst.namespace, json.dumps(inst.task_ids), inst.create_time_ms))])
+        async with self.store.batch() as b:
+            b.put_group_instance(inst.id, inst.template, inst.namespace, inst.task_ids, inst.create_time_ms)
         return inst
 
     def get_instance(self, instance_id: str) -> Instance:
@@ -187,5 +176,6 @@ class TaskGroups:
                 continue
             if ok:
                 cancelled.append(task_id)
-        await self.store.writer.execute([("DELETE FROM group_instances WHERE id=?", (instance_id,))])
+        async with self.store.batch() as b:
+            b.delete_group_instance(instance_id)
         return inst, cancelled

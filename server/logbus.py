@@ -9,7 +9,7 @@ import asyncio
 from typing import AsyncIterator
 
 from .model import LogStream, now_ms
-from .store import Store
+from .storage import Store
 
 # Lines kept in memory per live task beyond what the store already has.
 KEEP_IN_MEMORY = 20_000
@@ -134,7 +134,8 @@ class LogBus:
         if self._pending:
             rows, self._pending = self._pending, []
             cursors, self._cursors = self._cursors, {}
-            self.store.writer.append_logs(rows, [(c, t) for t, c in cursors.items()])
+            with self.store.batch() as b:
+                b.append_logs(rows, [(c, t) for t, c in cursors.items()])
 
     def _committed(self, upto: dict[int, int]) -> None:
         for task_id, seq in upto.items():

@@ -1,18 +1,19 @@
 """Retention: finished records older than `--retain` are purged, a little at a time.
 
-The purge runs every step registered in store.PURGE_STEPS (tasks with their logs, create
-request ids; other parts of taskhub add theirs at import time), each in batches of
-BATCH records through the single writer, with a pause between batches so it never
-competes with the hot path for long. Reads that pick a batch run on a thread.
+A purge round runs every step (tasks with their logs, create request ids, and those the app adds,
+e.g. FATE jobs), each in batches of BATCH records through the single writer, with a pause between
+batches so it never competes with the hot path for long. Reads that pick a batch run on a thread.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
+from dataclasses import dataclass
+from typing import Callable
 
 from .model import now_ms
-from .store import PURGE_STEPS, Store
+from .storage import Batch, Store
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,20 @@ PAUSE = 0.05      # seconds between batches
 INTERVAL = 30.0   # seconds between purge rounds
 DEFAULT_RETAIN = "7d"
 
-PURGE_STEPS.setdefault("tasks", lambda store, cutoff, limit: store.purge_finished_tasks(cutoff, limit))
+
+
+@dataclass(frozen=True)
+class PurgeStep:
+    name: str
+    find: Callable[[int, int], list]          # (cutoff_ms, limit) -> keys of old records, at most limit
+    delete: Callable[[Batch, list], None]     # adds their deletion to a batch
+    window: bool = False                      # cut off by the request window instead of --retain
+
+
+def core_steps(store: Store) -> list[PurgeStep]:
+    return [PurgeStep("create_requests", store.old_create_request_keys, Batch.delete_create_requests, window=True),
+            PurgeStep("tasks", store.finished_task_ids, Batch.delete_tasks),
+            PurgeStep("auth_audit", store.old_audit_seqs, Batch.delete_audit)]
 
 
 def parse_duration(text: str) -> float:
@@ -35,6 +49,7 @@ def parse_duration(text: str) -> float:
 class Retention:
     def __init__(self, store: Store, retain_seconds: float, request_window_seconds: float):
         self.store = store
+        self.steps = core_steps(store)
         self.retain_seconds = retain_seconds
         self.request_window_seconds = request_window_seconds
         self.purged: dict[str, int] = {}
@@ -57,26 +72,26 @@ class Retention:
             # A short --retain (tests, small disks) is honoured within a quarter of itself.
             await asyncio.sleep(max(0.5, min(INTERVAL, self.retain_seconds / 4 or INTERVAL)))
 
-    def _cutoff(self, name: str) -> int | None:
-        seconds = self.request_window_seconds if name == "create_requests" else self.retain_seconds
+    def _cutoff(self, step: PurgeStep) -> int | None:
+        seconds = self.request_window_seconds if step.window else self.retain_seconds
         return None if seconds <= 0 else now_ms() - int(seconds * 1000)
 
     async def purge_once(self) -> int:
         """One round over every step until each has nothing old left; returns records deleted."""
         loop = asyncio.get_running_loop()
         total = 0
-        steps = {"create_requests": lambda s, c, n: s.purge_create_requests(c, n), **PURGE_STEPS}
-        for name, step in steps.items():
-            cutoff = self._cutoff(name)
+        for step in self.steps:
+            cutoff = self._cutoff(step)
             if cutoff is None:
                 continue
             while True:
-                statements = await loop.run_in_executor(None, step, self.store, cutoff, BATCH)
-                if not statements:
+                keys = await loop.run_in_executor(None, step.find, cutoff, BATCH)
+                if not keys:
                     break
-                await self.store.writer.execute(statements)
-                n = len(statements[-1][1])
-                self.purged[name] = self.purged.get(name, 0) + n
+                async with self.store.batch() as b:
+                    step.delete(b, keys)
+                n = len(keys)
+                self.purged[step.name] = self.purged.get(step.name, 0) + n
                 total += n
                 await asyncio.sleep(PAUSE)
         if total:

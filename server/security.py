@@ -45,10 +45,10 @@ def is_loopback(host: str) -> bool:
 
 
 class Security:
-    def __init__(self, cfg: SecurityConfig, store, engine, host: str, db: str):
+    def __init__(self, cfg: SecurityConfig, store, engine, host: str, local_dir: str):
         self.cfg, self.engine, self.host = cfg, engine, host
         self.authority = Authority(AuthStore(store), task_lookup=self._unfinished)
-        self.admin_file = cfg.admin_token_file or os.path.join(os.path.dirname(os.path.abspath(db)), "admin.token")
+        self.admin_file = cfg.admin_token_file or os.path.join(local_dir, "admin.token")
         self._socket_dir = ""
         self._admin_created = False
         if bool(cfg.tls_cert) != bool(cfg.tls_key):

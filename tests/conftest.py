@@ -162,3 +162,26 @@ def http(method: str, url: str, body: bytes | str | dict | list | None = None, h
             return HttpAnswer(resp.status, resp.headers, resp.read())
     except urllib.error.HTTPError as e:
         return HttpAnswer(e.code, e.headers, e.read())
+
+
+# -- PostgreSQL: one throwaway cluster per test session, a fresh database per test ----------------
+@pytest.fixture(scope="session")
+def pg_cluster():
+    from bench.pgcluster import PgCluster
+    cluster = PgCluster(durable=False).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(pg_cluster) -> str:
+    import uuid
+    return pg_cluster.create_database("t_" + uuid.uuid4().hex[:16])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """--db for each backend: the store contract and the end-to-end subset run against both."""
+    if request.param == "sqlite":
+        return str(tmp_path / "taskhub.db")
+    return request.getfixturevalue("pg_url")

@@ -78,7 +78,7 @@ def test_second_server_on_a_database_is_refused(server_factory, tmp_path):
 
 
 def test_db_url_of_an_unsupported_scheme_is_refused(tmp_path):
-    for url in ("postgresql://user@localhost/taskhub", "mysql://db/x"):
+    for url in ("mysql://db/x", "sqlite3://x.db"):  # postgresql://: tests/test_postgres_e2e.py
         args = [sys.executable, "-m", "client.cli", "serve", "--db", url, "--grpc-port", "0", "--http-port", "-1"]
         p = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         scheme = url.split(":")[0]

@@ -1,78 +1,49 @@
 """Every read and write of FATE Flow state: jobs, tasks, tracking, tables, uploads, federation.
 
-SQLite today (the tables are registered with the main store's migrations and written through its
-single writer); a shared PostgreSQL store implements the same methods later. Domain code
-(server/flow/jobs.py, tables.py) never writes SQL.
+The statements are SQLite's dialect, run through the store's `query_sql` and `Batch.sql` (written by
+its single writer); the tables are created by each backend's migration list (server/storage/).
+Domain code (server/flow/jobs.py, tables.py) never writes SQL.
 """
 from __future__ import annotations
 
 import json
 from typing import Iterator
 
-from ..store import EXTRA_MIGRATIONS, PURGE_STEPS, Store
+from ..retention import PurgeStep
+from ..storage import Batch, Store
 from .model import FlowJob, FlowTask, JobStatus, TaskStatus
 
 
-def _flow_v1(db) -> None:
-    db.execute("""CREATE TABLE flow_jobs (
-        job_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, job_type TEXT NOT NULL, status INTEGER NOT NULL,
-        dsl_json TEXT NOT NULL, conf_json TEXT NOT NULL, initiator_role TEXT NOT NULL, initiator_party INTEGER NOT NULL,
-        parties_json TEXT NOT NULL, model_id TEXT NOT NULL, model_version TEXT NOT NULL, timeout_seconds REAL NOT NULL,
-        description TEXT NOT NULL, error TEXT NOT NULL, progress INTEGER NOT NULL, create_time_ms INTEGER NOT NULL,
-        start_time_ms INTEGER NOT NULL, end_time_ms INTEGER NOT NULL, update_time_ms INTEGER NOT NULL)""")
-    db.execute("CREATE INDEX flow_jobs_status ON flow_jobs (status)")
-    db.execute("""CREATE TABLE flow_tasks (
-        job_id TEXT NOT NULL, component TEXT NOT NULL, role TEXT NOT NULL, party_id INTEGER NOT NULL,
-        module TEXT NOT NULL, status INTEGER NOT NULL, taskhub_task_id INTEGER NOT NULL, task_version INTEGER NOT NULL,
-        run_pid INTEGER NOT NULL, node TEXT NOT NULL, error TEXT NOT NULL, retries INTEGER NOT NULL,
-        create_time_ms INTEGER NOT NULL, start_time_ms INTEGER NOT NULL, end_time_ms INTEGER NOT NULL,
-        parameters_json TEXT NOT NULL DEFAULT '{}', summary_json TEXT NOT NULL DEFAULT '{}',
-        model_json TEXT NOT NULL DEFAULT '', model_meta_json TEXT NOT NULL DEFAULT '',
-        PRIMARY KEY (job_id, component, role, party_id)) WITHOUT ROWID""")
-    db.execute("CREATE INDEX flow_tasks_taskhub ON flow_tasks (taskhub_task_id)")
-    db.execute("""CREATE TABLE flow_metrics (
-        job_id TEXT NOT NULL, component TEXT NOT NULL, role TEXT NOT NULL, party_id INTEGER NOT NULL,
-        namespace TEXT NOT NULL, name TEXT NOT NULL, data_json TEXT NOT NULL, meta_json TEXT NOT NULL,
-        PRIMARY KEY (job_id, component, role, party_id, namespace, name)) WITHOUT ROWID""")
-    db.execute("""CREATE TABLE flow_tables (
-        namespace TEXT NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL, partitions INTEGER NOT NULL,
-        schema_json TEXT NOT NULL, job_id TEXT NOT NULL, component TEXT NOT NULL, role TEXT NOT NULL,
-        party_id INTEGER NOT NULL, output_name TEXT NOT NULL, create_time_ms INTEGER NOT NULL,
-        PRIMARY KEY (namespace, name)) WITHOUT ROWID""")
-    db.execute("CREATE INDEX flow_tables_output ON flow_tables (job_id, component, role, party_id)")
-    db.execute("""CREATE TABLE flow_table_chunks (
-        namespace TEXT NOT NULL, name TEXT NOT NULL, seq INTEGER NOT NULL, rows INTEGER NOT NULL, data TEXT NOT NULL,
-        PRIMARY KEY (namespace, name, seq)) WITHOUT ROWID""")
-    db.execute("""CREATE TABLE flow_uploads (
-        job_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL, conf_json TEXT NOT NULL,
-        upload_count INTEGER NOT NULL, create_time_ms INTEGER NOT NULL)""")
-    db.execute("""CREATE TABLE flow_messages (
-        job_id TEXT NOT NULL, name TEXT NOT NULL, tag TEXT NOT NULL, src_role TEXT NOT NULL, src_party INTEGER NOT NULL,
-        dst_role TEXT NOT NULL, dst_party INTEGER NOT NULL, payload BLOB NOT NULL,
-        PRIMARY KEY (job_id, name, tag, src_role, src_party, dst_role, dst_party)) WITHOUT ROWID""")
-
-
-EXTRA_MIGRATIONS.setdefault("flow", []).append(_flow_v1)
-
-
-def purge_finished_jobs(store: Store, cutoff_ms: int, limit: int) -> list[tuple[str, tuple]]:
-    """Statements deleting up to a few jobs that ended before cutoff_ms, with their tasks, metrics,
-    messages and output tables (uploaded tables are the user's and stay). Run by server/retention.py."""
-    ids = tuple(r[0] for r in store.query(
+def finished_job_ids(store: Store, cutoff_ms: int, limit: int) -> list[str]:
+    """A few jobs that ended before cutoff_ms (each brings its tasks, metrics and tables: limit // 50)."""
+    return [r[0] for r in store.query_sql(
         "SELECT job_id FROM flow_jobs WHERE status IN (4, 5, 6, 7) AND end_time_ms > 0 AND end_time_ms < ?"
-        " ORDER BY end_time_ms LIMIT ?", (cutoff_ms, max(1, limit // 50))))
-    if not ids:
-        return []
+        " ORDER BY end_time_ms LIMIT ?", (cutoff_ms, max(1, limit // 50)))]
+
+
+def delete_jobs(batch: Batch, ids: list[str]) -> None:
+    """The jobs with their tasks, metrics, messages and output tables (uploaded tables are the user's
+    and stay). Run by server/retention.py."""
+    ids = tuple(ids)
     marks = ",".join("?" * len(ids))
     outputs = tuple(f"output_data_{j}" for j in ids)
-    return [(f"DELETE FROM flow_table_chunks WHERE namespace IN ({marks})", outputs),
-            (f"DELETE FROM flow_tables WHERE namespace IN ({marks})", outputs),
-            *[(f"DELETE FROM {table} WHERE job_id IN ({marks})", ids)
-              for table in ("flow_metrics", "flow_tasks", "flow_messages", "flow_uploads")],
-            (f"DELETE FROM flow_jobs WHERE job_id IN ({marks})", ids)]
+    batch.sql([(f"DELETE FROM flow_table_chunks WHERE namespace IN ({marks})", outputs),
+               (f"DELETE FROM flow_tables WHERE namespace IN ({marks})", outputs),
+               *[(f"DELETE FROM {table} WHERE job_id IN ({marks})", ids)
+                 for table in ("flow_metrics", "flow_tasks", "flow_messages", "flow_uploads")],
+               (f"DELETE FROM flow_jobs WHERE job_id IN ({marks})", ids)])
 
 
-PURGE_STEPS.setdefault("flow_jobs", purge_finished_jobs)
+def write_sql(store: Store, statements: list[tuple], wait: bool = True):
+    """One batch of statements for the writer; with wait, a future of its commit."""
+    b = store.batch()
+    b.sql(statements)
+    return b.submit(wait)
+
+
+def purge_step(store: Store) -> PurgeStep:
+    return PurgeStep("flow_jobs", lambda cutoff, limit: finished_job_ids(store, cutoff, limit), delete_jobs)
+
 
 _JOB_COLS = ("job_id", "namespace", "job_type", "status", "dsl_json", "conf_json", "initiator_role", "initiator_party",
              "parties_json", "model_id", "model_version", "timeout_seconds", "description", "error", "progress",
@@ -136,7 +107,6 @@ def task_from_row(r) -> FlowTask:
 class FlowStore:
     def __init__(self, store: Store):
         self.store = store
-        self.writer = store.writer
 
     # ---------------------------------------------------------------- jobs and tasks
     def insert_job(self, job: FlowJob, params: dict[tuple[str, str, int], dict]):
@@ -146,28 +116,28 @@ class FlowStore:
             stmts.append((_INSERT_TASK, (t.job_id, t.component, t.role, t.party_id) + _task_values(t)))
             stmts.append(("UPDATE flow_tasks SET parameters_json=? WHERE job_id=? AND component=? AND role=? AND party_id=?",
                           (json.dumps(params.get(t.key, {})), t.job_id, t.component, t.role, t.party_id)))
-        return self.writer.execute(stmts)
+        return self.execute(stmts)
 
     def save_job(self, job: FlowJob, wait: bool = False):
-        return self.writer.execute([(_UPSERT_JOB, _job_row(job))], wait=wait)
+        return self.execute([(_UPSERT_JOB, _job_row(job))], wait=wait)
 
     def save_tasks(self, tasks: list[FlowTask], wait: bool = False):
-        return self.writer.execute([(_UPDATE_TASK, _task_values(t) + (t.job_id, t.component, t.role, t.party_id))
+        return self.execute([(_UPDATE_TASK, _task_values(t) + (t.job_id, t.component, t.role, t.party_id))
                                     for t in tasks], wait=wait)
 
     def unfinished_jobs(self) -> list[FlowJob]:
-        rows = self.store.query("SELECT * FROM flow_jobs WHERE status IN (1, 2, 3) ORDER BY create_time_ms, job_id")
+        rows = self.store.query_sql("SELECT * FROM flow_jobs WHERE status IN (1, 2, 3) ORDER BY create_time_ms, job_id")
         return [job_from_row(r) for r in rows]
 
     def get_job(self, job_id: str) -> FlowJob | None:
-        rows = self.store.query("SELECT * FROM flow_jobs WHERE job_id=?", (job_id,))
+        rows = self.store.query_sql("SELECT * FROM flow_jobs WHERE job_id=?", (job_id,))
         return job_from_row(rows[0]) if rows else None
 
     def count_jobs_by_status(self) -> dict[int, int]:
-        return {r[0]: r[1] for r in self.store.query("SELECT status, COUNT(*) FROM flow_jobs GROUP BY status")}
+        return {r[0]: r[1] for r in self.store.query_sql("SELECT status, COUNT(*) FROM flow_jobs GROUP BY status")}
 
     def job_tasks(self, job_id: str) -> list[FlowTask]:
-        return [task_from_row(r) for r in self.store.query("SELECT * FROM flow_tasks WHERE job_id=?", (job_id,))]
+        return [task_from_row(r) for r in self.store.query_sql("SELECT * FROM flow_tasks WHERE job_id=?", (job_id,))]
 
     def list_jobs(self, job_id: str, party: tuple[str, int] | None, statuses: list[int], job_type: str,
                   limit: int, offset: int, scope: tuple[str, ...] | None = None) -> tuple[list[FlowJob], int]:
@@ -177,12 +147,11 @@ class FlowStore:
             where.append("job_id LIKE ? ESCAPE '\\'")
             params.append(job_id[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
         if party:
-            where.append("EXISTS (SELECT 1 FROM json_each(parties_json) p WHERE json_extract(p.value, '$[0]') = ?"
-                         " AND (? = 0 OR json_extract(p.value, '$[1]') = ?))")
+            where.append(self.store.FLOW_JOB_HAS_PARTY)
             params.extend([party[0], party[1], party[1]])
         sql_where = f"WHERE {' AND '.join(where)}" if where else ""
-        total = self.store.query(f"SELECT COUNT(*) FROM flow_jobs {sql_where}", params)[0][0]
-        rows = self.store.query(f"SELECT * FROM flow_jobs {sql_where} ORDER BY create_time_ms DESC, job_id DESC"
+        total = self.store.query_sql(f"SELECT COUNT(*) FROM flow_jobs {sql_where}", params)[0][0]
+        rows = self.store.query_sql(f"SELECT * FROM flow_jobs {sql_where} ORDER BY create_time_ms DESC, job_id DESC"
                                 " LIMIT ? OFFSET ?", (*params, limit, offset))
         return [job_from_row(r) for r in rows], total
 
@@ -192,69 +161,60 @@ class FlowStore:
                               statuses)
         within_scope(where, params, "(SELECT namespace FROM flow_jobs j WHERE j.job_id = flow_tasks.job_id)", scope)
         sql_where = f"WHERE {' AND '.join(where)}" if where else ""
-        total = self.store.query(f"SELECT COUNT(*) FROM flow_tasks {sql_where}", params)[0][0]
-        rows = self.store.query(f"SELECT * FROM flow_tasks {sql_where} ORDER BY job_id DESC, create_time_ms, component,"
+        total = self.store.query_sql(f"SELECT COUNT(*) FROM flow_tasks {sql_where}", params)[0][0]
+        rows = self.store.query_sql(f"SELECT * FROM flow_tasks {sql_where} ORDER BY job_id DESC, create_time_ms, component,"
                                 " role, party_id LIMIT ? OFFSET ?", (*params, limit, offset))
         return [task_from_row(r) for r in rows], total
 
     # ---------------------------------------------------------------- tracking
     def task_outputs(self, job_id: str, component: str, role: str, party_id: int) -> dict | None:
-        rows = self.store.query("SELECT parameters_json, summary_json, model_json, model_meta_json FROM flow_tasks"
+        rows = self.store.query_sql("SELECT parameters_json, summary_json, model_json, model_meta_json FROM flow_tasks"
                                 " WHERE job_id=? AND component=? AND role=? AND party_id=?",
                                 (job_id, component, role, party_id))
         return dict(rows[0]) if rows else None
 
     def metrics(self, job_id: str, component: str, role: str, party_id: int) -> list[dict]:
-        rows = self.store.query("SELECT namespace, name, data_json, meta_json FROM flow_metrics WHERE job_id=? AND"
+        rows = self.store.query_sql("SELECT namespace, name, data_json, meta_json FROM flow_metrics WHERE job_id=? AND"
                                 " component=? AND role=? AND party_id=? ORDER BY namespace, name",
                                 (job_id, component, role, party_id))
         return [dict(r) for r in rows]
 
     def put_metric(self, key: tuple, namespace: str, name: str, points: list, meta_json: str):
         """Append points (a JSON list merge done in SQL, so concurrent appends never lose one)."""
-        job_id, component, role, party_id = key
-        return self.writer.execute([(
-            "INSERT INTO flow_metrics (job_id, component, role, party_id, namespace, name, data_json, meta_json)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-            " data_json = (SELECT json_group_array(CASE WHEN type IN ('array', 'object') THEN json(value) ELSE value END)"
-            " FROM (SELECT value, type FROM json_each(flow_metrics.data_json)"
-            " UNION ALL SELECT value, type FROM json_each(excluded.data_json))),"
-            " meta_json = CASE WHEN excluded.meta_json = '' THEN flow_metrics.meta_json ELSE excluded.meta_json END",
-            (job_id, component, role, party_id, namespace, name, json.dumps(points), meta_json))])
+        b = self.store.batch()
+        b.append_flow_metric(tuple(key) + (namespace, name, json.dumps(points), meta_json))
+        return b.submit(wait=True)
 
     def put_outputs(self, key: tuple, summary_json: str = "", model_json: str = "", model_meta_json: str = ""):
-        job_id, component, role, party_id = key
-        stmts = []
-        where = " WHERE job_id=? AND component=? AND role=? AND party_id=?"
+        b = self.store.batch()
         if summary_json:
-            stmts.append(("UPDATE flow_tasks SET summary_json=json_patch(summary_json, ?)" + where,
-                          (summary_json, job_id, component, role, party_id)))
+            b.patch_flow_summary(tuple(key), summary_json)
         if model_json:
-            stmts.append(("UPDATE flow_tasks SET model_json=?, model_meta_json=?" + where,
-                          (model_json, model_meta_json or "{}", job_id, component, role, party_id)))
-        return self.writer.execute(stmts)
+            b.sql([("UPDATE flow_tasks SET model_json=?, model_meta_json=? WHERE job_id=? AND component=? AND role=?"
+                    " AND party_id=?", (model_json, model_meta_json or "{}", *key))])
+        return b.submit(wait=True)
 
     def delete_metrics(self, job_ids: list[str]):
-        return self.writer.execute([("DELETE FROM flow_metrics WHERE job_id=?", (j,)) for j in job_ids])
+        return self.execute([("DELETE FROM flow_metrics WHERE job_id=?", (j,)) for j in job_ids])
 
     def count_metrics(self, job_ids: list[str]) -> int:
         if not job_ids:
             return 0
-        return self.store.query(f"SELECT COUNT(*) FROM flow_metrics WHERE job_id IN ({','.join('?' * len(job_ids))})",
+        return self.store.query_sql(f"SELECT COUNT(*) FROM flow_metrics WHERE job_id IN ({','.join('?' * len(job_ids))})",
                                 job_ids)[0][0]
 
     def job_ids_created_between(self, start_ms: int, end_ms: int, scope: tuple[str, ...] | None = None) -> list[str]:
         where, params = ["create_time_ms >= ?", "create_time_ms < ?"], [start_ms, end_ms]
         within_scope(where, params, "namespace", scope)
-        return [r[0] for r in self.store.query(f"SELECT job_id FROM flow_jobs WHERE {' AND '.join(where)}", params)]
+        return [r[0] for r in self.store.query_sql(f"SELECT job_id FROM flow_jobs WHERE {' AND '.join(where)}", params)]
 
     # ---------------------------------------------------------------- tables
     def get_table(self, namespace: str, name: str) -> dict | None:
-        rows = self.store.query("SELECT * FROM flow_tables WHERE namespace=? AND name=?", (namespace, name))
+        rows = self.store.query_sql("SELECT * FROM flow_tables WHERE namespace=? AND name=?", (namespace, name))
         return dict(rows[0]) if rows else None
 
     def output_tables(self, job_id: str, component: str, role: str, party_id: int) -> list[dict]:
-        rows = self.store.query("SELECT * FROM flow_tables WHERE job_id=? AND component=? AND role=? AND party_id=?"
+        rows = self.store.query_sql("SELECT * FROM flow_tables WHERE job_id=? AND component=? AND role=? AND party_id=?"
                                 " ORDER BY output_name", (job_id, component, role, party_id))
         return [dict(r) for r in rows]
 
@@ -262,7 +222,7 @@ class FlowStore:
         """The table's rows as text chunks (lines joined by newlines), in order; read lazily."""
         last = -1
         while True:
-            rows = self.store.query("SELECT seq, data FROM flow_table_chunks WHERE namespace=? AND name=? AND seq>?"
+            rows = self.store.query_sql("SELECT seq, data FROM flow_table_chunks WHERE namespace=? AND name=? AND seq>?"
                                     " ORDER BY seq LIMIT 16", (namespace, name, last))
             if not rows:
                 return
@@ -280,7 +240,7 @@ class FlowStore:
                 (namespace, name, seq, rows, data))
 
     def execute(self, statements: list[tuple], wait: bool = True):
-        return self.writer.execute(statements, wait=wait)
+        return write_sql(self.store, statements, wait)
 
     def describe_table_stmt(self, info: dict) -> tuple:
         """The table's row; it belongs to (tenant) the namespace of the job that writes it."""
@@ -294,35 +254,35 @@ class FlowStore:
         stmts = []
         for ns, name in tables:
             stmts.extend(self.replace_table(ns, name))
-        return self.writer.execute(stmts)
+        return self.execute(stmts)
 
     # ---------------------------------------------------------------- uploads
     def record_upload(self, job_id: str, namespace: str, name: str, conf_json: str, count: int, ts: int):
-        return self.writer.execute([(
+        return self.execute([(
             "INSERT OR REPLACE INTO flow_uploads (job_id, namespace, name, conf_json, upload_count, create_time_ms)"
             " VALUES (?, ?, ?, ?, ?, ?)", (job_id, namespace, name, conf_json, count, ts))])
 
     def set_upload_count(self, job_id: str, count: int):
-        return self.writer.execute([("UPDATE flow_uploads SET upload_count=? WHERE job_id=?", (count, job_id))], wait=False)
+        return self.execute([("UPDATE flow_uploads SET upload_count=? WHERE job_id=?", (count, job_id))], wait=False)
 
     def uploads(self, limit: int, job_id: str, scope: tuple[str, ...] | None = None) -> list[dict]:
         where, params = match({"job_id": job_id})
         within_scope(where, params, "(SELECT namespace FROM flow_jobs j WHERE j.job_id = flow_uploads.job_id)", scope)
-        rows = self.store.query(f"SELECT * FROM flow_uploads WHERE {' AND '.join(where) or '1'}"
+        rows = self.store.query_sql(f"SELECT * FROM flow_uploads WHERE {' AND '.join(where) or '1=1'}"
                                 " ORDER BY create_time_ms DESC, job_id DESC LIMIT ?", (*params, limit))
         return [dict(r) for r in rows]
 
     # ---------------------------------------------------------------- federation
     def put_message(self, job_id: str, name: str, tag: str, src: tuple[str, int], dst: tuple[str, int], payload: bytes):
-        return self.writer.execute([(
+        return self.execute([(
             "INSERT OR REPLACE INTO flow_messages (job_id, name, tag, src_role, src_party, dst_role, dst_party, payload)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (job_id, name, tag, src[0], src[1], dst[0], dst[1], payload))])
 
     def get_message(self, job_id: str, name: str, tag: str, src: tuple[str, int], dst: tuple[str, int]) -> bytes | None:
-        rows = self.store.query("SELECT payload FROM flow_messages WHERE job_id=? AND name=? AND tag=? AND src_role=?"
+        rows = self.store.query_sql("SELECT payload FROM flow_messages WHERE job_id=? AND name=? AND tag=? AND src_role=?"
                                 " AND src_party=? AND dst_role=? AND dst_party=?",
                                 (job_id, name, tag, src[0], src[1], dst[0], dst[1]))
         return rows[0][0] if rows else None
 
     def delete_messages(self, job_id: str):
-        return self.writer.execute([("DELETE FROM flow_messages WHERE job_id=?", (job_id,))], wait=False)
+        return self.execute([("DELETE FROM flow_messages WHERE job_id=?", (job_id,))], wait=False)

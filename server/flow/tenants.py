@@ -28,7 +28,7 @@ def owner_lookups(fstore: FlowStore, running_component) -> dict[str, Callable[[o
     store = fstore.store
 
     def column(sql: str, params: tuple) -> list[str]:
-        return [r[0] for r in store.query(sql, params)]
+        return [r[0] for r in store.query_sql(sql, params)]
 
     def job(request) -> list[str]:
         return column("SELECT namespace FROM flow_jobs WHERE job_id=?", (request.job_id,)) if request.job_id else []

@@ -36,21 +36,12 @@ from taskhub.v1 import node_service_pb2 as pb
 
 from .. import errors
 from ..model import Status, TaskType, now_ms
-from ..store import EXTRA_MIGRATIONS
 from .base import Node
 from .executor import Outcome, Run
 
 log = logging.getLogger(__name__)
 S = Status
 _NAME = re.compile(r"^[\w.:@-]{1,200}$")
-
-
-def _nodes_v1(db) -> None:
-    db["nodes"].create({"name": str, "address": str, "slots": int, "labels": str, "cpu_count": int,
-                        "memory_mb": int, "session": str, "draining": int, "last_heartbeat_ms": int}, pk="name")
-
-
-EXTRA_MIGRATIONS.setdefault("nodes", []).append(_nodes_v1)
 
 
 class Link:
@@ -172,7 +163,7 @@ class NodeRegistry:
     def preload(self) -> None:
         """Before the engine recovers: known agents come back offline, so tasks on them are kept for them."""
         started = now_ms()
-        for row in self.store.query("SELECT * FROM nodes"):
+        for row in self.store.nodes():
             node = RemoteNode(self, row["name"], row["session"])
             self._fill(node, row["address"], row["slots"], json.loads(row["labels"]), row["cpu_count"],
                        row["memory_mb"])
@@ -342,11 +333,11 @@ class NodeRegistry:
         node.cpu_count, node.memory_mb = cpu_count, memory_mb
 
     def _save(self, node: RemoteNode) -> None:
-        self.store.writer.execute([(
-            "INSERT OR REPLACE INTO nodes (name, address, slots, labels, cpu_count, memory_mb, session, draining,"
-            " last_heartbeat_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (node.name, node.address, node.slots, json.dumps(node.labels), node.cpu_count, node.memory_mb,
-             node.session, int(node.draining), node.last_heartbeat_ms))], wait=False)
+        with self.store.batch() as b:
+            b.put_node({"name": node.name, "address": node.address, "slots": node.slots,
+                        "labels": json.dumps(node.labels), "cpu_count": node.cpu_count, "memory_mb": node.memory_mb,
+                        "session": node.session, "draining": int(node.draining),
+                        "last_heartbeat_ms": node.last_heartbeat_ms})
 
 
 def _peer_ip(peer: str) -> str:

@@ -1,0 +1,553 @@
+"""PostgreSQL: the store several servers can share (`--db postgresql://user:pass@host:port/dbname`).
+
+All of its SQL and its ordered migration list. Reads take a connection from a psycopg_pool pool
+(autocommit); the writer has its own connection and applies each round in one transaction, like
+SQLite's. Task ids come from a sequence, fetched a block at a time.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from typing import Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..errors import Unavailable
+from ..model import MUTABLE_FIELDS, TERMINAL, Task
+from . import sqlite as _sqlite_dialect
+from .base import AUDIT_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
+
+log = logging.getLogger(__name__)
+
+_DONE = ", ".join(str(int(s)) for s in sorted(TERMINAL))
+_MIGRATION_LOCK = 0x7461736B  # pg_advisory_xact_lock key: one server migrates at a time
+_OWNER_LOCK = 0x74617368     # pg_try_advisory_lock key, held for a server's life (see Ownership)
+OWNER_CHECK_SECONDS = 2.0
+DOWN_SECONDS = 1.0
+ID_BLOCK = 64                  # task ids fetched from the sequence per round trip
+
+
+class _Row(tuple):
+    """A row readable by position and by column name, as sqlite3.Row is (the FATE stores use both)."""
+    __slots__ = ()
+    _names: tuple = ()
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._names.index(key))
+        return tuple.__getitem__(self, key)
+
+    def keys(self):
+        return list(self._names)
+
+
+def _row_factory(cursor):
+    names = tuple(d.name for d in cursor.description or ())
+    cls = type("Row", (_Row,), {"_names": names, "__slots__": ()})
+    return lambda values: cls(values)
+
+
+# ---------------------------------------------------------------- migrations
+def _tasks(cur) -> None:
+    cur.execute("""CREATE TABLE tasks (
+        id BIGINT PRIMARY KEY, uid TEXT, namespace TEXT, name TEXT, spec TEXT, create_time_ms BIGINT,
+        status BIGINT, progress BIGINT, result TEXT, response_json TEXT, retries BIGINT, node TEXT, pid BIGINT,
+        ppid BIGINT, exit_code BIGINT, error TEXT, update_time_ms BIGINT, start_time_ms BIGINT,
+        done_time_ms BIGINT, queue_reason TEXT, cancel_requested BIGINT, cancelled_from BIGINT)""")
+    cur.execute("CREATE UNIQUE INDEX idx_tasks_uid ON tasks (uid)")
+    cur.execute("CREATE INDEX idx_tasks_namespace_id ON tasks (namespace, id)")
+    cur.execute("CREATE INDEX idx_tasks_namespace_status_id ON tasks (namespace, status, id)")
+    cur.execute("CREATE INDEX idx_tasks_status ON tasks (status)")
+    cur.execute("CREATE SEQUENCE task_ids")
+    cur.execute("CREATE TABLE logs (task_id BIGINT NOT NULL, seq BIGINT NOT NULL, time_ms BIGINT NOT NULL,"
+                " stream BIGINT NOT NULL, text TEXT NOT NULL, PRIMARY KEY (task_id, seq))")
+    cur.execute("CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT)")
+
+
+def _attempts_and_requests(cur) -> None:
+    cur.execute("ALTER TABLE tasks ADD COLUMN attempt BIGINT NOT NULL DEFAULT 0")
+    cur.execute("ALTER TABLE tasks ADD COLUMN log_cursor TEXT NOT NULL DEFAULT ''")
+    cur.execute("CREATE INDEX tasks_done ON tasks (done_time_ms) WHERE done_time_ms > 0")
+    cur.execute("CREATE TABLE create_requests (key TEXT PRIMARY KEY, task_ids TEXT NOT NULL,"
+                " created_ms BIGINT NOT NULL)")
+    cur.execute("CREATE INDEX create_requests_time ON create_requests (created_ms)")
+
+
+def _groups(cur) -> None:
+    cur.execute("CREATE TABLE group_templates (name TEXT PRIMARY KEY, json TEXT, create_time_ms BIGINT)")
+    cur.execute("CREATE TABLE group_instances (id TEXT PRIMARY KEY, template TEXT, namespace TEXT, task_ids TEXT,"
+                " create_time_ms BIGINT)")
+
+
+def _nodes(cur) -> None:
+    cur.execute("CREATE TABLE nodes (name TEXT PRIMARY KEY, address TEXT, slots BIGINT, labels TEXT,"
+                " cpu_count BIGINT, memory_mb BIGINT, session TEXT, draining BIGINT, last_heartbeat_ms BIGINT)")
+
+
+def _auth(cur) -> None:
+    cur.execute("CREATE TABLE auth_tokens (id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,"
+                " namespaces TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, create_time_ms BIGINT NOT NULL,"
+                " expire_time_ms BIGINT NOT NULL, revoke_time_ms BIGINT NOT NULL)")
+    cur.execute("CREATE TABLE auth_audit (seq BIGSERIAL PRIMARY KEY, time_ms BIGINT NOT NULL,"
+                " token_id TEXT NOT NULL, token_name TEXT NOT NULL, method TEXT NOT NULL, namespace TEXT NOT NULL,"
+                " tasks TEXT NOT NULL, allowed BIGINT NOT NULL, reason TEXT NOT NULL, peer TEXT NOT NULL)")
+    cur.execute("CREATE INDEX auth_audit_token ON auth_audit (token_id, seq)")
+
+
+def _from_sqlite(step: Callable) -> Callable:
+    """The FATE tables: SQLite's DDL, its column types spelled PostgreSQL's way."""
+    def run(cur) -> None:
+        class Capture:
+            def execute(self, sql: str) -> None:
+                sql = re.sub(r"\bINTEGER\b", "BIGINT", sql)
+                sql = re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)
+                sql = re.sub(r"\bBLOB\b", "BYTEA", sql).replace(" WITHOUT ROWID", "")
+                cur.execute(sql)
+        step(Capture())
+    run.__name__ = step.__name__
+    return run
+
+
+# The one ordered list, the same steps as SQLite's (server/storage/sqlite.py): append only.
+MIGRATIONS: list[Callable] = [
+    _tasks, _attempts_and_requests, _groups, _nodes, _auth,
+    _from_sqlite(_sqlite_dialect._flow), _from_sqlite(_sqlite_dialect._flow_models),
+    _from_sqlite(_sqlite_dialect._flow_tenants),
+]
+assert len(MIGRATIONS) == len(_sqlite_dialect.MIGRATIONS), "both backends have the same schema versions"
+
+
+def migrate(conn: psycopg.Connection) -> int:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS taskhub_schema (version BIGINT NOT NULL)")
+        row = conn.execute("SELECT version FROM taskhub_schema").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO taskhub_schema (version) VALUES (0)")
+        version = row[0] if row else 0
+        if version > len(MIGRATIONS):
+            raise StoreError(f"the database has schema v{version}, newer than this taskhub's v{len(MIGRATIONS)};"
+                             " run a newer taskhub or give another --db")
+        cur = conn.cursor()
+        for i in range(version, len(MIGRATIONS)):
+            MIGRATIONS[i](cur)
+            conn.execute("UPDATE taskhub_schema SET version=%s", (i + 1,))
+            log.info("migrated schema to v%d", i + 1)
+    return len(MIGRATIONS)
+
+
+_COPY_TASKS = ("COPY tasks (id, uid, namespace, name, spec, create_time_ms, " + ", ".join(MUTABLE_FIELDS)
+               + ") FROM STDIN")
+_UPDATE_TASK = "UPDATE tasks SET " + ", ".join(f"{f}=%s" for f in MUTABLE_FIELDS) + " WHERE id=%s"
+_INSERT_REQUEST = "INSERT INTO create_requests (key, task_ids, created_ms) VALUES (%s, %s, %s)"
+_INSERT_LOG = ("INSERT INTO logs (task_id, seq, time_ms, stream, text) VALUES (%s, %s, %s, %s, %s)"
+               " ON CONFLICT DO NOTHING")
+
+# Primary keys, for the FATE stores' INSERT OR REPLACE.
+_KEYS = {
+    "flow_jobs": "job_id", "flow_tasks": "job_id, component, role, party_id",
+    "flow_metrics": "job_id, component, role, party_id, namespace, name", "flow_tables": "namespace, name",
+    "flow_table_chunks": "namespace, name, seq", "flow_uploads": "job_id",
+    "flow_messages": "job_id, name, tag, src_role, src_party, dst_role, dst_party",
+    "flow_models": "model_id, model_version, role, party_id",
+    "flow_model_components": "model_id, model_version, role, party_id, component", "flow_tags": "name",
+    "flow_model_tags": "tag, model_version", "nodes": "name", "kv": "key",
+}
+
+
+@functools.lru_cache(maxsize=512)
+def from_sqlite_dialect(sql: str) -> str:
+    """A FATE store statement (SQLite's dialect) as PostgreSQL takes it: placeholders, INSERT OR
+    REPLACE/IGNORE, instr. SQLite's JSON functions (metrics merge, summary patch, party filter,
+    model service ids) have no counterpart here yet: those statements fail with the database's
+    reason (docs/several-servers.md says what is left)."""
+    sql = sql.replace("%", "%%").replace("?", "%s")
+    sql = re.sub(r"\binstr\(", "strpos(", sql)  # same arguments, same answer
+    m = re.match(r"\s*INSERT OR (REPLACE|IGNORE) INTO (\w+) \(([^)]*)\)", sql)
+    if m:
+        kind, table, cols = m.groups()
+        sql = "INSERT INTO" + sql[m.end(2) - len(table) - 1:]
+        if kind == "IGNORE":
+            sql += " ON CONFLICT DO NOTHING"
+        else:
+            keys = _KEYS[table]
+            rest = [c.strip() for c in cols.split(",") if c.strip() not in {k.strip() for k in keys.split(",")}]
+            sql += f" ON CONFLICT ({keys}) DO " + (
+                "UPDATE SET " + ", ".join(f"{c}=EXCLUDED.{c}" for c in rest) if rest else "NOTHING")
+    return sql
+
+
+# PostgreSQL text cannot hold NUL. Request keys hold one (namespace NUL request id): escaped
+# reversibly. A NUL a task prints (or returns) becomes U+FFFD, rather than failing its batch.
+NUL_STAND_IN = "\ufffd"
+_TASK_TEXTS = tuple(6 + MUTABLE_FIELDS.index(f) for f in ("result", "response_json", "error", "queue_reason"))
+_MUTABLE_TEXTS = tuple(MUTABLE_FIELDS.index(f) for f in ("result", "response_json", "error", "queue_reason"))
+
+
+def _no_nul(row: tuple, texts: tuple[int, ...]) -> tuple:
+    if not any("\0" in (row[i] or "") for i in texts):
+        return row
+    return tuple(v.replace("\0", NUL_STAND_IN) if i in texts and v else v for i, v in enumerate(row))
+
+
+def _key(key: str) -> str:
+    return key.replace("\\", "\\\\").replace("\0", "\\0")
+
+
+def _unkey(stored: str) -> str:
+    return re.sub(r"\\(.)", lambda m: "\0" if m.group(1) == "0" else m.group(1), stored)
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        host = parts.hostname or ""
+        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts)
+
+
+class Ownership:
+    """One server owns the database at a time (until several can share it: see the issue-18 note).
+
+    A session advisory lock held on a dedicated connection: PostgreSQL drops it when that
+    connection ends, however the server ends (SIGKILL included), so a restart is never blocked
+    by a stale holder. Each take-over increments kv 'epoch'. A watcher re-takes the lock after a
+    database restart; if another server took it meanwhile (a higher epoch), `on_lost` runs
+    (by default this process stops itself with SIGTERM: two schedulers must never run at once).
+    """
+
+    def __init__(self, url: str, describe: str):
+        self.url, self.describe = url, describe
+        self.on_lost: Callable[[str], None] = self._stop_process
+        self._stop = threading.Event()
+        self._conn = self._take()
+        self.epoch = int(self._conn.execute(
+            "INSERT INTO kv (key, value) VALUES ('epoch', '1') ON CONFLICT (key)"
+            " DO UPDATE SET value = (kv.value::bigint + 1)::text RETURNING value").fetchone()[0])
+        self._conn.execute("INSERT INTO kv (key, value) VALUES ('owner', %s) ON CONFLICT (key) DO UPDATE"
+                           " SET value = EXCLUDED.value", (f"pid {os.getpid()} on host {socket.gethostname()}",))
+        self._watcher = threading.Thread(target=self._watch, name="taskhub-db-owner", daemon=True)
+        self._watcher.start()
+
+    def _take(self) -> psycopg.Connection:
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        if conn.execute("SELECT pg_try_advisory_lock(%s)", (_OWNER_LOCK,)).fetchone()[0]:
+            return conn
+        row = conn.execute("SELECT value FROM kv WHERE key='owner'").fetchone()
+        conn.close()
+        raise StoreError(f"the database {self.describe} is in use by another taskhub server"
+                         f" ({row[0] if row else 'unknown'}); stop that server first, or give this one another --db")
+
+    def _watch(self) -> None:
+        while not self._stop.wait(OWNER_CHECK_SECONDS):
+            try:
+                self._conn.execute("SELECT 1")
+                continue
+            except psycopg.Error:
+                pass
+            try:  # the connection (and with it the lock) is gone: take it again, if nobody else did
+                conn = self._take()
+                epoch = int(conn.execute("SELECT value FROM kv WHERE key='epoch'").fetchone()[0])
+                if epoch != self.epoch:
+                    conn.close()
+                    self.on_lost(f"another server owned the database meanwhile (epoch {epoch}, ours {self.epoch})")
+                    return
+                self._conn = conn
+                log.warning("the database connection was lost and is back; still its owner (epoch %d)", self.epoch)
+            except StoreError as e:
+                self.on_lost(str(e))
+                return
+            except psycopg.Error:
+                continue  # the database is still away: calls answer UNAVAILABLE meanwhile
+
+    @staticmethod
+    def _stop_process(why: str) -> None:
+        log.critical("no longer the owner of the database: %s; stopping", why)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._conn.close()
+        except psycopg.Error:
+            pass
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str, read_only: bool = False, pool_size: int = 8):
+        self.url = url
+        self.local_dir = os.path.abspath(os.environ.get("TASKHUB_HOME", "var"))
+        self._ids: list[int] = []
+        self._ids_lock = threading.Lock()
+        self._down: tuple[float, str] | None = None  # (until when, why) reads fail at once
+        self.writer = None
+        try:
+            with psycopg.connect(url, connect_timeout=10) as conn:
+                if not read_only:
+                    migrate(conn)
+        except psycopg.OperationalError as e:
+            raise StoreError(f"cannot reach the PostgreSQL database {self.describe()}: {str(e).strip()}") from e
+        except psycopg.Error as e:
+            raise StoreError(f"the PostgreSQL database {self.describe()} cannot be used: {str(e).strip()}") from e
+        self.ownership: Ownership | None = None
+        if not read_only:
+            try:
+                self.ownership = Ownership(url, self.describe())
+            except psycopg.Error as e:
+                raise StoreError(f"cannot reach the PostgreSQL database {self.describe()}: {str(e).strip()}") from e
+        self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, timeout=3, open=True,
+                                   kwargs={"autocommit": True, "connect_timeout": 10}, name="taskhub-read")
+        if not read_only:
+            os.makedirs(self.local_dir, exist_ok=True)
+            self.writer = Writer(self)
+
+    def describe(self) -> str:
+        return _safe_url(self.url)
+
+    def close(self) -> None:
+        super().close()
+        self.pool.close()
+        if self.ownership:
+            self.ownership.close()
+
+    def _rows(self, sql: str, params=(), dicts: bool = False) -> list:
+        """Runs a read; a database that cannot be reached is UNAVAILABLE, with the reason. Once a
+        read found it away, reads fail at once for DOWN_SECONDS (reads run on the event loop too:
+        each must not wait out the pool's timeout)."""
+        if self._down and time.monotonic() < self._down[0]:
+            raise Unavailable(self._down[1])
+        try:
+            with self.pool.connection() as conn:
+                cur = conn.cursor(row_factory=_row_factory if dicts else psycopg.rows.tuple_row)
+                rows = cur.execute(sql, tuple(params)).fetchall()
+        except (psycopg.OperationalError, PoolTimeout) as e:
+            why = f"the database {self.describe()} cannot be reached ({str(e).strip()}); try again"
+            self._down = (time.monotonic() + DOWN_SECONDS, why)
+            raise Unavailable(why)
+        self._down = None
+        return rows
+
+    def _dicts(self, sql: str, params=()) -> list[dict]:
+        return [dict(zip(r.keys(), r)) for r in self._rows(sql, params, dicts=True)]
+
+    def _tasks(self, sql: str, params=()) -> list[Task]:
+        return [Task.from_row(d) for d in self._dicts(sql, params)]
+
+    # ---------------------------------------------------------------- the writer's side
+    def writer_connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.url, connect_timeout=10)
+
+    def writer_apply(self, conn: psycopg.Connection, w: Work) -> None:
+        with conn.transaction():
+            cur = conn.cursor()
+            if w.inserts:  # COPY: one stream for the round's rows (a duplicate id still fails the round)
+                with cur.copy(_COPY_TASKS) as copy:
+                    for r in w.inserts:
+                        copy.write_row(_no_nul(r, _TASK_TEXTS))
+            if w.requests:
+                cur.executemany(_INSERT_REQUEST, [(_key(k), ids, ms) for k, ids, ms in w.requests])
+            if w.updates:
+                cur.executemany(_UPDATE_TASK, [_no_nul(row, _MUTABLE_TEXTS) + (tid,) for tid, row in w.updates.items()])
+            if w.logs:
+                cur.executemany(_INSERT_LOG, [r if "\0" not in r[4] else r[:4] + (r[4].replace("\0", NUL_STAND_IN),)
+                                              for r in w.logs])
+            if w.cursors:
+                cur.executemany("UPDATE tasks SET log_cursor=%s WHERE id=%s", w.cursors)
+            self.apply_ops(cur, w.ops)
+
+    # ---------------------------------------------------------------- operations (op_<name>)
+    def op_delete_tasks(self, cur, ids: list[int]) -> None:
+        cur.execute("DELETE FROM logs WHERE task_id = ANY(%s)", (list(ids),))
+        cur.execute("DELETE FROM tasks WHERE id = ANY(%s)", (list(ids),))
+
+    def op_delete_create_requests(self, cur, keys: list[str]) -> None:
+        cur.execute("DELETE FROM create_requests WHERE key = ANY(%s)", ([_key(k) for k in keys],))
+
+    def op_put_kv_if_absent(self, cur, key: str, value: str) -> None:
+        cur.execute("INSERT INTO kv (key, value) VALUES (%s, %s) ON CONFLICT DO NOTHING", (key, value))
+
+    def op_put_group_template(self, cur, name: str, text: str, ts: int) -> None:
+        cur.execute("INSERT INTO group_templates (name, json, create_time_ms) VALUES (%s, %s, %s)", (name, text, ts))
+
+    def op_delete_group_template(self, cur, name: str) -> None:
+        cur.execute("DELETE FROM group_templates WHERE name=%s", (name,))
+
+    def op_put_group_instance(self, cur, *row) -> None:
+        cur.execute("INSERT INTO group_instances (id, template, namespace, task_ids, create_time_ms)"
+                    " VALUES (%s, %s, %s, %s, %s)", row)
+
+    def op_delete_group_instance(self, cur, instance_id: str) -> None:
+        cur.execute("DELETE FROM group_instances WHERE id=%s", (instance_id,))
+
+    def op_put_node(self, cur, row: tuple) -> None:
+        cur.execute(f"INSERT INTO nodes ({', '.join(NODE_COLUMNS)}) VALUES ({', '.join(['%s'] * len(row))})"
+                    " ON CONFLICT (name) DO UPDATE SET "
+                    + ", ".join(f"{c}=EXCLUDED.{c}" for c in NODE_COLUMNS[1:]), row)
+
+    def op_insert_token(self, cur, row: tuple) -> None:
+        cur.execute(f"INSERT INTO auth_tokens ({', '.join(TOKEN_COLUMNS)}) VALUES ({', '.join(['%s'] * len(row))})",
+                    row)
+
+    def op_revoke_token(self, cur, token_id: str, when_ms: int) -> None:
+        cur.execute("UPDATE auth_tokens SET revoke_time_ms=%s WHERE id=%s", (when_ms, token_id))
+
+    def op_append_audit(self, cur, rows: list[tuple]) -> None:
+        cur.executemany(f"INSERT INTO auth_audit ({', '.join(AUDIT_COLUMNS)})"
+                        f" VALUES ({', '.join(['%s'] * len(AUDIT_COLUMNS))})", rows)
+
+    FLOW_JOB_HAS_PARTY = ("EXISTS (SELECT 1 FROM jsonb_array_elements(parties_json::jsonb) p WHERE p->>0 = ?"
+                          " AND (? = 0 OR (p->>1)::bigint = ?))")
+
+    def op_append_flow_metric(self, cur, row: tuple) -> None:
+        cur.execute(
+            "INSERT INTO flow_metrics (job_id, component, role, party_id, namespace, name, data_json, meta_json)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id, component, role, party_id, namespace, name)"
+            " DO UPDATE SET data_json = (flow_metrics.data_json::jsonb || EXCLUDED.data_json::jsonb)::text,"
+            " meta_json = CASE WHEN EXCLUDED.meta_json = '' THEN flow_metrics.meta_json ELSE EXCLUDED.meta_json END",
+            row)
+
+    def op_patch_flow_summary(self, cur, key: tuple, summary_json: str) -> None:
+        # A merge patch at the top level: keys replaced, a null deletes its key. (SQLite's json_patch
+        # also merges nested objects; components write flat summaries.)
+        cur.execute("UPDATE flow_tasks SET summary_json = ((summary_json::jsonb || %s::jsonb)"
+                    " - ARRAY(SELECT key FROM jsonb_each(%s::jsonb) WHERE value = 'null'::jsonb))::text"
+                    " WHERE job_id=%s AND component=%s AND role=%s AND party_id=%s",
+                    (summary_json, summary_json, *key))
+
+    def op_bind_model_service(self, cur, key: tuple, service_id: str, ts: int) -> None:
+        cur.execute("UPDATE flow_models SET service_ids_json = CASE WHEN service_ids_json::jsonb ? %s"
+                    " THEN service_ids_json ELSE (service_ids_json::jsonb || to_jsonb(%s::text))::text END,"
+                    " update_time_ms=%s WHERE model_id=%s AND model_version=%s AND role=%s AND party_id=%s",
+                    (service_id, service_id, ts, *key))
+
+    def op_delete_audit(self, cur, seqs: list[int]) -> None:
+        cur.execute("DELETE FROM auth_audit WHERE seq = ANY(%s)", (list(seqs),))
+
+    def op_sql(self, cur, statements: list[tuple[str, tuple]]) -> None:
+        for stmt, params in statements:
+            cur.execute(from_sqlite_dialect(stmt), params)
+
+    # ---------------------------------------------------------------- tasks
+    def next_task_ids(self, n: int) -> list[int]:
+        with self._ids_lock:
+            if len(self._ids) < n:
+                more = self._rows("SELECT nextval('task_ids') FROM generate_series(1, %s)",
+                                  (max(ID_BLOCK, n - len(self._ids)),))
+                self._ids.extend(r[0] for r in more)
+            ids, self._ids = self._ids[:n], self._ids[n:]
+        return ids
+
+    def get_task(self, task_id: int) -> Task | None:
+        found = self._tasks("SELECT * FROM tasks WHERE id=%s", (task_id,))
+        return found[0] if found else None
+
+    def get_task_by_uid(self, uid: str) -> Task | None:
+        found = self._tasks("SELECT * FROM tasks WHERE uid=%s", (uid,))
+        return found[0] if found else None
+
+    def list_tasks(self, namespace: str | None, statuses: list[int], limit: int, before_id: int,
+                   name_contains: str = "") -> list[Task]:
+        where, params = ["id < %s"], [before_id]
+        if name_contains:
+            where.append("strpos(name, %s) > 0")
+            params.append(name_contains)
+        if namespace is not None:
+            where.append("namespace = %s")
+            params.append(namespace)
+        if statuses:
+            where.append("status = ANY(%s)")
+            params.append(list(statuses))
+        return self._tasks(f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s",
+                           (*params, limit))
+
+    def unfinished_tasks(self) -> list[Task]:
+        return self._tasks(f"SELECT * FROM tasks WHERE status NOT IN ({_DONE}) ORDER BY id")
+
+    def request_keys(self, since_ms: int):
+        return [_unkey(r[0]) for r in self._rows("SELECT key FROM create_requests WHERE created_ms>=%s", (since_ms,))]
+
+    def tasks_by_ids(self, ids: list[int]) -> list[Task]:
+        found = {t.id: t for t in self._tasks("SELECT * FROM tasks WHERE id = ANY(%s)", (list(ids),))}
+        return [found[i] for i in ids if i in found]
+
+    def created_by_request(self, key: str, since_ms: int) -> list[int] | None:
+        rows = self._rows("SELECT task_ids FROM create_requests WHERE key=%s AND created_ms>=%s",
+                          (_key(key), since_ms))
+        return [int(i) for i in rows[0][0].split(",")] if rows else None
+
+    # ---------------------------------------------------------------- logs
+    def log_length(self, task_id: int) -> int:
+        row = self._rows("SELECT MAX(seq) FROM logs WHERE task_id=%s", (task_id,))[0]
+        return 0 if row[0] is None else row[0] + 1
+
+    def log_cursor(self, task_id: int) -> tuple[int, int] | None:
+        rows = self._rows("SELECT log_cursor FROM tasks WHERE id=%s", (task_id,))
+        if not rows or not rows[0][0]:
+            return None
+        attempt, _, line = rows[0][0].partition(":")
+        return int(attempt), int(line)
+
+    def read_logs(self, task_id: int, offset: int, limit: int) -> list[tuple]:
+        return self._rows("SELECT seq, time_ms, stream, text FROM logs WHERE task_id=%s AND seq>=%s"
+                          " ORDER BY seq LIMIT %s", (task_id, offset, limit))
+
+    # ---------------------------------------------------------------- small things
+    def get_kv(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM kv WHERE key=%s", (key,))
+        return rows[0][0] if rows else None
+
+    def group_templates(self) -> list[dict]:
+        return self._dicts("SELECT name, json, create_time_ms FROM group_templates")
+
+    def group_instances(self) -> list[dict]:
+        return self._dicts("SELECT * FROM group_instances")
+
+    def nodes(self) -> list[dict]:
+        return self._dicts("SELECT * FROM nodes")
+
+    def tokens(self) -> list[dict]:
+        return self._dicts("SELECT * FROM auth_tokens ORDER BY create_time_ms DESC, id")
+
+    def audit(self, limit: int, token_id: str = "") -> list[dict]:
+        where, params = ("WHERE token_id=%s", [token_id]) if token_id else ("", [])
+        return self._dicts(f"SELECT * FROM auth_audit {where} ORDER BY seq DESC LIMIT %s", params + [limit])
+
+    # ---------------------------------------------------------------- retention
+    def finished_task_ids(self, cutoff_ms: int, limit: int) -> list[int]:
+        return [r[0] for r in self._rows(
+            f"SELECT id FROM tasks WHERE done_time_ms > 0 AND done_time_ms < %s AND status IN ({_DONE})"
+            " ORDER BY done_time_ms LIMIT %s", (cutoff_ms, limit))]
+
+    def old_create_request_keys(self, cutoff_ms: int, limit: int) -> list[str]:
+        return [_unkey(r[0]) for r in self._rows(
+            "SELECT key FROM create_requests WHERE created_ms < %s ORDER BY created_ms LIMIT %s", (cutoff_ms, limit))]
+
+    def old_audit_seqs(self, cutoff_ms: int, limit: int) -> list[int]:
+        return [r[0] for r in self._rows("SELECT seq, time_ms FROM auth_audit ORDER BY seq LIMIT %s", (limit,))
+                if r[1] < cutoff_ms]
+
+    # ---------------------------------------------------------------- FATE stores
+    def query_sql(self, sql: str, params=()) -> list:
+        return self._rows(from_sqlite_dialect(sql), params, dicts=True)
+
+    # ---------------------------------------------------------------- statistics
+    def stats(self) -> dict:
+        tables = [r[0] for r in self._rows(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename")]
+        rows = {t: self._rows(f'SELECT COUNT(*) FROM "{t}"')[0][0] for t in tables}
+        oldest = self._rows("SELECT id, create_time_ms FROM tasks ORDER BY id LIMIT 1")
+        unfinished = self._rows(f"SELECT COUNT(*) FROM tasks WHERE status NOT IN ({_DONE})")[0][0]
+        size = self._rows("SELECT pg_database_size(current_database())")[0][0]
+        return {
+            "path": self.describe(), "db_bytes": size, "wal_bytes": 0, "rows": rows, "unfinished_tasks": unfinished,
+            "oldest_task": {"id": oldest[0][0], "create_time_ms": oldest[0][1]} if oldest else None,
+        }
