@@ -11,7 +11,7 @@ import tempfile
 class TaskhubServer:
     def __init__(self, *extra: str):
         self.dir = tempfile.mkdtemp(prefix="taskhub-bench-")
-        self.args = [sys.executable, "-m", "client.cli", "serve", "--db", os.path.join(self.dir, "bench.db"),
+        self.args = [sys.executable, "-m", "server.cli", "serve", "--db", os.path.join(self.dir, "bench.db"),
                      "--grpc-port", "0", "--http-port", "-1", *extra]
         self.target = ""
         self.proc: subprocess.Popen | None = None

@@ -15,6 +15,8 @@ from taskhub.v1 import node_service_pb2_grpc as node_grpc
 from taskhub.v1 import task_group_service_pb2_grpc as group_grpc
 from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 
+from .credentials import open_channel
+
 TERMINAL = {pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_CANCELLED, pb.TASK_STATUS_FAILED}
 # A create that failed with one of these may or may not have happened: retried with the same request_id.
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -73,7 +75,6 @@ class TaskhubClient:
         # token / tls_ca default to TASKHUB_TOKEN / TASKHUB_TLS_CA; the token goes on every call
         # of every stub (tasks, groups, nodes). tls_cert/tls_key: a client certificate (mutual TLS).
         # create_retries: creates retried (same request_id) after UNAVAILABLE / DEADLINE_EXCEEDED.
-        from .credentials import open_channel
         target = target.removeprefix("grpc://")
         self.channel = channel or open_channel(target, token=token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
         self.stub = svc_grpc.TaskServiceStub(self.channel)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from .cli_support import DEFAULT_SERVER, add_connection_flags, connect
+from .flow import FlowClient
 from .flow_models_cli import COMMANDS as FLOW_MODEL_COMMANDS
 
 
@@ -98,7 +99,6 @@ COMMANDS += FLOW_MODEL_COMMANDS  # model and tag verbs, job dsl (client/flow_mod
 
 
 def cmd_flow(a) -> int:
-    from .flow import FlowClient
     with FlowClient(a.server, taskhub=connect(a)) as client:
         result = a.call(client, a)
     print(json.dumps(result, indent=4, ensure_ascii=False))

@@ -15,6 +15,8 @@ import ssl
 import grpc
 from aiohttp import web
 
+from client.credentials import channel_credentials
+
 from . import credentials, fate_auth, metrics, openapi, transcode, ui
 from .fate_auth import FateVerifier
 from .errors import last_resort
@@ -66,7 +68,6 @@ class Gateway:
         options = [("grpc.max_receive_message_length", self.max_body), ("grpc.max_send_message_length", self.max_body)]
         # Interceptors pass each HTTP caller's credentials through (gateway/credentials.py).
         if self.tls_ca:
-            from client.credentials import channel_credentials
             self.channel = grpc.aio.secure_channel(self.grpc_target, channel_credentials(self.tls_ca), options=options,
                                                    interceptors=credentials.interceptors())
         else:

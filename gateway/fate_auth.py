@@ -24,6 +24,8 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from .credentials import CALLER, REQUIRE_CREDENTIALS
+
 AUTHENTICATION_ERROR = 109
 HEADERS = ("TIMESTAMP", "NONCE", "APP_KEY", "SIGNATURE")
 
@@ -123,7 +125,6 @@ async def check(request) -> dict | None:
     server as the caller's credential. An unsigned one goes on with whatever Authorization it
     has (Bearer / Basic); when the server requires auth and it has none, it is refused here.
     """
-    from .credentials import CALLER, REQUIRE_CREDENTIALS
     verifier = request.app.get(VERIFIER)
     if verifier is not None and request.headers.get("APP_KEY"):
         verdict = await verify_request(verifier, request)

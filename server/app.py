@@ -16,6 +16,9 @@ from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, delta_service_p
                         node_service_pb2, node_service_pb2_grpc, task_group_service_pb2, task_group_service_pb2_grpc,
                         task_service_pb2, task_service_pb2_grpc)
 
+from client.cli_support import parse_duration
+from gateway.app import Gateway, connect_host
+
 from . import metrics
 from .api.auth_service import AuthService
 from .api.flow_service import FlowService
@@ -38,7 +41,7 @@ from .modules import ModuleDescriber
 from .node.executor import Executor
 from .node.local import LocalNode
 from .node.remote import NodeRegistry
-from .retention import Retention, parse_duration
+from .retention import Retention
 from .rpc_metrics import MetricsInterceptor
 from .security import Security, SecurityConfig
 from .store import Store
@@ -104,7 +107,6 @@ class Server:
         self._closers: list = []
 
     async def start(self) -> None:
-        from gateway.app import connect_host
         cfg = self.cfg
         self.security.check_exposure()  # before anything listens: no open server off loopback
         # Bound first: tasks the engine brings back call this server (TASKHUB_SERVER) as soon as they run.
@@ -172,7 +174,6 @@ class Server:
 
     async def _start_gateway(self) -> None:
         # The gateway is a gRPC client of this server; it is stopped first (closers run before grpc.stop).
-        from gateway.app import Gateway, connect_host
         target = self._gateway_target or f"{connect_host(self.cfg.host)}:{self.grpc_port}"
         gw = Gateway(target, self.cfg.host, self.cfg.http_port, ssl_context=self.security.http_ssl_context(),
                      max_body=self.cfg.security.max_message_bytes, require_credentials=self.cfg.security.auth,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 
 from .model import now_ms
 from .store import PURGE_STEPS, Store
@@ -22,14 +21,6 @@ INTERVAL = 30.0   # seconds between purge rounds
 DEFAULT_RETAIN = "7d"
 
 PURGE_STEPS.setdefault("tasks", lambda store, cutoff, limit: store.purge_finished_tasks(cutoff, limit))
-
-
-def parse_duration(text: str) -> float:
-    """'7d', '12h', '30m', '45s', '0' (keep forever) -> seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text or "")
-    if not m:
-        raise ValueError(f"{text!r} is not a duration like 7d, 12h, 30m or 45s")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
 class Retention:

@@ -104,7 +104,7 @@ def test_log_cap_retention_and_store_stats(server_factory):
     lines = [ln.text for ln in c.trace(t.id, follow=False)]
     assert lines[:100] == [str(i) for i in range(1, 101)]
     assert "log truncated" in lines[100] and len(lines) == 101
-    out = subprocess.run([sys.executable, "-m", "client.cli", "store", "stats", "--db", str(s.db)],
+    out = subprocess.run([sys.executable, "-m", "server.cli", "store", "stats", "--db", str(s.db)],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     stats = json.loads(out.stdout)
     assert stats["rows"]["tasks"] == 1 and stats["rows"]["logs"] == 101
@@ -117,7 +117,7 @@ def test_log_cap_retention_and_store_stats(server_factory):
         except grpc.RpcError as e:
             return e.code() == grpc.StatusCode.NOT_FOUND
     wait_for(purged, 30, interval=0.2, what="the finished task to be purged")
-    out = subprocess.run([sys.executable, "-m", "client.cli", "store", "stats", "--db", str(s.db)],
+    out = subprocess.run([sys.executable, "-m", "server.cli", "store", "stats", "--db", str(s.db)],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert json.loads(out.stdout)["rows"]["logs"] == 0
 
@@ -181,7 +181,7 @@ def test_agent_exits_cleanly_on_sigterm_and_sigint(server_factory, agents):
 def test_agent_outbox_is_bounded_while_disconnected(capsys):
     """Past --max-buffered-lines, log lines wait no more: they are dropped, counted and reported."""
     from taskhub.v1 import node_service_pb2 as npb
-    from server.agent import Agent, AgentConfig
+    from server.node.agent import Agent, AgentConfig
     agent = Agent(AgentConfig(max_buffered_lines=10))
     for _ in range(5):
         agent._buffer(npb.TaskEvent(task_id=7, logs=npb.LogBatch(streams=[1] * 4, texts=["x"] * 4)))

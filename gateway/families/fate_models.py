@@ -14,6 +14,7 @@ import json
 import grpc
 from aiohttp import web
 from taskhub.v1 import flow_service_pb2 as fpb
+from taskhub.v1 import flow_service_pb2_grpc as fgrpc
 
 from client.flow_model_rows import by_party, model_row, tag_rows, tagged_model_rows
 
@@ -329,7 +330,6 @@ def dsl_generate_route(flow):
 
 
 def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
-    from taskhub.v1 import flow_service_pb2_grpc as fgrpc
     flow = fgrpc.FlowServiceStub(channel)
     table = routes(flow) + dsl_generate_route(flow)
     for method, path, handler in table:

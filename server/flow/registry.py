@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .. import errors
 from ..model import module_allowed
+from .components.base import ComponentError
 
 ALL = ("guest", "host", "arbiter", "local")
 DATA_ROLES = ("guest", "host", "local")
@@ -36,7 +37,6 @@ BUILTIN: dict[str, Entry] = {
 def component_class(module: str):
     """The built-in component class of a DSL module (imported on first use)."""
     import importlib
-    from .components.base import ComponentError
     entry = BUILTIN.get(module)
     if entry is None:
         raise ComponentError(f"unknown component module {module!r}; known: {', '.join(sorted(BUILTIN))}")

@@ -33,10 +33,13 @@ import psutil
 from taskhub.v1 import node_service_pb2 as pb
 from taskhub.v1 import node_service_pb2_grpc as svc_grpc
 
-from .delta.datasets import node_labels
-from .node.executor import Executor, Outcome, Run
-from .node.fence import FenceClient
-from .node.remote import run_from_start
+from client.credentials import auth_metadata, open_aio_channel
+
+from ..delta.datasets import node_labels
+from .executor import Executor, Outcome, Run
+from .fence import FenceClient
+from .remote import run_from_start
+from .spawner import kill_orphans
 
 log = logging.getLogger("taskhub.agent")
 INSTANCE_FILE = ".taskhub-agent-instance"
@@ -161,7 +164,6 @@ class Agent:
 
     def _new_instance(self) -> str:
         """A marker in every command's environment; kill what a previous agent here left behind."""
-        from .node.spawner import kill_orphans
         path = os.path.join(self.cfg.work_dir, INSTANCE_FILE)
         try:
             with open(path) as f:
@@ -209,7 +211,6 @@ class Agent:
             send.put_nowait(pb.AgentMessage(events=resend))
         self._send = send
 
-        from client.credentials import auth_metadata, open_aio_channel
         cfg = self.cfg
         channel = open_aio_channel(cfg.server, tls_ca=cfg.tls_ca, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key)
         beat = call = writer = None
