@@ -6,7 +6,7 @@ GEN     := build/gen
 PROTOS  := $(wildcard protos/taskhub/v1/*.proto)
 STAMP   := $(VENV)/.installed
 
-.PHONY: install run test bench bench-peer chaos proto clean test-clients browser
+.PHONY: install run test bench bench-peer chaos proto clean test-clients browser sdk
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ proto:
 	  --include_source_info --include_imports --descriptor_set_out=$(GEN)/taskhub/descriptors.binpb $(PROTOS)
 	touch $(GEN)/taskhub/__init__.py $(GEN)/taskhub/v1/__init__.py
 
+# The SDK alone (client/ + the stubs, no server): dist/taskhub_client-*.whl (packaging/sdk/).
+sdk: install
+	$(BIN)/python packaging/sdk/build.py dist
+
 run: install
 	mkdir -p var
 	$(BIN)/taskhub serve --db var/taskhub.db
@@ -69,4 +73,4 @@ chaos: install
 	$(BIN)/python -m bench.chaos --seconds $${CHAOS_SECONDS:-600}
 
 clean:
-	rm -rf $(VENV) $(GEN) build *.egg-info bench/.venv-peer
+	rm -rf $(VENV) $(GEN) build dist *.egg-info bench/.venv-peer
