@@ -21,6 +21,7 @@ from . import credentials, fate_auth, metrics, openapi, transcode, ui
 from .fate_auth import FateVerifier
 from .errors import last_resort
 from .families import aaas, delta, fate, fate_models, hugegraph, taskgroups
+from .families.common import STUBS, Stubs
 
 log = logging.getLogger("taskhub.gateway")
 
@@ -28,16 +29,22 @@ FAMILIES = (aaas, hugegraph, delta, taskgroups, fate, fate_models)
 MAX_BODY = 64 << 20
 
 
+def family_routes() -> list[tuple[str, str, object]]:
+    """Every family's ROUTES, in the order they are installed (before the transcoded routes)."""
+    return [route for family in FAMILIES for route in family.ROUTES]
+
+
 def build_app(channel: grpc.aio.Channel, max_body: int = MAX_BODY, require_credentials: bool = False,
               fate_verifier: FateVerifier | None = None) -> web.Application:
     app = web.Application(middlewares=[last_resort, credentials.pass_credentials], client_max_size=max_body)
     app[credentials.REQUIRE_CREDENTIALS] = require_credentials
+    app[STUBS] = Stubs.on(channel)
     if fate_verifier is not None:
         app[fate_auth.VERIFIER] = fate_verifier
     taken: set[tuple[str, str]] = set()
-    for family in FAMILIES:
-        for method, path in family.add_routes(app, channel):
-            taken.add((method, path))
+    for method, path, handler in family_routes():
+        app.router.add_route(method, path, handler)
+        taken.add((method, path))
     transcode.add_routes(app, channel, taken)
     metrics.add_routes(app)
     openapi.add_routes(app)

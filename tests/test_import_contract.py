@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from conftest import REPO
@@ -150,3 +151,13 @@ def test_the_contract_catches_each_kind_of_violation(tmp_path):
     assert "gateway/peek.py:1: imports private _secret from client.up" in text
     assert "server/fine.py" not in text
     assert cycles(graph) == [["gateway.a", "gateway.b"]]
+
+
+def test_nothing_spawns_server_verbs_through_the_client_command():
+    """`python -m client.cli` has only the client's verbs: serve, gateway, the agent and store are
+    `python -m server.cli` (the `taskhub` command)."""
+    pattern = re.compile(r"""["']client\.cli["'],\s*["'](serve|gateway|store|node["'],\s*["']--server)""")
+    offenders = [f"{p.relative_to(REPO)}:{text[:m.start()].count(chr(10)) + 1}"
+                 for root in ("tests", "bench") for p in (REPO / root).rglob("*.py")
+                 for text in [p.read_text(encoding="utf-8")] for m in pattern.finditer(text)]
+    assert not offenders, f"use server.cli for these: {offenders}"
