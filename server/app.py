@@ -20,6 +20,7 @@ from client.cli_support import parse_duration
 from gateway.app import Gateway, connect_host
 
 from . import metrics
+from .background import spawn
 from .api.auth_service import AuthService
 from .api.flow_service import FlowService
 from .api.delta_service import DeltaService
@@ -31,7 +32,7 @@ from .api.task_service import TaskService
 from .engine import Engine, EngineConfig
 from .flow.data import FlowData
 from .flow.federation import Federation
-from .flow.jobs import FlowJobs
+from .flow.jobs import FlowJobs, JobIds
 from .flow.model_store import ModelStore
 from .flow.models import FlowModels
 from .flow.registry import Registry
@@ -90,11 +91,13 @@ class Server:
         self.groups = TaskGroups(self.engine)
         data_dir = cfg.flow_data_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "data")
         fstore = FlowStore(self.store)
-        self.flow = FlowJobs(self.engine, fstore, Registry(cfg.flow_components, cfg.allowed_modules), cfg.flow_max_jobs)
+        model_dir = cfg.flow_model_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "models")
+        ids = JobIds()  # job ids, also model versions
+        self.flow_models = FlowModels(ModelStore(self.store), model_dir, ids, live_jobs=lambda: self.flow.jobs.values())
+        self.flow = FlowJobs(self.engine, fstore, Registry(cfg.flow_components, cfg.allowed_modules), cfg.flow_max_jobs,
+                             hooks=self.flow_models.hooks(), ids=ids)
         self.flow_data = FlowData(self.flow, fstore, data_dir)
         self.federation = Federation(self.flow_data)
-        model_dir = cfg.flow_model_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "models")
-        self.flow_models = FlowModels(self.flow, ModelStore(self.store), model_dir)
         self.security = Security(cfg.security, self.store, self.engine, cfg.host, cfg.db)
         self.delta = DeltaTasks(self.engine, cfg.allow_delta)
         self.executor: Executor | None = None
@@ -232,7 +235,7 @@ async def serve(cfg: ServerConfig) -> int:
             return
         stopping.append(signame)
         print(f"taskhub: {signame}, shutting down", flush=True)
-        loop.create_task(server.stop())
+        spawn(server.stop(), "shutdown")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)

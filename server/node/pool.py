@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import Callable
 
+from ..background import spawn
 from .wire import HEADER, frame, unframe
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class WorkerProcess:
             limit=1 << 24,
         )
         self.pid = self.proc.pid
-        asyncio.get_running_loop().create_task(self._read())
+        spawn(self._read(), f"worker {self.pid} reader")
 
     def send(self, msg: tuple) -> None:
         try:
@@ -117,7 +118,7 @@ class PythonPool:
         """
         self.waiting[job[1]] = job
         if dedicated and not self.idle:
-            asyncio.get_running_loop().create_task(self._replace())
+            spawn(self._replace(), "worker replacement")
         return self._pump_one(job[1])
 
     def _pump_one(self, task_id: int) -> bool:
@@ -173,7 +174,7 @@ class PythonPool:
                      "timeout": "timed out"}.get(why, f"the Python worker process died (exit status {code})")
             self.on_done(task_id, why, error, None)
         if not self.closing and not w.retired:
-            asyncio.get_running_loop().create_task(self._replace())
+            spawn(self._replace(), "worker replacement")
 
     async def _replace(self) -> None:
         w = WorkerProcess(self)
