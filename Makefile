@@ -6,7 +6,7 @@ GEN     := build/gen
 PROTOS  := $(wildcard protos/taskhub/v1/*.proto)
 STAMP   := $(VENV)/.installed
 
-.PHONY: install run test bench bench-peer chaos proto clean test-clients browser sdk
+.PHONY: install run test bench bench-peer chaos proto clean test-clients browser sdk wheel-check
 
 install: $(STAMP)
 
@@ -32,14 +32,19 @@ test-clients:
 	$(BIN)/pip install -q "torch==2.13.0" "cloudpickle>=2.2,<4" "httpx>=0.23,<1" "pillow>=9,<13" "networkx>=2.7,<4"
 
 
-# Generated code lives in build/gen (never committed, never edited).
+# Generated code lives in build/gen (never committed, never edited); the build backend (setup.py)
+# runs the same generator, so `pip install .` works from a fresh clone.
 proto:
-	rm -rf $(GEN) && mkdir -p $(GEN)/taskhub
-	$(BIN)/python -m grpc_tools.protoc -Iprotos \
-	  -I$$($(BIN)/python -c 'import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))') \
-	  --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) \
-	  --include_source_info --include_imports --descriptor_set_out=$(GEN)/taskhub/descriptors.binpb $(PROTOS)
-	touch $(GEN)/taskhub/__init__.py $(GEN)/taskhub/v1/__init__.py
+	$(BIN)/python generate_stubs.py $(GEN)
+
+# The package as users install it: the wheel built from this tree, installed in a clean venv (no
+# source tree on its path), must serve: `taskhub serve` from it answers gRPC health. Run by CI.
+WHEEL := build/wheel
+wheel-check: install
+	rm -rf $(WHEEL) && $(BIN)/pip wheel -q --no-deps --no-build-isolation -w $(WHEEL) .
+	$(PY) -m venv --without-pip $(WHEEL)/venv
+	$(BIN)/pip --python $(WHEEL)/venv/bin/python install -q $(WHEEL)/taskhub-*.whl
+	cd $(WHEEL) && venv/bin/python $(CURDIR)/tests/wheel_health.py venv/bin/taskhub
 
 # The SDK alone (client/ + the stubs, no server): dist/taskhub_client-*.whl (packaging/sdk/).
 sdk: install

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -13,7 +14,8 @@ import grpc
 from taskhub.v1 import task_pb2 as pb
 
 from .auth_cli import add_token_parser
-from .cli_support import DEFAULT_SERVER, add_connection_flags, connect, key_values, print_message
+from .cli_support import (DEFAULT_SERVER, accept_global_flags_after_verb, add_connection_flags, connect, key_values,
+                          print_message)
 from .client import make_spec, status_name
 from .flow_cli import add_flow_parser
 from .groups_cli import add_group_parser
@@ -173,13 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="taskhub", description="taskhub: durable tasks over gRPC and HTTP (client verbs).")
     sub = p.add_subparsers(dest="noun", required=True, metavar="COMMAND")
     add_client_verbs(sub)
+    accept_global_flags_after_verb(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Run a parsed command; a failed RPC is one line on stderr and exit status 2."""
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # here, so that a reader gone (`| head`) is caught below
+        return code
+    except BrokenPipeError:  # the reader of our output went away: stop quietly, as `seq | head` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not fail again
+        return 141  # 128 + SIGPIPE
     except grpc.RpcError as e:
         code = e.code()
         if code == grpc.StatusCode.UNAVAILABLE:

@@ -49,3 +49,28 @@ def key_values(items: list[str] | None, what: str) -> dict[str, str]:
             raise SystemExit(f"taskhub: {what} must look like KEY=VALUE, got {item!r}")
         out[k] = v
     return out
+
+
+GLOBAL_FLAGS = ("--server", "--namespace", "--token", "--tls-ca")
+
+
+def accept_global_flags_after_verb(parser) -> None:
+    """kubectl style: a noun's connection flags (--server, -n/--namespace, --token, --tls-ca) are
+    accepted after its verb too (`taskhub task list -n fate`). Each verb gets a copy that only
+    overrides when given (default SUPPRESS), unless the verb has a flag of that name of its own."""
+    import argparse
+
+    def children(p):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                    yield child
+                    yield from children(child)
+
+    for noun in (c for a in parser._actions if isinstance(a, argparse._SubParsersAction) for c in a.choices.values()):
+        shared = [a for a in noun._actions if set(a.option_strings) & set(GLOBAL_FLAGS)]
+        for verb in children(noun):
+            for a in shared:
+                if not any(o in verb._option_string_actions for o in a.option_strings):
+                    verb.add_argument(*a.option_strings, dest=a.dest, type=a.type, metavar=a.metavar,
+                                      default=argparse.SUPPRESS, help=a.help)

@@ -92,6 +92,7 @@ class Gateway:
 
     async def stop(self) -> None:
         if self.runner:
+            transcode.end_streams(self.runner.app)  # else each open follow costs the whole shutdown timeout
             await self.runner.cleanup()
         if self.channel:
             await self.channel.close(grace=None)

@@ -294,7 +294,9 @@ def family_operations(app: web.Application, skip: set[tuple[str, str]]) -> tuple
         tags.setdefault(family, "The gateway's own routes: metrics, this document, the dashboard." if family == "gateway"
                         else " ".join(doc.strip().split("\n\n")[0].split()))
         note = " ".join((handler.__doc__ or "").split())
-        op = {"operationId": f"{family}_{route.method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', raw).strip('_')}",
+        # "/ui" and "/ui/" are two routes: a trailing slash names the directory's index (operationIds are unique).
+        slug = re.sub(r'[^A-Za-z0-9]+', '_', raw).strip('_') + ("_index" if raw.endswith("/") and raw != "/" else "")
+        op = {"operationId": f"{family}_{route.method.lower()}_{slug}",
               "tags": [family], "summary": _summary(note) or f"{route.method} {raw}", "description": note,
               "responses": {"default": {"description": "The family's own JSON envelope (see the README)."}}}
         variables = re.findall(r"\{([^}:]+)", raw)

@@ -222,11 +222,23 @@ class Transcoder:
         return await stream(request, self.call(message))
 
 
+OPEN_STREAMS = web.AppKey("open_streams", set)  # the gRPC calls of the streams being relayed
+
+
+def end_streams(app: web.Application) -> None:
+    """Shutting down: end every relayed stream now. Follows never end by themselves, and the
+    server would otherwise wait out its whole shutdown timeout for each connection."""
+    for call in list(app.get(OPEN_STREAMS, ())):
+        call.cancel()
+
+
 async def stream(request: web.Request, call) -> web.StreamResponse:
     """Relay a server stream as NDJSON (or SSE). The first message is awaited before the
     headers go out, so an immediate error (unknown id, ...) still gets its HTTP status."""
     sse = "text/event-stream" in request.headers.get("Accept", "")
     resp = None
+    open_streams = request.app[OPEN_STREAMS]
+    open_streams.add(call)
     try:
         first = await call.read()
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream" if sse else NDJSON,
@@ -251,12 +263,14 @@ async def stream(request: web.Request, call) -> web.StreamResponse:
     except ConnectionResetError:
         pass  # the client went away; nothing to tell it
     finally:
+        open_streams.discard(call)
         call.cancel()
     return resp
 
 
 def add_routes(app: web.Application, channel: grpc.aio.Channel, taken: set[tuple[str, str]]) -> list[Binding]:
     """Register every annotated RPC; a route already served by a family adapter is skipped."""
+    app[OPEN_STREAMS] = set()
     pool = descriptor_pool.Default()
     done = []
     all_bindings = [b for name in TRANSCODED_SERVICES for b in bindings_of(pool.FindServiceByName(name))]

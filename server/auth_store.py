@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .store import EXTRA_MIGRATIONS, Store
+from .store import EXTRA_MIGRATIONS, PURGE_STEPS, Store
 
 
 def _auth_v1(db) -> None:
@@ -21,6 +21,20 @@ def _auth_v1(db) -> None:
 
 
 EXTRA_MIGRATIONS.setdefault("auth", []).append(_auth_v1)
+
+
+def purge_old_audit(store: Store, cutoff_ms: int, limit: int) -> list[tuple[str, tuple]]:
+    """The statement deleting up to `limit` audit rows written before cutoff_ms (run by server/retention.py).
+    Rows are appended in time order, so the oldest are the first by seq: reading the first `limit`
+    rows finds them without an index on time_ms."""
+    rows = store.query("SELECT seq, time_ms FROM auth_audit ORDER BY seq LIMIT ?", (limit,))
+    old = tuple(r["seq"] for r in rows if r["time_ms"] < cutoff_ms)
+    if not old:
+        return []
+    return [(f"DELETE FROM auth_audit WHERE seq IN ({','.join('?' * len(old))})", old)]
+
+
+PURGE_STEPS.setdefault("auth_audit", purge_old_audit)
 
 
 @dataclass(frozen=True)

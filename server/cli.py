@@ -11,7 +11,7 @@ import json
 import sys
 
 from client.cli import add_client_verbs, run
-from client.cli_support import DEFAULT_SERVER, key_values
+from client.cli_support import DEFAULT_SERVER, accept_global_flags_after_verb, key_values
 from client.credentials import env_tls_ca, env_token
 
 from .store_cli import add_reliability_flags, add_store_parser
@@ -39,7 +39,7 @@ def cmd_serve(a) -> int:
         flow_model_dir=a.flow_model_dir,
         flow_components=key_values(a.flow_component, "--flow-component"), security=security,
         lease_grace=a.lease_grace, retain=a.retain, max_queued=a.max_queued, max_log_lines=a.max_log_lines,
-        allow_delta=a.allow_delta, data_dir=a.data_dir,
+        delta_tasks=not a.no_delta, data_dir=a.data_dir,
     )
     return run_server(cfg)
 
@@ -109,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an agent's lease: silent this long, it stops its runs (default 10)")
     s.add_argument("--flow-max-jobs", type=int, default=4, metavar="N",
                    help="FATE jobs running at once; more wait in the queue (default 4)")
-    s.add_argument("--allow-delta", action="store_true",
-                   help="accept delta-task's own tasks at POST /v1/task (their code runs in the workers)")
+    s.add_argument("--no-delta", action="store_true",
+                   help="refuse delta-task's own tasks (accepted by default under the rule for command tasks)")
+    s.add_argument("--allow-delta", action="store_true", help=argparse.SUPPRESS)  # the old opt-in: now a no-op
     s.add_argument("--data-dir", default="var/data", metavar="DIR",
                    help="Delta datasets the local node holds (default ./var/data)")
     s.add_argument("--flow-data-dir", default="", metavar="DIR",
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_agent_flags(add_client_verbs(sub))
     add_store_parser(sub)
+    accept_global_flags_after_verb(p)
     return p
 
 

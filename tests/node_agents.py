@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,9 +20,9 @@ from conftest import REPO, TESTS, wait_for
 class AgentProcess:
     """One `taskhub node` subprocess; output collected in `self.output`."""
 
-    def __init__(self, server_target: str, name: str, workdir: Path, *extra: str):
+    def __init__(self, server_target: str, name: str, workdir: Path, *extra: str, work_dir: Path | None = None):
         self.name = name
-        self.work_dir = workdir / f"agent-{name}"
+        self.work_dir = work_dir or workdir / f"agent-{name}"
         self.args = [sys.executable, "-m", "server.cli", "node", "--server", server_target, "--name", name,
                      "--work-dir", str(self.work_dir), "--python-workers", "1", "--kill-grace", "1",
                      "--max-backoff", "0.3", "--task-path", str(TESTS), *extra]
@@ -58,7 +59,8 @@ class AgentProcess:
     def kill_orphans(self) -> None:
         from server.node.spawner import kill_orphans
         try:
-            instance = (self.work_dir / ".taskhub-agent-instance").read_text().strip()
+            slot = next((m.group(1) for m in map(re.compile(r"uses slot (\d+)").search, self.output) if m), None)
+            instance = (self.work_dir / (".taskhub-agent-instance" + (f".{slot}" if slot else ""))).read_text().strip()
         except FileNotFoundError:
             return
         kill_orphans(instance)

@@ -579,3 +579,22 @@ def test_health_and_reflection_stay_open(authsrv):
                                             timeout=10))
     names = {s.name for s in answer.list_services_response.service}
     assert "taskhub.v1.AuthService" in names and "taskhub.v1.TaskService" in names
+
+
+def test_audit_rows_are_purged_by_retain(tmp_path):
+    """--retain covers the audit table as it covers tasks: old rows go, nothing else is needed."""
+    proc = ServerProcess(tmp_path, ["--auth", "--retain", "2s", "--no-local-node"]).start()
+    try:
+        s = AuthServer(proc)  # creates tokens: audited admin calls
+        def audit():  # ListAudit itself is not audited
+            return s.auth.ListAudit(apb.ListAuditRequest(limit=1000), metadata=s.md()).entries
+        first = wait_for(audit, 30, what="audit rows")
+        assert any(e.method.endswith("/CreateToken") for e in first)
+        wait_for(lambda: not audit(), 60, what="the audit rows to be purged after --retain 2s")
+        # New calls are audited again; the tokens themselves stay.
+        s.token(READER, ["team-c"])
+        assert any(e.method.endswith("/CreateToken") for e in wait_for(audit, 30, what="a new audit row"))
+        assert len(s.auth.ListTokens(apb.ListTokensRequest(), metadata=s.md()).tokens) >= 5
+        s.channel.close()
+    finally:
+        proc.close()

@@ -1,6 +1,6 @@
 """Delta face II: delta-task's own tasks, submitted with its own DeltaNode, run on taskhub.
 
-A real server (--allow-delta) and two real agents, each holding a different slice of one CSV in its
+A real server (Delta tasks are on by default) and two real agents, each holding a different slice of one CSV in its
 data directory. The map steps run on the agents, the reduce steps in the coordinator task.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ def cluster(tmp_path_factory):
     xy["y"] = 3 * xy.x1 - 2 * xy.x2 + 1 + rng.normal(0, 0.05, 400)
     xy.iloc[:200].to_csv(root / "data-a" / "xy.csv", index=False)
     xy.iloc[200:].to_csv(root / "data-b" / "xy.csv", index=False)
-    server = ServerProcess(root, ["--allow-delta", "--data-dir", str(root / "data-server")]).start()
+    server = ServerProcess(root, ["--data-dir", str(root / "data-server")]).start()
     agents = [AgentProcess(server.grpc_target, name, root, "--data-dir", str(root / f"data-{name}")).start()
               for name in slices]
     channel, nodes = node_stub(server.grpc_target)
@@ -100,11 +100,12 @@ def test_too_few_data_holders_wait_pending_with_the_reason_then_fail(cluster):
     assert "wait_timeout" in client.get_task(task_id).error
 
 
-def _post(url: str, data: bytes):
+def _post(url: str, data: bytes, token: str = ""):
     boundary = "deltaboundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"task\"\r\n"
             f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return http("POST", f"{url}/v1/task", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    auth = {"Authorization": f"Bearer {token}"} if token else {}
+    return http("POST", f"{url}/v1/task", body, {"Content-Type": f"multipart/form-data; boundary={boundary}", **auth})
 
 
 class Payload:
@@ -129,12 +130,36 @@ def test_malformed_or_foreign_uploads_are_refused_and_never_run(cluster, tmp_pat
     assert not marker.exists()  # the server read the upload without running any of it
 
 
-def test_delta_tasks_are_off_unless_allowed(server_factory):
-    s = server_factory()
+def test_delta_tasks_follow_the_rule_of_command_tasks(server_factory, tmp_path):
+    """On by default (the cluster above passes no flag); off with --no-delta; under --auth a
+    submitter of the namespace may, a reader may not."""
+    from taskhub.v1 import auth_service_pb2 as apb
+    from taskhub.v1 import auth_service_pb2_grpc as asvc
+    import grpc
     buf = io.BytesIO()
-    dump_task(buf, WageAvg().build())
-    answer = _post(s.http_url, buf.getvalue())
-    assert answer.status == 400 and "--allow-delta" in answer.json()["detail"]
+    dump_task(buf, WageAvg(wait_timeout=3).build())
+    off = server_factory("--no-delta", "--no-local-node")
+    answer = _post(off.http_url, buf.getvalue())
+    assert answer.status == 400 and "--no-delta" in answer.json()["detail"], answer
+    off.close()
+    secured = ServerProcess(tmp_path / "auth", ["--auth", "--no-local-node"])
+    (tmp_path / "auth").mkdir()
+    secured.start()
+    try:
+        admin = (tmp_path / "auth" / "admin.token").read_text().strip()
+        with grpc.insecure_channel(secured.grpc_target) as ch:
+            def token(role):
+                return asvc.AuthServiceStub(ch).CreateToken(apb.CreateTokenRequest(
+                    name=role, role=role, namespaces=["team-d"]), metadata=(("authorization", f"Bearer {admin}"),)).token
+            reader, submitter = token("reader"), token("submitter")
+        assert _post(secured.http_url, buf.getvalue()).status == 401
+        assert _post(secured.http_url, buf.getvalue(), reader).status == 403
+        answer = _post(secured.http_url, buf.getvalue(), submitter)
+        assert answer.status == 200, answer
+        made = secured.client(token=submitter).get_task(int(answer.json()["task_id"]))
+        assert made.spec.namespace == "team-d" and made.spec.name == "wage_avg"
+    finally:
+        secured.close()
 
 
 # -- a learning task: a small MLP trained where the data lives; the coordinator averages weights --

@@ -120,6 +120,16 @@ def test_openapi_lists_every_annotated_rpc(server):
     assert page.status == 200 and b"openapi.js" in page.body
 
 
+def test_openapi_document_is_valid(server):
+    """A spec validator accepts /openapi.json (client generators refuse a document it rejects)."""
+    from openapi_spec_validator import validate
+    doc = http("GET", server.http_url + "/openapi.json").json()
+    validate(doc)  # raises on any error, e.g. an operationId used twice
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
+    assert doc["paths"]["/ui"]["get"]["operationId"] != doc["paths"]["/ui/"]["get"]["operationId"]
+
+
 NEW_PROTO = """
 syntax = "proto3";
 package demo.v1;

@@ -58,7 +58,7 @@ def test_request_id_makes_one_task_across_a_server_sigkill(server_factory):
                                                      request_id="order-17"), timeout=30)
     assert other.id != one.id
     # The HTTP face: Idempotency-Key on POST /v1/tasks.
-    with_http = server_factory("--no-local-node", "--http-port", "0")
+    with_http = server_factory("--no-local-node", "--http-port", "0", db=first.db.with_name("http.db"))  # one server per db
     body = {"type": "TASK_TYPE_COMMAND", "argv": ["true"], "name": "via-http"}
     ids = {http("POST", f"{with_http.http_url}/v1/tasks", body, {"Idempotency-Key": "k-1",
                                                                    "Content-Type": "application/json"}).json()["id"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
@@ -74,3 +75,27 @@ def test_cli_create_trace_wait_list_cancel_delete(server):
     unreachable = subprocess.run([sys.executable, "-m", "client.cli", "task", "--server", "127.0.0.1:1", "get", "1"],
                                  capture_output=True, text=True, timeout=60)
     assert unreachable.returncode == 2 and "cannot reach the server" in unreachable.stderr
+
+
+def test_cli_global_flags_after_the_verb_and_a_closed_pipe(server):
+    """kubectl style: --server, -n, --token, --tls-ca after the verb; `taskhub task list | head` ends quietly."""
+    base = [sys.executable, "-m", "client.cli", "task"]
+    made = subprocess.run(base + ["create", "--server", server.grpc_target, "-n", "fate", "--name", "after-verb",
+                                  "--", "true"], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    listed = subprocess.run(base + ["list", "-n", "fate", "--server", server.grpc_target, "--token", ""],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.splitlines()[1:]
+    assert rows and all(" fate " in r for r in rows) and any(r.endswith("after-verb") for r in rows)
+    # The flag after the verb wins over the one before it.
+    got = subprocess.run(base + ["--server", "127.0.0.1:1", "get", made.stdout.strip(), "--namespace", "fate",
+                                 "--server", server.grpc_target], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0 and '"name": "after-verb"' in got.stdout, got.stderr
+    # The reader is gone before anything is written: no BrokenPipeError traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    p = subprocess.run(base + ["list", "--server", server.grpc_target, "-A"], stdout=write_end,
+                       stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write_end)
+    assert p.stderr == "" and p.returncode == 141, p.stderr

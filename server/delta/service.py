@@ -29,7 +29,8 @@ RUNTIME = "server.delta.runtime"
 OBSERVER_NAME = "delta"
 ROLE, RUN = "delta.role", "delta.run"
 DATASETS, MIN_CLIENTS, MAX_CLIENTS = "delta.datasets", "delta.min_clients", "delta.max_clients"
-ENABLE_HINT = "Delta tasks are off on this server: start it with `taskhub serve --allow-delta`"
+ENABLE_HINT = ("Delta tasks are off on this server (it was started with --no-delta);"
+               " start it without --no-delta to accept them")
 
 
 class DeltaTasks:

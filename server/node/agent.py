@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import itertools
 import logging
 import os
 import signal
@@ -41,9 +42,9 @@ from .executor import Executor, Outcome, Run
 from .fence import FenceClient
 from .remote import run_from_start
 from .spawner import kill_orphans
+from .workdir import claim_slot, dead_slots
 
 log = logging.getLogger("taskhub.agent")
-INSTANCE_FILE = ".taskhub-agent-instance"
 
 
 @dataclass
@@ -152,7 +153,10 @@ class Agent:
 
     # -------------------------------------------------------------- life
     async def run(self) -> int:
-        os.makedirs(self.cfg.work_dir, exist_ok=True)
+        self.slot, busy = claim_slot(self.cfg.work_dir)  # held for life: agents sharing the directory share no file
+        if busy:
+            print(f"taskhub node: work directory {self.cfg.work_dir} is shared with {len(busy)} other agent(s)"
+                  f" ({'; '.join(busy)}); this one uses slot {self.slot.number}", flush=True)
         instance = self._new_instance()
         self.executor = Executor(self, python_workers=self.cfg.python_workers, work_dir=self.cfg.work_dir,
                                  instance=instance, kill_grace=self.cfg.kill_grace, task_paths=self.cfg.task_paths)
@@ -161,7 +165,7 @@ class Agent:
                                                       ("TASKHUB_TLS_CERT", self.cfg.tls_cert),
                                                       ("TASKHUB_TLS_KEY", self.cfg.tls_key)) if v}
         self.executor.data_dir = os.path.abspath(self.cfg.data_dir)
-        self.fence = FenceClient(os.path.join(self.cfg.work_dir, ".taskhub-lease"), instance)
+        self.fence = FenceClient(self.slot.lease_file, instance)
         self.fence.start()
         await self.executor.start()
         psutil.cpu_percent(None)
@@ -181,15 +185,19 @@ class Agent:
         return self.exit_code
 
     def _new_instance(self) -> str:
-        """A marker in every command's environment; kill what a previous agent here left behind."""
-        path = os.path.join(self.cfg.work_dir, INSTANCE_FILE)
-        try:
-            with open(path) as f:
-                old = f.read().strip()
-            if old and kill_orphans(old):
-                print("taskhub node: killed processes a previous agent left running", flush=True)
-        except FileNotFoundError:
-            pass
+        """A marker in every command's environment; kill what previous agents here left behind
+        (in this slot, and in slots no live agent holds)."""
+        path = self.slot.instance_file
+        for left in itertools.chain([path], dead_slots(self.cfg.work_dir, self.slot.number)):  # lazily: locked
+            try:
+                with open(left) as f:
+                    old = f.read().strip()
+                if old and kill_orphans(old):
+                    print("taskhub node: killed processes a previous agent left running", flush=True)
+                if left != path:
+                    os.remove(left)
+            except FileNotFoundError:
+                pass
         instance = uuid.uuid4().hex
         with open(path, "w") as f:
             f.write(instance)

@@ -2,7 +2,7 @@
 
 Each example is the seed's code, with DELTA_NODE_API pointing at the test server's gateway.
 The seed's `Example` is a Delta task (a HorizontalAnalytics subclass) that its user builds; it runs
-on a server started with --allow-delta, its map step on the local node, which holds the data set
+on a server as started by default, its map step on the local node, which holds the data set
 in its --data-dir (tests/test_delta_tasks.py runs Delta tasks across agents).
 
 Tracing and waiting already work for any task taskhub runs: those are tested with Delta's
@@ -52,7 +52,7 @@ def delta_api(tmp_path_factory) -> str:
     workdir = tmp_path_factory.mktemp("seed000")
     (workdir / "data").mkdir()
     (workdir / "data" / "wages.csv").write_text("wage\n100\n200\n600\n")
-    server = ServerProcess(workdir, ["--allow-delta", "--data-dir", str(workdir / "data")]).start()
+    server = ServerProcess(workdir, ["--data-dir", str(workdir / "data")]).start()
     yield server.http_url
     server.close()
 
