@@ -6,7 +6,7 @@ GEN     := build/gen
 PROTOS  := $(wildcard protos/taskhub/v1/*.proto)
 STAMP   := $(VENV)/.installed
 
-.PHONY: install run test bench bench-peer chaos proto clean test-clients browser sdk wheel-check
+.PHONY: task-user install run test bench bench-peer chaos proto clean test-clients browser sdk wheel-check
 
 install: $(STAMP)
 
@@ -54,8 +54,18 @@ run: install
 	mkdir -p var
 	$(BIN)/taskhub serve --db var/taskhub.db
 
-test: install browser
+test: install browser task-user
 	$(BIN)/python -m pytest -q tests
+
+# Under --auth the local node runs tasks as `nobody` (--task-user): that user must be able to reach
+# the venv's interpreter. As root, give every directory above it the traverse bit (o+x: enter, not
+# list) where it lacks it, e.g. a 0700 /root holding pyenv. Not root: the server says why and
+# keeps its local node off under --auth.
+task-user:
+	@if [ "$$(id -u)" = 0 ] && ! runuser -u nobody -- $(BIN)/python -c pass 2>/dev/null; then \
+	  d=$$(dirname "$$(readlink -f $(BIN)/python)"); \
+	  while [ "$$d" != / ]; do chmod o+x "$$d"; d=$$(dirname "$$d"); done; \
+	  echo "task-user: made the interpreter's directories traversable for nobody"; fi
 
 # Headless Chromium and its driver for the dashboard's browser tests (Debian packages; CI runs as root).
 browser:
@@ -67,6 +77,7 @@ bench: install
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.fate_flow
 	$(BIN)/python -m bench.auth
+	$(BIN)/python -m bench.fate_suites
 
 # taskhub beside Celery + Redis (installed into bench/.venv-peer and Debian's redis-server by the bench itself)
 bench-peer: install

@@ -6,9 +6,14 @@ Installs what it needs by itself, outside taskhub's dependencies: Debian's redis
 (only if missing) and Celery into bench/.venv-peer. Redis runs on a free loopback port with
 persistence off and is stopped at the end. Writes bench/results/peer.json.
 
-Workloads: A 10,000 no-op Python tasks, 8 clients, until every result is known; B 2,000
-/bin/true tasks, same shape; C 500 sequential submit-and-wait round trips (p50/p99);
+Workloads: A 10,000 no-op Python tasks, 8 clients, until every result is known, sent in batches
+(taskhub CreateTasks of 250, Celery group() of 250); E 4,000 no-op tasks from 8 threads, one call
+per task (taskhub's blocking SDK create_task, Celery delay()), then every result; B 2,000
+/bin/true tasks, 8 clients; C 500 sequential submit-and-wait round trips (p50/p99);
 D one task printing 200,000 lines, lines/s to one reader (taskhub only).
+
+A, E and C run in rounds that interleave taskhub, taskhub with --auth, and Celery, and print
+each round's ratios: the machine's load shifts, so only figures of the same round compare.
 """
 from __future__ import annotations
 
@@ -114,48 +119,90 @@ class Celery:
                 p.kill()
 
 
+def _ratio_line(label: str, off: float, on: float, celery: float, higher_is_better: bool = True) -> str:
+    r = (lambda x: x / celery) if higher_is_better else (lambda x: celery / x)
+    return (f"  {label:<34} taskhub {fmt(off):>8} | with --auth {fmt(on):>8} | Celery {fmt(celery):>8}"
+            f"  ->  {r(off):5.2f}x / {r(on):5.2f}x Celery")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.peer")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="a tenth of the work, one repetition")
     a = ap.parse_args(argv)
     reps, scale = (1, 10) if a.quick else (a.repeat, 1)
-    n_a, n_b, n_c, n_d = 10_000 // scale, 2_000 // scale, 500 // scale, 200_000 // scale
+    n_a, n_b, n_c, n_d, n_e = 10_000 // scale, 2_000 // scale, 500 // scale, 200_000 // scale, 4_000 // scale
     ensure_tools()
     workers = os.cpu_count() or 2
     run = asyncio.run
-    w: dict = {"A": {"unit": "tasks/s"}, "B": {"unit": "tasks/s"}, "C": {"unit": "ms"}, "D": {"unit": "lines/s"}}
+    # Per workload and system, one figure per round: rounds interleave the systems, so each
+    # round's ratio compares figures taken on the same machine at nearly the same time.
+    systems = ("taskhub", "taskhub_auth", "celery")
+    w: dict = {"A": {"unit": "tasks/s"}, "B": {"unit": "tasks/s"}, "C": {"unit": "ms"}, "D": {"unit": "lines/s"},
+               "E": {"unit": "tasks/s"}}
+    rounds = {k: {s: [] for s in systems} for k in ("A", "E", "C_p50", "C_p99")}
+    c_samples: dict[str, list[float]] = {s: [] for s in systems}
 
     load_start = os.getloadavg()
     sqlite_bare = summary([bare.sqlite_group_commit_rate(100_000 // scale) for _ in range(reps)])
-    with TaskhubServer("--python-workers", str(workers)) as srv:
-        w["A"]["taskhub"] = summary([run(workloads.end_to_end(srv.target, workloads.NOOP, n_a)) for _ in range(reps)])
-        # Bare fork/exec and taskhub's command tasks alternate, so both see the same machine.
-        pairs = [(bare.fork_exec_rate(n_b, 1), run(workloads.end_to_end(srv.target, workloads.TRUE, n_b)))
+    with TaskhubServer("--python-workers", str(workers)) as off, \
+            TaskhubServer("--python-workers", str(workers), "--auth") as on, Celery(workers) as cel:
+        targets = {"taskhub": (off.target, ""), "taskhub_auth": (on.target, on.token)}
+        for r in range(reps):
+            print(f"round {r + 1} of {reps}", flush=True)
+            for system, (target, token) in targets.items():
+                rounds["A"][system].append(run(workloads.end_to_end(target, workloads.NOOP, n_a, token=token)))
+            rounds["A"]["celery"].append(cel.drive("G", n_a)["rate"])
+            for system, (target, token) in targets.items():
+                rounds["E"][system].append(workloads.sdk_one_per_call(target, n_e, 8, token))
+            rounds["E"]["celery"].append(cel.drive("A", n_e)["rate"])
+            for system, (target, token) in targets.items():
+                samples = run(workloads.round_trips(target, workloads.NOOP, n_c, token))["submit_to_done"]
+                c_samples[system] += samples
+                p = percentiles(samples)
+                rounds["C_p50"][system].append(p["p50"])
+                rounds["C_p99"][system].append(p["p99"])
+            samples = cel.drive("C", n_c)["samples_ms"]
+            c_samples["celery"] += samples
+            p = percentiles(samples)
+            rounds["C_p50"]["celery"].append(p["p50"])
+            rounds["C_p99"]["celery"].append(p["p99"])
+            print(_ratio_line(f"A batched no-op tasks/s ({n_a:,})", *(rounds["A"][s][r] for s in systems)))
+            print(_ratio_line(f"E SDK one call per task/s ({n_e:,})", *(rounds["E"][s][r] for s in systems)))
+            print(_ratio_line("C round trip p50 ms", *(rounds["C_p50"][s][r] for s in systems), False))
+            print(_ratio_line("C round trip p99 ms", *(rounds["C_p99"][s][r] for s in systems), False), flush=True)
+        versions = cel.versions()
+        # B and D: taskhub (auth off) and the bare machine only; Celery has no log stream.
+        pairs = [(bare.fork_exec_rate(n_b, 1), run(workloads.end_to_end(off.target, workloads.TRUE, n_b)))
                  for _ in range(reps)]
         w["B"]["bare"] = summary([b for b, _ in pairs])
         w["B"]["taskhub"] = summary([t for _, t in pairs])
-        w["C"]["taskhub"] = percentiles(run(workloads.round_trips(srv.target, workloads.NOOP, n_c))["submit_to_done"])
-        w["D"]["taskhub"] = summary([run(workloads.trace(srv.target, workloads.chatty(n_d)))[0] for _ in range(reps)])
-    with Celery(workers) as cel:
-        w["A"]["celery"] = summary([cel.drive("A", n_a)["rate"] for _ in range(reps)])
+        w["D"]["taskhub"] = summary([run(workloads.trace(off.target, workloads.chatty(n_d)))[0] for _ in range(reps)])
         w["B"]["celery"] = summary([cel.drive("B", n_b)["rate"] for _ in range(reps)])
-        w["C"]["celery"] = percentiles(cel.drive("C", n_c)["samples_ms"])
-        versions = cel.versions()
+    for key in ("A", "E"):
+        for system in systems:
+            w[key][system] = {**summary(rounds[key][system]), "rounds": rounds[key][system]}
+    for system in systems:
+        w["C"][system] = {**percentiles(c_samples[system]), "rounds_p50": rounds["C_p50"][system],
+                          "rounds_p99": rounds["C_p99"][system]}
     import grpc
     result = {"machine": {"cores": os.cpu_count(), "versions": {
         "python": sys.version.split()[0], "grpcio": grpc.__version__, **versions}},
         "load_average": {"start": load_start, "end": os.getloadavg()},
-        "workloads": w, "bare_sqlite_rows_per_s": sqlite_bare}
+        "workloads": w, "bare_sqlite_rows_per_s": sqlite_bare,
+        "celery_batch": "A: Celery group() of 250 tasks per apply_async (taskhub: CreateTasks of 250);"
+                        " E: Celery delay() per task (taskhub: one CreateTask per task, blocking SDK)"}
 
     rows = []
-    for key, label in (("A", "A no-op Python tasks/s"), ("B", "B /bin/true tasks/s")):
+    for key, label in (("A", "A no-op tasks/s, batched (Celery: group())"),
+                       ("E", "E no-op tasks/s, SDK one call per task (Celery: delay())"),
+                       ("B", "B /bin/true tasks/s")):
         base = w[key]["taskhub"]["median"]
-        for system in ("taskhub", "celery", "bare"):
+        for system in ("taskhub", "taskhub_auth", "celery", "bare"):
             if system in w[key]:
                 s = w[key][system]
                 rows.append([system, label, fmt(s["median"]), fmt(s["min"]), fmt(s["max"]), f"{s['median'] / base:.2f}"])
-    for system in ("taskhub", "celery"):
+    for system in systems:
         p = w["C"][system]
         rows.append([system, "C round trip ms, p50 (p99 in max)", f"{p['p50']:.2f}", "", f"{p['p99']:.2f}",
                      f"{p['p50'] / w['C']['taskhub']['p50']:.2f}"])
@@ -164,13 +211,25 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(["celery", "D trace lines/s", "n/a", "", "", "no log stream"])
     rows.append(["bare", "SQLite rows/s, 100-row commits", fmt(sqlite_bare["median"]), fmt(sqlite_bare["min"]),
                  fmt(sqlite_bare["max"]), ""])
+    print()
     print(table(rows, ["system", "workload", "median", "min", "max", "ratio to taskhub"]))
-    checks = {
-        "A >= 1.5x Celery and >= 1,000/s": w["A"]["taskhub"]["median"] >= max(1.5 * w["A"]["celery"]["median"], 1000),
-        "B >= 70% of bare fork/exec": w["B"]["taskhub"]["median"] >= 0.7 * w["B"]["bare"]["median"],
-        "C p50 below Celery's": w["C"]["taskhub"]["p50"] < w["C"]["celery"]["p50"],
-        "D >= 100,000 lines/s": d["median"] >= 100_000,
-    }
+    ra, re_ = rounds["A"], rounds["E"]
+    within = lambda on, off: abs(on - off) <= 0.10 * off  # noqa: E731
+    checks = {}
+    for system, name in (("taskhub", "auth off"), ("taskhub_auth", "auth on")):
+        checks[f"A batched >= 10x Celery group() in every round ({name})"] = all(
+            t >= 10 * c for t, c in zip(ra[system], ra["celery"]))
+        checks[f"E one call per task >= 3x Celery delay() in every round ({name})"] = all(
+            t >= 3 * c for t, c in zip(re_[system], re_["celery"]))
+        checks[f"C p50 <= half of Celery's, p99 below Celery's ({name})"] = (
+            w["C"][system]["p50"] <= 0.5 * w["C"]["celery"]["p50"] and w["C"][system]["p99"] < w["C"]["celery"]["p99"])
+    checks["A, E, C p50 with --auth within 10 % of auth off (medians)"] = (
+        within(w["A"]["taskhub_auth"]["median"], w["A"]["taskhub"]["median"])
+        and within(w["E"]["taskhub_auth"]["median"], w["E"]["taskhub"]["median"])
+        and within(w["C"]["taskhub_auth"]["p50"], w["C"]["taskhub"]["p50"]))
+    checks["A >= 1,000/s"] = w["A"]["taskhub"]["median"] >= 1000
+    checks["B >= 70% of bare fork/exec"] = w["B"]["taskhub"]["median"] >= 0.7 * w["B"]["bare"]["median"]
+    checks["D >= 100,000 lines/s"] = d["median"] >= 100_000
     result["targets_met"] = checks
     print("\n" + "\n".join(f"{'met ' if ok else 'MISSED'}  {name}" for name, ok in checks.items()))
     out = os.path.join(HERE, "results", "peer.json")

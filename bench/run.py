@@ -4,7 +4,10 @@
 
 Prints a table and writes bench/results/latest.json. Targets (SPEC.md): creates >= 3,000/s,
 no-op Python >= 1,000/s, /bin/true >= 70 % of bare fork/exec, trace >= 100,000 lines/s,
-idle submit->RUNNING p50 < 5 ms.
+idle submit->RUNNING p50 < 5 ms; the no-op figures again on a server with --auth (within 10 %).
+Then: one no-op round trip by stage (bench/stages.py), the raw parts and the ceiling they put
+on no-op tasks/s (bench/ceiling.py, also written to bench/results/CEILING.md), and the guard:
+every figure that fell by more than 15 % against the previous run (bench/guard.py).
 """
 from __future__ import annotations
 
@@ -15,11 +18,12 @@ import os
 import platform
 import sys
 
-from . import bare, workloads
+from . import bare, ceiling, guard, stages, workloads
 from .server import TaskhubServer
 from .stats import fmt, percentiles, summary, table
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+DEFAULT_OUT = os.path.join(RESULTS, "latest.json")
 
 
 def repeat(n: int, fn) -> dict:
@@ -30,11 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.run")
     ap.add_argument("--quick", action="store_true", help="small counts, one repetition (a smoke run)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--out", default=os.path.join(RESULTS, "latest.json"))
+    ap.add_argument("--out", default=DEFAULT_OUT)
     a = ap.parse_args(argv)
     reps = 1 if a.quick else a.repeat
     scale = 10 if a.quick else 1
     n_py, n_cmd, n_create, n_lines, n_lat = 10_000 // scale, 2_000 // scale, 32_000 // scale, 200_000 // scale, 300 // scale
+    n_sdk = 4_000 // scale
     res: dict = {"machine": {"cores": os.cpu_count(), "python": platform.python_version(), "quick": a.quick},
                  "figures": {}}
     fig = res["figures"]
@@ -60,6 +65,18 @@ def main(argv: list[str] | None = None) -> int:
         fig["latency_python_ms"] = {k: percentiles(v) for k, v in lat.items()}
         lat = run(workloads.round_trips(srv.target, workloads.TRUE, n_lat))
         fig["latency_command_ms"] = {k: percentiles(v) for k, v in lat.items()}
+    # The no-op path with auth off and on, in rounds that alternate the two servers.
+    with TaskhubServer() as off, TaskhubServer("--auth") as on:
+        pairs = {"": [], "_auth": []}
+        for _ in range(reps):
+            for suffix, srv in (("", off), ("_auth", on)):
+                pairs[suffix].append((run(workloads.end_to_end(srv.target, workloads.NOOP, n_py, token=srv.token)),
+                                      workloads.sdk_one_per_call(srv.target, n_sdk, 8, srv.token)))
+        for suffix, got in pairs.items():
+            fig[f"python_noop_pair{suffix}_per_s"] = summary([a for a, _ in got])
+            fig[f"sdk_one_call_per_task{suffix}_per_s"] = summary([b for _, b in got])
+        lat = run(workloads.round_trips(on.target, workloads.NOOP, n_lat, on.token))
+        fig["latency_python_auth_ms"] = {k: percentiles(v) for k, v in lat.items()}
     ratio = fig["command_true_per_s"]["median"] / fig["bare_fork_exec_per_s"]["median"]
     fig["command_vs_bare_fork_exec"] = ratio
     res["machine"]["load_average_at_end"] = os.getloadavg()
@@ -79,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         s = fig[key]
         rows.append([label, target, fmt(s["median"]), fmt(s["min"]), fmt(s["max"])])
     rows.append(["/bin/true tasks vs bare 1-loop fork/exec", ">= 0.70", f"{ratio:.2f}", "", ""])
-    for kind in ("python", "command"):
+    for suffix, what in (("", "auth off"), ("_auth", "auth on")):
+        rows.append([f"no-op Python tasks/s, batched, {what} ({n_py})", "auth within 10%",
+                     *(fmt(fig[f"python_noop_pair{suffix}_per_s"][k]) for k in ("median", "min", "max"))])
+        rows.append([f"no-op tasks/s, SDK one CreateTask per task, 8 threads, {what} ({n_sdk})", "auth within 10%",
+                     *(fmt(fig[f"sdk_one_call_per_task{suffix}_per_s"][k]) for k in ("median", "min", "max"))])
+    for kind in ("python", "command", "python_auth"):
         for k, label in (("submit_to_running", "submit->RUNNING (client)"), ("server_create_to_start", "create->start (server)"),
                          ("submit_to_done", "submit->done (client)")):
             p = fig[f"latency_{kind}_ms"][k]
@@ -88,10 +110,27 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows, ["workload", "target", "median", "min", "max"]))
     print(f"\nload average at start {res['machine']['load_average_at_start'][0]:.2f}, at end "
           f"{res['machine']['load_average_at_end'][0]:.2f} (other work on the machine skews every figure)")
+
+    res["stages"] = {}
+    for auth, key in ((False, "auth_off"), (True, "auth_on")):
+        res["stages"][key] = stages.measure(n_lat, auth)
+        print("\n" + stages.render(res["stages"][key], f"one no-op task's round trip by stage ({key.replace('_', ' ')})"))
+    c = res["ceiling"] = ceiling.measure(a.quick)
+    c["taskhub_batched_fraction"] = fig["python_noop_per_s"]["median"] / c["limit_batched_per_s"]
+    c["taskhub_one_call_fraction"] = fig["sdk_one_call_per_task_per_s"]["median"] / c["limit_one_call_per_task_per_s"]
+    print("\n" + ceiling.render(c))
+    print(f"taskhub reaches {c['taskhub_batched_fraction']:.2f} of the batched limit and "
+          f"{c['taskhub_one_call_fraction']:.2f} of the one-call-per-task limit")
+
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    previous = guard.keep_previous(a.out)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
+    print("\n" + guard.report(previous, res))
     print(f"\nwritten to {os.path.relpath(a.out)}")
+    if not a.quick and a.out == DEFAULT_OUT:
+        ceiling.write_markdown(os.path.join(RESULTS, "CEILING.md"), res)
+        print(f"and {os.path.relpath(os.path.join(RESULTS, 'CEILING.md'))}")
     return 0
 
 

@@ -9,7 +9,8 @@ import tempfile
 
 
 class TaskhubServer:
-    def __init__(self, *extra: str):
+    def __init__(self, *extra: str, env: dict[str, str] | None = None):
+        self.env = {**os.environ, **(env or {})}
         self.dir = tempfile.mkdtemp(prefix="taskhub-bench-")
         self.args = [sys.executable, "-m", "server.cli", "serve", "--db", os.path.join(self.dir, "bench.db"),
                      "--grpc-port", "0", "--http-port", "-1", *extra]
@@ -17,7 +18,7 @@ class TaskhubServer:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "TaskhubServer":
-        self.proc = subprocess.Popen(self.args, cwd=self.dir, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(self.args, cwd=self.dir, stdout=subprocess.PIPE, text=True, env=self.env)
         for line in self.proc.stdout:
             m = re.search(r"gRPC listening on (\S+)", line)
             if m:
@@ -27,6 +28,15 @@ class TaskhubServer:
         if not self.target:
             raise RuntimeError("taskhub serve did not start")
         return self
+
+    @property
+    def token(self) -> str:
+        """The admin token a server started with --auth wrote ('' without auth)."""
+        try:
+            with open(os.path.join(self.dir, "admin.token")) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return ""
 
     def __exit__(self, *exc) -> None:
         self.proc.terminate()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import grpc
@@ -14,6 +15,11 @@ TRUE = pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["/bin/true"])
 BATCH = 250
 
 
+def auth(token: str) -> tuple | None:
+    """Call metadata carrying a token ('' : none)."""
+    return (("authorization", f"Bearer {token}"),) if token else None
+
+
 def _stubs(target: str, n: int) -> tuple[list, list]:
     channels = [grpc.aio.insecure_channel(target) for _ in range(n)]
     return channels, [svc_grpc.TaskServiceStub(c) for c in channels]
@@ -23,18 +29,19 @@ async def _close(channels) -> None:
     await asyncio.gather(*(c.close() for c in channels))
 
 
-async def creates(target: str, total: int, clients: int = 64, batch: int = 1) -> float:
+async def creates(target: str, total: int, clients: int = 64, batch: int = 1, token: str = "") -> float:
     """Durable creates/s: each call returns after its tasks are committed."""
     channels, stubs = _stubs(target, min(clients, 16))
     spec = pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["true"], namespace="bench-creates")
     per_client = total // clients // batch
+    md = auth(token)
 
     async def client(stub):
         for _ in range(per_client):
             if batch == 1:
-                await stub.CreateTask(svc.CreateTaskRequest(spec=spec))
+                await stub.CreateTask(svc.CreateTaskRequest(spec=spec), metadata=md)
             else:
-                await stub.CreateTasks(svc.CreateTasksRequest(specs=[spec] * batch))
+                await stub.CreateTasks(svc.CreateTasksRequest(specs=[spec] * batch), metadata=md)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client(stubs[i % len(stubs)]) for i in range(clients)))
@@ -43,18 +50,20 @@ async def creates(target: str, total: int, clients: int = 64, batch: int = 1) ->
     return per_client * clients * batch / elapsed
 
 
-async def end_to_end(target: str, spec: pb.TaskSpec, total: int, clients: int = 8) -> float:
+async def end_to_end(target: str, spec: pb.TaskSpec, total: int, clients: int = 8, token: str = "") -> float:
     """Tasks/s from the first submit until every result is known (WaitTasks stream, no polling)."""
     channels, stubs = _stubs(target, clients)
     per_client = total // clients
+    md = auth(token)
 
     async def client(stub):
         ids = []
         for start in range(0, per_client, BATCH):
-            resp = await stub.CreateTasks(svc.CreateTasksRequest(specs=[spec] * min(BATCH, per_client - start)))
+            resp = await stub.CreateTasks(svc.CreateTasksRequest(specs=[spec] * min(BATCH, per_client - start)),
+                                          metadata=md)
             ids.extend(t.id for t in resp.tasks)
         ok = 0
-        async for batch in stub.WaitTasks(svc.WaitTasksRequest(ids=ids)):
+        async for batch in stub.WaitTasks(svc.WaitTasksRequest(ids=ids), metadata=md):
             ok += sum(t.status == pb.TASK_STATUS_SUCCESS for t in batch.tasks)
         if ok != len(ids):
             raise RuntimeError(f"{len(ids) - ok} of {len(ids)} tasks did not succeed")
@@ -66,23 +75,68 @@ async def end_to_end(target: str, spec: pb.TaskSpec, total: int, clients: int = 
     return per_client * clients / elapsed
 
 
-async def round_trips(target: str, spec: pb.TaskSpec, count: int) -> dict[str, list[float]]:
+def in_threads(fn, items: list) -> float:
+    """Seconds until fn(item) has returned for every item, each in its own thread, all started together."""
+    workers = [threading.Thread(target=fn, args=(item,)) for item in items]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - t0
+
+
+def sdk_one_per_call(target: str, total: int, threads: int = 8, token: str = "") -> float:
+    """Tasks/s with the blocking SDK as most users call it: each of `threads` threads creates its
+    share one CreateTask at a time (each with its own request_id), then waits for them on
+    WaitTasks; timed from the first create until every result is known."""
+    from client import TaskhubClient
+    per = total // threads
+    clients = [TaskhubClient(target, token=token) for _ in range(threads)]
+    for c in clients:  # connect before the clock starts, as Celery's warm broker connection
+        c.list_tasks(limit=1)
+    errors: list[str] = []
+
+    def run(c) -> None:
+        try:
+            ids = [c.create_task(NOOP).id for _ in range(per)]
+            ok = sum(t.status == pb.TASK_STATUS_SUCCESS for t in c.wait_tasks(ids))
+            if ok != per:
+                errors.append(f"{per - ok} of {per} tasks did not succeed")
+        except Exception as e:  # reported, not hidden
+            errors.append(repr(e))
+
+    elapsed = in_threads(run, clients)
+    for c in clients:
+        c.close()
+    if errors:
+        raise RuntimeError(f"SDK workload failed: {errors[0]}")
+    return per * threads / elapsed
+
+
+async def round_trips(target: str, spec: pb.TaskSpec, count: int, token: str = "",
+                      trips: list | None = None) -> dict[str, list[float]]:
     """Sequential tasks, one at a time: ms from submit until the client sees RUNNING and until
-    it sees the end, and the server's own create->start interval."""
+    it sees the end, and the server's own create->start interval. `trips` (if given) receives
+    (task id, submitted, create answered, end seen) per task, in time.monotonic() seconds."""
     channels, [stub] = _stubs(target, 1)
+    md = auth(token)
     to_running, to_done, server_start = [], [], []
     for _ in range(count):
-        t0 = time.perf_counter()
-        task = await stub.CreateTask(svc.CreateTaskRequest(spec=spec))
+        t0 = time.monotonic()
+        task = await stub.CreateTask(svc.CreateTaskRequest(spec=spec), metadata=md)
+        created_at = time.monotonic()
         running_at = None
-        async for snap in stub.WaitTask(svc.WaitTaskRequest(id=task.id)):
+        async for snap in stub.WaitTask(svc.WaitTaskRequest(id=task.id), metadata=md):
             if running_at is None and snap.status >= pb.TASK_STATUS_RUNNING:
-                running_at = time.perf_counter()
+                running_at = time.monotonic()
             last = snap
-        done_at = time.perf_counter()
+        done_at = time.monotonic()
         to_running.append((running_at - t0) * 1000)
         to_done.append((done_at - t0) * 1000)
         server_start.append(last.start_time_ms - last.create_time_ms)
+        if trips is not None:
+            trips.append((task.id, t0, created_at, done_at))
     await _close(channels)
     return {"submit_to_running": to_running, "submit_to_done": to_done, "server_create_to_start": server_start}
 

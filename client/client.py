@@ -2,6 +2,7 @@
 services (client/typed.py), and helpers that build specs."""
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -13,7 +14,7 @@ from taskhub.v1 import task_pb2 as pb
 from taskhub.v1 import task_service_pb2 as svc
 from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 
-from .credentials import open_channel
+from .credentials import BearerToken, auth_metadata, env_token, open_channel
 from .typed import Auth, Delta, Flow, Groups, Nodes
 
 TERMINAL = {pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_CANCELLED, pb.TASK_STATUS_FAILED}
@@ -76,8 +77,18 @@ class TaskhubClient:
         # of every stub (tasks, groups, nodes). tls_cert/tls_key: a client certificate (mutual TLS).
         # create_retries: creates retried (same request_id) after UNAVAILABLE / DEADLINE_EXCEEDED.
         target = target.removeprefix("grpc://")
-        self.channel = channel or open_channel(target, token=token, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
-        self.stub = svc_grpc.TaskServiceStub(self.channel)
+        token = env_token() if token is None else token
+        if channel is None:
+            # Task calls carry the token as call metadata: a client interceptor costs more per call
+            # than the call's own Python work. The other stubs get it from an intercepted channel.
+            raw = open_channel(target, token="", tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+            self._auth = auth_metadata(token)
+            channel = grpc.intercept_channel(raw, BearerToken(token)) if token else raw
+        else:
+            raw, self._auth = channel, ()
+        self.channel = channel
+        self.stub = svc_grpc.TaskServiceStub(channel)  # public: the token comes with the channel
+        self._stub = svc_grpc.TaskServiceStub(raw)     # this client's own calls add it (see _kw)
         self.groups = Groups(self.channel, timeout)
         self.nodes = Nodes(self.channel, timeout)
         self.auth = Auth(self.channel, timeout)
@@ -85,8 +96,10 @@ class TaskhubClient:
         self.flow = Flow(self.channel, timeout)
         self.namespace = namespace
         self.timeout = timeout
-        self.metadata = None  # per-call metadata; the token is added by the channel
+        self.metadata = None  # per-call metadata (the token is added to it)
         self.create_retries = create_retries
+        # request_ids: a random prefix and a count (unique like uuid4 each, without a syscall per create)
+        self._request_prefix, self._request_count = uuid.uuid4().hex, itertools.count()
 
     def __enter__(self) -> "TaskhubClient":
         return self
@@ -101,7 +114,7 @@ class TaskhubClient:
         return self.namespace if namespace is None else namespace
 
     def _kw(self, stream: bool = False) -> dict:
-        kw: dict = {"metadata": self.metadata}
+        kw: dict = {"metadata": (*self._auth, *self.metadata) if self.metadata else (self._auth or None)}
         if not stream:
             kw["timeout"] = self.timeout
         return kw
@@ -117,8 +130,8 @@ class TaskhubClient:
         spec = spec if spec is not None else make_spec(**kw)
         if not spec.namespace and self.namespace not in ("", "*"):
             spec.namespace = self.namespace
-        request = svc.CreateTaskRequest(spec=spec, request_id=request_id or uuid.uuid4().hex)
-        return self._retrying(self.stub.CreateTask, request)
+        request = svc.CreateTaskRequest(spec=spec, request_id=request_id or self._request_id())
+        return self._retrying(self._stub.CreateTask, request)
 
     def create_tasks(self, specs: Iterable[pb.TaskSpec], *, request_id: str = "") -> list[pb.Task]:
         """Many tasks in one commit; idempotent like create_task."""
@@ -126,8 +139,11 @@ class TaskhubClient:
         for s in specs:
             if not s.namespace and self.namespace not in ("", "*"):
                 s.namespace = self.namespace
-        request = svc.CreateTasksRequest(specs=specs, request_id=request_id or uuid.uuid4().hex)
-        return list(self._retrying(self.stub.CreateTasks, request).tasks)
+        request = svc.CreateTasksRequest(specs=specs, request_id=request_id or self._request_id())
+        return list(self._retrying(self._stub.CreateTasks, request).tasks)
+
+    def _request_id(self) -> str:
+        return f"{self._request_prefix}-{next(self._request_count)}"
 
     def _retrying(self, call, request):
         for attempt in range(self.create_retries + 1):
@@ -140,21 +156,21 @@ class TaskhubClient:
 
     # -- read -----------------------------------------------------------------
     def get_task(self, task_id: int = 0, *, uid: str = "", namespace: str | None = None) -> pb.Task:
-        return self.stub.GetTask(svc.GetTaskRequest(namespace=self._ns(namespace), id=task_id, uid=uid), **self._kw())
+        return self._stub.GetTask(svc.GetTaskRequest(namespace=self._ns(namespace), id=task_id, uid=uid), **self._kw())
 
     def list_tasks(self, statuses: Iterable[int | str] = (), limit: int = 100, page_token: str = "",
                    namespace: str | None = None) -> svc.ListTasksResponse:
         values = [status_value(s) if isinstance(s, str) else s for s in statuses]
-        return self.stub.ListTasks(svc.ListTasksRequest(namespace=self._ns(namespace), statuses=values, limit=limit,
+        return self._stub.ListTasks(svc.ListTasksRequest(namespace=self._ns(namespace), statuses=values, limit=limit,
                                                         page_token=page_token), **self._kw())
 
     # -- change ---------------------------------------------------------------
     def cancel_task(self, task_id: int, reason: str = "", namespace: str | None = None) -> svc.CancelTaskResponse:
-        return self.stub.CancelTask(svc.CancelTaskRequest(namespace=self._ns(namespace), id=task_id, reason=reason),
+        return self._stub.CancelTask(svc.CancelTaskRequest(namespace=self._ns(namespace), id=task_id, reason=reason),
                                     **self._kw())
 
     def delete_task(self, task_id: int, force: bool = False, namespace: str | None = None) -> None:
-        self.stub.DeleteTask(svc.DeleteTaskRequest(namespace=self._ns(namespace), id=task_id, force=force), **self._kw())
+        self._stub.DeleteTask(svc.DeleteTaskRequest(namespace=self._ns(namespace), id=task_id, force=force), **self._kw())
 
     # -- follow ---------------------------------------------------------------
     def trace(self, task_id: int, offset: int = 0, follow: bool = True, namespace: str | None = None) -> Iterator[pb.LogLine]:
@@ -165,11 +181,11 @@ class TaskhubClient:
     def trace_batches(self, task_id: int, offset: int = 0, follow: bool = True,
                       namespace: str | None = None) -> Iterator[svc.TraceTaskResponse]:
         req = svc.TraceTaskRequest(namespace=self._ns(namespace), id=task_id, offset=offset, follow=follow)
-        return self.stub.TraceTask(req, **self._kw(stream=True))
+        return self._stub.TraceTask(req, **self._kw(stream=True))
 
     def watch(self, task_id: int, namespace: str | None = None) -> Iterator[pb.Task]:
         """The task now and at each status change, ending with its terminal status."""
-        return self.stub.WaitTask(svc.WaitTaskRequest(namespace=self._ns(namespace), id=task_id), **self._kw(stream=True))
+        return self._stub.WaitTask(svc.WaitTaskRequest(namespace=self._ns(namespace), id=task_id), **self._kw(stream=True))
 
     def wait(self, task_id: int, namespace: str | None = None) -> pb.Task:
         """Block until the task ended; returns it."""
@@ -180,16 +196,16 @@ class TaskhubClient:
 
     def wait_tasks(self, ids: Iterable[int], namespace: str | None = None) -> Iterator[pb.Task]:
         """Each task once it ended, in the order they end."""
-        for batch in self.stub.WaitTasks(svc.WaitTasksRequest(namespace=self._ns(namespace), ids=list(ids)),
+        for batch in self._stub.WaitTasks(svc.WaitTasksRequest(namespace=self._ns(namespace), ids=list(ids)),
                                          **self._kw(stream=True)):
             yield from batch.tasks
 
     def watch_tasks(self, namespace: str | None = None) -> Iterator[svc.WatchTasksResponse]:
         """The namespace's task changes as they happen, in batches (tasks as they are now, deleted
         ids, `overflow` when this reader fell behind and should list again). Runs until closed."""
-        return self.stub.WatchTasks(svc.WatchTasksRequest(namespace=self._ns(namespace)), **self._kw(stream=True))
+        return self._stub.WatchTasks(svc.WatchTasksRequest(namespace=self._ns(namespace)), **self._kw(stream=True))
 
     # -- modules --------------------------------------------------------------
     def describe_module(self, module: str) -> svc.DescribeModuleResponse:
         """An allowed task module's entries and their parameters (read in a subprocess on the server)."""
-        return self.stub.DescribeModule(svc.DescribeModuleRequest(module=module), **self._kw())
+        return self._stub.DescribeModule(svc.DescribeModuleRequest(module=module), **self._kw())

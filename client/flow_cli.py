@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from .cli_support import DEFAULT_SERVER, add_connection_flags, connect
+from .fate_suite import add_suite_flags, run_and_print
 from .flow import FlowClient
 from .flow_models_cli import COMMANDS as FLOW_MODEL_COMMANDS
 
@@ -118,3 +119,14 @@ def add_flow_parser(sub) -> None:
         p = verbs_of[noun].add_parser(verb, help=help_)
         add_args(p)
         p.set_defaults(fn=cmd_flow, call=call)
+    suite = nouns.add_parser("suite", help="FATE test suites").add_subparsers(dest="flow_verb", required=True,
+                                                                            metavar="VERB")
+    p = suite.add_parser("run", help="run a FATE *_testsuite.json as fate_test suite does; prints a table of results")
+    p.add_argument("suite", help="the test-suite file")
+    add_suite_flags(p)
+    p.set_defaults(fn=cmd_suite)
+
+
+def cmd_suite(a) -> int:
+    with FlowClient(a.server, taskhub=connect(a)) as client:
+        return run_and_print(client, a)

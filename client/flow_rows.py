@@ -210,11 +210,19 @@ def metric_all(out: fpb.ComponentOutput) -> dict:
     return data
 
 
+# FATE 1.11's parameter class of each module: tracking/component/parameters nests the parameters under it.
+PARAM_CLASSES = {"Reader": "ReaderParam", "DataTransform": "DataTransformParam", "DataIO": "DataIOParam",
+                 "Intersection": "IntersectParam", "FeatureScale": "ScaleParam", "HeteroLR": "HeteroLogisticParam",
+                 "HomoLR": "HomoLogisticParam", "Evaluation": "EvaluateParam",
+                 "HeteroFeatureBinning": "HeteroFeatureBinningParam", "HeteroFeatureSelection": "FeatureSelectionParam",
+                 "OneHotEncoder": "OneHotEncoderParam", "SampleWeight": "SampleWeightParam"}
+
+
 def parameters(out: fpb.ComponentOutput) -> dict:
+    """tracking/component/parameters: {"module": ..., "<Module>Param": {the task's parameters}}, as FATE answers."""
     params = loads(out.parameters_json, {})
-    if isinstance(params, dict):
-        params.setdefault("module", out.task.module)
-    return params
+    module = out.task.module
+    return {"module": module, PARAM_CLASSES.get(module, f"{module}Param"): params}
 
 
 def table_info(t: fpb.TableInfo) -> dict:

@@ -18,6 +18,7 @@ from aiohttp import web
 from client.credentials import channel_credentials
 
 from . import credentials, fate_auth, metrics, openapi, transcode, ui
+from .uploads import MAX_UPLOAD, MAX_UPLOAD_KEY
 from .fate_auth import FateVerifier
 from .errors import last_resort
 from .families import aaas, delta, fate, fate_models, hugegraph, taskgroups
@@ -35,10 +36,14 @@ def family_routes() -> list[tuple[str, str, object]]:
 
 
 def build_app(channel: grpc.aio.Channel, max_body: int = MAX_BODY, require_credentials: bool = False,
-              fate_verifier: FateVerifier | None = None) -> web.Application:
+              fate_verifier: FateVerifier | None = None, authenticate=None, max_upload: int = MAX_UPLOAD,
+              open_metrics: bool = True) -> web.Application:
     app = web.Application(middlewares=[last_resort, credentials.pass_credentials], client_max_size=max_body)
     app[credentials.REQUIRE_CREDENTIALS] = require_credentials
     app[STUBS] = Stubs.on(channel)
+    app[MAX_UPLOAD_KEY] = max_upload
+    if authenticate is not None:
+        app[credentials.AUTHENTICATE] = authenticate
     if fate_verifier is not None:
         app[fate_auth.VERIFIER] = fate_verifier
     taken: set[tuple[str, str]] = set()
@@ -46,7 +51,7 @@ def build_app(channel: grpc.aio.Channel, max_body: int = MAX_BODY, require_crede
         app.router.add_route(method, path, handler)
         taken.add((method, path))
     transcode.add_routes(app, channel, taken)
-    metrics.add_routes(app)
+    metrics.add_routes(app, open_metrics)
     openapi.add_routes(app)
     ui.add_routes(app)
     return app
@@ -55,7 +60,8 @@ def build_app(channel: grpc.aio.Channel, max_body: int = MAX_BODY, require_crede
 class Gateway:
     def __init__(self, grpc_target: str, host: str = "127.0.0.1", port: int = 8080, *, ssl_context=None,
                  max_body: int = MAX_BODY, require_credentials: bool = False, tls_ca: str = "",
-                 fate_verifier: FateVerifier | None = None):
+                 fate_verifier: FateVerifier | None = None, authenticate=None, max_upload: int = MAX_UPLOAD,
+                 open_metrics: bool = True):
         self.grpc_target = grpc_target
         self.host = host
         self.port = port
@@ -64,6 +70,9 @@ class Gateway:
         self.require_credentials = require_credentials
         self.tls_ca = tls_ca                    # standalone: TLS to the gRPC server
         self.fate_verifier = fate_verifier      # in `serve --auth`: FATE request signing
+        self.authenticate = authenticate        # in `serve --auth`: credential -> None | why refused
+        self.max_upload = max_upload
+        self.open_metrics = open_metrics        # /metrics without a token
         self.channel: grpc.aio.Channel | None = None
         self.runner: web.AppRunner | None = None
 
@@ -82,7 +91,8 @@ class Gateway:
                                                      interceptors=credentials.interceptors())
         # handler_cancellation: a client that goes away ends its log stream (and the gRPC call) at once.
         self.runner = web.AppRunner(build_app(self.channel, self.max_body, self.require_credentials,
-                                              self.fate_verifier), handle_signals=False, access_log=None,
+                                              self.fate_verifier, self.authenticate, self.max_upload,
+                                              self.open_metrics), handle_signals=False, access_log=None,
                                     shutdown_timeout=1.0, handler_cancellation=True)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)

@@ -21,6 +21,13 @@ REALM = 'Basic realm="taskhub", charset="UTF-8"'
 # Set by `taskhub serve --auth`: a request without credentials is answered 401 by the gateway
 # itself (in its family's envelope), before any input is looked at.
 REQUIRE_CREDENTIALS = web.AppKey("require_credentials", bool)
+# In `taskhub serve --auth`: the server's own check of a credential ("Bearer <token>") -> None if
+# valid, else why not. Handlers run it before reading any body, so a caller with a bad token
+# cannot make the server read (or buffer) a byte of what it sends.
+AUTHENTICATE = web.AppKey("authenticate", object)
+# Request key set by gateway/fate_auth.check for a FATE-signed multipart request whose signature
+# covers fields the handler has yet to read (gateway/fate_auth.verify_form); no credential until then.
+SIGNATURE_PENDING = "fate-signature-pending"
 NO_CREDENTIALS = ("this server requires a token: send 'Authorization: Bearer <token>',"
                   " or HTTP Basic with the token as the password")
 
@@ -38,6 +45,18 @@ def authorization_of(header: str) -> str:
         token = password or user   # the token is the password; a lone user name is taken as the token
         return f"Bearer {token}" if token else "malformed Basic credentials"
     return header.strip()
+
+
+def refusal(request: web.Request) -> str | None:
+    """Why this request's credentials are refused before its body is read (None: go on).
+    Missing ones when the server requires them; bad ones when the server's check is at hand."""
+    caller = CALLER.get()
+    if request.get(SIGNATURE_PENDING) is not None:
+        return None   # a signed multipart upload: its handler verifies the signature before the file
+    if not caller:
+        return NO_CREDENTIALS if request.app.get(REQUIRE_CREDENTIALS) else None
+    check = request.app.get(AUTHENTICATE)
+    return check(caller) if check is not None else None
 
 
 @web.middleware

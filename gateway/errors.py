@@ -16,7 +16,7 @@ from aiohttp import web
 
 from client.fate_args import ArgumentError
 
-from .credentials import CALLER, NO_CREDENTIALS, REQUIRE_CREDENTIALS
+from .credentials import refusal
 
 log = logging.getLogger("taskhub.gateway")
 
@@ -68,8 +68,9 @@ def answers(render: Render):
     def wrap(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         @functools.wraps(handler)
         async def handle(request: web.Request) -> web.StreamResponse:
-            if request.app.get(REQUIRE_CREDENTIALS) and not CALLER.get():
-                return render(401, C.UNAUTHENTICATED, NO_CREDENTIALS)
+            why = refusal(request)  # before anything of the body is read
+            if why is not None:
+                return render(401, C.UNAUTHENTICATED, why)
             try:
                 return await handler(request)
             except web.HTTPException:

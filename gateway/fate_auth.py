@@ -24,7 +24,7 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from .credentials import CALLER, REQUIRE_CREDENTIALS
+from .credentials import CALLER, REQUIRE_CREDENTIALS, SIGNATURE_PENDING
 
 AUTHENTICATION_ERROR = 109
 HEADERS = ("TIMESTAMP", "NONCE", "APP_KEY", "SIGNATURE")
@@ -59,24 +59,31 @@ class FateVerifier:
     clock: Callable[[], float] = time.time
     _nonces: dict[str, float] = field(default_factory=dict)   # nonce -> when it may be forgotten
 
-    def verify(self, headers: Mapping[str, str], path_url: str, json_body: bytes = b"",
-               form: Mapping[str, str] | None = None) -> Refusal | str:
-        """The app key when the request is signed right, else a Refusal (retcode 109)."""
+    def precheck(self, headers: Mapping[str, str]) -> Refusal | None:
+        """What can be refused from the headers alone (before any body is read)."""
         missing = [h for h in HEADERS if not headers.get(h)]
         if missing:
             return Refusal(AUTHENTICATION_ERROR, f"authentication failed: missing header(s) {', '.join(missing)}")
-        timestamp, nonce, app_key, signature = (headers[h] for h in HEADERS)
         try:
-            sent_at = int(timestamp) / 1000
+            sent_at = int(headers["TIMESTAMP"]) / 1000
         except ValueError:
             return Refusal(AUTHENTICATION_ERROR, "authentication failed: TIMESTAMP must be milliseconds since the epoch")
-        now = self.clock()
-        if abs(now - sent_at) > self.window_seconds:
+        if abs(self.clock() - sent_at) > self.window_seconds:
             return Refusal(AUTHENTICATION_ERROR, f"authentication failed: the request timestamp is more than"
                                                  f" {self.window_seconds:g} s away from the server's clock")
+        if self.secret_of(headers["APP_KEY"]) is None:
+            return Refusal(AUTHENTICATION_ERROR, f"authentication failed: unknown APP_KEY {headers['APP_KEY']!r}")
+        return None
+
+    def verify(self, headers: Mapping[str, str], path_url: str, json_body: bytes = b"",
+               form: Mapping[str, str] | None = None) -> Refusal | str:
+        """The app key when the request is signed right, else a Refusal (retcode 109)."""
+        early = self.precheck(headers)
+        if early is not None:
+            return early
+        timestamp, nonce, app_key, signature = (headers[h] for h in HEADERS)
+        now = self.clock()
         secret = self.secret_of(app_key)
-        if secret is None:
-            return Refusal(AUTHENTICATION_ERROR, f"authentication failed: unknown APP_KEY {app_key!r}")
         try:
             expected = sign(secret, signed_message(timestamp, nonce, app_key, path_url, json_body, form))
         except UnicodeEncodeError:
@@ -97,7 +104,15 @@ class FateVerifier:
 async def verify_request(verifier: FateVerifier, request) -> Refusal | str:
     """verify() for an aiohttp request: JSON bodies are signed as sent, URL-encoded form fields as
     flow_sdk encodes them."""
+    early = verifier.precheck(request.headers)
+    if early is not None:
+        return early   # nothing of the body read for a request that cannot be right
     ctype = request.content_type
+    if ctype.startswith("multipart/"):
+        # Its fields are signed when flow_sdk sent a dict with the file (model/import), and none when
+        # it sent a MultipartEncoder (data/upload): the handler checks them with verify_form once it
+        # has read the fields, before the file. Until then the caller is only an app key.
+        return _PENDING
     json_body, form = b"", None
     if ctype == "application/json":
         json_body = await request.read()
@@ -116,6 +131,21 @@ async def verify_request(verifier: FateVerifier, request) -> Refusal | str:
 
 # The verifier of `taskhub serve --auth` (None: FATE signing is not checked, e.g. auth off).
 VERIFIER = web.AppKey("fate_verifier", FateVerifier)
+_PENDING = object()   # verify_request: a multipart request, checked by verify_form
+
+
+def verify_form(request, fields: dict[str, str]) -> Refusal | None:
+    """For a signed multipart request, once its text fields are read and before its file: None if
+    the signature matches (over these fields, or none), else the Refusal. None for unsigned requests."""
+    verifier = request.get(SIGNATURE_PENDING)
+    if verifier is None:
+        return None
+    request[SIGNATURE_PENDING] = None
+    verdict = verifier.verify(request.headers, request.raw_path, b"", fields or None)
+    if isinstance(verdict, Refusal):
+        return verdict
+    CALLER.set(f"Bearer {verifier.secret_of(verdict)}")
+    return None
 
 
 async def check(request) -> dict | None:
@@ -130,6 +160,9 @@ async def check(request) -> dict | None:
         verdict = await verify_request(verifier, request)
         if isinstance(verdict, Refusal):
             return verdict.envelope()
+        if verdict is _PENDING:   # the handler must call verify_form before reading the file
+            request[SIGNATURE_PENDING] = verifier
+            return None
         CALLER.set(f"Bearer {verifier.secret_of(verdict)}")
         return None
     if request.app.get(REQUIRE_CREDENTIALS) and not CALLER.get():

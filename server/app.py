@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, delta_service_p
 from client.cli_support import parse_duration
 from gateway.app import Gateway, connect_host
 
-from . import metrics
+from . import metrics, stages
 from .background import spawn
 from .api.auth_service import AuthService
 from .api.flow_service import FlowService
@@ -38,10 +39,13 @@ from .flow.model_store import ModelStore
 from .flow.models import FlowModels
 from .flow.registry import Registry
 from .flow.store import FlowStore
+from .flow.tenants import owner_lookups
 from .groups import TaskGroups
 from .modules import ModuleDescriber
 from .node.executor import Executor
+from .node import task_user as task_users
 from .node.local import LocalNode
+from .node.pool import worker_paths
 from .node.remote import NodeRegistry
 from .retention import Retention
 from .rpc_metrics import MetricsInterceptor
@@ -49,6 +53,8 @@ from .security import Security, SecurityConfig
 from .store import Store
 
 log = logging.getLogger("taskhub")
+LOCAL_OFF = ("local node OFF: under --auth tasks must not run as the server's user (they could read its"
+             " database and tokens), and {why}. Run tasks on node agents, fix that, or pass --trust-local-node")
 
 
 @dataclass
@@ -105,6 +111,8 @@ class Server:
         self.flow_data = FlowData(self.flow, fstore, data_dir)
         self.federation = Federation(self.flow_data)
         self.security = Security(cfg.security, self.store, self.engine, cfg.host, cfg.db)
+        # The rule table's FATE checks look up what a request names here (server/flow/tenants.py).
+        self.security.authority.owners.update(owner_lookups(fstore, self.flow.running_component))
         self.delta = DeltaTasks(self.engine, cfg.delta_tasks)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
@@ -114,6 +122,8 @@ class Server:
         self._stopped = asyncio.Event()
         self._background: list[asyncio.Task] = []
         self._closers: list = []
+        self._local_note = ""
+        self._fresh_work_dir = ""
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -121,7 +131,9 @@ class Server:
         # Bound first: tasks the engine brings back call this server (TASKHUB_SERVER) as soon as they run.
         # Authentication first: the metrics interceptor caches each method's handler, so nothing may
         # run after it per call (refused calls are counted by the audit, not by /metrics).
-        self.grpc = grpc.aio.server(interceptors=[*self.security.interceptors(), MetricsInterceptor()], options=[
+        # (With TASKHUB_STAGES set, bench/stages.py's timestamps bracket them: server/stages.py.)
+        interceptors = stages.interceptors([*self.security.interceptors(), MetricsInterceptor()])
+        self.grpc = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", cfg.security.max_message_bytes),
             ("grpc.max_send_message_length", cfg.security.max_message_bytes),
             ("grpc.so_reuseport", 0),
@@ -136,16 +148,24 @@ class Server:
         await self.nodes.start()
         self.groups.load()
         await self.security.start()
+        if cfg.security.auth:
+            for note in self.security.protect_files(cfg.db):
+                print(f"taskhub: {note}", flush=True)
         self._closers.append(self.nodes.stop)
         self.retention.start()
         self._closers.append(self.retention.stop)
         await self.flow.load()
         cores = os.cpu_count() or 1
-        if cfg.local_node:
+        task_user, self._local_note = self._local_node_user()
+        if cfg.local_node and not self._local_note.startswith("local node OFF"):
             work_dir = cfg.work_dir or os.path.join(os.path.dirname(os.path.abspath(cfg.db)), "work")
+            if task_user is not None:
+                work_dir = task_users.work_dir_for(task_user, cfg.work_dir)
+                self._fresh_work_dir = "" if cfg.work_dir else work_dir   # this run's own: removed at stop
+                self.security.share_socket(task_user.gid)
             self.executor = Executor(self.engine, python_workers=cfg.python_workers or cores, work_dir=work_dir,
                                      instance=self.engine.instance, kill_grace=cfg.kill_grace,
-                                     task_paths=cfg.task_paths)
+                                     task_paths=cfg.task_paths, task_user=task_user)
             self.executor.server_target = self._gateway_target or f"{connect_host(cfg.host)}:{self.grpc_port}"
             self.executor.data_dir = os.path.abspath(cfg.data_dir)
             await self.executor.start()
@@ -160,7 +180,8 @@ class Server:
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes), self.grpc)
         task_group_service_pb2_grpc.add_TaskGroupServiceServicer_to_server(TaskGroupService(self.groups), self.grpc)
         flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
-            FlowService(self.flow, self.flow_data, self.federation, self.flow_models), self.grpc)
+            FlowService(self.flow, self.flow_data, self.federation, self.flow_models,
+                        max_upload=cfg.security.max_upload_bytes), self.grpc)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(self.security.authority), self.grpc)
         delta_service_pb2_grpc.add_DeltaServiceServicer_to_server(DeltaService(self.delta), self.grpc)
         names = [auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
@@ -179,14 +200,35 @@ class Server:
             await self._start_gateway()
 
         self.security.announce()
-        print(f"taskhub: database {os.path.abspath(cfg.db)}; local node {'on' if cfg.local_node else 'off'}", flush=True)
+        if self._local_note:
+            print(f"taskhub: {self._local_note}", flush=True)
+        print(f"taskhub: database {os.path.abspath(cfg.db)}; local node {'on' if self.executor else 'off'}", flush=True)
+
+    def _local_node_user(self) -> tuple[task_users.TaskUser | None, str]:
+        """(the user the local node's tasks run as, or None for this process's; a note for `serve`)."""
+        sec = self.cfg.security
+        if not (self.cfg.local_node and sec.auth):
+            return None, ""
+        why = "only root can run them as --task-user"
+        if task_users.can_switch():
+            user = task_users.lookup(sec.task_user)
+            why = task_users.cannot_run_workers(user, [*worker_paths(self.cfg.task_paths),
+                                                       os.environ.get("PYTHONPATH", "")], "/")
+            if not why:
+                return user, f"local node tasks run as {user.name} (--task-user); they cannot read the server's files"
+        if sec.trust_local_node:
+            return None, ("local node ON as this server's own user (--trust-local-node): its tasks can read the"
+                          " database and the tokens; give tasks only to people you would make admin")
+        return None, LOCAL_OFF.format(why=why)
 
     async def _start_gateway(self) -> None:
         # The gateway is a gRPC client of this server; it is the first closer (its open streams end at once).
         target = self._gateway_target or f"{connect_host(self.cfg.host)}:{self.grpc_port}"
         gw = Gateway(target, self.cfg.host, self.cfg.http_port, ssl_context=self.security.http_ssl_context(),
                      max_body=self.cfg.security.max_message_bytes, require_credentials=self.cfg.security.auth,
-                     fate_verifier=self.security.fate_verifier())
+                     fate_verifier=self.security.fate_verifier(), authenticate=self.security.credential_check(),
+                     max_upload=self.cfg.security.max_upload_bytes,
+                     open_metrics=not self.cfg.security.auth or self.cfg.security.open_metrics)
         try:
             await gw.start()
         except OSError as e:
@@ -214,9 +256,12 @@ class Server:
             t.cancel()
         if self.executor:
             await self.executor.close()
+        if self._fresh_work_dir:
+            shutil.rmtree(self._fresh_work_dir, ignore_errors=True)
         await asyncio.sleep(0.05)  # let the last status changes reach the writer
         self.engine._flush()
         await asyncio.get_running_loop().run_in_executor(None, self.store.writer.stop)
+        stages.flush()
         self._stopped.set()
 
     async def wait(self) -> None:

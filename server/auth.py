@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -39,12 +40,44 @@ ALL_NAMESPACES = "*"
 DEFAULT_NAMESPACE = "default"
 
 
+# What a FATE request names, whose namespace (the tenant that created it) must be one of the
+# caller's. Each kind but the last three has a lookup (Authority.owners, filled by the flow domain:
+# server/flow/owners.py) that returns the namespaces of what the request names.
+JOB = "job"              # request.job_id (empty: a listing, filtered by the domain)
+TABLE = "table"          # request.namespace + name (a FATE table), or request.job_id
+MODEL = "model"          # request.model_id + model_version (or request.model.*)
+MODEL_VERSION = "model_version"  # request.job_id as a model version (and request.tag, a tag)
+TAG = "tag"              # request.name (a tag)
+TASK = "task"            # request.task_uid (a running component task)
+LISTING = "listing"      # names nothing: the domain lists/changes only what CALL_SCOPE allows
+IN_STREAM = "in-stream"  # a client stream: the domain checks what it names against CALL_SCOPE
+NOTHING = "nothing"      # reads no stored resource (e.g. GenerateDsl works on the DSL it is given)
+OWNER_KINDS = (JOB, TABLE, MODEL, MODEL_VERSION, TAG, TASK, LISTING, IN_STREAM, NOTHING)
+
+# The namespaces the current call may see and change (None: all of them: admin, '*', or no
+# auth). Set by the auth interceptor for the call's task; read by domains that list or create.
+CALL_SCOPE: ContextVar[tuple[str, ...] | None] = ContextVar("taskhub_call_scope", default=None)
+
+
+def home_namespace(default: str = DEFAULT_NAMESPACE) -> str:
+    """Where what the current caller creates goes when nothing names a namespace: `default` if it
+    may act there, else its first namespace."""
+    scope = CALL_SCOPE.get()
+    return default if not scope or default in scope else scope[0]
+
+
+def in_scope(namespace: str, scope: tuple[str, ...] | None = None) -> bool:
+    scope = CALL_SCOPE.get() if scope is None else scope
+    return scope is None or (namespace or DEFAULT_NAMESPACE) in scope
+
+
 @dataclass(frozen=True)
 class Rule:
     role: str
     namespace: str = ""     # dotted path of the namespace field(s) in the request; "" for none
     stamp: bool = False     # record the creating token in each spec's annotations
     audit: bool | None = None  # audit allowed calls too (default: anything beyond reading)
+    owner: str = ""         # FATE: what the request names (one of OWNER_KINDS); its namespace is checked
 
     @property
     def audited(self) -> bool:
@@ -85,35 +118,35 @@ RULES: dict[str, Rule] = {
     _A + "RevokeToken": Rule(ADMIN),
     _A + "WhoAmI": Rule(ANY_ROLE, audit=False),
     _A + "ListAudit": Rule(ADMIN, audit=False),
-    # FATE jobs: reads by job id for readers, changes for submitters (a job's tasks run in its
-    # namespace); the component-task calls come with the running task's own token.
-    _F + "SubmitJob": Rule(SUBMITTER, "namespace"),
-    _F + "GetJob": Rule(READER),
-    _F + "ListJobs": Rule(READER),
-    _F + "StopJob": Rule(SUBMITTER),
-    _F + "WatchJob": Rule(READER),
-    _F + "TraceJob": Rule(READER),
-    _F + "CleanQueue": Rule(SUBMITTER),
-    _F + "ListFlowTasks": Rule(READER),
-    _F + "ListComponents": Rule(READER),
-    _F + "GetComponentOutput": Rule(READER),
-    _F + "DeleteMetrics": Rule(SUBMITTER),
-    _F + "UploadData": Rule(SUBMITTER),
-    _F + "DownloadData": Rule(SUBMITTER),
-    _F + "UploadHistory": Rule(READER),
-    _F + "GetTable": Rule(READER),
-    _F + "DeleteTable": Rule(SUBMITTER),
-    _F + "ReadTable": Rule(READER),
-    _F + "WriteTable": Rule(SUBMITTER),
-    _F + "PutTracking": Rule(SUBMITTER, audit=False),
-    _F + "FederationSend": Rule(SUBMITTER, audit=False),
-    _F + "FederationReceive": Rule(SUBMITTER, audit=False),
-    # FATE models and tags: reads for readers, changes for submitters.
-    **{_F + m: Rule(READER) for m in ("ListModels", "GetPredictDsl", "GetPredictConf", "ExportModel", "ListTags",
-                                      "ListTaggedModels", "ListModelTags", "GenerateDsl")},
-    **{_F + m: Rule(SUBMITTER) for m in ("DeployModel", "ImportModel", "StoreModel", "RestoreModel", "MigrateModel",
-                                         "LoadModel", "BindModel", "DeleteModel", "CreateTag", "UpdateTag",
-                                         "DeleteTag", "TagModel")},
+    # FATE: every call names what it touches (`owner`), and that thing's namespace (the one it was
+    # created in) must be the caller's: reads by readers, changes by submitters. Component tasks
+    # call with their task's token, whose namespace is their job's. tests/test_fate_tenants.py
+    # fails for a FlowService RPC without an owner here.
+    _F + "SubmitJob": Rule(SUBMITTER, "namespace", owner=NOTHING),
+    **{_F + m: Rule(READER, owner=JOB) for m in ("GetJob", "WatchJob", "TraceJob", "ListComponents",
+                                                 "GetComponentOutput")},
+    **{_F + m: Rule(READER, owner=LISTING) for m in ("ListJobs", "ListFlowTasks", "UploadHistory", "ListModels",
+                                                     "ListTags")},
+    _F + "StopJob": Rule(SUBMITTER, owner=JOB),
+    _F + "CleanQueue": Rule(SUBMITTER, owner=LISTING),
+    _F + "DeleteMetrics": Rule(SUBMITTER, owner=JOB),  # by job_id, or by date within the caller's namespaces
+    _F + "UploadData": Rule(SUBMITTER, owner=IN_STREAM),
+    _F + "DownloadData": Rule(SUBMITTER, owner=TABLE),
+    _F + "GetTable": Rule(READER, owner=TABLE),
+    _F + "ReadTable": Rule(READER, owner=TABLE),
+    _F + "DeleteTable": Rule(SUBMITTER, owner=TABLE),
+    _F + "WriteTable": Rule(SUBMITTER, owner=IN_STREAM),
+    **{_F + m: Rule(SUBMITTER, audit=False, owner=TASK) for m in ("PutTracking", "FederationSend",
+                                                                  "FederationReceive")},
+    **{_F + m: Rule(READER, owner=MODEL) for m in ("GetPredictDsl", "GetPredictConf", "ExportModel")},
+    **{_F + m: Rule(SUBMITTER, owner=MODEL) for m in ("DeployModel", "StoreModel", "RestoreModel", "MigrateModel",
+                                                      "LoadModel", "BindModel", "DeleteModel")},
+    _F + "ImportModel": Rule(SUBMITTER, owner=IN_STREAM),
+    **{_F + m: Rule(SUBMITTER, owner=TAG) for m in ("CreateTag", "UpdateTag", "DeleteTag")},
+    _F + "ListTaggedModels": Rule(READER, owner=TAG),
+    _F + "TagModel": Rule(SUBMITTER, owner=MODEL_VERSION),
+    _F + "ListModelTags": Rule(READER, owner=MODEL_VERSION),
+    _F + "GenerateDsl": Rule(READER, owner=NOTHING),
     # Delta tasks: created by submitters; the exchange only by the running parts of a Delta task.
     "/taskhub.v1.DeltaService/CreateDeltaTask": Rule(SUBMITTER, "namespace"),
     "/taskhub.v1.DeltaService/StartDeltaClients": Rule(SUBMITTER, audit=False),
@@ -124,6 +157,9 @@ RULES: dict[str, Rule] = {
 # Open without a token: load balancers probe health; reflection only lists the public protos.
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIXES = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
+
+
+CHECKED_TOKENS = 10_000  # Authority._checked holds at most this many
 
 
 def now_ms() -> int:
@@ -156,9 +192,17 @@ class Authority:
     store: AuthStore
     task_lookup: Callable[[int], tuple[str, str] | None] = lambda task_id: None  # id -> (uid, namespace) if unfinished
     on_revoke: list[Callable[[str], None]] = field(default_factory=list)
+    # Rule.owner kind -> request -> the namespaces of what it names ([] when it names nothing
+    # that exists: the domain then answers NOT_FOUND). Filled by the FATE domain at start.
+    owners: dict[str, Callable[[object], list[str]]] = field(default_factory=dict)
     _by_hash: dict[str, TokenRecord] = field(default_factory=dict)
     _by_id: dict[str, TokenRecord] = field(default_factory=dict)
     _key: bytes = b""
+    _mac: hmac.HMAC | None = None  # HMAC-SHA256 under _key, copied for each task token
+    # token -> its Caller, for tokens already checked (thk_, thf_): a call then costs one lookup
+    # instead of a SHA-256 or an HMAC. Emptied when a token changes (revoke); expiry is checked on
+    # every hit; bounded, so unknown tokens cannot grow it without end.
+    _checked: dict[str, Caller] = field(default_factory=dict)
 
     async def load(self) -> None:
         for t in self.store.all_tokens():
@@ -169,10 +213,12 @@ class Authority:
             await self.store.save_server_key(key)
             key = self.store.server_key()
         self._key = bytes.fromhex(key)
+        self._mac = hmac.new(self._key, digestmod=hashlib.sha256)
 
     def _remember(self, t: TokenRecord) -> None:
         self._by_hash[t.hash] = t
         self._by_id[t.id] = t
+        self._checked.clear()
 
     # -- tokens -------------------------------------------------------------
     async def create(self, name: str, role: str, namespaces: list[str], ttl_seconds: int = 0) -> tuple[TokenRecord, str]:
@@ -240,8 +286,9 @@ class Authority:
 
     # -- task tokens -------------------------------------------------------------
     def task_token(self, task_id: int, uid: str) -> str:
-        mac = hmac.new(self._key, f"{task_id}:{uid}".encode(), hashlib.sha256).hexdigest()[:40]
-        return f"tht_{task_id}_{mac}"
+        mac = self._mac.copy()  # keyed once (load): per run only the message is hashed
+        mac.update(f"{task_id}:{uid}".encode())
+        return f"tht_{task_id}_{mac.hexdigest()[:40]}"
 
     def task_env(self, task_id: int, uid: str) -> dict[str, str]:
         """What a run's environment gets so its code can call the server as its task."""
@@ -258,8 +305,11 @@ class Authority:
 
     # -- checks ----------------------------------------------------------------
     def authenticate_token(self, token: str) -> Caller:
+        caller = self._checked.get(token)
+        if caller is not None and not (caller.expire_time_ms and now_ms() >= caller.expire_time_ms):
+            return caller
         if token.startswith("tht_"):
-            return self._task_caller(token)
+            return self._task_caller(token)  # valid only while its task runs: checked every time
         if token.startswith("thf_"):
             token_id = token[4:].partition("_")[0]
             expected = self.fate_secret(token_id)
@@ -272,7 +322,11 @@ class Authority:
             raise errors.Unauthenticated(f"token {t.id} ({t.name}) has been revoked")
         if t.expire_time_ms and now_ms() >= t.expire_time_ms:
             raise errors.Unauthenticated(f"token {t.id} ({t.name}) has expired; ask an admin for a new one")
-        return Caller(t.id, t.name, t.role, t.namespaces, t.expire_time_ms)
+        caller = Caller(t.id, t.name, t.role, t.namespaces, t.expire_time_ms)
+        if len(self._checked) >= CHECKED_TOKENS:
+            self._checked.clear()
+        self._checked[token] = caller
+        return caller
 
     def _task_caller(self, token: str) -> Caller:
         _, _, rest = token.partition("_")
@@ -303,6 +357,13 @@ class Authority:
             seen.append(self._scope(caller, message, name))
             if rule.stamp:
                 message.annotations["taskhub.token"] = caller.label
+        if rule.owner and rule.owner in self.owners and request is not None:
+            scope = call_scope(caller)
+            for ns in self.owners[rule.owner](request):
+                if not in_scope(ns, scope):
+                    raise errors.PermissionDenied(
+                        f"{method.rsplit('/', 1)[-1]} names a FATE {rule.owner} of namespace {ns!r};"
+                        f" this token may act only in {', '.join(caller.namespaces) or 'none'}")
         return ",".join(dict.fromkeys(seen))
 
     @staticmethod
@@ -328,6 +389,11 @@ class Authority:
               peer: str) -> None:
         self.store.append_audit([AuditRecord(now_ms(), caller.id if caller else "", caller.name if caller else "",
                                              method, namespace, tasks, allowed, reason, peer)])
+
+
+def call_scope(caller: Caller) -> tuple[str, ...] | None:
+    """What CALL_SCOPE holds for this caller's calls."""
+    return None if ALL_NAMESPACES in caller.namespaces else tuple(caller.namespaces)
 
 
 def _namespace_fields(message, path: str):

@@ -29,7 +29,8 @@ def cmd_serve(a) -> int:
         auth=a.auth, insecure=a.insecure, tls_cert=a.tls_cert, tls_key=a.tls_key, tls_client_ca=a.tls_client_ca,
         admin_token_file=a.admin_token_file, open_reflection=not a.close_reflection,
         max_message_bytes=int(a.max_message_mb * (1 << 20)), max_streams_per_token=a.max_streams_per_token,
-        fate_sign_window=a.fate_sign_window)
+        fate_sign_window=a.fate_sign_window, max_upload_bytes=int(a.max_upload_mb * (1 << 20)),
+        open_metrics=a.open_metrics, task_user=a.task_user, trust_local_node=a.trust_local_node)
     cfg = ServerConfig(
         db=a.db, host=a.host, grpc_port=a.grpc_port, http_port=a.http_port, local_node=not a.no_local_node,
         slots=a.slots, python_workers=a.python_workers,
@@ -57,13 +58,16 @@ def cmd_gateway(a) -> int:
 def cmd_agent(a) -> int:
     from .node.agent import AgentConfig
     from .node.agent import run as run_agent
+    if a.token:
+        print("taskhub node: --token on the command line is visible to every user of this machine (ps);"
+              " pass it as TASKHUB_TOKEN instead", file=sys.stderr, flush=True)
     return run_agent(AgentConfig(
         server=a.server.removeprefix("grpc://"), name=a.name, address=a.address, slots=a.slots,
         labels=key_values(a.label, "--label"), python_workers=a.python_workers, work_dir=a.work_dir,
         data_dir=a.data_dir,
         task_paths=a.task_path or [], kill_grace=a.kill_grace, heartbeat=a.heartbeat, max_backoff=a.max_backoff,
         token=a.token if a.token is not None else env_token(), tls_ca=a.tls_ca if a.tls_ca is not None else env_tls_ca(),
-        tls_cert=a.tls_cert, tls_key=a.tls_key))
+        tls_cert=a.tls_cert, tls_key=a.tls_key, task_user=a.task_user, trust_tasks=a.trust_tasks))
 
 
 def add_agent_flags(n: argparse.ArgumentParser) -> None:
@@ -84,6 +88,10 @@ def add_agent_flags(n: argparse.ArgumentParser) -> None:
                    help="heartbeat interval (default: what the server asks, a quarter of its --node-timeout)")
     n.add_argument("--max-backoff", type=float, default=5.0, metavar="SECONDS",
                    help="longest wait between reconnect attempts (default 5)")
+    n.add_argument("--task-user", default="nobody", metavar="USER",
+                   help="with a token, run tasks as this unprivileged user (the agent must be root; default nobody)")
+    n.add_argument("--trust-tasks", action="store_true",
+                   help="with a token and not root: run tasks as the agent's own user anyway (they can read its token)")
     n.set_defaults(fn=cmd_agent)
 
 
@@ -135,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where --auth keeps the bootstrap admin token (default: admin.token next to --db)")
     sec.add_argument("--close-reflection", action="store_true", help="gRPC reflection needs a token too")
     sec.add_argument("--max-message-mb", type=float, default=64, help="largest request or message (default 64)")
+    sec.add_argument("--max-upload-mb", type=float, default=1024,
+                     help="largest streamed upload (FATE data/upload, model/import); refused as soon as it passes"
+                          " (default 1024)")
+    sec.add_argument("--open-metrics", action="store_true", help="with --auth, /metrics without a token")
+    sec.add_argument("--task-user", default="nobody", metavar="USER",
+                     help="with --auth, the local node runs tasks as this unprivileged user (default nobody)")
+    sec.add_argument("--trust-local-node", action="store_true",
+                     help="with --auth and not root: run the local node's tasks as the server's own user anyway"
+                          " (they can read its database and tokens)")
     sec.add_argument("--max-streams-per-token", type=int, default=256,
                      help="open streams (trace, wait, agent) one token may hold (default 256)")
     sec.add_argument("--fate-sign-window", type=float, default=60.0, metavar="SECONDS",

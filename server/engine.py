@@ -12,19 +12,21 @@ import copy
 import heapq
 import json
 import logging
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 
-from . import errors, metrics
+from . import errors, metrics, stages
 from .logbus import LogBus
 from .model import (ANY_NAMESPACE, DEFAULT_NAMESPACE, IllegalTransition, Resources, Status, Task,
                     TaskSpec, TaskType, module_allowed, now_ms)
 from .node.base import Node
 from .node.executor import Outcome, Run
 from .node.spawner import kill_orphans
+from .request_keys import RequestKeys
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ class Engine:
         self._enders: dict[int, set[asyncio.Queue]] = {}
         self._next_id = 0
         self._creating: dict[str, asyncio.Future] = {}  # idempotency key -> the create in flight
+        self._request_keys = RequestKeys()  # keys that may be committed already (the rest are surely new)
         self._placed: list[tuple[Task, int, Node]] = []  # placed on an agent, started once committed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
@@ -96,6 +99,8 @@ class Engine:
         self._next_id = self.store.max_task_id()
         self.instance = self.store.get_kv("instance") or uuid.uuid4().hex
         await self.store.writer.execute([("INSERT OR IGNORE INTO kv(key, value) VALUES ('instance', ?)", (self.instance,))])
+        since = now_ms() - int(self.config.request_window_seconds * 1000)
+        self._request_keys = await self._loop.run_in_executor(None, lambda: RequestKeys(self.store.request_keys(since)))
         await self._recover()
 
     async def _recover(self) -> None:
@@ -257,10 +262,11 @@ class Engine:
                 return await asyncio.shield(self._creating[key])
             except errors.TaskhubError:
                 continue  # that attempt failed; this one tries for itself
-        since = now_ms() - int(self.config.request_window_seconds * 1000)
-        ids = self.store.created_by_request(key, since)
-        if ids is not None:
-            return self._created_before(request_id, ids)
+        if self._request_keys.may_exist(key):  # a retry (or a false positive): the store knows
+            since = now_ms() - int(self.config.request_window_seconds * 1000)
+            ids = self.store.created_by_request(key, since)
+            if ids is not None:
+                return self._created_before(request_id, ids)
         self._creating[key] = fut = self._loop.create_future()
         try:
             tasks = await self._create(specs, key)
@@ -290,19 +296,34 @@ class Engine:
                 " (--max-queued); retry later, with backoff")
         ts = now_ms()
         tasks = []
-        for spec in specs:
+        uids = os.urandom(16 * len(specs)).hex()  # one read of random bytes for the batch's uids
+        for i, spec in enumerate(specs):
             self._next_id += 1
-            tasks.append(Task(self._next_id, spec, create_time_ms=ts))
-        await self.store.writer.insert_tasks(tasks, request_key)
+            tasks.append(Task(self._next_id, spec, uids[32 * i:32 * i + 32], ts))
+        committed = self.store.writer.insert_tasks(tasks, request_key)
+        if stages.ON:
+            for t in tasks:
+                stages.claim_call(t.id)
+                stages.mark(t.id, "queued")
+        await committed
+        if request_key:
+            self._request_keys.add(request_key)
+        if stages.ON:
+            for t in tasks:
+                stages.mark(t.id, "committed")
         metrics.tasks_created(tasks)
         for t in tasks:
             self.tasks[t.id] = t
             self._by_uid[t.uid] = t.id
             self._colocate_add(t)
             self.logs.known_empty(t.id)
-            self._push(t)
+            heapq.heappush(self._ready, (-t.spec.priority, t.id))
+        self._fresh.extend(tasks)
         if self._list_watchers:
             self._publish_list([copy.copy(t) for t in tasks], [])
+        if not self._stopping:
+            # Placed now, before the answer is sent: the round trip waits on the run, not on the reply.
+            self._schedule()
         return tasks
 
     # ------------------------------------------------------------------ read
@@ -383,13 +404,15 @@ class Engine:
         self._watchers.setdefault(task.id, set()).add(q)
         try:
             current = self.tasks.get(task.id)
-            if current is None:  # finished and committed
-                yield self.get(ANY_NAMESPACE, task.id)
+            if current is None:  # finished and committed: `task` was just read back (no second read)
+                yield task if task.terminal else self.get(ANY_NAMESPACE, task.id)
                 return
             if not current.terminal:  # a terminal one is yielded once committed, below
                 yield copy.copy(current)
             while True:
                 snap = await q.get()
+                while not snap.terminal and not q.empty():
+                    snap = q.get_nowait()  # changes made in one go (placement) are sent as the latest
                 yield snap
                 if snap.terminal:
                     return
@@ -440,9 +463,13 @@ class Engine:
                 waiting.add(i)
                 self._enders.setdefault(i, set()).add(q)
         try:
-            ended = [self.get(namespace, i) for i in ids if i not in waiting]
-            if ended:
-                yield ended
+            gone = [i for i in ids if i not in waiting]
+            if gone:  # ended (and committed) before the call: read in one go, not one by one
+                found = {t.id: t for t in self.store.tasks_by_ids(gone) if _in_namespace(t, namespace)}
+                missing = next((i for i in gone if i not in found), None)
+                if missing is not None:
+                    self.get(namespace, missing)  # raises NotFound, as a single read would
+                yield [found[i] for i in gone]
             while waiting:
                 batch = [await q.get()]
                 while not q.empty():
@@ -602,6 +629,8 @@ class Engine:
             self._touch(task)
 
     def on_exit(self, task_id: int, outcome: Outcome) -> None:
+        if stages.ON:
+            stages.mark(task_id, "exited")
         task = self.tasks.get(task_id)
         if task is None:
             return
@@ -717,6 +746,8 @@ class Engine:
             self._publish(snap)
             for q in self._enders.pop(snap.id, ()):
                 q.put_nowait(snap)
+            if stages.ON:
+                stages.mark(snap.id, "announced")
             if snap.spec.annotations and OBSERVER in snap.spec.annotations:
                 self._observe(snap)
 

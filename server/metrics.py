@@ -35,13 +35,35 @@ RPC_SECONDS = Histogram("grpc_server_handling_seconds", "Time to answer an RPC (
 WAITING = frozenset({Status.NEW, Status.SCHEDULING, Status.SCHEDULED, Status.QUEUED, Status.PENDING, Status.RESTORING})
 
 
+def _children(metric) -> Callable:
+    """metric.labels(...) cached per label values: labels() costs microseconds on every call (it
+    validates and locks); the hot paths call this instead."""
+    cache: dict = {}
+
+    def child(*values):
+        c = cache.get(values)
+        if c is None:
+            c = cache[values] = metric.labels(*values)
+        return c
+    return child
+
+
+_created = _children(TASKS_CREATED)
+_finished = _children(TASKS_FINISHED)
+_STATUS_LABEL = {s: s.name.lower() for s in Status}
+_INSERTED, _UPDATED, _LOGGED = (STORE_COMMIT_ROWS.labels(k) for k in ("task_insert", "task_update", "log_line"))
+
+
 def tasks_created(tasks) -> None:
+    if len(tasks) == 1:
+        _created(tasks[0].spec.namespace).inc()
+        return
     for namespace, n in Tally(t.spec.namespace for t in tasks).items():
-        TASKS_CREATED.labels(namespace).inc(n)
+        _created(namespace).inc(n)
 
 
 def task_finished(task) -> None:
-    TASKS_FINISHED.labels(task.spec.namespace, task.status.name.lower()).inc()
+    _finished(task.spec.namespace, _STATUS_LABEL[task.status]).inc()
 
 
 def task_started(task) -> None:
@@ -52,11 +74,11 @@ def task_started(task) -> None:
 def store_committed(seconds: float, inserted: int, updated: int, log_lines: int) -> None:
     STORE_COMMIT.observe(seconds)
     if inserted:
-        STORE_COMMIT_ROWS.labels("task_insert").inc(inserted)
+        _INSERTED.inc(inserted)
     if updated:
-        STORE_COMMIT_ROWS.labels("task_update").inc(updated)
+        _UPDATED.inc(updated)
     if log_lines:
-        STORE_COMMIT_ROWS.labels("log_line").inc(log_lines)
+        _LOGGED.inc(log_lines)
         LOG_LINES.inc(log_lines)
 
 

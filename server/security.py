@@ -6,6 +6,7 @@ import ipaddress
 import os
 import shutil
 import ssl
+import stat
 import tempfile
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import grpc
 from gateway.app import https_context
 from gateway.fate_auth import FateVerifier
 
+from . import errors
 from .api.auth_interceptor import AuthInterceptor
 from .auth import Authority
 from .auth_store import AuthStore
@@ -31,6 +33,10 @@ class SecurityConfig:
     max_message_bytes: int = 64 << 20
     max_streams_per_token: int = 256
     fate_sign_window: float = 60.0   # seconds a FATE-signed request's TIMESTAMP may be off
+    max_upload_bytes: int = 1 << 30  # a streamed upload (FATE data/upload, model/import)
+    open_metrics: bool = False       # with auth: /metrics without a token
+    task_user: str = "nobody"        # with auth: the local node's tasks run as this user
+    trust_local_node: bool = False   # with auth, not root: local tasks as the server's user anyway
 
 
 def is_loopback(host: str) -> bool:
@@ -68,11 +74,55 @@ class Security:
             return None
         return task.uid, task.spec.namespace
 
+    def protect_files(self, db: str) -> list[str]:
+        """Under --auth: what this process writes from now on is its user's only (umask 077), and the
+        database, its directory, the admin token and the TLS key are made so. Returns notes for `serve`."""
+        os.umask(0o077)
+        notes = []
+        db = os.path.abspath(db)
+        folder = os.path.dirname(db)
+        st = os.stat(folder)
+        if st.st_uid == os.geteuid() and not st.st_mode & stat.S_ISVTX:   # never a shared dir like /tmp
+            os.chmod(folder, 0o700)
+        elif st.st_mode & 0o077:
+            notes.append(f"the database's directory {folder} is shared with other users; its files are 0600")
+        for path in (db, db + "-wal", db + "-shm", self.admin_file, self.cfg.tls_key):
+            if path and os.path.exists(path) and os.stat(path).st_mode & 0o077:
+                os.chmod(path, 0o600)
+                if path == self.cfg.tls_key:
+                    notes.append(f"made --tls-key {path} readable by this user only (it was readable by others)")
+        return notes
+
+    def share_socket(self, gid: int) -> None:
+        """With TLS, tasks running as the task user (group `gid`) may dial the private socket (their
+        token is still checked); no one else may."""
+        if not self._socket_dir:
+            return
+        os.chown(self._socket_dir, -1, gid)
+        os.chmod(self._socket_dir, 0o710)
+        sock = os.path.join(self._socket_dir, "grpc.sock")
+        if os.path.exists(sock):
+            os.chown(sock, -1, gid)
+            os.chmod(sock, 0o660)
+
     async def start(self) -> None:
         await self.authority.load()
         if self.cfg.auth:
             self._admin_created = await self.authority.ensure_admin_file(self.admin_file)
             self.engine.run_env = lambda task: self.authority.task_env(task.id, task.uid)
+
+    def credential_check(self):
+        """For the in-process gateway: "Bearer <token>" -> None if valid, else why not (before any body)."""
+        if not self.cfg.auth:
+            return None
+
+        def check(credential: str) -> str | None:
+            try:
+                self.authority.authenticate(credential)
+            except errors.TaskhubError as e:
+                return str(e)
+            return None
+        return check
 
     def fate_verifier(self):
         """FATE request signing for the in-process gateway (gateway/fate_auth.py): secrets are
@@ -129,5 +179,6 @@ class Security:
             print(f"taskhub: admin token in {self.admin_file}", flush=True)
 
     def close(self) -> None:
+        self.authority.store.flush_audit()  # the last audit entries, before the writer stops
         if self._socket_dir:
             shutil.rmtree(self._socket_dir, ignore_errors=True)

@@ -209,6 +209,10 @@ class Store:
                                 (key, since_ms)).fetchone()
         return [int(i) for i in row[0].split(",")] if row else None
 
+    def request_keys(self, since_ms: int) -> Iterable[str]:
+        """Every idempotency key recorded since since_ms (read once at start)."""
+        return (r[0] for r in self.conn.execute("SELECT key FROM create_requests WHERE created_ms>=?", (since_ms,)))
+
     def tasks_by_ids(self, ids: list[int]) -> list[Task]:
         found = {}
         for i in range(0, len(ids), 500):

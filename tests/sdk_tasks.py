@@ -23,3 +23,9 @@ class Broken(PythonTask):
 class Hello(CommandTask):
     name = "hello"
     argv = ["sh", "-c", "echo hello from $TASKHUB_TASK_ID"]
+
+
+def read_file(path: str) -> str:
+    """What a task can read of a file (tests/test_security_hardening.py: nothing of the server's)."""
+    with open(path) as f:
+        return f.read()

@@ -336,7 +336,7 @@ _TABLE = {"namespace": "n", "table_name": "t"}
 HTTP_SAMPLES.update({("POST", f"/v1/{path}"): (f"/v1/{path}", body) for path, body in {
     "job/submit": {"job_runtime_conf": {"initiator": {"role": "guest", "party_id": 1}, "role": {"guest": [1]}},
                    "job_dsl": {"components": {}}},
-    "job/stop": _JOB, "job/query": {}, "job/list/job": {}, "job/config": _JOB, "job/log/download": _JOB,
+    "job/stop": _JOB, "job/query": {}, "job/list/job": {}, "job/config": _JOB, "job/log/download": _JOB, "job/log": _JOB,
     "job/data/view/query": _JOB, "job/list/task": {}, "job/task/query": _JOB, "job/clean/queue": {},
     "job/dsl/generate": {"train_dsl": "{}", "cpn_str": "reader_0"},
     "log/size": _JOB, "log/cat": _JOB,

@@ -18,3 +18,27 @@ def test_bench_quick_writes_every_figure(tmp_path):
         assert figures[key]["median"] > 0, key
     for kind in ("python", "command"):
         assert figures[f"latency_{kind}_ms"]["submit_to_running"]["p50"] > 0
+    result = json.loads(out.read_text())
+    for auth in ("auth_off", "auth_on"):  # the round trip by stage, from a real instrumented server
+        stages = result["stages"][auth]
+        assert stages["trips"] > 0 and stages["round trip"]["p50_ms"] > 0
+        assert all(stages[name]["mean_ms"] >= 0 for name in ("commit", "dispatch to worker", "waiter notified"))
+    assert result["ceiling"]["limit_batched_per_s"] > 0 and result["ceiling"]["taskhub_batched_fraction"] > 0
+    assert "guard:" in p.stdout
+
+
+def test_guard_prints_each_figure_that_fell():
+    """bench/guard.py: rates that dropped and latencies that rose by more than 15 %, nothing else."""
+    sys.path.insert(0, str(REPO))
+    from bench import guard
+    previous = {"machine": {"quick": False}, "figures": {
+        "creates_per_s": {"median": 1000.0}, "python_noop_per_s": {"median": 1000.0},
+        "latency_python_ms": {"submit_to_done": {"p50": 2.0, "p99": 10.0}}}}
+    current = {"machine": {"quick": False}, "figures": {
+        "creates_per_s": {"median": 800.0}, "python_noop_per_s": {"median": 900.0},
+        "latency_python_ms": {"submit_to_done": {"p50": 2.5, "p99": 9.0}}}}
+    fell = {name: (old, new) for name, old, new, _ in guard.fell(previous, current)}
+    assert fell == {"creates_per_s": (1000.0, 800.0), "latency_python_ms.submit_to_done.p50": (2.0, 2.5)}
+    text = guard.report(previous, current)
+    assert "creates_per_s" in text and "1,000.00" in text and "800.00" in text and "python_noop" not in text
+    assert "not compared" in guard.report({"machine": {"quick": True}}, current)

@@ -43,3 +43,14 @@ def test_values_it_cannot_sum_are_refused_with_a_reason():
         masked_uploads([pd.Series([np.nan]), pd.Series([1.0])])
     with pytest.raises(secagg.SecureAggregationError, match="str"):
         masked_uploads(["text", "more"])
+
+
+def test_bad_or_low_order_peer_keys_are_refused():
+    private, public = secagg.keypair()
+    assert len(bytes.fromhex(public)) == 32
+    for bad in ("00" * 32, "01" + "00" * 31, "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+                "abcd", 12345):   # zero, order 1, order 8 (small-subgroup points), too short, not a key
+        with pytest.raises(secagg.SecureAggregationError, match="not a valid X25519 key"):
+            secagg.shared_secret(private, bad)
+    other, other_public = secagg.keypair()
+    assert secagg.shared_secret(private, other_public) == secagg.shared_secret(other, public)

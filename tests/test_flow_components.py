@@ -60,7 +60,7 @@ def test_data_transform_missing_fill_and_predict_mode():
 
 @pytest.mark.parametrize("params, message", [
     ({"with_lable": True}, "unknown parameter(s) with_lable"),
-    ({"output_format": "sparse"}, "output_format='sparse' is not supported"),
+    ({"output_format": "tag"}, "output_format='tag' is not supported"),
     ({"missing_fill_method": "mean"}, "missing_fill is false"),
     ({"with_label": True, "label_name": "label"}, "label_name 'label' is not a column"),
 ])
@@ -368,7 +368,8 @@ def test_hetero_lr_two_hosts():
     hosts = conf["component_parameters"]["role"]["host"]
     hosts["1"] = json.loads(json.dumps(hosts["0"]))
     with pytest.raises(ComponentError, match="only early_stop weight_diff"):
-        run_component("HeteroLR", conf["role"], [PartySpec("guest", 0, {"early_stop": "diff"})])
+        run_component("HeteroLR", conf["role"], [PartySpec("guest", 0, {"early_stop": "diff"},
+                                                           {"train_data": [csv_table("breast_hetero_guest")]})])
     common = conf["component_parameters"]["common"]
     common["intersection_0"] = {"intersect_method": "raw"}      # the subject here is HeteroLR
     common["hetero_lr_0"].update(early_stop="weight_diff", learning_rate=0.05)

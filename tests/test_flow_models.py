@@ -20,7 +20,7 @@ from test_flow_sdk import sdk, wait_status
 
 pytest.importorskip("flow_sdk.client")
 
-CPNS = ["reader_0", "data_transform_0", "intersection_0", "hetero_lr_0", "evaluation_0"]
+CPNS = ["reader_0", "data_transform_0", "intersection_0", "hetero_lr_0"]    # what FATE's published predict DSL holds
 MODEL_ID = f"arbiter-{HOST}#guest-{GUEST}#host-{HOST}#model"
 
 
@@ -82,7 +82,7 @@ def test_train_deploy_predict_round_trip(server, fc, trained, deployed):
     only = fc.model.get_model_info(model_version=trained, role="host", party_id=HOST, query_filters=["role"])
     assert only["data"] == [{"f_role": "host"}]
 
-    # The generated predict DSL is FATE's published one (Evaluation left out, pipeline.* models wired).
+    # The generated predict DSL is FATE's published one (pipeline.<cpn>.<model output> wired).
     predict_dsl = published("hetero_lr_normal_predict_dsl")
     got = fc.model.get_predict_dsl(MODEL_ID, deployed)
     assert got["retcode"] == 0 and got["data"] == predict_dsl
@@ -104,6 +104,12 @@ def test_train_deploy_predict_round_trip(server, fc, trained, deployed):
     assert len(predicted) == 569 and predicted.keys() == own.keys()
     assert max(abs(predicted[k] - own[k]) for k in own) < 1e-9
 
+    # The conf alone (FATE 1.7+'s documented way after deploy): the deployed predict DSL runs.
+    alone = fc.job.submit(conf)
+    assert alone["retcode"] == 0, alone
+    assert wait_status(fc, alone["jobId"], {"success", "failed", "canceled"}, timeout=300) == "success"
+    assert scores(server, alone["jobId"]) == predicted
+
     # A predict job naming a model this server does not have is refused at submit.
     conf["job_parameters"]["common"]["model_version"] = "19700101000000000000"
     refused = fc.job.submit(conf, predict_dsl)
@@ -118,7 +124,14 @@ def test_deploy_and_generate_refuse_what_cannot_be_deployed(fc, trained):
     unknown = fc.job.generate_dsl(published("hetero_lr_normal_dsl"), ["reader_0", "nope_0"])
     assert unknown["retcode"] == 101 and "nope_0" in unknown["retmsg"]
     only_eval = fc.job.generate_dsl(published("hetero_lr_normal_dsl"), "evaluation_0")
-    assert only_eval["retcode"] == 101 and "training-only" in only_eval["retmsg"]
+    assert only_eval["retcode"] == 101 and "hetero_lr_0 is not deployed" in only_eval["retmsg"]
+    # Without cpn_list FATE deploys every component of the training DSL, Evaluation included.
+    everything = fc.model.deploy(MODEL_ID, trained)
+    assert everything["retcode"] == 0, everything
+    whole = fc.model.get_predict_dsl(MODEL_ID, everything["data"]["model_version"])["data"]
+    assert list(whole["components"]) == CPNS + ["evaluation_0"]
+    assert whole["components"]["evaluation_0"] == {"module": "Evaluation", "input": {"data": {"data": ["hetero_lr_0.data"]}},
+                                                   "output": {"data": ["data"]}}
     not_deployed = fc.model.get_predict_dsl(MODEL_ID, trained)
     assert not_deployed["retcode"] == 210
 

@@ -123,7 +123,7 @@ def test_components_outputs_and_metrics(fc, done_job, tmp_path):
     params = fc.component.parameters(job_id=done_job, role="guest", party_id=GUEST,
                                      component_name="data_transform_0")
     assert params["retcode"] == 0 and params["data"]["module"] == "DataTransform", params
-    assert "with_label" in json.dumps(params["data"])
+    assert "with_label" in params["data"]["DataTransformParam"]       # nested under the class, as FATE 1.11
 
     out = fc.component.output_data(job_id=done_job, role="guest", party_id=GUEST, component_name="data_transform_0",
                                    output_path=str(tmp_path))

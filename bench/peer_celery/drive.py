@@ -1,24 +1,43 @@
 """Drives the Celery workloads and prints one JSON line. Run by the peer venv's python.
 
-    python -m bench.peer_celery.drive A|B|C COUNT [CLIENTS]
+    python -m bench.peer_celery.drive A|B|C|G COUNT [CLIENTS]
+
+A and B: delay() per task from CLIENTS threads, then each result; G: the same no-op tasks sent
+as group()s of GROUP tasks (Celery's batch), each group's results read with one get();
+C: sequential delay().get() round trips.
 """
 import json
 import sys
 import threading
 import time
 
+from celery import group
+
 from bench.peer_celery.app import noop, true
 
+GROUP = 250  # as taskhub's CreateTasks batches in bench/workloads.py
 
-def throughput(task, total: int, clients: int) -> float:
+
+def one_by_one(task, per: int) -> None:
+    results = [task.delay() for _ in range(per)]
+    for r in results:
+        r.get(timeout=600)
+
+
+def grouped(task, per: int) -> None:
+    results = [group(task.s() for _ in range(min(GROUP, per - start))).apply_async()
+               for start in range(0, per, GROUP)]
+    for r in results:
+        r.get(timeout=600)
+
+
+def throughput(task, total: int, clients: int, send=one_by_one) -> float:
     per = total // clients
     errors = []
 
     def client():
         try:
-            results = [task.delay() for _ in range(per)]
-            for r in results:
-                r.get(timeout=600)
+            send(task, per)
         except Exception as e:  # reported, not hidden
             errors.append(repr(e))
 
@@ -47,6 +66,8 @@ if __name__ == "__main__":
     clients = int(sys.argv[3]) if len(sys.argv) > 3 else 8
     if workload == "A":
         print(json.dumps({"rate": throughput(noop, count, clients)}))
+    elif workload == "G":
+        print(json.dumps({"rate": throughput(noop, count, clients, grouped)}))
     elif workload == "B":
         print(json.dumps({"rate": throughput(true, count, clients)}))
     else:

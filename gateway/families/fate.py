@@ -236,6 +236,7 @@ ROUTES = [
     ("POST", "/v1/job/list/job", list_jobs),
     ("POST", "/v1/job/config", config),
     ("POST", "/v1/job/log/download", log_download),
+    ("POST", "/v1/job/log", log_download),            # what FATE 1.5/1.6 clients call for the same archive
     ("POST", "/v1/job/data/view/query", data_view),
     ("POST", "/v1/job/list/task", list_tasks),
     ("POST", "/v1/job/task/query", task_query),

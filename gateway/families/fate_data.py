@@ -15,11 +15,11 @@ from taskhub.v1 import flow_service_pb2 as fpb
 
 from client import flow_rows as rows
 
-from ..errors import BadRequest
+from .. import fate_auth, uploads
+from ..errors import BadRequest, json_response
 from .common import TIMEOUT, stubs
 from .fate_wire import ARGUMENT, EXCEPTION, body_of, envelope, integer, party, route, text
 
-CHUNK = 1 << 20
 UPLOAD_TIMEOUT = 3600.0
 
 
@@ -51,21 +51,6 @@ async def file_part(request: web.Request):
     raise BadRequest("data/upload: the multipart body has no field 'file'")
 
 
-async def upload_messages(conf: dict, part=None):
-    """The conf, then the file in chunks of about CHUNK bytes as they arrive."""
-    yield fpb.UploadDataRequest(conf_json=json.dumps(conf))
-    if part is None:
-        return
-    buffer = bytearray()
-    while chunk := await part.read_chunk(CHUNK):
-        buffer += chunk
-        if len(buffer) >= CHUNK:
-            yield fpb.UploadDataRequest(chunk=bytes(buffer))
-            buffer.clear()
-    if buffer:
-        yield fpb.UploadDataRequest(chunk=bytes(buffer))
-
-
 def job_data(job: fpb.FlowJob, conf: dict) -> dict:
     return {"job_id": job.job_id, "namespace": conf.get("namespace"), "table_name": conf.get("table_name"),
             "logs_directory": f"/v1/flow/jobs/{job.job_id}/logs", "board_url": "",
@@ -78,6 +63,9 @@ async def upload(request: web.Request) -> web.Response:
     if request.content_type.startswith("multipart/"):
         conf = upload_conf(request)
         conf["use_local_data"] = 1
+        refused = fate_auth.verify_form(request, {})  # flow_sdk signs an upload with no form fields
+        if refused is not None:
+            return json_response(refused.envelope(), 401)
         part = await file_part(request)
     else:
         conf = await body_of(request)
@@ -85,7 +73,10 @@ async def upload(request: web.Request) -> web.Response:
             raise BadRequest("data/upload: send the file as multipart field 'file' (conf JSON as the query "
                              "string), or set use_local_data 0 and give 'file' as a path on the server")
         part = None
-    job = await flow.UploadData(upload_messages(conf, part), timeout=UPLOAD_TIMEOUT)
+    job = await uploads.send_stream(flow.UploadData(timeout=UPLOAD_TIMEOUT),
+                                    fpb.UploadDataRequest(conf_json=json.dumps(conf)), part,
+                                    lambda data: fpb.UploadDataRequest(chunk=data), uploads.limit_of(request),
+                                    "data/upload: the file")
     return envelope(job_data(job, conf), job_id=job.job_id)
 
 

@@ -29,7 +29,9 @@ class TarDraft:
         """Add a line to member `name` (opened on first use)."""
         f = self._open.get(name)
         if f is None:
-            path = self.root / name
+            path = (self.root / name).resolve()
+            if not path.is_relative_to(self.root.resolve()) or ".." in Path(name).parts or Path(name).is_absolute():
+                raise ValueError(f"refusing tar member {name!r}: it would leave the archive's directory")
             path.parent.mkdir(parents=True, exist_ok=True)
             f = self._open[name] = open(path, "w", encoding="utf-8")
         f.write(text + "\n")

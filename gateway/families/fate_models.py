@@ -18,12 +18,12 @@ from taskhub.v1 import flow_service_pb2 as fpb
 from client.fate_args import component_names, json_object
 from client.flow_model_rows import by_party, model_row, tag_rows, tagged_model_rows
 
-from ..errors import BadRequest, answers
+from .. import fate_auth, uploads
+from ..errors import BadRequest, answers, json_response
 from .common import TIMEOUT, stubs
 from .fate_wire import EXCEPTION, body_of, download_route, envelope, integer, party, refused, route, signed, text
 
 MODEL_ROUTES_PREFIX = "/v1/model/"
-UPLOAD_CHUNK = 1 << 20
 
 
 def exception_route(handler):
@@ -163,27 +163,25 @@ async def import_model(request: web.Request) -> web.Response:
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("model/import is a multipart upload: fields model_id, model_version, role, party_id "
                          "and the archive as `file`")
+    # The fields (flow_sdk sends them first; a signed import signs them), then the archive (the
+    # part with a file name), streamed to the server: never whole in memory here.
     fields: dict = {}
-    archive = bytearray()
     reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if part.name == "file":
-            while chunk := await part.read_chunk(UPLOAD_CHUNK):
-                archive += chunk
-        elif part.name:
-            fields[part.name] = (await part.read()).decode("utf-8", "replace")
-    if not archive:
-        raise BadRequest("model/import: the multipart body has no `file` (the exported archive)")
+    while (part := await reader.next()) is not None and not (part.name == "file" and part.filename):
+        if part.name:
+            fields[part.name] = await uploads.text_field(part)
+    if part is None:
+        raise BadRequest("model/import: the multipart body has no `file` (the exported archive) after its fields")
+    denial = fate_auth.verify_form(request, fields)
+    if denial is not None:
+        return json_response(denial.envelope(), 401)
     role, party_id = party(fields)
     expect = fpb.ImportModelExpect(model_id=text(fields, "model_id"), model_version=text(fields, "model_version"),
                                    role=role, party_id=party_id or 0,
                                    force_update=str(fields.get("force_update", "0")) in ("1", "true", "True"))
-
-    async def messages():
-        yield fpb.ImportModelRequest(expect=expect)
-        for start in range(0, len(archive), UPLOAD_CHUNK):
-            yield fpb.ImportModelRequest(chunk=bytes(archive[start:start + UPLOAD_CHUNK]))
-    got = await flow.ImportModel(messages(), timeout=TIMEOUT)
+    got = await uploads.send_stream(flow.ImportModel(timeout=TIMEOUT), fpb.ImportModelRequest(expect=expect), part,
+                                    lambda data: fpb.ImportModelRequest(chunk=data), uploads.limit_of(request),
+                                    "model/import: the archive")
     return envelope({"model_id": got.model_id, "model_version": got.model_version, "role": got.party.role,
                      "party_id": got.party.party_id})
 
@@ -332,7 +330,6 @@ OPERATIONS = {
     ("POST", "tag/create"): tag_create, ("POST", "tag/list"): tag_list, ("POST", "tag/retrieve"): tag_retrieve,
     ("POST", "tag/update"): tag_update, ("POST", "tag/destroy"): tag_destroy,
 }
-
 
 
 @route()

@@ -14,7 +14,7 @@ from collections import defaultdict
 import grpc
 
 from .. import errors
-from ..auth import ANY_ROLE, HEALTH_PREFIX, REFLECTION_PREFIXES, RULES, Authority, Caller, Rule
+from ..auth import ANY_ROLE, CALL_SCOPE, HEALTH_PREFIX, REFLECTION_PREFIXES, RULES, Authority, Caller, Rule, call_scope
 from .errors import code_of
 
 log = logging.getLogger("taskhub.auth")
@@ -29,6 +29,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self.open_prefixes = (HEALTH_PREFIX,) + (REFLECTION_PREFIXES if open_reflection else ())
         self.max_streams = max_streams_per_token
         self.streams: dict[str, dict[asyncio.Task, Gate]] = defaultdict(dict)
+        self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}  # method -> its gated handler
         authority.on_revoke.append(self.drop)
 
     def drop(self, token_id: str) -> None:
@@ -38,18 +39,26 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             task.cancel()  # the stream's handler turns this into UNAUTHENTICATED (see _wrap)
 
     async def intercept_service(self, continuation, details):
-        handler = await continuation(details)
+        # Each method's gated handler is built once; per call, only the Gate (see _wrap).
         method = details.method
-        if handler is None or method.startswith(self.open_prefixes):
-            return handler
-        authorization = None
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                authorization = value
-                break
-        # Closed reflection (--close-reflection) needs a valid token, of any role.
-        rule = RULES.get(method) or (CLOSED_REFLECTION if method.startswith(REFLECTION_PREFIXES) else None)
-        return _wrap(handler, Gate(self, method, rule, authorization))
+        try:
+            return self._handlers[method]
+        except KeyError:
+            pass
+        handler = await continuation(details)
+        if handler is not None and not method.startswith(self.open_prefixes):
+            # Closed reflection (--close-reflection) needs a valid token, of any role.
+            rule = RULES.get(method) or (CLOSED_REFLECTION if method.startswith(REFLECTION_PREFIXES) else None)
+            handler = _wrap(handler, self, method, rule)
+        self._handlers[method] = handler
+        return handler
+
+
+def _authorization(context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value
+    return None
 
 
 class Gate:
@@ -66,6 +75,7 @@ class Gate:
         authority = self.owner.authority
         try:
             self.caller = authority.authenticate(self.authorization)
+            CALL_SCOPE.set(call_scope(self.caller))  # what the domain may list and create for this call
             if self.rule is None:
                 raise errors.PermissionDenied(f"{self.method} has no access rule; it is refused to everyone")
             if request is not None:
@@ -124,11 +134,16 @@ def _task_ids(request, response=None) -> str:
     return str(ids[0]) if len(ids) == 1 else f"{min(ids)}-{max(ids)} ({len(ids)})"
 
 
-def _wrap(handler, gate: Gate):
+def _wrap(handler, owner: AuthInterceptor, method: str, rule: Rule | None):
+    """The handler behind the checks; a Gate per call holds that call's caller and namespace."""
+    def gate_of(context) -> Gate:
+        return Gate(owner, method, rule, _authorization(context))
+
     if handler.unary_unary:
         inner = handler.unary_unary
 
         async def unary_unary(request, context):
+            gate = gate_of(context)
             await gate.enter(request, context)
             response = await inner(request, context)
             gate.done(request, response, context)
@@ -140,6 +155,7 @@ def _wrap(handler, gate: Gate):
         inner = handler.unary_stream
 
         async def unary_stream(request, context):
+            gate = gate_of(context)
             await gate.enter(request, context)
             task = await gate.open_stream(context)
             try:
@@ -157,6 +173,7 @@ def _wrap(handler, gate: Gate):
         inner = handler.stream_stream
 
         async def stream_stream(request_iterator, context):
+            gate = gate_of(context)
             await gate.enter(None, context)
             task = await gate.open_stream(context)
             try:
@@ -173,6 +190,7 @@ def _wrap(handler, gate: Gate):
     inner = handler.stream_unary
 
     async def stream_unary(request_iterator, context):
+        gate = gate_of(context)
         await gate.enter(None, context)
         response = await inner(request_iterator, context)
         gate.done(None, response, context)

@@ -40,13 +40,16 @@ def task_to_proto(t: Task) -> pb.Task:
 
 
 def created_to_proto(t: Task, submitted: pb.TaskSpec) -> pb.Task:
-    """A just-created task, reusing the submitted spec message (only defaults differ)."""
+    """The answer to a create: the task as committed (NEW), whatever happened since. The engine
+    places it as soon as it is committed, before this answer goes out, so its live status may be
+    further along; a repeat of the create (same request_id) gets the same answer. Reuses the
+    submitted spec message (only defaults differ)."""
     spec = pb.TaskSpec()
     spec.CopyFrom(submitted)
     spec.namespace = t.spec.namespace
     spec.resources.slots = t.spec.resources.slots
-    return pb.Task(id=t.id, uid=t.uid, spec=spec, status=int(t.status), response_json=t.response_json,
-                   create_time_ms=t.create_time_ms, update_time_ms=t.update_time_ms)
+    return pb.Task(id=t.id, uid=t.uid, spec=spec, status=pb.TASK_STATUS_NEW, response_json="{}",
+                   create_time_ms=t.create_time_ms, update_time_ms=t.create_time_ms)
 
 
 def add_lines(container, rows: list[tuple]) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 from google.protobuf import empty_pb2
 from taskhub.v1 import flow_service_pb2 as pb
@@ -13,6 +14,7 @@ from ..flow.models import FlowModels
 from .errors import mapped
 
 CHUNK = 256 << 10
+SPOOL_BYTES = 4 << 20
 
 
 def model_to_proto(row: dict, components: list[str] | None = None) -> pb.FlowModel:
@@ -45,6 +47,7 @@ def _json_object(text: str, what: str) -> dict:
 
 class FlowModelMethods:
     models: FlowModels
+    max_upload: int
 
     def _models_out(self, rows: list[dict]) -> list[pb.FlowModel]:
         out = []
@@ -87,18 +90,21 @@ class FlowModelMethods:
         first = await request_iterator.__anext__()
         if first.WhichOneof("part") != "expect":
             raise errors.InvalidArgument("the first ImportModel message must carry `expect`")
-        parts = []
+        limit = min(MAX_ARCHIVE_BYTES, self.max_upload)
         size = 0
-        async for msg in request_iterator:
-            if msg.WhichOneof("part") != "chunk":
-                raise errors.InvalidArgument("after `expect`, ImportModel messages carry archive chunks only")
-            size += len(msg.chunk)
-            if size > MAX_ARCHIVE_BYTES:
-                raise errors.InvalidArgument(f"the archive is larger than {MAX_ARCHIVE_BYTES} bytes")
-            parts.append(msg.chunk)
-        e = first.expect
-        row = await self.models.import_archive(b"".join(parts), e.model_id, e.model_version, e.role, e.party_id,
-                                               e.force_update)
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as archive:  # on disk past SPOOL_BYTES
+            async for msg in request_iterator:
+                if msg.WhichOneof("part") != "chunk":
+                    raise errors.InvalidArgument("after `expect`, ImportModel messages carry archive chunks only")
+                size += len(msg.chunk)
+                if size > limit:
+                    raise errors.ResourceExhausted(f"the archive is larger than {limit} bytes"
+                                                   " (taskhub serve --max-upload-mb, at most 256 MiB)")
+                archive.write(msg.chunk)
+            archive.seek(0)
+            e = first.expect
+            row = await self.models.import_archive(archive, e.model_id, e.model_version, e.role, e.party_id,
+                                                   e.force_update)
         return self._models_out([self.models.party_row(row["model_id"], row["model_version"], row["role"],
                                                        row["party_id"])])[0]
 

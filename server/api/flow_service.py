@@ -18,6 +18,11 @@ from .errors import mapped
 from .flow_models_service import FlowModelMethods
 
 
+def upload_limit_message(limit: int, what: str) -> str:
+    return (f"{what} is larger than this server's upload limit of {limit / (1 << 20):g} MiB"
+            " (taskhub serve --max-upload-mb)")
+
+
 def job_to_proto(job: FlowJob, queue_position: int = 0) -> pb.FlowJob:
     return pb.FlowJob(
         job_id=job.job_id, status=int(job.status), progress=job.progress, dsl_json=job.dsl_json,
@@ -48,8 +53,10 @@ def table_to_proto(info: dict | None, namespace: str = "", name: str = "") -> pb
 
 
 class FlowService(FlowModelMethods, pb_grpc.FlowServiceServicer):
-    def __init__(self, jobs: FlowJobs, data: FlowData, federation: Federation, models=None):
+    def __init__(self, jobs: FlowJobs, data: FlowData, federation: Federation, models=None,
+                 max_upload: int = 1 << 30):
         self.jobs = jobs
+        self.max_upload = max_upload   # bytes of one streamed upload (--max-upload-mb)
         self.models = models
         self.data = data
         self.federation = federation
@@ -152,9 +159,13 @@ class FlowService(FlowModelMethods, pb_grpc.FlowServiceServicer):
         server_file = str(conf.get("use_local_data", 1)) == "0"
 
         async def chunks():
+            size = 0
             async for msg in request_iterator:
                 if msg.WhichOneof("part") != "chunk":
                     raise errors.InvalidArgument("after the conf, UploadData messages carry file chunks only")
+                size += len(msg.chunk)
+                if size > self.max_upload:
+                    raise errors.ResourceExhausted(upload_limit_message(self.max_upload, "the file"))
                 yield msg.chunk
 
         return self._job(await self.data.upload(conf, None if server_file else chunks()))

@@ -1,43 +1,60 @@
 """Secure aggregation for Delta tasks: pairwise masks, so the coordinator learns only the sum.
 
-Each client makes a Diffie-Hellman key pair; the coordinator relays the public keys (it never sees
-a private one). Clients i and j derive the same secret, and from it one mask per uploaded value:
-i adds it, j subtracts it, so the masks cancel in the sum over the clients and each single upload
-looks random. Values go in fixed point (the strategy's `precision` decimal digits) as integers mod
-2^64, the arithmetic the masks need. Group: integers modulo the Mersenne prime 2^2203 - 1, base 3,
-256-bit private exponents (Python integers; no extra dependency). The model is Delta's: an honest
-but curious coordinator that relays keys faithfully; no client may drop out mid-round.
+Each client makes an X25519 key pair; the coordinator relays the public keys (it never sees a
+private one). Clients i and j agree on the same X25519 secret and derive, with HKDF-SHA256 bound
+to both public keys, a pair key; one mask per uploaded value is the ChaCha20 keystream under a key
+derived from the pair key and the value's label. i adds the mask, j subtracts it, so the masks
+cancel in the sum over the clients and each single upload looks random. Values go in fixed point
+(the strategy's `precision` decimal digits) as integers mod 2^64, the arithmetic the masks need.
+The primitives are the `cryptography` package's: X25519 rejects low-order peer keys (an all-zero
+shared secret), which a hand-made group check cannot promise. The model is Delta's: an honest but
+curious coordinator that relays keys faithfully; no client may drop out mid-round.
 """
 from __future__ import annotations
 
-import hashlib
-import secrets
-
 import numpy as np
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-P = 2 ** 2203 - 1
-G = 3
-KEY_BYTES = (P.bit_length() + 7) // 8
 LIMIT = 2 ** 62  # largest fixed-point magnitude per value (sums of a few clients stay below 2^63)
+_PAIR_INFO = b"taskhub delta secagg v2 pair"
+_MASK_INFO = b"taskhub delta secagg v2 mask "
 
 
 class SecureAggregationError(ValueError):
     pass
 
 
-def keypair() -> tuple[int, int]:
-    private = secrets.randbits(256) | (1 << 255)
-    return private, pow(G, private, P)
+def _raw(public: X25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def shared_secret(private: int, peer_public: int) -> bytes:
-    if not isinstance(peer_public, int) or not 1 < peer_public < P - 1:
-        raise SecureAggregationError("a peer's public key is out of range")
-    return pow(peer_public, private, P).to_bytes(KEY_BYTES, "big")
+def keypair() -> tuple[X25519PrivateKey, str]:
+    """(private key, public key as hex: what travels to the peers through the coordinator)."""
+    private = X25519PrivateKey.generate()
+    return private, _raw(private.public_key()).hex()
+
+
+def _hkdf(key: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+
+
+def shared_secret(private: X25519PrivateKey, peer_public: str) -> bytes:
+    """The pair key this client shares with the holder of `peer_public` (hex)."""
+    try:
+        peer = bytes.fromhex(peer_public) if isinstance(peer_public, str) else b""
+        agreed = private.exchange(X25519PublicKey.from_public_bytes(peer))
+    except ValueError:   # not 32 bytes, or a low-order point (all-zero secret)
+        raise SecureAggregationError("a peer's public key is not a valid X25519 key") from None
+    mine = _raw(private.public_key())
+    return _hkdf(agreed, _PAIR_INFO + min(mine, peer) + max(mine, peer))
 
 
 def _mask(secret: bytes, label: str, size: int) -> np.ndarray:
-    stream = hashlib.shake_256(secret + label.encode()).digest(8 * size)
+    key = _hkdf(secret, _MASK_INFO + label.encode())
+    stream = Cipher(algorithms.ChaCha20(key, b"\0" * 16), mode=None).encryptor().update(b"\0" * (8 * size))
     return np.frombuffer(stream, dtype=np.uint64).copy()
 
 

@@ -15,8 +15,10 @@ import hashlib
 import io
 import json
 import zipfile
+from typing import BinaryIO
 
 from .. import errors
+from .names import ROLES, check_model, check_name
 
 FORMAT = "taskhub-fate-model"
 FORMAT_VERSION = 1
@@ -46,14 +48,21 @@ def _bad(why: str) -> errors.InvalidArgument:
     return errors.InvalidArgument(f"not a taskhub model archive: {why}")
 
 
-def unpack(data: bytes) -> tuple[dict, list[dict]]:
-    """(model row, component rows) from an archive; InvalidArgument when anything does not check out."""
-    if not data:
+def unpack(data: bytes | BinaryIO) -> tuple[dict, list[dict]]:
+    """(model row, component rows) from an archive (bytes, or a file at its start); InvalidArgument
+    when anything does not check out."""
+    if isinstance(data, (bytes, bytearray)):
+        data = io.BytesIO(data)
+    size = data.seek(0, io.SEEK_END)
+    data.seek(0)
+    if not size:
         raise _bad("the file is empty")
-    if len(data) > MAX_ARCHIVE_BYTES:
+    if size > MAX_ARCHIVE_BYTES:
         raise _bad(f"larger than {MAX_ARCHIVE_BYTES} bytes")
     try:
-        z = zipfile.ZipFile(io.BytesIO(data))
+        z = zipfile.ZipFile(data)
+        if sum(i.file_size for i in z.infolist()) > MAX_ARCHIVE_BYTES:
+            raise _bad(f"its files unpack to more than {MAX_ARCHIVE_BYTES} bytes")
         names = set(z.namelist())
         if "manifest.json" not in names:
             raise _bad("it has no manifest.json (export it with model/export)")
@@ -95,7 +104,10 @@ def unpack(data: bytes) -> tuple[dict, list[dict]]:
                           "meta_json": json.dumps(body.get("meta") or {})})
     except (KeyError, TypeError, ValueError) as e:
         raise _bad(f"a field is missing or wrong ({e})") from None
-    if not row["model_id"] or not row["model_version"] or row["role"] not in ("guest", "host", "arbiter", "local"):
+    if not row["model_id"] or not row["model_version"] or row["role"] not in ROLES:
         raise _bad("model_id, model_version and role must be set")
+    check_model(row["model_id"], row["model_version"])
+    for c in comps:
+        check_name(c["component"], "component name")
     row.update(loaded_times=0, service_ids_json="[]", imported=1, update_time_ms=row["create_time_ms"])
     return row, comps

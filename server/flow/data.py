@@ -12,7 +12,8 @@ import json
 import os
 from typing import AsyncIterator
 
-from .. import errors
+from .. import auth, errors
+from . import names, tenants
 from .jobs import FlowJobs, day_range_ms
 from .model import FlowJob, FlowTask, JobStatus
 from .store import FlowStore
@@ -35,6 +36,8 @@ class FlowData:
         found = self.jobs.running_component(task_uid) if task_uid else None
         if found is None:
             raise errors.FailedPrecondition("only a running FATE component task may make this call (unknown task_uid)")
+        if not auth.in_scope(found[0].namespace):
+            raise errors.PermissionDenied("this task_uid is a component task of another namespace's job")
         return found
 
     # ------------------------------------------------------------------ tracking
@@ -89,7 +92,7 @@ class FlowData:
 
     async def delete_metrics(self, date: str, job_id: str) -> int:
         if date:
-            job_ids = self.fstore.job_ids_created_between(*day_range_ms(date))
+            job_ids = self.fstore.job_ids_created_between(*day_range_ms(date), auth.CALL_SCOPE.get())
         elif job_id:
             self.jobs.get(job_id)
             job_ids = [job_id]
@@ -164,14 +167,15 @@ class FlowData:
 
     # ------------------------------------------------------------------ upload / download
     def safe_path(self, path: str, what: str) -> str:
-        """A path inside the data directory (relative paths are taken from it); anything else is refused."""
+        """A path inside the data directory (relative paths are taken from it); anything else is refused.
+        A caller held to some namespaces has <data dir>/<its namespace> instead: no other namespace's files."""
         if not path:
             raise errors.InvalidArgument(f"{what} is required")
-        full = os.path.realpath(os.path.join(self.data_dir, path))
-        if os.path.commonpath([full, self.data_dir]) != self.data_dir:
-            raise errors.PermissionDenied(f"{what} {path!r} is outside the server's data directory {self.data_dir}"
-                                          " (taskhub serve --flow-data-dir)")
-        return full
+        root = self.data_dir
+        if auth.CALL_SCOPE.get() is not None:
+            root = os.path.join(root, names.check_name(tenants.home(), "the caller's namespace"))
+            os.makedirs(root, mode=0o700, exist_ok=True)
+        return names.inside(root, path, what, "data directory (taskhub serve --flow-data-dir)")
 
     async def upload(self, conf: dict, chunks: AsyncIterator[bytes] | None) -> FlowJob:
         """Store a CSV as a table while its bytes arrive (or from a server-side file); recorded as a job."""
@@ -184,11 +188,14 @@ class FlowData:
         except (TypeError, ValueError):
             raise errors.InvalidArgument("head, drop and partition must be integers") from None
         delimiter = str(conf.get("delimiter") or ",")
-        if self.fstore.get_table(namespace, name) is not None and not drop:
+        existing = self.fstore.get_table(namespace, name)
+        if existing is not None and not auth.in_scope(existing["tenant"]):
+            raise errors.PermissionDenied(f"table {namespace}.{name} belongs to another namespace; choose another name")
+        if existing is not None and not drop:
             raise errors.AlreadyExists(f"table {namespace}.{name} already exists; upload with drop=1 to replace it")
         if chunks is None:
             chunks = self._file_chunks(self.safe_path(str(conf.get("file") or ""), "file"))
-        job = self.jobs.record_job("upload", "", conf, ("local", 0), "Upload",
+        job = self.jobs.record_job("upload", tenants.home(), conf, ("local", 0), "Upload",
                                    f"upload {namespace}.{name}")
         await self.jobs.begin_recorded(job)
         self.fstore.record_upload(job.job_id, namespace, name, json.dumps(conf), 0, job.create_time_ms)
@@ -232,7 +239,7 @@ class FlowData:
             raise errors.NotFound(f"no table {namespace}.{name}")
         path = self.safe_path(output_path, "output_path")
         conf = {"namespace": namespace, "table_name": name, "output_path": path, "delimiter": delimiter or ","}
-        job = self.jobs.record_job("download", "", conf, ("local", 0), "Download", f"download {namespace}.{name}")
+        job = self.jobs.record_job("download", info["tenant"], conf, ("local", 0), "Download", f"download {namespace}.{name}")
         await self.jobs.begin_recorded(job)
         schema = json.loads(info["schema_json"] or "{}")
         d = delimiter or ","
@@ -254,7 +261,7 @@ class FlowData:
 
     def upload_history(self, limit: int, job_id: str) -> list[tuple[dict, dict | None, JobStatus]]:
         out = []
-        for rec in self.fstore.uploads(limit or 10, job_id):
+        for rec in self.fstore.uploads(limit or 10, job_id, auth.CALL_SCOPE.get()):
             try:
                 status = self.jobs.get(rec["job_id"]).status
             except errors.NotFound:

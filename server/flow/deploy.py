@@ -1,10 +1,9 @@
 """Predict DSLs from train DSLs (deploy, job/dsl/generate) and predict conf templates.
 
-FATE's rules, as its DSL v2 parser applies them: the predict DSL keeps the chosen components in
-train-DSL order; a component that produced a model reads it back as `pipeline.<name>.model`
-and outputs data only; `train_data` becomes `test_data`; validation data and isometric models
-are dropped; training-only components (Evaluation) are left out; every data input must come
-from a kept component.
+FATE's rules, as its DSL v2 parser applies them: the predict DSL keeps the chosen components (every
+component when no list is given) in train-DSL order; a component that produced models reads each
+back as `pipeline.<name>.<model output>` and outputs data only; `train_data` becomes `test_data`;
+validation data and isometric models are dropped; every data input must come from a kept component.
 """
 from __future__ import annotations
 
@@ -14,11 +13,8 @@ import json
 from .. import errors
 from . import dsl
 
-TRAINING_ONLY = frozenset({"Evaluation"})
-
-
 def predict_dsl(train_dsl: dict, cpn_list: list[str] | None = None, with_models: set[str] | None = None) -> dict:
-    """The predict DSL for `cpn_list` (default: every component but the training-only ones).
+    """The predict DSL for `cpn_list` (default: every component).
 
     `with_models`: the components that really have a stored model (deploy); a listed component
     whose DSL declares a model output but has none is an error."""
@@ -26,15 +22,13 @@ def predict_dsl(train_dsl: dict, cpn_list: list[str] | None = None, with_models:
     if not isinstance(components, dict) or not components:
         raise errors.InvalidArgument('the train DSL needs "components": {...}')
     if cpn_list is None:
-        cpn_list = [n for n, body in components.items() if (body or {}).get("module") not in TRAINING_ONLY]
+        cpn_list = list(components)
     if not cpn_list:
         raise errors.InvalidArgument("cpn_list is empty: name the components to deploy")
     unknown = [n for n in cpn_list if n not in components]
     if unknown:
         raise errors.InvalidArgument(f"cpn_list names components the train DSL does not have: {', '.join(unknown)}")
-    keep = [n for n in components if n in cpn_list and (components[n] or {}).get("module") not in TRAINING_ONLY]
-    if not keep:
-        raise errors.InvalidArgument("cpn_list holds only training-only components (Evaluation): nothing to predict with")
+    keep = [n for n in components if n in cpn_list]
     out: dict = {}
     for name in keep:
         body = components[name] or {}
@@ -59,7 +53,7 @@ def predict_dsl(train_dsl: dict, cpn_list: list[str] | None = None, with_models:
             if with_models is not None and name not in with_models:
                 raise errors.InvalidArgument(f"component {name} declares a model output but the model has no "
                                              f"model of it; it cannot be deployed")
-            inputs["model"] = [f"pipeline.{name}.model"]
+            inputs["model"] = [f"pipeline.{name}.{model}" for model in outputs["model"]]
         if inputs:
             new["input"] = inputs
         if outputs.get("data"):

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 
 from .. import errors
+from . import names
 
 DATA_KEYS = ("data", "train_data", "validate_data", "test_data", "eval_data")
 MODEL_KEYS = ("model", "isometric_model")
@@ -69,7 +70,7 @@ class Plan:
         merged: dict = {}
         _merge(merged, (cp.get("common") or {}).get(component) or {})
         by_role = (cp.get("role") or {}).get(role) or {}
-        for key in ("all", idx):
+        for key in _index_keys(by_role, idx):
             _merge(merged, (by_role.get(key) or {}).get(component) or {})
         return merged
 
@@ -81,9 +82,37 @@ class Plan:
         _merge(merged, jp.get("common") or {})
         by_role = (jp.get("role") or {}).get(role) or {}
         idx = str(self.roles[role].index(party_id))
-        for key in ("all", idx):
+        for key in _index_keys(by_role, idx):
             _merge(merged, by_role.get(key) or {})
         return merged
+
+
+def _index_keys(by_role: dict, idx: str) -> list[str]:
+    """The keys of a role's parameters that apply to party index `idx`, least specific first:
+    "all", then FATE's shared keys ("0|1"), then the index itself."""
+    shared = [k for k in by_role if "|" in k and idx in k.split("|")]
+    return ["all", *shared, idx]
+
+
+def _check_index_keys(conf: dict, roles: dict[str, list[int]]) -> None:
+    """Role-parameter keys must be "all", an index, or indexes joined by "|" ("0|1"), each naming a party."""
+    for section in ("component_parameters", "job_parameters"):
+        by_role = (conf.get(section) or {}).get("role") or {}
+        if not isinstance(by_role, dict):
+            raise errors.InvalidArgument(f"conf.{section}.role must be an object")
+        for role, keys in by_role.items():
+            if role not in roles:
+                continue      # parameters for a role the job does not have are never read
+            if not isinstance(keys, dict):
+                raise errors.InvalidArgument(f"conf.{section}.role.{role} must be an object keyed by party index")
+            for key in keys:
+                if key == "all":
+                    continue
+                parts = str(key).split("|")
+                if not all(p.isdigit() and int(p) < len(roles[role]) for p in parts):
+                    raise errors.InvalidArgument(
+                        f"conf.{section}.role.{role}: key {key!r} is not a party index of {role} "
+                        f"(0..{len(roles[role]) - 1}, \"all\", or indexes joined by \"|\" such as \"0|1\")")
 
 
 def _merge(into: dict, src: dict) -> None:
@@ -139,6 +168,8 @@ def parse(dsl_text: str, conf_text: str, known_modules: set[str] | None = None) 
     components = _components(dsl, version, known_modules)
     _check_edges(components)
     ordered_check_acyclic(components)
+    if version == 2:
+        _check_index_keys(conf, roles)
     plan = Plan(dsl, conf, components, roles, initiator, version=version)
     _job_parameters(plan)
     for c in components:   # parameters must be objects where given, so a typo fails here, not in a task
@@ -206,6 +237,7 @@ def _components(dsl: dict, version: int, known_modules: set[str] | None) -> list
         raise errors.InvalidArgument('the DSL needs "components": {"reader_0": {"module": "Reader", ...}, ...}')
     out = []
     for name, body in raw.items():
+        names.check_name(name, "component name")  # it names files: logs, tar members
         where = f"components.{name}"
         if not isinstance(body, dict) or not isinstance(body.get("module"), str) or not body["module"]:
             raise errors.InvalidArgument(f"{where} needs \"module\", e.g. \"DataTransform\"")
@@ -229,8 +261,8 @@ def _components(dsl: dict, version: int, known_modules: set[str] | None) -> list
         outp = body.get("output") or {}
         if not isinstance(outp, dict):
             raise errors.InvalidArgument(f"{where}.output must be an object")
-        c.data_outputs = list(outp.get("data") or [])
-        c.model_outputs = list(outp.get("model") or [])
+        c.data_outputs = [names.check_name(o, f"{where}.output.data") for o in outp.get("data") or []]
+        c.model_outputs = [names.check_name(o, f"{where}.output.model") for o in outp.get("model") or []]
         out.append(c)
     return out
 
@@ -315,6 +347,22 @@ def _job_parameters(plan: Plan) -> None:
                     if cpn.startswith("pipeline."):
                         raise errors.InvalidArgument(
                             f"components.{c.name} reads {cpn}: a deployed model is only available to predict jobs")
+
+
+def has_components(dsl_text: str) -> bool:
+    return bool(dsl_text.strip()) and bool(load_json(dsl_text, "DSL").get("components"))
+
+
+def named_model(conf_text: str) -> tuple[str, str] | None:
+    """The (model_id, model_version) a predict conf names, or None: what a job submitted with its conf
+    alone runs (FATE 1.7+ takes the DSL from the deployed model)."""
+    conf = load_json(conf_text, "runtime conf")
+    jp = conf.get("job_parameters") or {}
+    common = (jp.get("common") if "common" in jp or "role" in jp else jp) if isinstance(jp, dict) else None
+    if not isinstance(common, dict) or common.get("job_type", "predict") != "predict":
+        return None
+    model_id, model_version = common.get("model_id"), common.get("model_version")
+    return (str(model_id), str(model_version)) if model_id and model_version else None
 
 
 def model_id_of(roles: dict[str, list[int]]) -> str:

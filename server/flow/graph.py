@@ -59,7 +59,7 @@ class JobGraph:
             for up, output in refs:
                 for info in self.fstore.output_tables(job.job_id, up, t.role, t.party_id):
                     if info["output_name"] == output:
-                        tables.append({"namespace": info["namespace"], "name": info["name"]})
+                        tables.append({"namespace": info["namespace"], "name": info["name"], "component": up})
             inputs[key] = tables
         models = {key: [self._model_ref(job, up, output, t) for up, output in refs]
                   for key, refs in c.model_inputs.items()}

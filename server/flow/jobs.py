@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import AsyncIterator, Callable
 
-from .. import errors
+from .. import auth, errors
 from ..background import spawn
 from ..engine import Engine
 from ..model import ANY_NAMESPACE, Status, Task, TaskSpec, TaskType, now_ms
@@ -71,7 +71,8 @@ class JobIds:
 class FlowHooks:
     """What other parts of the server add to FATE jobs, given to FlowJobs when it is made."""
     model_source: ModelSource | None = None                  # a predict job's pipeline.<cpn> models
-    model_check: Callable[[dsl.Plan], None] | None = None    # a predict job's model exists (else raises)
+    model_check: Callable[[dsl.Plan, str], None] | None = None  # (plan, namespace): a predict job's model exists
+    deployed_dsl: Callable[[str, str, str], dict] | None = None  # (model_id, version, namespace) -> its predict DSL
     on_job_end: list[Callable[[FlowJob], None]] = field(default_factory=list)  # models, federation clean-up
 
 
@@ -142,10 +143,14 @@ class FlowJobs:
 
     # ------------------------------------------------------------------ submit
     async def submit(self, dsl_json: str, conf_json: str, namespace: str = "") -> FlowJob:
+        namespace = namespace or DEFAULT_NAMESPACE
+        if self.hooks.deployed_dsl is not None and not dsl.has_components(dsl_json):
+            named = dsl.named_model(conf_json)
+            if named is not None:   # a predict conf alone: the deployed model's predict DSL runs
+                dsl_json = json.dumps(self.hooks.deployed_dsl(*named, namespace))
         plan = dsl.parse(dsl_json, conf_json, self.registry.modules)
         if plan.job_type == "predict" and self.hooks.model_check is not None:
-            self.hooks.model_check(plan)
-        namespace = namespace or DEFAULT_NAMESPACE
+            self.hooks.model_check(plan, namespace)
         self.engine.validate(TaskSpec(type=TaskType.PYTHON, namespace=namespace, callable=RUNTIME), trusted=True)
         ts = now_ms()
         job = FlowJob(job_id=self.ids.next(), namespace=namespace, job_type=plan.job_type, dsl_json=dsl_json,
@@ -227,7 +232,8 @@ class FlowJobs:
                 self.status.publish(job, None)
 
     async def clean_queue(self) -> list[str]:
-        waiting = [j for j in self.queue.waiting if j in self.jobs]
+        """Cancels the waiting jobs of the caller's namespaces (auth.CALL_SCOPE), no others."""
+        waiting = [j for j in self.queue.waiting if j in self.jobs and auth.in_scope(self.jobs[j].namespace)]
         for job_id in waiting:
             await self.stop(job_id, J.CANCELED, "the queue was cleaned")
         return waiting
@@ -402,13 +408,14 @@ class FlowJobs:
                   limit: int, page: int) -> tuple[list[FlowJob], int]:
         """Matching jobs, newest first, one page; unfinished ones as they are now."""
         limit, offset = _page(limit, page)
-        jobs, total = self.fstore.list_jobs(job_id, party, statuses, job_type, limit, offset)
+        jobs, total = self.fstore.list_jobs(job_id, party, statuses, job_type, limit, offset, auth.CALL_SCOPE.get())
         return [self.jobs.get(j.job_id, j) for j in jobs], total
 
     def list_tasks(self, job_id: str, role: str, party_id: int, component: str, statuses: list[int],
                    limit: int, page: int) -> tuple[list[FlowTask], int]:
         limit, offset = _page(limit, page)
-        tasks, total = self.fstore.list_tasks(job_id, role, party_id, component, statuses, limit, offset)
+        tasks, total = self.fstore.list_tasks(job_id, role, party_id, component, statuses, limit, offset,
+                                              auth.CALL_SCOPE.get())
         live = []
         for t in tasks:
             job = self.jobs.get(t.job_id)

@@ -7,7 +7,7 @@ its job. Tags name model versions. Written through the store's single writer, li
 from __future__ import annotations
 
 from ..store import EXTRA_MIGRATIONS, Store
-from .store import match  # importing flow's store also registers its first step, which must come before this one
+from .store import match, within_scope  # importing flow's store also registers its first step, which must come before this one
 
 
 def _flow_models_v1(db) -> None:
@@ -32,9 +32,22 @@ def _flow_models_v1(db) -> None:
 
 EXTRA_MIGRATIONS.setdefault("flow", []).append(_flow_models_v1)
 
+
+def _flow_tenants_v1(db) -> None:
+    """The namespace each table, model and tag belongs to (server/flow/tenants.py)."""
+    for table in ("flow_tables", "flow_models", "flow_tags"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN tenant TEXT NOT NULL DEFAULT 'fate'")
+    for table in ("flow_tables", "flow_models"):  # rows from before: their job's namespace
+        db.execute(f"UPDATE {table} SET tenant = COALESCE((SELECT namespace FROM flow_jobs j"
+                   f" WHERE j.job_id = {table}.job_id), 'fate')")
+
+
+# Its own key: runs after every "flow" step, whatever order other modules append theirs in.
+EXTRA_MIGRATIONS.setdefault("flow_tenants", []).append(_flow_tenants_v1)
+
 MODEL_COLS = ("model_id", "model_version", "role", "party_id", "job_id", "parent_version", "initiator_role",
               "initiator_party", "roles_json", "train_dsl_json", "train_conf_json", "inference_dsl_json", "imported",
-              "loaded_times", "service_ids_json", "create_time_ms", "update_time_ms")
+              "loaded_times", "service_ids_json", "create_time_ms", "update_time_ms", "tenant")
 _INSERT_MODEL = f"INSERT OR REPLACE INTO flow_models ({', '.join(MODEL_COLS)}) VALUES ({', '.join('?' * len(MODEL_COLS))})"
 _INSERT_COMPONENT = ("INSERT OR REPLACE INTO flow_model_components (model_id, model_version, role, party_id, component,"
                      " module, model_json, meta_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
@@ -94,9 +107,11 @@ class ModelStore:
              " WHERE model_version=?)", (model_version, model_version))])
 
     # ---------------------------------------------------------------- reading
-    def models(self, model_id: str = "", model_version: str = "", role: str = "", party_id: int = 0) -> list[dict]:
+    def models(self, model_id: str = "", model_version: str = "", role: str = "", party_id: int = 0,
+               scope: tuple[str, ...] | None = None) -> list[dict]:
         where, params = match({"model_id": model_id, "model_version": model_version, "role": role,
                                "party_id": party_id})
+        within_scope(where, params, "tenant", scope)
         sql_where = f" WHERE {' AND '.join(where)}" if where else ""
         rows = self.store.query(
             "SELECT m.*, (SELECT COALESCE(SUM(LENGTH(model_json) + LENGTH(meta_json)), 0) FROM flow_model_components c"
@@ -114,13 +129,17 @@ class ModelStore:
         return [dict(r) for r in self.store.query(sql + " ORDER BY role, party_id, component", params)]
 
     # ---------------------------------------------------------------- tags
-    def tags(self, name_contains: str = "", limit: int = 0) -> list[dict]:
+    def tags(self, name_contains: str = "", limit: int = 0, scope: tuple[str, ...] | None = None) -> list[dict]:
         sql = ("SELECT t.name, t.description, t.create_time_ms, (SELECT COUNT(*) FROM flow_model_tags m"
                " WHERE m.tag=t.name) AS model_count FROM flow_tags t")
+        where: list[str] = []
         params: list = []
         if name_contains:
-            sql += " WHERE instr(t.name, ?) > 0"
+            where.append("instr(t.name, ?) > 0")
             params.append(name_contains)
+        within_scope(where, params, "t.tenant", scope)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY t.create_time_ms, t.name"
         if limit:
             sql += " LIMIT ?"
@@ -131,9 +150,9 @@ class ModelStore:
         rows = self.store.query("SELECT name, description, create_time_ms FROM flow_tags WHERE name=?", (name,))
         return dict(rows[0]) if rows else None
 
-    def create_tag(self, name: str, description: str, ts: int):
-        return self.writer.execute([("INSERT INTO flow_tags (name, description, create_time_ms) VALUES (?, ?, ?)",
-                                     (name, description, ts))])
+    def create_tag(self, name: str, description: str, ts: int, tenant: str):
+        return self.writer.execute([("INSERT INTO flow_tags (name, description, create_time_ms, tenant)"
+                                     " VALUES (?, ?, ?, ?)", (name, description, ts, tenant))])
 
     def update_tag(self, name: str, new_name: str, description: str):
         return self.writer.execute([

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Iterable
+from typing import BinaryIO, Callable, Iterable
 
-from .. import errors
+from .. import auth, errors
 from ..model import now_ms
-from . import archive, deploy, dsl
+from . import archive, deploy, dsl, names, tenants
 from .jobs import FlowHooks, JobIds
 from .model import FlowJob, JobStatus
 from .model_store import MODEL_COLS, ModelStore
@@ -42,7 +42,7 @@ class FlowModels:
 
     def hooks(self) -> FlowHooks:
         return FlowHooks(model_source=self.component_model, model_check=self.check_predict_job,
-                         on_job_end=[self._on_job_end])
+                         deployed_dsl=self.predict_dsl, on_job_end=[self._on_job_end])
 
     # ------------------------------------------------------------------ train jobs make models
     def _on_job_end(self, job: FlowJob) -> None:
@@ -52,28 +52,31 @@ class FlowModels:
         conf = _json_or(job.conf_json, {})
         rows = [self._row(job.model_id, job.model_version, role, party, job_id=job.job_id,
                           initiator=job.initiator, roles=conf.get("role") or {}, train_dsl=job.dsl_json,
-                          train_conf=job.conf_json, inference_dsl="", ts=ts) for role, party in job.parties]
+                          train_conf=job.conf_json, inference_dsl="", ts=ts, tenant=job.namespace)
+                for role, party in job.parties]
         self.mstore.execute(self.mstore.register_job_stmts(rows))
 
     @staticmethod
     def _row(model_id: str, model_version: str, role: str, party_id: int, *, job_id: str, initiator, roles: dict,
-             train_dsl: str, train_conf: str, inference_dsl: str, ts: int, parent: str = "", imported: int = 0) -> dict:
+             train_dsl: str, train_conf: str, inference_dsl: str, ts: int, tenant: str, parent: str = "",
+             imported: int = 0) -> dict:
         return {"model_id": model_id, "model_version": model_version, "role": role, "party_id": int(party_id),
                 "job_id": job_id, "parent_version": parent, "initiator_role": initiator[0],
                 "initiator_party": int(initiator[1]), "roles_json": json.dumps(roles), "train_dsl_json": train_dsl,
                 "train_conf_json": train_conf, "inference_dsl_json": inference_dsl, "imported": imported,
-                "loaded_times": 0, "service_ids_json": "[]", "create_time_ms": ts, "update_time_ms": ts}
+                "loaded_times": 0, "service_ids_json": "[]", "create_time_ms": ts, "update_time_ms": ts,
+                "tenant": tenant}
 
     # ------------------------------------------------------------------ reading
     def query(self, model_id: str = "", model_version: str = "", role: str = "", party_id: int = 0) -> list[dict]:
         if role and role not in MODEL_ROLES:
             raise errors.InvalidArgument(f"role must be one of {', '.join(MODEL_ROLES)}, got {role!r}")
-        return self.mstore.models(model_id, model_version, role, party_id)
+        return self.mstore.models(model_id, model_version, role, party_id, auth.CALL_SCOPE.get())
 
-    def get(self, model_id: str, model_version: str) -> list[dict]:
+    def get(self, model_id: str, model_version: str, scope: tuple[str, ...] | None = None) -> list[dict]:
         if not model_id or not model_version:
             raise errors.InvalidArgument("model_id and model_version are required")
-        rows = self.mstore.models(model_id, model_version)
+        rows = self.mstore.models(model_id, model_version, scope=scope)
         if not rows:
             raise errors.NotFound(f"no model {model_id} {model_version}")
         return rows
@@ -115,8 +118,9 @@ class FlowModels:
         await self.mstore.put_models(new_rows, new_comps)
         return new_version
 
-    def predict_dsl(self, model_id: str, model_version: str) -> dict:
-        rows = self.get(model_id, model_version)
+    def predict_dsl(self, model_id: str, model_version: str, namespace: str | None = None) -> dict:
+        """The deployed predict DSL; with a namespace, only of a model of that namespace."""
+        rows = self.get(model_id, model_version, None if namespace is None else (namespace,))
         text = rows[0]["inference_dsl_json"]
         if not text:
             raise errors.NotFound(f"model {model_id} {model_version} is not deployed (no predict DSL): deploy it first")
@@ -128,10 +132,11 @@ class FlowModels:
         return deploy.predict_conf(predict, _json_or(rows[0]["train_conf_json"], {}), model_id, model_version)
 
     # ------------------------------------------------------------------ predict jobs
-    def check_predict_job(self, plan: dsl.Plan) -> None:
-        """At submit: the model exists, and has every component model the DSL reads, for its parties."""
+    def check_predict_job(self, plan: dsl.Plan, namespace: str) -> None:
+        """At submit: the model exists in the job's namespace, and has every component model the DSL
+        reads, for its parties."""
         wanted = deploy.check_model_refs(plan)
-        rows = self.mstore.models(plan.model_id, plan.model_version)
+        rows = self.mstore.models(plan.model_id, plan.model_version, scope=(namespace,))
         if not rows:
             raise errors.InvalidArgument(f"job_parameters names model {plan.model_id} {plan.model_version}, "
                                          f"which this server does not have (model/query lists the models)")
@@ -186,8 +191,10 @@ class FlowModels:
         name = f"{row['role']}#{row['party_id']}#{model_id}_{model_version}.zip"
         return name, archive.pack(row, comps)
 
-    async def import_archive(self, data: bytes, model_id: str = "", model_version: str = "", role: str = "",
-                             party_id: int = 0, force: bool = False) -> dict:
+    async def import_archive(self, data: bytes | BinaryIO, model_id: str = "", model_version: str = "", role: str = "",
+                             party_id: int = 0, force: bool = False, tenant: str = "") -> dict:
+        """A model from an archive, into `tenant` (default: the caller's home namespace); never over
+        another namespace's model."""
         row, comps = archive.unpack(data)
         for field, want in (("model_id", model_id), ("model_version", model_version), ("role", role)):
             if want and row[field] != want:
@@ -198,22 +205,31 @@ class FlowModels:
         if roles and row["party_id"] not in [int(p) for p in roles.get(row["role"], [])]:
             raise errors.InvalidArgument(f"Party id {row['party_id']} is not in model roles")
         exists = self.mstore.models(row["model_id"], row["model_version"], row["role"], row["party_id"])
+        current = {r["tenant"] for r in self.mstore.models(row["model_id"], row["model_version"])}
+        if not tenant:  # the namespace the version is in already, if the caller's; else its home
+            tenant = next((t for t in sorted(current) if auth.in_scope(t)), tenants.home())
+        if current - {tenant}:  # never replace (or add a party to) another namespace's model
+            raise errors.PermissionDenied(f"model {row['model_id']} {row['model_version']} belongs to another"
+                                          f" namespace; import it under another model_version")
         if exists and not force:
             raise errors.AlreadyExists(f"model {row['model_id']} {row['model_version']} of {row['role']} "
                                        f"{row['party_id']} exists; import with force_update to replace it")
         ts = now_ms()
-        row.update(imported=1, loaded_times=0, service_ids_json="[]", create_time_ms=ts, update_time_ms=ts)
+        row.update(imported=1, loaded_times=0, service_ids_json="[]", create_time_ms=ts, update_time_ms=ts,
+                   tenant=tenant)
         await self.mstore.put_models([row], comps)
         return row
 
-    def _stored_path(self, model_id: str, model_version: str, role: str, party_id: int) -> str:
-        safe = f"{role}#{party_id}#{model_id}".replace("/", "_")
-        return os.path.join(self.model_dir, safe, f"{model_version.replace('/', '_')}.zip")
+    def _stored_path(self, model_id: str, model_version: str, role: str, party_id: int, tenant: str) -> str:
+        """<model dir>/<namespace>/<role>#<party>#<model id>/<version>.zip: a namespace restores only its own."""
+        names.check_model(model_id, model_version)
+        path = os.path.join(self.model_dir, names.check_name(tenant, "namespace"), f"{role}#{party_id}#{model_id}", f"{model_version}.zip")
+        return names.inside(self.model_dir, path, "the stored model")
 
     async def store(self, model_id: str, model_version: str, role: str, party_id: int, force: bool = False) -> str:
         _, data = self.export(model_id, model_version, role, party_id)
         row = self.party_row(model_id, model_version, role, party_id)
-        path = self._stored_path(model_id, model_version, row["role"], row["party_id"])
+        path = self._stored_path(model_id, model_version, row["role"], row["party_id"], row["tenant"])
         if os.path.exists(path) and not force:
             raise errors.AlreadyExists(f"model {model_id} {model_version} is stored already ({path}); "
                                        f"store with force_update to replace it")
@@ -227,14 +243,19 @@ class FlowModels:
     async def restore(self, model_id: str, model_version: str, role: str, party_id: int) -> dict:
         if not (model_id and model_version and role and party_id):
             raise errors.InvalidArgument("model_id, model_version, role and party_id are required")
-        path = self._stored_path(model_id, model_version, role, party_id)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise errors.NotFound(f"model {model_id} {model_version} of {role} {party_id} is not stored in "
-                                  f"{self.model_dir}") from None
-        return await self.import_archive(data, model_id, model_version, role, party_id, force=True)
+        scope = auth.CALL_SCOPE.get()  # only the caller's namespaces' stored models
+        tenants = scope if scope is not None else sorted(os.listdir(self.model_dir)) if os.path.isdir(
+            self.model_dir) else []
+        for tenant in tenants:
+            path = self._stored_path(model_id, model_version, role, party_id, tenant)
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            return await self.import_archive(data, model_id, model_version, role, party_id, force=True, tenant=tenant)
+        raise errors.NotFound(f"model {model_id} {model_version} of {role} {party_id} is not stored in "
+                              f"{self.model_dir}")
 
     # ------------------------------------------------------------------ migrate
     async def migrate(self, model_id: str, model_version: str, old_roles: dict, new_roles: dict,
@@ -254,6 +275,7 @@ class FlowModels:
             raise errors.InvalidArgument(f"model {model_id} {model_version} has no party {', '.join(missing)}")
         new_id = dsl.model_id_of(new)
         new_version = new_version or self.ids.next()
+        names.check_model(new_id, new_version)
         if self.mstore.models(new_id, new_version):
             raise errors.AlreadyExists(f"model {new_id} {new_version} exists already")
         ts = now_ms()
@@ -280,10 +302,10 @@ class FlowModels:
 
     # ------------------------------------------------------------------ tags
     def tags(self, limit: int = 0) -> list[dict]:
-        return self.mstore.tags(limit=limit)
+        return self.mstore.tags(limit=limit, scope=auth.CALL_SCOPE.get())
 
     def find_tags(self, name: str) -> list[dict]:
-        return self.mstore.tags(name_contains=name)
+        return self.mstore.tags(name_contains=name, scope=auth.CALL_SCOPE.get())
 
     def tag(self, name: str) -> dict:
         found = self.mstore.get_tag(name) if name else None
@@ -296,7 +318,7 @@ class FlowModels:
             raise errors.InvalidArgument(f"'{name}' tag created failed. Please input a valid tag name.")
         if self.mstore.get_tag(name):
             raise errors.AlreadyExists(f"'{name}' has already exists in database.")
-        await self.mstore.create_tag(name, description, now_ms())
+        await self.mstore.create_tag(name, description, now_ms(), tenants.home())
 
     async def update_tag(self, name: str, new_name: str, new_desc: str | None) -> None:
         tag = self.tag(name)
@@ -335,7 +357,7 @@ class FlowModels:
             if tag in have:
                 raise errors.AlreadyExists(f"Model {model['model_id']} {job_id} already been tagged as tag '{tag}'.")
             if not self.mstore.get_tag(tag):
-                await self.mstore.create_tag(tag, "", now_ms())
+                await self.mstore.create_tag(tag, "", now_ms(), model["tenant"])
         await self.mstore.tag_model(tag, job_id, remove)
         return model
 

@@ -30,14 +30,22 @@ BUILTIN: dict[str, Entry] = {
     "HeteroLR": Entry("server.flow.components.hetero_lr:HeteroLR", ("guest", "host", "arbiter")),
     "HomoLR": Entry("server.flow.components.homo_lr:HomoLR", ("guest", "host", "arbiter")),
     "Evaluation": Entry("server.flow.components.evaluation:Evaluation", DATA_ROLES),
+    "SampleWeight": Entry("server.flow.components.sample_weight:SampleWeight", DATA_ROLES),
+    "HeteroFeatureBinning": Entry("server.flow.components.binning:HeteroFeatureBinning", ("guest", "host")),
+    "HeteroFeatureSelection": Entry("server.flow.components.selection:HeteroFeatureSelection", ("guest", "host")),
+    "OneHotEncoder": Entry("server.flow.components.one_hot:OneHotEncoder", DATA_ROLES),
     "Probe": Entry("server.flow.components.probe:Probe", ALL),
 }
+
+
+# Older names of built-in modules: FATE 1.6-era DSLs say DataIO (renamed DataTransform in 1.7).
+ALIASES: dict[str, str] = {"DataIO": "DataTransform"}
 
 
 def component_class(module: str):
     """The built-in component class of a DSL module (imported on first use)."""
     import importlib
-    entry = BUILTIN.get(module)
+    entry = BUILTIN.get(ALIASES.get(module, module))
     if entry is None:
         raise ComponentError(f"unknown component module {module!r}; known: {', '.join(sorted(BUILTIN))}")
     path, _, attr = entry.path.partition(":")
@@ -47,6 +55,7 @@ def component_class(module: str):
 class Registry:
     def __init__(self, plugins: dict[str, str] | None = None, allowed_modules: list[str] = ()):
         self.entries = dict(BUILTIN)
+        self.entries.update({alias: BUILTIN[name] for alias, name in ALIASES.items()})
         for name, path in (plugins or {}).items():
             module = path.partition(":")[0]
             if ":" not in path or not module_allowed(module, list(allowed_modules)):

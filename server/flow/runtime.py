@@ -55,9 +55,10 @@ def _metadata() -> list[tuple[str, str]]:
 class RemoteTable:
     """An input table read from the server on demand."""
 
-    def __init__(self, stub, namespace: str, name: str):
+    def __init__(self, stub, namespace: str, name: str, source: str | None = None):
         self._stub = stub
         self.namespace, self.name = namespace, name
+        self.source = source          # the component that wrote it (Evaluation names metrics after it)
         first = next(iter(self._stub.ReadTable(pb.ReadTableRequest(namespace=namespace, name=name, limit=1),
                                                metadata=_metadata())))
         self.schema = json.loads(first.table.schema_json or "{}")
@@ -75,8 +76,12 @@ class RemoteTable:
 
 
 class RemoteFederation:
+    """Messages of this component only: tags carry the component's name, so components of one job that
+    run at the same time (intersection_0 and intersection_1 of a validate DSL) never read each other's."""
+
     def __init__(self, ctx: "RuntimeContext"):
         self._ctx = ctx
+        self._scope = f"{ctx.component_name}."
 
     def _parties(self, role: str, idx: int) -> list[int]:
         ids = self._ctx.roles.get(role) or []
@@ -88,7 +93,8 @@ class RemoteFederation:
         payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         for party in self._parties(role, idx):
             self._ctx._stub.FederationSend(pb.FederationSendRequest(
-                task_uid=self._ctx._uid, name=name, tag=tag, dst_role=role, dst_party_id=party, payload=payload),
+                task_uid=self._ctx._uid, name=name, tag=self._scope + tag, dst_role=role, dst_party_id=party,
+                payload=payload),
                 metadata=_metadata())
 
     def get(self, name: str, tag: str, role: str, idx: int = -1) -> list[Any]:
@@ -98,7 +104,7 @@ class RemoteFederation:
                 self._ctx.check_cancelled()
                 try:
                     resp = self._ctx._stub.FederationReceive(pb.FederationReceiveRequest(
-                        task_uid=self._ctx._uid, name=name, tag=tag, src_role=role, src_party_id=party,
+                        task_uid=self._ctx._uid, name=name, tag=self._scope + tag, src_role=role, src_party_id=party,
                         timeout_seconds=RECEIVE_POLL), metadata=_metadata())
                 except grpc.RpcError as e:
                     if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -132,7 +138,8 @@ class RuntimeContext:
         return self.roles[self.role].index(self.party_id)
 
     def input_tables(self, key: str = "data") -> list[RemoteTable]:
-        return [RemoteTable(self._stub, t["namespace"], t["name"]) for t in self._spec["inputs"].get(key, [])]
+        return [RemoteTable(self._stub, t["namespace"], t["name"], t.get("component"))
+                for t in self._spec["inputs"].get(key, [])]
 
     def read_table(self, namespace: str, name: str) -> RemoteTable:
         try:

@@ -99,6 +99,13 @@ def match(equal: dict, statuses: list[int] = ()) -> tuple[list[str], list]:
     return where, params
 
 
+def within_scope(where: list[str], params: list, column: str, scope: tuple[str, ...] | None) -> None:
+    """Adds "column is one of the caller's namespaces" (nothing for every namespace)."""
+    if scope is not None:
+        where.append(f"{column} IN ({','.join('?' * len(scope)) or 'NULL'})")
+        params.extend(scope)
+
+
 def _job_row(j: FlowJob) -> tuple:
     return (j.job_id, j.namespace, j.job_type, int(j.status), j.dsl_json, j.conf_json, j.initiator[0], j.initiator[1],
             json.dumps(j.parties), j.model_id, j.model_version, j.timeout_seconds, j.description, j.error, j.progress,
@@ -163,8 +170,9 @@ class FlowStore:
         return [task_from_row(r) for r in self.store.query("SELECT * FROM flow_tasks WHERE job_id=?", (job_id,))]
 
     def list_jobs(self, job_id: str, party: tuple[str, int] | None, statuses: list[int], job_type: str,
-                  limit: int, offset: int) -> tuple[list[FlowJob], int]:
+                  limit: int, offset: int, scope: tuple[str, ...] | None = None) -> tuple[list[FlowJob], int]:
         where, params = match({"job_id": "" if job_id.endswith("*") else job_id, "job_type": job_type}, statuses)
+        within_scope(where, params, "namespace", scope)
         if job_id.endswith("*"):
             where.append("job_id LIKE ? ESCAPE '\\'")
             params.append(job_id[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
@@ -179,9 +187,10 @@ class FlowStore:
         return [job_from_row(r) for r in rows], total
 
     def list_tasks(self, job_id: str, role: str, party_id: int, component: str, statuses: list[int],
-                   limit: int, offset: int) -> tuple[list[FlowTask], int]:
+                   limit: int, offset: int, scope: tuple[str, ...] | None = None) -> tuple[list[FlowTask], int]:
         where, params = match({"job_id": job_id, "role": role, "component": component, "party_id": party_id},
                               statuses)
+        within_scope(where, params, "(SELECT namespace FROM flow_jobs j WHERE j.job_id = flow_tasks.job_id)", scope)
         sql_where = f"WHERE {' AND '.join(where)}" if where else ""
         total = self.store.query(f"SELECT COUNT(*) FROM flow_tasks {sql_where}", params)[0][0]
         rows = self.store.query(f"SELECT * FROM flow_tasks {sql_where} ORDER BY job_id DESC, create_time_ms, component,"
@@ -234,9 +243,10 @@ class FlowStore:
         return self.store.query(f"SELECT COUNT(*) FROM flow_metrics WHERE job_id IN ({','.join('?' * len(job_ids))})",
                                 job_ids)[0][0]
 
-    def job_ids_created_between(self, start_ms: int, end_ms: int) -> list[str]:
-        return [r[0] for r in self.store.query(
-            "SELECT job_id FROM flow_jobs WHERE create_time_ms >= ? AND create_time_ms < ?", (start_ms, end_ms))]
+    def job_ids_created_between(self, start_ms: int, end_ms: int, scope: tuple[str, ...] | None = None) -> list[str]:
+        where, params = ["create_time_ms >= ?", "create_time_ms < ?"], [start_ms, end_ms]
+        within_scope(where, params, "namespace", scope)
+        return [r[0] for r in self.store.query(f"SELECT job_id FROM flow_jobs WHERE {' AND '.join(where)}", params)]
 
     # ---------------------------------------------------------------- tables
     def get_table(self, namespace: str, name: str) -> dict | None:
@@ -273,10 +283,12 @@ class FlowStore:
         return self.writer.execute(statements, wait=wait)
 
     def describe_table_stmt(self, info: dict) -> tuple:
+        """The table's row; it belongs to (tenant) the namespace of the job that writes it."""
         cols = ("namespace", "name", "count", "partitions", "schema_json", "job_id", "component", "role", "party_id",
                 "output_name", "create_time_ms")
-        return (f"INSERT OR REPLACE INTO flow_tables ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                tuple(info[c] for c in cols))
+        return (f"INSERT OR REPLACE INTO flow_tables ({', '.join(cols)}, tenant) VALUES ({', '.join('?' * len(cols))},"
+                " COALESCE((SELECT namespace FROM flow_jobs WHERE job_id=?), 'fate'))",
+                tuple(info[c] for c in cols) + (info["job_id"],))
 
     def delete_tables(self, tables: list[tuple[str, str]]):
         stmts = []
@@ -293,12 +305,11 @@ class FlowStore:
     def set_upload_count(self, job_id: str, count: int):
         return self.writer.execute([("UPDATE flow_uploads SET upload_count=? WHERE job_id=?", (count, job_id))], wait=False)
 
-    def uploads(self, limit: int, job_id: str) -> list[dict]:
-        if job_id:
-            rows = self.store.query("SELECT * FROM flow_uploads WHERE job_id=?", (job_id,))
-        else:
-            rows = self.store.query("SELECT * FROM flow_uploads ORDER BY create_time_ms DESC, job_id DESC LIMIT ?",
-                                    (limit,))
+    def uploads(self, limit: int, job_id: str, scope: tuple[str, ...] | None = None) -> list[dict]:
+        where, params = match({"job_id": job_id})
+        within_scope(where, params, "(SELECT namespace FROM flow_jobs j WHERE j.job_id = flow_uploads.job_id)", scope)
+        rows = self.store.query(f"SELECT * FROM flow_uploads WHERE {' AND '.join(where) or '1'}"
+                                " ORDER BY create_time_ms DESC, job_id DESC LIMIT ?", (*params, limit))
         return [dict(r) for r in rows]
 
     # ---------------------------------------------------------------- federation

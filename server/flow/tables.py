@@ -12,19 +12,16 @@ import json
 from typing import AsyncIterator, Iterator
 
 from .. import errors
+from . import names
 from ..model import now_ms
 from .store import FlowStore
 
 CHUNK_ROWS = 10_000
-_NAME_MAX = 300
 
 
 def check_name(namespace: str, name: str) -> None:
-    for what, value in (("namespace", namespace), ("table_name", name)):
-        if not isinstance(value, str) or not value.strip():
-            raise errors.InvalidArgument(f"{what} must be a non-empty string")
-        if len(value) > _NAME_MAX or any(c in value for c in "\n\r\0"):
-            raise errors.InvalidArgument(f"{what} {value[:40]!r}... must be at most {_NAME_MAX} characters on one line")
+    names.check_name(namespace, "namespace")
+    names.check_name(name, "table_name")
 
 
 class TableWriter:

@@ -23,6 +23,7 @@ import enum
 import itertools
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -38,8 +39,10 @@ from taskhub.v1 import node_service_pb2_grpc as svc_grpc
 from client.credentials import auth_metadata, open_aio_channel
 
 from ..delta.datasets import node_labels
+from . import task_user as task_users
 from .executor import Executor, Outcome, Run
 from .fence import FenceClient
+from .pool import worker_paths
 from .remote import run_from_start
 from .spawner import kill_orphans
 from .workdir import claim_slot, dead_slots
@@ -66,6 +69,8 @@ class AgentConfig:
     tls_cert: str = ""              # this agent's certificate and key, for mutual TLS
     tls_key: str = ""
     max_buffered_lines: int = 100_000  # log lines kept while disconnected; more are dropped and counted
+    task_user: str = "nobody"       # with a token: tasks run as this user (the agent must be root)
+    trust_tasks: bool = False       # with a token, not root: run tasks as the agent's own user anyway
 
 
 class RecentLines:
@@ -158,12 +163,18 @@ class Agent:
             print(f"taskhub node: work directory {self.cfg.work_dir} is shared with {len(busy)} other agent(s)"
                   f" ({'; '.join(busy)}); this one uses slot {self.slot.number}", flush=True)
         instance = self._new_instance()
-        self.executor = Executor(self, python_workers=self.cfg.python_workers, work_dir=self.cfg.work_dir,
-                                 instance=instance, kill_grace=self.cfg.kill_grace, task_paths=self.cfg.task_paths)
+        user = task_users.for_agent(self.cfg.token, self.cfg.task_user, self.cfg.trust_tasks,
+                                     worker_paths(self.cfg.task_paths))
+        tasks_dir = task_users.work_dir_for(user, "") if user else self.cfg.work_dir
+        self.executor = Executor(self, python_workers=self.cfg.python_workers, work_dir=tasks_dir,
+                                 instance=instance, kill_grace=self.cfg.kill_grace, task_paths=self.cfg.task_paths,
+                                 task_user=user)
         self.executor.server_target = self.cfg.server  # tasks (FATE components) call back into the server
         self.executor.server_env = {k: v for k, v in (("TASKHUB_TLS_CA", self.cfg.tls_ca),
                                                       ("TASKHUB_TLS_CERT", self.cfg.tls_cert),
                                                       ("TASKHUB_TLS_KEY", self.cfg.tls_key)) if v}
+        if user is not None:  # tasks (FATE components) dial the server as this agent does: copies they can read
+            self.executor.server_env = task_users.hand_over(user, tasks_dir, self.executor.server_env)
         self.executor.data_dir = os.path.abspath(self.cfg.data_dir)
         self.fence = FenceClient(self.slot.lease_file, instance)
         self.fence.start()
@@ -181,6 +192,8 @@ class Agent:
             task.cancel()
         await asyncio.gather(connector, lease_watch, return_exceptions=True)
         await self.executor.close(grace=min(self.cfg.kill_grace, 5.0))
+        if user is not None:
+            shutil.rmtree(tasks_dir, ignore_errors=True)
         self.fence.stop()
         return self.exit_code
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from ..model import TaskType
 from .pool import PythonPool
 from .spawner import KEEP_ENV, SpawnerClient
+from .task_user import TaskUser
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Outcome:
 
 class Executor:
     def __init__(self, events, *, python_workers: int, work_dir: str, instance: str,
-                 kill_grace: float = 5.0, task_paths: list[str] = ()):
+                 kill_grace: float = 5.0, task_paths: list[str] = (), task_user: TaskUser | None = None):
         self.events = events
         self.work_dir = work_dir
         self.instance = instance
@@ -70,6 +71,9 @@ class Executor:
         self.pool = PythonPool(python_workers, events, self._python_started, task_paths, instance)
         self.pool.on_done = self._python_done
         self.spawner = SpawnerClient(instance, work_dir, events.on_running, events.on_log, self._command_done)
+        if task_user is not None:  # commands and Python workers run as this user, in work_dir
+            self.pool.as_user = self.spawner.as_user = task_user.spawn_kwargs()
+            self.pool.cwd = work_dir
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self.server_target = ""   # gRPC address tasks use to call back (TASKHUB_SERVER), set by the owner
         self.server_env: dict[str, str] = {}   # and how to dial it (TASKHUB_TLS_CA, ...), set by the owner

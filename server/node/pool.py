@@ -9,12 +9,19 @@ import signal
 import sys
 from typing import Callable
 
+from .. import stages
 from ..background import spawn
+from .task_user import clean_env
 from .wire import HEADER, frame, unframe
 
 log = logging.getLogger(__name__)
 
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def worker_paths(task_paths: list[str]) -> list[str]:
+    """What a worker imports from (then PYTHONPATH): the examples, the starting directory, the task paths."""
+    return [EXAMPLES_DIR, os.getcwd(), *task_paths]
 
 
 class WorkerProcess:
@@ -28,8 +35,8 @@ class WorkerProcess:
         self.ready = asyncio.get_running_loop().create_future()
 
     async def start(self) -> None:
-        env = dict(os.environ)
-        paths = [EXAMPLES_DIR, os.getcwd(), *self.pool.task_paths]
+        env = clean_env(dict(os.environ))
+        paths = worker_paths(self.pool.task_paths)
         if env.get("PYTHONPATH"):
             paths.append(env["PYTHONPATH"])
         env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -39,7 +46,7 @@ class WorkerProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "server.node.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
-            limit=1 << 24,
+            limit=1 << 24, cwd=self.pool.cwd, **self.pool.as_user,
         )
         self.pid = self.proc.pid
         spawn(self._read(), f"worker {self.pid} reader")
@@ -79,6 +86,9 @@ class WorkerProcess:
                     events.on_response(msg[1], msg[2])
                 elif kind == "ready":
                     self.ready.set_result(True)
+                elif kind == "stages":  # only from a worker of a server started with TASKHUB_STAGES
+                    stages.mark(msg[1], "worker_got", msg[2])
+                    stages.mark(msg[1], "worker_done", msg[3])
         except (asyncio.IncompleteReadError, ConnectionResetError):
             pass
         code = await self.proc.wait()
@@ -98,6 +108,8 @@ class PythonPool:
         self.on_start = on_start  # (task_id, pid) when a worker takes a job
         self.on_done: Callable[[int, str, str, str | None], None] | None = None
         self.task_paths = list(task_paths)
+        self.as_user: dict = {}          # TaskUser.spawn_kwargs() when workers run as the task user
+        self.cwd: str | None = None      # their working directory (None: this process's)
         self.idle: list[WorkerProcess] = []
         self.busy: dict[int, WorkerProcess] = {}  # task_id -> worker
         self.waiting: collections.OrderedDict[int, tuple] = collections.OrderedDict()
@@ -133,6 +145,8 @@ class PythonPool:
             w.killed_for = ""
             self.busy[task_id] = w
             w.send(job)
+            if stages.ON:
+                stages.mark(task_id, "dispatched")
             self.on_start(task_id, w.pid)
 
     def cancel(self, task_id: int) -> str:

@@ -20,6 +20,7 @@ import threading
 import traceback
 
 from client.context import Cancelled, TaskContext, set_current
+from server import stages
 from server.node.wire import HEADER, die_with_parent, frame, unframe
 
 FLUSH_INTERVAL = 0.01
@@ -116,6 +117,7 @@ class Worker:
 
     def run(self, job: tuple) -> None:
         _, task_id, uid, namespace, name, target, input_json, env = job
+        got = stages.now() if stages.ON else 0.0
         self.task_id = task_id
         ctx = self.ctx = TaskContext(task_id, uid, namespace, name, self.emit)
         set_current(ctx)
@@ -149,6 +151,8 @@ class Worker:
                 result = json.dumps(result, separators=(",", ":"), default=str)
             except (TypeError, ValueError):
                 result = repr(result)
+        if stages.ON:
+            self.emit(("stages", task_id, got, stages.now()))
         self.emit(("done", task_id, kind, error, result))
         self.task_id = 0
         self.ctx = None

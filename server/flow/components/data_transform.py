@@ -10,7 +10,7 @@ import math
 
 from server.flow.components import params as P
 from server.flow.components.base import Component, ComponentContext, ComponentError, Table
-from server.flow.components.data import instance_schema, one_input
+from server.flow.components.data import instance_schema, one_input, sparse_rows, sparse_schema
 
 MODULE = "DataTransform"
 # What counts as missing when `missing_impute` is not given (compared case-insensitively).
@@ -36,7 +36,7 @@ class DataTransform(Component):
         super().__init__(params)
         p = self.params
         P.choice(MODULE, "input_format", p["input_format"], ["dense"])
-        P.choice(MODULE, "output_format", p["output_format"], ["dense"])
+        p["output_format"] = P.choice(MODULE, "output_format", p["output_format"], ["dense", "sparse"])
         P.choice(MODULE, "data_type", p["data_type"], ["float64", "float", "int", "int64", "long"])
         if p["exclusive_data_type"] is not None:
             raise ComponentError(f"{MODULE}: exclusive_data_type is not supported (every feature is numeric)")
@@ -97,6 +97,7 @@ class DataTransform(Component):
             "data_type": p["data_type"],
             "missing_fill": p["missing_fill"], "missing_impute": missing_impute, "missing_fill_values": None,
             "outlier_replace": p["outlier_replace"], "outlier_impute": outlier_impute, "outlier_replace_values": None,
+            "output_format": p["output_format"],
         }
         if p["missing_fill"] or p["outlier_replace"]:
             stats = column_stats(table, header, features, set(v.lower() for v in missing_impute) | set(outlier_impute))
@@ -123,7 +124,7 @@ def saved_from_layout(layout: dict, p: dict) -> tuple[dict, dict]:
     meta = {"input_format": "dense", "delimitor": p["delimitor"], "data_type": layout["data_type"],
             "tag_with_value": False, "tag_value_delimitor": p["tag_value_delimitor"],
             "with_label": layout["with_label"], "label_name": layout["label_name"] or "",
-            "label_type": layout["label_type"], "output_format": "dense",
+            "label_type": layout["label_type"], "output_format": layout["output_format"],
             "imputer_meta": {"is_imputer": layout["missing_fill"], "strategy": p["missing_fill_method"] or "designated",
                              "missing_value": layout["missing_impute"]},
             "outlier_meta": {"is_outlier": layout["outlier_replace"],
@@ -143,7 +144,8 @@ def layout_from_saved(model: dict, meta: dict) -> dict:
             "missing_fill": imputer["is_imputer"], "missing_impute": list(imputer["missing_value"]),
             "missing_fill_values": values(model["imputer_param"]["missing_replace_value"], imputer["is_imputer"]),
             "outlier_replace": outlier["is_outlier"], "outlier_impute": list(outlier["outlier_value"]),
-            "outlier_replace_values": values(model["outlier_param"]["outlier_replace_value"], outlier["is_outlier"])}
+            "outlier_replace_values": values(model["outlier_param"]["outlier_replace_value"], outlier["is_outlier"]),
+            "output_format": meta.get("output_format", "dense")}
 
 
 def column_stats(table: Table, header: list[str], features: list[str], skip: set[str]) -> dict[str, dict]:
@@ -231,7 +233,10 @@ def transform(table: Table, layout: dict) -> tuple[list[list[str]], dict]:
                                          "missing_impute (with missing_fill) or outlier_impute") from None
             out.append(repr(float(int(v))) if as_int else repr(v))
         rows.append(out)
-    return rows, instance_schema(layout["sid"], layout["features"], label_name)
+    schema = instance_schema(layout["sid"], layout["features"], label_name)
+    if layout["output_format"] == "sparse":
+        return sparse_rows(rows, 2 if label_col else 1), sparse_schema(schema)
+    return rows, schema
 
 
 def _number(text: str) -> float | None:

@@ -135,6 +135,17 @@ class Evaluation(Component):
         return values
 
 
+def single_values(y: np.ndarray, s: np.ndarray, metrics: list[str]) -> dict:
+    """auc and ks of binary labels y (0/1) and scores s (what validation during training reports)."""
+    values = {}
+    if "auc" in metrics:
+        values["auc"] = round(auc(y, s), ROUND)
+    if "ks" in metrics:
+        _, (tp, fp, _, _) = confusion_by_threshold(y, s)
+        values["ks"] = round(float(np.max(tp / y.sum() - fp / (len(y) - y.sum()))), ROUND)
+    return values
+
+
 # -- reading ---------------------------------------------------------------------------------------
 def split_by_type(table: Table) -> dict[str, tuple[list[str], list[str], list[float]]]:
     header = list(table.schema.get("header") or [])

@@ -18,11 +18,10 @@ CV_DEFAULTS = {"n_splits": 5, "mode": "hetero", "role": "guest", "shuffle": True
                "need_cv": False, "output_fold_history": True, "history_value_type": "score"}
 STEPWISE_DEFAULTS = {"score_name": "AIC", "mode": "hetero", "role": "guest", "direction": "both", "max_step": 10,
                      "nvmin": 2, "nvmax": None, "need_stepwise": False}
-CALLBACK_DEFAULTS = {"callbacks": None, "validation_freqs": None, "early_stopping_rounds": None, "metrics": None,
-                     "use_first_metric_only": False, "save_freq": 1}
 SQN_DEFAULTS = {"update_interval_L": 3, "memory_M": 5, "sample_size": 5000, "random_seed": None}
 ENCRYPTED_MODE_DEFAULTS = {"mode": "strict", "re_encrypted_rate": 1}
 MIN_BATCH_SIZE = 10
+MAX_CLASSES = 100
 
 LOGISTIC_DEFAULTS = {
     "penalty": "L2", "tol": 1e-4, "alpha": 1.0, "optimizer": "rmsprop", "batch_size": -1, "shuffle": True,
@@ -79,15 +78,24 @@ def check_logistic(module: str, p: dict, *, early_stops: list[str]) -> None:
 
     cv = p["cv_param"] = P.merge_nested(module, "cv_param", p["cv_param"], CV_DEFAULTS)
     if P.boolean(module, "cv_param.need_cv", cv["need_cv"]):
-        raise ComponentError(f"{module}: cross validation (cv_param.need_cv: true) is not supported")
+        P.number(module, "cv_param.n_splits", cv["n_splits"], minimum=2, integer=True)
+        P.boolean(module, "cv_param.shuffle", cv["shuffle"])
+        if cv["random_seed"] is not None:
+            P.number(module, "cv_param.random_seed", cv["random_seed"], minimum=0, integer=True)
     sw = p["stepwise_param"] = P.merge_nested(module, "stepwise_param", p["stepwise_param"], STEPWISE_DEFAULTS)
     if P.boolean(module, "stepwise_param.need_stepwise", sw["need_stepwise"]):
         raise ComponentError(f"{module}: stepwise (stepwise_param.need_stepwise: true) is not supported")
-    cb = p["callback_param"] = P.merge_nested(module, "callback_param", p["callback_param"], CALLBACK_DEFAULTS)
-    if cb["callbacks"] or p["validation_freqs"] or cb["validation_freqs"] or p["early_stopping_rounds"] \
-            or cb["early_stopping_rounds"]:
-        raise ComponentError(f"{module}: validation during training (callbacks, validation_freqs, "
-                             "early_stopping_rounds) is not supported; evaluate with an Evaluation component")
+
+
+def trains(ctx: ComponentContext) -> bool:
+    """Whether this run trains (train_data given) or predicts. The arbiter holds no data: the guest tells it."""
+    if ctx.role == "guest":
+        training = bool(ctx.input_tables("train_data"))
+        ctx.federation.remote(training, "trains", "run", "arbiter", 0)
+        return training
+    if ctx.role == "arbiter":
+        return ctx.federation.get("trains", "run", "guest", 0)[0]
+    return bool(ctx.input_tables("train_data"))
 
 
 # -- training pieces ------------------------------------------------------------------------------
@@ -190,14 +198,36 @@ def converged(early_stop: str, tol: float, loss: float | None, previous: float |
     return previous is not None and abs(previous - loss) < tol
 
 
-def binary_labels(module: str, data: Instances) -> np.ndarray:
+def classes_of(module: str, data: Instances) -> list[float] | None:
+    """None for binary 0/1 labels; else the sorted classes, each trained one-vs-rest (FATE's multi_class ovr)."""
     if data.y is None:
         raise ComponentError(f"{module}: training data has no label; run DataTransform with with_label: true")
-    labels = set(np.unique(data.y).tolist())
-    if not labels <= {0.0, 1.0}:
-        raise ComponentError(f"{module}: labels must be 0/1 for binary LR, found {sorted(labels)[:5]}; "
-                             "multi-class (one-vs-rest) is not supported")
-    return data.y
+    labels = sorted(set(np.unique(data.y).tolist()))
+    if set(labels) <= {0.0, 1.0}:
+        return None
+    if len(labels) > MAX_CLASSES:
+        raise ComponentError(f"{module}: {len(labels)} classes; one-vs-rest is limited to {MAX_CLASSES}")
+    return labels
+
+
+def targets(y: np.ndarray, classes: list[float] | None) -> list[np.ndarray]:
+    """The 0/1 target of each binary model: the labels, or one per class (that class against the rest)."""
+    return [y] if classes is None else [(y == c).astype(np.float64) for c in classes]
+
+
+def class_text(c: float) -> str:
+    return str(int(c)) if float(c).is_integer() else repr(float(c))
+
+
+def folds(sids: list[str], cv: dict) -> list[list[int]]:
+    """Row indexes of each held-out fold (FATE's KFold over the ids, shuffled with random_seed if asked)."""
+    order = np.argsort(np.array(sids, dtype=object), kind="stable")
+    if cv["shuffle"]:
+        order = order[np.random.default_rng(cv["random_seed"]).permutation(len(order))]
+    n = cv["n_splits"]
+    if n > len(sids):
+        raise ComponentError(f"cv_param.n_splits={n} is more than the {len(sids)} rows")
+    return [sorted(part.tolist()) for part in np.array_split(order, n)]
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -217,6 +247,18 @@ def predict_rows(sids: list[str], labels: list[str] | None, scores: np.ndarray, 
         detail = json.dumps({"0": 1.0 - s, "1": s})
         rows.append([sid, label, 1 if s > threshold else 0, s, detail, data_type])
     return rows, dict(PREDICT_SCHEMA)
+
+
+def ovr_predict_rows(sids: list[str], labels: list[str] | None, scores: np.ndarray, classes: list[float],
+                     data_type: str) -> list[list]:
+    """FATE's one-vs-rest output: the class of the highest score, that score, and every class's score."""
+    names = [class_text(c) for c in classes]
+    rows = []
+    for i, sid in enumerate(sids):
+        k = int(np.argmax(scores[i]))
+        detail = json.dumps({n: float(v) for n, v in zip(names, scores[i])})
+        rows.append([sid, labels[i] if labels is not None else "", names[k], float(scores[i][k]), detail, data_type])
+    return rows
 
 
 def lr_model(weights: dict[str, float] | None = None, intercept: float = 0.0, header: list[str] | None = None, *,
@@ -241,5 +283,7 @@ def trained_threshold(saved: dict, default: float) -> float:
     return (saved.get("meta") or {}).get("predict_param", {}).get("threshold", default)
 
 
-def report_loss(ctx: ComponentContext, iteration: int, loss: float) -> None:
-    ctx.metric("train", "loss", [(iteration, loss)], {"metric_type": "LOSS", "unit_name": "iters"})
+def report_loss(ctx: ComponentContext, iteration: int, loss: float, scope: str = "") -> None:
+    """Metric train/loss (per class or fold: loss.<scope>)."""
+    name = f"loss.{scope.rstrip('.')}" if scope else "loss"
+    ctx.metric("train", name, [(iteration, loss)], {"metric_type": "LOSS", "unit_name": "iters"})

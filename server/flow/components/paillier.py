@@ -105,6 +105,10 @@ class PublicKey:
     def add_plain(self, cs: Sequence[gmpy2.mpz], ms: Sequence[int]) -> list[gmpy2.mpz]:
         return [c * self._plain(m) % self.n2 for c, m in zip(cs, ms)]
 
+    def scale(self, cs: Sequence[gmpy2.mpz], ks: Sequence[int]) -> list[gmpy2.mpz]:
+        """[[m_i * k_i]] = c_i^k_i, for plain integers k_i."""
+        return [gmpy2.powmod(c, k % self.n, self.n2) for c, k in zip(cs, ks)]
+
     def sum(self, cs: Sequence[gmpy2.mpz]) -> gmpy2.mpz:
         acc = gmpy2.mpz(1)
         for c in cs:

@@ -1,0 +1,114 @@
+"""`make bench` (part of bench.run): where one no-op task's round trip goes, stage by stage.
+
+    python -m bench.stages [--trips N] [--auth]
+
+A real server started with TASKHUB_STAGES (server/stages.py) records monotonic timestamps
+along the path; the client records its own (the same clock), one task at a time. Each stage's
+p50 is printed with its share of the round trip; the stages follow each other, so they add up
+to the round trip (p50s of parts need not add up to the p50 of the whole: the mean column does).
+The instrumented server is only ever used here, never for the other figures.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+
+from . import workloads
+from .server import TaskhubServer
+from .stats import table
+
+# (name, from, to, why it costs what it costs); "client:*" times are the bench client's.
+STAGES = [
+    ("client call -> server", "client:submit", "received",
+     "the SDK builds and serialises the request; HTTP/2 over loopback; gRPC core hands it to Python"),
+    ("interceptors (auth, metrics)", "received", "servicer",
+     "token check (a cached hash lookup), rule and namespace check, audit queued; RPC timer"),
+    ("engine", "servicer", "queued",
+     "proto -> spec, validation, id and uid, the row built for the writer"),
+    ("commit", "queued", "committed",
+     "the writer thread wakes, INSERT, COMMIT (WAL, synchronous=NORMAL), the loop is woken"),
+    ("dispatch to worker", "committed", "dispatched",
+     "scheduling round, placement (3 status changes), the run's environment, pickled onto the pipe"),
+    ("pipe to worker", "dispatched", "worker_got", "the worker's reader thread unpickles and queues the job"),
+    ("worker runs the task", "worker_got", "worker_done", "import cache hit, call, result to JSON, flush logs"),
+    ("pipe back", "worker_done", "exited", "the 'done' frame read by the event loop"),
+    ("result commit", "exited", "announced", "status SUCCESS batched into the next commit; waiters told after it"),
+    ("waiter notified", "announced", "client:done",
+     "the WaitTask stream wakes, Task -> proto, sent, read; a no-op often ends before WaitTask arrives: a 2nd RPC"),
+]
+
+
+def breakdown(records: dict[int, dict[str, float]], trips: list[tuple]) -> dict:
+    """Per stage: p50 and mean in ms over the trips whose every timestamp was recorded."""
+    per_stage: dict[str, list[float]] = {name: [] for name, *_ in STAGES}
+    totals, replies = [], []
+    for task_id, submitted, answered, done in trips:
+        marks = records.get(task_id)
+        if not marks:
+            continue
+        marks = {**marks, "client:submit": submitted, "client:done": done}
+        if not all(a in marks and b in marks for _, a, b, _ in STAGES):
+            continue
+        for name, a, b, _ in STAGES:
+            per_stage[name].append((marks[b] - marks[a]) * 1000)
+        totals.append((done - submitted) * 1000)
+        replies.append((answered - marks["committed"]) * 1000)
+    if not totals:
+        raise RuntimeError("no round trip was fully recorded")
+    out = {name: {"p50_ms": statistics.median(v), "mean_ms": statistics.fmean(v)} for name, v in per_stage.items()}
+    out["round trip"] = {"p50_ms": statistics.median(totals), "mean_ms": statistics.fmean(totals)}
+    out["create answered after commit (beside dispatch)"] = {"p50_ms": statistics.median(replies),
+                                                             "mean_ms": statistics.fmean(replies)}
+    out["trips"] = len(totals)
+    return out
+
+
+def measure(trips: int, auth: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix="taskhub-stages-") as d:
+        path = os.path.join(d, "stages.jsonl")
+        extra = ("--python-workers", "2") + (("--auth",) if auth else ())
+        with TaskhubServer(*extra, env={"TASKHUB_STAGES": path}) as srv:
+            seen: list[tuple] = []
+            # the first trips warm the workers' import of the callable and the channels
+            asyncio.run(workloads.round_trips(srv.target, workloads.NOOP, 20, srv.token))
+            asyncio.run(workloads.round_trips(srv.target, workloads.NOOP, trips, srv.token, seen))
+        records = {}
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                records[r.pop("id")] = r
+    return breakdown(records, seen)
+
+
+def render(result: dict, title: str) -> str:
+    total = result["round trip"]["mean_ms"]
+    rows = []
+    for name, _, _, why in STAGES:
+        s = result[name]
+        rows.append([name, why, f"{s['p50_ms']:.3f}", f"{s['mean_ms']:.3f}", f"{100 * s['mean_ms'] / total:.0f} %"])
+    s = result["round trip"]
+    rows.append(["round trip (client)", f"{result['trips']} sequential no-op Python tasks", f"{s['p50_ms']:.3f}",
+                 f"{s['mean_ms']:.3f}", "100 %"])
+    s = result["create answered after commit (beside dispatch)"]
+    rows.append(["(create answered, after commit)", "in parallel with dispatch: not on the path",
+                 f"{s['p50_ms']:.3f}", f"{s['mean_ms']:.3f}", ""])
+    return f"{title}\n" + table(rows, ["stage", "what it pays for", "p50 ms", "mean ms", "share"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.stages")
+    ap.add_argument("--trips", type=int, default=300)
+    ap.add_argument("--auth", action="store_true", help="the server runs with --auth (the client sends a token)")
+    a = ap.parse_args(argv)
+    result = measure(a.trips, a.auth)
+    print(render(result, f"round trip of one no-op task by stage (auth {'on' if a.auth else 'off'})"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
