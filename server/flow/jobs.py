@@ -283,6 +283,13 @@ class FlowJobs:
             self.by_taskhub[task.id] = t
             self.uids[task.uid] = task.id
         self.fstore.save_tasks(owners)
+        # The engine places a task as soon as its insert commits, before create returns: changes it
+        # told the observer before the task was registered above were dropped, so catch up now.
+        for task in created:
+            try:
+                self._on_taskhub_change(self.engine.get(ANY_NAMESPACE, task.id))
+            except errors.NotFound:
+                pass
         if job.terminal:  # the job ended while its tasks were being created: they must not run
             for task in created:
                 self.engine.cancel(ANY_NAMESPACE, task.id, f"job {job.job_id} {job.status.fate}")
