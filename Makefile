@@ -6,7 +6,7 @@ GEN     := build/gen
 PROTOS  := $(wildcard protos/taskhub/v1/*.proto)
 STAMP   := $(VENV)/.installed
 
-.PHONY: task-user install run test bench bench-peer chaos proto clean test-clients browser wheel-check postgres
+.PHONY: task-user install run test bench bench-peer chaos proto clean test-clients browser sdk wheel-check postgres
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ wheel-check: install
 	$(PY) -m venv --without-pip $(WHEEL)/venv
 	$(BIN)/pip --python $(WHEEL)/venv/bin/python install -q $(WHEEL)/taskhub-*.whl
 	cd $(WHEEL) && venv/bin/python $(CURDIR)/tests/wheel_health.py venv/bin/taskhub
+
+# The SDK alone (client/ + the stubs, no server): dist/taskhub_client-*.whl (packaging/sdk/).
+sdk: install
+	$(BIN)/python packaging/sdk/build.py dist
 
 run: install
 	mkdir -p var
@@ -93,4 +97,4 @@ chaos: install
 	$(BIN)/python -m bench.chaos --seconds $${CHAOS_SECONDS:-600}
 
 clean:
-	rm -rf $(VENV) $(GEN) build *.egg-info bench/.venv-peer
+	rm -rf $(VENV) $(GEN) build dist *.egg-info bench/.venv-peer

@@ -108,11 +108,11 @@ class Chaos:
         self.db = workdir / "taskhub.db"
         py = sys.executable
         self.server = Proc("server", [
-            py, "-m", "client.cli", "serve", "--db", str(self.db), "--grpc-port", str(self.port), "--http-port", "-1",
+            py, "-m", "server.cli", "serve", "--db", str(self.db), "--grpc-port", str(self.port), "--http-port", "-1",
             "--no-local-node", "--node-timeout", str(lease), "--lease-grace", str(grace), "--kill-grace", "1",
             "--allow-module", "chaos_tasks", "--task-path", str(BENCH)], workdir / "server.log")
         self.agents = [Proc(f"agent-{i}", [
-            py, "-m", "client.cli", "node", "--server", self.target, "--name", f"chaos-{i}",
+            py, "-m", "server.cli", "node", "--server", self.target, "--name", f"chaos-{i}",
             "--work-dir", str(workdir / f"agent-{i}"), "--slots", "6", "--python-workers", "2",
             "--max-backoff", "0.5", "--kill-grace", "1", "--task-path", str(BENCH)], workdir / f"agent-{i}.log")
             for i in range(agents)]

@@ -13,7 +13,7 @@ class TaskhubServer:
         """db: --db (default a SQLite file in a fresh temporary directory)."""
         self.env = {**os.environ, **(env or {})}
         self.dir = tempfile.mkdtemp(prefix="taskhub-bench-")
-        self.args = [sys.executable, "-m", "client.cli", "serve", "--db", db or os.path.join(self.dir, "bench.db"),
+        self.args = [sys.executable, "-m", "server.cli", "serve", "--db", db or os.path.join(self.dir, "bench.db"),
                      "--grpc-port", "0", "--http-port", "-1", *extra]
         self.target = ""
         self.proc: subprocess.Popen | None = None

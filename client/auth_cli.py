@@ -1,25 +1,27 @@
 """`taskhub token ...`: create, list and revoke tokens; `taskhub token audit`: the audit log (admin)."""
 from __future__ import annotations
 
-import re
 import sys
 import time
 
-from .cli_support import DEFAULT_SERVER, add_connection_flags, connect, print_message
+from taskhub.v1 import auth_service_pb2 as pb
+from taskhub.v1 import auth_service_pb2_grpc as svc
 
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+from .cli_support import DEFAULT_SERVER, add_connection_flags, connect, parse_duration, print_message
 
 
-def parse_duration(text: str) -> int:
-    """'30d', '12h', '90m', '3600s' or '3600' -> seconds."""
-    m = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", text or "")
-    if not m or int(m.group(1)) <= 0:
+def expiry_seconds(text: str) -> int:
+    """--expires: '30d', '12h', '90m', '3600s' or '3600' -> whole seconds, more than 0."""
+    try:
+        seconds = int(parse_duration(text))
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
         raise SystemExit(f"taskhub: --expires must look like 30d, 12h, 90m or 3600s; got {text!r}")
-    return int(m.group(1)) * UNITS[m.group(2) or "s"]
+    return seconds
 
 
 def _stub(a):
-    from taskhub.v1 import auth_service_pb2_grpc as svc
     return svc.AuthServiceStub(connect(a).channel)
 
 
@@ -28,8 +30,7 @@ def _when(ms: int) -> str:
 
 
 def cmd_create(a) -> int:
-    from taskhub.v1 import auth_service_pb2 as pb
-    ttl = parse_duration(a.expires) if a.expires else 0
+    ttl = expiry_seconds(a.expires) if a.expires else 0
     resp = _stub(a).CreateToken(pb.CreateTokenRequest(name=a.name, role=a.role, namespaces=a.namespace or [],
                                                       ttl_seconds=ttl), timeout=30)
     print(resp.token)
@@ -41,7 +42,6 @@ def cmd_create(a) -> int:
 
 
 def cmd_list(a) -> int:
-    from taskhub.v1 import auth_service_pb2 as pb
     resp = _stub(a).ListTokens(pb.ListTokensRequest(), timeout=30)
     if a.json:
         print_message(resp)
@@ -54,14 +54,12 @@ def cmd_list(a) -> int:
 
 
 def cmd_revoke(a) -> int:
-    from taskhub.v1 import auth_service_pb2 as pb
     t = _stub(a).RevokeToken(pb.RevokeTokenRequest(id=a.token_id), timeout=30)
     print(f"token {t.id} ({t.name}) revoked")
     return 0
 
 
 def cmd_audit(a) -> int:
-    from taskhub.v1 import auth_service_pb2 as pb
     resp = _stub(a).ListAudit(pb.ListAuditRequest(limit=a.limit, token_id=a.of or ""), timeout=30)
     if a.json:
         print_message(resp)

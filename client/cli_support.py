@@ -3,13 +3,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
+
+from google.protobuf import json_format
+
+from .client import TaskhubClient
 
 DEFAULT_SERVER = os.environ.get("TASKHUB_SERVER", "127.0.0.1:50051")
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'7d', '12h', '30m', '45s', '2w', '3600' -> seconds (0 is 0: callers say what it means)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text or "")
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like 7d, 12h, 30m or 45s")
+    return float(m.group(1)) * DURATION_UNITS[m.group(2)]
 
 
 def connect(args):
     """A TaskhubClient for the --server (and --namespace, --token, --tls-ca, if any) of the parsed arguments."""
-    from .client import TaskhubClient
     return TaskhubClient(args.server, namespace=getattr(args, "namespace", "") or "",
                          token=getattr(args, "token", None), tls_ca=getattr(args, "tls_ca", None))
 
@@ -23,7 +36,6 @@ def add_connection_flags(parser) -> None:
 
 def print_message(message) -> None:
     """A protobuf message as indented JSON with proto field names."""
-    from google.protobuf import json_format
     print(json.dumps(json_format.MessageToDict(message, preserving_proto_field_name=True), indent=2,
                      ensure_ascii=False))
 

@@ -1,4 +1,5 @@
-"""The typed gRPC client. Every TaskService RPC, plus helpers that build specs."""
+"""The typed gRPC client: a method for every TaskService RPC, typed sub-clients for the other
+services (client/typed.py), and helpers that build specs."""
 from __future__ import annotations
 
 import itertools
@@ -11,10 +12,10 @@ import grpc
 from google.protobuf import json_format
 from taskhub.v1 import task_pb2 as pb
 from taskhub.v1 import task_service_pb2 as svc
-from taskhub.v1 import flow_service_pb2_grpc as flow_grpc
-from taskhub.v1 import node_service_pb2_grpc as node_grpc
-from taskhub.v1 import task_group_service_pb2_grpc as group_grpc
 from taskhub.v1 import task_service_pb2_grpc as svc_grpc
+
+from .credentials import BearerToken, auth_metadata, env_token, open_channel
+from .typed import Auth, Delta, Flow, Groups, Nodes
 
 TERMINAL = {pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_CANCELLED, pb.TASK_STATUS_FAILED}
 # A create that failed with one of these may or may not have happened: retried with the same request_id.
@@ -63,9 +64,10 @@ def to_dict(message) -> dict:
 class TaskhubClient:
     """Blocking client. `namespace` is the default for every call ("*" reads any).
 
-    Task calls are methods; `groups` (TaskGroupService), `nodes` (NodeService) and `flow`
-    (FlowService; FATE-shaped calls in client.flow.FlowClient) are the typed stubs of the other
-    services on the same channel.
+    Task calls are methods; `groups` (TaskGroupService), `nodes` (NodeService), `auth`
+    (AuthService), `delta` (DeltaService) and `flow` (FlowService; FATE-shaped calls in
+    client.flow.FlowClient) are typed sub-clients of the other services on the same channel:
+    snake_case methods (`c.nodes.list_nodes()`) on top of the generated stub (`c.nodes.ListNodes`).
     """
 
     def __init__(self, target: str = DEFAULT_TARGET, *, namespace: str = "", timeout: float | None = 60,
@@ -74,7 +76,6 @@ class TaskhubClient:
         # token / tls_ca default to TASKHUB_TOKEN / TASKHUB_TLS_CA; the token goes on every call
         # of every stub (tasks, groups, nodes). tls_cert/tls_key: a client certificate (mutual TLS).
         # create_retries: creates retried (same request_id) after UNAVAILABLE / DEADLINE_EXCEEDED.
-        from .credentials import BearerToken, auth_metadata, env_token, open_channel
         target = target.removeprefix("grpc://")
         token = env_token() if token is None else token
         if channel is None:
@@ -88,9 +89,11 @@ class TaskhubClient:
         self.channel = channel
         self.stub = svc_grpc.TaskServiceStub(channel)  # public: the token comes with the channel
         self._stub = svc_grpc.TaskServiceStub(raw)     # this client's own calls add it (see _kw)
-        self.groups = group_grpc.TaskGroupServiceStub(self.channel)
-        self.nodes = node_grpc.NodeServiceStub(self.channel)
-        self.flow = flow_grpc.FlowServiceStub(self.channel)
+        self.groups = Groups(self.channel, timeout)
+        self.nodes = Nodes(self.channel, timeout)
+        self.auth = Auth(self.channel, timeout)
+        self.delta = Delta(self.channel, timeout)
+        self.flow = Flow(self.channel, timeout)
         self.namespace = namespace
         self.timeout = timeout
         self.metadata = None  # per-call metadata (the token is added to it)
@@ -196,3 +199,13 @@ class TaskhubClient:
         for batch in self._stub.WaitTasks(svc.WaitTasksRequest(namespace=self._ns(namespace), ids=list(ids)),
                                          **self._kw(stream=True)):
             yield from batch.tasks
+
+    def watch_tasks(self, namespace: str | None = None) -> Iterator[svc.WatchTasksResponse]:
+        """The namespace's task changes as they happen, in batches (tasks as they are now, deleted
+        ids, `overflow` when this reader fell behind and should list again). Runs until closed."""
+        return self._stub.WatchTasks(svc.WatchTasksRequest(namespace=self._ns(namespace)), **self._kw(stream=True))
+
+    # -- modules --------------------------------------------------------------
+    def describe_module(self, module: str) -> svc.DescribeModuleResponse:
+        """An allowed task module's entries and their parameters (read in a subprocess on the server)."""
+        return self._stub.DescribeModule(svc.DescribeModuleRequest(module=module), **self._kw())

@@ -14,6 +14,7 @@ always reach it with `current()`:
 """
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any, Callable
 
@@ -73,7 +74,6 @@ class TaskContext:
 
 
 def _json(value: Any) -> str:
-    import json
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
@@ -88,5 +88,7 @@ def current() -> TaskContext:
     return ctx
 
 
-def _set_current(ctx: TaskContext | None) -> None:
+def set_current(ctx: TaskContext | None) -> None:
+    """For the runner that executes tasks (a worker): make `ctx` what `current()` returns in this
+    thread, or clear it with None. Task code never calls this."""
     _local.ctx = ctx

@@ -24,6 +24,8 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Callable
 
+from .flow import FlowClient
+
 TERMINAL = {"success", "failed", "canceled", "timeout"}
 MODEL_MODULES = ("HeteroLR", "HomoLR")
 FIGURES = ("auc", "accuracy")
@@ -284,7 +286,6 @@ def main(argv: list[str] | None = None) -> int:
         from flow_sdk.client import FlowClient as SdkClient
         url = urlparse(a.http)
         return run_and_print(SdkClient(url.hostname, url.port, "v1"), a)
-    from .flow import FlowClient
     with FlowClient(a.server) as client:
         return run_and_print(client, a)
 

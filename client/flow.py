@@ -11,102 +11,18 @@ given as a file path or as a dict. Model and tag nouns are in client/flow_models
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
-from typing import Any, Callable
 
-import grpc
 from taskhub.v1 import flow_service_pb2 as fpb
 
 from . import flow_rows as rows
 from .client import TaskhubClient
+from .fate_args import MAX_ROWS, limit_of, party_id_of, role_of
+from .flow_common import CHUNK, Noun, answer, fate_call, load_json
+from .flow_models import Model, Tag, generate_dsl
 
-CHUNK = 1 << 20
-MAX_ROWS = 10_000
-
-
-def answer(data: Any = None, retcode: int = rows.SUCCESS, retmsg: str = "success", job_id: str | None = None,
-           meta: Any = None, **extra) -> dict:
-    body = {"retcode": retcode, "retmsg": retmsg, "data": data, "jobId": job_id, "meta": meta, **extra}
-    return {k: v for k, v in body.items() if v is not None}
-
-
-def fate_call(not_found: int = rows.ARGUMENT, not_found_data: Any = None):
-    """An RPC failure becomes FATE's answer with the route's retcode; bad arguments are 101."""
-    def wrap(fn: Callable[..., dict]):
-        @functools.wraps(fn)
-        def call(*args, **kwargs) -> dict:
-            try:
-                return fn(*args, **kwargs)
-            except grpc.RpcError as e:
-                retcode = rows.retcode_of(e.code(), not_found)
-                if retcode == rows.SUCCESS:
-                    return answer(not_found_data, retmsg="no data")
-                return answer(retcode=retcode, retmsg=e.details() or e.code().name)
-            except (ValueError, TypeError, OSError) as e:
-                return answer(retcode=rows.ARGUMENT, retmsg=str(e))
-        return call
-    return wrap
-
-
-def load_json(conf: str | dict | None, what: str) -> dict:
-    """A conf given as a dict or as the path of a JSON file."""
-    if conf is None:
-        return {}
-    if isinstance(conf, dict):
-        return conf
-    with open(conf, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except ValueError as e:
-            raise ValueError(f"{what} {conf} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{what} {conf} must hold a JSON object")
-    return data
-
-
-def party_id_of(party_id) -> int:
-    if party_id is None or party_id == "":
-        return 0
-    try:
-        return int(party_id)
-    except (TypeError, ValueError):
-        raise ValueError(f"party_id must be an integer, got {party_id!r}") from None
-
-
-def role_of(role) -> str:
-    if role and role not in rows.ROLES:
-        raise ValueError(f"role must be one of {', '.join(rows.ROLES)}, got {role!r}")
-    return role or ""
-
-
-def limit_of(limit, default: int) -> int:
-    if limit is None:
-        return default
-    try:
-        value = int(limit)
-    except (TypeError, ValueError):
-        raise ValueError(f"limit must be an integer, got {limit!r}") from None
-    if value < 0:
-        raise ValueError(f"limit must be at least 0, got {value}")
-    return min(value, MAX_ROWS) or MAX_ROWS
-
-
-class _Noun:
-    def __init__(self, owner: "FlowClient"):
-        self._owner = owner
-
-    @property
-    def _stub(self):
-        return self._owner.taskhub.flow
-
-    @property
-    def _timeout(self):
-        return self._owner.timeout
-
-
-class Job(_Noun):
+class Job(Noun):
     @fate_call()
     def submit(self, conf_path, dsl_path=None) -> dict:
         conf, dsl = load_json(conf_path, "conf"), load_json(dsl_path, "dsl")
@@ -186,11 +102,10 @@ class Job(_Noun):
         return answer(views)
 
     def generate_dsl(self, train_dsl_path, cpn_file_path=None, cpn_list=None, version="2"):
-        from .flow_models import generate_dsl
         return generate_dsl(self, train_dsl_path, cpn_file_path, cpn_list, version)
 
 
-class Component(_Noun):
+class Component(Noun):
     def _output(self, job_id, role, party_id, component_name) -> fpb.ComponentOutput:
         return self._stub.GetComponentOutput(fpb.GetComponentOutputRequest(
             job_id=str(job_id), component_name=component_name, role=role_of(role),
@@ -276,7 +191,7 @@ class Component(_Noun):
         return answer(data)
 
 
-class Data(_Noun):
+class Data(Noun):
     @fate_call(not_found=rows.EXCEPTION)
     def upload(self, conf_path, verbose=0, drop=0) -> dict:
         conf = {**load_json(conf_path, "conf"), "drop": int(drop), "verbose": int(verbose)}
@@ -317,7 +232,7 @@ class Data(_Noun):
         return answer([rows.upload_record(r) for r in found.uploads])
 
 
-class Task(_Noun):
+class Task(Noun):
     @fate_call()
     def list(self, limit=10) -> dict:
         found = self._stub.ListFlowTasks(fpb.ListFlowTasksRequest(limit=limit_of(limit, 10)), timeout=self._timeout)
@@ -334,7 +249,7 @@ class Task(_Noun):
         return answer([rows.task_row(t) for t in found.tasks])
 
 
-class Table(_Noun):
+class Table(Noun):
     @fate_call()
     def info(self, namespace, table_name) -> dict:
         t = self._stub.GetTable(fpb.GetTableRequest(namespace=namespace, name=table_name), timeout=self._timeout)
@@ -354,7 +269,7 @@ class Table(_Noun):
         return answer(tables[0] if table_name else tables)
 
 
-class Queue(_Noun):
+class Queue(Noun):
     @fate_call()
     def clean(self) -> dict:
         cleaned = self._stub.CleanQueue(fpb.CleanQueueRequest(), timeout=self._timeout)
@@ -374,7 +289,6 @@ class FlowClient:
         self.taskhub = taskhub or TaskhubClient(target, timeout=timeout, token=token, tls_ca=tls_ca)
         self.timeout = timeout
         self.job, self.component, self.data, self.task = Job(self), Component(self), Data(self), Task(self)
-        from .flow_models import Model, Tag  # they build on this module's helpers
         self.model, self.tag, self.table, self.queue = Model(self), Tag(self), Table(self), Queue(self)
 
     def close(self) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 
 from .cli_support import DEFAULT_SERVER, add_connection_flags, connect
+from .fate_suite import add_suite_flags, run_and_print
+from .flow import FlowClient
 from .flow_models_cli import COMMANDS as FLOW_MODEL_COMMANDS
 
 
@@ -98,7 +100,6 @@ COMMANDS += FLOW_MODEL_COMMANDS  # model and tag verbs, job dsl (client/flow_mod
 
 
 def cmd_flow(a) -> int:
-    from .flow import FlowClient
     with FlowClient(a.server, taskhub=connect(a)) as client:
         result = a.call(client, a)
     print(json.dumps(result, indent=4, ensure_ascii=False))
@@ -118,7 +119,6 @@ def add_flow_parser(sub) -> None:
         p = verbs_of[noun].add_parser(verb, help=help_)
         add_args(p)
         p.set_defaults(fn=cmd_flow, call=call)
-    from .fate_suite import add_suite_flags
     suite = nouns.add_parser("suite", help="FATE test suites").add_subparsers(dest="flow_verb", required=True,
                                                                             metavar="VERB")
     p = suite.add_parser("run", help="run a FATE *_testsuite.json as fate_test suite does; prints a table of results")
@@ -128,7 +128,5 @@ def add_flow_parser(sub) -> None:
 
 
 def cmd_suite(a) -> int:
-    from .fate_suite import run_and_print
-    from .flow import FlowClient
     with FlowClient(a.server, taskhub=connect(a)) as client:
         return run_and_print(client, a)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import grpc
 from taskhub.v1 import flow_service_pb2 as fpb
 
 from . import flow_rows as rows
-from .flow import CHUNK, _Noun, answer, fate_call, load_json, party_id_of, role_of
+from .fate_args import component_names, party_id_of, role_of
+from .flow_common import CHUNK, Noun, answer, fate_call, load_json
 from .flow_model_rows import by_party, model_row, tag_rows, tagged_model_rows
 
 
@@ -44,14 +44,10 @@ def _cpn_list(cpn_list=None, cpn_file_path=None) -> list[str]:
             cpn_list = value.get("cpn_list", value) if isinstance(value, dict) else value
         except ValueError:
             cpn_list = text
-    if isinstance(cpn_list, str):
-        cpn_list = [c for c in re.split(r"[,\s]+", cpn_list.strip("[] \n")) if c]
-    if cpn_list is not None and not (isinstance(cpn_list, list) and all(isinstance(c, str) for c in cpn_list)):
-        raise ValueError("cpn_list must be a list of component names")
-    return cpn_list or []
+    return component_names(cpn_list)
 
 
-class Model(_Noun):
+class Model(Noun):
     def _ref_or_job(self, conf: dict, job_id) -> fpb.ModelRef:
         job_id = job_id or conf.get("job_id")
         if job_id:
@@ -213,7 +209,7 @@ def _exception(fn):
     return call
 
 
-class Tag(_Noun):
+class Tag(Noun):
     @_exception
     def create(self, tag_name, tag_desc=None) -> dict:
         self._stub.CreateTag(fpb.CreateTagRequest(name=tag_name or "", description=tag_desc or ""),

@@ -16,7 +16,8 @@ import time
 import grpc
 from taskhub.v1 import flow_service_pb2 as fpb
 
-ROLES = ("guest", "host", "arbiter", "local")
+from .fate_args import ROLES  # noqa: F401 - the families read it from here too
+
 # FATE's RetCode values.
 SUCCESS, EXCEPTION, ARGUMENT, DATA, OPERATING, PERMISSION, AUTHENTICATION = 0, 100, 101, 102, 103, 108, 109
 _RETCODES = {grpc.StatusCode.INVALID_ARGUMENT: ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION: OPERATING,

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import sys
 
+from taskhub.v1 import task_group_service_pb2 as pb
+
 from .cli_support import DEFAULT_SERVER, add_connection_flags, connect, print_message
 
 def cmd_create(a) -> int:
-    from taskhub.v1 import task_group_service_pb2 as pb
     text = sys.stdin.read() if a.file == "-" else open(a.file, encoding="utf-8").read()
     t = connect(a).groups.CreateTemplate(pb.CreateTemplateRequest(json=text), timeout=30)
     print(f"template {t.name} created")
@@ -14,46 +15,39 @@ def cmd_create(a) -> int:
 
 
 def cmd_get(a) -> int:
-    from taskhub.v1 import task_group_service_pb2 as pb
     print(connect(a).groups.GetTemplate(pb.GetTemplateRequest(name=a.name), timeout=30).json)
     return 0
 
 
 def cmd_list(a) -> int:
-    from taskhub.v1 import task_group_service_pb2 as pb
     for t in connect(a).groups.ListTemplates(pb.ListTemplatesRequest(), timeout=30).templates:
         print(t.name)
     return 0
 
 
 def cmd_delete(a) -> int:
-    from taskhub.v1 import task_group_service_pb2 as pb
     connect(a).groups.DeleteTemplate(pb.DeleteTemplateRequest(name=a.name), timeout=30)
     print(f"template {a.name} deleted")
     return 0
 
 
 def cmd_deploy(a) -> int:
-    from taskhub.v1 import task_group_service_pb2 as pb
     print(connect(a).groups.Deploy(pb.DeployRequest(name=a.name, namespace=a.namespace), timeout=30).id)
     return 0
 
 
 def cmd_status(a) -> int:
-    from taskhub.v1 import task_group_service_pb2 as pb
     print_message(connect(a).groups.GetInstance(pb.GetInstanceRequest(id=a.id), timeout=30))
     return 0
 
 
 def cmd_instances(a) -> int:
-    from taskhub.v1 import task_group_service_pb2 as pb
     for i in connect(a).groups.ListInstances(pb.ListInstancesRequest(template=a.template), timeout=30).instances:
         print(f"{i.id}  {pb.InstanceStatus.Name(i.status).removeprefix('INSTANCE_STATUS_'):<9}  {i.template}")
     return 0
 
 
 def cmd_stop(a) -> int:
-    from taskhub.v1 import task_group_service_pb2 as pb
     r = connect(a).groups.StopInstance(pb.StopInstanceRequest(id=a.id), timeout=30)
     print(f"instance {r.id} stopped ({len(r.cancelled_task_ids)} tasks cancelled)")
     return 0

@@ -15,17 +15,24 @@ import ssl
 import grpc
 from aiohttp import web
 
+from client.credentials import channel_credentials
+
 from . import credentials, fate_auth, metrics, openapi, transcode, ui
+from .uploads import MAX_UPLOAD, MAX_UPLOAD_KEY
 from .fate_auth import FateVerifier
 from .errors import last_resort
 from .families import aaas, delta, fate, fate_models, hugegraph, taskgroups
+from .families.common import STUBS, Stubs
 
 log = logging.getLogger("taskhub.gateway")
 
 FAMILIES = (aaas, hugegraph, delta, taskgroups, fate, fate_models)
 MAX_BODY = 64 << 20
-MAX_UPLOAD = 1 << 30   # a streamed upload (data/upload, model/import); --max-upload-mb
-MAX_UPLOAD_KEY = web.AppKey("max_upload", int)
+
+
+def family_routes() -> list[tuple[str, str, object]]:
+    """Every family's ROUTES, in the order they are installed (before the transcoded routes)."""
+    return [route for family in FAMILIES for route in family.ROUTES]
 
 
 def build_app(channel: grpc.aio.Channel, max_body: int = MAX_BODY, require_credentials: bool = False,
@@ -33,15 +40,16 @@ def build_app(channel: grpc.aio.Channel, max_body: int = MAX_BODY, require_crede
               open_metrics: bool = True) -> web.Application:
     app = web.Application(middlewares=[last_resort, credentials.pass_credentials], client_max_size=max_body)
     app[credentials.REQUIRE_CREDENTIALS] = require_credentials
+    app[STUBS] = Stubs.on(channel)
     app[MAX_UPLOAD_KEY] = max_upload
     if authenticate is not None:
         app[credentials.AUTHENTICATE] = authenticate
     if fate_verifier is not None:
         app[fate_auth.VERIFIER] = fate_verifier
     taken: set[tuple[str, str]] = set()
-    for family in FAMILIES:
-        for method, path in family.add_routes(app, channel):
-            taken.add((method, path))
+    for method, path, handler in family_routes():
+        app.router.add_route(method, path, handler)
+        taken.add((method, path))
     transcode.add_routes(app, channel, taken)
     metrics.add_routes(app, open_metrics)
     openapi.add_routes(app)
@@ -76,7 +84,6 @@ class Gateway:
         options = [("grpc.max_receive_message_length", self.max_body), ("grpc.max_send_message_length", self.max_body)]
         # Interceptors pass each HTTP caller's credentials through (gateway/credentials.py).
         if self.tls_ca:
-            from client.credentials import channel_credentials
             self.channel = grpc.aio.secure_channel(self.grpc_target, channel_credentials(self.tls_ca), options=options,
                                                    interceptors=credentials.interceptors())
         else:

@@ -14,6 +14,8 @@ from typing import Awaitable, Callable
 import grpc
 from aiohttp import web
 
+from client.fate_args import ArgumentError
+
 from .credentials import refusal
 
 log = logging.getLogger("taskhub.gateway")
@@ -52,8 +54,8 @@ class BadRequest(Exception):
 
 def error_of(e: BaseException) -> tuple[grpc.StatusCode, str] | None:
     """(code, message) for an error a request can cause; None for a bug."""
-    if isinstance(e, BadRequest):
-        return e.code, str(e)
+    if isinstance(e, (BadRequest, ArgumentError)):  # ArgumentError: client/fate_args.py, shared with the SDK
+        return getattr(e, "code", C.INVALID_ARGUMENT), str(e)
     if isinstance(e, grpc.aio.AioRpcError):
         if e.code() == C.UNAVAILABLE:
             return e.code(), f"the taskhub server is unavailable: {e.details()}"

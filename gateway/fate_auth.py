@@ -24,6 +24,8 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from .credentials import CALLER, REQUIRE_CREDENTIALS, SIGNATURE_PENDING
+
 AUTHENTICATION_ERROR = 109
 HEADERS = ("TIMESTAMP", "NONCE", "APP_KEY", "SIGNATURE")
 
@@ -135,7 +137,6 @@ _PENDING = object()   # verify_request: a multipart request, checked by verify_f
 def verify_form(request, fields: dict[str, str]) -> Refusal | None:
     """For a signed multipart request, once its text fields are read and before its file: None if
     the signature matches (over these fields, or none), else the Refusal. None for unsigned requests."""
-    from .credentials import CALLER, SIGNATURE_PENDING
     verifier = request.get(SIGNATURE_PENDING)
     if verifier is None:
         return None
@@ -154,7 +155,6 @@ async def check(request) -> dict | None:
     server as the caller's credential. An unsigned one goes on with whatever Authorization it
     has (Bearer / Basic); when the server requires auth and it has none, it is refused here.
     """
-    from .credentials import CALLER, REQUIRE_CREDENTIALS, SIGNATURE_PENDING
     verifier = request.app.get(VERIFIER)
     if verifier is not None and request.headers.get("APP_KEY"):
         verdict = await verify_request(verifier, request)

@@ -18,6 +18,8 @@ from aiohttp import web
 from google.api import annotations_pb2
 from google.protobuf import descriptor as _d
 from google.protobuf import descriptor_pool, json_format, message_factory
+# The generated modules register the services in the default pool when imported.
+from taskhub.v1 import flow_service_pb2, node_service_pb2, task_group_service_pb2, task_service_pb2  # noqa: F401
 
 from .errors import BadRequest, answers, error_of, json_response
 from .params import to_bool
@@ -282,10 +284,3 @@ def add_routes(app: web.Application, channel: grpc.aio.Channel, taken: set[tuple
         done.append(b)
     return done
 
-
-def _ensure_registered() -> None:
-    # The generated modules register the services in the default pool when imported.
-    from taskhub.v1 import flow_service_pb2, node_service_pb2, task_group_service_pb2, task_service_pb2  # noqa: F401
-
-
-_ensure_registered()

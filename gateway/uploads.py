@@ -10,11 +10,12 @@ from aiohttp import web
 from .errors import BadRequest
 
 CHUNK = 1 << 20
+MAX_UPLOAD = 1 << 30   # a streamed upload (data/upload, model/import); --max-upload-mb
+MAX_UPLOAD_KEY = web.AppKey("max_upload", int)
 MAX_FIELD = 64 << 10   # a text field of a multipart upload (ids, flags): read whole, so kept small
 
 
 def limit_of(request: web.Request) -> int:
-    from .app import MAX_UPLOAD, MAX_UPLOAD_KEY
     return request.app.get(MAX_UPLOAD_KEY, MAX_UPLOAD)
 
 

@@ -17,7 +17,11 @@ from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, delta_service_p
                         node_service_pb2, node_service_pb2_grpc, task_group_service_pb2, task_group_service_pb2_grpc,
                         task_service_pb2, task_service_pb2_grpc)
 
+from client.cli_support import parse_duration
+from gateway.app import Gateway, connect_host
+
 from . import metrics, stages
+from .background import spawn
 from .api.auth_service import AuthService
 from .api.flow_service import FlowService
 from .api.delta_service import DeltaService
@@ -30,7 +34,7 @@ from .api.task_service import TaskService
 from .engine import Engine, EngineConfig
 from .flow.data import FlowData
 from .flow.federation import Federation
-from .flow.jobs import FlowJobs
+from .flow.jobs import FlowJobs, JobIds
 from .flow.model_store import ModelStore
 from .flow.models import FlowModels
 from .flow.registry import Registry
@@ -43,7 +47,7 @@ from .node import task_user as task_users
 from .node.local import LocalNode
 from .node.pool import worker_paths
 from .node.remote import NodeRegistry
-from .retention import Retention, parse_duration
+from .retention import Retention
 from .rpc_metrics import MetricsInterceptor
 from .security import Security, SecurityConfig
 from .storage import StoreError, open_store
@@ -101,11 +105,13 @@ class Server:
         self.groups = TaskGroups(self.engine)
         data_dir = cfg.flow_data_dir or os.path.join(local_dir, "data")
         fstore = FlowStore(self.store)
-        self.flow = FlowJobs(self.engine, fstore, Registry(cfg.flow_components, cfg.allowed_modules), cfg.flow_max_jobs)
+        model_dir = cfg.flow_model_dir or os.path.join(local_dir, "models")
+        ids = JobIds()  # job ids, also model versions
+        self.flow_models = FlowModels(ModelStore(self.store), model_dir, ids, live_jobs=lambda: self.flow.jobs.values())
+        self.flow = FlowJobs(self.engine, fstore, Registry(cfg.flow_components, cfg.allowed_modules), cfg.flow_max_jobs,
+                             hooks=self.flow_models.hooks(), ids=ids)
         self.flow_data = FlowData(self.flow, fstore, data_dir)
         self.federation = Federation(self.flow_data)
-        model_dir = cfg.flow_model_dir or os.path.join(local_dir, "models")
-        self.flow_models = FlowModels(self.flow, ModelStore(self.store), model_dir)
         self.security = Security(cfg.security, self.store, self.engine, cfg.host, local_dir)
         # The rule table's FATE checks look up what a request names here (server/flow/tenants.py).
         self.security.authority.owners.update(owner_lookups(fstore, self.flow.running_component))
@@ -122,7 +128,6 @@ class Server:
         self._fresh_work_dir = ""
 
     async def start(self) -> None:
-        from gateway.app import connect_host
         cfg = self.cfg
         self.security.check_exposure()  # before anything listens: no open server off loopback
         # Bound first: tasks the engine brings back call this server (TASKHUB_SERVER) as soon as they run.
@@ -222,7 +227,6 @@ class Server:
 
     async def _start_gateway(self) -> None:
         # The gateway is a gRPC client of this server; it is the first closer (its open streams end at once).
-        from gateway.app import Gateway, connect_host
         target = self._gateway_target or f"{connect_host(self.cfg.host)}:{self.grpc_port}"
         gw = Gateway(target, self.cfg.host, self.cfg.http_port, ssl_context=self.security.http_ssl_context(),
                      max_body=self.cfg.security.max_message_bytes, require_credentials=self.cfg.security.auth,
@@ -286,7 +290,7 @@ async def serve(cfg: ServerConfig) -> int:
             return
         stopping.append(signame)
         print(f"taskhub: {signame}, shutting down", flush=True)
-        loop.create_task(server.stop())
+        spawn(server.stop(), "shutdown")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)

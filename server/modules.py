@@ -16,6 +16,7 @@ import sys
 
 from . import errors
 from .model import module_allowed
+from .node.pool import EXAMPLES_DIR
 
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 TIMEOUT = 20.0
@@ -36,7 +37,6 @@ class ModuleDescriber:
             raise errors.PermissionDenied(
                 f"module {module!r} is not allowed; the server allows {', '.join(self.allowed) or 'no modules'}"
                 " (start it with --allow-module PREFIX)")
-        from .node.pool import EXAMPLES_DIR  # the same sys.path as the workers
         env = dict(os.environ)
         paths = [EXAMPLES_DIR, os.getcwd(), *self.task_paths]
         if env.get("PYTHONPATH"):

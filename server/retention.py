@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -36,14 +35,6 @@ def core_steps(store: Store) -> list[PurgeStep]:
     return [PurgeStep("create_requests", store.old_create_request_keys, Batch.delete_create_requests, window=True),
             PurgeStep("tasks", store.finished_task_ids, Batch.delete_tasks),
             PurgeStep("auth_audit", store.old_audit_seqs, Batch.delete_audit)]
-
-
-def parse_duration(text: str) -> float:
-    """'7d', '12h', '30m', '45s', '0' (keep forever) -> seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text or "")
-    if not m:
-        raise ValueError(f"{text!r} is not a duration like 7d, 12h, 30m or 45s")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
 class Retention:

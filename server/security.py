@@ -12,7 +12,11 @@ from dataclasses import dataclass
 
 import grpc
 
+from gateway.app import https_context
+from gateway.fate_auth import FateVerifier
+
 from . import errors
+from .api.auth_interceptor import AuthInterceptor
 from .auth import Authority
 from .auth_store import AuthStore
 
@@ -125,13 +129,11 @@ class Security:
         derived from tokens by the server's key, so only a gateway in this process can check them."""
         if not self.cfg.auth:
             return None
-        from gateway.fate_auth import FateVerifier
         return FateVerifier(self.authority.fate_secret, window_seconds=self.cfg.fate_sign_window)
 
     def interceptors(self) -> list:
         if not self.cfg.auth:
             return []
-        from .api.auth_interceptor import AuthInterceptor
         return [AuthInterceptor(self.authority, open_reflection=self.cfg.open_reflection,
                                 max_streams_per_token=self.cfg.max_streams_per_token)]
 
@@ -164,7 +166,6 @@ class Security:
     def http_ssl_context(self) -> ssl.SSLContext | None:
         if not self.cfg.tls_cert:
             return None
-        from gateway.app import https_context
         return https_context(self.cfg.tls_cert, self.cfg.tls_key, self.cfg.tls_client_ca)
 
     def announce(self) -> None:

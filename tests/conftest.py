@@ -41,7 +41,7 @@ class ServerProcess:
     def __init__(self, workdir: Path, extra_args: list[str] = (), db: Path | None = None):
         self.workdir = workdir
         self.db = db or workdir / "taskhub.db"
-        self.args = [sys.executable, "-m", "client.cli", "serve", "--db", str(self.db), "--grpc-port", "0",
+        self.args = [sys.executable, "-m", "server.cli", "serve", "--db", str(self.db), "--grpc-port", "0",
                      "--http-port", "0", "--kill-grace", "1", "--allow-module", "starter",
                      "--allow-module", "sdk_tasks", "--task-path", str(TESTS), *extra_args]
         self.output: list[str] = []

@@ -23,7 +23,7 @@ class AgentProcess:
     def __init__(self, server_target: str, name: str, workdir: Path, *extra: str, work_dir: Path | None = None):
         self.name = name
         self.work_dir = work_dir or workdir / f"agent-{name}"
-        self.args = [sys.executable, "-m", "client.cli", "node", "--server", server_target, "--name", name,
+        self.args = [sys.executable, "-m", "server.cli", "node", "--server", server_target, "--name", name,
                      "--work-dir", str(self.work_dir), "--python-workers", "1", "--kill-grace", "1",
                      "--max-backoff", "0.3", "--task-path", str(TESTS), *extra]
         self.output: list[str] = []

@@ -508,7 +508,7 @@ def test_streams_per_token_and_message_size_are_limited(authsrv):
 
 # -- exposure --------------------------------------------------------------------------
 def test_non_loopback_address_needs_auth_or_insecure(tmp_path):
-    args = [sys.executable, "-m", "client.cli", "serve", "--db", str(tmp_path / "x.db"), "--host", "0.0.0.0",
+    args = [sys.executable, "-m", "server.cli", "serve", "--db", str(tmp_path / "x.db"), "--host", "0.0.0.0",
             "--grpc-port", "0", "--http-port", "-1", "--no-local-node"]
     done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0

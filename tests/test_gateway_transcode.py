@@ -87,7 +87,7 @@ def test_batch_create_and_describe_module(server):
 def test_gateway_runs_alone_and_serve_without_http(server_factory, tmp_path):
     s = server_factory("--http-port", "-1")
     assert not s.http_url and not any("HTTP gateway" in line for line in s.output)
-    proc = subprocess.Popen([sys.executable, "-m", "client.cli", "gateway", "--grpc", s.grpc_target, "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "gateway", "--grpc", s.grpc_target, "--port", "0"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         found: list[str] = []

@@ -205,7 +205,7 @@ def test_cli_group_and_node_commands(env, tmp_path):
     doc.write_text(json.dumps(_template("cli-模板", "sleep 30"), ensure_ascii=False), encoding="utf-8")
 
     def taskhub(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "client.cli", *args], capture_output=True, text=True, timeout=60)
+        return subprocess.run([sys.executable, "-m", "server.cli", *args], capture_output=True, text=True, timeout=60)
 
     base = ("group", "--server", server.grpc_target)
     assert taskhub(*base, "create", str(doc)).returncode == 0

@@ -75,7 +75,7 @@ def test_auth_scopes_and_audit(pg_authsrv):
 
 def test_serve_refuses_a_db_it_cannot_use(tmp_path, pg_url):
     def serve(db: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "client.cli", "serve", "--db", db, "--grpc-port", "0",
+        return subprocess.run([sys.executable, "-m", "server.cli", "serve", "--db", db, "--grpc-port", "0",
                                "--http-port", "-1"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     done = serve("mysql://u@h/db")
     assert done.returncode != 0 and "mysql:// databases are not supported by this build" in done.stderr
@@ -99,7 +99,7 @@ def test_one_owner_taskhub_db_env_and_store_stats(tmp_path, pg_url):
     env = {"TASKHUB_DB": pg_url, "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)}
 
     def cli(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "client.cli", *argv], cwd=tmp_path, env=env,
+        return subprocess.run([sys.executable, "-m", "server.cli", *argv], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
     second = cli("serve", "--grpc-port", "0", "--http-port", "-1")  # --db from TASKHUB_DB
     assert second.returncode != 0 and "in use by another taskhub server (pid" in second.stderr

@@ -126,7 +126,7 @@ def test_retention_purges_finished_tasks_and_their_logs(server_factory):
 
 
 def _store_stats(db) -> dict:
-    out = subprocess.run([sys.executable, "-m", "client.cli", "store", "stats", "--db", str(db)],
+    out = subprocess.run([sys.executable, "-m", "server.cli", "store", "stats", "--db", str(db)],
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     return json.loads(out.stdout)
 
@@ -190,7 +190,7 @@ def test_agent_exits_cleanly_on_sigterm_and_sigint(server_factory, agents):
 def test_agent_outbox_is_bounded_while_disconnected(capsys):
     """Past --max-buffered-lines, log lines wait no more: they are dropped, counted and reported."""
     from taskhub.v1 import node_service_pb2 as npb
-    from server.agent import Agent, AgentConfig
+    from server.node.agent import Agent, AgentConfig
     agent = Agent(AgentConfig(max_buffered_lines=10))
     for _ in range(5):
         agent._buffer(npb.TaskEvent(task_id=7, logs=npb.LogBatch(streams=[1] * 4, texts=["x"] * 4)))

@@ -79,7 +79,7 @@ def test_second_server_on_a_database_is_refused(server_factory, tmp_path):
 
 def test_db_url_of_an_unsupported_scheme_is_refused(tmp_path):
     for url in ("mysql://db/x", "sqlite3://x.db"):  # postgresql://: tests/test_postgres_e2e.py
-        args = [sys.executable, "-m", "client.cli", "serve", "--db", url, "--grpc-port", "0", "--http-port", "-1"]
+        args = [sys.executable, "-m", "server.cli", "serve", "--db", url, "--grpc-port", "0", "--http-port", "-1"]
         p = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         scheme = url.split(":")[0]
         assert p.returncode != 0 and f"{scheme}:// databases are not supported by this build" in p.stderr, p.stderr

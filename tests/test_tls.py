@@ -140,7 +140,7 @@ def test_standalone_gateway_dials_tls_and_serves_https(tmp_path):
     certs = make_certs(tmp_path)
     s = ServerProcess(tmp_path, ["--auth", "--http-port", "-1", "--tls-cert", str(certs["server.pem"]),
                                  "--tls-key", str(certs["server.key"])]).start()
-    gw = subprocess.Popen([sys.executable, "-m", "client.cli", "gateway", "--grpc", s.grpc_target, "--port", "0",
+    gw = subprocess.Popen([sys.executable, "-m", "server.cli", "gateway", "--grpc", s.grpc_target, "--port", "0",
                            "--tls-ca", str(certs["ca.pem"]), "--tls-cert", str(certs["server.pem"]),
                            "--tls-key", str(certs["server.key"])], stdout=subprocess.PIPE, text=True,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})

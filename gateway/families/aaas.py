@@ -21,7 +21,7 @@ from taskhub.v1 import task_service_pb2 as svc
 from ..errors import BadRequest, answers, json_response
 from ..params import boolean, one
 from ..transcode import to_json
-from .common import TIMEOUT, stub
+from .common import TIMEOUT, stubs
 
 CONTROL = ("module", "name", "task_ns", "only_parse")
 BIND = "bind_arg."
@@ -96,52 +96,51 @@ def describe_data(resp: svc.DescribeModuleResponse) -> dict:
     return data
 
 
-def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
-    tasks = stub(channel)
+@answers(render)
+async def run(request: web.Request) -> web.Response:
+    tasks = stubs(request).tasks
+    q = request.query
+    module = one(q, "module", required=True)
+    if not module:
+        raise BadRequest("query parameter 'module' is empty")
+    if boolean(q, "only_parse"):
+        resp = await tasks.DescribeModule(svc.DescribeModuleRequest(module=module), timeout=TIMEOUT)
+        return ok(describe_data(resp))
+    name = one(q, "name", required=True)
+    if not name:
+        raise BadRequest("query parameter 'name' is empty")
+    namespace = one(q, "task_ns") or "default"
+    run_opts: dict = {}
+    bind_args: dict = {}
+    for key in dict.fromkeys(q.keys()):
+        if key in CONTROL:
+            continue
+        value = one(q, key)
+        run_opts[key] = value
+        if key.startswith(BIND):
+            nest(bind_args, key[len(BIND):], value, key)
+    run_opts.setdefault("extra", {})
+    run_opts.setdefault("bind_arg", {})
+    spec = pb.TaskSpec(
+        type=pb.TASK_TYPE_PYTHON, namespace=namespace, name=name, callable=f"{module}:{name}",
+        input_json=json.dumps(bind_args, ensure_ascii=False),
+        annotations={ANN_MODULE: module, ANN_NAME: name, ANN_RUN_OPTS: json.dumps(run_opts, ensure_ascii=False)},
+    )
+    task = await tasks.CreateTask(svc.CreateTaskRequest(
+        spec=spec, request_id=request.headers.get("Idempotency-Key", "")), timeout=TIMEOUT)
+    return ok(run_data(task))
 
-    @answers(render)
-    async def run(request: web.Request) -> web.Response:
-        q = request.query
-        module = one(q, "module", required=True)
-        if not module:
-            raise BadRequest("query parameter 'module' is empty")
-        if boolean(q, "only_parse"):
-            resp = await tasks.DescribeModule(svc.DescribeModuleRequest(module=module), timeout=TIMEOUT)
-            return ok(describe_data(resp))
-        name = one(q, "name", required=True)
-        if not name:
-            raise BadRequest("query parameter 'name' is empty")
-        namespace = one(q, "task_ns") or "default"
-        run_opts: dict = {}
-        bind_args: dict = {}
-        for key in dict.fromkeys(q.keys()):
-            if key in CONTROL:
-                continue
-            value = one(q, key)
-            run_opts[key] = value
-            if key.startswith(BIND):
-                nest(bind_args, key[len(BIND):], value, key)
-        run_opts.setdefault("extra", {})
-        run_opts.setdefault("bind_arg", {})
-        spec = pb.TaskSpec(
-            type=pb.TASK_TYPE_PYTHON, namespace=namespace, name=name, callable=f"{module}:{name}",
-            input_json=json.dumps(bind_args, ensure_ascii=False),
-            annotations={ANN_MODULE: module, ANN_NAME: name, ANN_RUN_OPTS: json.dumps(run_opts, ensure_ascii=False)},
-        )
-        task = await tasks.CreateTask(svc.CreateTaskRequest(
-            spec=spec, request_id=request.headers.get("Idempotency-Key", "")), timeout=TIMEOUT)
-        return ok(run_data(task))
 
-    @answers(render)
-    async def info(request: web.Request) -> web.Response:
-        q = request.query
-        uid = one(q, "task_id", required=True)
-        if not UID.match(uid):
-            raise BadRequest(f"task_id must be 32 hexadecimal characters, got {uid!r}")
-        namespace = one(q, "task_ns") or "*"
-        task = await tasks.GetTask(svc.GetTaskRequest(namespace=namespace, uid=uid.lower()), timeout=TIMEOUT)
-        return ok(task_info(task))
+@answers(render)
+async def info(request: web.Request) -> web.Response:
+    tasks = stubs(request).tasks
+    q = request.query
+    uid = one(q, "task_id", required=True)
+    if not UID.match(uid):
+        raise BadRequest(f"task_id must be 32 hexadecimal characters, got {uid!r}")
+    namespace = one(q, "task_ns") or "*"
+    task = await tasks.GetTask(svc.GetTaskRequest(namespace=namespace, uid=uid.lower()), timeout=TIMEOUT)
+    return ok(task_info(task))
 
-    app.router.add_get("/auto/run", run)
-    app.router.add_get("/auto/task_info", info)
-    return [("GET", "/auto/run"), ("GET", "/auto/task_info")]
+
+ROUTES = [("GET", "/auto/run", run), ("GET", "/auto/task_info", info)]

@@ -17,13 +17,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from taskhub.v1 import delta_service_pb2 as dpb
-from taskhub.v1 import delta_service_pb2_grpc as dsvc
 from taskhub.v1 import task_pb2 as pb
 from taskhub.v1 import task_service_pb2 as svc
 
 from ..errors import BadRequest, C, answers, json_response
 from ..params import integer
-from .common import TERMINAL, TIMEOUT, status_name, stub
+from .common import TERMINAL, TIMEOUT, status_name, stubs
 
 ANY = "*"
 DELTA_ROLE = "delta.role"  # annotation of a Delta task's coordinator (server/delta/service.py)
@@ -68,86 +67,92 @@ def parse_task(data: bytes) -> pb.TaskSpec:
     return spec
 
 
-def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
-    tasks = stub(channel)
-    delta = dsvc.DeltaServiceStub(channel)
+async def get(tasks, task_id: int) -> pb.Task:
+    return await tasks.GetTask(svc.GetTaskRequest(namespace=ANY, id=task_id), timeout=TIMEOUT)
 
-    async def get(task_id: int) -> pb.Task:
-        return await tasks.GetTask(svc.GetTaskRequest(namespace=ANY, id=task_id), timeout=TIMEOUT)
 
-    def the_id(request: web.Request) -> int:
-        return integer(request.query, "task_id", required=True, low=1)
+def the_id(request: web.Request) -> int:
+    return integer(request.query, "task_id", required=True, low=1)
 
-    @answers(render)
-    async def create(request: web.Request) -> web.Response:
-        if not request.content_type.startswith("multipart/"):
-            raise BadRequest("send the task as multipart/form-data with a field named 'file'")
-        try:
-            form = await request.post()
-        except (ValueError, AssertionError, UnicodeDecodeError, HttpProcessingError) as e:
-            raise BadRequest(f"the multipart body cannot be read: {e}") from None
-        field = form.get("file")
-        if field is None:
-            raise BadRequest("the multipart body has no field named 'file'")
-        data = field.file.read() if hasattr(field, "file") else str(field).encode()
-        if is_pickle(data):
-            task = await delta.CreateDeltaTask(dpb.CreateDeltaTaskRequest(task=data), timeout=TIMEOUT)
-            return json_response({"task_id": task.id})
-        spec = parse_task(data)
-        task = await tasks.CreateTask(svc.CreateTaskRequest(
-            spec=spec, request_id=request.headers.get("Idempotency-Key", "")), timeout=TIMEOUT)
+
+@answers(render)
+async def create(request: web.Request) -> web.Response:
+    delta = stubs(request).delta
+    tasks = stubs(request).tasks
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("send the task as multipart/form-data with a field named 'file'")
+    try:
+        form = await request.post()
+    except (ValueError, AssertionError, UnicodeDecodeError, HttpProcessingError) as e:
+        raise BadRequest(f"the multipart body cannot be read: {e}") from None
+    field = form.get("file")
+    if field is None:
+        raise BadRequest("the multipart body has no field named 'file'")
+    data = field.file.read() if hasattr(field, "file") else str(field).encode()
+    if is_pickle(data):
+        task = await delta.CreateDeltaTask(dpb.CreateDeltaTaskRequest(task=data), timeout=TIMEOUT)
         return json_response({"task_id": task.id})
+    spec = parse_task(data)
+    task = await tasks.CreateTask(svc.CreateTaskRequest(
+        spec=spec, request_id=request.headers.get("Idempotency-Key", "")), timeout=TIMEOUT)
+    return json_response({"task_id": task.id})
 
-    @answers(render)
-    async def get_metadata(request: web.Request) -> web.Response:
-        return json_response(metadata(await get(the_id(request))))
 
-    @answers(render)
-    async def get_logs(request: web.Request) -> web.Response:
-        q = request.query
-        task_id = the_id(request)
-        start = integer(q, "start", 0, low=0)
-        limit = integer(q, "limit", 20, low=1, high=MAX_LIST)
-        call = tasks.TraceTask(svc.TraceTaskRequest(namespace=ANY, id=task_id, offset=start, follow=False))
-        out = []
-        try:
-            async for batch in call:
-                for line in batch.lines:
-                    out.append({"id": line.seq, "created_at": line.time_ms, "message": line.text})
-                if len(out) >= limit:
-                    break
-        finally:
-            call.cancel()
-        return json_response(out[:limit])
+@answers(render)
+async def get_metadata(request: web.Request) -> web.Response:
+    tasks = stubs(request).tasks
+    return json_response(metadata(await get(tasks, the_id(request))))
 
-    @answers(render)
-    async def get_result(request: web.Request) -> web.Response:
-        task = await get(the_id(request))
-        if task.status not in TERMINAL:
-            raise BadRequest(f"task {task.id} has not finished (it is {status_name(task.status)})",
+
+@answers(render)
+async def get_logs(request: web.Request) -> web.Response:
+    tasks = stubs(request).tasks
+    q = request.query
+    task_id = the_id(request)
+    start = integer(q, "start", 0, low=0)
+    limit = integer(q, "limit", 20, low=1, high=MAX_LIST)
+    call = tasks.TraceTask(svc.TraceTaskRequest(namespace=ANY, id=task_id, offset=start, follow=False))
+    out = []
+    try:
+        async for batch in call:
+            for line in batch.lines:
+                out.append({"id": line.seq, "created_at": line.time_ms, "message": line.text})
+            if len(out) >= limit:
+                break
+    finally:
+        call.cancel()
+    return json_response(out[:limit])
+
+
+@answers(render)
+async def get_result(request: web.Request) -> web.Response:
+    tasks = stubs(request).tasks
+    task = await get(tasks, the_id(request))
+    if task.status not in TERMINAL:
+        raise BadRequest(f"task {task.id} has not finished (it is {status_name(task.status)})",
+                         C.FAILED_PRECONDITION)
+    if task.spec.annotations.get(DELTA_ROLE) == "coordinator":
+        if task.status != pb.TASK_STATUS_SUCCESS:
+            raise BadRequest(f"Delta task {task.id} ended {status_name(task.status)}: {task.error}",
                              C.FAILED_PRECONDITION)
-        if task.spec.annotations.get(DELTA_ROLE) == "coordinator":
-            if task.status != pb.TASK_STATUS_SUCCESS:
-                raise BadRequest(f"Delta task {task.id} ended {status_name(task.status)}: {task.error}",
-                                 C.FAILED_PRECONDITION)
-            return web.Response(body=base64.b64decode(task.result), content_type="application/octet-stream")
-        return web.Response(body=task.result.encode(), content_type="application/octet-stream")
+        return web.Response(body=base64.b64decode(task.result), content_type="application/octet-stream")
+    return web.Response(body=task.result.encode(), content_type="application/octet-stream")
 
-    @answers(render)
-    async def list_tasks(request: web.Request) -> web.Response:
-        q = request.query
-        page = integer(q, "page", 1, low=1)
-        size = integer(q, "page_size", 20, low=1, high=100)
-        if page * size >= MAX_LIST:
-            raise BadRequest(f"page * page_size must be below {MAX_LIST}")
-        resp = await tasks.ListTasks(svc.ListTasksRequest(namespace=ANY, limit=page * size + 1), timeout=TIMEOUT)
-        rows = resp.tasks[(page - 1) * size:]
-        return json_response({"tasks": [metadata(t) for t in rows[:size]], "page": page, "page_size": size,
-                              "has_next": len(rows) > size})
 
-    routes = [("POST", "/v1/task", create), ("GET", "/v1/task/metadata", get_metadata),
-              ("GET", "/v1/task/logs", get_logs), ("GET", "/v1/task/result", get_result),
-              ("GET", "/v1/task/list", list_tasks)]
-    for method, path, handler in routes:
-        app.router.add_route(method, path, handler)
-    return [(m, p) for m, p, _ in routes]
+@answers(render)
+async def list_tasks(request: web.Request) -> web.Response:
+    tasks = stubs(request).tasks
+    q = request.query
+    page = integer(q, "page", 1, low=1)
+    size = integer(q, "page_size", 20, low=1, high=100)
+    if page * size >= MAX_LIST:
+        raise BadRequest(f"page * page_size must be below {MAX_LIST}")
+    resp = await tasks.ListTasks(svc.ListTasksRequest(namespace=ANY, limit=page * size + 1), timeout=TIMEOUT)
+    rows = resp.tasks[(page - 1) * size:]
+    return json_response({"tasks": [metadata(t) for t in rows[:size]], "page": page, "page_size": size,
+                          "has_next": len(rows) > size})
+
+
+ROUTES = [("POST", "/v1/task", create), ("GET", "/v1/task/metadata", get_metadata),
+          ("GET", "/v1/task/logs", get_logs), ("GET", "/v1/task/result", get_result),
+          ("GET", "/v1/task/list", list_tasks)]

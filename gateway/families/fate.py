@@ -13,13 +13,12 @@ import json
 
 from aiohttp import web
 from taskhub.v1 import flow_service_pb2 as fpb
-from taskhub.v1 import flow_service_pb2_grpc as fgrpc
 
 from client import flow_rows as rows
 
 from ..errors import BadRequest
 from . import fate_data, fate_tracking
-from .common import TIMEOUT
+from .common import TIMEOUT, stubs
 from .fate_files import TarDraft
 from .fate_wire import ARGUMENT, DATA, body_of, download_route, envelope, integer, names, party, route, \
     text
@@ -52,178 +51,198 @@ def logs_url(job_id: str) -> str:
     return f"/v1/flow/jobs/{job_id}/logs"
 
 
-def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
-    flow = fgrpc.FlowServiceStub(channel)
+@route()
+async def submit(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    conf, dsl = body.get("job_runtime_conf"), body.get("job_dsl")
+    if not isinstance(conf, dict) or not conf:
+        raise BadRequest("job_runtime_conf is required and must be a JSON object (the runtime conf)")
+    if dsl is not None and not isinstance(dsl, dict):
+        raise BadRequest("job_dsl must be a JSON object (the DSL)")
+    job = await flow.SubmitJob(fpb.SubmitJobRequest(dsl_json=json.dumps(dsl or {}), conf_json=json.dumps(conf)),
+                               timeout=TIMEOUT)
+    return envelope(rows.submit_data(job, logs_url(job.job_id)), job_id=job.job_id)
 
-    @route()
-    async def submit(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        conf, dsl = body.get("job_runtime_conf"), body.get("job_dsl")
-        if not isinstance(conf, dict) or not conf:
-            raise BadRequest("job_runtime_conf is required and must be a JSON object (the runtime conf)")
-        if dsl is not None and not isinstance(dsl, dict):
-            raise BadRequest("job_dsl must be a JSON object (the DSL)")
-        job = await flow.SubmitJob(fpb.SubmitJobRequest(dsl_json=json.dumps(dsl or {}), conf_json=json.dumps(conf)),
-                                   timeout=TIMEOUT)
-        return envelope(rows.submit_data(job, logs_url(job.job_id)), job_id=job.job_id)
 
-    @route(not_found=DATA)
-    async def stop(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        job_id = text(body, "job_id", required=True)
-        name = text(body, "stop_status") or "canceled"
-        if name not in STOP_STATUS:
-            raise BadRequest(f"Invalid parameter 'stop_status': {name!r}; one of {', '.join(STOP_STATUS)}")
-        job = await flow.StopJob(fpb.StopJobRequest(job_id=job_id, status=STOP_STATUS[name],
-                                                    reason="stopped through job/stop"), timeout=TIMEOUT)
-        return envelope(retmsg=f"stop job {job.job_id}: {rows.job_status_name(job.status)}")
+@route(not_found=DATA)
+async def stop(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    job_id = text(body, "job_id", required=True)
+    name = text(body, "stop_status") or "canceled"
+    if name not in STOP_STATUS:
+        raise BadRequest(f"Invalid parameter 'stop_status': {name!r}; one of {', '.join(STOP_STATUS)}")
+    job = await flow.StopJob(fpb.StopJobRequest(job_id=job_id, status=STOP_STATUS[name],
+                                                reason="stopped through job/stop"), timeout=TIMEOUT)
+    return envelope(retmsg=f"stop job {job.job_id}: {rows.job_status_name(job.status)}")
 
-    @route()
-    async def query(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        role, party_id = party(body)
-        req = fpb.ListJobsRequest(job_id=text(body, "job_id"), statuses=job_statuses(names(body, "status")),
-                                  limit=MAX_ROWS)
-        found = await flow.ListJobs(req, timeout=TIMEOUT)
-        data = [row for job in found.jobs for row in rows.job_rows(job, role, party_id)]
-        if not data:
-            return envelope([], retmsg="no job could be found")
-        return envelope(data)
 
-    @route()
-    async def list_jobs(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        limit = integer(body, "limit", 0, low=0, high=MAX_ROWS) or MAX_ROWS
-        page = integer(body, "page", 1, low=1)
-        role, party_id = party({"party_id": body.get("party_id")})
-        roles = names(body, "role")
-        for r in roles:
-            if r not in rows.ROLES:
-                raise BadRequest(f"Invalid parameter 'role': {r!r}; one of {', '.join(rows.ROLES)}")
-        job_id = text(body, "job_id")
-        req = fpb.ListJobsRequest(job_id=f"{job_id}*" if job_id and not job_id.endswith("*") else job_id,
-                                  statuses=job_statuses(names(body, "status"), LIST_STATUSES),
-                                  limit=limit, page=page)
-        if len(roles) == 1 or party_id is not None:
-            req.party.CopyFrom(flow_party(roles[0] if len(roles) == 1 else "", party_id))
-        found = await flow.ListJobs(req, timeout=TIMEOUT)
-        jobs = []
-        for job in found.jobs:  # the server filters by one (role, party); several roles are filtered here
-            seen_from = [p for p in job.parties if (not roles or p.role in roles)
-                         and (party_id is None or p.party_id == party_id)]
-            if seen_from:
-                jobs.append(rows.job_list_row(job, seen_from[0]))
-        return envelope({"jobs": jobs, "count": found.total})
+@route()
+async def query(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    role, party_id = party(body)
+    req = fpb.ListJobsRequest(job_id=text(body, "job_id"), statuses=job_statuses(names(body, "status")),
+                              limit=MAX_ROWS)
+    found = await flow.ListJobs(req, timeout=TIMEOUT)
+    data = [row for job in found.jobs for row in rows.job_rows(job, role, party_id)]
+    if not data:
+        return envelope([], retmsg="no job could be found")
+    return envelope(data)
 
-    @route()
-    async def config(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        job = await flow.GetJob(fpb.GetJobRequest(job_id=text(body, "job_id", required=True)), timeout=TIMEOUT)
-        return envelope(rows.job_config(job))
 
-    @download_route(404)
-    async def log_download(request: web.Request) -> web.StreamResponse:
-        body = await body_of(request)
-        job_id = text(body, "job_id", required=True)
-        draft = TarDraft()
-        try:
-            async for batch in flow.TraceJob(fpb.TraceJobRequest(job_id=job_id, follow=False)):
-                for line in batch.lines:
-                    draft.append(rows.log_file_name(line), rows.log_text(line))
-        except BaseException:
-            draft.close()
-            raise
-        return await draft.send(request, f"job_{job_id}_log.tar.gz")
+@route()
+async def list_jobs(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    limit = integer(body, "limit", 0, low=0, high=MAX_ROWS) or MAX_ROWS
+    page = integer(body, "page", 1, low=1)
+    role, party_id = party({"party_id": body.get("party_id")})
+    roles = names(body, "role")
+    for r in roles:
+        if r not in rows.ROLES:
+            raise BadRequest(f"Invalid parameter 'role': {r!r}; one of {', '.join(rows.ROLES)}")
+    job_id = text(body, "job_id")
+    req = fpb.ListJobsRequest(job_id=f"{job_id}*" if job_id and not job_id.endswith("*") else job_id,
+                              statuses=job_statuses(names(body, "status"), LIST_STATUSES),
+                              limit=limit, page=page)
+    if len(roles) == 1 or party_id is not None:
+        req.party.CopyFrom(flow_party(roles[0] if len(roles) == 1 else "", party_id))
+    found = await flow.ListJobs(req, timeout=TIMEOUT)
+    jobs = []
+    for job in found.jobs:  # the server filters by one (role, party); several roles are filtered here
+        seen_from = [p for p in job.parties if (not roles or p.role in roles)
+                     and (party_id is None or p.party_id == party_id)]
+        if seen_from:
+            jobs.append(rows.job_list_row(job, seen_from[0]))
+    return envelope({"jobs": jobs, "count": found.total})
 
-    async def job_lines(body: dict):
-        """(line_num from 1, text) of the job's log, or one component/role/party's."""
-        role, party_id = party(body)
-        req = fpb.TraceJobRequest(job_id=text(body, "job_id", required=True),
-                                  component_name=text(body, "component_name"), role=role,
-                                  party_id=party_id or 0, follow=False)
-        num = 0
-        async for batch in flow.TraceJob(req, timeout=TIMEOUT):
+
+@route()
+async def config(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    job = await flow.GetJob(fpb.GetJobRequest(job_id=text(body, "job_id", required=True)), timeout=TIMEOUT)
+    return envelope(rows.job_config(job))
+
+
+@download_route(404)
+async def log_download(request: web.Request) -> web.StreamResponse:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    job_id = text(body, "job_id", required=True)
+    draft = TarDraft()
+    try:
+        async for batch in flow.TraceJob(fpb.TraceJobRequest(job_id=job_id, follow=False)):
             for line in batch.lines:
-                num += 1
-                yield num, line
+                draft.append(rows.log_file_name(line), rows.log_text(line))
+    except BaseException:
+        draft.close()
+        raise
+    return await draft.send(request, f"job_{job_id}_log.tar.gz")
 
-    @route()
-    async def log_size(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        size = 0
-        async for _ in job_lines(body):
-            size += 1
-        return envelope(size)
 
-    @route()
-    async def log_cat(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        begin = integer(body, "begin", 1, low=0)
-        end = integer(body, "end", 0, low=0)
-        data = [{"line_num": num, "content": rows.log_text(line)} async for num, line in job_lines(body)
-                if num >= begin and (not end or num <= end)]
-        return envelope(data)
+async def job_lines(flow, body: dict):
+    """(line_num from 1, text) of the job's log, or one component/role/party's."""
+    role, party_id = party(body)
+    req = fpb.TraceJobRequest(job_id=text(body, "job_id", required=True),
+                              component_name=text(body, "component_name"), role=role,
+                              party_id=party_id or 0, follow=False)
+    num = 0
+    async for batch in flow.TraceJob(req, timeout=TIMEOUT):
+        for line in batch.lines:
+            num += 1
+            yield num, line
 
-    @route()
-    async def data_view(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        views = await fate_tracking.output_views(flow, body)
-        if not views:
-            return envelope(retcode=ARGUMENT, retmsg="find data view failed")
-        return envelope(views)
 
-    async def flow_tasks(body: dict, limit: int, page: int = 1) -> fpb.ListFlowTasksResponse:
-        role, party_id = party(body)
-        statuses = []
-        for v in names(body, "status"):
-            try:
-                statuses.append(rows.task_status_value(v))
-            except ValueError as e:
-                raise BadRequest(f"Invalid parameter 'status': {e}") from None
-        req = fpb.ListFlowTasksRequest(job_id=text(body, "job_id"), role=role, party_id=party_id or 0,
-                                       component_name=text(body, "component_name"), statuses=statuses,
-                                       limit=limit, page=page)
-        return await flow.ListFlowTasks(req, timeout=TIMEOUT)
+@route()
+async def log_size(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    size = 0
+    async for _ in job_lines(flow, body):
+        size += 1
+    return envelope(size)
 
-    @route()
-    async def list_tasks(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        limit = integer(body, "limit", 0, low=0, high=MAX_ROWS) or MAX_ROWS
-        page = integer(body, "page", 1, low=1)
-        found = await flow_tasks(body, limit, page)
-        return envelope({"tasks": [rows.task_list_row(t) for t in found.tasks], "count": found.total})
 
-    @route()
-    async def task_query(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        found = await flow_tasks(body, MAX_ROWS)
-        if not found.tasks:
-            return envelope(retcode=ARGUMENT, retmsg="find task failed")
-        return envelope([rows.task_row(t) for t in found.tasks])
+@route()
+async def log_cat(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    begin = integer(body, "begin", 1, low=0)
+    end = integer(body, "end", 0, low=0)
+    data = [{"line_num": num, "content": rows.log_text(line)} async for num, line in job_lines(flow, body)
+            if num >= begin and (not end or num <= end)]
+    return envelope(data)
 
-    @route()
-    async def clean_queue(request: web.Request) -> web.Response:
-        await body_of(request)
-        cleaned = await flow.CleanQueue(fpb.CleanQueueRequest(), timeout=TIMEOUT)
-        return envelope({job_id: 0 for job_id in cleaned.job_ids})
 
-    routes = [
-        ("POST", "/v1/job/submit", submit),
-        ("POST", "/v1/job/stop", stop),
-        ("POST", "/v1/job/query", query),
-        ("POST", "/v1/job/list/job", list_jobs),
-        ("POST", "/v1/job/config", config),
-        ("POST", "/v1/job/log/download", log_download),
-        ("POST", "/v1/job/log", log_download),            # what FATE 1.5/1.6 clients call for the same archive
-        ("POST", "/v1/job/data/view/query", data_view),
-        ("POST", "/v1/job/list/task", list_tasks),
-        ("POST", "/v1/job/task/query", task_query),
-        ("POST", "/v1/job/clean/queue", clean_queue),
-        ("POST", "/v1/log/size", log_size),
-        ("POST", "/v1/log/cat", log_cat),
-        *fate_tracking.routes(flow),
-        *fate_data.routes(flow),
-    ]
-    for method, path, handler in routes:
-        app.router.add_route(method, path, handler)
-    return [(method, path) for method, path, _ in routes]
+@route()
+async def data_view(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    views = await fate_tracking.output_views(flow, body)
+    if not views:
+        return envelope(retcode=ARGUMENT, retmsg="find data view failed")
+    return envelope(views)
+
+
+async def flow_tasks(flow, body: dict, limit: int, page: int = 1) -> fpb.ListFlowTasksResponse:
+    role, party_id = party(body)
+    statuses = []
+    for v in names(body, "status"):
+        try:
+            statuses.append(rows.task_status_value(v))
+        except ValueError as e:
+            raise BadRequest(f"Invalid parameter 'status': {e}") from None
+    req = fpb.ListFlowTasksRequest(job_id=text(body, "job_id"), role=role, party_id=party_id or 0,
+                                   component_name=text(body, "component_name"), statuses=statuses,
+                                   limit=limit, page=page)
+    return await flow.ListFlowTasks(req, timeout=TIMEOUT)
+
+
+@route()
+async def list_tasks(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    limit = integer(body, "limit", 0, low=0, high=MAX_ROWS) or MAX_ROWS
+    page = integer(body, "page", 1, low=1)
+    found = await flow_tasks(flow, body, limit, page)
+    return envelope({"tasks": [rows.task_list_row(t) for t in found.tasks], "count": found.total})
+
+
+@route()
+async def task_query(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    found = await flow_tasks(flow, body, MAX_ROWS)
+    if not found.tasks:
+        return envelope(retcode=ARGUMENT, retmsg="find task failed")
+    return envelope([rows.task_row(t) for t in found.tasks])
+
+
+@route()
+async def clean_queue(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    await body_of(request)
+    cleaned = await flow.CleanQueue(fpb.CleanQueueRequest(), timeout=TIMEOUT)
+    return envelope({job_id: 0 for job_id in cleaned.job_ids})
+
+
+ROUTES = [
+    ("POST", "/v1/job/submit", submit),
+    ("POST", "/v1/job/stop", stop),
+    ("POST", "/v1/job/query", query),
+    ("POST", "/v1/job/list/job", list_jobs),
+    ("POST", "/v1/job/config", config),
+    ("POST", "/v1/job/log/download", log_download),
+    ("POST", "/v1/job/log", log_download),            # what FATE 1.5/1.6 clients call for the same archive
+    ("POST", "/v1/job/data/view/query", data_view),
+    ("POST", "/v1/job/list/task", list_tasks),
+    ("POST", "/v1/job/task/query", task_query),
+    ("POST", "/v1/job/clean/queue", clean_queue),
+    ("POST", "/v1/log/size", log_size),
+    ("POST", "/v1/log/cat", log_cat),
+    *fate_tracking.ROUTES,
+    *fate_data.ROUTES,
+]

@@ -17,7 +17,7 @@ from client import flow_rows as rows
 
 from .. import fate_auth, uploads
 from ..errors import BadRequest, json_response
-from .common import TIMEOUT
+from .common import TIMEOUT, stubs
 from .fate_wire import ARGUMENT, EXCEPTION, body_of, envelope, integer, party, route, text
 
 UPLOAD_TIMEOUT = 3600.0
@@ -57,74 +57,83 @@ def job_data(job: fpb.FlowJob, conf: dict) -> dict:
             "model_info": rows.model_info(job)}
 
 
-def routes(flow) -> list:
-    @route(not_found=EXCEPTION)
-    async def upload(request: web.Request) -> web.Response:
-        if request.content_type.startswith("multipart/"):
-            conf = upload_conf(request)
-            conf["use_local_data"] = 1
-            refused = fate_auth.verify_form(request, {})  # flow_sdk signs an upload with no form fields
-            if refused is not None:
-                return json_response(refused.envelope(), 401)
-            part = await file_part(request)
-        else:
-            conf = await body_of(request)
-            if str(conf.get("use_local_data", 1)) != "0":
-                raise BadRequest("data/upload: send the file as multipart field 'file' (conf JSON as the query "
-                                 "string), or set use_local_data 0 and give 'file' as a path on the server")
-            part = None
-        job = await uploads.send_stream(flow.UploadData(timeout=UPLOAD_TIMEOUT),
-                                        fpb.UploadDataRequest(conf_json=json.dumps(conf)), part,
-                                        lambda data: fpb.UploadDataRequest(chunk=data), uploads.limit_of(request),
-                                        "data/upload: the file")
-        return envelope(job_data(job, conf), job_id=job.job_id)
+@route(not_found=EXCEPTION)
+async def upload(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    if request.content_type.startswith("multipart/"):
+        conf = upload_conf(request)
+        conf["use_local_data"] = 1
+        refused = fate_auth.verify_form(request, {})  # flow_sdk signs an upload with no form fields
+        if refused is not None:
+            return json_response(refused.envelope(), 401)
+        part = await file_part(request)
+    else:
+        conf = await body_of(request)
+        if str(conf.get("use_local_data", 1)) != "0":
+            raise BadRequest("data/upload: send the file as multipart field 'file' (conf JSON as the query "
+                             "string), or set use_local_data 0 and give 'file' as a path on the server")
+        part = None
+    job = await uploads.send_stream(flow.UploadData(timeout=UPLOAD_TIMEOUT),
+                                    fpb.UploadDataRequest(conf_json=json.dumps(conf)), part,
+                                    lambda data: fpb.UploadDataRequest(chunk=data), uploads.limit_of(request),
+                                    "data/upload: the file")
+    return envelope(job_data(job, conf), job_id=job.job_id)
 
-    @route(not_found=EXCEPTION)
-    async def download(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        req = fpb.DownloadDataRequest(namespace=text(body, "namespace", required=True),
-                                      table_name=text(body, "table_name", required=True),
-                                      output_path=text(body, "output_path", required=True),
-                                      delimiter=text(body, "delimiter") or text(body, "delimitor"))
-        job = await flow.DownloadData(req, timeout=TIMEOUT)
-        data = {**job_data(job, body), "output_path": req.output_path}
-        return envelope(data, job_id=job.job_id, retmsg=f"download job {job.job_id}: {rows.job_status_name(job.status)}")
 
-    @route()
-    async def upload_history(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        req = fpb.UploadHistoryRequest(limit=integer(body, "limit", 10, low=0, high=10_000),
-                                       job_id=text(body, "job_id"))
-        found = await flow.UploadHistory(req, timeout=TIMEOUT)
-        return envelope([rows.upload_record(r) for r in found.uploads])
+@route(not_found=EXCEPTION)
+async def download(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    req = fpb.DownloadDataRequest(namespace=text(body, "namespace", required=True),
+                                  table_name=text(body, "table_name", required=True),
+                                  output_path=text(body, "output_path", required=True),
+                                  delimiter=text(body, "delimiter") or text(body, "delimitor"))
+    job = await flow.DownloadData(req, timeout=TIMEOUT)
+    data = {**job_data(job, body), "output_path": req.output_path}
+    return envelope(data, job_id=job.job_id, retmsg=f"download job {job.job_id}: {rows.job_status_name(job.status)}")
 
-    @route()
-    async def table_info(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        namespace = text(body, "namespace", required=True)
-        name = text(body, "table_name", required=True)
-        table = await flow.GetTable(fpb.GetTableRequest(namespace=namespace, name=name), timeout=TIMEOUT)
-        return envelope(rows.table_info(table))
 
-    @route()
-    async def table_delete(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        role, party_id = party(body)
-        req = fpb.DeleteTableRequest(namespace=text(body, "namespace"), name=text(body, "table_name"),
-                                     job_id=text(body, "job_id"), component_name=text(body, "component_name"),
-                                     role=role, party_id=party_id or 0)
-        if not (req.namespace and req.name) and not req.job_id:
-            raise BadRequest("give namespace and table_name, or job_id (with component_name, role, party_id)")
-        done = await flow.DeleteTable(req, timeout=TIMEOUT)
-        if not done.tables:
-            return envelope(retcode=ARGUMENT, retmsg="no find table")
-        tables = [{"table_name": t.name, "namespace": t.namespace} for t in done.tables]
-        return envelope(tables[0] if req.name else tables)
+@route()
+async def upload_history(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    req = fpb.UploadHistoryRequest(limit=integer(body, "limit", 10, low=0, high=10_000),
+                                   job_id=text(body, "job_id"))
+    found = await flow.UploadHistory(req, timeout=TIMEOUT)
+    return envelope([rows.upload_record(r) for r in found.uploads])
 
-    return [
-        ("POST", "/v1/data/upload", upload),
-        ("POST", "/v1/data/download", download),
-        ("POST", "/v1/data/upload/history", upload_history),
-        ("POST", "/v1/table/table_info", table_info),
-        ("POST", "/v1/table/delete", table_delete),
-    ]
+
+@route()
+async def table_info(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    namespace = text(body, "namespace", required=True)
+    name = text(body, "table_name", required=True)
+    table = await flow.GetTable(fpb.GetTableRequest(namespace=namespace, name=name), timeout=TIMEOUT)
+    return envelope(rows.table_info(table))
+
+
+@route()
+async def table_delete(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    role, party_id = party(body)
+    req = fpb.DeleteTableRequest(namespace=text(body, "namespace"), name=text(body, "table_name"),
+                                 job_id=text(body, "job_id"), component_name=text(body, "component_name"),
+                                 role=role, party_id=party_id or 0)
+    if not (req.namespace and req.name) and not req.job_id:
+        raise BadRequest("give namespace and table_name, or job_id (with component_name, role, party_id)")
+    done = await flow.DeleteTable(req, timeout=TIMEOUT)
+    if not done.tables:
+        return envelope(retcode=ARGUMENT, retmsg="no find table")
+    tables = [{"table_name": t.name, "namespace": t.namespace} for t in done.tables]
+    return envelope(tables[0] if req.name else tables)
+
+
+ROUTES = [
+    ("POST", "/v1/data/upload", upload),
+    ("POST", "/v1/data/download", download),
+    ("POST", "/v1/data/upload/history", upload_history),
+    ("POST", "/v1/table/table_info", table_info),
+    ("POST", "/v1/table/delete", table_delete),
+]

@@ -14,7 +14,7 @@ from taskhub.v1 import flow_service_pb2 as fpb
 from client import flow_rows as rows
 
 from ..errors import BadRequest, C
-from .common import TIMEOUT
+from .common import TIMEOUT, stubs
 from .fate_files import TarDraft
 from .fate_wire import EXCEPTION, SUCCESS, body_of, download_route, envelope, integer, party, route, text
 
@@ -60,120 +60,139 @@ async def output_views(flow, body: dict) -> list[dict]:
     return views
 
 
-def routes(flow) -> list:
-    @route(not_found=EXCEPTION)
-    async def component_list(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        found = await flow.ListComponents(fpb.ListComponentsRequest(job_id=text(body, "job_id", required=True)),
-                                          timeout=TIMEOUT)
-        return envelope({"components": [c.name for c in found.components]})
+@route(not_found=EXCEPTION)
+async def component_list(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    found = await flow.ListComponents(fpb.ListComponentsRequest(job_id=text(body, "job_id", required=True)),
+                                      timeout=TIMEOUT)
+    return envelope({"components": [c.name for c in found.components]})
 
-    @route()
-    async def parameters(request: web.Request) -> web.Response:
-        out = await component_output(flow, await body_of(request))
-        return envelope(rows.parameters(out))
 
-    @route(not_found=SUCCESS, not_found_data={})
-    async def metrics(request: web.Request) -> web.Response:
-        out = await component_output(flow, await body_of(request))
-        data = rows.metric_names(out)
-        return envelope(data, retmsg="success" if data else "no data")
+@route()
+async def parameters(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    out = await component_output(flow, await body_of(request))
+    return envelope(rows.parameters(out))
 
-    @route(not_found=SUCCESS, not_found_data={})
-    async def metric_all(request: web.Request) -> web.Response:
-        out = await component_output(flow, await body_of(request))
-        data = rows.metric_all(out)
-        return envelope(data, retmsg="success" if data else "no data")
 
-    @route()
-    async def metric_delete(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        date = text(body, "model") or text(body, "date")  # flow_sdk sends the date as "model"
-        job_id = text(body, "job_id")
-        if not date and not job_id:
-            raise BadRequest("give date (YYYYMMDD) or job_id")
-        if date and (len(date) != 8 or not date.isdigit()):
-            raise BadRequest(f"date must look like YYYYMMDD, got {date!r}")
-        done = await flow.DeleteMetrics(fpb.DeleteMetricsRequest(date=date, job_id=job_id), timeout=TIMEOUT)
-        return envelope(done.deleted)
+@route(not_found=SUCCESS, not_found_data={})
+async def metrics(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    out = await component_output(flow, await body_of(request))
+    data = rows.metric_names(out)
+    return envelope(data, retmsg="success" if data else "no data")
 
-    @route(not_found=EXCEPTION)
-    async def output_model(request: web.Request) -> web.Response:
-        out = await component_output(flow, await body_of(request))
-        model = rows.loads(out.model_json, {})
-        if not model:
-            return envelope({}, retmsg="no data")
-        meta = rows.loads(out.model_meta_json, {}) or {}
-        meta = {"meta_data": meta, "module_name": out.task.module, "component_name": out.task.component_name}
-        return envelope(model, meta=meta)
 
-    @route(not_found=SUCCESS, not_found_data=[])
-    async def output_data(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        out = await component_output(flow, body)
-        data, headers, totals, data_names = [], [], [], []
+@route(not_found=SUCCESS, not_found_data={})
+async def metric_all(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    out = await component_output(flow, await body_of(request))
+    data = rows.metric_all(out)
+    return envelope(data, retmsg="success" if data else "no data")
+
+
+@route()
+async def metric_delete(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    date = text(body, "model") or text(body, "date")  # flow_sdk sends the date as "model"
+    job_id = text(body, "job_id")
+    if not date and not job_id:
+        raise BadRequest("give date (YYYYMMDD) or job_id")
+    if date and (len(date) != 8 or not date.isdigit()):
+        raise BadRequest(f"date must look like YYYYMMDD, got {date!r}")
+    done = await flow.DeleteMetrics(fpb.DeleteMetricsRequest(date=date, job_id=job_id), timeout=TIMEOUT)
+    return envelope(done.deleted)
+
+
+@route(not_found=EXCEPTION)
+async def output_model(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    out = await component_output(flow, await body_of(request))
+    model = rows.loads(out.model_json, {})
+    if not model:
+        return envelope({}, retmsg="no data")
+    meta = rows.loads(out.model_meta_json, {}) or {}
+    meta = {"meta_data": meta, "module_name": out.task.module, "component_name": out.task.component_name}
+    return envelope(model, meta=meta)
+
+
+@route(not_found=SUCCESS, not_found_data=[])
+async def output_data(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    out = await component_output(flow, body)
+    data, headers, totals, data_names = [], [], [], []
+    for t in out.output_tables:
+        data.append([rows.split_line(line) async for line in table_lines(flow, t, PREVIEW_ROWS)])
+        headers.append(rows.header_of(t))
+        totals.append(t.count)
+        data_names.append(t.output_name or "data")
+    if not any(data):
+        return envelope([], retmsg="no data")
+    return envelope(data, meta={"header": headers, "total": totals, "names": data_names})
+
+
+@download_route(210)
+async def output_data_download(request: web.Request) -> web.StreamResponse:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    limit = integer(body, "limit", -1)
+    if limit == 0:
+        raise BadRequest("limit is 0", C.NOT_FOUND)
+    out = await component_output(flow, body)
+    if not out.output_tables:
+        raise BadRequest("no data", C.NOT_FOUND)
+    head = body.get("head", True)
+    draft = TarDraft()
+    try:
         for t in out.output_tables:
-            data.append([rows.split_line(line) async for line in table_lines(flow, t, PREVIEW_ROWS)])
-            headers.append(rows.header_of(t))
-            totals.append(t.count)
-            data_names.append(t.output_name or "data")
-        if not any(data):
-            return envelope([], retmsg="no data")
-        return envelope(data, meta={"header": headers, "total": totals, "names": data_names})
+            name = t.output_name or "data"
+            header = rows.header_of(t)
+            if head:
+                draft.append(f"{name}.csv", rows.csv_line(header))
+            async for line in table_lines(flow, t, limit if limit > 0 else 0):
+                draft.append(f"{name}.csv", line)
+            draft.append(f"{name}.meta", json.dumps({"header": header}, indent=4))
+    except BaseException:
+        draft.close()
+        raise
+    task = out.task
+    return await draft.send(request, rows.OUTPUT_TAR.format(job=task.job_id, cpn=task.component_name,
+                                                            role=task.party.role, party=task.party.party_id))
 
-    @download_route(210)
-    async def output_data_download(request: web.Request) -> web.StreamResponse:
-        body = await body_of(request)
-        limit = integer(body, "limit", -1)
-        if limit == 0:
-            raise BadRequest("limit is 0", C.NOT_FOUND)
-        out = await component_output(flow, body)
-        if not out.output_tables:
-            raise BadRequest("no data", C.NOT_FOUND)
-        head = body.get("head", True)
-        draft = TarDraft()
-        try:
-            for t in out.output_tables:
-                name = t.output_name or "data"
-                header = rows.header_of(t)
-                if head:
-                    draft.append(f"{name}.csv", rows.csv_line(header))
-                async for line in table_lines(flow, t, limit if limit > 0 else 0):
-                    draft.append(f"{name}.csv", line)
-                draft.append(f"{name}.meta", json.dumps({"header": header}, indent=4))
-        except BaseException:
-            draft.close()
-            raise
-        task = out.task
-        return await draft.send(request, rows.OUTPUT_TAR.format(job=task.job_id, cpn=task.component_name,
-                                                                role=task.party.role, party=task.party.party_id))
 
-    @route(not_found=EXCEPTION)
-    async def output_data_table(request: web.Request) -> web.Response:
-        body = await body_of(request)
-        tables = rows.output_tables(await component_output(flow, body))
-        if not tables:
-            return envelope(retcode=EXCEPTION, retmsg=NO_TABLE)
-        return envelope(tables)
+@route(not_found=EXCEPTION)
+async def output_data_table(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    tables = rows.output_tables(await component_output(flow, body))
+    if not tables:
+        return envelope(retcode=EXCEPTION, retmsg=NO_TABLE)
+    return envelope(tables)
 
-    @route(not_found=210)
-    async def summary(request: web.Request) -> web.Response:
-        out = await component_output(flow, await body_of(request))
-        data = rows.loads(out.summary_json, {})
-        if not data:
-            return envelope(retcode=210, retmsg=NO_SUMMARY)
-        return envelope(data)
 
-    base = "/v1/tracking/component"
-    return [
-        ("POST", f"{base}/list", component_list),
-        ("POST", f"{base}/parameters", parameters),
-        ("POST", f"{base}/metrics", metrics),
-        ("POST", f"{base}/metric/all", metric_all),
-        ("POST", f"{base}/metric/delete", metric_delete),
-        ("POST", f"{base}/output/model", output_model),
-        ("POST", f"{base}/output/data", output_data),
-        ("GET", f"{base}/output/data/download", output_data_download),
-        ("POST", f"{base}/output/data/table", output_data_table),
-        ("POST", f"{base}/summary/download", summary),
-    ]
+@route(not_found=210)
+async def summary(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    out = await component_output(flow, await body_of(request))
+    data = rows.loads(out.summary_json, {})
+    if not data:
+        return envelope(retcode=210, retmsg=NO_SUMMARY)
+    return envelope(data)
+
+
+BASE = "/v1/tracking/component"
+ROUTES = [
+    ("POST", f"{BASE}/list", component_list),
+    ("POST", f"{BASE}/parameters", parameters),
+    ("POST", f"{BASE}/metrics", metrics),
+    ("POST", f"{BASE}/metric/all", metric_all),
+    ("POST", f"{BASE}/metric/delete", metric_delete),
+    ("POST", f"{BASE}/output/model", output_model),
+    ("POST", f"{BASE}/output/data", output_data),
+    ("GET", f"{BASE}/output/data/download", output_data_download),
+    ("POST", f"{BASE}/output/data/table", output_data_table),
+    ("POST", f"{BASE}/summary/download", summary),
+]

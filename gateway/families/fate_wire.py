@@ -17,7 +17,8 @@ from typing import Any
 import grpc
 from aiohttp import web
 
-from client.flow_rows import ARGUMENT, AUTHENTICATION, DATA, EXCEPTION, PERMISSION, ROLES, SUCCESS, retcode_of
+from client.fate_args import party_id_of, role_of
+from client.flow_rows import ARGUMENT, AUTHENTICATION, DATA, EXCEPTION, PERMISSION, SUCCESS, retcode_of
 
 from .. import fate_auth
 from ..errors import BadRequest, answers, json_response
@@ -131,20 +132,9 @@ def integer(body: dict, name: str, default: int, *, low: int | None = None, high
 def party(body: dict) -> tuple[str, int | None]:
     """(role, party_id) from the body or its `local` (flow_sdk sends both); party_id as int or None."""
     local = body.get("local") if isinstance(body.get("local"), dict) else {}
-    role = body.get("role", local.get("role"))
-    if role is None or role == "":
-        role = ""
-    elif role not in ROLES:
-        raise BadRequest(f"Invalid parameter 'role': {json.dumps(role)}; one of {', '.join(ROLES)}")
     party_id = body.get("party_id", local.get("party_id"))
-    if party_id is None or party_id == "":
-        return role, None
-    try:
-        if isinstance(party_id, bool):
-            raise ValueError
-        return role, int(party_id)
-    except (TypeError, ValueError):
-        raise BadRequest(f"Invalid parameter 'party_id': must be an integer, got {json.dumps(party_id)}") from None
+    return (role_of(body.get("role", local.get("role"))),
+            None if party_id is None or party_id == "" else party_id_of(party_id))
 
 
 def names(body: dict, name: str) -> list[str]:

@@ -14,7 +14,7 @@ from taskhub.v1 import task_service_pb2 as svc
 
 from ..errors import BadRequest, C, answers, json_response
 from ..params import boolean, integer, one, to_int
-from .common import TIMEOUT, status_name, stub, task_input
+from .common import TIMEOUT, status_name, stubs, task_input
 
 BASE = "/graphspaces/{gs}/graphs/{g}/tasks"
 EXCEPTION = {
@@ -68,43 +68,45 @@ def status_filter(text: str | None) -> list[int]:
     return [pb.TaskStatus.Value(key)]
 
 
-def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
-    tasks = stub(channel)
+@answers(render)
+async def list_tasks(request: web.Request) -> web.Response:
+    tasks = stubs(request).tasks
+    q = request.query
+    statuses = status_filter(one(q, "status"))
+    limit = integer(q, "limit", 100, low=1, high=10_000)
+    resp = await tasks.ListTasks(svc.ListTasksRequest(namespace=namespace(request), statuses=statuses,
+                                                      limit=limit), timeout=TIMEOUT)
+    return json_response({"tasks": [task_json(t) for t in resp.tasks]})
 
-    @answers(render)
-    async def list_tasks(request: web.Request) -> web.Response:
-        q = request.query
-        statuses = status_filter(one(q, "status"))
-        limit = integer(q, "limit", 100, low=1, high=10_000)
-        resp = await tasks.ListTasks(svc.ListTasksRequest(namespace=namespace(request), statuses=statuses,
-                                                          limit=limit), timeout=TIMEOUT)
-        return json_response({"tasks": [task_json(t) for t in resp.tasks]})
 
-    @answers(render)
-    async def get_task(request: web.Request) -> web.Response:
-        task = await tasks.GetTask(svc.GetTaskRequest(namespace=namespace(request), id=task_id(request)),
-                                   timeout=TIMEOUT)
-        return json_response(task_json(task))
-
-    @answers(render)
-    async def delete_task(request: web.Request) -> web.Response:
-        force = boolean(request.query, "force")
-        await tasks.DeleteTask(svc.DeleteTaskRequest(namespace=namespace(request), id=task_id(request), force=force),
+@answers(render)
+async def get_task(request: web.Request) -> web.Response:
+    tasks = stubs(request).tasks
+    task = await tasks.GetTask(svc.GetTaskRequest(namespace=namespace(request), id=task_id(request)),
                                timeout=TIMEOUT)
-        return web.Response(status=204)
+    return json_response(task_json(task))
 
-    @answers(render)
-    async def update_task(request: web.Request) -> web.Response:
-        action = one(request.query, "action", required=True)
-        if action != "cancel":
-            raise BadRequest(f"action must be 'cancel', got {action!r}")
-        resp = await tasks.CancelTask(svc.CancelTaskRequest(namespace=namespace(request), id=task_id(request),
-                                                            reason="cancelled over HTTP"), timeout=TIMEOUT)
-        return json_response({"cancelled": resp.cancelled}, 202)
 
-    one_task = BASE + "/{id}"
-    app.router.add_get(BASE, list_tasks)
-    app.router.add_get(one_task, get_task)
-    app.router.add_delete(one_task, delete_task)
-    app.router.add_put(one_task, update_task)
-    return [("GET", BASE), ("GET", one_task), ("DELETE", one_task), ("PUT", one_task)]
+@answers(render)
+async def delete_task(request: web.Request) -> web.Response:
+    tasks = stubs(request).tasks
+    force = boolean(request.query, "force")
+    await tasks.DeleteTask(svc.DeleteTaskRequest(namespace=namespace(request), id=task_id(request), force=force),
+                           timeout=TIMEOUT)
+    return web.Response(status=204)
+
+
+@answers(render)
+async def update_task(request: web.Request) -> web.Response:
+    tasks = stubs(request).tasks
+    action = one(request.query, "action", required=True)
+    if action != "cancel":
+        raise BadRequest(f"action must be 'cancel', got {action!r}")
+    resp = await tasks.CancelTask(svc.CancelTaskRequest(namespace=namespace(request), id=task_id(request),
+                                                        reason="cancelled over HTTP"), timeout=TIMEOUT)
+    return json_response({"cancelled": resp.cancelled}, 202)
+
+
+ONE_TASK = BASE + "/{id}"
+ROUTES = [("GET", BASE, list_tasks), ("GET", ONE_TASK, get_task), ("DELETE", ONE_TASK, delete_task),
+          ("PUT", ONE_TASK, update_task)]

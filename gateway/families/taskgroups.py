@@ -10,12 +10,10 @@ import json
 import grpc
 from aiohttp import web
 from taskhub.v1 import node_service_pb2 as node_pb
-from taskhub.v1 import node_service_pb2_grpc as node_grpc
 from taskhub.v1 import task_group_service_pb2 as group_pb
-from taskhub.v1 import task_group_service_pb2_grpc as group_grpc
 
 from ..errors import BadRequest, answers, json_response
-from .common import TIMEOUT
+from .common import TIMEOUT, stubs
 
 # Seed 003's instance status: 0 running, 1 stopped or failed.
 RUNNING, STOPPED = 0, 1
@@ -54,61 +52,66 @@ def resources(node: node_pb.NodeInfo) -> str:
     return f"cpu_usage_percent:{round(node.cpu_percent)},memory_usage_percent:{round(node.memory_percent)}"
 
 
-def add_routes(app: web.Application, channel) -> list[tuple[str, str]]:
-    groups = group_grpc.TaskGroupServiceStub(channel)
-    nodes = node_grpc.NodeServiceStub(channel)
+@answers(render)
+async def create_template(request: web.Request) -> web.Response:
+    groups = stubs(request).groups
+    text = await body_text(request)
+    try:
+        json.loads(text)
+    except ValueError as e:
+        raise BadRequest(f"the body is not valid JSON: {e}") from None
+    await groups.CreateTemplate(group_pb.CreateTemplateRequest(json=text), timeout=TIMEOUT)
+    return json_response({"status": "success"})
 
-    @answers(render)
-    async def create_template(request: web.Request) -> web.Response:
-        text = await body_text(request)
-        try:
-            json.loads(text)
-        except ValueError as e:
-            raise BadRequest(f"the body is not valid JSON: {e}") from None
-        await groups.CreateTemplate(group_pb.CreateTemplateRequest(json=text), timeout=TIMEOUT)
-        return json_response({"status": "success"})
 
-    @answers(render)
-    async def query_template(request: web.Request) -> web.Response:
-        name = await body_field(request, "name")
-        template = await groups.GetTemplate(group_pb.GetTemplateRequest(name=name), timeout=TIMEOUT)
-        return web.Response(text=template.json, content_type="application/json")
+@answers(render)
+async def query_template(request: web.Request) -> web.Response:
+    groups = stubs(request).groups
+    name = await body_field(request, "name")
+    template = await groups.GetTemplate(group_pb.GetTemplateRequest(name=name), timeout=TIMEOUT)
+    return web.Response(text=template.json, content_type="application/json")
 
-    @answers(render)
-    async def deploy(request: web.Request) -> web.Response:
-        name = await body_field(request, "name")
-        instance = await groups.Deploy(group_pb.DeployRequest(name=name), timeout=TIMEOUT)
-        return json_response({"id": instance.id})
 
-    @answers(render)
-    async def query_instance(request: web.Request) -> web.Response:
-        instance_id = await body_field(request, "id")
-        instance = await groups.GetInstance(group_pb.GetInstanceRequest(id=instance_id), timeout=TIMEOUT)
-        running = instance.status == group_pb.INSTANCE_STATUS_RUNNING
-        return json_response({"id": instance.id, "status": RUNNING if running else STOPPED})
+@answers(render)
+async def deploy(request: web.Request) -> web.Response:
+    groups = stubs(request).groups
+    name = await body_field(request, "name")
+    instance = await groups.Deploy(group_pb.DeployRequest(name=name), timeout=TIMEOUT)
+    return json_response({"id": instance.id})
 
-    @answers(render)
-    async def stop(request: web.Request) -> web.Response:
-        instance_id = await body_field(request, "id")
-        resp = await groups.StopInstance(group_pb.StopInstanceRequest(id=instance_id), timeout=TIMEOUT)
-        return json_response({"id": resp.id})
 
-    @answers(render)
-    async def list_nodes(request: web.Request) -> web.Response:
-        resp = await nodes.ListNodes(node_pb.ListNodesRequest(), timeout=TIMEOUT)
-        return json_response({"nodes": [
-            {"ip": n.address, "status": ONLINE if n.state == node_pb.NODE_STATE_ONLINE else OFFLINE,
-             "resources": resources(n)}
-            for n in resp.nodes]})
+@answers(render)
+async def query_instance(request: web.Request) -> web.Response:
+    groups = stubs(request).groups
+    instance_id = await body_field(request, "id")
+    instance = await groups.GetInstance(group_pb.GetInstanceRequest(id=instance_id), timeout=TIMEOUT)
+    running = instance.status == group_pb.INSTANCE_STATUS_RUNNING
+    return json_response({"id": instance.id, "status": RUNNING if running else STOPPED})
 
-    routes = [
-        ("POST", "/api/task/task_group", create_template),
-        ("POST", "/api/task/query", query_template),
-        ("POST", "/api/task/task_group/deploy", deploy),
-        ("POST", "/api/task/task_group/query", query_instance),
-        ("POST", "/api/task/task_group/stop", stop),
-        ("GET", "/api/task/node", list_nodes),
-    ]
-    for method, path, handler in routes:
-        app.router.add_route(method, path, handler)
-    return [(method, path) for method, path, _ in routes]
+
+@answers(render)
+async def stop(request: web.Request) -> web.Response:
+    groups = stubs(request).groups
+    instance_id = await body_field(request, "id")
+    resp = await groups.StopInstance(group_pb.StopInstanceRequest(id=instance_id), timeout=TIMEOUT)
+    return json_response({"id": resp.id})
+
+
+@answers(render)
+async def list_nodes(request: web.Request) -> web.Response:
+    nodes = stubs(request).nodes
+    resp = await nodes.ListNodes(node_pb.ListNodesRequest(), timeout=TIMEOUT)
+    return json_response({"nodes": [
+        {"ip": n.address, "status": ONLINE if n.state == node_pb.NODE_STATE_ONLINE else OFFLINE,
+         "resources": resources(n)}
+        for n in resp.nodes]})
+
+
+ROUTES = [
+    ("POST", "/api/task/task_group", create_template),
+    ("POST", "/api/task/query", query_template),
+    ("POST", "/api/task/task_group/deploy", deploy),
+    ("POST", "/api/task/task_group/query", query_instance),
+    ("POST", "/api/task/task_group/stop", stop),
+    ("GET", "/api/task/node", list_nodes),
+]

@@ -14,7 +14,7 @@ from typing import AsyncIterator
 
 from .. import auth, errors
 from . import names, tenants
-from .jobs import FlowJobs
+from .jobs import FlowJobs, day_range_ms
 from .model import FlowJob, FlowTask, JobStatus
 from .store import FlowStore
 from .tables import CsvIngest, TableWriter, check_name, read_lines
@@ -91,7 +91,6 @@ class FlowData:
         return t, outs
 
     async def delete_metrics(self, date: str, job_id: str) -> int:
-        from .jobs import day_range_ms
         if date:
             job_ids = self.fstore.job_ids_created_between(*day_range_ms(date), auth.CALL_SCOPE.get())
         elif job_id:

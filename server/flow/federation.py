@@ -32,7 +32,7 @@ class Federation:
         self._recent: dict[tuple, bytes] = {}     # payloads by key, oldest first (insertion order)
         self._pending: set[tuple] = set()         # keys not committed yet: never evicted
         self._recent_bytes = 0
-        data.jobs.on_job_end.append(self._job_ended)
+        data.jobs.add_end_listener(self._job_ended)
 
     @staticmethod
     def _check_party(job: FlowJob, role: str, party_id: int, what: str) -> None:

@@ -1,40 +1,36 @@
-"""FATE jobs on taskhub's engine: queue, component graph, one taskhub task per (component, role, party).
+"""FATE jobs on taskhub's engine: one taskhub task per (component, role, party).
 
-Runs on the server's event loop. A submitted job waits in a FIFO queue until fewer than
-`max_jobs` run; then every component whose inputs are ready becomes one taskhub task per
-party that runs it (a PYTHON task calling server/flow/runtime.py in a worker). The engine tells
-us each status change of those tasks (engine.OBSERVER); a task that ends successfully may make
-more components ready; one that fails fails the job and cancels the rest. Job and task
-statuses change only in `_set_job_status` / `_set_task_status`, against the tables of
-server/flow/model.py, and every change is written through the FlowStore.
+Runs on the server's event loop. A submitted job waits in the queue (queue.py) until fewer than
+`max_jobs` run; then every component whose inputs are ready (graph.py) becomes one taskhub task
+per party that runs it. The engine tells us each status change of those tasks (engine.OBSERVER);
+a task that ends successfully may make more components ready; one that fails fails the job and
+cancels the rest. Job and task statuses change only through the StatusWriter (status.py),
+against the tables of server/flow/model.py. FlowJobs ties the three together and answers reads.
 """
 from __future__ import annotations
 
 import asyncio
 import copy
 import json
-import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from .. import auth, errors
-from ..engine import DEDICATED_WORKER, OBSERVER, Engine
+from ..background import spawn
+from ..engine import Engine
 from ..model import ANY_NAMESPACE, Status, Task, TaskSpec, TaskType, now_ms
 from . import dsl
-from .model import (TASK_DONE, FlowJob, FlowTask, IllegalFlowTransition, JobStatus, TaskStatus,
-                    check_job_transition, check_task_transition)
+from .graph import OBSERVER_NAME, RUNTIME, JobGraph, ModelSource
+from .model import FlowJob, FlowTask, JobStatus, TaskStatus
+from .queue import JobQueue
 from .registry import Registry
+from .status import StatusWriter
 from .store import FlowStore
 
-log = logging.getLogger(__name__)
 J, T = JobStatus, TaskStatus
-
-OBSERVER_NAME = "flow"
-JOB_ANNOTATION = "fate.job_id"
-PARTY_LABEL = "fate.party"
-RUNTIME = "server.flow.runtime:run_component"
 DEFAULT_NAMESPACE = "fate"
 
 _FROM_TASKHUB = {
@@ -71,30 +67,38 @@ class JobIds:
             return self._last
 
 
+@dataclass
+class FlowHooks:
+    """What other parts of the server add to FATE jobs, given to FlowJobs when it is made."""
+    model_source: ModelSource | None = None                  # a predict job's pipeline.<cpn> models
+    model_check: Callable[[dsl.Plan, str], None] | None = None  # (plan, namespace): a predict job's model exists
+    deployed_dsl: Callable[[str, str, str], dict] | None = None  # (model_id, version, namespace) -> its predict DSL
+    on_job_end: list[Callable[[FlowJob], None]] = field(default_factory=list)  # models, federation clean-up
+
+
 class FlowJobs:
-    def __init__(self, engine: Engine, fstore: FlowStore, registry: Registry, max_jobs: int = 4):
+    def __init__(self, engine: Engine, fstore: FlowStore, registry: Registry, max_jobs: int = 4, *,
+                 hooks: FlowHooks | None = None, ids: JobIds | None = None):
         self.engine = engine
         self.fstore = fstore
         self.registry = registry
-        self.max_jobs = max(1, max_jobs)
+        self.hooks = hooks or FlowHooks()
+        self.queue = JobQueue(max_jobs)
+        self.graph = JobGraph(engine, fstore, registry, self.hooks.model_source)
+        self.status = StatusWriter(fstore)
         self.jobs: dict[str, FlowJob] = {}          # unfinished jobs (and ended ones until their tasks end)
         self.plans: dict[str, dsl.Plan] = {}
-        self.queue: list[str] = []                 # waiting job ids, FIFO
-        self.running: set[str] = set()
         self.by_taskhub: dict[int, FlowTask] = {}
         self.uids: dict[str, int] = {}               # live component tasks: taskhub uid -> id
-        self.ids = JobIds()
+        self.ids = ids or JobIds()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._watchers: dict[str, set[asyncio.Queue]] = {}
-        self._changes: dict[str, list[asyncio.Future]] = {}
         self._advancing: dict[str, asyncio.Lock] = {}
-        self.on_job_end: list = []                 # callbacks(job) (federation clean-up, models)
-        # Set by server/flow/models.py: a deployed model's component model for a predict task, and
-        # the submit-time check that a predict job's model has what its DSL reads.
-        self.model_source = None                   # (model_id, version, component, role, party) -> dict | None
-        self.model_check = None                    # (plan, namespace) -> None, or raises InvalidArgument
-        self.deployed_dsl = None                   # (model_id, version, namespace) -> the deployed predict DSL
+        self._end_listeners = list(self.hooks.on_job_end)
         engine.observers[OBSERVER_NAME] = self._on_taskhub_change
+
+    def add_end_listener(self, callback: Callable[[FlowJob], None]) -> None:
+        """Call `callback(job)` when a job ends (parts made after FlowJobs, as the federation)."""
+        self._end_listeners.append(callback)
 
     # ------------------------------------------------------------------ life
     async def load(self) -> None:
@@ -114,16 +118,16 @@ class FlowJobs:
                 continue
             self.plans[job.job_id] = plan
             if job.status == J.WAITING:
-                self.queue.append(job.job_id)
+                self.queue.enqueue(job.job_id)
                 continue
-            self.running.add(job.job_id)
+            self.queue.resume(job.job_id)
             for t in job.tasks.values():
                 if t.taskhub_task_id and not t.status.terminal:
                     self.by_taskhub[t.taskhub_task_id] = t
                     try:
                         live = self.engine.get(ANY_NAMESPACE, t.taskhub_task_id)
                     except errors.NotFound:
-                        self._set_task_status(job, t, T.FAILED, "its taskhub task was deleted")
+                        self.status.set_task_status(job, t, T.FAILED, "its taskhub task was deleted")
                         continue
                     self.uids[live.uid] = live.id
                     self._apply(job, t, live)
@@ -140,13 +144,13 @@ class FlowJobs:
     # ------------------------------------------------------------------ submit
     async def submit(self, dsl_json: str, conf_json: str, namespace: str = "") -> FlowJob:
         namespace = namespace or DEFAULT_NAMESPACE
-        if self.deployed_dsl is not None and not dsl.has_components(dsl_json):
+        if self.hooks.deployed_dsl is not None and not dsl.has_components(dsl_json):
             named = dsl.named_model(conf_json)
             if named is not None:   # a predict conf alone: the deployed model's predict DSL runs
-                dsl_json = json.dumps(self.deployed_dsl(*named, namespace))
+                dsl_json = json.dumps(self.hooks.deployed_dsl(*named, namespace))
         plan = dsl.parse(dsl_json, conf_json, self.registry.modules)
-        if plan.job_type == "predict" and self.model_check is not None:
-            self.model_check(plan, namespace)
+        if plan.job_type == "predict" and self.hooks.model_check is not None:
+            self.hooks.model_check(plan, namespace)
         self.engine.validate(TaskSpec(type=TaskType.PYTHON, namespace=namespace, callable=RUNTIME), trusted=True)
         ts = now_ms()
         job = FlowJob(job_id=self.ids.next(), namespace=namespace, job_type=plan.job_type, dsl_json=dsl_json,
@@ -170,7 +174,7 @@ class FlowJobs:
         await self.fstore.insert_job(job, params)
         self.jobs[job.job_id] = job
         self.plans[job.job_id] = plan
-        self.queue.append(job.job_id)
+        self.queue.enqueue(job.job_id)
         await self._admit()
         return job
 
@@ -189,26 +193,26 @@ class FlowJobs:
     async def begin_recorded(self, job: FlowJob) -> None:
         await self.fstore.insert_job(job, {})
         self.jobs[job.job_id] = job   # read from memory until its end is committed (_forget_if_settled)
-        self._set_job_status(job, J.READY)
-        self._set_job_status(job, J.RUNNING)
+        self.status.set_job_status(job, J.READY)
+        self.status.set_job_status(job, J.RUNNING)
         for t in job.tasks.values():
-            self._set_task_status(job, t, T.RUNNING)
+            self.status.set_task_status(job, t, T.RUNNING)
 
     def end_recorded(self, job: FlowJob, ok: bool, error: str = "") -> None:
         for t in job.tasks.values():
             if not t.status.terminal:
-                self._set_task_status(job, t, T.SUCCESS if ok else T.FAILED, error)
-        self._set_job_status(job, J.SUCCESS if ok else J.FAILED, error)
+                self.status.set_task_status(job, t, T.SUCCESS if ok else T.FAILED, error)
+        self.status.set_job_status(job, J.SUCCESS if ok else J.FAILED, error)
         self._forget_if_settled(job)
 
     # ------------------------------------------------------------------ queue
     async def _admit(self) -> None:
-        while self.queue and len(self.running) < self.max_jobs:
-            job = self.jobs.get(self.queue.pop(0))
+        while (job_id := self.queue.admit()) is not None:
+            job = self.jobs.get(job_id)
             if job is None or job.status != J.WAITING:
+                self.queue.release(job_id)
                 continue
-            self.running.add(job.job_id)
-            self._set_job_status(job, J.READY)
+            self.status.set_job_status(job, J.READY)
             self._arm_timeout(job)
             await self._advance(job)
         self._publish_queue_positions()
@@ -219,20 +223,17 @@ class FlowJobs:
         return {s.fate: counts.get(int(s), 0) for s in JobStatus}
 
     def queue_position(self, job_id: str) -> int:
-        try:
-            return self.queue.index(job_id) + 1
-        except ValueError:
-            return 0
+        return self.queue.position(job_id)
 
     def _publish_queue_positions(self) -> None:
-        for job_id in self.queue:
+        for job_id in self.queue.waiting:
             job = self.jobs.get(job_id)
-            if job is not None and job_id in self._watchers:
-                self._publish(job, None)
+            if job is not None and self.status.watched(job_id):
+                self.status.publish(job, None)
 
     async def clean_queue(self) -> list[str]:
         """Cancels the waiting jobs of the caller's namespaces (auth.CALL_SCOPE), no others."""
-        waiting = [j for j in self.queue if j in self.jobs and auth.in_scope(self.jobs[j].namespace)]
+        waiting = [j for j in self.queue.waiting if j in self.jobs and auth.in_scope(self.jobs[j].namespace)]
         for job_id in waiting:
             await self.stop(job_id, J.CANCELED, "the queue was cleaned")
         return waiting
@@ -244,8 +245,9 @@ class FlowJobs:
         left = max(0.0, job.timeout_seconds - (now_ms() - start) / 1000)
         loop = asyncio.get_running_loop()
         self._timers[job.job_id] = loop.call_later(
-            left, lambda: asyncio.ensure_future(
-                self.stop(job.job_id, J.TIMEOUT, f"it ran longer than its job_timeout of {job.timeout_seconds:g}s")))
+            left, lambda: spawn(
+                self.stop(job.job_id, J.TIMEOUT, f"it ran longer than its job_timeout of {job.timeout_seconds:g}s"),
+                f"timeout of job {job.job_id}"))
 
     # ------------------------------------------------------------------ running the graph
     async def _advance(self, job: FlowJob) -> None:
@@ -261,28 +263,18 @@ class FlowJobs:
     async def _advance_locked(self, job: FlowJob) -> None:
         if job.terminal:
             return
-        plan = self.plans[job.job_id]
-        done = {c.name for c in plan.components if self._component_status(job, c.name) in TASK_DONE}
-        if len(done) == len(plan.components):
+        all_done, ready = self.graph.next_tasks(job, self.plans[job.job_id])
+        if all_done:
             self._end_job(job, J.SUCCESS, "")
             return
-        specs, owners = [], []
-        for c in plan.components:
-            if c.name in done or not all(up in done for up in c.upstream):
-                continue
-            for role, party in plan.parties:
-                t = job.tasks[(c.name, role, party)]
-                if t.status != T.WAITING or t.taskhub_task_id:
-                    continue
-                specs.append(self._spec(job, plan, c, t))
-                owners.append(t)
-        if not specs:
+        if not ready:
             return
         if job.status == J.READY:
             job.start_time_ms = now_ms()
-            self._set_job_status(job, J.RUNNING)
+            self.status.set_job_status(job, J.RUNNING)
+        owners = [t for t, _ in ready]
         try:
-            created = await self.engine.create(specs, trusted=True)
+            created = await self.engine.create([spec for _, spec in ready], trusted=True)
         except errors.TaskhubError as e:
             self._end_job(job, J.FAILED, f"its tasks could not be created: {e}")
             return
@@ -302,61 +294,8 @@ class FlowJobs:
             for task in created:
                 self.engine.cancel(ANY_NAMESPACE, task.id, f"job {job.job_id} {job.status.fate}")
 
-    def _spec(self, job: FlowJob, plan: dsl.Plan, c: dsl.Component, t: FlowTask) -> TaskSpec:
-        inputs = {}
-        for key, refs in c.data_inputs.items():
-            tables = []
-            for up, output in refs:
-                for info in self.fstore.output_tables(job.job_id, up, t.role, t.party_id):
-                    if info["output_name"] == output:
-                        tables.append({"namespace": info["namespace"], "name": info["name"], "component": up})
-            inputs[key] = tables
-        models = {key: [self._model_ref(job, up, output, t) for up, output in refs]
-                  for key, refs in c.model_inputs.items()}
-        models = {key: [m for m in refs if m is not None] for key, refs in models.items()}
-        entry = self.registry.get(c.module)
-        job_parameters = plan.job_parameters(t.role, t.party_id)
-        job_parameters.setdefault("job_type", plan.job_type)  # a predict conf may leave it implied
-        spec_input = {
-            "job_id": job.job_id, "component": c.name, "module": c.module, "component_class": entry.path,
-            "role": t.role, "party_id": t.party_id, "roles": plan.roles,
-            "params": plan.params(c.name, t.role, t.party_id),
-            "job_parameters": job_parameters, "inputs": inputs, "models": models,
-        }
-        selector = {PARTY_LABEL: str(t.party_id)} if self._party_has_nodes(t.party_id) else {}
-        return TaskSpec(
-            type=TaskType.PYTHON, namespace=job.namespace, name=f"{job.job_id}_{c.name}_{t.role}_{t.party_id}",
-            callable=RUNTIME, input_json=json.dumps(spec_input), max_retries=plan.auto_retries,
-            retry_backoff_seconds=plan.auto_retry_delay, node_selector=selector,
-            # The parties of a job wait on each other (federation): none may queue behind a busy worker.
-            annotations={OBSERVER: OBSERVER_NAME, DEDICATED_WORKER: "1", JOB_ANNOTATION: job.job_id, "fate.component": c.name,
-                         "fate.role": t.role, "fate.party_id": str(t.party_id)})
-
-    def _model_ref(self, job: FlowJob, up: str, output: str, t: FlowTask) -> dict | None:
-        """A model input: another component of this job (read by the task through GetComponentOutput),
-        or `pipeline.<cpn>` of a predict job's model, handed over whole (None when the model has no
-        model of that component for this party, e.g. an arbiter)."""
-        if not up.startswith("pipeline."):
-            return {"job_id": job.job_id, "component": up, "output": output}
-        if self.model_source is None:
-            return None
-        return self.model_source(job.model_id, job.model_version, up[len("pipeline."):], t.role, t.party_id)
-
-    def _party_has_nodes(self, party_id: int) -> bool:
-        """A party runs only on nodes labelled fate.party=<id> once any node carries that label."""
-        want = str(party_id)
-        return any(n.labels.get(PARTY_LABEL) == want for n in self.engine.nodes.values())
-
-    def _component_status(self, job: FlowJob, component: str) -> TaskStatus:
-        """The worst status of the component's tasks; SUCCESS when all succeeded or passed."""
-        statuses = [t.status for (c, _, _), t in job.tasks.items() if c == component]
-        for st in (T.FAILED, T.TIMEOUT, T.CANCELED, T.RUNNING, T.WAITING):
-            if st in statuses:
-                return st
-        return T.SUCCESS if T.SUCCESS in statuses else T.PASS
-
     def component_status(self, job: FlowJob, component: str) -> TaskStatus:
-        return self._component_status(job, component)
+        return self.graph.component_status(job, component)
 
     # ------------------------------------------------------------------ taskhub tells us
     def _on_taskhub_change(self, task: Task) -> None:
@@ -370,7 +309,7 @@ class FlowJobs:
             self.uids.pop(task.uid, None)
             if t.status == T.SUCCESS:
                 if not job.terminal:
-                    asyncio.ensure_future(self._advance(job))
+                    spawn(self._advance(job), f"advance job {job.job_id}")
             elif not job.terminal:
                 what = f"{t.component} ({t.role} {t.party_id})"
                 if t.status == T.CANCELED:
@@ -391,11 +330,11 @@ class FlowJobs:
         if new == t.status:
             if seen != (t.run_pid, t.node, t.retries):
                 self.fstore.save_tasks([t])
-                self._publish(job, t)
+                self.status.publish(job, t)
             return
         if new.terminal:
             t.end_time_ms = task.done_time_ms or now_ms()
-        self._set_task_status(job, t, new, task.error if new in (T.FAILED, T.TIMEOUT, T.CANCELED) else "")
+        self.status.set_task_status(job, t, new, task.error if new in (T.FAILED, T.TIMEOUT, T.CANCELED) else "")
 
     # ------------------------------------------------------------------ stopping
     async def stop(self, job_id: str, status: JobStatus = J.CANCELED, reason: str = "") -> FlowJob:
@@ -411,17 +350,14 @@ class FlowJobs:
         if job.terminal:
             return
         job.end_time_ms = now_ms()
-        self._set_job_status(job, status, error)
+        self.status.set_job_status(job, status, error)
         self._cancel_tasks(job, f"job {job.job_id} {status.fate}" + (f": {error}" if error else ""))
         timer = self._timers.pop(job.job_id, None)
         if timer:
             timer.cancel()
-        if job.job_id in self.queue:
-            self.queue.remove(job.job_id)
-        if job.job_id in self.running:
-            self.running.discard(job.job_id)
-            asyncio.ensure_future(self._admit())
-        for cb in self.on_job_end:
+        if self.queue.release(job.job_id):
+            spawn(self._admit(), "admit flow jobs")
+        for cb in self._end_listeners:
             cb(job)
         self._forget_if_settled(job)
 
@@ -439,7 +375,7 @@ class FlowJobs:
                 waiting.append(t)
         for t in waiting:
             t.end_time_ms = now_ms()
-            self._set_task_status(job, t, T.CANCELED, reason)
+            self.status.set_task_status(job, t, T.CANCELED, reason)
 
     def _forget_if_settled(self, job: FlowJob) -> None:
         """Once the job and all its tasks have ended and that is committed, it lives only in the store
@@ -451,54 +387,7 @@ class FlowJobs:
         if self.jobs.get(job.job_id) is job:
             del self.jobs[job.job_id]
             self.plans.pop(job.job_id, None)
-        for q in self._watchers.get(job.job_id, ()):
-            q.put_nowait(None)
-
-    # ------------------------------------------------------------------ the one writer of statuses
-    def _set_job_status(self, job: FlowJob, new: JobStatus, error: str = "") -> None:
-        try:
-            check_job_transition(job.status, new)
-        except IllegalFlowTransition:
-            log.exception("refused: flow job %s", job.job_id)
-            raise
-        job.status = new
-        job.update_time_ms = now_ms()
-        if new == J.RUNNING and not job.start_time_ms:
-            job.start_time_ms = job.update_time_ms
-        if new.terminal:
-            job.end_time_ms = job.end_time_ms or job.update_time_ms
-            job.error = error
-        self._update_progress(job)
-        self.fstore.save_job(job)
-        self._publish(job, None)
-
-    def _set_task_status(self, job: FlowJob, t: FlowTask, new: TaskStatus, error: str = "") -> None:
-        try:
-            check_task_transition(t.status, new)
-        except IllegalFlowTransition:
-            log.exception("refused: flow task %s %s %s %s", t.job_id, t.component, t.role, t.party_id)
-            raise
-        t.status = new
-        if error or new == T.SUCCESS:
-            t.error = error
-        if new == T.RUNNING and not t.start_time_ms:
-            t.start_time_ms = now_ms()
-        if new.terminal and not t.end_time_ms:
-            t.end_time_ms = now_ms()
-        self.fstore.save_tasks([t])
-        if self._update_progress(job):
-            job.update_time_ms = now_ms()
-            self.fstore.save_job(job)
-            self._publish(job, None)
-        self._publish(job, t)
-
-    def _update_progress(self, job: FlowJob) -> bool:
-        tasks = [t for t in job.tasks.values() if t.status != T.PASS]
-        done = sum(1 for t in tasks if t.status.terminal)
-        progress = 100 if job.status == J.SUCCESS or not tasks else 100 * done // len(tasks)
-        changed = progress != job.progress
-        job.progress = progress
-        return changed
+        self.status.settled(job.job_id)
 
     # ------------------------------------------------------------------ reading
     def get(self, job_id: str) -> FlowJob:
@@ -566,7 +455,7 @@ class FlowJobs:
         self.get(job_id)
         done: set[tuple] = set()
         while True:
-            changed = self.changed(job_id)
+            changed = self.status.changed(job_id)
             current = self.get(job_id)
             ready = [t for t in current.tasks.values() if wanted(t) and t.key not in done and t.taskhub_task_id]
             for t in ready:
@@ -585,26 +474,9 @@ class FlowJobs:
             await changed
 
     # ------------------------------------------------------------------ watching
-    def changed(self, job_id: str) -> asyncio.Future:
-        """Resolves at the job's next change (of it or of one of its tasks)."""
-        f = asyncio.get_running_loop().create_future()
-        self._changes.setdefault(job_id, []).append(f)
-        return f
-
-    def _publish(self, job: FlowJob, task: FlowTask | None) -> None:
-        for f in self._changes.pop(job.job_id, ()):
-            if not f.done():
-                f.set_result(None)
-        watchers = self._watchers.get(job.job_id)
-        if watchers:
-            snap = (copy.copy(job), copy.copy(task) if task else None)
-            for q in watchers:
-                q.put_nowait(snap)
-
     async def watch(self, job_id: str) -> AsyncIterator[tuple[FlowJob, FlowTask | None]]:
         """(job, None) now and (job, task) for each task, then each change, until the job and its tasks end."""
-        q: asyncio.Queue = asyncio.Queue()
-        self._watchers.setdefault(job_id, set()).add(q)
+        q = self.status.subscribe(job_id)
         try:
             job = self.get(job_id)
             yield copy.copy(job), None
@@ -618,12 +490,7 @@ class FlowJobs:
                     return
                 yield item
         finally:
-            s = self._watchers.get(job_id)
-            if s is not None:
-                s.discard(q)
-                if not s:
-                    del self._watchers[job_id]
-
+            self.status.unsubscribe(job_id, q)
 
 MAX_PAGE = 10_000
 

@@ -102,7 +102,7 @@ def task_status_of(name: str) -> TaskStatus:
 
 @dataclass
 class FlowTask:
-    """One component for one (role, party). Only FlowJobs changes one, through `FlowJobs._set_task_status`."""
+    """One component for one (role, party). Only the StatusWriter (server/flow/status.py) changes one."""
 
     job_id: str
     component: str
@@ -131,7 +131,7 @@ class FlowTask:
 
 @dataclass
 class FlowJob:
-    """A job. Only FlowJobs changes one, through `FlowJobs._set_job_status`."""
+    """A job. Only the StatusWriter (server/flow/status.py) changes one."""
 
     job_id: str
     namespace: str

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import BinaryIO
+from typing import BinaryIO, Callable, Iterable
 
 from .. import auth, errors
 from ..model import now_ms
 from . import archive, deploy, dsl, names, tenants
-from .jobs import FlowJobs
+from .jobs import FlowHooks, JobIds
 from .model import FlowJob, JobStatus
 from .model_store import MODEL_COLS, ModelStore
 
@@ -30,14 +30,19 @@ def _json_or(text: str, default):
 
 
 class FlowModels:
-    def __init__(self, jobs: FlowJobs, mstore: ModelStore, model_dir: str):
-        self.jobs = jobs
+    """Made before FlowJobs, which it hooks into (`hooks()`, given to FlowJobs' constructor): it
+    shares FlowJobs' job ids (a model version is a job id) and reads its live jobs through `live_jobs`."""
+
+    def __init__(self, mstore: ModelStore, model_dir: str, ids: JobIds,
+                 live_jobs: Callable[[], Iterable[FlowJob]]):
         self.mstore = mstore
         self.model_dir = os.path.abspath(model_dir)
-        jobs.on_job_end.append(self._on_job_end)
-        jobs.model_source = self.component_model
-        jobs.model_check = self.check_predict_job
-        jobs.deployed_dsl = self.predict_dsl
+        self.ids = ids
+        self.live_jobs = live_jobs
+
+    def hooks(self) -> FlowHooks:
+        return FlowHooks(model_source=self.component_model, model_check=self.check_predict_job,
+                         deployed_dsl=self.predict_dsl, on_job_end=[self._on_job_end])
 
     # ------------------------------------------------------------------ train jobs make models
     def _on_job_end(self, job: FlowJob) -> None:
@@ -101,7 +106,7 @@ class FlowModels:
         else:
             predict = deploy.predict_dsl(train_dsl, cpn_list, {c["component"] for c in comps})
         keep = set(predict["components"])
-        new_version = self.jobs.ids.next()
+        new_version = self.ids.next()
         ts = now_ms()
         new_rows = []
         for r in rows:
@@ -149,7 +154,7 @@ class FlowModels:
         return None
 
     def in_use(self, model_id: str, model_version: str) -> list[str]:
-        return [j.job_id for j in self.jobs.jobs.values() if not j.terminal and j.job_type == "predict"
+        return [j.job_id for j in self.live_jobs() if not j.terminal and j.job_type == "predict"
                 and j.model_id == model_id and j.model_version == model_version]
 
     async def delete(self, model_id: str, model_version: str) -> int:
@@ -269,7 +274,7 @@ class FlowModels:
         if missing:
             raise errors.InvalidArgument(f"model {model_id} {model_version} has no party {', '.join(missing)}")
         new_id = dsl.model_id_of(new)
-        new_version = new_version or self.jobs.ids.next()
+        new_version = new_version or self.ids.next()
         names.check_model(new_id, new_version)
         if self.mstore.models(new_id, new_version):
             raise errors.AlreadyExists(f"model {new_id} {new_version} exists already")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .. import errors
 from ..model import module_allowed
+from .components.base import ComponentError
 
 ALL = ("guest", "host", "arbiter", "local")
 DATA_ROLES = ("guest", "host", "local")
@@ -44,7 +45,6 @@ ALIASES: dict[str, str] = {"DataIO": "DataTransform"}
 def component_class(module: str):
     """The built-in component class of a DSL module (imported on first use)."""
     import importlib
-    from .components.base import ComponentError
     entry = BUILTIN.get(ALIASES.get(module, module))
     if entry is None:
         raise ComponentError(f"unknown component module {module!r}; known: {', '.join(sorted(BUILTIN))}")

@@ -18,6 +18,8 @@ import grpc
 from taskhub.v1 import flow_service_pb2 as pb
 from taskhub.v1 import flow_service_pb2_grpc as pb_grpc
 
+from client.credentials import channel_credentials
+
 from .components.base import Component, ComponentError, decode_row, encode_row
 
 WRITE_BATCH = 5_000
@@ -35,7 +37,6 @@ def _stub(target: str) -> pb_grpc.FlowServiceStub:
         if ch is None:
             ca = os.environ.get("TASKHUB_TLS_CA", "")
             if ca:  # a TLS server: the agent passes down its CA (and client certificate, for mutual TLS)
-                from client.credentials import channel_credentials
                 creds = channel_credentials(ca, os.environ.get("TASKHUB_TLS_CERT", ""),
                                             os.environ.get("TASKHUB_TLS_KEY", ""))
                 ch = grpc.secure_channel(target, creds, options=_OPTIONS)

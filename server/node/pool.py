@@ -10,6 +10,7 @@ import sys
 from typing import Callable
 
 from .. import stages
+from ..background import spawn
 from .task_user import clean_env
 from .wire import HEADER, frame, unframe
 
@@ -48,7 +49,7 @@ class WorkerProcess:
             limit=1 << 24, cwd=self.pool.cwd, **self.pool.as_user,
         )
         self.pid = self.proc.pid
-        asyncio.get_running_loop().create_task(self._read())
+        spawn(self._read(), f"worker {self.pid} reader")
 
     def send(self, msg: tuple) -> None:
         try:
@@ -129,7 +130,7 @@ class PythonPool:
         """
         self.waiting[job[1]] = job
         if dedicated and not self.idle:
-            asyncio.get_running_loop().create_task(self._replace())
+            spawn(self._replace(), "worker replacement")
         return self._pump_one(job[1])
 
     def _pump_one(self, task_id: int) -> bool:
@@ -187,7 +188,7 @@ class PythonPool:
                      "timeout": "timed out"}.get(why, f"the Python worker process died (exit status {code})")
             self.on_done(task_id, why, error, None)
         if not self.closing and not w.retired:
-            asyncio.get_running_loop().create_task(self._replace())
+            spawn(self._replace(), "worker replacement")
 
     async def _replace(self) -> None:
         w = WorkerProcess(self)

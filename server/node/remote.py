@@ -1,6 +1,6 @@
 """Node agents: a `RemoteNode` per agent, and the registry that connects, watches and loses them.
 
-An agent (`taskhub node`, server/agent.py) keeps one NodeService.Connect stream open. The
+An agent (`taskhub node`, server/node/agent.py) keeps one NodeService.Connect stream open. The
 server sends runs to start and cancel down it; the agent sends heartbeats and what happens
 to its runs up it. Both directions gather what one loop turn produced into one message.
 

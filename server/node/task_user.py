@@ -80,15 +80,15 @@ def hand_over(user: TaskUser, work_dir: str, files: dict[str, str]) -> dict[str,
     return out
 
 
-def for_agent(token: str, name: str, trust: bool, task_paths: list[str]) -> TaskUser | None:
+def for_agent(token: str, name: str, trust: bool, paths: list[str]) -> TaskUser | None:
     """The user an agent runs tasks as: with a token, `name` (the agent must be root); None for its
-    own user (no token, or trusted). Exits with what to do when neither is possible."""
+    own user (no token, or trusted). Exits with what to do when neither is possible. `paths`: what
+    its workers import from (pool.worker_paths; passed in, as pool.py imports this module)."""
     if not token:
         return None
     if can_switch():
-        from .pool import worker_paths
         user = lookup(name)
-        why = cannot_run_workers(user, [*worker_paths(task_paths), os.environ.get("PYTHONPATH", "")], "/")
+        why = cannot_run_workers(user, [*paths, os.environ.get("PYTHONPATH", "")], "/")
         if not why:
             return user
     else:

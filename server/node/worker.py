@@ -19,7 +19,7 @@ import sys
 import threading
 import traceback
 
-from client.context import Cancelled, TaskContext, _set_current
+from client.context import Cancelled, TaskContext, set_current
 from server import stages
 from server.node.wire import HEADER, die_with_parent, frame, unframe
 
@@ -120,7 +120,7 @@ class Worker:
         got = stages.now() if stages.ON else 0.0
         self.task_id = task_id
         ctx = self.ctx = TaskContext(task_id, uid, namespace, name, self.emit)
-        _set_current(ctx)
+        set_current(ctx)
         saved_env = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         kind, error, result = "success", "", None
@@ -156,7 +156,7 @@ class Worker:
         self.emit(("done", task_id, kind, error, result))
         self.task_id = 0
         self.ctx = None
-        _set_current(None)
+        set_current(None)
 
 
 class _Stream(io.TextIOBase):

@@ -1,4 +1,5 @@
-"""`taskhub store stats`, and the serve flags that bound what the server keeps."""
+"""`taskhub store stats` (it opens the database file, so it is server code), and the serve flags
+that bound what the server keeps."""
 from __future__ import annotations
 
 import argparse
@@ -6,9 +7,10 @@ import json
 import os
 import sys
 
+from client.cli_support import parse_duration
+
 
 def _duration(text: str) -> str:
-    from server.retention import parse_duration
     try:
         parse_duration(text)
     except ValueError as e:
@@ -39,8 +41,9 @@ def add_reliability_flags(s: argparse.ArgumentParser) -> None:
 
 
 def cmd_store_stats(a) -> int:
-    from server.db_target import SQLITE, UnsupportedDatabase, parse_db_target
-    from server.storage import StoreError, open_store
+    # contract allow-list: the command loads the server's storage only for what it runs
+    from .db_target import SQLITE, UnsupportedDatabase, parse_db_target
+    from .storage import StoreError, open_store
     try:
         target = parse_db_target(a.db)
         if target.kind == SQLITE and not os.path.exists(target.location):

@@ -19,6 +19,7 @@ itself cannot (frozen with SIGSTOP, or dead).
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import logging
 import os
@@ -35,11 +36,16 @@ import psutil
 from taskhub.v1 import node_service_pb2 as pb
 from taskhub.v1 import node_service_pb2_grpc as svc_grpc
 
-from .delta.datasets import node_labels
-from .node.executor import Executor, Outcome, Run
-from .node import task_user as task_users
-from .node.fence import FenceClient
-from .node.remote import run_from_start
+from client.credentials import auth_metadata, open_aio_channel
+
+from ..delta.datasets import node_labels
+from . import task_user as task_users
+from .executor import Executor, Outcome, Run
+from .fence import FenceClient
+from .pool import worker_paths
+from .remote import run_from_start
+from .spawner import kill_orphans
+from .workdir import claim_slot, dead_slots
 
 log = logging.getLogger("taskhub.agent")
 
@@ -67,17 +73,6 @@ class AgentConfig:
     trust_tasks: bool = False       # with a token, not root: run tasks as the agent's own user anyway
 
 
-@dataclass
-class RunInfo:
-    """A run this agent has: its process and the attempt (epoch) the server placed."""
-
-    attempt: int
-    keep: bool = False
-    pid: int = 0
-    ppid: int = 0
-    tail: "RecentLines | None" = None
-
-
 class RecentLines:
     """A run's most recent log lines, re-sent after a reconnect: the server may have lost the
     last ones it got before it crashed (it keeps each numbered line once)."""
@@ -103,6 +98,37 @@ class RecentLines:
         return start
 
 
+class RunState(enum.Enum):
+    RUNNING = "running"      # the executor runs it for the server
+    FENCED = "fenced"        # stopped by this agent when the lease ran out: its exit is reported as lost
+    ABANDONED = "abandoned"  # disowned by the server: killed, nothing more reported
+    EXITED = "exited"        # ended: its exit waits for the server's acknowledgement
+
+
+@dataclass
+class AgentRun:
+    """One task's run on this agent, from its start until the server acknowledged its exit."""
+
+    task_id: int
+    attempt: int                       # the attempt (epoch) the server placed
+    keep: bool = False                 # runs on past the lease (taskhub.on_disconnect=keep)
+    state: RunState = RunState.RUNNING
+    pid: int = 0
+    ppid: int = 0
+    tail: RecentLines = field(default_factory=RecentLines)  # re-sent after a reconnect
+    exit: pb.TaskEvent | None = None   # EXITED: the exit event, until acknowledged
+    follow: Run | None = None          # ABANDONED: a newer attempt, started once this one ended
+
+    @property
+    def live(self) -> bool:
+        """The executor still has it."""
+        return self.state is not RunState.EXITED
+
+    @property
+    def silenced(self) -> bool:
+        return self.state is RunState.ABANDONED
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig):
         self.cfg = cfg
@@ -110,12 +136,10 @@ class Agent:
         self.session = uuid.uuid4().hex
         self.slots = cfg.slots or 8 * (os.cpu_count() or 1)
         self.executor: Executor | None = None
-        self.runs: dict[int, RunInfo] = {}           # task id -> the run it has
-        self.abandoned: set[int] = set()             # runs the server disowned: killed, silenced
-        self.deferred: dict[int, Run] = {}           # a new run of an abandoned one, started once that ends
-        self.unacked: dict[int, pb.TaskEvent] = {}   # exits the server has not acknowledged
-        self.started: dict[tuple[int, int], None] = {}  # (task id, attempt) of recent runs, oldest first
-        self.tails: dict[int, tuple[int, RecentLines]] = {}  # task id -> (attempt, recent lines) until its exit is acked
+        self.runs: dict[int, AgentRun] = {}          # task id -> its run, until its exit is acknowledged
+        # (task id, attempt) of recent runs, oldest first: an attempt runs here at most once, even
+        # after its record is gone.
+        self.started: dict[tuple[int, int], None] = {}
         self.buffer: list[pb.TaskEvent] = []         # events not yet handed to a stream
         self._gathering: list[pb.TaskEvent] = []
         self._send: asyncio.Queue | None = None      # the open stream's outgoing queue
@@ -127,7 +151,6 @@ class Agent:
         self.lease_until = 0.0
         self._beats_sent: dict[int, float] = {}      # heartbeat seq -> when it was sent
         self._beat_seq = 0
-        self.fenced: set[int] = set()                # runs stopped because the lease ran out
         self.fence: FenceClient | None = None
         self._lease_changed = asyncio.Event()
         self.buffered_lines = 0                      # log lines in self.buffer
@@ -135,13 +158,13 @@ class Agent:
 
     # -------------------------------------------------------------- life
     async def run(self) -> int:
-        from .node.workdir import claim_slot
         self.slot, busy = claim_slot(self.cfg.work_dir)  # held for life: agents sharing the directory share no file
         if busy:
             print(f"taskhub node: work directory {self.cfg.work_dir} is shared with {len(busy)} other agent(s)"
                   f" ({'; '.join(busy)}); this one uses slot {self.slot.number}", flush=True)
         instance = self._new_instance()
-        user = task_users.for_agent(self.cfg.token, self.cfg.task_user, self.cfg.trust_tasks, self.cfg.task_paths)
+        user = task_users.for_agent(self.cfg.token, self.cfg.task_user, self.cfg.trust_tasks,
+                                     worker_paths(self.cfg.task_paths))
         tasks_dir = task_users.work_dir_for(user, "") if user else self.cfg.work_dir
         self.executor = Executor(self, python_workers=self.cfg.python_workers, work_dir=tasks_dir,
                                  instance=instance, kill_grace=self.cfg.kill_grace, task_paths=self.cfg.task_paths,
@@ -177,8 +200,6 @@ class Agent:
     def _new_instance(self) -> str:
         """A marker in every command's environment; kill what previous agents here left behind
         (in this slot, and in slots no live agent holds)."""
-        from .node.spawner import kill_orphans
-        from .node.workdir import dead_slots
         path = self.slot.instance_file
         for left in itertools.chain([path], dead_slots(self.cfg.work_dir, self.slot.number)):  # lazily: locked
             try:
@@ -219,17 +240,17 @@ class Agent:
         send.put_nowait(pb.AgentMessage(register=self._registration()))
         # What ended or was said while disconnected, then exits sent on a broken stream and never acknowledged.
         buffered = {id(ev) for ev in self.buffer}
-        recent = [pb.TaskEvent(task_id=t, attempt=a, first_line=tail.first, logs=pb.LogBatch(
-                      streams=[s for s, _ in tail.lines], texts=[x for _, x in tail.lines]))
-                  for t, (a, tail) in self.tails.items() if tail.lines and t not in self.abandoned]
+        recent = [pb.TaskEvent(task_id=t, attempt=r.attempt, first_line=r.tail.first, logs=pb.LogBatch(
+                      streams=[s for s, _ in r.tail.lines], texts=[x for _, x in r.tail.lines]))
+                  for t, r in self.runs.items() if r.tail.lines and not r.silenced]
         # Recent lines first (the server keeps each numbered line once), then what waited, then exits.
-        resend = recent + self.buffer + [ev for ev in self.unacked.values() if id(ev) not in buffered]
+        resend = recent + self.buffer + [r.exit for r in self.runs.values()
+                                         if r.state is RunState.EXITED and id(r.exit) not in buffered]
         self.buffer = []
         if resend:
             send.put_nowait(pb.AgentMessage(events=resend))
         self._send = send
 
-        from client.credentials import auth_metadata, open_aio_channel
         cfg = self.cfg
         channel = open_aio_channel(cfg.server, tls_ca=cfg.tls_ca, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key)
         beat = call = writer = None
@@ -295,9 +316,10 @@ class Agent:
             cpu_count=os.cpu_count() or 1, memory_mb=psutil.virtual_memory().total // (1 << 20),
             session=self.session,
             running=[pb.RunningTask(task_id=t, pid=r.pid, ppid=r.ppid, attempt=r.attempt) for t, r in self.runs.items()
-                     if t not in self.abandoned and t not in self.fenced],
-            finished=list(self.unacked),
-            ended=[pb.RunningTask(task_id=t, attempt=ev.attempt) for t, ev in self.unacked.items()])
+                     if r.state is RunState.RUNNING],
+            finished=[t for t, r in self.runs.items() if r.state is RunState.EXITED],
+            ended=[pb.RunningTask(task_id=t, attempt=r.exit.attempt) for t, r in self.runs.items()
+                   if r.state is RunState.EXITED])
 
     async def _heartbeats(self, send: asyncio.Queue) -> None:
         while True:
@@ -337,13 +359,13 @@ class Agent:
                 except asyncio.TimeoutError:
                     pass
                 continue
-            doomed = [t for t, r in self.runs.items() if not r.keep and t not in self.fenced and t not in self.abandoned]
+            doomed = [r for r in self.runs.values() if r.state is RunState.RUNNING and not r.keep]
             if doomed:
                 print(f"taskhub node: no word from the server for {self.lease_seconds:g}s (the lease):"
                       f" stopping {len(doomed)} runs", flush=True)
-            for task_id in doomed:
-                self.fenced.add(task_id)
-                self.executor.cancel(task_id, 0.0)
+            for r in doomed:
+                r.state = RunState.FENCED
+                self.executor.cancel(r.task_id, 0.0)
             await self._lease_changed.wait()
 
     # -------------------------------------------------------------- server -> agent
@@ -351,54 +373,55 @@ class Agent:
         if msg.HasField("lease"):
             self._granted(msg.lease.seq)
         for task_id in msg.acked:
-            self.unacked.pop(task_id, None)
-            if task_id not in self.runs:
-                self.tails.pop(task_id, None)
+            r = self.runs.get(task_id)
+            if r is not None and r.state is RunState.EXITED:
+                del self.runs[task_id]
         for c in msg.cancel:
             self._cancel(c.task_id, None if c.grace < 0 else c.grace, c.abandon, c.attempt)
         for s in msg.start:
             self._start(run_from_start(s))
 
+    def _live(self, task_id: int) -> AgentRun | None:
+        r = self.runs.get(task_id)
+        return r if r is not None and r.live else None
+
     def _start(self, run: Run) -> None:
-        have = self.runs.get(run.task_id)
+        have = self._live(run.task_id)
         if have is not None:
-            if have.attempt == run.attempt and run.task_id not in self.abandoned:
+            if have.attempt == run.attempt and not have.silenced:
                 return  # a duplicate start of the run it has
-            if run.task_id not in self.abandoned:  # an older attempt still here: it goes first
-                self.abandoned.add(run.task_id)
+            if not have.silenced:  # an older attempt still here: it goes first
+                have.state = RunState.ABANDONED
                 self.executor.cancel(run.task_id, 0.0)
-            self.deferred[run.task_id] = run  # the old run is being killed; this one follows
+            have.follow = run  # the old run is being killed; this one follows
             return
         if run.attempt and (run.task_id, run.attempt) in self.started:
             return  # this attempt ran here already: an attempt runs at most once (its exit is on its way)
         self.started[(run.task_id, run.attempt)] = None
         if len(self.started) > 20_000:
             del self.started[next(iter(self.started))]
-        self.runs[run.task_id] = RunInfo(run.attempt, run.keep_on_disconnect)
-        self.tails[run.task_id] = (run.attempt, RecentLines())
-        self.unacked.pop(run.task_id, None)
+        self.runs[run.task_id] = AgentRun(run.task_id, run.attempt, run.keep_on_disconnect)  # supersedes an exit
         self.executor.start_run(run)
 
     def _cancel(self, task_id: int, grace: float | None, abandon: bool, attempt: int = 0) -> None:
-        have = self.runs.get(task_id)
-        if attempt and have is not None and have.attempt != attempt:
-            deferred = self.deferred.get(task_id)
-            if deferred is not None and deferred.attempt == attempt:
-                del self.deferred[task_id]
-            return  # meant for another attempt than the run it has
-        self.deferred.pop(task_id, None)
-        if task_id not in self.runs:
+        have = self._live(task_id)
+        if have is None:
             if not abandon:  # the server thinks it is here: settle it
                 self.on_exit(task_id, Outcome("cancelled", 0, "cancelled (this node did not have the run)"))
             return
+        if attempt and have.attempt != attempt:
+            if have.follow is not None and have.follow.attempt == attempt:
+                have.follow = None
+            return  # meant for another attempt than the run it has
+        have.follow = None
         if abandon:
-            self.abandoned.add(task_id)
+            have.state = RunState.ABANDONED
             grace = 0.0
         self.executor.cancel(task_id, grace)
 
     # -------------------------------------------------------------- executor -> server (NodeEvents)
     def _emit(self, ev: pb.TaskEvent) -> None:
-        run = self.runs.get(ev.task_id)
+        run = self._live(ev.task_id)
         if run is not None:
             ev.attempt = run.attempt
         if not self._gathering:
@@ -435,55 +458,55 @@ class Agent:
             print(f"taskhub node: task {task_id}: {n} log lines dropped while the server was unreachable", flush=True)
         self.dropped_lines.clear()
 
+    def _silenced(self, task_id: int) -> bool:
+        r = self.runs.get(task_id)
+        return r is not None and r.silenced
+
     def on_running(self, task_id: int, pid: int, ppid: int) -> None:
-        run = self.runs.get(task_id)
+        run = self._live(task_id)
         if run is not None:
             run.pid, run.ppid = pid, ppid
-        if task_id not in self.abandoned:
+        if not self._silenced(task_id):
             self._emit(pb.TaskEvent(task_id=task_id, running=pb.RunStarted(pid=pid, ppid=ppid)))
 
     def on_log(self, task_id: int, lines: list[tuple[int, str]]) -> None:
-        if task_id in self.abandoned:
+        if self._silenced(task_id):
             return
-        tail = self.tails.get(task_id)
-        first = tail[1].add(lines) if tail else 0
+        run = self.runs.get(task_id)
+        first = run.tail.add(lines) if run else 0
         self._emit(pb.TaskEvent(task_id=task_id, first_line=first, logs=pb.LogBatch(
             streams=[s for s, _ in lines], texts=[t for _, t in lines])))
 
     def on_progress(self, task_id: int, percent: int) -> None:
-        if task_id not in self.abandoned:
+        if not self._silenced(task_id):
             self._emit(pb.TaskEvent(task_id=task_id, progress=percent))
 
     def on_result(self, task_id: int, text: str) -> None:
-        if task_id not in self.abandoned:
+        if not self._silenced(task_id):
             self._emit(pb.TaskEvent(task_id=task_id, result=text))
 
     def on_response(self, task_id: int, json_text: str) -> None:
-        if task_id not in self.abandoned:
+        if not self._silenced(task_id):
             self._emit(pb.TaskEvent(task_id=task_id, response_json=json_text))
 
     def on_exit(self, task_id: int, outcome: Outcome) -> None:
-        run = self.runs.pop(task_id, None)
-        if task_id in self.fenced:
-            self.fenced.discard(task_id)
-            if task_id not in self.abandoned:
-                outcome = Outcome("lost", outcome.exit_code,
-                                  f"stopped by its node: no word from the server for longer than the lease"
-                                  f" ({self.lease_seconds:g}s)")
-        if task_id in self.abandoned:
-            self.abandoned.discard(task_id)
-            self.tails.pop(task_id, None)
-            follow = self.deferred.pop(task_id, None)
-            if follow is not None:
-                self._start(follow)
+        run = self._live(task_id)
+        if run is not None and run.silenced:
+            del self.runs[task_id]
+            if run.follow is not None:
+                self._start(run.follow)
             return
+        if run is not None and run.state is RunState.FENCED:
+            outcome = Outcome("lost", outcome.exit_code,
+                              f"stopped by its node: no word from the server for longer than the lease"
+                              f" ({self.lease_seconds:g}s)")
         exit_ = pb.RunExit(kind=outcome.kind, exit_code=outcome.exit_code, error=outcome.error)
         if outcome.result is not None:
             exit_.result = outcome.result
         ev = pb.TaskEvent(task_id=task_id, exit=exit_, attempt=run.attempt if run else 0)
-        self.unacked[task_id] = ev
+        record = self.runs.get(task_id) or self.runs.setdefault(task_id, AgentRun(task_id, 0))
+        record.state, record.exit = RunState.EXITED, ev
         self._emit(ev)
-
 
 def run(cfg: AgentConfig) -> int:
     logging.basicConfig(level=os.environ.get("TASKHUB_LOG", "WARNING"), stream=sys.stderr,

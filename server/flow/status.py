@@ -1,0 +1,111 @@
+"""The one writer of FATE job and task statuses, and the news of every change.
+
+`set_job_status` / `set_task_status` check each change against the transition tables of
+server/flow/model.py, write it through the FlowStore and tell whoever waits on the job: futures
+from `changed(job_id)` (trace) and queues from `subscribe(job_id)` (WatchJob).
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+
+from ..model import now_ms
+from .model import (FlowJob, FlowTask, IllegalFlowTransition, JobStatus, TaskStatus, check_job_transition,
+                    check_task_transition)
+from .store import FlowStore
+
+log = logging.getLogger(__name__)
+J, T = JobStatus, TaskStatus
+
+
+class StatusWriter:
+    def __init__(self, fstore: FlowStore):
+        self.fstore = fstore
+        self._watchers: dict[str, set[asyncio.Queue]] = {}
+        self._changes: dict[str, list[asyncio.Future]] = {}
+
+    # ------------------------------------------------------------------ writing
+    def set_job_status(self, job: FlowJob, new: JobStatus, error: str = "") -> None:
+        try:
+            check_job_transition(job.status, new)
+        except IllegalFlowTransition:
+            log.exception("refused: flow job %s", job.job_id)
+            raise
+        job.status = new
+        job.update_time_ms = now_ms()
+        if new == J.RUNNING and not job.start_time_ms:
+            job.start_time_ms = job.update_time_ms
+        if new.terminal:
+            job.end_time_ms = job.end_time_ms or job.update_time_ms
+            job.error = error
+        self._update_progress(job)
+        self.fstore.save_job(job)
+        self.publish(job, None)
+
+    def set_task_status(self, job: FlowJob, t: FlowTask, new: TaskStatus, error: str = "") -> None:
+        try:
+            check_task_transition(t.status, new)
+        except IllegalFlowTransition:
+            log.exception("refused: flow task %s %s %s %s", t.job_id, t.component, t.role, t.party_id)
+            raise
+        t.status = new
+        if error or new == T.SUCCESS:
+            t.error = error
+        if new == T.RUNNING and not t.start_time_ms:
+            t.start_time_ms = now_ms()
+        if new.terminal and not t.end_time_ms:
+            t.end_time_ms = now_ms()
+        self.fstore.save_tasks([t])
+        if self._update_progress(job):
+            job.update_time_ms = now_ms()
+            self.fstore.save_job(job)
+            self.publish(job, None)
+        self.publish(job, t)
+
+    @staticmethod
+    def _update_progress(job: FlowJob) -> bool:
+        tasks = [t for t in job.tasks.values() if t.status != T.PASS]
+        done = sum(1 for t in tasks if t.status.terminal)
+        progress = 100 if job.status == J.SUCCESS or not tasks else 100 * done // len(tasks)
+        changed = progress != job.progress
+        job.progress = progress
+        return changed
+
+    # ------------------------------------------------------------------ telling
+    def changed(self, job_id: str) -> asyncio.Future:
+        """Resolves at the job's next change (of it or of one of its tasks)."""
+        f = asyncio.get_running_loop().create_future()
+        self._changes.setdefault(job_id, []).append(f)
+        return f
+
+    def publish(self, job: FlowJob, task: FlowTask | None) -> None:
+        for f in self._changes.pop(job.job_id, ()):
+            if not f.done():
+                f.set_result(None)
+        watchers = self._watchers.get(job.job_id)
+        if watchers:
+            snap = (copy.copy(job), copy.copy(task) if task else None)
+            for q in watchers:
+                q.put_nowait(snap)
+
+    def watched(self, job_id: str) -> bool:
+        return job_id in self._watchers
+
+    def subscribe(self, job_id: str) -> asyncio.Queue:
+        """A queue of (job, task | None) snapshots at each change; None once the job is settled."""
+        q: asyncio.Queue = asyncio.Queue()
+        self._watchers.setdefault(job_id, set()).add(q)
+        return q
+
+    def unsubscribe(self, job_id: str, q: asyncio.Queue) -> None:
+        s = self._watchers.get(job_id)
+        if s is not None:
+            s.discard(q)
+            if not s:
+                del self._watchers[job_id]
+
+    def settled(self, job_id: str) -> None:
+        """The job's end is committed: its watchers are done."""
+        for q in self._watchers.get(job_id, ()):
+            q.put_nowait(None)
