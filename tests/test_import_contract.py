@@ -27,6 +27,7 @@ LAZY = {
     ("server.cli", "server.security"): "serve only",
     ("server.cli", "gateway.app"): "gateway only",
     ("server.cli", "server.node.agent"): "the agent only",
+    ("server.storage", "server.storage.postgres"): "psycopg loads only for a postgresql:// --db",
     ("server.store_cli", "server.db_target"): "store stats only",
     ("server.store_cli", "server.storage"): "store stats only",
 }

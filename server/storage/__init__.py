@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..db_target import POSTGRESQL, UnsupportedDatabase, parse_db_target
 from .base import Batch, Store, StoreError, Writer
+from .sqlite import SqliteStore
 
 __all__ = ["Batch", "Store", "StoreError", "Writer", "open_store"]
 
@@ -19,7 +20,6 @@ def open_store(text: str, read_only: bool = False) -> Store:
     except UnsupportedDatabase as e:
         raise StoreError(str(e)) from None
     if target.kind == POSTGRESQL:
-        from .postgres import PostgresStore
+        from .postgres import PostgresStore  # contract allow-list: psycopg loads only for PostgreSQL
         return PostgresStore(target.location, read_only=read_only)
-    from .sqlite import SqliteStore
     return SqliteStore(target.location, read_only=read_only)
