@@ -27,6 +27,7 @@ from .common import TERMINAL, TIMEOUT, status_name, stubs
 ANY = "*"
 DELTA_ROLE = "delta.role"  # annotation of a Delta task's coordinator (server/delta/service.py)
 MAX_LIST = 10_000
+LOGS_WAIT = 60.0  # seconds a logs page waits for a line of a task still running (get_logs)
 DELTA_STATUS = {
     pb.TASK_STATUS_RUNNING: "RUNNING", pb.TASK_STATUS_CANCELLING: "RUNNING", pb.TASK_STATUS_UNKNOWN: "RUNNING",
     pb.TASK_STATUS_SUCCESS: "FINISHED", pb.TASK_STATUS_FAILED: "ERROR", pb.TASK_STATUS_CANCELLED: "ERROR",
@@ -111,14 +112,22 @@ async def get_logs(request: web.Request) -> web.Response:
     task_id = the_id(request)
     start = integer(q, "start", 0, low=0)
     limit = integer(q, "limit", 20, low=1, high=MAX_LIST)
-    call = tasks.TraceTask(svc.TraceTaskRequest(namespace=ANY, id=task_id, offset=start, follow=False))
+    # Delta's SDK (DeltaNode.trace) reads pages until an empty one, then asks the metadata and stops
+    # at FINISHED. An empty page answered while the task runs lets it end between the two calls and
+    # its last lines go unread; so a page waits (up to LOGS_WAIT) for a line or for the task's end,
+    # and is empty only once the task ended and every line was read.
+    call = tasks.TraceTask(svc.TraceTaskRequest(namespace=ANY, id=task_id, offset=start, follow=True),
+                           timeout=LOGS_WAIT)
     out = []
     try:
         async for batch in call:
             for line in batch.lines:
                 out.append({"id": line.seq, "created_at": line.time_ms, "message": line.text})
-            if len(out) >= limit:
+            if out:  # what was there at once: the next page waits for more
                 break
+    except grpc.aio.AioRpcError as e:
+        if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
     finally:
         call.cancel()
     return json_response(out[:limit])

@@ -15,6 +15,7 @@ import sys
 
 import cloudpickle
 import delta.dataset
+import httpx
 import pytest
 from delta.delta_node import DeltaNode
 from delta.task import HorizontalAnalytics
@@ -119,6 +120,24 @@ def test_delta_trace_follows_a_taskhub_task(delta_api, capsys):
     assert seed_lines(capsys.readouterr().out) == [
         f"start run task {task_id}", f"[Create Task] create task {task_id}", f"task {task_id} finish"]
     assert delta_node.wait(task_id) is True
+
+
+class Pauses(CommandTask):
+    name = "seed-000-pauses"
+    argv = ["sh", "-c", "echo first; sleep 1; echo last"]
+
+
+def test_delta_logs_page_is_empty_only_once_the_task_ended(delta_api):
+    """DeltaNode.trace stops at the first empty page whose metadata then says FINISHED: an empty
+    page answered while the task still ran would let its last lines go unread."""
+    task_id = TaskhubDeltaNode(delta_api).create_task(Pauses())
+    seen, start = [], 0
+    while page := httpx.get(f"{delta_api}/v1/task/logs", params={"task_id": task_id, "start": start, "limit": 20},
+                            timeout=None).raise_for_status().json():
+        seen += [line["message"] for line in page]
+        start = page[-1]["id"] + 1
+    status = httpx.get(f"{delta_api}/v1/task/metadata", params={"task_id": task_id}).json()["status"]
+    assert (seen, status) == (["first", "last"], "FINISHED")
 
 
 def test_delta_trace_and_wait_report_a_failure(delta_api, capsys):
