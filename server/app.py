@@ -25,7 +25,8 @@ from .background import spawn
 from .api.auth_service import AuthService
 from .api.flow_service import FlowService
 from .api.delta_service import DeltaService
-from .db_target import SQLITE, UnsupportedDatabase, claim_database, parse_db_target
+from .cluster import Cluster
+from .db_target import POSTGRESQL, SQLITE, UnsupportedDatabase, claim_database, parse_db_target
 from .delta.datasets import node_labels
 from .delta.service import DeltaTasks
 from .api.group_service import TaskGroupService
@@ -95,7 +96,7 @@ class Server:
         except UnsupportedDatabase as e:
             raise SystemExit(f"taskhub: {e}")
         self.db_lock = claim_database(self.db_target)  # before anything reads it: one server per database
-        self.store = open_store(cfg.db)  # PostgreSQL arbitrates its own owner (storage/postgres.py Ownership)
+        self.store = open_store(cfg.db)  # several servers may share a PostgreSQL database (server/cluster.py)
         local_dir = self.store.local_dir
         self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace,
                                                       max_queued=cfg.max_queued, max_log_lines=cfg.max_log_lines))
@@ -116,6 +117,7 @@ class Server:
         # The rule table's FATE checks look up what a request names here (server/flow/tenants.py).
         self.security.authority.owners.update(owner_lookups(fstore, self.flow.running_component))
         self.delta = DeltaTasks(self.engine, cfg.delta_tasks)
+        self.cluster: Cluster | None = None
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
@@ -145,8 +147,12 @@ class Server:
         self._gateway_target = self.security.add_gateway_port(self.grpc) if cfg.http_port >= 0 or cfg.local_node else ""
         if not self.grpc_port:
             raise SystemExit(f"taskhub: cannot listen on {cfg.host}:{cfg.grpc_port}")
+        self.cluster = Cluster(self.store, self.engine, self.nodes, f"{connect_host(cfg.host)}:{self.grpc_port}",
+                               shared=self.db_target.kind == POSTGRESQL)
+        self.cluster.prepare()  # the scheduler, or a follower of the one that is
         self.nodes.preload()  # before recovery: tasks on known agents wait for them
         await self.engine.start()
+        await self.cluster.start()
         await self.nodes.start()
         self.groups.load()
         await self.security.start()
@@ -158,7 +164,10 @@ class Server:
         self._closers.append(self.nodes.stop)
         self.retention.start()
         self._closers.append(self.retention.stop)
-        await self.flow.load()
+        if self.cluster.leading:  # FATE jobs are driven by the scheduler (a follower loads them when it takes over)
+            await self.flow.load()
+        else:
+            self.cluster.on_lead.append(self.flow.load)
         cores = os.cpu_count() or 1
         task_user, self._local_note = self._local_node_user()
         if cfg.local_node and not self._local_note.startswith("local node OFF"):
@@ -168,7 +177,7 @@ class Server:
                 self._fresh_work_dir = "" if cfg.work_dir else work_dir   # this run's own: removed at stop
                 self.security.share_socket(task_user.gid)
             self.executor = Executor(self.engine, python_workers=cfg.python_workers or cores, work_dir=work_dir,
-                                     instance=self.engine.instance, kill_grace=cfg.kill_grace,
+                                     instance=self.engine.run_tag, kill_grace=cfg.kill_grace,
                                      task_paths=cfg.task_paths, task_user=task_user)
             self.executor.server_target = self._gateway_target or f"{connect_host(cfg.host)}:{self.grpc_port}"
             self.executor.data_dir = os.path.abspath(cfg.data_dir)
@@ -181,7 +190,7 @@ class Server:
         metrics.set_flow_jobs_source(self.flow.jobs_by_status)
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(
             self.engine, ModuleDescriber(cfg.allowed_modules, cfg.task_paths)), self.grpc)
-        node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes), self.grpc)
+        node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes, self.cluster), self.grpc)
         task_group_service_pb2_grpc.add_TaskGroupServiceServicer_to_server(TaskGroupService(self.groups), self.grpc)
         flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
             FlowService(self.flow, self.flow_data, self.federation, self.flow_models,
@@ -249,6 +258,8 @@ class Server:
     async def stop(self) -> None:
         for name in list(self.health._server_status):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.cluster is not None:
+            await self.cluster.stop()  # a stopping server takes over nothing
         for closer in reversed(self._closers):
             await closer()
         if self.grpc:  # calls in flight have a second, then open streams (trace, watch, wait, agents) are cut

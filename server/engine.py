@@ -35,6 +35,7 @@ S = Status
 SCHEDULABLE = frozenset({S.NEW, S.PENDING, S.RESTORING})
 ON_NODE = frozenset({S.SCHEDULED, S.QUEUED, S.RUNNING, S.CANCELLING})
 MAX_BATCH = 10_000
+SCHEDULER_ANSWER_SECONDS = 10.0  # a follower's cancel/delete waits this long for the scheduler to apply it
 NO_NODE = "waiting for a node to join"
 # Annotation: unfinished tasks with the same value run on the same node (a task group's tasks).
 COLOCATE = "taskhub.colocate"
@@ -90,6 +91,13 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self.instance = ""
+        # Several servers on one database (server/cluster.py): only the scheduler (leading) holds and
+        # places unfinished tasks; a follower commits creates for it and follows changes from the store.
+        self.leading = True
+        self.shared_store = False       # other servers write the same store (request ids: ask it)
+        self.server_name = ""           # among several servers: this one's (its local node's processes carry it)
+        self.previous_scheduler = ""    # the server that scheduled before this one took over
+        self.tell_scheduler: Callable[[str, int, str], None] | None = None  # a follower's cancel
 
     # ------------------------------------------------------------------ life
     async def start(self) -> None:
@@ -100,21 +108,73 @@ class Engine:
             b.put_kv_if_absent("instance", self.instance)
         since = now_ms() - int(self.config.request_window_seconds * 1000)
         self._request_keys = await self._loop.run_in_executor(None, lambda: RequestKeys(self.store.request_keys(since)))
-        await self._recover()
+        if self.leading:
+            await self._recover({self.run_tag, self.run_tag_of(self.previous_scheduler)})
 
-    async def _recover(self) -> None:
-        """Bring back what a previous run of the server left unfinished."""
+    @property
+    def run_tag(self) -> str:
+        """The marker of this server's local node processes (found and killed after a crash)."""
+        return self.run_tag_of(self.server_name)
+
+    def run_tag_of(self, server_name: str) -> str:
+        return f"{self.instance}@{server_name}" if server_name else self.instance
+
+    async def lead(self, previous_scheduler: str) -> None:
+        """This follower has become the scheduler (server/cluster.py): take over what is unfinished.
+        Tasks on agents stay placed for them; those of the previous scheduler's local node (its
+        processes on this host are killed, by their marker) follow their retry policy."""
+        self.leading = True
+        self.previous_scheduler = previous_scheduler
+        await self._recover({self.run_tag_of(previous_scheduler)} - {self.run_tag} if previous_scheduler else set())
+        self._kick()
+
+    def adopt_created(self, tasks: list[Task]) -> None:
+        """The scheduler learns of tasks another server created (committed there)."""
+        fresh = [t for t in tasks if t.id not in self.tasks and t.status in SCHEDULABLE]
+        for t in fresh:
+            self.tasks[t.id] = t
+            self._by_uid[t.uid] = t.id
+            self._colocate_add(t)
+            heapq.heappush(self._ready, (-t.spec.priority, t.id))
+        if fresh:
+            self._fresh.extend(fresh)
+            self._kick()
+
+    def changed_elsewhere(self, tasks: list[Task], gone: list[int]) -> None:
+        """A follower: committed changes the store told of (read back), to this server's streams."""
+        for t in tasks:
+            self._publish(t)
+            if t.terminal:
+                for q in self._enders.pop(t.id, ()):
+                    q.put_nowait(t)
+            self.logs.wake_follower(t.id)
+        for i in gone:
+            self.logs.wake_follower(i)
+        if self._list_watchers:
+            self._publish_list(tasks, [(None, i) for i in gone])
+
+    def followed_ids(self) -> set[int] | None:
+        """Tasks a follower's streams wait on (None: every task, a list watcher is open)."""
+        if self._list_watchers:
+            return None
+        return set(self._watchers) | set(self._enders) | self.logs.followed()
+
+    async def _recover(self, kill_tags: set[str]) -> None:
+        """Bring back what a previous run of the server (or the previous scheduler) left unfinished."""
         leftovers = self.store.unfinished_tasks()
         if not leftovers:
             return
-        killed = kill_orphans(self.instance)
+        killed = sum(kill_orphans(tag) for tag in kill_tags)
         for task in leftovers:
+            if task.id in self.tasks:
+                continue  # created here or told of since the take-over began
+
             self.tasks[task.id] = task
             self._by_uid[task.uid] = task.id
             self._colocate_add(task)
             st = task.status
             node = self.nodes.get(task.node)
-            if node is not None and st in ON_NODE:
+            if node is not None and node.outlives_server and st in ON_NODE:
                 # A node agent that may still run it (loaded by the node registry before this):
                 # it stays placed there until the agent reconnects or its heartbeat timeout passes.
                 node.assigned[task.id] = task.spec.resources.slots
@@ -261,7 +321,7 @@ class Engine:
                 return await asyncio.shield(self._creating[key])
             except errors.TaskhubError:
                 continue  # that attempt failed; this one tries for itself
-        if self._request_keys.may_exist(key):  # a retry (or a false positive): the store knows
+        if self.shared_store or self._request_keys.may_exist(key):  # a retry (or a false positive): the store knows
             since = now_ms() - int(self.config.request_window_seconds * 1000)
             ids = self.store.created_by_request(key, since)
             if ids is not None:
@@ -311,6 +371,8 @@ class Engine:
             for t in tasks:
                 stages.mark(t.id, "committed")
         metrics.tasks_created(tasks)
+        if not self.leading:  # committed with a NOTIFY to the scheduler, which places them
+            return tasks
         for t in tasks:
             self.tasks[t.id] = t
             self._by_uid[t.uid] = t.id
@@ -373,8 +435,48 @@ class Engine:
         self._finish(task, S.CANCELLED, "cancelled" + (f": {reason}" if reason else ""))
         return True, task
 
+    async def cancel_anywhere(self, namespace: str, task_id: int, reason: str = "") -> tuple[bool, Task]:
+        """cancel(), on the scheduler or (from a follower) through it: answered once it took effect."""
+        if self.leading:
+            return self.cancel(namespace, task_id, reason)
+        task = self.get(namespace, task_id)
+        if task.terminal or task.status == S.CANCELLING:
+            return task.status == S.CANCELLING, task
+        task = await self._through_scheduler("cancel", task, reason, lambda t: t is None or t.terminal
+                                             or t.status == S.CANCELLING)
+        return True, task
+
+    async def _through_scheduler(self, op: str, task: Task, reason: str, took_effect) -> Task | None:
+        """A follower asks the scheduler (committed NOTIFY) and waits until the store shows the effect."""
+        q: asyncio.Queue = asyncio.Queue()
+        self._watchers.setdefault(task.id, set()).add(q)
+        try:
+            self.tell_scheduler(op, task.id, reason)
+            deadline = self._loop.time() + SCHEDULER_ANSWER_SECONDS
+            while True:
+                now = await self._loop.run_in_executor(None, self.store.get_task, task.id)
+                if took_effect(now):
+                    return now or task
+                try:
+                    await asyncio.wait_for(q.get(), max(0.01, min(1.0, deadline - self._loop.time())))
+                except asyncio.TimeoutError:
+                    if self._loop.time() >= deadline:
+                        raise errors.Unavailable(
+                            f"the scheduler did not {op} task {task.id} within {SCHEDULER_ANSWER_SECONDS:g}s"
+                            " (it may be changing over); try again") from None
+        finally:
+            self._watchers[task.id].discard(q)
+            if not self._watchers[task.id]:
+                del self._watchers[task.id]
+
     async def delete(self, namespace: str, task_id: int, force: bool) -> None:
         task = self.get(namespace, task_id)
+        if not self.leading and not task.terminal:
+            if not force:
+                raise errors.FailedPrecondition(
+                    f"task {task.id} is {task.status.name}; cancel it first, or delete with force=true")
+            await self._through_scheduler("delete", task, "deleted with force", lambda t: t is None)
+            return
         if not task.terminal:
             if not force:
                 raise errors.FailedPrecondition(
@@ -393,6 +495,12 @@ class Engine:
 
     # ------------------------------------------------------------------ follow
     def trace(self, task: Task, offset: int, follow: bool) -> AsyncIterator[list[tuple]]:
+        if not self.leading:  # a follower: committed lines, woken by the store's notifications
+            def ended() -> bool:
+                t = self.store.get_task(task.id)
+                return t is None or t.terminal
+            return self.logs.follow_store(task.id, offset, follow, ended)
+
         def done() -> bool:
             t = self.tasks.get(task.id)
             return t is None or t.terminal
@@ -404,7 +512,12 @@ class Engine:
         self._watchers.setdefault(task.id, set()).add(q)
         try:
             current = self.tasks.get(task.id)
-            if current is None:  # finished and committed: `task` was just read back (no second read)
+            if current is None and not self.leading:  # a follower: read after subscribing, then told
+                current = await self._loop.run_in_executor(None, self.store.get_task, task.id) or task
+                if current.terminal:
+                    yield current
+                    return
+            elif current is None:  # finished and committed: `task` was just read back (no second read)
                 yield task if task.terminal else self.get(ANY_NAMESPACE, task.id)
                 return
             if not current.terminal:  # a terminal one is yielded once committed, below
@@ -457,7 +570,16 @@ class Engine:
         """Batches of `ids` that have ended (committed), in the order they end, until all have."""
         q: asyncio.Queue = asyncio.Queue()
         waiting = set()
-        for i in ids:
+        if not self.leading:  # a follower: subscribe to all, then read which have not ended yet
+            for i in ids:
+                self._enders.setdefault(i, set()).add(q)
+            waiting.update(ids)
+            found = await self._loop.run_in_executor(None, self.store.tasks_by_ids, list(ids))
+            waiting.difference_update(t.id for t in found if t.terminal or not _in_namespace(t, namespace))
+            waiting.intersection_update(t.id for t in found)
+            for i in set(ids) - waiting:
+                self._enders.get(i, set()).discard(q)
+        for i in ids if self.leading else ():
             t = self.tasks.get(i)
             if t is not None and _in_namespace(t, namespace):
                 waiting.add(i)
@@ -474,8 +596,10 @@ class Engine:
                 batch = [await q.get()]
                 while not q.empty():
                     batch.append(q.get_nowait())
+                batch = [t for t in batch if t.id in waiting]  # (a follower may be told after its read)
                 waiting.difference_update(t.id for t in batch)
-                yield batch
+                if batch:
+                    yield batch
         finally:
             for i in waiting:
                 s = self._enders.get(i)
@@ -717,6 +841,8 @@ class Engine:
         if self._list_watchers:
             self._publish_list([copy.copy(t) for t in dirty.values()], [])
         ended = [copy.copy(t) for t in dirty.values() if t.terminal]
+        if ended:
+            self.logs.flush()  # their last lines go first: a reader elsewhere sees the end after them
         placed, self._placed = self._placed, []
         b = self.store.batch()
         b.update_tasks(rows)

@@ -269,6 +269,10 @@ class Store(ABC):
     def get_kv(self, key: str) -> str | None: ...
 
     @abstractmethod
+    def servers(self) -> list[dict]:
+        """The servers sharing this database (server/cluster.py): name, address, started_ms, heartbeat_ms."""
+
+    @abstractmethod
     def group_templates(self) -> list[dict]: ...
 
     @abstractmethod

@@ -147,9 +147,16 @@ def _flow_tenants(db: sqlite_utils.Database) -> None:
                    f" WHERE j.job_id = {table}.job_id), 'fate')")
 
 
+def _cluster(db: sqlite_utils.Database) -> None:
+    """Kept in step with PostgreSQL's schema (a SQLite file has one server: epoch stays 0, no server rows)."""
+    db.execute("ALTER TABLE tasks ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE TABLE servers (name TEXT PRIMARY KEY, address TEXT NOT NULL, started_ms INTEGER NOT NULL,"
+               " heartbeat_ms INTEGER NOT NULL)")
+
+
 # The one ordered list: append only; entry i moves the schema from version i to i+1 (PRAGMA user_version).
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _tasks, _attempts_and_requests, _groups, _nodes, _auth, _flow, _flow_models, _flow_tenants,
+    _tasks, _attempts_and_requests, _groups, _nodes, _auth, _flow, _flow_models, _flow_tenants, _cluster,
 ]
 # Databases written before the one list kept groups, nodes, auth and flow in kv rows
 # "schema:<name>" = steps done. Version (index + 1) -> (name, step) it was there.
@@ -480,6 +487,9 @@ class SqliteStore(Store):
 
     def group_instances(self) -> list[dict]:
         return [dict(r) for r in self._rows("SELECT * FROM group_instances")]
+
+    def servers(self) -> list[dict]:
+        return [dict(r) for r in self._rows("SELECT * FROM servers ORDER BY name")]
 
     def nodes(self) -> list[dict]:
         return [dict(r) for r in self._rows("SELECT * FROM nodes")]
