@@ -127,9 +127,14 @@ class Cluster:
         leads = self.leading
         while not self._stop.is_set():
             try:
-                if self._lock is None:  # a follower whose connection broke: a new one
+                if self._lock is None:  # the connection broke (a database restart?): a new one
                     self._lock = self._connect()
-                    self._lock.listen(list(FOLLOWER_CHANNELS))
+                    if leads and not self._lock.retake(self.epoch):
+                        self._step_down(f"another server took over while the database was away (epoch {self.epoch})")
+                        return
+                    self._lock.listen(list(LEADER_CHANNELS if leads else FOLLOWER_CHANNELS))
+                    if leads:
+                        log.warning("the database connection is back; still the scheduler (epoch %d)", self.epoch)
                 for channel, payload in self._lock.notifications(POLL_SECONDS):
                     self._loop.call_soon_threadsafe(self._hear, channel, payload)
                 if self._stop.is_set():
@@ -151,9 +156,8 @@ class Cluster:
             except Exception as e:  # psycopg.Error: the database connection broke
                 if self._stop.is_set():
                     return
-                if leads:
-                    self._step_down(f"lost its connection to the database, and with it the scheduler lock ({e})")
-                    return
+                # The scheduler keeps scheduling meanwhile: its writes are fenced, and it stops if
+                # another server took over when the database is back (retake above).
                 log.warning("cluster connection lost (%s); reconnecting", e)
                 if self._lock is not None:
                     self._lock.close()

@@ -311,6 +311,15 @@ class SchedulerLock:
                               " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (name, str(since)))
         return epoch, since, row[0] if row else ""
 
+    def retake(self, epoch: int) -> bool:
+        """After this connection broke (a database restart): the lock again, if nobody took over meanwhile."""
+        if not self.conn.execute("SELECT pg_try_advisory_lock(%s)", (_OWNER_LOCK,)).fetchone()[0]:
+            return False
+        if self.still_leads(epoch):
+            return True
+        self.conn.execute("SELECT pg_advisory_unlock(%s)", (_OWNER_LOCK,))
+        return False
+
     def still_leads(self, epoch: int) -> bool:
         """The lock is ours and nobody took over since (raises psycopg.Error if the connection broke)."""
         row = self.conn.execute("SELECT value FROM kv WHERE key = 'epoch'").fetchone()
