@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, delta_service_pb2, delta_service_pb2_grpc,
+from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, cluster_pb2, cluster_pb2_grpc,
+                        delta_service_pb2, delta_service_pb2_grpc,
                         flow_service_pb2, flow_service_pb2_grpc,
                         node_service_pb2, node_service_pb2_grpc, task_group_service_pb2, task_group_service_pb2_grpc,
                         task_service_pb2, task_service_pb2_grpc)
@@ -23,6 +24,7 @@ from gateway.app import Gateway, connect_host
 from . import metrics, stages
 from .background import spawn
 from .api.auth_service import AuthService
+from .api.cluster_service import ClusterService
 from .api.flow_service import FlowService
 from .api.delta_service import DeltaService
 from .cluster import Cluster
@@ -197,12 +199,14 @@ class Server:
                         max_upload=cfg.security.max_upload_bytes), self.grpc)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(self.security.authority), self.grpc)
         delta_service_pb2_grpc.add_DeltaServiceServicer_to_server(DeltaService(self.delta), self.grpc)
+        cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterService(self.cluster), self.grpc)
         names = [auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
                  task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
                  node_service_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
                  task_group_service_pb2.DESCRIPTOR.services_by_name["TaskGroupService"].full_name,
                  flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name,
-                 delta_service_pb2.DESCRIPTOR.services_by_name["DeltaService"].full_name]
+                 delta_service_pb2.DESCRIPTOR.services_by_name["DeltaService"].full_name,
+                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
         await self.grpc.start()

@@ -81,6 +81,7 @@ class Cluster:
         got = self._lock.try_lead(self.name)
         if got:
             self._became_leader(*got)
+            self.leading = True
         else:
             self._lock.listen(list(FOLLOWER_CHANNELS))
             self.engine.leading = False
