@@ -99,7 +99,7 @@ class EngineCollector:
         self.engine = engine
 
     def collect(self):
-        by_status = Tally(t.status for t in list(self.engine.tasks.values()) if not t.status.terminal)
+        by_status = self.engine.status_counts()
         unfinished = GaugeMetricFamily("taskhub_tasks_unfinished", "Unfinished tasks, by status.", labels=["status"])
         for status in Status:
             if not status.terminal:
