@@ -108,6 +108,9 @@ class EngineCollector:
         yield GaugeMetricFamily("taskhub_queue_depth", "Tasks waiting to run (new, scheduling, scheduled, queued, "
                                 "pending, restoring).", value=sum(by_status.get(s, 0) for s in WAITING))
         yield GaugeMetricFamily("taskhub_tasks_running", "Tasks whose process runs.", value=by_status.get(Status.RUNNING, 0))
+        yield GaugeMetricFamily("taskhub_tasks_in_memory", "Tasks the engine holds: on nodes, the queue's window"
+                                " (--queue-window), parked; the rest of the queue is in the database only.",
+                                value=len(self.engine.tasks))
 
         nodes = list(self.engine.nodes.values())
         online = GaugeMetricFamily("taskhub_nodes", "Nodes the server knows, by state.", labels=["state"])
