@@ -78,6 +78,7 @@ class ServerConfig:
     lease_grace: float = 2.0         # the server re-runs a lost agent's tasks after node_timeout + this
     retain: str = "7d"               # finished tasks and their logs are purged after this ("0": never)
     max_queued: int = 1_000_000      # unfinished tasks; creates beyond get RESOURCE_EXHAUSTED
+    queue_window: int = 10_000       # queued tasks held in memory; the rest of the queue stays in the database
     max_log_lines: int = 1_000_000   # per task
     flow_max_jobs: int = 4           # FATE jobs running at once; more wait in the queue
     flow_data_dir: str = ""          # server-side files of FATE uploads/downloads; default <db dir>/data
@@ -101,7 +102,8 @@ class Server:
         self.store = open_store(cfg.db)  # several servers may share a PostgreSQL database (server/cluster.py)
         local_dir = self.store.local_dir
         self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace,
-                                                      max_queued=cfg.max_queued, max_log_lines=cfg.max_log_lines))
+                                                      max_queued=cfg.max_queued, max_log_lines=cfg.max_log_lines,
+                                                      queue_window=cfg.queue_window))
         self.nodes = NodeRegistry(self.engine, self.store, cfg.node_timeout, cfg.lease_grace)
         self.retention = Retention(self.store, parse_duration(cfg.retain), self.engine.config.request_window_seconds)
         self.retention.steps.append(flow_purge_step(self.store))

@@ -61,11 +61,41 @@ def test_tasks_are_read_back_as_written(db_url):
         assert [t.id for t in store.list_tasks(None, [int(Status.CANCELLED)], 10, 10**9)] == [c.id]
         assert [t.id for t in store.list_tasks(None, [], 10, c.id, name_contains="ph")] == [a.id]
         assert [t.id for t in store.list_tasks(None, [], 1, 10**9)] == [c.id]
-        assert [t.id for t in store.unfinished_tasks()] == [a.id, b.id]
+        assert [t.id for t in store.queued_tasks(None, 10)] == [a.id, b.id] and store.count_unfinished() == 2
         assert [t.id for t in store.tasks_by_ids([c.id, 10**9, a.id])] == [c.id, a.id]
         assert store.created_by_request("default\0req-1", 0) == [a.id, b.id, c.id]
         assert store.created_by_request("default\0req-1", a.create_time_ms + 1) is None  # outside the window
         assert store.created_by_request("default\0other", 0) is None
+    run(db_url, body)
+
+
+def test_the_queue_is_read_in_windows_in_scheduling_order(db_url):
+    """Higher priority first, then lower id; a window starts after the last task of the one before;
+    placed tasks are active, not queued; finished ones are neither."""
+    def prio(p: int) -> TaskSpec:
+        s = spec(f"p{p}")
+        s.priority = p
+        return s
+
+    async def body(store):
+        tasks = await create(store, [prio(p) for p in (0, 5, 0, -1, 5, 0, 9)])
+        placed, done = tasks[2], tasks[5]
+        placed.move(Status.SCHEDULING), placed.move(Status.SCHEDULED), placed.move(Status.QUEUED)
+        done.move(Status.SCHEDULING), done.move(Status.CANCELLED)
+        tasks[0].move(Status.PENDING)  # parked: still in the queue
+        async with store.batch() as b:
+            b.update_tasks([(t.id, t.mutable_row()) for t in (placed, done, tasks[0])])
+        order = [tasks[i].id for i in (6, 1, 4, 0, 3)]
+        assert [t.id for t in store.queued_tasks(None, 100)] == order
+        assert [t.status for t in store.queued_tasks(None, 100)][3] == Status.PENDING
+        got, after = [], None
+        while batch := store.queued_tasks(after, 2):  # windows of 2, each after the last one read
+            got += [t.id for t in batch]
+            after = (batch[-1].spec.priority, batch[-1].id)
+        assert got == order
+        assert [t.id for t in store.queued_tasks((5, tasks[4].id), 10)] == order[3:]
+        assert [t.id for t in store.active_tasks()] == [placed.id]
+        assert store.count_unfinished() == 6
     run(db_url, body)
 
 
@@ -322,7 +352,7 @@ def test_a_sqlite_file_from_before_the_one_migration_list_is_adopted(tmp_path):
     conn = sqlite_backend.connect(path)
     import sqlite_utils
     db = sqlite_utils.Database(conn)
-    for step in sqlite_backend.MIGRATIONS[:max(sqlite_backend._LEGACY_STEPS)]:  # the steps of that time
+    for step in sqlite_backend.MIGRATIONS[:max(sqlite_backend._LEGACY_STEPS)]:  # the steps such files had
         step(db)
     conn.execute("PRAGMA user_version=2")
     conn.executemany("INSERT INTO kv(key, value) VALUES (?, ?)",

@@ -19,13 +19,15 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import Unavailable
-from ..model import MUTABLE_FIELDS, TERMINAL, Task
+from ..model import ACTIVE, MUTABLE_FIELDS, SCHEDULABLE, TERMINAL, Task
 from . import sqlite as _sqlite_dialect
 from .base import AUDIT_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
 
 log = logging.getLogger(__name__)
 
 _DONE = ", ".join(str(int(s)) for s in sorted(TERMINAL))
+_ACTIVE = ", ".join(str(int(s)) for s in sorted(ACTIVE))
+QUEUED = "status IN (" + ", ".join(str(int(s)) for s in sorted(SCHEDULABLE)) + ")"
 _MIGRATION_LOCK = 0x7461736B  # pg_advisory_xact_lock key: one server migrates at a time
 _OWNER_LOCK = 0x74617368     # pg_try_advisory_lock key: the scheduler's (see SchedulerLock)
 FENCED = "TH001"               # SQLSTATE taskhub_fence raises: a deposed scheduler's write
@@ -116,6 +118,14 @@ def _from_sqlite(step: Callable) -> Callable:
     return run
 
 
+def _queue(cur) -> None:
+    """The queue lives in the database (see sqlite._queue): priority as a column, a partial index."""
+    cur.execute("ALTER TABLE tasks ADD COLUMN priority BIGINT NOT NULL DEFAULT 0")
+    cur.execute(f"UPDATE tasks SET priority = (spec::jsonb->>'priority')::bigint"
+                f" WHERE {QUEUED} AND (spec::jsonb->>'priority')::bigint <> 0")
+    cur.execute(f"CREATE INDEX tasks_queue ON tasks (priority DESC, id) WHERE {QUEUED}")
+
+
 def _cluster(cur) -> None:
     """Several servers on one database (server/cluster.py): who is up, and the scheduler's fence."""
     cur.execute("ALTER TABLE tasks ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0")
@@ -138,7 +148,7 @@ def _cluster(cur) -> None:
 MIGRATIONS: list[Callable] = [
     _tasks, _attempts_and_requests, _groups, _nodes, _auth,
     _from_sqlite(_sqlite_dialect._flow), _from_sqlite(_sqlite_dialect._flow_models),
-    _from_sqlite(_sqlite_dialect._flow_tenants), _cluster,
+    _from_sqlite(_sqlite_dialect._flow_tenants), _queue, _cluster,
 ]
 assert len(MIGRATIONS) == len(_sqlite_dialect.MIGRATIONS), "both backends have the same schema versions"
 
@@ -163,7 +173,7 @@ def migrate(conn: psycopg.Connection) -> int:
 
 
 _COPY_TASKS = ("COPY tasks (id, uid, namespace, name, spec, create_time_ms, " + ", ".join(MUTABLE_FIELDS)
-               + ") FROM STDIN")
+               + ", priority) FROM STDIN")
 # `epoch`: the scheduler epoch that wrote the row last (a placement carries it: the fencing token).
 _UPDATE_TASK = "UPDATE tasks SET " + ", ".join(f"{f}=%s" for f in MUTABLE_FIELDS) + ", epoch=%s WHERE id=%s"
 _INSERT_REQUEST = "INSERT INTO create_requests (key, task_ids, created_ms) VALUES (%s, %s, %s)"
@@ -571,8 +581,20 @@ class PostgresStore(Store):
         return self._tasks(f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s",
                            (*params, limit))
 
-    def unfinished_tasks(self) -> list[Task]:
-        return self._tasks(f"SELECT * FROM tasks WHERE status NOT IN ({_DONE}) ORDER BY id")
+    def active_tasks(self) -> list[Task]:
+        return self._tasks(f"SELECT * FROM tasks WHERE status IN ({_ACTIVE}) ORDER BY id")
+
+    def queued_tasks(self, after: tuple[int, int] | None, limit: int) -> list[Task]:
+        if after is None:
+            return self._tasks(f"SELECT * FROM tasks WHERE {QUEUED} ORDER BY priority DESC, id LIMIT %s", (limit,))
+        # Two seeks on the queue index: the rest of `after`'s priority, then the lower priorities.
+        return self._tasks(
+            f"(SELECT * FROM tasks WHERE {QUEUED} AND priority = %s AND id > %s ORDER BY priority DESC, id LIMIT %s)"
+            f" UNION ALL (SELECT * FROM tasks WHERE {QUEUED} AND priority < %s ORDER BY priority DESC, id LIMIT %s)"
+            " ORDER BY priority DESC, id LIMIT %s", (after[0], after[1], limit, after[0], limit, limit))
+
+    def count_unfinished(self) -> int:
+        return self._rows(f"SELECT COUNT(*) FROM tasks WHERE status NOT IN ({_DONE})")[0][0]
 
     def request_keys(self, since_ms: int):
         return [_unkey(r[0]) for r in self._rows("SELECT key FROM create_requests WHERE created_ms>=%s", (since_ms,))]
