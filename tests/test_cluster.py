@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,15 +15,62 @@ import pytest
 
 from client import TaskhubClient, make_spec, status_name
 from conftest import ServerProcess, rpc_code, wait_for
+from node_agents import AgentProcess
 
 
-def start_servers(tmp_path, pg_url, n: int) -> list[ServerProcess]:
+def start_servers(tmp_path, pg_url, n: int, *extra: str) -> list[ServerProcess]:
     servers = []
     for i in range(n):  # one after the other: the first one is the scheduler
         workdir = tmp_path / f"server{i}"
         workdir.mkdir()
-        servers.append(ServerProcess(workdir, ["--http-port", "-1"], db=pg_url).start())
+        servers.append(ServerProcess(workdir, ["--http-port", "-1", *extra], db=pg_url).start())
     return servers
+
+
+class Forwarder:
+    """A TCP port forwarding each new connection to `target`: an agent's one server address, pointed
+    at the next scheduler by the test (agents given a list of servers follow it themselves)."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                down, _ = self.sock.accept()
+            except OSError:
+                return
+            host, port = self.target.rsplit(":", 1)
+            try:
+                up = socket.create_connection((host, int(port)))
+            except OSError:
+                down.close()
+                continue
+            self.open += [down, up]
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+        for s in self.open:
+            s.close()
 
 
 @pytest.fixture
@@ -184,5 +232,34 @@ def test_a_deposed_scheduler_is_fenced_and_stops(tmp_path, pg_url):
         assert status_name(c.wait(t.id).status) == "SUCCESS"
     finally:
         os.kill(old.proc.pid, signal.SIGCONT) if old.proc.poll() is None else None
+        old.close()
+        new.close()
+
+
+def test_tasks_on_an_agent_are_adopted_by_the_next_scheduler(tmp_path, pg_url):
+    """The scheduler dies while an agent runs its tasks: the agent reconnects to the next scheduler,
+    which adopts the runs (each task runs once, no retry) instead of killing and re-running them."""
+    old, new = start_servers(tmp_path, pg_url, 2, "--no-local-node", "--node-timeout", "15")
+    forwarder = Forwarder(old.grpc_target)
+    agent = AgentProcess(forwarder.address, "a1", tmp_path, "--slots", "4").start()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    try:
+        agent.wait_registered()
+        c = new.client()
+        script = f"echo start >> {marks}/$TASKHUB_TASK_ID; sleep 3; echo end >> {marks}/$TASKHUB_TASK_ID"
+        ids = [c.create_task(argv=["sh", "-c", script], max_retries=0).id for _ in range(3)]
+        wait_for(lambda: all(status_name(c.get_task(i).status) == "RUNNING" for i in ids), timeout=60,
+                 what="the tasks to run on the agent")
+        forwarder.target = new.grpc_target  # where the agent's next connection goes
+        old.kill()
+        ended = {t.id: t for t in c.wait_tasks(ids)}
+        for i in ids:
+            assert (status_name(ended[i].status), ended[i].retries) == ("SUCCESS", 0), ended[i]
+            assert (marks / str(i)).read_text() == "start\nend\n", f"task {i} ran more than once"
+        assert agent.registrations() >= 2  # it came back, to the new scheduler
+    finally:
+        agent.close()
+        forwarder.close()
         old.close()
         new.close()
