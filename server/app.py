@@ -25,6 +25,7 @@ from . import metrics, stages
 from .background import spawn
 from .api.auth_service import AuthService
 from .api.cluster_service import ClusterService
+from .api.forward import ToScheduler
 from .api.flow_service import FlowService
 from .api.delta_service import DeltaService
 from .cluster import Cluster
@@ -121,7 +122,8 @@ class Server:
         # The rule table's FATE checks look up what a request names here (server/flow/tenants.py).
         self.security.authority.owners.update(owner_lookups(fstore, self.flow.running_component))
         self.delta = DeltaTasks(self.engine, cfg.delta_tasks)
-        self.cluster: Cluster | None = None
+        self.cluster = Cluster(self.store, self.engine, self.nodes, shared=self.db_target.kind == POSTGRESQL)
+        self.to_scheduler = ToScheduler(self.cluster, dial=not cfg.security.tls_cert)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
@@ -140,7 +142,9 @@ class Server:
         # Authentication first: the metrics interceptor caches each method's handler, so nothing may
         # run after it per call (refused calls are counted by the audit, not by /metrics).
         # (With TASKHUB_STAGES set, bench/stages.py's timestamps bracket them: server/stages.py.)
-        interceptors = stages.interceptors([*self.security.interceptors(), MetricsInterceptor()])
+        # On a follower, FATE, Delta and task group calls go on to the scheduler (server/api/forward.py).
+        forward = [self.to_scheduler] if self.cluster.shared else []
+        interceptors = stages.interceptors([*self.security.interceptors(), MetricsInterceptor(), *forward])
         self.grpc = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", cfg.security.max_message_bytes),
             ("grpc.max_send_message_length", cfg.security.max_message_bytes),
@@ -151,9 +155,7 @@ class Server:
         self._gateway_target = self.security.add_gateway_port(self.grpc) if cfg.http_port >= 0 or cfg.local_node else ""
         if not self.grpc_port:
             raise SystemExit(f"taskhub: cannot listen on {cfg.host}:{cfg.grpc_port}")
-        self.cluster = Cluster(self.store, self.engine, self.nodes, f"{connect_host(cfg.host)}:{self.grpc_port}",
-                               shared=self.db_target.kind == POSTGRESQL)
-        self.cluster.prepare()  # the scheduler, or a follower of the one that is
+        self.cluster.prepare(f"{connect_host(cfg.host)}:{self.grpc_port}")  # the scheduler, or a follower
         self.nodes.preload()  # before recovery: tasks on known agents wait for them
         await self.engine.start()
         await self.cluster.start()
@@ -171,7 +173,7 @@ class Server:
         if self.cluster.leading:  # FATE jobs are driven by the scheduler (a follower loads them when it takes over)
             await self.flow.load()
         else:
-            self.cluster.on_lead.append(self.flow.load)
+            self.cluster.on_lead += [self.flow.load, self.groups.reload]
         cores = os.cpu_count() or 1
         task_user, self._local_note = self._local_node_user()
         if cfg.local_node and not self._local_note.startswith("local node OFF"):
@@ -264,8 +266,8 @@ class Server:
     async def stop(self) -> None:
         for name in list(self.health._server_status):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        if self.cluster is not None:
-            await self.cluster.stop()  # a stopping server takes over nothing
+        await self.cluster.stop()  # a stopping server takes over nothing
+        await self.to_scheduler.close()
         for closer in reversed(self._closers):
             await closer()
         if self.grpc:  # calls in flight have a second, then open streams (trace, watch, wait, agents) are cut

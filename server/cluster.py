@@ -52,9 +52,9 @@ class ServerRow:
 class Cluster:
     """This server's place among the servers on its database."""
 
-    def __init__(self, store, engine, nodes, address: str, shared: bool):
+    def __init__(self, store, engine, nodes, shared: bool):
         self.store, self.engine, self.nodes = store, engine, nodes
-        self.name = self.address = address
+        self.name = self.address = ""     # this server's gRPC address (host:port), known once it listens
         self.shared = shared              # PostgreSQL: other servers may use the same database
         self.leading = not shared
         self.epoch = 0
@@ -66,12 +66,14 @@ class Cluster:
         self._thread: threading.Thread | None = None
         self.previous = ""                # the scheduler before this one
         self._heard: dict[str, list[str]] = {}
+        self._leader, self._leader_read = "", -POLL_SECONDS
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ life
-    def prepare(self) -> None:
+    def prepare(self, address: str) -> None:
         """Before the engine starts: one try for the lock, so the engine knows whether to take over."""
+        self.name = self.address = address
         if not self.shared:
             return
         self.engine.server_name = self.name
@@ -235,10 +237,19 @@ class Cluster:
             log.info("%s of task %s asked by a follower: %s", op, task_id, e)
 
     # ------------------------------------------------------------------ answers
+    def leader_address(self) -> str:
+        """Where the scheduler is (read at most every POLL_SECONDS)."""
+        if self.leading:
+            return self.address
+        now = time.monotonic()
+        if now - self._leader_read >= POLL_SECONDS:
+            self._leader, self._leader_read = self.store.get_kv("scheduler") or "", now
+        return self._leader
+
     def require_scheduler(self) -> None:
         """Raise NotScheduler (with where the scheduler is) unless this server schedules."""
         if not self.leading:
-            raise errors.NotScheduler(self.store.get_kv("scheduler") or "")
+            raise errors.NotScheduler(self.leader_address())
 
     def servers(self) -> tuple[list[ServerRow], str, int, int]:
         """(servers, the scheduler's name, epoch, scheduling since ms)."""

@@ -128,6 +128,14 @@ def test_any_server_answers_one_schedules(trio):
     c2.cancel_task(sleeper.id)
     assert status_name(c1.wait(sleeper.id).status) == "CANCELLED"
 
+    # Task groups (like FATE jobs and Delta runs) live in the scheduler's memory: a follower passes
+    # their calls on to it.
+    c1.groups.create_template({"name": "pair", "task_groups": [{"tasks": [
+        {"name": "a", "config": {"command": "echo a"}}, {"name": "b", "config": {"command": "echo b"}}]}]})
+    instance = c2.groups.deploy("pair")
+    assert {status_name(t.status) for t in c1.wait_tasks(list(instance.task_ids))} == {"SUCCESS"}
+    assert [i.id for i in c0.groups.list_instances()] == [instance.id]
+
     # Agents and node calls are the scheduler's: a follower says where it is.
     with pytest.raises(grpc.RpcError) as e:
         c1.nodes.list_nodes()
