@@ -1,5 +1,5 @@
 """The client's verbs of the `taskhub` command: `taskhub <noun> <verb>` against a server (task,
-group, flow, token, node list/get/drain). server/cli.py adds serve, gateway, the node agent and
+group, flow, token, node list/get/drain, cluster). server/cli.py adds serve, gateway, the node agent and
 store to them; `python -m client.cli` runs these verbs alone, for an SDK installed without the server.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import grpc
 from taskhub.v1 import task_pb2 as pb
 
 from .auth_cli import add_token_parser
+from .cluster_cli import add_cluster_parser
 from .cli_support import (DEFAULT_SERVER, SERVER_HELP, accept_global_flags_after_verb, add_connection_flags, connect,
                           key_values, print_message)
 from .client import make_spec, status_name
@@ -168,6 +169,7 @@ def add_client_verbs(sub) -> argparse.ArgumentParser:
     add_flow_parser(sub)
     add_token_parser(sub)
     add_task_parser(sub)
+    add_cluster_parser(sub)
     return node
 
 

@@ -16,7 +16,7 @@ from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 
 from .credentials import BearerToken, auth_metadata, env_token, open_channel
 from .failover import FailoverChannel
-from .typed import Auth, Delta, Flow, Groups, Nodes
+from .typed import Auth, Cluster, Delta, Flow, Groups, Nodes
 
 TERMINAL = {pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_CANCELLED, pb.TASK_STATUS_FAILED}
 # A create that failed with one of these may or may not have happened: retried with the same request_id.
@@ -66,7 +66,7 @@ class TaskhubClient:
     """Blocking client. `namespace` is the default for every call ("*" reads any).
 
     Task calls are methods; `groups` (TaskGroupService), `nodes` (NodeService), `auth`
-    (AuthService), `delta` (DeltaService) and `flow` (FlowService; FATE-shaped calls in
+    (AuthService), `delta` (DeltaService), `cluster` (ClusterService) and `flow` (FlowService; FATE-shaped calls in
     client.flow.FlowClient) are typed sub-clients of the other services on the same channel:
     snake_case methods (`c.nodes.list_nodes()`) on top of the generated stub (`c.nodes.ListNodes`).
     """
@@ -97,6 +97,7 @@ class TaskhubClient:
         self.auth = Auth(self.channel, timeout)
         self.delta = Delta(self.channel, timeout)
         self.flow = Flow(self.channel, timeout)
+        self.cluster = Cluster(self.channel, timeout)
         self.namespace = namespace
         self.timeout = timeout
         self.metadata = None  # per-call metadata (the token is added to it)

@@ -10,6 +10,8 @@ from typing import Iterable, Iterator
 
 from taskhub.v1 import auth_service_pb2 as apb
 from taskhub.v1 import auth_service_pb2_grpc as auth_grpc
+from taskhub.v1 import cluster_pb2 as cpb
+from taskhub.v1 import cluster_pb2_grpc as cluster_grpc
 from taskhub.v1 import delta_service_pb2 as dpb
 from taskhub.v1 import delta_service_pb2_grpc as delta_grpc
 from taskhub.v1 import flow_service_pb2 as fpb
@@ -37,6 +39,13 @@ class Nodes(_Typed, node_grpc.NodeServiceStub):
     def drain_node(self, name: str, resume: bool = False) -> npb.NodeInfo:
         """Place no new tasks on the node (running ones finish); resume=True accepts them again."""
         return self.DrainNode(npb.DrainNodeRequest(name=name, resume=resume), timeout=self.timeout)
+
+
+class Cluster(_Typed, cluster_grpc.ClusterServiceStub):
+    """The servers sharing the database and which one schedules (`taskhub cluster`)."""
+
+    def list_servers(self) -> cpb.ListServersResponse:
+        return self.ListServers(cpb.ListServersRequest(), timeout=self.timeout)
 
 
 class Groups(_Typed, group_grpc.TaskGroupServiceStub):

@@ -19,7 +19,8 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor as _d
 from google.protobuf import descriptor_pool, json_format, message_factory
 # The generated modules register the services in the default pool when imported.
-from taskhub.v1 import flow_service_pb2, node_service_pb2, task_group_service_pb2, task_service_pb2  # noqa: F401
+from taskhub.v1 import (cluster_pb2, flow_service_pb2, node_service_pb2, task_group_service_pb2,  # noqa: F401
+                        task_service_pb2)
 
 from .errors import BadRequest, answers, error_of, json_response
 from .params import to_bool
@@ -27,7 +28,7 @@ from .params import to_bool
 # Services whose annotated RPCs the gateway serves. Add a service's full name here once its
 # servicer runs in `taskhub serve`.
 TRANSCODED_SERVICES = ["taskhub.v1.TaskService", "taskhub.v1.NodeService", "taskhub.v1.TaskGroupService",
-                       "taskhub.v1.FlowService"]
+                       "taskhub.v1.FlowService", "taskhub.v1.ClusterService"]
 UNARY_TIMEOUT = 60.0
 NDJSON = "application/x-ndjson"
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, delta_service_pb2, delta_service_pb2_grpc,
+from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, cluster_pb2, cluster_pb2_grpc,
+                        delta_service_pb2, delta_service_pb2_grpc,
                         flow_service_pb2, flow_service_pb2_grpc,
                         node_service_pb2, node_service_pb2_grpc, task_group_service_pb2, task_group_service_pb2_grpc,
                         task_service_pb2, task_service_pb2_grpc)
@@ -23,9 +24,12 @@ from gateway.app import Gateway, connect_host
 from . import metrics, stages
 from .background import spawn
 from .api.auth_service import AuthService
+from .api.cluster_service import ClusterService
+from .api.forward import ToScheduler
 from .api.flow_service import FlowService
 from .api.delta_service import DeltaService
-from .db_target import SQLITE, UnsupportedDatabase, claim_database, parse_db_target
+from .cluster import Cluster
+from .db_target import POSTGRESQL, SQLITE, UnsupportedDatabase, claim_database, parse_db_target
 from .delta.datasets import node_labels
 from .delta.service import DeltaTasks
 from .api.group_service import TaskGroupService
@@ -75,6 +79,7 @@ class ServerConfig:
     lease_grace: float = 2.0         # the server re-runs a lost agent's tasks after node_timeout + this
     retain: str = "7d"               # finished tasks and their logs are purged after this ("0": never)
     max_queued: int = 1_000_000      # unfinished tasks; creates beyond get RESOURCE_EXHAUSTED
+    queue_window: int = 10_000       # queued tasks held in memory; the rest of the queue stays in the database
     max_log_lines: int = 1_000_000   # per task
     flow_max_jobs: int = 4           # FATE jobs running at once; more wait in the queue
     flow_data_dir: str = ""          # server-side files of FATE uploads/downloads; default <db dir>/data
@@ -95,10 +100,11 @@ class Server:
         except UnsupportedDatabase as e:
             raise SystemExit(f"taskhub: {e}")
         self.db_lock = claim_database(self.db_target)  # before anything reads it: one server per database
-        self.store = open_store(cfg.db)  # PostgreSQL arbitrates its own owner (storage/postgres.py Ownership)
+        self.store = open_store(cfg.db)  # several servers may share a PostgreSQL database (server/cluster.py)
         local_dir = self.store.local_dir
         self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace,
-                                                      max_queued=cfg.max_queued, max_log_lines=cfg.max_log_lines))
+                                                      max_queued=cfg.max_queued, max_log_lines=cfg.max_log_lines,
+                                                      queue_window=cfg.queue_window))
         self.nodes = NodeRegistry(self.engine, self.store, cfg.node_timeout, cfg.lease_grace)
         self.retention = Retention(self.store, parse_duration(cfg.retain), self.engine.config.request_window_seconds)
         self.retention.steps.append(flow_purge_step(self.store))
@@ -116,6 +122,8 @@ class Server:
         # The rule table's FATE checks look up what a request names here (server/flow/tenants.py).
         self.security.authority.owners.update(owner_lookups(fstore, self.flow.running_component))
         self.delta = DeltaTasks(self.engine, cfg.delta_tasks)
+        self.cluster = Cluster(self.store, self.engine, self.nodes, shared=self.db_target.kind == POSTGRESQL)
+        self.to_scheduler = ToScheduler(self.cluster, dial=not cfg.security.tls_cert)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
@@ -134,7 +142,9 @@ class Server:
         # Authentication first: the metrics interceptor caches each method's handler, so nothing may
         # run after it per call (refused calls are counted by the audit, not by /metrics).
         # (With TASKHUB_STAGES set, bench/stages.py's timestamps bracket them: server/stages.py.)
-        interceptors = stages.interceptors([*self.security.interceptors(), MetricsInterceptor()])
+        # On a follower, FATE, Delta and task group calls go on to the scheduler (server/api/forward.py).
+        forward = [self.to_scheduler] if self.cluster.shared else []
+        interceptors = stages.interceptors([*self.security.interceptors(), MetricsInterceptor(), *forward])
         self.grpc = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.max_receive_message_length", cfg.security.max_message_bytes),
             ("grpc.max_send_message_length", cfg.security.max_message_bytes),
@@ -145,8 +155,10 @@ class Server:
         self._gateway_target = self.security.add_gateway_port(self.grpc) if cfg.http_port >= 0 or cfg.local_node else ""
         if not self.grpc_port:
             raise SystemExit(f"taskhub: cannot listen on {cfg.host}:{cfg.grpc_port}")
+        self.cluster.prepare(f"{connect_host(cfg.host)}:{self.grpc_port}")  # the scheduler, or a follower
         self.nodes.preload()  # before recovery: tasks on known agents wait for them
         await self.engine.start()
+        await self.cluster.start()
         await self.nodes.start()
         self.groups.load()
         await self.security.start()
@@ -158,7 +170,10 @@ class Server:
         self._closers.append(self.nodes.stop)
         self.retention.start()
         self._closers.append(self.retention.stop)
-        await self.flow.load()
+        if self.cluster.leading:  # FATE jobs are driven by the scheduler (a follower loads them when it takes over)
+            await self.flow.load()
+        else:
+            self.cluster.on_lead += [self.flow.load, self.groups.reload]
         cores = os.cpu_count() or 1
         task_user, self._local_note = self._local_node_user()
         if cfg.local_node and not self._local_note.startswith("local node OFF"):
@@ -168,7 +183,7 @@ class Server:
                 self._fresh_work_dir = "" if cfg.work_dir else work_dir   # this run's own: removed at stop
                 self.security.share_socket(task_user.gid)
             self.executor = Executor(self.engine, python_workers=cfg.python_workers or cores, work_dir=work_dir,
-                                     instance=self.engine.instance, kill_grace=cfg.kill_grace,
+                                     instance=self.engine.run_tag, kill_grace=cfg.kill_grace,
                                      task_paths=cfg.task_paths, task_user=task_user)
             self.executor.server_target = self._gateway_target or f"{connect_host(cfg.host)}:{self.grpc_port}"
             self.executor.data_dir = os.path.abspath(cfg.data_dir)
@@ -181,19 +196,21 @@ class Server:
         metrics.set_flow_jobs_source(self.flow.jobs_by_status)
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(
             self.engine, ModuleDescriber(cfg.allowed_modules, cfg.task_paths)), self.grpc)
-        node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes), self.grpc)
+        node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes, self.cluster), self.grpc)
         task_group_service_pb2_grpc.add_TaskGroupServiceServicer_to_server(TaskGroupService(self.groups), self.grpc)
         flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
             FlowService(self.flow, self.flow_data, self.federation, self.flow_models,
                         max_upload=cfg.security.max_upload_bytes), self.grpc)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(self.security.authority), self.grpc)
         delta_service_pb2_grpc.add_DeltaServiceServicer_to_server(DeltaService(self.delta), self.grpc)
+        cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterService(self.cluster), self.grpc)
         names = [auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
                  task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
                  node_service_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
                  task_group_service_pb2.DESCRIPTOR.services_by_name["TaskGroupService"].full_name,
                  flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name,
-                 delta_service_pb2.DESCRIPTOR.services_by_name["DeltaService"].full_name]
+                 delta_service_pb2.DESCRIPTOR.services_by_name["DeltaService"].full_name,
+                 cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
         await self.grpc.start()
@@ -249,6 +266,8 @@ class Server:
     async def stop(self) -> None:
         for name in list(self.health._server_status):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.cluster.stop()  # a stopping server takes over nothing
+        await self.to_scheduler.close()
         for closer in reversed(self._closers):
             await closer()
         if self.grpc:  # calls in flight have a second, then open streams (trace, watch, wait, agents) are cut

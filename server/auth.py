@@ -118,6 +118,7 @@ RULES: dict[str, Rule] = {
     _A + "RevokeToken": Rule(ADMIN),
     _A + "WhoAmI": Rule(ANY_ROLE, audit=False),
     _A + "ListAudit": Rule(ADMIN, audit=False),
+    "/taskhub.v1.ClusterService/ListServers": Rule(ADMIN, audit=False),
     # FATE: every call names what it touches (`owner`), and that thing's namespace (the one it was
     # created in) must be the caller's: reads by readers, changes by submitters. Component tasks
     # call with their task's token, whose namespace is their job's. tests/test_fate_tenants.py

@@ -42,6 +42,7 @@ def cmd_serve(a) -> int:
         flow_model_dir=a.flow_model_dir,
         flow_components=key_values(a.flow_component, "--flow-component"), security=security,
         lease_grace=a.lease_grace, retain=a.retain, max_queued=a.max_queued, max_log_lines=a.max_log_lines,
+        queue_window=a.queue_window,
         delta_tasks=not a.no_delta, data_dir=a.data_dir,
     )
     return run_server(cfg)

@@ -4,12 +4,16 @@ Runs on one asyncio loop. Every status change goes through `_move`, which applie
 transition table (server/model.py) and marks the task dirty; dirty tasks are written in
 one batch per loop turn. A terminal status is announced to waiters only after it is
 committed, so nobody is told "done" about a task a crash could bring back.
+
+The queue lives in the store. In memory are the tasks on nodes (and those ending) plus a
+window of the queue's head (server/scheduler.py), read from the store in scheduling order
+and refilled as it drains; a task outside it is read from the store, and is taken into
+memory to be changed (a cancel), so every change still goes through `_move`.
 """
 from __future__ import annotations
 
 import asyncio
 import copy
-import heapq
 import json
 import logging
 import os
@@ -21,30 +25,28 @@ from typing import AsyncIterator, Callable
 
 from . import errors, metrics, stages
 from .logbus import LogBus
-from .model import (ANY_NAMESPACE, DEFAULT_NAMESPACE, IllegalTransition, Resources, Status, Task,
-                    TaskSpec, TaskType, module_allowed, now_ms)
+from .model import (ANY_NAMESPACE, DEFAULT_NAMESPACE, ON_NODE, SCHEDULABLE, IllegalTransition, Resources,
+                    Status, Task, TaskSpec, TaskType, module_allowed, now_ms)
 from .node.base import Node
 from .node.executor import Outcome, Run
 from .node.spawner import kill_orphans
 from .request_keys import RequestKeys
+from .scheduler import COLOCATE, ON_NODE_NAMED, Scheduler, queue_key
 from .storage import Store
 
 log = logging.getLogger(__name__)
 S = Status
 
-SCHEDULABLE = frozenset({S.NEW, S.PENDING, S.RESTORING})
-ON_NODE = frozenset({S.SCHEDULED, S.QUEUED, S.RUNNING, S.CANCELLING})
 MAX_BATCH = 10_000
+SCHEDULER_ANSWER_SECONDS = 10.0  # a follower's cancel/delete waits this long for the scheduler to apply it
 NO_NODE = "waiting for a node to join"
-# Annotation: unfinished tasks with the same value run on the same node (a task group's tasks).
-COLOCATE = "taskhub.colocate"
+REFILL_RETRY_SECONDS = 1.0  # after a failed read of the queue (the database is away)
+__all__ = ["COLOCATE", "ON_NODE_NAMED", "Engine", "EngineConfig"]  # COLOCATE, ON_NODE_NAMED: server/scheduler.py
 # Annotation: status changes of the task are told to `engine.observers[<value>]` (a layer built on
 # tasks, such as FATE jobs): each change as it happens, a terminal one once committed.
 OBSERVER = "taskhub.observer"
 # Annotation "1": a Python task that must not wait behind others for a worker (node/pool.py).
 DEDICATED_WORKER = "taskhub.dedicated_worker"
-# Annotation: the name of the one node the task may run on (a Delta task's client on a data holder).
-ON_NODE_NAMED = "taskhub.node"
 # Annotation: "keep" lets a command task go on running on an agent that lost the server (README, Leases).
 ON_DISCONNECT = "taskhub.on_disconnect"
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -59,6 +61,7 @@ class EngineConfig:
     max_queued: int = 1_000_000           # unfinished tasks; creates beyond answer RESOURCE_EXHAUSTED
     request_window_seconds: float = 86_400.0  # how long a create's request_id is remembered
     max_log_lines: int = 1_000_000        # per task; beyond, one marker line and the rest is dropped
+    queue_window: int = 10_000            # queued tasks held in memory (the queue's head); the rest stay in the store
 
 
 class Engine:
@@ -67,12 +70,17 @@ class Engine:
         self.config = config or EngineConfig()
         self.logs = LogBus(store, self.config.max_log_lines)
         self.run_env: Callable[[Task], dict[str, str]] | None = None  # extra environment of every run
-        self.tasks: dict[int, Task] = {}          # every unfinished task (and finished ones until committed)
+        # Tasks in memory: on nodes, in the queue's window, parked, waiting for a retry, and finished
+        # ones until committed. The rest of the queue is in the store only.
+        self.tasks: dict[int, Task] = {}
         self._by_uid: dict[str, int] = {}         # uid -> id of each task in self.tasks (reads by uid see them)
         self.nodes: dict[str, Node] = {}
-        self._ready: list[tuple[int, int]] = []   # heap of (-priority, id)
-        self._parked: dict[int, Task] = {}        # PENDING: no node could ever take it now
-        self._colocated: dict[str, set[int]] = {}  # COLOCATE value -> its unfinished tasks
+        self.scheduler = Scheduler(self.config.queue_window)
+        self._parked: dict[int, Task] = {}        # PENDING: no node could ever take it now (at most a window's worth)
+        self._parked_dropped = False              # more were parked, and left memory: read the queue again at unpark
+        self._unfinished = 0                      # unfinished tasks, in memory or not (--max-queued)
+        self._reading: asyncio.Task | None = None  # a read of the queue's next part, in flight
+        self._gone: set[int] = set()              # tasks that left memory while that read ran
         self._fresh: list[Task] = []              # pushed since the last scheduling round
         self._dirty: dict[int, Task] = {}
         self._flush_scheduled = False
@@ -80,8 +88,8 @@ class Engine:
         self._watchers: dict[int, set[asyncio.Queue]] = {}
         self.observers: dict[str, Callable[[Task], None]] = {}
         # Gates keep a task PENDING while one answers a reason ('' lets it through); a layer that
-        # waits on more than one node's labels (Delta's data holders) sets one, and calls kick().
-        self.gates: list[Callable[[Task], str]] = []
+        # waits on more than one node's labels (Delta's data holders) sets one.
+        self.gates: list[Callable[[Task], str]] = self.scheduler.gates
         self._list_watchers: set[_ListWatcher] = set()
         self._enders: dict[int, set[asyncio.Queue]] = {}
         self._creating: dict[str, asyncio.Future] = {}  # idempotency key -> the create in flight
@@ -90,6 +98,13 @@ class Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self.instance = ""
+        # Several servers on one database (server/cluster.py): only the scheduler (leading) holds and
+        # places unfinished tasks; a follower commits creates for it and follows changes from the store.
+        self.leading = True
+        self.shared_store = False       # other servers write the same store (request ids: ask it)
+        self.server_name = ""           # among several servers: this one's (its local node's processes carry it)
+        self.previous_scheduler = ""    # the server that scheduled before this one took over
+        self.tell_scheduler: Callable[[str, int, str], None] | None = None  # a follower's cancel
 
     # ------------------------------------------------------------------ life
     async def start(self) -> None:
@@ -100,21 +115,75 @@ class Engine:
             b.put_kv_if_absent("instance", self.instance)
         since = now_ms() - int(self.config.request_window_seconds * 1000)
         self._request_keys = await self._loop.run_in_executor(None, lambda: RequestKeys(self.store.request_keys(since)))
-        await self._recover()
+        if self.leading:
+            await self._recover({self.run_tag, self.run_tag_of(self.previous_scheduler)})
+            await self.load_window()
 
-    async def _recover(self) -> None:
-        """Bring back what a previous run of the server left unfinished."""
-        leftovers = self.store.unfinished_tasks()
+    @property
+    def run_tag(self) -> str:
+        """The marker of this server's local node processes (found and killed after a crash)."""
+        return self.run_tag_of(self.server_name)
+
+    def run_tag_of(self, server_name: str) -> str:
+        return f"{self.instance}@{server_name}" if server_name else self.instance
+
+    async def lead(self, previous_scheduler: str) -> None:
+        """This follower has become the scheduler (server/cluster.py): take over what is unfinished.
+        Tasks on agents stay placed for them; those of the previous scheduler's local node (its
+        processes on this host are killed, by their marker) follow their retry policy."""
+        self.leading = True
+        self.previous_scheduler = previous_scheduler
+        await self._recover({self.run_tag_of(previous_scheduler)} - {self.run_tag} if previous_scheduler else set())
+        await self.load_window()
+
+    def adopt_created(self, tasks: list[Task]) -> None:
+        """The scheduler learns of tasks another server created (committed there)."""
+        fresh = [t for t in tasks if t.id not in self.tasks and t.status in SCHEDULABLE]
+        self._unfinished += len(fresh)
+        window = self.scheduler.window
+        for t in fresh:
+            if window.admit(t):  # else it waits in the store, where a read of the queue finds it
+                self._hold(t)
+                self._fresh.append(t)
+        if fresh:
+            if self._reading is None:
+                self._trim_window()
+            self._kick()
+
+    def changed_elsewhere(self, tasks: list[Task], gone: list[int]) -> None:
+        """A follower: committed changes the store told of (read back), to this server's streams."""
+        for t in tasks:
+            self._publish(t)
+            if t.terminal:
+                for q in self._enders.pop(t.id, ()):
+                    q.put_nowait(t)
+            self.logs.wake_follower(t.id)
+        for i in gone:
+            self.logs.wake_follower(i)
+        if self._list_watchers:
+            self._publish_list(tasks, [(None, i) for i in gone])
+
+    def followed_ids(self) -> set[int] | None:
+        """Tasks a follower's streams wait on (None: every task, a list watcher is open)."""
+        if self._list_watchers:
+            return None
+        return set(self._watchers) | set(self._enders) | self.logs.followed()
+
+    async def _recover(self, kill_tags: set[str]) -> None:
+        """Bring back what a previous run of the server (or the previous scheduler) left on nodes; the
+        queue stays in the store."""
+        leftovers = await self._loop.run_in_executor(None, self.store.active_tasks)
+        self._unfinished = await self._loop.run_in_executor(None, self.store.count_unfinished)
         if not leftovers:
             return
-        killed = kill_orphans(self.instance)
+        killed = sum(kill_orphans(tag) for tag in kill_tags)
         for task in leftovers:
-            self.tasks[task.id] = task
-            self._by_uid[task.uid] = task.id
-            self._colocate_add(task)
+            if task.id in self.tasks:
+                continue  # created here or told of since the take-over began
+            self._hold(task)
             st = task.status
             node = self.nodes.get(task.node)
-            if node is not None and st in ON_NODE:
+            if node is not None and node.outlives_server and st in ON_NODE:
                 # A node agent that may still run it (loaded by the node registry before this):
                 # it stays placed there until the agent reconnects or its heartbeat timeout passes.
                 node.assigned[task.id] = task.spec.resources.slots
@@ -135,8 +204,76 @@ class Engine:
                 self._move(task, S.RESTORING)
             task.node, task.pid, task.ppid = "", 0, 0
             self._push(task)
-        log.info("recovered %d unfinished tasks", len(leftovers))
+        log.info("recovered %d tasks that were on nodes", len(leftovers))
         self._flush()
+
+    async def load_window(self) -> None:
+        """Read the head of the queue from the store into memory, and schedule it: at start, and
+        when this server takes over scheduling."""
+        self.scheduler.window.rewind()
+        if self._reading is not None:
+            await asyncio.shield(self._reading)  # it read from the old cursor: read again below
+        await self._refill()
+        log.info("queue: %d unfinished tasks, %d of them in memory", self._unfinished, len(self.tasks))
+
+    def _refill_soon(self) -> None:
+        if self._reading is None and not self._stopping and self.scheduler.window.wanted():
+            self._reading = self._loop.create_task(self._refill())
+
+    async def _refill(self) -> None:
+        """Read the queue's next part (after the window's cursor) into memory, then schedule."""
+        window = self.scheduler.window
+        while (want := window.wanted()) and not self._stopping:
+            self._reading = asyncio.current_task()
+            self._gone = set()
+            cursor = window.cursor
+            try:
+                self._flush()
+                barrier = self.store.batch()
+                barrier.update_tasks([])  # committed after every change made so far: the read below sees them
+                await barrier.submit(wait=True)
+                after = (-cursor[0], cursor[1]) if cursor is not None else None
+                rows = await self._loop.run_in_executor(None, self.store.queued_tasks, after, want)
+            except Exception as e:  # the database is away: try again soon (the window keeps what it has)
+                log.warning("could not read the queue from the store (%s); trying again", e)
+                self._reading = None
+                self._loop.call_later(REFILL_RETRY_SECONDS, self._refill_soon)
+                return
+            finally:
+                self._reading = None
+            if window.cursor != cursor:  # rewound meanwhile (a take-over, an unpark): read from the top
+                continue
+            for task in rows:
+                if task.id not in self.tasks and task.id not in self._gone:
+                    self._hold(task)
+                    window.push(task)
+            window.read(queue_key(rows[-1]) if rows else None, len(rows), want)
+            self._gone = set()
+            self._kick()
+
+    def _hold(self, task: Task) -> None:
+        """Keep the task in memory (the engine changes only tasks it holds)."""
+        self.tasks[task.id] = task
+        self._by_uid[task.uid] = task.id
+        self.scheduler.joined(task)
+
+    def _let_go(self, task: Task) -> None:
+        """Drop the task from memory: it ended (committed), was deleted, or waits in the store."""
+        if self.tasks.get(task.id) is task:
+            del self.tasks[task.id]
+            self._by_uid.pop(task.uid, None)
+            self.scheduler.left(task)
+            if self._reading is not None:
+                self._gone.add(task.id)
+
+    def _held(self, task: Task) -> Task:
+        """The task as the engine holds it; one read from the store (waiting in the queue, outside
+        the window) is taken into memory, so that it changes through _move like any other."""
+        live = self.tasks.get(task.id)
+        if live is not None or task.terminal:
+            return live or task
+        self._hold(task)
+        return task
 
     async def stop(self) -> None:
         """Clean shutdown: running tasks are stopped and left RESTORING, to run again at next start."""
@@ -261,7 +398,7 @@ class Engine:
                 return await asyncio.shield(self._creating[key])
             except errors.TaskhubError:
                 continue  # that attempt failed; this one tries for itself
-        if self._request_keys.may_exist(key):  # a retry (or a false positive): the store knows
+        if self.shared_store or self._request_keys.may_exist(key):  # a retry (or a false positive): the store knows
             since = now_ms() - int(self.config.request_window_seconds * 1000)
             ids = self.store.created_by_request(key, since)
             if ids is not None:
@@ -289,9 +426,9 @@ class Engine:
         return tasks
 
     async def _create(self, specs: list[TaskSpec], request_key: str) -> list[Task]:
-        if len(self.tasks) + len(specs) > self.config.max_queued:
+        if self._unfinished + len(specs) > self.config.max_queued:
             raise errors.ResourceExhausted(
-                f"{len(self.tasks)} tasks are unfinished, the server takes at most {self.config.max_queued}"
+                f"{self._unfinished} tasks are unfinished, the server takes at most {self.config.max_queued}"
                 " (--max-queued); retry later, with backoff")
         ts = now_ms()
         uids = os.urandom(16 * len(specs)).hex()  # one read of random bytes for the batch's uids
@@ -311,13 +448,17 @@ class Engine:
             for t in tasks:
                 stages.mark(t.id, "committed")
         metrics.tasks_created(tasks)
+        if not self.leading:  # committed with a NOTIFY to the scheduler, which places them
+            return tasks
+        self._unfinished += len(tasks)
+        window = self.scheduler.window
         for t in tasks:
-            self.tasks[t.id] = t
-            self._by_uid[t.uid] = t.id
-            self._colocate_add(t)
-            self.logs.known_empty(t.id)
-            heapq.heappush(self._ready, (-t.spec.priority, t.id))
-        self._fresh.extend(tasks)
+            if window.admit(t):  # else it waits in the store, where a read of the queue finds it
+                self._hold(t)
+                self.logs.known_empty(t.id)
+                self._fresh.append(t)
+        if self._reading is None:
+            self._trim_window()
         if self._list_watchers:
             self._publish_list([copy.copy(t) for t in tasks], [])
         if not self._stopping:
@@ -325,7 +466,36 @@ class Engine:
             self._schedule()
         return tasks
 
+    def _trim_window(self) -> None:
+        """Keep the window bounded when creates that sort early pile up in it."""
+        window = self.scheduler.window
+        for task_id in window.overflow():
+            task = self.tasks.get(task_id)
+            if task is None:
+                continue
+            if task.status == S.NEW and not task.cancel_requested:
+                self._let_go(task)  # committed as it is: it waits in the store
+            else:
+                window.push(task)  # changed since it was read: it stays (past the cursor, which is fine)
+
     # ------------------------------------------------------------------ read
+    def find(self, task_id: int) -> Task | None:
+        """The task, from memory or (queued outside the window, or ended) from the store; None if none."""
+        return self.tasks.get(task_id) or self.store.get_task(task_id)
+
+    def status_counts(self) -> dict[Status, int]:
+        """Unfinished tasks by status. Those waiting in the store outside the window count as NEW
+        (reading each one's status would cost a scan of the queue)."""
+        counts: dict[Status, int] = {}
+        held = 0
+        for t in list(self.tasks.values()):
+            if not t.terminal:
+                counts[t.status] = counts.get(t.status, 0) + 1
+                held += 1
+        if self._unfinished > held:
+            counts[S.NEW] = counts.get(S.NEW, 0) + self._unfinished - held
+        return counts
+
     def get(self, namespace: str, task_id: int = 0, uid: str = "") -> Task:
         task = self.tasks.get(task_id if task_id else self._by_uid.get(uid, 0))
         if task is None:
@@ -353,7 +523,7 @@ class Engine:
 
     # ------------------------------------------------------------------ cancel / delete
     def cancel(self, namespace: str, task_id: int, reason: str = "", grace: float | None = None) -> tuple[bool, Task]:
-        task = self.get(namespace, task_id)
+        task = self._held(self.get(namespace, task_id))
         if task.terminal or task.status == S.CANCELLING:
             return task.status == S.CANCELLING, task
         task.cancel_requested = True
@@ -373,17 +543,56 @@ class Engine:
         self._finish(task, S.CANCELLED, "cancelled" + (f": {reason}" if reason else ""))
         return True, task
 
+    async def cancel_anywhere(self, namespace: str, task_id: int, reason: str = "") -> tuple[bool, Task]:
+        """cancel(), on the scheduler or (from a follower) through it: answered once it took effect."""
+        if self.leading:
+            return self.cancel(namespace, task_id, reason)
+        task = self.get(namespace, task_id)
+        if task.terminal or task.status == S.CANCELLING:
+            return task.status == S.CANCELLING, task
+        task = await self._through_scheduler("cancel", task, reason, lambda t: t is None or t.terminal
+                                             or t.status == S.CANCELLING)
+        return True, task
+
+    async def _through_scheduler(self, op: str, task: Task, reason: str, took_effect) -> Task | None:
+        """A follower asks the scheduler (committed NOTIFY) and waits until the store shows the effect."""
+        q: asyncio.Queue = asyncio.Queue()
+        self._watchers.setdefault(task.id, set()).add(q)
+        try:
+            self.tell_scheduler(op, task.id, reason)
+            deadline = self._loop.time() + SCHEDULER_ANSWER_SECONDS
+            while True:
+                now = await self._loop.run_in_executor(None, self.store.get_task, task.id)
+                if took_effect(now):
+                    return now or task
+                try:
+                    await asyncio.wait_for(q.get(), max(0.01, min(1.0, deadline - self._loop.time())))
+                except asyncio.TimeoutError:
+                    if self._loop.time() >= deadline:
+                        raise errors.Unavailable(
+                            f"the scheduler did not {op} task {task.id} within {SCHEDULER_ANSWER_SECONDS:g}s"
+                            " (it may be changing over); try again") from None
+        finally:
+            self._watchers[task.id].discard(q)
+            if not self._watchers[task.id]:
+                del self._watchers[task.id]
+
     async def delete(self, namespace: str, task_id: int, force: bool) -> None:
         task = self.get(namespace, task_id)
+        if not self.leading and not task.terminal:
+            if not force:
+                raise errors.FailedPrecondition(
+                    f"task {task.id} is {task.status.name}; cancel it first, or delete with force=true")
+            await self._through_scheduler("delete", task, "deleted with force", lambda t: t is None)
+            return
         if not task.terminal:
             if not force:
                 raise errors.FailedPrecondition(
                     f"task {task.id} is {task.status.name}; cancel it first, or delete with force=true")
-            self.cancel(namespace, task_id, "deleted with force", grace=0.0)
+            _, task = self.cancel(namespace, task_id, "deleted with force", grace=0.0)
             if not task.terminal:
                 self._finish(task, S.CANCELLED, "deleted with force")
-        self.tasks.pop(task.id, None)
-        self._by_uid.pop(task.uid, None)
+        self._let_go(self.tasks.get(task.id, task))
         self._release(task)
         self.logs.forget(task.id)
         async with self.store.batch() as b:
@@ -393,8 +602,14 @@ class Engine:
 
     # ------------------------------------------------------------------ follow
     def trace(self, task: Task, offset: int, follow: bool) -> AsyncIterator[list[tuple]]:
+        if not self.leading:  # a follower: committed lines, woken by the store's notifications
+            def ended() -> bool:
+                t = self.store.get_task(task.id)
+                return t is None or t.terminal
+            return self.logs.follow_store(task.id, offset, follow, ended)
+
         def done() -> bool:
-            t = self.tasks.get(task.id)
+            t = self.tasks.get(task.id) or self.store.get_task(task.id)  # outside memory: ended, or queued
             return t is None or t.terminal
         return self.logs.read(task.id, offset, follow, done)
 
@@ -404,10 +619,13 @@ class Engine:
         self._watchers.setdefault(task.id, set()).add(q)
         try:
             current = self.tasks.get(task.id)
-            if current is None:  # finished and committed: `task` was just read back (no second read)
-                yield task if task.terminal else self.get(ANY_NAMESPACE, task.id)
-                return
-            if not current.terminal:  # a terminal one is yielded once committed, below
+            if current is None:  # finished and committed (`task` was just read back), or queued in the store
+                stored = task if task.terminal else self.get(ANY_NAMESPACE, task.id)
+                yield stored
+                if stored.terminal:
+                    return
+                # Queued outside the window: its changes come once the engine takes it in.
+            elif not current.terminal:  # a terminal one is yielded once committed, below
                 yield copy.copy(current)
             while True:
                 snap = await q.get()
@@ -457,25 +675,42 @@ class Engine:
         """Batches of `ids` that have ended (committed), in the order they end, until all have."""
         q: asyncio.Queue = asyncio.Queue()
         waiting = set()
-        for i in ids:
+        if not self.leading:  # a follower: subscribe to all, then read which have not ended yet
+            for i in ids:
+                self._enders.setdefault(i, set()).add(q)
+            waiting.update(ids)
+            found = await self._loop.run_in_executor(None, self.store.tasks_by_ids, list(ids))
+            waiting.difference_update(t.id for t in found if t.terminal or not _in_namespace(t, namespace))
+            waiting.intersection_update(t.id for t in found)
+            for i in set(ids) - waiting:
+                self._enders.get(i, set()).discard(q)
+        for i in ids if self.leading else ():
             t = self.tasks.get(i)
             if t is not None and _in_namespace(t, namespace):
                 waiting.add(i)
                 self._enders.setdefault(i, set()).add(q)
         try:
-            gone = [i for i in ids if i not in waiting]
-            if gone:  # ended (and committed) before the call: read in one go, not one by one
-                found = {t.id: t for t in self.store.tasks_by_ids(gone) if _in_namespace(t, namespace)}
-                missing = next((i for i in gone if i not in found), None)
+            elsewhere = [i for i in ids if i not in waiting]
+            if elsewhere:  # ended (and committed), or queued outside the window: read in one go
+                found = {t.id: t for t in self.store.tasks_by_ids(elsewhere) if _in_namespace(t, namespace)}
+                missing = next((i for i in elsewhere if i not in found), None)
                 if missing is not None:
                     self.get(namespace, missing)  # raises NotFound, as a single read would
-                yield [found[i] for i in gone]
+                for i in elsewhere:
+                    if not found[i].terminal:  # it ends through the engine, which takes it in first
+                        waiting.add(i)
+                        self._enders.setdefault(i, set()).add(q)
+                ended = [found[i] for i in elsewhere if found[i].terminal]
+                if ended:
+                    yield ended
             while waiting:
                 batch = [await q.get()]
                 while not q.empty():
                     batch.append(q.get_nowait())
+                batch = [t for t in batch if t.id in waiting]  # (a follower may be told after its read)
                 waiting.difference_update(t.id for t in batch)
-                yield batch
+                if batch:
+                    yield batch
         finally:
             for i in waiting:
                 s = self._enders.get(i)
@@ -486,7 +721,7 @@ class Engine:
 
     # ------------------------------------------------------------------ scheduling
     def _push(self, task: Task) -> None:
-        heapq.heappush(self._ready, (-task.spec.priority, task.id))
+        self.scheduler.window.push(task)
         self._fresh.append(task)
         self._kick()
 
@@ -498,43 +733,18 @@ class Engine:
     def _schedule(self) -> None:
         self._schedule_scheduled = False
         nodes = [n for n in self.nodes.values() if n.online and not n.draining]
-        while self._ready and any(n.free_slots > 0 for n in nodes):
-            _, task_id = heapq.heappop(self._ready)
-            task = self.tasks.get(task_id)
-            if task is None or task.status not in SCHEDULABLE:
-                continue  # cancelled or deleted while waiting
-            need = task.spec.resources.slots
-            reasons = []
-            candidates = []
-            gated = next((why for why in (gate(task) for gate in self.gates) if why), "")
-            if gated:
-                self._park(task, gated)
-                continue
-            colocated = self._colocated_node(task) if task.spec.annotations else ""
-            pinned = colocated or (task.spec.annotations.get(ON_NODE_NAMED, "") if task.spec.annotations else "")
-            for n in nodes:
-                why = (f"this task's group, which runs on {pinned}" if colocated else f"the name {pinned}") \
-                    if pinned and n.name != pinned else \
-                    n.fits(need, task.spec.node_selector, task.spec.resources.memory_mb)
-                if why:
-                    reasons.append(f"{n.name} lacks {why}")
-                else:
-                    candidates.append(n)
-            if not candidates:
-                self._park(task, "no online node fits: " + ("; ".join(reasons) or "no node is online"))
-                continue
-            free = [n for n in candidates if n.free_slots >= need]
-            if not free:  # it fits somewhere, just not now: back in line, stop for this round
-                heapq.heappush(self._ready, (-task.spec.priority, task.id))
-                break
-            node = max(free, key=lambda n: n.free_slots)
-            self._place(task, node)
+        for decision in self.scheduler.round(self.tasks, nodes):
+            if decision.node is not None:
+                self._place(decision.task, decision.node)
+            else:
+                self._park(decision.task, decision.reason)
         fresh, self._fresh = self._fresh, []
         if not nodes:
             for t in fresh:
-                if t.status in SCHEDULABLE and t.queue_reason != NO_NODE:
+                if t.status in SCHEDULABLE and t.queue_reason != NO_NODE and self.tasks.get(t.id) is t:
                     t.queue_reason = NO_NODE
                     self._touch(t)
+        self._refill_soon()
 
     def _place(self, task: Task, node: Node) -> None:
         self._move(task, S.SCHEDULING)
@@ -551,33 +761,27 @@ class Engine:
         else:
             node.start(self.run_of(task))
 
-    def _colocate_add(self, task: Task) -> None:
-        key = task.spec.annotations.get(COLOCATE) if task.spec.annotations else None
-        if key:
-            self._colocated.setdefault(key, set()).add(task.id)
-
-    def _colocated_node(self, task: Task) -> str:
-        """The node a placed sibling of this task (same COLOCATE value) is on, or ''."""
-        key = task.spec.annotations.get(COLOCATE)
-        for sibling_id in self._colocated.get(key, ()) if key else ():
-            sibling = self.tasks.get(sibling_id)
-            if sibling is not None and sibling.status in ON_NODE and sibling.node:
-                return sibling.node
-        return ""
-
     def _park(self, task: Task, reason: str) -> None:
         if task.status != S.PENDING:
             self._move(task, S.SCHEDULING)
             self._move(task, S.PENDING)
         task.queue_reason = reason
         self._touch(task)
-        self._parked[task.id] = task
+        if len(self._parked) < self.scheduler.window.size:
+            self._parked[task.id] = task
+        else:  # parked beyond a window's worth: it waits in the store, read again at the next unpark
+            self._let_go(task)
+            self._parked_dropped = True
 
     def _unpark(self) -> None:
         for task in self._parked.values():
-            if task.status == S.PENDING:
+            if task.status == S.PENDING and self.tasks.get(task.id) is task:
                 self._push(task)
         self._parked.clear()
+        if self._parked_dropped:
+            self._parked_dropped = False
+            self.scheduler.window.rewind()
+            self._kick()
 
     def _release(self, task: Task) -> None:
         node = self.nodes.get(task.node)
@@ -680,12 +884,8 @@ class Engine:
         self._touch(task)
         if new.terminal:
             metrics.task_finished(task)
-        if new.terminal and task.spec.annotations and COLOCATE in task.spec.annotations:
-            group = self._colocated.get(task.spec.annotations[COLOCATE])
-            if group is not None:
-                group.discard(task.id)
-                if not group:
-                    del self._colocated[task.spec.annotations[COLOCATE]]
+            self._unfinished -= 1
+            self.scheduler.left(task)
         if not new.terminal:
             if task.id in self._watchers:
                 self._publish(task)
@@ -717,6 +917,8 @@ class Engine:
         if self._list_watchers:
             self._publish_list([copy.copy(t) for t in dirty.values()], [])
         ended = [copy.copy(t) for t in dirty.values() if t.terminal]
+        if ended:
+            self.logs.flush()  # their last lines go first: a reader elsewhere sees the end after them
         placed, self._placed = self._placed, []
         b = self.store.batch()
         b.update_tasks(rows)
@@ -743,8 +945,7 @@ class Engine:
         for snap in ended:
             live = self.tasks.get(snap.id)
             if live is not None and live.terminal and snap.id not in self._dirty:
-                del self.tasks[snap.id]
-                self._by_uid.pop(snap.uid, None)
+                self._let_go(live)
             self._publish(snap)
             for q in self._enders.pop(snap.id, ()):
                 q.put_nowait(snap)

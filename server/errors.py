@@ -39,3 +39,16 @@ class Unavailable(TaskhubError):
 
 class DeadlineExceeded(TaskhubError):
     pass
+
+
+class NotScheduler(FailedPrecondition):
+    """A call only the scheduler serves (agents' streams, node calls) reached a follower server.
+    `leader`: where the scheduler is (host:port), also sent as the trailing metadata LEADER_METADATA."""
+
+    def __init__(self, leader: str):
+        super().__init__(f"not the scheduler; the scheduler is at {leader}" if leader else
+                         "not the scheduler; no server is the scheduler right now (one takes over within seconds)")
+        self.leader = leader
+
+
+LEADER_METADATA = "taskhub-leader"

@@ -87,11 +87,17 @@ class TaskGroups:
         self.instances: dict[str, Instance] = {}
 
     def load(self) -> None:
+        self.templates.clear()
+        self.instances.clear()
         for r in self.store.group_templates():
             self.templates[r["name"]] = Template(r["name"], json.loads(r["json"]), r["json"], r["create_time_ms"])
         for r in self.store.group_instances():
             self.instances[r["id"]] = Instance(r["id"], r["template"], r["namespace"], json.loads(r["task_ids"]),
                                                r["create_time_ms"])
+
+    async def reload(self) -> None:
+        """This server became the scheduler: what the previous one made is in the store."""
+        self.load()
 
     # ------------------------------------------------------------------ templates
     async def create_template(self, text: str) -> Template:

@@ -14,6 +14,7 @@ from .storage import Store
 # Lines kept in memory per live task beyond what the store already has.
 KEEP_IN_MEMORY = 20_000
 READ_BATCH = 4_000
+FOLLOWER_RECHECK_SECONDS = 5.0
 MAX_LINES = 1_000_000  # per task, by default; output beyond is dropped after one marker line
 
 
@@ -58,6 +59,10 @@ class LogBus:
         self._cursors: dict[int, str] = {}
         self._flush_scheduled = False
         self._empty: set[int] = set()  # tasks known to have no stored line yet (created by this process)
+        self._followers: dict[int, list[asyncio.Future]] = {}  # a follower server's readers, per task
+        # Several servers (server/cluster.py): readers get committed lines only, so a reader that
+        # resumes on another server after this one died finds every line it saw, under the same seq.
+        self.committed_only = False
         store.writer.on_logs_committed = self._committed
 
     def known_empty(self, task_id: int) -> None:
@@ -137,12 +142,20 @@ class LogBus:
             with self.store.batch() as b:
                 b.append_logs(rows, [(c, t) for t, c in cursors.items()])
 
+    def flush(self) -> None:
+        """Hand pending lines to the writer now (before a task's end is: readers elsewhere see its
+        last lines committed no later than its end)."""
+        if self._pending:
+            self._flush()
+
     def _committed(self, upto: dict[int, int]) -> None:
         for task_id, seq in upto.items():
             tl = self.live.get(task_id)
             if tl is not None:
                 tl.committed = max(tl.committed, seq + 1)
                 tl.trim()
+                if self.committed_only:
+                    tl.wake()
                 if tl.ended and tl.committed >= tl.next_seq:
                     del self.live[task_id]
                     tl.wake()
@@ -165,6 +178,48 @@ class LogBus:
             tl.ended = True
             tl.wake()
 
+    # -- a follower server (server/cluster.py): lines come from the store, announced by notifications
+    def followed(self) -> set[int]:
+        return set(self._followers)
+
+    def wake_follower(self, task_id: int) -> None:
+        for f in self._followers.pop(task_id, ()):
+            if not f.done():
+                f.set_result(None)
+
+    async def follow_store(self, task_id: int, offset: int, follow: bool, has_ended) -> AsyncIterator[list[tuple]]:
+        """read(), on a server that does not run the task: committed lines from `offset` on, without
+        gaps; with `follow`, until the task has ended (committed) and every line was yielded."""
+        pos = max(0, offset)
+        loop = asyncio.get_running_loop()
+        while True:
+            woken = loop.create_future()  # registered before reading: a line committed after is told
+            self._followers.setdefault(task_id, []).append(woken)
+            try:
+                rows = await loop.run_in_executor(None, self.store.read_logs, task_id, pos, READ_BATCH)
+                if rows:
+                    pos += len(rows)
+                    yield [tuple(r) for r in rows]
+                    continue
+                if not follow or await loop.run_in_executor(None, has_ended):
+                    # Its last lines are committed no later than its end (Engine._flush): one more read.
+                    rows = await loop.run_in_executor(None, self.store.read_logs, task_id, pos, READ_BATCH)
+                    if rows:
+                        pos += len(rows)
+                        yield [tuple(r) for r in rows]
+                        continue
+                    return
+                try:  # told by a notification; the timeout only covers one lost while reconnecting
+                    await asyncio.wait_for(woken, FOLLOWER_RECHECK_SECONDS)
+                except asyncio.TimeoutError:
+                    pass
+            finally:
+                waiting = self._followers.get(task_id)
+                if waiting and woken in waiting:
+                    waiting.remove(woken)
+                    if not waiting:
+                        del self._followers[task_id]
+
     async def read(self, task_id: int, offset: int, follow: bool, is_done) -> AsyncIterator[list[tuple]]:
         """Yield batches of (seq, time_ms, stream, text) from `offset` on, without gaps.
 
@@ -176,12 +231,13 @@ class LogBus:
         while True:
             tl = self.live.get(task_id)
             if tl is not None and pos >= tl.base:
-                if pos < tl.next_seq:
-                    batch = tl.lines[pos - tl.base: pos - tl.base + READ_BATCH]
+                end = tl.committed if self.committed_only else tl.next_seq
+                if pos < end:
+                    batch = tl.lines[pos - tl.base: min(end, pos + READ_BATCH) - tl.base]
                     pos += len(batch)
                     yield batch
                     continue
-                if not follow or tl.ended:
+                if not follow or (tl.ended and pos >= tl.next_seq):
                     return
                 await tl.changed()
                 continue

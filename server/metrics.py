@@ -99,7 +99,7 @@ class EngineCollector:
         self.engine = engine
 
     def collect(self):
-        by_status = Tally(t.status for t in list(self.engine.tasks.values()) if not t.status.terminal)
+        by_status = self.engine.status_counts()
         unfinished = GaugeMetricFamily("taskhub_tasks_unfinished", "Unfinished tasks, by status.", labels=["status"])
         for status in Status:
             if not status.terminal:
@@ -108,6 +108,9 @@ class EngineCollector:
         yield GaugeMetricFamily("taskhub_queue_depth", "Tasks waiting to run (new, scheduling, scheduled, queued, "
                                 "pending, restoring).", value=sum(by_status.get(s, 0) for s in WAITING))
         yield GaugeMetricFamily("taskhub_tasks_running", "Tasks whose process runs.", value=by_status.get(Status.RUNNING, 0))
+        yield GaugeMetricFamily("taskhub_tasks_in_memory", "Tasks the engine holds: on nodes, the queue's window"
+                                " (--queue-window), parked; the rest of the queue is in the database only.",
+                                value=len(self.engine.tasks))
 
         nodes = list(self.engine.nodes.values())
         online = GaugeMetricFamily("taskhub_nodes", "Nodes the server knows, by state.", labels=["state"])

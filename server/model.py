@@ -37,6 +37,12 @@ class Status(enum.IntEnum):
 
 S = Status
 TERMINAL = frozenset({S.SUCCESS, S.CANCELLED, S.FAILED})
+# Waiting for the scheduler to place it: the queue, kept in the store (the engine holds a window of it).
+SCHEDULABLE = frozenset({S.NEW, S.PENDING, S.RESTORING})
+# Handed to a node (the engine holds these in memory while they live).
+ON_NODE = frozenset({S.SCHEDULED, S.QUEUED, S.RUNNING, S.CANCELLING})
+# Unfinished and not waiting in the queue: what the engine reads back whole at start (bounded by the nodes' slots).
+ACTIVE = frozenset(S) - TERMINAL - SCHEDULABLE
 
 # The only place that says which status may follow which.
 # Cancelling a task that is not running ends it at once (-> CANCELLED); a running one

@@ -36,6 +36,9 @@ def add_reliability_flags(s: argparse.ArgumentParser) -> None:
                         " them forever (default 7d)")
     s.add_argument("--max-queued", type=_positive, default=1_000_000, metavar="N",
                    help="unfinished tasks the server holds; creates beyond get RESOURCE_EXHAUSTED (default 1000000)")
+    s.add_argument("--queue-window", type=_positive, default=10_000, metavar="N",
+                   help="queued tasks held in memory, the head of the queue; the rest stays in the database"
+                        " (default 10000)")
     s.add_argument("--max-log-lines", type=_positive, default=1_000_000, metavar="N",
                    help="log lines kept per task; beyond, a marker line and the rest is dropped (default 1000000)")
 

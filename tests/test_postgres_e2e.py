@@ -92,7 +92,7 @@ def test_serve_refuses_a_db_it_cannot_use(tmp_path, pg_url):
     assert done.returncode != 0 and "schema v999, newer than this taskhub" in done.stderr
 
 
-def test_one_owner_taskhub_db_env_and_store_stats(tmp_path, pg_url):
+def test_a_second_server_follows_taskhub_db_env_and_store_stats(tmp_path, pg_url):
     srv = ServerProcess(tmp_path, ["--no-local-node"], db=pg_url)
     srv.start()
     srv.client().create_task(argv=["true"])
@@ -101,8 +101,15 @@ def test_one_owner_taskhub_db_env_and_store_stats(tmp_path, pg_url):
     def cli(*argv: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "server.cli", *argv], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=120)
-    second = cli("serve", "--grpc-port", "0", "--http-port", "-1")  # --db from TASKHUB_DB
-    assert second.returncode != 0 and "in use by another taskhub server (pid" in second.stderr
+    second = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--grpc-port", "0", "--http-port", "-1",
+                               "--no-local-node"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # --db from TASKHUB_DB
+    try:
+        said = next((line for line in second.stdout if "among the servers" in line), "")
+        assert "a follower among the servers on postgresql://" in said  # welcome, not refused
+    finally:
+        second.terminate()
+        second.wait(30)
     stats = cli("store", "stats")  # reads without owning
     assert stats.returncode == 0, stats.stderr
     assert '"tasks": 1' in stats.stdout and '"unfinished_tasks": 1' in stats.stdout

@@ -61,11 +61,41 @@ def test_tasks_are_read_back_as_written(db_url):
         assert [t.id for t in store.list_tasks(None, [int(Status.CANCELLED)], 10, 10**9)] == [c.id]
         assert [t.id for t in store.list_tasks(None, [], 10, c.id, name_contains="ph")] == [a.id]
         assert [t.id for t in store.list_tasks(None, [], 1, 10**9)] == [c.id]
-        assert [t.id for t in store.unfinished_tasks()] == [a.id, b.id]
+        assert [t.id for t in store.queued_tasks(None, 10)] == [a.id, b.id] and store.count_unfinished() == 2
         assert [t.id for t in store.tasks_by_ids([c.id, 10**9, a.id])] == [c.id, a.id]
         assert store.created_by_request("default\0req-1", 0) == [a.id, b.id, c.id]
         assert store.created_by_request("default\0req-1", a.create_time_ms + 1) is None  # outside the window
         assert store.created_by_request("default\0other", 0) is None
+    run(db_url, body)
+
+
+def test_the_queue_is_read_in_windows_in_scheduling_order(db_url):
+    """Higher priority first, then lower id; a window starts after the last task of the one before;
+    placed tasks are active, not queued; finished ones are neither."""
+    def prio(p: int) -> TaskSpec:
+        s = spec(f"p{p}")
+        s.priority = p
+        return s
+
+    async def body(store):
+        tasks = await create(store, [prio(p) for p in (0, 5, 0, -1, 5, 0, 9)])
+        placed, done = tasks[2], tasks[5]
+        placed.move(Status.SCHEDULING), placed.move(Status.SCHEDULED), placed.move(Status.QUEUED)
+        done.move(Status.SCHEDULING), done.move(Status.CANCELLED)
+        tasks[0].move(Status.PENDING)  # parked: still in the queue
+        async with store.batch() as b:
+            b.update_tasks([(t.id, t.mutable_row()) for t in (placed, done, tasks[0])])
+        order = [tasks[i].id for i in (6, 1, 4, 0, 3)]
+        assert [t.id for t in store.queued_tasks(None, 100)] == order
+        assert [t.status for t in store.queued_tasks(None, 100)][3] == Status.PENDING
+        got, after = [], None
+        while batch := store.queued_tasks(after, 2):  # windows of 2, each after the last one read
+            got += [t.id for t in batch]
+            after = (batch[-1].spec.priority, batch[-1].id)
+        assert got == order
+        assert [t.id for t in store.queued_tasks((5, tasks[4].id), 10)] == order[3:]
+        assert [t.id for t in store.active_tasks()] == [placed.id]
+        assert store.count_unfinished() == 6
     run(db_url, body)
 
 
@@ -264,20 +294,39 @@ def test_flow_json_operations(db_url):
     run(db_url, body)
 
 
-def test_one_server_owns_a_postgresql_database_and_ids_never_repeat(pg_url):
-    """Until several servers can share a database (issue 18, phase C), a second is refused, naming
-    the owner; the next owner has a higher epoch and never hands out an id again."""
+def test_the_scheduler_lock_elects_one_server_and_fences_a_deposed_one(pg_url):
+    """Several servers share a database; one holds the scheduler lock. A take-over increments the
+    epoch, after which the deposed scheduler's writes are refused by the database (server/cluster.py)."""
+    from server.storage.postgres import SchedulerLock
     first = open_store(pg_url)
-    ids = first.next_task_ids(3)
-    with pytest.raises(StoreError, match=r"in use by another taskhub server \(pid \d+ on host"):
-        open_store(pg_url)
-    first.close()
-    second = open_store(pg_url)
+    second = open_store(pg_url)  # a second server on the same database is welcome (a follower)
+    lock_a, lock_b = SchedulerLock(pg_url, "a"), SchedulerLock(pg_url, "b")
     try:
-        assert second.ownership.epoch == first.ownership.epoch + 1
-        more = second.next_task_ids(100)
-        assert min(more) > max(ids) and len(set(more)) == 100
+        epoch, _, previous = lock_a.try_lead("a:1")
+        assert previous == "" and lock_b.try_lead("b:1") is None and lock_a.still_leads(epoch)
+        ids, more = first.next_task_ids(3), second.next_task_ids(100)
+        assert min(more) > max(ids) and len(set(more)) == 100  # one sequence: never the same id twice
+        fenced = []
+        first.epoch, first.on_fenced = epoch, fenced.append
+
+        async def body():
+            async with first.batch() as b:
+                b.put_kv_if_absent("x", "1")  # the scheduler writes while it holds the epoch
+            lock_a.close()  # its lock connection dies: the other takes over
+            got = lock_b.try_lead("b:1")
+            assert got is not None and got[0] == epoch + 1 and got[2] == "a:1"
+            with pytest.raises(Unavailable, match="no longer the scheduler"):
+                async with first.batch() as b:
+                    b.put_kv_if_absent("y", "1")
+        loop = asyncio.new_event_loop()
+        first.writer.start(loop)
+        loop.run_until_complete(body())
+        loop.close()
+        assert first.get_kv("x") == "1" and first.get_kv("y") is None
+        assert fenced and "its epoch 1, the current epoch 2" in fenced[0]
     finally:
+        lock_b.close()
+        first.close()
         second.close()
 
 
@@ -303,7 +352,7 @@ def test_a_sqlite_file_from_before_the_one_migration_list_is_adopted(tmp_path):
     conn = sqlite_backend.connect(path)
     import sqlite_utils
     db = sqlite_utils.Database(conn)
-    for step in sqlite_backend.MIGRATIONS:
+    for step in sqlite_backend.MIGRATIONS[:max(sqlite_backend._LEGACY_STEPS)]:  # the steps such files had
         step(db)
     conn.execute("PRAGMA user_version=2")
     conn.executemany("INSERT INTO kv(key, value) VALUES (?, ?)",

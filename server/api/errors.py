@@ -31,6 +31,11 @@ def code_of(e: errors.TaskhubError) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+def trailing_of(e: errors.TaskhubError) -> tuple:
+    leader = getattr(e, "leader", "")
+    return ((errors.LEADER_METADATA, leader),) if leader else ()
+
+
 def mapped(fn):
     """Wrap a servicer method (unary or server-streaming) so domain errors abort with their code."""
     if inspect.isasyncgenfunction(fn):
@@ -40,7 +45,7 @@ def mapped(fn):
                 async for item in fn(self, request, context):
                     yield item
             except errors.TaskhubError as e:
-                await context.abort(code_of(e), str(e))
+                await context.abort(code_of(e), str(e), trailing_metadata=trailing_of(e))
         return stream
 
     @functools.wraps(fn)
@@ -48,5 +53,5 @@ def mapped(fn):
         try:
             return await fn(self, request, context)
         except errors.TaskhubError as e:
-            await context.abort(code_of(e), str(e))
+            await context.abort(code_of(e), str(e), trailing_metadata=trailing_of(e))
     return unary

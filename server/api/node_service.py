@@ -21,26 +21,35 @@ def node_to_proto(n: Node) -> pb.NodeInfo:
 
 
 class NodeService(svc_grpc.NodeServiceServicer):
-    def __init__(self, registry: NodeRegistry):
+    def __init__(self, registry: NodeRegistry, cluster=None):
         self.registry = registry
+        self.cluster = cluster  # agents and node calls are the scheduler's: a follower says where it is
+
+    def _scheduler_only(self) -> None:
+        if self.cluster is not None:
+            self.cluster.require_scheduler()
 
     @mapped
     async def Connect(self, request_iterator, context):
+        self._scheduler_only()
         async for msg in self.registry.connect(request_iterator.__aiter__(), context.peer()):
             yield msg
 
     @mapped
     async def ListNodes(self, request, context):
+        self._scheduler_only()
         return pb.ListNodesResponse(nodes=[node_to_proto(n) for n in self.registry.list()])
 
     @mapped
     async def GetNode(self, request, context):
+        self._scheduler_only()
         if not request.name:
             raise errors.InvalidArgument("give a node name")
         return node_to_proto(self.registry.get(request.name))
 
     @mapped
     async def DrainNode(self, request, context):
+        self._scheduler_only()
         if not request.name:
             raise errors.InvalidArgument("give a node name")
         return node_to_proto(self.registry.drain(request.name, request.resume))

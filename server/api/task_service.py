@@ -43,7 +43,7 @@ class TaskService(svc_grpc.TaskServiceServicer):
 
     @mapped
     async def CancelTask(self, request, context):
-        cancelled, task = self.engine.cancel(request.namespace, request.id, request.reason)
+        cancelled, task = await self.engine.cancel_anywhere(request.namespace, request.id, request.reason)
         return svc.CancelTaskResponse(cancelled=cancelled, task=task_to_proto(task))
 
     @mapped

@@ -75,7 +75,7 @@ class DeltaTasks:
                 f"node{'' if have == 1 else 's'} {'has' if have == 1 else 'have'} it")
 
     def _expire(self, task_id: int, waited: float) -> None:
-        task = self.engine.tasks.get(task_id)
+        task = self.engine.find(task_id)  # queued: it may be in the store only
         if task is not None and task.status in (S.NEW, S.PENDING, S.SCHEDULING):
             self.engine.cancel(ANY_NAMESPACE, task_id, f"{task.queue_reason} after wait_timeout {waited:g}s")
 
@@ -92,8 +92,8 @@ class DeltaTasks:
         if a[ROLE] != "coordinator":
             raise errors.PermissionDenied("only a Delta task's coordinator starts its clients")
         if coordinator.id in self.clients:
-            return [self.engine.tasks[i].spec.annotations[ON_NODE_NAMED] for i in self.clients[coordinator.id]
-                    if i in self.engine.tasks]
+            clients = (self.engine.find(i) for i in self.clients[coordinator.id])
+            return [t.spec.annotations[ON_NODE_NAMED] for t in clients if t is not None and not t.terminal]
         datasets = json.loads(a[DATASETS])
         holders = self._holders(datasets)
         if len(holders) < int(a[MIN_CLIENTS]):
@@ -132,7 +132,7 @@ class DeltaTasks:
             if task.status == S.SUCCESS:
                 return  # its clients said goodbye and end by themselves
             for client_id in client_ids:
-                client = self.engine.tasks.get(client_id)
+                client = self.engine.find(client_id)
                 if client is not None and not client.terminal:
                     asyncio.get_running_loop().call_soon(
                         self.engine.cancel, ANY_NAMESPACE, client_id, f"Delta task {task.id} ended")

@@ -62,7 +62,7 @@ class Batch:
     def insert_tasks(self, tasks: list[Task], request_key: str = "") -> None:
         """Insert tasks; with an idempotency key, record it in the same transaction."""
         rows = [(t.id, t.uid, t.spec.namespace, t.spec.name, t.spec.to_json(), t.create_time_ms) + t.mutable_row()
-                for t in tasks]
+                + (t.spec.priority,) for t in tasks]
         request = [(request_key, ",".join(str(t.id) for t in tasks), tasks[0].create_time_ms)] if request_key else []
         self._items.append(("insert", (rows, request)))
 
@@ -239,7 +239,17 @@ class Store(ABC):
                    name_contains: str = "") -> list[Task]: ...
 
     @abstractmethod
-    def unfinished_tasks(self) -> list[Task]: ...
+    def active_tasks(self) -> list[Task]:
+        """Unfinished tasks that are not waiting in the queue (placed, running, being cancelled: model.ACTIVE)."""
+
+    @abstractmethod
+    def queued_tasks(self, after: tuple[int, int] | None, limit: int) -> list[Task]:
+        """Up to `limit` tasks waiting in the queue (model.SCHEDULABLE), in scheduling order: higher
+        priority first, then lower id; only those after `after` = (priority, id) in that order.
+        An index seek (the queue index), so a window of a queue of millions costs its own size."""
+
+    @abstractmethod
+    def count_unfinished(self) -> int: ...
 
     @abstractmethod
     def tasks_by_ids(self, ids: list[int]) -> list[Task]: ...
@@ -267,6 +277,10 @@ class Store(ABC):
     # -- small things -------------------------------------------------------------
     @abstractmethod
     def get_kv(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def servers(self) -> list[dict]:
+        """The servers sharing this database (server/cluster.py): name, address, started_ms, heartbeat_ms."""
 
     @abstractmethod
     def group_templates(self) -> list[dict]: ...

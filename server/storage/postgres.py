@@ -10,8 +10,6 @@ import functools
 import logging
 import os
 import re
-import signal
-import socket
 import threading
 import time
 from typing import Callable
@@ -21,16 +19,20 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import Unavailable
-from ..model import MUTABLE_FIELDS, TERMINAL, Task
+from ..model import ACTIVE, MUTABLE_FIELDS, SCHEDULABLE, TERMINAL, Task
 from . import sqlite as _sqlite_dialect
 from .base import AUDIT_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
 
 log = logging.getLogger(__name__)
 
 _DONE = ", ".join(str(int(s)) for s in sorted(TERMINAL))
+_ACTIVE = ", ".join(str(int(s)) for s in sorted(ACTIVE))
+QUEUED = "status IN (" + ", ".join(str(int(s)) for s in sorted(SCHEDULABLE)) + ")"
 _MIGRATION_LOCK = 0x7461736B  # pg_advisory_xact_lock key: one server migrates at a time
-_OWNER_LOCK = 0x74617368     # pg_try_advisory_lock key, held for a server's life (see Ownership)
-OWNER_CHECK_SECONDS = 2.0
+_OWNER_LOCK = 0x74617368     # pg_try_advisory_lock key: the scheduler's (see SchedulerLock)
+FENCED = "TH001"               # SQLSTATE taskhub_fence raises: a deposed scheduler's write
+IDLE_SESSION_MS = 5_000         # see SchedulerLock
+SERVER_FORGET_MS = 86_400_000  # a server row not renewed for a day is removed
 DOWN_SECONDS = 1.0
 ID_BLOCK = 64                  # task ids fetched from the sequence per round trip
 
@@ -116,11 +118,37 @@ def _from_sqlite(step: Callable) -> Callable:
     return run
 
 
+def _queue(cur) -> None:
+    """The queue lives in the database (see sqlite._queue): priority as a column, a partial index."""
+    cur.execute("ALTER TABLE tasks ADD COLUMN priority BIGINT NOT NULL DEFAULT 0")
+    cur.execute(f"UPDATE tasks SET priority = (spec::jsonb->>'priority')::bigint"
+                f" WHERE {QUEUED} AND (spec::jsonb->>'priority')::bigint <> 0")
+    cur.execute(f"CREATE INDEX tasks_queue ON tasks (priority DESC, id) WHERE {QUEUED}")
+
+
+def _cluster(cur) -> None:
+    """Several servers on one database (server/cluster.py): who is up, and the scheduler's fence."""
+    cur.execute("ALTER TABLE tasks ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0")
+    cur.execute("CREATE TABLE servers (name TEXT PRIMARY KEY, address TEXT NOT NULL, started_ms BIGINT NOT NULL,"
+                " heartbeat_ms BIGINT NOT NULL)")
+    # Run first in each transaction of the scheduler's writer. FOR SHARE: a take-over (which updates
+    # the epoch) waits for a transaction of the old scheduler in flight, and every later one is refused.
+    cur.execute(f"""CREATE FUNCTION taskhub_fence(mine BIGINT) RETURNS void AS $$
+        DECLARE now_epoch BIGINT;
+        BEGIN
+            SELECT value::bigint INTO now_epoch FROM kv WHERE key = 'epoch' FOR SHARE;
+            IF now_epoch IS DISTINCT FROM mine THEN
+                RAISE EXCEPTION 'taskhub: this server is no longer the scheduler (its epoch %, the current epoch %)',
+                    mine, now_epoch USING ERRCODE = '{FENCED}';
+            END IF;
+        END $$ LANGUAGE plpgsql""")
+
+
 # The one ordered list, the same steps as SQLite's (server/storage/sqlite.py): append only.
 MIGRATIONS: list[Callable] = [
     _tasks, _attempts_and_requests, _groups, _nodes, _auth,
     _from_sqlite(_sqlite_dialect._flow), _from_sqlite(_sqlite_dialect._flow_models),
-    _from_sqlite(_sqlite_dialect._flow_tenants),
+    _from_sqlite(_sqlite_dialect._flow_tenants), _queue, _cluster,
 ]
 assert len(MIGRATIONS) == len(_sqlite_dialect.MIGRATIONS), "both backends have the same schema versions"
 
@@ -145,8 +173,9 @@ def migrate(conn: psycopg.Connection) -> int:
 
 
 _COPY_TASKS = ("COPY tasks (id, uid, namespace, name, spec, create_time_ms, " + ", ".join(MUTABLE_FIELDS)
-               + ") FROM STDIN")
-_UPDATE_TASK = "UPDATE tasks SET " + ", ".join(f"{f}=%s" for f in MUTABLE_FIELDS) + " WHERE id=%s"
+               + ", priority) FROM STDIN")
+# `epoch`: the scheduler epoch that wrote the row last (a placement carries it: the fencing token).
+_UPDATE_TASK = "UPDATE tasks SET " + ", ".join(f"{f}=%s" for f in MUTABLE_FIELDS) + ", epoch=%s WHERE id=%s"
 _INSERT_REQUEST = "INSERT INTO create_requests (key, task_ids, created_ms) VALUES (%s, %s, %s)"
 _INSERT_LOG = ("INSERT INTO logs (task_id, seq, time_ms, stream, text) VALUES (%s, %s, %s, %s, %s)"
                " ON CONFLICT DO NOTHING")
@@ -215,69 +244,123 @@ def _safe_url(url: str) -> str:
     return urlunsplit(parts)
 
 
-class Ownership:
-    """One server owns the database at a time (until several can share it: see the issue-18 note).
+NOTIFY_BYTES = 7_900  # PostgreSQL takes payloads below 8000 bytes
 
-    A session advisory lock held on a dedicated connection: PostgreSQL drops it when that
-    connection ends, however the server ends (SIGKILL included), so a restart is never blocked
-    by a stale holder. Each take-over increments kv 'epoch'. A watcher re-takes the lock after a
-    database restart; if another server took it meanwhile (a higher epoch), `on_lost` runs
-    (by default this process stops itself with SIGTERM: two schedulers must never run at once).
+
+def id_ranges(ids: list[int]) -> list[str]:
+    """Sorted ids as 'a-b' runs (ids come from the sequence in blocks, so creates compress well)."""
+    out: list[str] = []
+    start = prev = None
+    for i in ids:
+        if prev is not None and i == prev + 1:
+            prev = i
+            continue
+        if start is not None:
+            out.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = i
+    if start is not None:
+        out.append(str(start) if start == prev else f"{start}-{prev}")
+    return out
+
+
+def parse_ids(payload: str) -> list[int]:
+    ids: list[int] = []
+    for part in payload.split(","):
+        a, _, b = part.partition("-")
+        ids.extend(range(int(a), int(b or a) + 1))
+    return ids
+
+
+def _payloads(parts: list[str]) -> list[str]:
+    """Comma-joined parts, cut into payloads PostgreSQL accepts."""
+    out, cur, size = [], [], 0
+    for p in parts:
+        if cur and size + len(p) + 1 > NOTIFY_BYTES:
+            out.append(",".join(cur))
+            cur, size = [], 0
+        cur.append(p)
+        size += len(p) + 1
+    if cur:
+        out.append(",".join(cur))
+    return out
+
+
+class SchedulerLock:
+    """The scheduler election and the cluster's notifications, on one dedicated connection.
+
+    Every server on the database holds one. `try_lead()` takes a session advisory lock: PostgreSQL
+    drops it when this connection ends, however the server ends (SIGKILL included), so a follower
+    takes over as soon as the leader's connection is gone. Each take-over increments kv 'epoch';
+    the writer's transactions are fenced by it (`taskhub_fence`). The connection also LISTENs
+    (`listen`) and writes this server's heartbeat row (`beat`). Used from one thread only.
     """
 
     def __init__(self, url: str, describe: str):
         self.url, self.describe = url, describe
-        self.on_lost: Callable[[str], None] = self._stop_process
-        self._stop = threading.Event()
-        self._conn = self._take()
-        self.epoch = int(self._conn.execute(
-            "INSERT INTO kv (key, value) VALUES ('epoch', '1') ON CONFLICT (key)"
-            " DO UPDATE SET value = (kv.value::bigint + 1)::text RETURNING value").fetchone()[0])
-        self._conn.execute("INSERT INTO kv (key, value) VALUES ('owner', %s) ON CONFLICT (key) DO UPDATE"
-                           " SET value = EXCLUDED.value", (f"pid {os.getpid()} on host {socket.gethostname()}",))
-        self._watcher = threading.Thread(target=self._watch, name="taskhub-db-owner", daemon=True)
-        self._watcher.start()
+        self.conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        # A frozen host must not hold the lock for long: its idle session is dropped after a few seconds.
+        # A frozen (SIGSTOPped) or vanished server must not hold the lock for long: PostgreSQL ends its
+        # session once idle this long (a live one runs a statement every POLL_SECONDS, server/cluster.py).
+        self.conn.execute(f"SET idle_session_timeout = {IDLE_SESSION_MS}")
+        self.conn.execute("SET tcp_keepalives_idle = 2")
+        self.conn.execute("SET tcp_keepalives_interval = 1")
+        self.conn.execute("SET tcp_keepalives_count = 2")
 
-    def _take(self) -> psycopg.Connection:
-        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
-        if conn.execute("SELECT pg_try_advisory_lock(%s)", (_OWNER_LOCK,)).fetchone()[0]:
-            return conn
-        row = conn.execute("SELECT value FROM kv WHERE key='owner'").fetchone()
-        conn.close()
-        raise StoreError(f"the database {self.describe} is in use by another taskhub server"
-                         f" ({row[0] if row else 'unknown'}); stop that server first, or give this one another --db")
+    def try_lead(self, name: str) -> tuple[int, int, str] | None:
+        """(epoch, since_ms, the previous scheduler's name) if this server is now the scheduler; None if
+        another one holds the lock."""
+        if not self.conn.execute("SELECT pg_try_advisory_lock(%s)", (_OWNER_LOCK,)).fetchone()[0]:
+            return None
+        with self.conn.transaction():
+            row = self.conn.execute("SELECT value FROM kv WHERE key = 'scheduler'").fetchone()
+            epoch = int(self.conn.execute(
+                "INSERT INTO kv (key, value) VALUES ('epoch', '1') ON CONFLICT (key)"
+                " DO UPDATE SET value = (kv.value::bigint + 1)::text RETURNING value").fetchone()[0])
+            since = int(time.time() * 1000)
+            self.conn.execute("INSERT INTO kv (key, value) VALUES ('scheduler', %s), ('scheduler_since_ms', %s)"
+                              " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (name, str(since)))
+        return epoch, since, row[0] if row else ""
 
-    def _watch(self) -> None:
-        while not self._stop.wait(OWNER_CHECK_SECONDS):
-            try:
-                self._conn.execute("SELECT 1")
-                continue
-            except psycopg.Error:
-                pass
-            try:  # the connection (and with it the lock) is gone: take it again, if nobody else did
-                conn = self._take()
-                epoch = int(conn.execute("SELECT value FROM kv WHERE key='epoch'").fetchone()[0])
-                if epoch != self.epoch:
-                    conn.close()
-                    self.on_lost(f"another server owned the database meanwhile (epoch {epoch}, ours {self.epoch})")
-                    return
-                self._conn = conn
-                log.warning("the database connection was lost and is back; still its owner (epoch %d)", self.epoch)
-            except StoreError as e:
-                self.on_lost(str(e))
-                return
-            except psycopg.Error:
-                continue  # the database is still away: calls answer UNAVAILABLE meanwhile
+    def retake(self, epoch: int) -> bool:
+        """After this connection broke (a database restart): the lock again, if nobody took over meanwhile."""
+        if not self.conn.execute("SELECT pg_try_advisory_lock(%s)", (_OWNER_LOCK,)).fetchone()[0]:
+            return False
+        if self.still_leads(epoch):
+            return True
+        self.conn.execute("SELECT pg_advisory_unlock(%s)", (_OWNER_LOCK,))
+        return False
 
-    @staticmethod
-    def _stop_process(why: str) -> None:
-        log.critical("no longer the owner of the database: %s; stopping", why)
-        os.kill(os.getpid(), signal.SIGTERM)
+    def still_leads(self, epoch: int) -> bool:
+        """The lock is ours and nobody took over since (raises psycopg.Error if the connection broke)."""
+        row = self.conn.execute("SELECT value FROM kv WHERE key = 'epoch'").fetchone()
+        return row is not None and int(row[0]) == epoch
+
+    def listen(self, channels: list[str]) -> None:
+        for ch in channels:
+            self.conn.execute(f"LISTEN {ch}")
+
+    def unlisten(self, channels: list[str]) -> None:
+        for ch in channels:
+            self.conn.execute(f"UNLISTEN {ch}")
+
+    def notifications(self, timeout: float):
+        """(channel, payload) pairs received within `timeout` seconds."""
+        return ((n.channel, n.payload) for n in self.conn.notifies(timeout=timeout))
+
+    def beat(self, name: str, address: str, started_ms: int, alive_ms: int) -> int:
+        """Renew this server's row; returns how many other servers are up (renewed within alive_ms)."""
+        now = int(time.time() * 1000)
+        self.conn.execute("INSERT INTO servers (name, address, started_ms, heartbeat_ms) VALUES (%s, %s, %s, %s)"
+                          " ON CONFLICT (name) DO UPDATE SET address = EXCLUDED.address,"
+                          " started_ms = EXCLUDED.started_ms, heartbeat_ms = EXCLUDED.heartbeat_ms",
+                          (name, address, started_ms, now))
+        self.conn.execute("DELETE FROM servers WHERE heartbeat_ms < %s", (now - SERVER_FORGET_MS,))
+        return self.conn.execute("SELECT COUNT(*) FROM servers WHERE name <> %s AND heartbeat_ms >= %s",
+                                 (name, now - alive_ms)).fetchone()[0]
 
     def close(self) -> None:
-        self._stop.set()
         try:
-            self._conn.close()
+            self.conn.close()
         except psycopg.Error:
             pass
 
@@ -298,12 +381,11 @@ class PostgresStore(Store):
             raise StoreError(f"cannot reach the PostgreSQL database {self.describe()}: {str(e).strip()}") from e
         except psycopg.Error as e:
             raise StoreError(f"the PostgreSQL database {self.describe()} cannot be used: {str(e).strip()}") from e
-        self.ownership: Ownership | None = None
-        if not read_only:
-            try:
-                self.ownership = Ownership(url, self.describe())
-            except psycopg.Error as e:
-                raise StoreError(f"cannot reach the PostgreSQL database {self.describe()}: {str(e).strip()}") from e
+        # Set by server/cluster.py: the scheduler's epoch (its writes are fenced by it), or 0 on a follower,
+        # whose creates are told to the scheduler (NOTIFY taskhub_created, in the creating transaction).
+        self.epoch = 0
+        self.tell_creates = False
+        self.on_fenced: Callable[[str], None] | None = None
         self.pool = ConnectionPool(url, min_size=1, max_size=pool_size, timeout=3, open=True,
                                    kwargs={"autocommit": True, "connect_timeout": 10}, name="taskhub-read")
         if not read_only:
@@ -316,8 +398,6 @@ class PostgresStore(Store):
     def close(self) -> None:
         super().close()
         self.pool.close()
-        if self.ownership:
-            self.ownership.close()
 
     def _rows(self, sql: str, params=(), dicts: bool = False) -> list:
         """Runs a read; a database that cannot be reached is UNAVAILABLE, with the reason. Once a
@@ -347,22 +427,54 @@ class PostgresStore(Store):
         return psycopg.connect(self.url, connect_timeout=10)
 
     def writer_apply(self, conn: psycopg.Connection, w: Work) -> None:
-        with conn.transaction():
-            cur = conn.cursor()
-            if w.inserts:  # COPY: one stream for the round's rows (a duplicate id still fails the round)
-                with cur.copy(_COPY_TASKS) as copy:
-                    for r in w.inserts:
-                        copy.write_row(_no_nul(r, _TASK_TEXTS))
-            if w.requests:
-                cur.executemany(_INSERT_REQUEST, [(_key(k), ids, ms) for k, ids, ms in w.requests])
-            if w.updates:
-                cur.executemany(_UPDATE_TASK, [_no_nul(row, _MUTABLE_TEXTS) + (tid,) for tid, row in w.updates.items()])
-            if w.logs:
-                cur.executemany(_INSERT_LOG, [r if "\0" not in r[4] else r[:4] + (r[4].replace("\0", NUL_STAND_IN),)
-                                              for r in w.logs])
-            if w.cursors:
-                cur.executemany("UPDATE tasks SET log_cursor=%s WHERE id=%s", w.cursors)
-            self.apply_ops(cur, w.ops)
+        try:
+            with conn.transaction():
+                cur = conn.cursor()
+                if self.epoch:  # the scheduler: refused (and nothing applied) once another took over
+                    cur.execute("SELECT taskhub_fence(%s)", (self.epoch,))
+                if w.inserts:  # COPY: one stream for the round's rows (a duplicate id still fails the round)
+                    with cur.copy(_COPY_TASKS) as copy:
+                        for r in w.inserts:
+                            copy.write_row(_no_nul(r, _TASK_TEXTS))
+                if w.requests:
+                    cur.executemany(_INSERT_REQUEST, [(_key(k), ids, ms) for k, ids, ms in w.requests])
+                if w.updates:
+                    cur.executemany(_UPDATE_TASK, [_no_nul(row, _MUTABLE_TEXTS) + (self.epoch, tid)
+                                                   for tid, row in w.updates.items()])
+                if w.logs:
+                    cur.executemany(_INSERT_LOG, [r if "\0" not in r[4] else r[:4] + (r[4].replace("\0", NUL_STAND_IN),)
+                                                  for r in w.logs])
+                if w.cursors:
+                    cur.executemany("UPDATE tasks SET log_cursor=%s WHERE id=%s", w.cursors)
+                self.apply_ops(cur, w.ops)
+                notes = self._notifications(w)
+                if notes:  # delivered only if this commits, in commit order (server/cluster.py listens)
+                    cur.execute("SELECT pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) AS n(c, p)",
+                                ([c for c, _ in notes], [p for _, p in notes]))
+        except psycopg.Error as e:
+            if e.sqlstate == FENCED and self.on_fenced is not None:
+                self.on_fenced(str(e).strip())
+            raise
+
+    def _notifications(self, w: Work) -> list[tuple[str, str]]:
+        """What this round tells the other servers: tasks changed (created, updated, deleted), log lines
+        committed (task:last seq), and, from a follower, the tasks the scheduler must pick up."""
+        notes = []
+        created = [r[0] for r in w.inserts]
+        changed = set(created).union(w.updates)
+        for name, args in w.ops:
+            if name == "delete_tasks":
+                changed.update(args[0])
+        notes += [("taskhub_changed", p) for p in _payloads(id_ranges(sorted(changed)))]
+        if created and self.tell_creates:
+            notes += [("taskhub_created", p) for p in _payloads(id_ranges(created))]
+        if w.logs:
+            last: dict[int, int] = {}
+            for task_id, seq, *_ in w.logs:
+                if seq > last.get(task_id, -1):
+                    last[task_id] = seq
+            notes += [("taskhub_logs", p) for p in _payloads([f"{t}:{q}" for t, q in last.items()])]
+        return notes
 
     # ---------------------------------------------------------------- operations (op_<name>)
     def op_delete_tasks(self, cur, ids: list[int]) -> None:
@@ -469,8 +581,20 @@ class PostgresStore(Store):
         return self._tasks(f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s",
                            (*params, limit))
 
-    def unfinished_tasks(self) -> list[Task]:
-        return self._tasks(f"SELECT * FROM tasks WHERE status NOT IN ({_DONE}) ORDER BY id")
+    def active_tasks(self) -> list[Task]:
+        return self._tasks(f"SELECT * FROM tasks WHERE status IN ({_ACTIVE}) ORDER BY id")
+
+    def queued_tasks(self, after: tuple[int, int] | None, limit: int) -> list[Task]:
+        if after is None:
+            return self._tasks(f"SELECT * FROM tasks WHERE {QUEUED} ORDER BY priority DESC, id LIMIT %s", (limit,))
+        # Two seeks on the queue index: the rest of `after`'s priority, then the lower priorities.
+        return self._tasks(
+            f"(SELECT * FROM tasks WHERE {QUEUED} AND priority = %s AND id > %s ORDER BY priority DESC, id LIMIT %s)"
+            f" UNION ALL (SELECT * FROM tasks WHERE {QUEUED} AND priority < %s ORDER BY priority DESC, id LIMIT %s)"
+            " ORDER BY priority DESC, id LIMIT %s", (after[0], after[1], limit, after[0], limit, limit))
+
+    def count_unfinished(self) -> int:
+        return self._rows(f"SELECT COUNT(*) FROM tasks WHERE status NOT IN ({_DONE})")[0][0]
 
     def request_keys(self, since_ms: int):
         return [_unkey(r[0]) for r in self._rows("SELECT key FROM create_requests WHERE created_ms>=%s", (since_ms,))]
@@ -504,6 +628,13 @@ class PostgresStore(Store):
     def get_kv(self, key: str) -> str | None:
         rows = self._rows("SELECT value FROM kv WHERE key=%s", (key,))
         return rows[0][0] if rows else None
+
+    def servers(self) -> list[dict]:
+        return self._dicts("SELECT * FROM servers ORDER BY name")
+
+    def tell_scheduler(self, payload: str) -> None:
+        """A follower's request to the scheduler (server/cluster.py: cancel, delete)."""
+        self._rows("SELECT pg_notify('taskhub_command', %s)", (payload,))
 
     def group_templates(self) -> list[dict]:
         return self._dicts("SELECT name, json, create_time_ms FROM group_templates")

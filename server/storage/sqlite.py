@@ -15,12 +15,15 @@ from typing import Callable
 
 import sqlite_utils
 
-from ..model import MUTABLE_FIELDS, TERMINAL, Task
+from ..model import ACTIVE, MUTABLE_FIELDS, SCHEDULABLE, TERMINAL, Task
 from .base import AUDIT_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
 
 log = logging.getLogger(__name__)
 
 _DONE = ", ".join(str(int(s)) for s in sorted(TERMINAL))
+_ACTIVE = ", ".join(str(int(s)) for s in sorted(ACTIVE))
+# The queue index's condition: a query must spell it the same way for SQLite to use the index.
+QUEUED = "status IN (" + ", ".join(str(int(s)) for s in sorted(SCHEDULABLE)) + ")"
 
 
 # ---------------------------------------------------------------- migrations
@@ -147,9 +150,26 @@ def _flow_tenants(db: sqlite_utils.Database) -> None:
                    f" WHERE j.job_id = {table}.job_id), 'fate')")
 
 
+def _queue(db: sqlite_utils.Database) -> None:
+    """The queue lives in the database: the engine reads a window of it in scheduling order
+    (priority, then id) through a partial index that holds only the tasks waiting to be placed."""
+    db.execute("ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+    db.execute(f"UPDATE tasks SET priority = CAST(json_extract(spec, '$.priority') AS INTEGER)"
+               f" WHERE {QUEUED} AND json_extract(spec, '$.priority') != 0")
+    db.execute(f"CREATE INDEX tasks_queue ON tasks (priority DESC, id) WHERE {QUEUED}")
+
+
+def _cluster(db: sqlite_utils.Database) -> None:
+    """Kept in step with PostgreSQL's schema (a SQLite file has one server: epoch stays 0, no server rows)."""
+    db.execute("ALTER TABLE tasks ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE TABLE servers (name TEXT PRIMARY KEY, address TEXT NOT NULL, started_ms INTEGER NOT NULL,"
+               " heartbeat_ms INTEGER NOT NULL)")
+
+
 # The one ordered list: append only; entry i moves the schema from version i to i+1 (PRAGMA user_version).
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
-    _tasks, _attempts_and_requests, _groups, _nodes, _auth, _flow, _flow_models, _flow_tenants,
+    _tasks, _attempts_and_requests, _groups, _nodes, _auth, _flow, _flow_models, _flow_tenants, _queue,
+    _cluster,
 ]
 # Databases written before the one list kept groups, nodes, auth and flow in kv rows
 # "schema:<name>" = steps done. Version (index + 1) -> (name, step) it was there.
@@ -203,7 +223,7 @@ def migrate(conn: sqlite3.Connection) -> int:
 _INSERT_TASK = (
     "INSERT INTO tasks (id, uid, namespace, name, spec, create_time_ms, "
     + ", ".join(MUTABLE_FIELDS)
-    + ") VALUES (" + ", ".join("?" * (6 + len(MUTABLE_FIELDS))) + ")"
+    + ", priority) VALUES (" + ", ".join("?" * (7 + len(MUTABLE_FIELDS))) + ")"
 )
 _UPDATE_TASK = "UPDATE tasks SET " + ", ".join(f"{f}=?" for f in MUTABLE_FIELDS) + " WHERE id=?"
 _INSERT_REQUEST = "INSERT INTO create_requests (key, task_ids, created_ms) VALUES (?, ?, ?)"
@@ -432,9 +452,24 @@ class SqliteStore(Store):
         sql = f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
         return [Task.from_row(dict(r)) for r in self.conn.execute(sql, (*params, limit))]
 
-    def unfinished_tasks(self) -> list[Task]:
-        rows = self.conn.execute(f"SELECT * FROM tasks WHERE status NOT IN ({_DONE}) ORDER BY id")
+    def active_tasks(self) -> list[Task]:
+        rows = self.conn.execute(f"SELECT * FROM tasks WHERE status IN ({_ACTIVE}) ORDER BY id")
         return [Task.from_row(dict(r)) for r in rows]
+
+    def queued_tasks(self, after: tuple[int, int] | None, limit: int) -> list[Task]:
+        # Two seeks on the queue index: the rest of `after`'s priority, then the lower priorities.
+        found = []
+        if after is not None:
+            found = self._rows(f"SELECT * FROM tasks INDEXED BY tasks_queue WHERE {QUEUED} AND priority = ? AND id > ?"
+                               " ORDER BY priority DESC, id LIMIT ?", (after[0], after[1], limit))
+        if len(found) < limit:
+            lower = "AND priority < ?" if after is not None else ""
+            found += self._rows(f"SELECT * FROM tasks INDEXED BY tasks_queue WHERE {QUEUED} {lower} ORDER BY priority DESC, id LIMIT ?",
+                                ((after[0],) if after is not None else ()) + (limit - len(found),))
+        return [Task.from_row(dict(r)) for r in found]
+
+    def count_unfinished(self) -> int:
+        return self.conn.execute(f"SELECT COUNT(*) FROM tasks WHERE status NOT IN ({_DONE})").fetchone()[0]
 
     def request_keys(self, since_ms: int):
         return (r[0] for r in self.conn.execute("SELECT key FROM create_requests WHERE created_ms>=?", (since_ms,)))
@@ -480,6 +515,9 @@ class SqliteStore(Store):
 
     def group_instances(self) -> list[dict]:
         return [dict(r) for r in self._rows("SELECT * FROM group_instances")]
+
+    def servers(self) -> list[dict]:
+        return [dict(r) for r in self._rows("SELECT * FROM servers ORDER BY name")]
 
     def nodes(self) -> list[dict]:
         return [dict(r) for r in self._rows("SELECT * FROM nodes")]
