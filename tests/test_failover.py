@@ -163,3 +163,51 @@ def test_server_killed_under_streams_agent_and_gateway(tmp_path):
         agent.close()
         first.close()
         second.close()
+
+
+def test_agent_and_clients_follow_the_scheduler_of_a_cluster(tmp_path, pg_url):
+    """Three servers on one PostgreSQL. An agent and a client given followers first are sent on to
+    the scheduler by its hint; the scheduler is SIGKILLed with a run on the agent and streams on
+    it: the agent finds the next scheduler along its list with the run going on, and the streams
+    resume on a follower, each line and the end once."""
+    servers = []
+    for i in range(3):  # one after the other: the first one is the scheduler
+        (tmp_path / f"s{i}").mkdir()
+        servers.append(ServerProcess(tmp_path / f"s{i}", ["--http-port", "-1", "--no-local-node", "--node-timeout",
+                                                          "120"], db=pg_url).start())
+    leader, f1, f2 = (s.grpc_target for s in servers)
+    agent = AgentProcess(f"{f1},{f2},{leader}", "cluster-agent", tmp_path).start()
+    go = tmp_path / "go"
+    c = TaskhubClient(f"{leader},{f1},{f2}", create_retries=30)
+    try:
+        agent.wait_registered()
+        assert any(f"{f1} is not the scheduler; connecting to the scheduler at {leader}" in line
+                   for line in agent.output), agent.output
+        assert any(f"registered as cluster-agent with {leader}" in line for line in agent.output)
+        with TaskhubClient(f"{f1},{f2}") as via_followers:  # a node call on a follower: sent on to the scheduler
+            assert [n.name for n in via_followers.nodes.list_nodes()] == ["cluster-agent"]
+
+        script = f"echo line 1; while [ ! -e {go} ]; do sleep 0.05; done; echo line 2"
+        task = c.create_task(argv=["sh", "-c", script])
+        lines: list[str] = []
+        ended: list = []
+        threads = [threading.Thread(target=lambda: lines.extend(x.text for x in c.trace(task.id)), daemon=True),
+                   threading.Thread(target=lambda: ended.append(c.wait(task.id)), daemon=True)]
+        for t in threads:
+            t.start()
+        wait_for(lambda: lines == ["line 1"], what="the first line")
+
+        servers[0].kill()
+        wait_for(lambda: agent.registrations() >= 2, timeout=120, what="the agent to find the next scheduler")
+        go.touch()
+        for t in threads:
+            t.join(120)
+        assert lines == ["line 1", "line 2"]
+        assert ended and ended[0].status == pb.TASK_STATUS_SUCCESS and ended[0].retries == 0
+        answer = run_cli("node", "list", env={"TASKHUB_SERVER": f"{leader},{f1},{f2}"})
+        assert answer.returncode == 0 and "cluster-agent" in answer.stdout, answer.stderr
+    finally:
+        c.close()
+        agent.close()
+        for s in servers:
+            s.close()
