@@ -7,7 +7,7 @@ import time
 from taskhub.v1 import auth_service_pb2 as pb
 from taskhub.v1 import auth_service_pb2_grpc as svc
 
-from .cli_support import DEFAULT_SERVER, add_connection_flags, connect, parse_duration, print_message
+from .cli_support import DEFAULT_SERVER, SERVER_HELP, add_connection_flags, connect, parse_duration, print_message
 
 
 def expiry_seconds(text: str) -> int:
@@ -75,7 +75,7 @@ def cmd_audit(a) -> int:
 
 def add_token_parser(sub) -> None:
     t = sub.add_parser("token", help="create, list and revoke tokens; read the audit log (admin)")
-    t.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")
+    t.add_argument("--server", default=DEFAULT_SERVER, help=SERVER_HELP)
     add_connection_flags(t)
     verbs = t.add_subparsers(dest="verb", required=True, metavar="VERB")
     c = verbs.add_parser("create", help="create a token; prints it once")

@@ -15,8 +15,8 @@ from taskhub.v1 import task_pb2 as pb
 
 from .auth_cli import add_token_parser
 from .cluster_cli import add_cluster_parser
-from .cli_support import (DEFAULT_SERVER, accept_global_flags_after_verb, add_connection_flags, connect, key_values,
-                          print_message)
+from .cli_support import (DEFAULT_SERVER, SERVER_HELP, accept_global_flags_after_verb, add_connection_flags, connect,
+                          key_values, print_message)
 from .client import make_spec, status_name
 from .flow_cli import add_flow_parser
 from .groups_cli import add_group_parser
@@ -112,7 +112,7 @@ def cmd_task_wait(a) -> int:
 
 def add_task_parser(sub) -> None:
     t = sub.add_parser("task", help="create, inspect, follow and end tasks")
-    t.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")
+    t.add_argument("--server", default=DEFAULT_SERVER, help=SERVER_HELP)
     t.add_argument("--namespace", "-n", default="", help="namespace (default: default)")
     add_connection_flags(t)
     tv = t.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -193,7 +193,9 @@ def run(args: argparse.Namespace) -> int:
     except grpc.RpcError as e:
         code = e.code()
         if code == grpc.StatusCode.UNAVAILABLE:
-            print(f"taskhub: cannot reach the server at {getattr(args, 'server', '?')}: {e.details()}", file=sys.stderr)
+            server = getattr(args, "server", "?")
+            where = f"any of the servers {server}" if "," in server else f"the server at {server}"
+            print(f"taskhub: cannot reach {where}: {e.details()}", file=sys.stderr)
         else:
             print(f"taskhub: {code.name}: {e.details()}", file=sys.stderr)
         return 2

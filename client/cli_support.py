@@ -10,6 +10,7 @@ from google.protobuf import json_format
 from .client import TaskhubClient
 
 DEFAULT_SERVER = os.environ.get("TASKHUB_SERVER", "127.0.0.1:50051")
+SERVER_HELP = "gRPC address host:port, or a list h1:50051,h2:50051 to fail over along (env TASKHUB_SERVER)"
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -23,8 +24,11 @@ def parse_duration(text: str) -> float:
 
 def connect(args):
     """A TaskhubClient for the --server (and --namespace, --token, --tls-ca, if any) of the parsed arguments."""
-    return TaskhubClient(args.server, namespace=getattr(args, "namespace", "") or "",
-                         token=getattr(args, "token", None), tls_ca=getattr(args, "tls_ca", None))
+    try:
+        return TaskhubClient(args.server, namespace=getattr(args, "namespace", "") or "",
+                             token=getattr(args, "token", None), tls_ca=getattr(args, "tls_ca", None))
+    except ValueError as e:  # a bad --server / TASKHUB_SERVER
+        raise SystemExit(f"taskhub: --server: {e}")
 
 
 def add_connection_flags(parser) -> None:

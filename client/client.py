@@ -15,6 +15,7 @@ from taskhub.v1 import task_service_pb2 as svc
 from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 
 from .credentials import BearerToken, auth_metadata, env_token, open_channel
+from .failover import FailoverChannel
 from .typed import Auth, Cluster, Delta, Flow, Groups, Nodes
 
 TERMINAL = {pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_CANCELLED, pb.TASK_STATUS_FAILED}
@@ -76,12 +77,14 @@ class TaskhubClient:
         # token / tls_ca default to TASKHUB_TOKEN / TASKHUB_TLS_CA; the token goes on every call
         # of every stub (tasks, groups, nodes). tls_cert/tls_key: a client certificate (mutual TLS).
         # create_retries: creates retried (same request_id) after UNAVAILABLE / DEADLINE_EXCEEDED.
-        target = target.removeprefix("grpc://")
+        # target: host:port, or a list of servers h1:50051,h2:50051 (one database): calls fail over by
+        # themselves and streams resume on the next server (client/failover.py).
         token = env_token() if token is None else token
         if channel is None:
             # Task calls carry the token as call metadata: a client interceptor costs more per call
             # than the call's own Python work. The other stubs get it from an intercepted channel.
-            raw = open_channel(target, token="", tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+            raw = open_channel(target, token="", tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+                               turns=create_retries)
             self._auth = auth_metadata(token)
             channel = grpc.intercept_channel(raw, BearerToken(token)) if token else raw
         else:
@@ -99,6 +102,9 @@ class TaskhubClient:
         self.timeout = timeout
         self.metadata = None  # per-call metadata (the token is added to it)
         self.create_retries = create_retries
+        self.servers = raw.addresses if isinstance(raw, FailoverChannel) else [target]
+        # A list's channel retries by itself (the same request_id on the next server).
+        self._create_attempts = 1 if isinstance(raw, FailoverChannel) else create_retries + 1
         # request_ids: a random prefix and a count (unique like uuid4 each, without a syscall per create)
         self._request_prefix, self._request_count = uuid.uuid4().hex, itertools.count()
 
@@ -147,11 +153,12 @@ class TaskhubClient:
         return f"{self._request_prefix}-{next(self._request_count)}"
 
     def _retrying(self, call, request):
-        for attempt in range(self.create_retries + 1):
+        last = self._create_attempts - 1
+        for attempt in range(last + 1):
             try:
                 return call(request, **self._kw())
             except grpc.RpcError as e:
-                if e.code() not in RETRYABLE or attempt == self.create_retries:
+                if e.code() not in RETRYABLE or attempt == last:
                     raise
                 time.sleep(min(5.0, 0.2 * 2 ** attempt))
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .cli_support import DEFAULT_SERVER, add_connection_flags, connect, print_message
+from .cli_support import DEFAULT_SERVER, SERVER_HELP, add_connection_flags, connect, print_message
 
 
 def _when(ms: int) -> str:
@@ -30,7 +30,7 @@ def add_cluster_parser(sub) -> None:
     c = sub.add_parser("cluster", help="the servers on the database and which one schedules",
                        description="Lists the servers sharing the server's database (PostgreSQL), which one is"
                                    " the scheduler, its epoch and since when. Any server answers.")
-    c.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")
+    c.add_argument("--server", default=DEFAULT_SERVER, help=SERVER_HELP)
     c.add_argument("--json", action="store_true", help="the answer as JSON")
     add_connection_flags(c)
     c.set_defaults(fn=cmd_cluster)

@@ -7,6 +7,9 @@ import os
 
 import grpc
 
+from .failover import FailoverChannel
+from .servers import parse_servers
+
 MESSAGE_OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
 
 
@@ -64,15 +67,22 @@ class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterc
 
 
 def open_channel(target: str, *, token: str | None = None, tls_ca: str | None = None, tls_cert: str = "",
-                 tls_key: str = "", options=MESSAGE_OPTIONS) -> grpc.Channel:
+                 tls_key: str = "", options=MESSAGE_OPTIONS, turns: int = 5) -> grpc.Channel:
     """A blocking channel. token/tls_ca default to TASKHUB_TOKEN / TASKHUB_TLS_CA; a target
-    starting with grpcs:// (or a CA) means TLS."""
+    starting with grpcs:// (or a CA) means TLS. A list of servers (h1:50051,h2:50051) gives a
+    channel that fails over by itself (client/failover.py; `turns`: passes over the list)."""
     token = env_token() if token is None else token
     tls_ca = env_tls_ca() if tls_ca is None else tls_ca
-    tls = target.startswith("grpcs://") or bool(tls_ca) or bool(tls_cert)
-    target = target.removeprefix("grpcs://").removeprefix("grpc://")
-    channel = (grpc.secure_channel(target, channel_credentials(tls_ca, tls_cert, tls_key), options=options) if tls
-               else grpc.insecure_channel(target, options=options))
+    addresses = parse_servers(target)
+    tls = any(a.startswith("grpcs://") for a in addresses) or bool(tls_ca) or bool(tls_cert)
+
+    def dial(address: str) -> grpc.Channel:
+        address = address.removeprefix("grpcs://").removeprefix("grpc://")
+        if tls:
+            return grpc.secure_channel(address, channel_credentials(tls_ca, tls_cert, tls_key), options=options)
+        return grpc.insecure_channel(address, options=options)
+
+    channel = dial(addresses[0]) if len(addresses) == 1 else FailoverChannel(addresses, dial, turns)
     return grpc.intercept_channel(channel, BearerToken(token)) if token else channel
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from .cli_support import DEFAULT_SERVER, add_connection_flags, connect
+from .cli_support import DEFAULT_SERVER, SERVER_HELP, add_connection_flags, connect
 from .fate_suite import add_suite_flags, run_and_print
 from .flow import FlowClient
 from .flow_models_cli import COMMANDS as FLOW_MODEL_COMMANDS
@@ -108,7 +108,7 @@ def cmd_flow(a) -> int:
 
 def add_flow_parser(sub) -> None:
     f = sub.add_parser("flow", help="FATE Flow jobs, tasks, components, data, tables, queue, models and tags (seed 004)")
-    f.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")
+    f.add_argument("--server", default=DEFAULT_SERVER, help=SERVER_HELP)
     add_connection_flags(f)
     nouns = f.add_subparsers(dest="flow_noun", required=True, metavar="NOUN")
     verbs_of: dict = {}

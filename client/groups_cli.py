@@ -5,7 +5,7 @@ import sys
 
 from taskhub.v1 import task_group_service_pb2 as pb
 
-from .cli_support import DEFAULT_SERVER, add_connection_flags, connect, print_message
+from .cli_support import DEFAULT_SERVER, SERVER_HELP, add_connection_flags, connect, print_message
 
 def cmd_create(a) -> int:
     text = sys.stdin.read() if a.file == "-" else open(a.file, encoding="utf-8").read()
@@ -55,7 +55,7 @@ def cmd_stop(a) -> int:
 
 def add_group_parser(sub) -> None:
     g = sub.add_parser("group", help="task group templates and instances")
-    g.add_argument("--server", default=DEFAULT_SERVER, help="gRPC address (env TASKHUB_SERVER)")
+    g.add_argument("--server", default=DEFAULT_SERVER, help=SERVER_HELP)
     add_connection_flags(g)
     verbs = g.add_subparsers(dest="verb", required=True, metavar="VERB")
     c = verbs.add_parser("create", help="store a template from a JSON file ('-': stdin)")

@@ -6,7 +6,7 @@ import argparse
 
 from taskhub.v1 import node_service_pb2 as pb
 
-from .cli_support import DEFAULT_SERVER, add_connection_flags, connect, print_message
+from .cli_support import DEFAULT_SERVER, SERVER_HELP, add_connection_flags, connect, print_message
 
 
 def cmd_no_agent(a) -> int:
@@ -44,7 +44,7 @@ def cmd_drain(a) -> int:
 def add_node_parser(sub) -> argparse.ArgumentParser:
     n = sub.add_parser("node", help="run the node agent (no verb), or list / get / drain nodes",
                        description="Without a verb: run the node agent for the server at --server.")
-    n.add_argument("--server", default=DEFAULT_SERVER, help="server gRPC address HOST:PORT (env TASKHUB_SERVER)")
+    n.add_argument("--server", default=DEFAULT_SERVER, help=SERVER_HELP)
     add_connection_flags(n)
     n.set_defaults(fn=cmd_no_agent)
     verbs = n.add_subparsers(dest="verb", metavar="VERB")

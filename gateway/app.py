@@ -1,7 +1,7 @@
 """The HTTP gateway: an aiohttp server that is a client of taskhub's gRPC API (never of the database).
 
 `taskhub serve` runs it in-process (started after gRPC, stopped before it); `taskhub gateway
---grpc HOST:PORT` runs it alone. Routes: the legacy families (gateway/families/*), then
+--grpc HOST:PORT` (or a list of servers on one database, HOST:PORT,HOST:PORT) runs it alone. Routes: the legacy families (gateway/families/*), then
 every annotated TaskService RPC (gateway/transcode.py); then /metrics, /openapi.json and the
 dashboard under /ui/.
 """
@@ -16,11 +16,13 @@ import grpc
 from aiohttp import web
 
 from client.credentials import channel_credentials
+from client.servers import parse_servers
 
 from . import credentials, fate_auth, metrics, openapi, transcode, ui
 from .uploads import MAX_UPLOAD, MAX_UPLOAD_KEY
 from .fate_auth import FateVerifier
 from .errors import last_resort
+from .failover import AioFailoverChannel
 from .families import aaas, delta, fate, fate_models, hugegraph, taskgroups
 from .families.common import STUBS, Stubs
 
@@ -82,13 +84,17 @@ class Gateway:
 
     async def start(self) -> None:
         options = [("grpc.max_receive_message_length", self.max_body), ("grpc.max_send_message_length", self.max_body)]
-        # Interceptors pass each HTTP caller's credentials through (gateway/credentials.py).
-        if self.tls_ca:
-            self.channel = grpc.aio.secure_channel(self.grpc_target, channel_credentials(self.tls_ca), options=options,
-                                                   interceptors=credentials.interceptors())
-        else:
-            self.channel = grpc.aio.insecure_channel(self.grpc_target, options=options,
-                                                     interceptors=credentials.interceptors())
+
+        def dial(target: str) -> grpc.aio.Channel:
+            # Interceptors pass each HTTP caller's credentials through (gateway/credentials.py).
+            target = target.removeprefix("grpc://")
+            if self.tls_ca:
+                return grpc.aio.secure_channel(target, channel_credentials(self.tls_ca), options=options,
+                                               interceptors=credentials.interceptors())
+            return grpc.aio.insecure_channel(target, options=options, interceptors=credentials.interceptors())
+
+        addresses = parse_servers(self.grpc_target)  # several: one database, failed over (gateway/failover.py)
+        self.channel = dial(addresses[0]) if len(addresses) == 1 else AioFailoverChannel(addresses, dial)
         # handler_cancellation: a client that goes away ends its log stream (and the gRPC call) at once.
         self.runner = web.AppRunner(build_app(self.channel, self.max_body, self.require_credentials,
                                               self.fate_verifier, self.authenticate, self.max_upload,

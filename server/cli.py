@@ -14,6 +14,7 @@ import sys
 from client.cli import add_client_verbs, run
 from client.cli_support import DEFAULT_SERVER, accept_global_flags_after_verb, key_values
 from client.credentials import env_tls_ca, env_token
+from client.servers import parse_servers
 
 from .store_cli import add_reliability_flags, add_store_parser
 
@@ -51,8 +52,12 @@ def cmd_gateway(a) -> int:
     from gateway.app import https_context, run_alone
     if bool(a.tls_cert) != bool(a.tls_key):
         raise SystemExit("taskhub: give both --tls-cert and --tls-key (or neither)")
+    try:
+        parse_servers(a.grpc)
+    except ValueError as e:
+        raise SystemExit(f"taskhub gateway: --grpc: {e}")
     ctx = https_context(a.tls_cert, a.tls_key, a.tls_client_ca) if a.tls_cert else None
-    return run_alone(a.grpc.removeprefix("grpc://"), a.host, a.port, a.tls_ca if a.tls_ca is not None else env_tls_ca(),
+    return run_alone(a.grpc, a.host, a.port, a.tls_ca if a.tls_ca is not None else env_tls_ca(),
                      ctx)
 
 
@@ -63,8 +68,12 @@ def cmd_agent(a) -> int:
     if a.token:
         print("taskhub node: --token on the command line is visible to every user of this machine (ps);"
               " pass it as TASKHUB_TOKEN instead", file=sys.stderr, flush=True)
+    try:
+        parse_servers(a.server)
+    except ValueError as e:
+        raise SystemExit(f"taskhub node: --server: {e}")
     return run_agent(AgentConfig(
-        server=a.server.removeprefix("grpc://"), name=a.name, address=a.address, slots=a.slots,
+        server=a.server, name=a.name, address=a.address, slots=a.slots,
         labels=key_values(a.label, "--label"), python_workers=a.python_workers, work_dir=a.work_dir,
         data_dir=a.data_dir,
         task_paths=a.task_path or [], kill_grace=a.kill_grace, heartbeat=a.heartbeat, max_backoff=a.max_backoff,
@@ -164,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_serve)
 
     gw = sub.add_parser("gateway", help="run the HTTP gateway alone, as a client of a taskhub gRPC server")
-    gw.add_argument("--grpc", default=DEFAULT_SERVER, help="gRPC address of the server (env TASKHUB_SERVER)")
+    gw.add_argument("--grpc", default=DEFAULT_SERVER,
+                    help="gRPC address of the server, or a list h1:50051,h2:50051 of servers on one database to fail"
+                         " over along (env TASKHUB_SERVER)")
     gw.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     gw.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080; 0 picks a free port)")
     gw.add_argument("--tls-ca", default=None, metavar="PEM", help="the server's CA: dial it over TLS (env TASKHUB_TLS_CA)")

@@ -26,6 +26,7 @@ SKIP = {
     r"\[--|\bNAME\b|\bID\b": "a placeholder, not a value",
     r"run_job\(dsl, conf": "dsl and conf are named, not given; tests/test_flow_components.py runs that job",
     r"postgresql://\S*@db\.example": "a placeholder database host: tests/test_postgres_e2e.py serves on a real PostgreSQL",
+    r"\bh[123]:50051": "placeholder hosts of several servers: tests/test_failover.py fails over between real ones",
     r"flow_sdk": "FATE's own client: tests/seeds/test_seed_004.py runs its examples",
 }
 

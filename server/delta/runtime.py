@@ -21,6 +21,9 @@ import grpc
 from taskhub.v1 import delta_service_pb2 as pb
 from taskhub.v1 import delta_service_pb2_grpc as pb_grpc
 
+from client.credentials import open_channel
+from client.servers import is_list
+
 from . import secagg
 
 RECEIVE_POLL = 5.0  # seconds per DeltaReceive call, so cancellation is noticed between calls
@@ -40,15 +43,11 @@ def _stub() -> pb_grpc.DeltaServiceStub:
         raise DeltaRunError("TASKHUB_SERVER is not set: a Delta task runs only as a taskhub task")
     with _lock:  # one channel per worker process
         ch = _channels.get(target)
-        if ch is None:
-            ca = os.environ.get("TASKHUB_TLS_CA", "")
-            if ca:
-                with open(ca, "rb") as f:
-                    ch = grpc.secure_channel(target, grpc.ssl_channel_credentials(f.read()), options=_OPTIONS)
-            else:
-                ch = grpc.insecure_channel(target, options=_OPTIONS)
+        if ch is None:  # a list of servers (an agent of several) fails over by itself
+            ch = open_channel(target, token="", tls_ca=os.environ.get("TASKHUB_TLS_CA", ""), options=_OPTIONS)
             _channels[target] = ch
-            grpc.channel_ready_future(ch).result(timeout=60)
+            if not is_list(target):
+                grpc.channel_ready_future(ch).result(timeout=60)
     return pb_grpc.DeltaServiceStub(ch)
 
 

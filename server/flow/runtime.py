@@ -18,7 +18,8 @@ import grpc
 from taskhub.v1 import flow_service_pb2 as pb
 from taskhub.v1 import flow_service_pb2_grpc as pb_grpc
 
-from client.credentials import channel_credentials
+from client.credentials import open_channel
+from client.servers import is_list
 
 from .components.base import Component, ComponentError, decode_row, encode_row
 
@@ -35,15 +36,14 @@ def _stub(target: str) -> pb_grpc.FlowServiceStub:
     with _lock:  # one channel per worker process, reused by every task it runs
         ch = _channels.get(target)
         if ch is None:
-            ca = os.environ.get("TASKHUB_TLS_CA", "")
-            if ca:  # a TLS server: the agent passes down its CA (and client certificate, for mutual TLS)
-                creds = channel_credentials(ca, os.environ.get("TASKHUB_TLS_CERT", ""),
-                                            os.environ.get("TASKHUB_TLS_KEY", ""))
-                ch = grpc.secure_channel(target, creds, options=_OPTIONS)
-            else:
-                ch = grpc.insecure_channel(target, options=_OPTIONS)
+            # A TLS server: the agent passes down its CA (and client certificate, for mutual TLS). A list
+            # of servers (an agent of several) gives a channel that fails over by itself.
+            ch = open_channel(target, token="", tls_ca=os.environ.get("TASKHUB_TLS_CA", ""),
+                              tls_cert=os.environ.get("TASKHUB_TLS_CERT", ""),
+                              tls_key=os.environ.get("TASKHUB_TLS_KEY", ""), options=_OPTIONS)
             _channels[target] = ch
-            grpc.channel_ready_future(ch).result(timeout=60)  # the server may still be starting
+            if not is_list(target):
+                grpc.channel_ready_future(ch).result(timeout=60)  # the server may still be starting
     return pb_grpc.FlowServiceStub(ch)
 
 

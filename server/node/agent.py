@@ -37,6 +37,8 @@ from taskhub.v1 import node_service_pb2 as pb
 from taskhub.v1 import node_service_pb2_grpc as svc_grpc
 
 from client.credentials import auth_metadata, open_aio_channel
+from client.failover import Addresses
+from client.servers import leader_hint, parse_servers
 
 from ..delta.datasets import node_labels
 from . import task_user as task_users
@@ -52,7 +54,7 @@ log = logging.getLogger("taskhub.agent")
 
 @dataclass
 class AgentConfig:
-    server: str = "127.0.0.1:50051"
+    server: str = "127.0.0.1:50051"  # or a list h1:50051,h2:50051 of servers on one database
     name: str = ""                  # default: the host name
     address: str = ""               # default: the address the server sees
     slots: int = 0                  # 0: 8 x cores
@@ -155,6 +157,8 @@ class Agent:
         self._lease_changed = asyncio.Event()
         self.buffered_lines = 0                      # log lines in self.buffer
         self.dropped_lines: dict[int, int] = {}      # task id -> log lines dropped while disconnected
+        # Where to connect: the list in turn; a follower's answer names the scheduler, which is dialled next.
+        self.servers = Addresses(parse_servers(cfg.server), dial=lambda address: address)
 
     # -------------------------------------------------------------- life
     async def run(self) -> int:
@@ -183,7 +187,8 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopping.set)
-        print(f"taskhub node: {self.name} ({self.slots} slots) connecting to {self.cfg.server}", flush=True)
+        print(f"taskhub node: {self.name} ({self.slots} slots) connecting to {', '.join(self.servers.addresses)}",
+              flush=True)
         connector = loop.create_task(self._connect_forever())
         lease_watch = loop.create_task(self._watch_lease())
         await self._stopping.wait()
@@ -217,22 +222,37 @@ class Agent:
         return instance
 
     async def _connect_forever(self) -> None:
-        backoff = 0.1
+        """Sessions one after the other. Runs go on meanwhile (the lease). A failed session moves to the
+        next server of the list at once; the wait grows only when a whole turn of the list failed.
+        A follower's answer names the scheduler: dialled next, without a wait (a few hops at most)."""
+        backoff, failures, hops = 0.1, 0, 0
         while True:
             try:
-                registered = await self._session()
+                registered, led = await self._session()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a bug in one session must not end reconnecting
                 print(f"taskhub node: session failed ({type(e).__name__}: {e}); reconnecting", flush=True)
                 log.debug("session failed", exc_info=True)
-                registered = False
-            backoff = 0.1 if registered else min(backoff * 2, self.cfg.max_backoff)
-            await asyncio.sleep(backoff)
+                registered, led = False, False
+            if registered:
+                backoff, failures, hops = 0.1, 0, 0
+            elif led and hops < 3:
+                hops += 1
+                continue
+            else:
+                hops = 0
+                failures += 1
+                if failures % len(self.servers.addresses) == 0:
+                    backoff = min(backoff * 2, self.cfg.max_backoff)
+            await asyncio.sleep(0.1 if failures % len(self.servers.addresses) else backoff)
 
-    async def _session(self) -> bool:
-        """One stream, until it breaks. True if the server accepted the registration."""
-        registered = False
+    async def _session(self) -> tuple[bool, bool]:
+        """One stream, until it breaks. (the server accepted the registration, a follower named the
+        scheduler: dial it next)."""
+        registered = led = False
+        index = self.servers.current
+        server = self.servers.addresses[index]
         send: asyncio.Queue = asyncio.Queue()
         registering_at = time.monotonic()  # the first lease counts from here
         self._report_dropped()
@@ -252,7 +272,7 @@ class Agent:
         self._send = send
 
         cfg = self.cfg
-        channel = open_aio_channel(cfg.server, tls_ca=cfg.tls_ca, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key)
+        channel = open_aio_channel(server, tls_ca=cfg.tls_ca, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key)
         beat = call = writer = None
         try:
             call = svc_grpc.NodeServiceStub(channel).Connect(metadata=auth_metadata(cfg.token))
@@ -263,7 +283,7 @@ class Agent:
                     self.heartbeat_seconds = self.cfg.heartbeat or msg.registered.heartbeat_seconds or 2.0
                     self.lease_seconds = msg.registered.lease_seconds
                     self._renew(registering_at)
-                    print(f"taskhub node: registered as {msg.registered.name} with {self.cfg.server}", flush=True)
+                    print(f"taskhub node: registered as {msg.registered.name} with {server}", flush=True)
                     if beat is None:
                         beat = asyncio.get_running_loop().create_task(self._heartbeats(send))
                 self._handle(msg)
@@ -273,7 +293,13 @@ class Agent:
                 call.cancel()
             raise
         except grpc.aio.AioRpcError as e:
-            if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            leader = leader_hint(e)
+            if leader:
+                print(f"taskhub node: {server} is not the scheduler; connecting to the scheduler at {leader}",
+                      flush=True)
+                self.servers.lead_to(leader)
+                led = True
+            elif e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                 # No retry can fix a missing, wrong or revoked token: stop (and kill the runs).
                 print(f"taskhub node: refused by the server: {e.details()}", flush=True)
                 self.exit_code = 2
@@ -281,8 +307,8 @@ class Agent:
             elif e.code() in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INVALID_ARGUMENT):
                 print(f"taskhub node: refused: {e.details()}", flush=True)
             elif registered:
-                print(f"taskhub node: lost the server ({e.code().name}); runs continue while the lease lasts,"
-                      " reconnecting", flush=True)
+                print(f"taskhub node: lost the server {server} ({e.code().name}); runs continue while the lease"
+                      " lasts, reconnecting", flush=True)
         finally:
             for task in (beat, writer):
                 if task is not None:
@@ -297,7 +323,9 @@ class Agent:
                     for ev in msg.events:
                         self._buffer(ev)
             await asyncio.shield(channel.close(grace=None))
-        return registered
+        if not led:
+            self.servers.failed(index)  # the next session tries the next server of the list
+        return registered, led
 
     @staticmethod
     async def _write(call, send: asyncio.Queue) -> None:
