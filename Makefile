@@ -83,6 +83,7 @@ postgres:
 bench: install postgres
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.backends
+	$(BIN)/python -m bench.cluster
 	$(BIN)/python -m bench.fate_flow
 	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.fate_suites
@@ -93,8 +94,9 @@ bench-peer: install
 
 # Real server and agents killed and frozen at random for 10 minutes, then the invariants are checked
 # (bench/chaos.py; bench/results/chaos.json). A 30-second version runs in `make test`.
-chaos: install
-	$(BIN)/python -m bench.chaos --seconds $${CHAOS_SECONDS:-600}
+# CHAOS_HA=1: three servers on one PostgreSQL, the scheduler killed most often (bench/chaos_ha.py).
+chaos: install $(if $(CHAOS_HA),postgres)
+	$(BIN)/python -m bench.chaos --seconds $${CHAOS_SECONDS:-600} $(if $(CHAOS_HA),--ha)
 
 clean:
 	rm -rf $(VENV) $(GEN) build dist *.egg-info bench/.venv-peer

@@ -103,6 +103,7 @@ class Chaos:
         self.lease, self.grace, self.pace = lease, grace, pace
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
+        self.targets = [self.target]  # the load's servers, tried in turn (bench/chaos_ha.py has three)
         self.markers = workdir / "markers"
         self.markers.mkdir(parents=True, exist_ok=True)
         self.db = workdir / "taskhub.db"
@@ -150,9 +151,10 @@ class Chaos:
         return pb.TaskSpec(type=pb.TASK_TYPE_PYTHON, callable="chaos_tasks:work", input_json=json.dumps(
             {"markers": str(self.markers), "key": key, "duration": duration, "lines": lines}), **common)
 
-    def _create(self, stub, request_id: str, specs: list[pb.TaskSpec]) -> list[int]:
-        """Create, retrying with the same request id until the server acknowledges."""
-        while True:
+    def _create(self, stubs: list, request_id: str, specs: list[pb.TaskSpec]) -> list[int]:
+        """Create, retrying with the same request id (on the next server) until one acknowledges."""
+        for tries in range(1 << 30):
+            stub = stubs[tries % len(stubs)]
             try:
                 if len(specs) == 1:
                     return [stub.CreateTask(svc.CreateTaskRequest(spec=specs[0], request_id=request_id), timeout=5).id]
@@ -165,30 +167,32 @@ class Chaos:
                     return []
                 with self._lock:
                     self.create_retries += 1
-                time.sleep(0.2)
+                time.sleep(0.2 / len(stubs))
+        return []
 
     def load(self, worker: int) -> None:
-        channel = grpc.insecure_channel(self.target)
-        stub = svc_grpc.TaskServiceStub(channel)
+        channels = [grpc.insecure_channel(t) for t in self.targets]
+        stubs = [svc_grpc.TaskServiceStub(c) for c in channels]
         n = 0
         while not self._done.is_set():
             n += 1
             request_id = f"w{worker}-{n}"
             batch = 3 if self.rng.random() < 0.15 else 1
             specs = [self.spec(request_id if batch == 1 else f"{request_id}.{j}") for j in range(batch)]
-            ids = self._create(stub, request_id, specs)
+            ids = self._create(stubs, request_id, specs)
             if not ids:
                 continue
             with self._lock:
                 self.acked[request_id] = ids
             if self.rng.random() < 0.1:  # a client that never saw the answer sends it again
-                again = self._create(stub, request_id, specs)
+                again = self._create(stubs[::-1], request_id, specs)
                 with self._lock:
                     self.repeats += 1
                 if again != ids:
                     self.violations.append(f"request_id {request_id} made tasks {ids} and then {again}")
             time.sleep(self.rng.uniform(0.05, 0.4))
-        channel.close()
+        for c in channels:
+            c.close()
 
     def monitor(self) -> None:
         wal = Path(str(self.db) + "-wal")
@@ -216,21 +220,25 @@ class Chaos:
                 self.server.start()
                 self.wait_server()
                 self.counts["server_sigkill"] += 1
-            elif action == "agent":
-                agent = self.rng.choice(self.agents)
-                agent.kill()
-                time.sleep(self.rng.uniform(0.1, 3.0))
-                agent.start()
-                self.counts["agent_sigkill"] += 1
             else:
-                agent = self.rng.choice(self.agents)
-                frozen = self.rng.uniform(0.5, self.lease + self.grace + 3)
-                agent.signal(signal.SIGSTOP)
-                time.sleep(frozen)
-                agent.signal(signal.SIGCONT)
-                self.counts["agent_sigstop"] += 1
-                if frozen > self.lease + self.grace:
-                    self.counts["agent_sigstop_past_lease"] += 1
+                self.agent_action(action)
+
+    def agent_action(self, action: str) -> None:
+        """"agent": SIGKILL one and restart it; "freeze": SIGSTOP one, sometimes past its lease + grace."""
+        agent = self.rng.choice(self.agents)
+        if action == "agent":
+            agent.kill()
+            time.sleep(self.rng.uniform(0.1, 3.0))
+            agent.start()
+            self.counts["agent_sigkill"] += 1
+            return
+        frozen = self.rng.uniform(0.5, self.lease + self.grace + 3)
+        agent.signal(signal.SIGSTOP)
+        time.sleep(frozen)
+        agent.signal(signal.SIGCONT)
+        self.counts["agent_sigstop"] += 1
+        if frozen > self.lease + self.grace:
+            self.counts["agent_sigstop_past_lease"] += 1
 
     def run(self) -> dict:
         started = time.monotonic()
@@ -372,6 +380,9 @@ class Chaos:
                                            f" {numbers[:60]}")
         return checked
 
+    def processes(self) -> list[Proc]:
+        return [self.server, *self.agents]
+
     def close(self) -> dict:
         codes = {a.name: a.stop() for a in self.agents}
         codes["server"] = self.server.stop()
@@ -379,18 +390,19 @@ class Chaos:
 
 
 def run(seconds: float, agents: int = 2, seed: int | None = None, workdir: Path | None = None,
-        pace: tuple[float, float] = (2.0, 6.0)) -> dict:
+        pace: tuple[float, float] = (2.0, 6.0), make=None) -> dict:
+    """make(seconds, agents, seed, workdir, pace=...): the Chaos to run (bench/chaos_ha.py's for --ha)."""
     seed = seed if seed is not None else random.randrange(1 << 30)
     own = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="taskhub-chaos-"))
-    chaos = Chaos(seconds, agents, seed, workdir, pace=pace)
+    chaos = (make or Chaos)(seconds, agents, seed, workdir, pace=pace)
     try:
         report = chaos.run()
     finally:
         exits = chaos.close()
     report["exit_codes"] = exits
     unclean = [f"{name} exited {code} on SIGTERM" for name, code in exits.items() if code != 0]
-    tracebacks = [p.name for p in [chaos.server, *chaos.agents]
+    tracebacks = [p.name for p in chaos.processes()
                   if "Traceback" in p.log.read_text(errors="replace") or "was destroyed but it is pending"
                   in p.log.read_text(errors="replace")]
     report["logs_with_tracebacks"] = tracebacks
@@ -407,15 +419,25 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=600)
     p.add_argument("--agents", type=int, default=3)
     p.add_argument("--seed", type=int)
-    p.add_argument("--out", default=str(BENCH / "results" / "chaos.json"))
+    p.add_argument("--ha", action="store_true",
+                   help="three servers on one PostgreSQL, the scheduler killed most often (bench/chaos_ha.py)")
+    p.add_argument("--out", default="")
     a = p.parse_args()
-    report = run(a.seconds, a.agents, a.seed)
+    if a.ha:
+        from .chaos_ha import run_ha
+        report = run_ha(a.seconds, a.agents, a.seed)
+    else:
+        report = run(a.seconds, a.agents, a.seed)
+    out = a.out or str(BENCH / "results" / ("chaos-ha.json" if a.ha else "chaos.json"))
     print(json.dumps({k: v for k, v in report.items() if k != "violation_details"}, indent=2))
     for v in report["violation_details"]:
         print("VIOLATION:", v)
     print(f"chaos: {report['tasks']} tasks, {report['kills_total']} kills survived, {report['violations']} violations")
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as f:
+    if "failover_seconds" in report:
+        f = report["failover_seconds"]
+        print(f"chaos: failover after a scheduler's death: p50 {f['p50']:.2f} s, max {f['max']:.2f} s ({f['n']} take-overs)")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
         json.dump(report, f, indent=2)
     return 1 if report["violations"] else 0
 
