@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from bench.pgcluster import free_port
+from conftest import wait_for
 from server.auth_store import AuditRecord, AuthStore, TokenRecord
 from server.errors import Unavailable
 from server.flow.store import FlowStore
@@ -312,8 +313,8 @@ def test_the_scheduler_lock_elects_one_server_and_fences_a_deposed_one(pg_url):
         async def body():
             async with first.batch() as b:
                 b.put_kv_if_absent("x", "1")  # the scheduler writes while it holds the epoch
-            lock_a.close()  # its lock connection dies: the other takes over
-            got = lock_b.try_lead("b:1")
+            lock_a.close()  # its lock connection dies: the other takes over (once its backend has ended)
+            got = wait_for(lambda: lock_b.try_lead("b:1"), what="the lock to be free")
             assert got is not None and got[0] == epoch + 1 and got[2] == "a:1"
             with pytest.raises(Unavailable, match="no longer the scheduler"):
                 async with first.batch() as b:

@@ -305,6 +305,7 @@ class SchedulerLock:
         self.conn.execute("SET tcp_keepalives_idle = 2")
         self.conn.execute("SET tcp_keepalives_interval = 1")
         self.conn.execute("SET tcp_keepalives_count = 2")
+        self.conn.execute(f"SET lock_timeout = {2 * IDLE_SESSION_MS}")  # a take-over never waits for ever
 
     def try_lead(self, name: str) -> tuple[int, int, str] | None:
         """(epoch, since_ms, the previous scheduler's name) if this server is now the scheduler; None if
@@ -424,7 +425,12 @@ class PostgresStore(Store):
 
     # ---------------------------------------------------------------- the writer's side
     def writer_connect(self) -> psycopg.Connection:
-        return psycopg.connect(self.url, connect_timeout=10)
+        conn = psycopg.connect(self.url, connect_timeout=10)
+        # A writer frozen inside a transaction (SIGSTOP) would hold the fence's row lock and stall a
+        # take-over: PostgreSQL ends such a session after a while (our transactions take milliseconds).
+        conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_SESSION_MS}")
+        conn.commit()
+        return conn
 
     def writer_apply(self, conn: psycopg.Connection, w: Work) -> None:
         try:
