@@ -66,67 +66,35 @@ async def _abort(context, e: Exception):
 
 def _per_call(handler, method: str, fwd: ToScheduler):
     cluster = fwd.cluster
+    kind = next(k for k in ("unary_unary", "unary_stream", "stream_unary", "stream_stream") if getattr(handler, k))
+    real = getattr(handler, kind)
     response = _response_class(method)
-    serialize, deserialize = (lambda m: m.SerializeToString()), response.FromString
-    kw = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
 
-    def stub(kind: str):
+    def call(request, context):
+        """The same call to the scheduler (raises NotScheduler when there is none to dial)."""
         channel, _ = fwd._target()
-        return getattr(channel, kind)(method, request_serializer=serialize, response_deserializer=deserialize)
+        send = getattr(channel, kind)(method, request_serializer=lambda m: m.SerializeToString(),
+                                      response_deserializer=response.FromString)
+        return send(request, metadata=fwd.metadata(context), timeout=context.time_remaining())
 
-    if handler.unary_unary:
-        real = handler.unary_unary
-
-        async def unary_unary(request, context):
+    if kind.endswith("_unary"):
+        async def behavior(request, context):
             if cluster.leading:
                 return await real(request, context)
             try:
-                return await stub("unary_unary")(request, metadata=fwd.metadata(context),
-                                                 timeout=context.time_remaining())
+                return await call(request, context)
             except (grpc.aio.AioRpcError, errors.TaskhubError) as e:
                 await _abort(context, e)
-        return grpc.unary_unary_rpc_method_handler(unary_unary, **kw)
-
-    if handler.unary_stream:
-        real = handler.unary_stream
-
-        async def unary_stream(request, context):
+    else:
+        async def behavior(request, context):
             if cluster.leading:
                 async for m in real(request, context):
                     yield m
                 return
             try:
-                async for m in stub("unary_stream")(request, metadata=fwd.metadata(context),
-                                                    timeout=context.time_remaining()):
+                async for m in call(request, context):
                     yield m
             except (grpc.aio.AioRpcError, errors.TaskhubError) as e:
                 await _abort(context, e)
-        return grpc.unary_stream_rpc_method_handler(unary_stream, **kw)
-
-    if handler.stream_unary:
-        real = handler.stream_unary
-
-        async def stream_unary(requests, context):
-            if cluster.leading:
-                return await real(requests, context)
-            try:
-                return await stub("stream_unary")(requests, metadata=fwd.metadata(context),
-                                                  timeout=context.time_remaining())
-            except (grpc.aio.AioRpcError, errors.TaskhubError) as e:
-                await _abort(context, e)
-        return grpc.stream_unary_rpc_method_handler(stream_unary, **kw)
-
-    real = handler.stream_stream
-
-    async def stream_stream(requests, context):
-        if cluster.leading:
-            async for m in real(requests, context):
-                yield m
-            return
-        try:
-            async for m in stub("stream_stream")(requests, metadata=fwd.metadata(context),
-                                                 timeout=context.time_remaining()):
-                yield m
-        except (grpc.aio.AioRpcError, errors.TaskhubError) as e:
-            await _abort(context, e)
-    return grpc.stream_stream_rpc_method_handler(stream_stream, **kw)
+    return getattr(grpc, f"{kind}_rpc_method_handler")(
+        behavior, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
