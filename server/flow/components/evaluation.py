@@ -136,12 +136,13 @@ class Evaluation(Component):
 
 
 def single_values(y: np.ndarray, s: np.ndarray, metrics: list[str]) -> dict:
-    """auc and ks of binary labels y (0/1) and scores s (what validation during training reports)."""
+    """auc and ks of binary labels y (0/1) and scores s, unrounded (what validation during training
+    compares, as FATE's performance recorder does; the logged metrics are rounded)."""
     values = {}
     if "auc" in metrics:
-        values["auc"] = round(auc(y, s), ROUND)
+        values["auc"] = auc(y, s)
     if "ks" in metrics:
-        values["ks"] = round(ks(y, s), ROUND)
+        values["ks"] = ks(y, s)
     return values
 
 
