@@ -126,3 +126,21 @@ def test_clean_deletes_output_tables_and_metrics_but_not_the_job(server, fc, rer
     missing = http("POST", url, {"job_id": job_id, "component_name": "nope_0"}).json()
     assert missing["retcode"] == 100 and "nope_0" in missing["retmsg"], missing
     assert http("POST", url, {}).json()["retcode"] == 101
+
+
+def test_taskhub_flow_client_and_cli_answer_the_same(server, rerun_job):
+    """client/flow.py (gRPC) and `taskhub flow job rerun|clean` give FATE's answers too."""
+    from client.flow import FlowClient
+    from test_flow_client import cli
+
+    job_id, _ = rerun_job
+    host, port = server.grpc_target.rsplit(":", 1)
+    with FlowClient(host, int(port), "v1") as c:
+        refused = c.job.rerun(job_id)
+        assert refused["retcode"] == 103 and "force" in refused["retmsg"], refused
+        assert c.job.clean(job_id, component_name="nope_0")["retcode"] == 100
+        assert c.job.rerun("20990101000000000000")["retcode"] == 102
+    code, answer = cli(server, "job", "clean", "-j", job_id, "-cpn", "reader_0")
+    assert code == 0 and answer["data"]["tasks"] == 2, answer
+    code, answer = cli(server, "job", "rerun", "-j", job_id, "-cpn", "probe_0")
+    assert code == 1 and answer["retcode"] == 103, answer
