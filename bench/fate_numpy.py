@@ -130,6 +130,8 @@ def fit_binary(p: dict, X: np.ndarray, y: np.ndarray, wt: np.ndarray | None, Xv,
         stop = False
         if freqs and Xv is not None and (epoch + 1) % freqs == 0 and rounds:
             values = auc_ks(yv, Xv @ w[:-1] + w[-1])
+            if cb.get("use_first_metric_only", p.get("use_first_metric_only")):
+                values = {"auc": values["auc"]}
             for i, (m, v) in enumerate(values.items()):
                 if m not in best or v > best[m]:
                     best[m], no_imp[m], best_w[m] = v, 0, w.copy()
