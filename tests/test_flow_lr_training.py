@@ -194,3 +194,20 @@ def test_sample_weights_count_only_by_their_ratios():
     same = lambda a, b: all(abs(a[f] - b[f]) < 1e-6 for f in a)  # noqa: E731
     assert same(models[0], models[1]) and same(models[2], models[3])
     assert not same(models[0], models[2])
+
+
+@pytest.mark.parametrize("job", ["hetero_lr_ovr_validate", "hetero_lr_cv"])
+def test_hetero_lr_computes_what_fates_algorithm_computes(job):
+    """The published job (a few epochs) gives the figure of FATE's HeteroLR rules re-done in plain numpy
+    on the joined data (bench/fate_numpy.py): early stopping on auc and FATE's KS per class, folds."""
+    pytest.importorskip("sklearn")
+    import numpy as np
+
+    from bench import fate_numpy
+    dsl, conf = published("hetero_logistic_regression", job, hetero_lr_0={"max_iter": 4})
+    done = run_job(dsl, conf, TABLES)
+    if job.endswith("_cv"):
+        figure = done.outputs["hetero_lr_0"][("guest", 0)].summary["validate"]["auc"]["mean"]
+    else:
+        figure = done.outputs["evaluation_0"][("guest", 0)].summary["hetero_lr_0"]["train"]["accuracy"]
+    assert figure == pytest.approx(fate_numpy.run_job(job, np.random.default_rng(0), max_iter=4), abs=1e-4)
