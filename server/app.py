@@ -149,7 +149,7 @@ class Server:
             table = load_routes(cfg.fate_route_table, cfg.fate_party_id, flags)
         except RouteError as e:
             raise SystemExit(f"taskhub: --fate-route-table {cfg.fate_route_table}: {e}")
-        return Sites(table, self.flow, self.federation, cfg.fate_party_timeout)
+        return Sites(table, self.flow, self.federation, self.flow_models, cfg.fate_party_timeout)
 
     def _add_site_port(self) -> None:
         """Where the other parties reach this server: its own route (mutual TLS, or plaintext on loopback)."""

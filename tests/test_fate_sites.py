@@ -31,6 +31,7 @@ flow_sdk_client = pytest.importorskip("flow_sdk.client")
 
 GUEST, HOST, HOST2 = 9999, 10000, 10001
 TERMINAL = {"success", "failed", "canceled", "timeout"}
+PARTY_TIMEOUT = 30   # a party's server silent this long fails the job (the last test waits it out)
 
 
 # -- certificates ---------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ class Sites:
         d = self.dirs.setdefault(party, self.root / f"party-{party}")
         d.mkdir(exist_ok=True)
         s = ServerProcess(d, ["--fate-party-id", str(party), "--fate-route-table", str(self.route_table(party)),
-                              "--fate-party-timeout", "60", "--python-workers", "1", "--slots", "8"])
+                              "--fate-party-timeout", str(PARTY_TIMEOUT), "--python-workers", "1", "--slots", "8"])
         self.servers[party] = s.start()
         return s
 
@@ -206,11 +207,11 @@ def lr_done(sites, tmp_path_factory):
     job_id = answer["jobId"]
     status = wait_status(guest, job_id, TERMINAL)
     assert status == "success", (guest.job.query(job_id=job_id)["data"][0].get("f_error") or guest.job.query(job_id=job_id)["data"][0], [(t["f_component_name"], t["f_role"], t["f_party_id"], t["f_status"]) for t in guest.task.query(job_id=job_id)["data"]])
-    return job_id, dsl, conf, host_files
+    return job_id, dsl, conf, host_files, answer["data"]["model_info"]["model_id"]
 
 
 def test_hetero_lr_across_three_sites_has_the_single_server_auc(sites, lr_done):
-    job_id, dsl, conf, host_files = lr_done
+    job_id, dsl, conf, host_files, _ = lr_done
     guest = sites.sdk(GUEST)
     metrics = guest.component.metric_all(job_id=job_id, role="guest", party_id=GUEST, component_name="evaluation_0")
     assert metrics["retcode"] == 0, metrics
@@ -269,7 +270,7 @@ def _scan(root: Path, extra: list[str]) -> bytes:
 
 
 def test_no_party_s_feature_values_reach_another_party_s_server(sites, lr_done):
-    _, _, _, host_files = lr_done
+    _, _, _, host_files, _ = lr_done
     tables = {GUEST: read_csv("breast_hetero_guest")[1]}
     for party, path in host_files.items():
         with open(path, newline="") as f:
@@ -327,3 +328,68 @@ def test_unknown_party_or_no_valid_certificate_is_refused(sites, tmp_path):
     with pytest.raises(grpc.RpcError) as e:
         _site_call(sites, HOST, (sites.pki / f"party-{HOST2}.pem", sites.pki / f"party-{HOST2}.key"))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_deploy_and_predict_at_the_guest_run_each_party_s_part_on_its_server(sites, lr_done):
+    job_id, _, train_conf, _, model_id = lr_done
+    guest = sites.sdk(GUEST)
+    answer = guest.model.deploy(model_id, job_id, cpn_list=["reader_0", "data_transform_0", "intersection_0",
+                                                            "hetero_lr_0"])
+    assert answer["retcode"] == 0, answer
+    version = answer["data"]["model_version"]
+    conf = {"dsl_version": 2, "initiator": train_conf["initiator"], "role": train_conf["role"],
+            "job_parameters": {"common": {"job_type": "predict", "model_id": model_id, "model_version": version}},
+            "component_parameters": {"role": {
+                "guest": {"0": {"reader_0": {"table": {"namespace": "experiment", "name": "breast_hetero_guest"}}}},
+                "host": {"0": {"reader_0": {"table": {"namespace": "experiment", "name": f"host_{HOST}"}}},
+                         "1": {"reader_0": {"table": {"namespace": "experiment", "name": f"host_{HOST2}"}}}}}}}
+    answer = guest.job.submit(conf)    # the conf alone: the deployed predict DSL runs
+    assert answer["retcode"] == 0, answer
+    predict_id = answer["jobId"]
+    assert wait_status(guest, predict_id, TERMINAL) == "success", _error(guest, predict_id)
+    for party in (HOST, HOST2):   # the hosts' parts ran on the hosts' servers, with their own model parts
+        own = sites.sdk(party).task.query(job_id=predict_id, role="host", component_name="hetero_lr_0")["data"]
+        assert [(t["f_role"], int(t["f_party_id"]), t["f_status"]) for t in own] == [("host", party, "success")]
+    out = guest.component.output_data_table(job_id=predict_id, role="guest", party_id=GUEST,
+                                            component_name="hetero_lr_0")
+    assert out["retcode"] == 0, out
+    info = guest.table.info(namespace=out["data"][0]["table_namespace"], table_name=out["data"][0]["table_name"])
+    assert info["data"]["count"] == 569, info
+
+
+def _job_with_host2(seconds: float) -> tuple[dict, dict]:
+    dsl, conf = slow_job(seconds)
+    conf["role"]["host"] = [HOST2]
+    return dsl, conf
+
+
+def _error(fc, job_id: str) -> str:
+    rows = fc.job.query(job_id=job_id)["data"]
+    return (rows[0].get("f_error") or "") if rows else ""
+
+
+def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sites):
+    guest = sites.sdk(GUEST)
+    sites.servers[HOST2].terminate()
+    dsl, conf = _job_with_host2(0.5)
+    answer = guest.job.submit(conf, dsl)
+    assert answer["retcode"] == 0, answer
+    job_id = answer["jobId"]
+    wait_for(lambda: f"waiting for party {HOST2}" in _error(guest, job_id), timeout=60, what="the waiting reason")
+    assert job_status(guest, job_id) not in TERMINAL
+    sites.start(HOST2)   # the same database: the offer is resent, and the job goes on
+    assert wait_status(guest, job_id, TERMINAL) == "success", _error(guest, job_id)
+    assert _error(guest, job_id) == ""
+    assert job_status(sites.sdk(HOST2), job_id) == "success"
+
+
+def test_a_party_down_longer_than_the_party_timeout_fails_the_job_naming_it(sites):
+    guest = sites.sdk(GUEST)
+    sites.servers[HOST2].terminate()
+    dsl, conf = _job_with_host2(0.5)
+    answer = guest.job.submit(conf, dsl)
+    assert answer["retcode"] == 0, answer
+    job_id = answer["jobId"]
+    assert wait_status(guest, job_id, TERMINAL, timeout=PARTY_TIMEOUT + 120) == "failed"
+    error = _error(guest, job_id)
+    assert f"party {HOST2}" in error and f"127.0.0.1:{sites.ports[HOST2]}" in error, error

@@ -52,3 +52,9 @@ class SiteService(pb_grpc.SiteServiceServicer):
     async def Deliver(self, request, context):
         await self.sites.delivered(self._caller(context), request)
         return EMPTY
+
+    @mapped
+    async def DeployPart(self, request, context):
+        await self.sites.deploy_from(self._caller(context), request.model_id, request.model_version,
+                                     request.new_version, request.predict_dsl_json)
+        return EMPTY

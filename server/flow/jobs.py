@@ -465,6 +465,16 @@ class FlowJobs:
         self._end_job(job, status, reason or "stopped by a user")
         return job
 
+    def note_waiting(self, job_id: str, party_id: int, reason: str) -> None:
+        """While a party's server does not answer, the job says so (its error, cleared once it answers)."""
+        job = self.jobs.get(job_id)
+        if job is None or job.terminal:
+            return
+        if reason or job.error.startswith(f"waiting for party {party_id}:"):
+            job.error = reason
+            self.fstore.save_job(job)
+            self.status.publish(job, None)
+
     def end_from_initiator(self, job_id: str, status: JobStatus, reason: str) -> None:
         """The initiator's server ended the job: so it ends here, this party's tasks with it."""
         job = self.get(job_id)

@@ -3,8 +3,9 @@ calling (the party its certificate names), and the outbox that delivers each cal
 resending until the receiver acknowledges it.
 
 A call that cannot get through (the party's server down, or not reachable) is retried with a
-backoff; while it fails the party is listed in `unreachable` with the reason; after
-`party_timeout` seconds the call is given up and `on_unreachable(job_id, party, reason)` is told.
+backoff; while it fails `on_waiting(job_id, party, reason)` is told the reason (and "" once it gets
+through); after `party_timeout` seconds the call is given up and `on_unreachable(job_id, party,
+reason)` is told.
 """
 from __future__ import annotations
 
@@ -67,10 +68,12 @@ class _Call:
 
 class Peers:
     def __init__(self, table: RouteTable, party_timeout: float,
-                 on_unreachable: Callable[[str, int, str], None] | None = None):
+                 on_unreachable: Callable[[str, int, str], None] | None = None,
+                 on_waiting: Callable[[str, int, str], None] | None = None):
         self.table = table
         self.party_timeout = party_timeout
         self.on_unreachable = on_unreachable or (lambda job_id, party, reason: None)
+        self.on_waiting = on_waiting or (lambda job_id, party, reason: None)
         self.unreachable: dict[int, str] = {}      # party -> why its calls fail now
         self._channels: dict[int, grpc.aio.Channel] = {}
         self._queues: dict[int, asyncio.Queue] = {}
@@ -107,6 +110,8 @@ class Peers:
                 await getattr(self.stub(party), method)(request, timeout=CALL_TIMEOUT, metadata=self._metadata(party),
                                                         wait_for_ready=False)
                 self.unreachable.pop(party, None)
+                if first_failure:
+                    self.on_waiting(job_id, party, "")
                 return True
             except grpc.aio.AioRpcError as e:
                 if e.code() not in RETRIED:
@@ -116,6 +121,8 @@ class Peers:
                 route = self.table.route(party)
                 why = f"party {party} ({route.target}) does not answer: {e.details()}" \
                     if e.code() != grpc.StatusCode.NOT_FOUND else f"party {party}: {e.details()}"
+                if self.unreachable.get(party) != why or now == first_failure:
+                    self.on_waiting(job_id, party, f"waiting for party {party}: {why}")
                 self.unreachable[party] = why
                 if now - first_failure > self.party_timeout:
                     self.on_unreachable(job_id, party, f"{why} (for {self.party_timeout:g}s)")

@@ -10,6 +10,7 @@ fails the job with a reason naming it.
 """
 from __future__ import annotations
 
+import json
 import logging
 
 from taskhub.v1 import site_service_pb2 as pb
@@ -19,6 +20,7 @@ from ..background import spawn
 from ..flow import dsl
 from ..flow.federation import Federation
 from ..flow.jobs import FlowJobs
+from ..flow.models import FlowModels
 from ..flow.model import FlowJob, FlowTask, JobStatus, job_status_of, task_status_of
 from .peers import Peers
 from .routes import RouteTable
@@ -28,16 +30,19 @@ J = JobStatus
 
 
 class Sites:
-    def __init__(self, table: RouteTable, jobs: FlowJobs, federation: Federation, party_timeout: float):
+    def __init__(self, table: RouteTable, jobs: FlowJobs, federation: Federation, models: FlowModels,
+                 party_timeout: float):
         self.table = table
         self.jobs = jobs
+        self.models = models
         self.federation = federation
-        self.peers = Peers(table, party_timeout, self._unreachable)
+        self.peers = Peers(table, party_timeout, self._unreachable, self.jobs.note_waiting)
         self._reported: dict[tuple, int] = {}       # (job, component, role, party) -> last status sent
         jobs.site = self
         jobs.add_end_listener(self._job_ended)
         federation.forward = self._forward
         federation.is_local = self.is_local
+        models.on_deploy.append(self._deployed)
 
     # ------------------------------------------------------------------ jobs.SiteLink
     def is_local(self, party_id: int) -> bool:
@@ -110,6 +115,17 @@ class Sites:
             raise errors.Unavailable(self.peers.unreachable.get(dst_party)
                                      or f"job {job_id} ended before party {dst_party} got {name}/{tag}")
 
+    def _deployed(self, row: dict, new_version: str, predict: dict) -> None:
+        """A model deployed here, its initiator's server: every other party deploys its part as the same version
+        (before any predict job of it reaches them: calls to a party go in order)."""
+        if not self.is_local(int(row["initiator_party"])):
+            return
+        roles = json.loads(row["roles_json"] or "{}")
+        for party in sorted({int(p) for ids in roles.values() for p in ids if not self.is_local(int(p))}):
+            self.peers.post(party, "DeployPart", pb.DeployPartRequest(
+                model_id=row["model_id"], model_version=row["model_version"], new_version=new_version,
+                predict_dsl_json=json.dumps(predict)), "")
+
     # ------------------------------------------------------------------ what other parties ask
     def _job_of(self, job_id: str, caller: int, initiator_only: bool = True) -> FlowJob:
         job = self.jobs.get(job_id)
@@ -149,6 +165,15 @@ class Sites:
             raise errors.PermissionDenied(f"party {caller} sends as party {r.src_party_id}")
         await self.federation.accept(r.job_id, r.name, r.tag, (r.src_role, r.src_party_id),
                                      (r.dst_role, r.dst_party_id), r.payload)
+
+    async def deploy_from(self, caller: int, model_id: str, model_version: str, new_version: str,
+                          predict_dsl_json: str) -> None:
+        rows = self.models.get(model_id, model_version)
+        if int(rows[0]["initiator_party"]) != caller:
+            raise errors.PermissionDenied(f"party {caller} is not the initiator of model {model_id} {model_version}")
+        if not new_version:
+            raise errors.InvalidArgument("new_version is required")
+        await self.models.deploy(model_id, model_version, None, predict_dsl_json, as_version=new_version)
 
     async def close(self) -> None:
         await self.peers.close()
