@@ -5,7 +5,6 @@ flow_sdk at the guest's gateway only; each party's tables stay on its own server
 from __future__ import annotations
 
 import csv
-import datetime
 import json
 import os
 import re
@@ -17,14 +16,11 @@ from urllib.parse import urlparse
 import grpc
 import numpy as np
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from taskhub.v1 import site_service_pb2 as spb
 from taskhub.v1 import site_service_pb2_grpc as sgrpc
 
 from conftest import ServerProcess, wait_for
+from server.sites import certs
 from flow_jobs import DATA, slow_job
 
 flow_sdk_client = pytest.importorskip("flow_sdk.client")
@@ -34,46 +30,9 @@ TERMINAL = {"success", "failed", "canceled", "timeout"}
 PARTY_TIMEOUT = 30   # a party's server silent this long fails the job (the last test waits it out)
 
 
-# -- certificates ---------------------------------------------------------------------------------
-def _key():
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _pem(obj) -> bytes:
-    if isinstance(obj, x509.Certificate):
-        return obj.public_bytes(serialization.Encoding.PEM)
-    return obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def make_ca(name: str):
-    key = _key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    return cert, key
-
-
+# -- certificates (server/sites/certs.py: a CA and a certificate naming party-<id> for each party) -----
 def party_cert(ca, party: int, d: Path, stem: str) -> tuple[Path, Path]:
-    """A party's certificate: CN and DNS name party-<id>; it serves and it dials (both usages)."""
-    ca_cert, ca_key = ca
-    key = _key()
-    name = f"party-{party}"
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    (d / f"{stem}.pem").write_bytes(_pem(cert))
-    (d / f"{stem}.key").write_bytes(_pem(key))
-    return d / f"{stem}.pem", d / f"{stem}.key"
+    return tuple(map(Path, certs.party_cert(ca, party, str(d), stem)))
 
 
 def free_port() -> int:
@@ -88,21 +47,18 @@ class Sites:
         self.root = root
         self.pki = root / "pki"
         self.pki.mkdir()
-        self.ca = make_ca("FATE parties test CA")
-        (self.pki / "ca.pem").write_bytes(_pem(self.ca[0]))
+        self.ca = certs.make_ca("FATE parties test CA")
+        certs.write_ca(self.ca, str(self.pki / "ca.pem"))
         self.ports = {p: free_port() for p in (GUEST, HOST, HOST2)}
         self.servers: dict[int, ServerProcess] = {}
         self.dirs: dict[int, Path] = {}
         for party in self.ports:
-            party_cert(self.ca, party, self.pki, f"party-{party}")
+            certs.party_cert(self.ca, party, str(self.pki))
 
     def route_table(self, party: int) -> Path:
-        table = {"route_table": {str(p): {"default": [{"ip": "127.0.0.1", "port": port}]}
-                                 for p, port in self.ports.items()},
-                 "permission": {"default_allow": True},
-                 "tls": {"cert": f"party-{party}.pem", "key": f"party-{party}.key", "ca": "ca.pem"}}
         path = self.pki / f"route_table_{party}.json"
-        path.write_text(json.dumps(table, indent=1))
+        path.write_text(json.dumps(certs.route_table({p: ("127.0.0.1", port) for p, port in self.ports.items()},
+                                                     party), indent=1))
         return path
 
     def start(self, party: int) -> ServerProcess:
@@ -319,7 +275,7 @@ def test_unknown_party_or_no_valid_certificate_is_refused(sites, tmp_path):
     with pytest.raises(grpc.RpcError) as e:      # no client certificate: the handshake fails
         _site_call(sites, HOST, None)
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
-    rogue = make_ca("another CA")
+    rogue = certs.make_ca("another CA")
     forged = party_cert(rogue, GUEST, tmp_path, "forged")   # names the guest, signed by a CA not trusted
     with pytest.raises(grpc.RpcError) as e:
         _site_call(sites, HOST, forged)
