@@ -128,6 +128,7 @@ class Server:
         self.delta = DeltaTasks(self.engine, cfg.delta_tasks)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
+        self.site_grpc: grpc.aio.Server | None = None   # the other FATE parties' own port (server/sites/)
         self.health = health.aio.HealthServicer()
         self.grpc_port = 0
         self.http_port = 0
@@ -151,18 +152,28 @@ class Server:
             raise SystemExit(f"taskhub: --fate-route-table {cfg.fate_route_table}: {e}")
         return Sites(table, self.flow, self.federation, self.flow_models, cfg.fate_party_timeout)
 
-    def _add_site_port(self) -> None:
-        """Where the other parties reach this server: its own route (mutual TLS, or plaintext on loopback)."""
-        listen = self.sites.table.listen if self.sites else None
-        if listen is None or (listen.port == self.grpc_port and listen.ip == self.cfg.host):
-            return
+    def _site_on_main_port(self) -> bool:
+        """This party's own route is the main gRPC port (its TLS from --tls-*): SiteService is served there."""
+        listen = self.sites.table.listen
+        return listen is None or (listen.port == self.cfg.grpc_port and listen.ip == self.cfg.host)
+
+    async def _start_site_listener(self) -> None:
+        """Where the other parties reach this server: its own route, a gRPC server of its own that serves
+        only SiteService (mutual TLS, or plaintext on loopback), so a party's certificate opens nothing else."""
+        listen = self.sites.table.listen
+        server = grpc.aio.server(interceptors=[MetricsInterceptor()], options=[
+            ("grpc.max_receive_message_length", self.cfg.security.max_message_bytes),
+            ("grpc.max_send_message_length", self.cfg.security.max_message_bytes), ("grpc.so_reuseport", 0)])
+        site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(self.sites), server)
         try:
-            port = (self.grpc.add_insecure_port(listen.target) if listen.tls is None
-                    else self.grpc.add_secure_port(listen.target, server_credentials(listen)))
+            port = (server.add_insecure_port(listen.target) if listen.tls is None
+                    else server.add_secure_port(listen.target, server_credentials(listen)))
         except (RouteError, RuntimeError) as e:
             raise SystemExit(f"taskhub: cannot listen for FATE parties on {listen.target}: {e}")
         if not port:
             raise SystemExit(f"taskhub: cannot listen for FATE parties on {listen.target}")
+        await server.start()
+        self.site_grpc = server
         print(f"taskhub: FATE party {self.sites.table.own_party}: other parties' servers reach it on {listen.target}"
               f" ({'mutual TLS' if listen.tls else 'plaintext, loopback'});"
               f" routes to {', '.join(map(str, sorted(self.sites.table.routes))) or 'no other party'}", flush=True)
@@ -185,7 +196,6 @@ class Server:
         self._gateway_target = self.security.add_gateway_port(self.grpc) if cfg.http_port >= 0 or cfg.local_node else ""
         if not self.grpc_port:
             raise SystemExit(f"taskhub: cannot listen on {cfg.host}:{cfg.grpc_port}")
-        self._add_site_port()
         self.nodes.preload()  # before recovery: tasks on known agents wait for them
         await self.engine.start()
         await self.nodes.start()
@@ -230,7 +240,10 @@ class Server:
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(self.security.authority), self.grpc)
         delta_service_pb2_grpc.add_DeltaServiceServicer_to_server(DeltaService(self.delta), self.grpc)
         if self.sites is not None:
-            site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(self.sites), self.grpc)
+            if self._site_on_main_port():
+                site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(self.sites), self.grpc)
+            else:
+                await self._start_site_listener()
             self._closers.append(self.sites.close)
         names = [auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
                  task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
@@ -238,7 +251,7 @@ class Server:
                  task_group_service_pb2.DESCRIPTOR.services_by_name["TaskGroupService"].full_name,
                  flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name,
                  delta_service_pb2.DESCRIPTOR.services_by_name["DeltaService"].full_name]
-        if self.sites is not None:
+        if self.sites is not None and self._site_on_main_port():
             names.append(site_service_pb2.DESCRIPTOR.services_by_name["SiteService"].full_name)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
@@ -297,6 +310,8 @@ class Server:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         for closer in reversed(self._closers):
             await closer()
+        if self.site_grpc:
+            await self.site_grpc.stop(grace=1.0)
         if self.grpc:  # calls in flight have a second, then open streams (trace, watch, wait, agents) are cut
             await self.grpc.stop(grace=1.0)
         self.flow.close()

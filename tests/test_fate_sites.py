@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 import grpc
 import numpy as np
 import pytest
+from taskhub.v1 import flow_service_pb2 as fpb
+from taskhub.v1 import flow_service_pb2_grpc as fgrpc
 from taskhub.v1 import site_service_pb2 as spb
 from taskhub.v1 import site_service_pb2_grpc as sgrpc
 
@@ -258,12 +260,14 @@ def test_stop_at_the_guest_ends_the_tasks_on_every_server(sites):
              timeout=60, what="the host's tasks to be cancelled")
 
 
-def _site_call(sites, party: int, cert: tuple[Path, Path] | None, ca: bytes | None = None):
+def _site_call(sites, party: int, cert: tuple[Path, Path] | None, ca: bytes | None = None, rpc=None):
     target = f"127.0.0.1:{sites.ports[party]}"
     creds = grpc.ssl_channel_credentials(
         root_certificates=ca or (sites.pki / "ca.pem").read_bytes(),
         private_key=cert[1].read_bytes() if cert else None, certificate_chain=cert[0].read_bytes() if cert else None)
     with grpc.secure_channel(target, creds, options=[("grpc.ssl_target_name_override", f"party-{party}")]) as ch:
+        if rpc is not None:
+            return rpc(ch)
         sgrpc.SiteServiceStub(ch).OfferJob(spb.OfferJobRequest(job_id="1", dsl_json="{}", conf_json="{}"), timeout=20)
 
 
@@ -280,10 +284,16 @@ def test_unknown_party_or_no_valid_certificate_is_refused(sites, tmp_path):
     with pytest.raises(grpc.RpcError) as e:
         _site_call(sites, HOST, forged)
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE
-    # A known party's own certificate gets through to the checks of what it may do.
+    # A known party's own certificate gets through to the checks of what it may do...
+    peer = (sites.pki / f"party-{HOST2}.pem", sites.pki / f"party-{HOST2}.key")
     with pytest.raises(grpc.RpcError) as e:
-        _site_call(sites, HOST, (sites.pki / f"party-{HOST2}.pem", sites.pki / f"party-{HOST2}.key"))
+        _site_call(sites, HOST, peer)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # ...and to nothing but the SiteService: the site port serves no tables, tasks or jobs.
+    with pytest.raises(grpc.RpcError) as e:
+        _site_call(sites, HOST, peer, rpc=lambda ch: fgrpc.FlowServiceStub(ch).ListJobs(fpb.ListJobsRequest(),
+                                                                                        timeout=20))
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_deploy_and_predict_at_the_guest_run_each_party_s_part_on_its_server(sites, lr_done):
