@@ -24,6 +24,7 @@ from taskhub.v1 import site_service_pb2_grpc as sgrpc
 from conftest import ServerProcess, wait_for
 from server.sites import certs
 from flow_jobs import DATA, slow_job
+from test_flow_sdk import job_status, wait_status
 
 flow_sdk_client = pytest.importorskip("flow_sdk.client")
 
@@ -91,14 +92,8 @@ def sites(tmp_path_factory):
         s.close()
 
 
-def job_status(fc, job_id: str) -> str:
-    rows = fc.job.query(job_id=job_id)["data"]
-    return rows[0]["f_status"] if rows else ""
-
-
-def wait_status(fc, job_id: str, wanted: set[str], timeout: float = 300) -> str:
-    return wait_for(lambda: (s := job_status(fc, job_id)) in wanted and s, timeout=timeout, interval=0.2,
-                    what=f"job {job_id} in {wanted}")
+def wait_end(fc, job_id: str, timeout: float = 300) -> str:
+    return wait_status(fc, job_id, TERMINAL, timeout)
 
 
 # -- the data: guest columns, and the host's 20 columns split between the two hosts -----------------
@@ -163,7 +158,7 @@ def lr_done(sites, tmp_path_factory):
     answer = guest.job.submit(conf, dsl)
     assert answer["retcode"] == 0, answer
     job_id = answer["jobId"]
-    status = wait_status(guest, job_id, TERMINAL)
+    status = wait_end(guest, job_id)
     assert status == "success", (guest.job.query(job_id=job_id)["data"][0].get("f_error") or guest.job.query(job_id=job_id)["data"][0], [(t["f_component_name"], t["f_role"], t["f_party_id"], t["f_status"]) for t in guest.task.query(job_id=job_id)["data"]])
     return job_id, dsl, conf, host_files, answer["data"]["model_info"]["model_id"]
 
@@ -254,8 +249,8 @@ def test_stop_at_the_guest_ends_the_tasks_on_every_server(sites):
     wait_for(lambda: any(t["f_status"] == "running" for t in host.task.query(job_id=job_id).get("data") or []),
              timeout=120, what="the host's task to run on the host's server")
     assert guest.job.stop(job_id)["retcode"] == 0
-    assert wait_status(guest, job_id, TERMINAL) == "canceled"
-    assert wait_status(host, job_id, TERMINAL) == "canceled"
+    assert wait_end(guest, job_id) == "canceled"
+    assert wait_end(host, job_id) == "canceled"
     wait_for(lambda: all(t["f_status"] == "canceled" for t in host.task.query(job_id=job_id)["data"]),
              timeout=60, what="the host's tasks to be cancelled")
 
@@ -312,7 +307,7 @@ def test_deploy_and_predict_at_the_guest_run_each_party_s_part_on_its_server(sit
     answer = guest.job.submit(conf)    # the conf alone: the deployed predict DSL runs
     assert answer["retcode"] == 0, answer
     predict_id = answer["jobId"]
-    assert wait_status(guest, predict_id, TERMINAL) == "success", _error(guest, predict_id)
+    assert wait_end(guest, predict_id) == "success", _error(guest, predict_id)
     for party in (HOST, HOST2):   # the hosts' parts ran on the hosts' servers, with their own model parts
         own = sites.sdk(party).task.query(job_id=predict_id, role="host", component_name="hetero_lr_0")["data"]
         assert [(t["f_role"], int(t["f_party_id"]), t["f_status"]) for t in own] == [("host", party, "success")]
@@ -334,28 +329,65 @@ def _error(fc, job_id: str) -> str:
     return (rows[0].get("f_error") or "") if rows else ""
 
 
-def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sites):
+def test_a_host_server_killed_mid_job_resumes_its_part_after_restart(sites):
+    """Specified: the host's interrupted task runs again within the job's auto_retries once its server is
+    back (without retries left it fails, and so does the job, with that reason)."""
+    guest, host2 = sites.sdk(GUEST), sites.sdk(HOST2)
+    dsl, conf = _job_with_host2(3)
+    conf["job_parameters"] = {"common": {"auto_retries": 1}}
+    answer = guest.job.submit(conf, dsl)
+    assert answer["retcode"] == 0, answer
+    job_id = answer["jobId"]
+    wait_for(lambda: any(t["f_status"] == "running" for t in host2.task.query(job_id=job_id).get("data") or []),
+             timeout=120, what="the host's task to run")
+    sites.servers[HOST2].kill()
+    sites.start(HOST2)
+    assert wait_end(guest, job_id) == "success", _error(guest, job_id)
+    host_task = sites.sdk(HOST2).task.query(job_id=job_id)["data"][0]
+    assert host_task["f_status"] == "success"
+
+
+def test_the_guest_server_killed_mid_job_drives_it_on_after_restart(sites):
+    """The initiator restarted: it offers the job and starts the other parties' components again (they ignore
+    what they already have), hears their reports (resent while it was down), and the job ends well."""
+    guest = sites.sdk(GUEST)
+    dsl, conf = _job_with_host2(3)
+    conf["job_parameters"] = {"common": {"auto_retries": 1}}
+    answer = guest.job.submit(conf, dsl)
+    assert answer["retcode"] == 0, answer
+    job_id = answer["jobId"]
+    host2 = sites.sdk(HOST2)
+    wait_for(lambda: any(t["f_status"] == "running" for t in host2.task.query(job_id=job_id).get("data") or []),
+             timeout=120, what="the host's task to run")
+    sites.servers[GUEST].kill()
+    guest = (sites.start(GUEST), sites.sdk(GUEST))[1]
+    assert wait_end(guest, job_id) == "success", _error(guest, job_id)
+    assert {t["f_status"] for t in guest.task.query(job_id=job_id)["data"]} == {"success"}
+    assert job_status(host2, job_id) == "success"
+
+
+def _submit_with_host2_down(sites):
+    """A short job of the guest and host 10001, submitted at the guest while 10001's server is stopped."""
     guest = sites.sdk(GUEST)
     sites.servers[HOST2].terminate()
     dsl, conf = _job_with_host2(0.5)
     answer = guest.job.submit(conf, dsl)
     assert answer["retcode"] == 0, answer
-    job_id = answer["jobId"]
+    return guest, answer["jobId"]
+
+
+def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sites):
+    guest, job_id = _submit_with_host2_down(sites)
     wait_for(lambda: f"waiting for party {HOST2}" in _error(guest, job_id), timeout=60, what="the waiting reason")
     assert job_status(guest, job_id) not in TERMINAL
     sites.start(HOST2)   # the same database: the offer is resent, and the job goes on
-    assert wait_status(guest, job_id, TERMINAL) == "success", _error(guest, job_id)
+    assert wait_end(guest, job_id) == "success", _error(guest, job_id)
     assert _error(guest, job_id) == ""
     assert job_status(sites.sdk(HOST2), job_id) == "success"
 
 
 def test_a_party_down_longer_than_the_party_timeout_fails_the_job_naming_it(sites):
-    guest = sites.sdk(GUEST)
-    sites.servers[HOST2].terminate()
-    dsl, conf = _job_with_host2(0.5)
-    answer = guest.job.submit(conf, dsl)
-    assert answer["retcode"] == 0, answer
-    job_id = answer["jobId"]
-    assert wait_status(guest, job_id, TERMINAL, timeout=PARTY_TIMEOUT + 120) == "failed"
+    guest, job_id = _submit_with_host2_down(sites)
+    assert wait_end(guest, job_id, PARTY_TIMEOUT + 120) == "failed"
     error = _error(guest, job_id)
     assert f"party {HOST2}" in error and f"127.0.0.1:{sites.ports[HOST2]}" in error, error
