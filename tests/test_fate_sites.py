@@ -391,3 +391,25 @@ def test_a_party_down_longer_than_the_party_timeout_fails_the_job_naming_it(site
     assert wait_end(guest, job_id, PARTY_TIMEOUT + 120) == "failed"
     error = _error(guest, job_id)
     assert f"party {HOST2}" in error and f"127.0.0.1:{sites.ports[HOST2]}" in error, error
+
+
+def test_route_tables_are_checked_before_anything_listens(tmp_path):
+    from server.sites.routes import RouteError, parse
+    loop = {"route_table": {"9999": {"default": [{"ip": "127.0.0.1", "port": 9371}]},
+                            "10000": {"default": [{"ip": "127.0.0.1", "port": 9372}]}}}
+    table = parse(json.dumps(loop), 9999)          # no TLS anywhere: plaintext, on loopback only
+    assert table.listen.port == 9371 and table.route(10000).tls is None and table.is_local(9999)
+    with pytest.raises(RouteError, match="10001 has no route"):
+        table.route(10001)
+    off = json.loads(json.dumps(loop))
+    off["route_table"]["10000"]["default"][0]["ip"] = "10.1.2.3"
+    with pytest.raises(RouteError, match="mutual TLS is required"):
+        parse(json.dumps(off), 9999)
+    off["tls"] = {"cert": "a.pem", "key": "a.key", "ca": "ca.pem"}
+    assert parse(json.dumps(off), 9999, str(tmp_path)).route(10000).tls.ca == str(tmp_path / "ca.pem")
+    with pytest.raises(RouteError, match="no entry for this server's own party 10001"):
+        parse(json.dumps(loop), 10001)
+    for bad, why in (("{", "not JSON"), ('{"route_table": {"x": {}}}', "must be a number"),
+                     ('{"route_table": {"1": {"default": [{"ip": "h", "port": 0}]}}}', "between 1 and 65535")):
+        with pytest.raises(RouteError, match=why):
+            parse(bad, 1)
