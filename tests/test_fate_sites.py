@@ -21,7 +21,7 @@ from taskhub.v1 import flow_service_pb2_grpc as fgrpc
 from taskhub.v1 import site_service_pb2 as spb
 from taskhub.v1 import site_service_pb2_grpc as sgrpc
 
-from conftest import ServerProcess, wait_for
+from conftest import ServerProcess, http, wait_for
 from server.sites import certs
 from flow_jobs import DATA, slow_job
 from test_flow_sdk import job_status, wait_status
@@ -183,6 +183,9 @@ def test_hetero_lr_across_three_sites_has_the_single_server_auc(sites, lr_done):
         assert {(t["f_role"], int(t["f_party_id"])) for t in own} == roles
         model = fc.component.output_model(job_id=job_id, role="host", party_id=party, component_name="hetero_lr_0")
         assert model["retcode"] == 0 and model["data"], model
+    # Rerun is not carried across sites (yet): refused with the reason, nothing changes.
+    rerun = json.loads(http("POST", sites.servers[GUEST].http_url + "/v1/job/rerun", {"job_id": job_id}).body)
+    assert rerun["retcode"] != 0 and "across sites" in rerun["retmsg"], rerun
     # A party's server answers for its own party only: the guest's model is not on a host's server.
     assert sites.sdk(HOST).component.output_model(job_id=job_id, role="guest", party_id=GUEST,
                                                   component_name="hetero_lr_0")["retcode"] != 0

@@ -6,6 +6,8 @@ per party that runs it. The engine tells us each status change of those tasks (e
 a task that ends successfully may make more components ready; one that fails fails the job and
 cancels the rest. Job and task statuses change only through the StatusWriter (status.py),
 against the tables of server/flow/model.py. FlowJobs ties the three together and answers reads.
+With a SiteLink (server/sites/: each party on its own server), the initiator's FlowJobs starts other
+parties' components through it and hears their statuses back; theirs run only what it starts.
 """
 from __future__ import annotations
 
@@ -425,6 +427,8 @@ class FlowJobs:
         self._task_changed(job, t)
 
     def _task_changed(self, job: FlowJob, t: FlowTask) -> None:
+        """A task of a job driven here ended (here, or at another party's server): the graph goes on, or
+        the job ends with it."""
         if t.status.terminal:
             if t.status == T.SUCCESS:
                 if not job.terminal:
@@ -542,6 +546,9 @@ class FlowJobs:
         if plan is None:
             raise errors.FailedPrecondition(f"job {job_id} is a {job.job_type} job; only train and predict jobs"
                                             f" can be rerun (run the {job.job_type} again)")
+        if self.site is not None and any(not self.site.is_local(p) for _, p in job.parties):
+            raise errors.FailedPrecondition(f"job {job_id} runs across sites (parties on other servers); rerun is"
+                                            " not supported there yet: submit the job again")
         if job.status not in RERUNNABLE:
             raise errors.FailedPrecondition(f"job {job_id} is {job.status.fate}; only an ended job (failed, canceled,"
                                             " timeout or success) can be rerun")
