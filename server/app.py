@@ -244,6 +244,7 @@ class Server:
                 site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(self.sites), self.grpc)
             else:
                 await self._start_site_listener()
+            self.sites.watch()
             self._closers.append(self.sites.close)
         names = [auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
                  task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,

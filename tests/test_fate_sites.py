@@ -369,18 +369,13 @@ def test_the_guest_server_killed_mid_job_drives_it_on_after_restart(sites):
     assert job_status(host2, job_id) == "success"
 
 
-def _submit_with_host2_down(sites):
-    """A short job of the guest and host 10001, submitted at the guest while 10001's server is stopped."""
+def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sites):
     guest = sites.sdk(GUEST)
     sites.servers[HOST2].terminate()
     dsl, conf = _job_with_host2(0.5)
     answer = guest.job.submit(conf, dsl)
     assert answer["retcode"] == 0, answer
-    return guest, answer["jobId"]
-
-
-def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sites):
-    guest, job_id = _submit_with_host2_down(sites)
+    job_id = answer["jobId"]
     wait_for(lambda: f"waiting for party {HOST2}" in _error(guest, job_id), timeout=60, what="the waiting reason")
     assert job_status(guest, job_id) not in TERMINAL
     sites.start(HOST2)   # the same database: the offer is resent, and the job goes on
@@ -389,8 +384,18 @@ def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sit
     assert job_status(sites.sdk(HOST2), job_id) == "success"
 
 
-def test_a_party_down_longer_than_the_party_timeout_fails_the_job_naming_it(sites):
-    guest, job_id = _submit_with_host2_down(sites)
+def test_a_party_server_gone_mid_task_fails_the_job_naming_it_after_the_party_timeout(sites):
+    """Nothing waits on the host's messages here (a long Probe): the guest's server notices the host's is
+    gone by asking it now and then, says so while it waits, and fails the job after --fate-party-timeout."""
+    guest, host2 = sites.sdk(GUEST), sites.sdk(HOST2)
+    dsl, conf = _job_with_host2(600)
+    answer = guest.job.submit(conf, dsl)
+    assert answer["retcode"] == 0, answer
+    job_id = answer["jobId"]
+    wait_for(lambda: any(t["f_status"] == "running" for t in host2.task.query(job_id=job_id).get("data") or []),
+             timeout=120, what="the host's task to run")
+    sites.servers[HOST2].terminate()
+    wait_for(lambda: f"waiting for party {HOST2}" in _error(guest, job_id), timeout=120, what="the waiting reason")
     assert wait_end(guest, job_id, PARTY_TIMEOUT + 120) == "failed"
     error = _error(guest, job_id)
     assert f"party {HOST2}" in error and f"127.0.0.1:{sites.ports[HOST2]}" in error, error

@@ -349,9 +349,10 @@ class FlowJobs:
             self.status.set_job_status(job, J.RUNNING)
 
     async def start_components(self, job_id: str, components: list[str]) -> None:
-        """The initiator's server says: start this party's tasks of these components."""
+        """The initiator's server says: start this party's tasks of these components (none: it only
+        checks that this server is up and has the job)."""
         job = self.get(job_id)
-        if job.terminal or job_id not in self.plans:
+        if job.terminal or job_id not in self.plans or not components:
             return
         plan = self.plans[job_id]
         wanted = [c for c in plan.components if c.name in components]
@@ -416,7 +417,7 @@ class FlowJobs:
         if t.status.terminal or job_id not in self.jobs:
             return
         t.start_time_ms = t.start_time_ms or start_ms
-        t.node, t.run_pid = node or t.node, pid
+        t.node, t.run_pid = f"{REMOTE_NODE}{party_id}" + (f"/{node}" if node else ""), pid
         if status != t.status:
             if status.terminal:
                 t.end_time_ms = end_ms or now_ms()

@@ -77,6 +77,7 @@ class Peers:
         self.unreachable: dict[int, str] = {}      # party -> why its calls fail now
         self._channels: dict[int, grpc.aio.Channel] = {}
         self._queues: dict[int, asyncio.Queue] = {}
+        self._calling: set[int] = set()            # parties whose queue has a call under way
         self._workers: list[asyncio.Task] = []
 
     def stub(self, party: int) -> site_grpc.SiteServiceStub:
@@ -138,9 +139,15 @@ class Peers:
             self._workers.append(spawn(self._drain(party, q), f"calls to party {party}"))
         q.put_nowait(_Call(job_id, method, request, give_up))
 
+    def idle(self, party: int) -> bool:
+        """Nothing posted to the party is waiting or under way."""
+        q = self._queues.get(party)
+        return party not in self._calling and (q is None or q.empty())
+
     async def _drain(self, party: int, q: asyncio.Queue) -> None:
         while True:
             c: _Call = await q.get()
+            self._calling.add(party)
             try:
                 await self.call(party, c.method, c.request, c.give_up, c.job_id)
             except errors.TaskhubError as e:
@@ -148,6 +155,8 @@ class Peers:
                 self.on_unreachable(c.job_id, party, str(e))
             except Exception:  # noqa: BLE001 - one bad call must not stop the party's queue
                 log.exception("call %s to party %s", c.method, party)
+            finally:
+                self._calling.discard(party)
 
     async def close(self) -> None:
         for w in self._workers:

@@ -10,6 +10,7 @@ fails the job with a reason naming it.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -19,7 +20,7 @@ from .. import errors
 from ..background import spawn
 from ..flow import dsl
 from ..flow.federation import Federation
-from ..flow.jobs import FlowJobs
+from ..flow.jobs import REMOTE_NODE, FlowJobs
 from ..flow.models import FlowModels
 from ..flow.model import FlowJob, FlowTask, JobStatus, job_status_of, task_status_of
 from .peers import Peers
@@ -32,6 +33,7 @@ J = JobStatus
 class Sites:
     def __init__(self, table: RouteTable, jobs: FlowJobs, federation: Federation, models: FlowModels,
                  party_timeout: float):
+        self._watcher: asyncio.Task | None = None
         self.table = table
         self.jobs = jobs
         self.models = models
@@ -43,6 +45,25 @@ class Sites:
         federation.forward = self._forward
         federation.is_local = self.is_local
         models.on_deploy.append(self._deployed)
+
+    def watch(self) -> None:
+        """From the server's start: keep an eye on the parties running tasks of jobs driven here."""
+        self._watcher = spawn(self._watch(), "watch the FATE parties' servers")
+
+    async def _watch(self) -> None:
+        """A party whose tasks run for a job driven here is asked now and then whether it still has the
+        job (an empty StartComponents): a server that died mid-task is noticed like any unanswered call."""
+        every = max(1.0, min(30.0, self.peers.party_timeout / 10))
+        while True:
+            await asyncio.sleep(every)
+            for job in list(self.jobs.jobs.values()):
+                if job.terminal or self.jobs.driven_elsewhere(job):
+                    continue
+                running = {t.party_id for t in job.tasks.values()
+                           if t.node.startswith(REMOTE_NODE) and not t.status.terminal}
+                for party in sorted(running):
+                    if self.peers.idle(party):
+                        self.start_remote(job, party, [])
 
     # ------------------------------------------------------------------ jobs.SiteLink
     def is_local(self, party_id: int) -> bool:
@@ -176,4 +197,6 @@ class Sites:
         await self.models.deploy(model_id, model_version, None, predict_dsl_json, as_version=new_version)
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         await self.peers.close()
