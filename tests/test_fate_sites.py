@@ -242,15 +242,20 @@ def test_no_party_s_feature_values_reach_another_party_s_server(sites, lr_done):
                 assert not leaked, f"party {owner}'s values on party {other}'s server: {leaked[:5]}"
 
 
-def test_stop_at_the_guest_ends_the_tasks_on_every_server(sites):
-    dsl, conf = slow_job(120)
-    guest = sites.sdk(GUEST)
+def submit_until_running(sites, dsl: dict, conf: dict, party: int) -> tuple[object, str]:
+    """(the guest's client, job id) of a job submitted at the guest, once its task runs on `party`'s server."""
+    guest, there = sites.sdk(GUEST), sites.sdk(party)
     answer = guest.job.submit(conf, dsl)
     assert answer["retcode"] == 0, answer
     job_id = answer["jobId"]
+    wait_for(lambda: any(t["f_status"] == "running" for t in there.task.query(job_id=job_id).get("data") or []),
+             timeout=120, what=f"the task to run on party {party}'s server")
+    return guest, job_id
+
+
+def test_stop_at_the_guest_ends_the_tasks_on_every_server(sites):
+    guest, job_id = submit_until_running(sites, *slow_job(120), HOST)
     host = sites.sdk(HOST)
-    wait_for(lambda: any(t["f_status"] == "running" for t in host.task.query(job_id=job_id).get("data") or []),
-             timeout=120, what="the host's task to run on the host's server")
     assert guest.job.stop(job_id)["retcode"] == 0
     assert wait_end(guest, job_id) == "canceled"
     assert wait_end(host, job_id) == "canceled"
@@ -335,14 +340,9 @@ def _error(fc, job_id: str) -> str:
 def test_a_host_server_killed_mid_job_resumes_its_part_after_restart(sites):
     """Specified: the host's interrupted task runs again within the job's auto_retries once its server is
     back (without retries left it fails, and so does the job, with that reason)."""
-    guest, host2 = sites.sdk(GUEST), sites.sdk(HOST2)
     dsl, conf = _job_with_host2(3)
     conf["job_parameters"] = {"common": {"auto_retries": 1}}
-    answer = guest.job.submit(conf, dsl)
-    assert answer["retcode"] == 0, answer
-    job_id = answer["jobId"]
-    wait_for(lambda: any(t["f_status"] == "running" for t in host2.task.query(job_id=job_id).get("data") or []),
-             timeout=120, what="the host's task to run")
+    guest, job_id = submit_until_running(sites, dsl, conf, HOST2)
     sites.servers[HOST2].kill()
     sites.start(HOST2)
     assert wait_end(guest, job_id) == "success", _error(guest, job_id)
@@ -353,17 +353,13 @@ def test_a_host_server_killed_mid_job_resumes_its_part_after_restart(sites):
 def test_the_guest_server_killed_mid_job_drives_it_on_after_restart(sites):
     """The initiator restarted: it offers the job and starts the other parties' components again (they ignore
     what they already have), hears their reports (resent while it was down), and the job ends well."""
-    guest = sites.sdk(GUEST)
     dsl, conf = _job_with_host2(3)
     conf["job_parameters"] = {"common": {"auto_retries": 1}}
-    answer = guest.job.submit(conf, dsl)
-    assert answer["retcode"] == 0, answer
-    job_id = answer["jobId"]
+    _, job_id = submit_until_running(sites, dsl, conf, HOST2)
     host2 = sites.sdk(HOST2)
-    wait_for(lambda: any(t["f_status"] == "running" for t in host2.task.query(job_id=job_id).get("data") or []),
-             timeout=120, what="the host's task to run")
     sites.servers[GUEST].kill()
-    guest = (sites.start(GUEST), sites.sdk(GUEST))[1]
+    sites.start(GUEST)
+    guest = sites.sdk(GUEST)
     assert wait_end(guest, job_id) == "success", _error(guest, job_id)
     assert {t["f_status"] for t in guest.task.query(job_id=job_id)["data"]} == {"success"}
     assert job_status(host2, job_id) == "success"
@@ -387,13 +383,7 @@ def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sit
 def test_a_party_server_gone_mid_task_fails_the_job_naming_it_after_the_party_timeout(sites):
     """Nothing waits on the host's messages here (a long Probe): the guest's server notices the host's is
     gone by asking it now and then, says so while it waits, and fails the job after --fate-party-timeout."""
-    guest, host2 = sites.sdk(GUEST), sites.sdk(HOST2)
-    dsl, conf = _job_with_host2(600)
-    answer = guest.job.submit(conf, dsl)
-    assert answer["retcode"] == 0, answer
-    job_id = answer["jobId"]
-    wait_for(lambda: any(t["f_status"] == "running" for t in host2.task.query(job_id=job_id).get("data") or []),
-             timeout=120, what="the host's task to run")
+    guest, job_id = submit_until_running(sites, *_job_with_host2(600), HOST2)
     sites.servers[HOST2].terminate()
     wait_for(lambda: f"waiting for party {HOST2}" in _error(guest, job_id), timeout=120, what="the waiting reason")
     assert wait_end(guest, job_id, PARTY_TIMEOUT + 120) == "failed"
