@@ -35,6 +35,8 @@ S = Status
 SCHEDULABLE = frozenset({S.NEW, S.PENDING, S.RESTORING})
 ON_NODE = frozenset({S.SCHEDULED, S.QUEUED, S.RUNNING, S.CANCELLING})
 MAX_BATCH = 10_000
+# At most this many unfinished tasks: the store may commit small writes on the loop (Writer.quiet).
+QUIET_TASKS = 2
 NO_NODE = "waiting for a node to join"
 # Annotation: unfinished tasks with the same value run on the same node (a task group's tasks).
 COLOCATE = "taskhub.colocate"
@@ -94,6 +96,7 @@ class Engine:
     # ------------------------------------------------------------------ life
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.store.writer.quiet = lambda: len(self.tasks) <= QUIET_TASKS
         self.store.writer.start(self._loop)
         self.instance = self.store.get_kv("instance") or uuid.uuid4().hex
         async with self.store.batch() as b:
