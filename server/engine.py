@@ -39,6 +39,8 @@ S = Status
 
 MAX_BATCH = 10_000
 SCHEDULER_ANSWER_SECONDS = 10.0  # a follower's cancel/delete waits this long for the scheduler to apply it
+# At most this many unfinished tasks: the store may commit small writes on the loop (Writer.quiet).
+QUIET_TASKS = 2
 NO_NODE = "waiting for a node to join"
 REFILL_RETRY_SECONDS = 1.0  # after a failed read of the queue (the database is away)
 __all__ = ["COLOCATE", "ON_NODE_NAMED", "Engine", "EngineConfig"]  # COLOCATE, ON_NODE_NAMED: server/scheduler.py
@@ -109,6 +111,7 @@ class Engine:
     # ------------------------------------------------------------------ life
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.store.writer.quiet = lambda: len(self.tasks) <= QUIET_TASKS
         self.store.writer.start(self._loop)
         self.instance = self.store.get_kv("instance") or uuid.uuid4().hex
         async with self.store.batch() as b:
