@@ -288,6 +288,7 @@ HTTP_SAMPLES = {
     ("GET", "/v1/tasks/{v0}/logs"): ("/v1/tasks/1/logs?namespace=team-a", None),
     ("GET", "/v1/modules/{v0}"): ("/v1/modules/starter.examples", None),
     ("GET", "/v1/nodes"): ("/v1/nodes", None),
+    ("GET", "/v1/cluster/servers"): ("/v1/cluster/servers", None),
     ("GET", "/v1/nodes/{v0}"): ("/v1/nodes/n1", None),
     ("POST", "/v1/taskgroups/templates"): ("/v1/taskgroups/templates", {"json": json.dumps(TEMPLATE)}),
     ("GET", "/v1/taskgroups/templates/{v0}"): ("/v1/taskgroups/templates/t1", None),
