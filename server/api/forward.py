@@ -1,7 +1,8 @@
 """Calls a follower passes to the scheduler: services whose state lives in the scheduler's memory.
 
-FATE jobs (FlowService), Delta runs (DeltaService) and task group instances (TaskGroupService) are
-driven by the engine that places their tasks, i.e. by the scheduler (server/cluster.py). On a
+FATE jobs (FlowService, SiteService), Delta runs (DeltaService) and task group instances
+(TaskGroupService) are driven by the engine that places their tasks, i.e. by the scheduler
+(server/cluster.py). On a
 follower their calls are sent on to the scheduler as they came (same method, same metadata, so the
 scheduler checks the caller's token again), and its answer, or its error, comes back unchanged.
 The handler decides per call: the server it runs on may become the scheduler at any moment.
@@ -16,7 +17,8 @@ from google.protobuf import descriptor_pool, message_factory
 from .. import errors
 from .errors import code_of, trailing_of
 
-SCHEDULER_SERVICES = ("/taskhub.v1.FlowService/", "/taskhub.v1.DeltaService/", "/taskhub.v1.TaskGroupService/")
+SCHEDULER_SERVICES = ("/taskhub.v1.FlowService/", "/taskhub.v1.DeltaService/", "/taskhub.v1.TaskGroupService/",
+                      "/taskhub.v1.SiteService/")  # (the other FATE parties' calls, when on the main port)
 # Call metadata that belongs to the connection, not to the call.
 _CONNECTION_KEYS = ("content-type", "user-agent", "te", "grpc-", ":")
 
