@@ -65,6 +65,7 @@ class Cluster:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.previous = ""                # the scheduler before this one
+        self.taking_over = False          # reading what is unfinished: agents wait until it is done
         self._heard: dict[str, list[str]] = {}
         self._leader, self._leader_read = "", -POLL_SECONDS
         self._wake = asyncio.Event()
@@ -180,11 +181,15 @@ class Cluster:
     # ------------------------------------------------------------------ on the event loop
     async def _take_over(self) -> None:
         started = time.monotonic()
+        self.taking_over = True
         self.leading = True
         self.engine.tell_scheduler = None
-        self.nodes.preload()  # agents the previous scheduler knew: their tasks wait for them to come back
         previous = self.previous
-        await self.engine.lead(previous)
+        try:  # agents wait until this is done: one registering before its tasks are loaded would lose them
+            self.nodes.preload()  # agents the previous scheduler knew: their tasks wait for them to come back
+            await self.engine.lead(previous)
+        finally:
+            self.taking_over = False
         for hook in self.on_lead:
             await hook()
         print(f"taskhub: now the scheduler (epoch {self.epoch}; took over from {previous or 'nobody'}"
@@ -248,7 +253,7 @@ class Cluster:
 
     def require_scheduler(self) -> None:
         """Raise NotScheduler (with where the scheduler is) unless this server schedules."""
-        if not self.leading:
+        if not self.leading or self.taking_over:
             raise errors.NotScheduler(self.leader_address())
 
     def servers(self) -> tuple[list[ServerRow], str, int, int]:
