@@ -40,6 +40,7 @@ S = Status
 MAX_BATCH = 10_000
 NO_NODE = "waiting for a node to join"
 REFILL_RETRY_SECONDS = 1.0  # after a failed read of the queue (the database is away)
+FIRST_READ = 1_000          # at start (or take-over) scheduling resumes after this much of the window is read
 __all__ = ["COLOCATE", "ON_NODE_NAMED", "Engine", "EngineConfig"]  # COLOCATE, ON_NODE_NAMED: server/scheduler.py
 # Annotation: status changes of the task are told to `engine.observers[<value>]` (a layer built on
 # tasks, such as FATE jobs): each change as it happens, a terminal one once committed.
@@ -77,7 +78,8 @@ class Engine:
         self.scheduler = Scheduler(self.config.queue_window)
         self._parked: dict[int, Task] = {}        # PENDING: no node could ever take it now (at most a window's worth)
         self._parked_dropped = False              # more were parked, and left memory: read the queue again at unpark
-        self._unfinished = 0                      # unfinished tasks, in memory or not (--max-queued)
+        self._unfinished = 0                      # unfinished tasks, in memory or not (--max-queued; see _count)
+        self._counting: asyncio.Task | None = None
         self._reading: asyncio.Task | None = None  # a read of the queue's next part, in flight
         self._gone: set[int] = set()              # tasks that left memory while that read ran
         self._fresh: list[Task] = []              # pushed since the last scheduling round
@@ -107,13 +109,26 @@ class Engine:
             b.put_kv_if_absent("instance", self.instance)
         since = now_ms() - int(self.config.request_window_seconds * 1000)
         self._request_keys = await self._loop.run_in_executor(None, lambda: RequestKeys(self.store.request_keys(since)))
+        self._counting = self._loop.create_task(self._count())
         await self._recover()
         await self.load_window()
+
+    async def _count(self) -> None:
+        """Count the unfinished tasks for --max-queued beside the start, not before it (a scan of an
+        index: seconds with ten million queued). Until then the figure holds the changes made since
+        the start, and the count is added to them (a create committed while it ran is counted twice:
+        an estimate on the safe side)."""
+        try:
+            counted = await self._loop.run_in_executor(None, self.store.count_unfinished)
+        except Exception as e:  # the database is away: the limit applies to what this run adds
+            log.warning("could not count the unfinished tasks (%s)", e)
+            return
+        self._unfinished += counted
+        log.info("queue: %d unfinished tasks, %d tasks in memory", self._unfinished, len(self.tasks))
 
     async def _recover(self) -> None:
         """Bring back what a previous run of the server left on nodes; the queue stays in the store."""
         leftovers = await self._loop.run_in_executor(None, self.store.active_tasks)
-        self._unfinished = await self._loop.run_in_executor(None, self.store.count_unfinished)
         if not leftovers:
             return
         killed = kill_orphans(self.instance)
@@ -147,21 +162,22 @@ class Engine:
 
     async def load_window(self) -> None:
         """Read the head of the queue from the store into memory, and schedule it: at start, and
-        when this server takes over scheduling."""
+        when this server takes over scheduling. Returns once the first FIRST_READ tasks are in line;
+        the rest of the window follows in the background."""
         self.scheduler.window.rewind()
         if self._reading is not None:
             await asyncio.shield(self._reading)  # it read from the old cursor: read again below
-        await self._refill()
-        log.info("queue: %d unfinished tasks, %d of them in memory", self._unfinished, len(self.tasks))
+        await self._refill(FIRST_READ)
 
     def _refill_soon(self) -> None:
         if self._reading is None and not self._stopping and self.scheduler.window.wanted():
             self._reading = self._loop.create_task(self._refill())
 
-    async def _refill(self) -> None:
-        """Read the queue's next part (after the window's cursor) into memory, then schedule."""
+    async def _refill(self, first: int = 0) -> None:
+        """Read the queue's next part (after the window's cursor) into memory, then schedule.
+        `first`: read at most this many, then go on in the background."""
         window = self.scheduler.window
-        while (want := window.wanted()) and not self._stopping:
+        while (want := min(window.wanted(), first or window.size)) and not self._stopping:
             self._reading = asyncio.current_task()
             self._gone = set()
             cursor = window.cursor
@@ -188,6 +204,9 @@ class Engine:
             window.read(queue_key(rows[-1]) if rows else None, len(rows), want)
             self._gone = set()
             self._kick()
+            if first:
+                self._refill_soon()
+                return
 
     def _hold(self, task: Task) -> None:
         """Keep the task in memory (the engine changes only tasks it holds)."""
