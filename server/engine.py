@@ -82,6 +82,7 @@ class Engine:
         self._counting: asyncio.Task | None = None
         self._reading: asyncio.Task | None = None  # a read of the queue's next part, in flight
         self._gone: set[int] = set()              # tasks that left memory while that read ran
+        self._missed: list[Task] = []             # created while it ran, not taken into the window
         self._fresh: list[Task] = []              # pushed since the last scheduling round
         self._dirty: dict[int, Task] = {}
         self._flush_scheduled = False
@@ -179,7 +180,7 @@ class Engine:
         window = self.scheduler.window
         while (want := min(window.wanted(), first or window.size)) and not self._stopping:
             self._reading = asyncio.current_task()
-            self._gone = set()
+            self._gone, self._missed = set(), []
             cursor = window.cursor
             try:
                 self._flush()
@@ -202,7 +203,14 @@ class Engine:
                     self._hold(task)
                     window.push(task)
             window.read(queue_key(rows[-1]) if rows else None, len(rows), want)
-            self._gone = set()
+            # Created while the read ran, after the snapshot it read, before the cursor it moved to:
+            # no later read starts before them, so they join the window now.
+            for task in self._missed:
+                if task.id not in self.tasks and task.id not in self._gone and window.cursor is not None \
+                        and queue_key(task) <= window.cursor:
+                    self._hold(task)
+                    window.push(task)
+            self._gone, self._missed = set(), []
             self._kick()
             if first:
                 self._refill_soon()
@@ -412,6 +420,8 @@ class Engine:
                 self._hold(t)
                 self.logs.known_empty(t.id)
                 self._fresh.append(t)
+            elif self._reading is not None:
+                self._missed.append(t)  # the read in flight may have missed it (see _refill)
         if self._reading is None:
             self._trim_window()
         if self._list_watchers:
