@@ -83,3 +83,25 @@ def test_tasks_outside_the_window_are_watched_traced_and_cancelled_in_a_batch(se
     assert {status_name(t.status) for t in c.wait_tasks([t.id for t in tasks])} == {"CANCELLED"}
     lines = [ln.text for ln in c.trace(outside.id, follow=True)]
     assert lines and "cancel requested" in lines[0]
+
+
+def test_creates_racing_the_window_refills_all_run_once(server_factory, tmp_path):
+    """Two clients create while a window of 3 drains and refills: every task runs, none twice."""
+    s = server_factory("--slots", "2", "--queue-window", "3")
+    created: list = []
+
+    def client(k: int) -> None:
+        c = s.client()
+        for b in range(6):
+            created.extend(c.create_tasks([_order_spec(tmp_path, f"c{k}-{b}-{i}", priority=(k + b + i) % 3)
+                                           for i in range(5)]))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    ended = {t.id: status_name(t.status) for t in s.client().wait_tasks([t.id for t in created])}
+    assert len(created) == 60 and set(ended.values()) == {"SUCCESS"} and len(ended) == 60
+    ran = (tmp_path / "order").read_text().split()
+    assert sorted(ran) == sorted(t.spec.name for t in created)  # each once
