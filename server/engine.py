@@ -414,9 +414,20 @@ class Engine:
                 stages.mark(t.id, "committed")
         metrics.tasks_created(tasks)
         self._unfinished += len(tasks)
+        self._admit(tasks)
+        if self._list_watchers:
+            self._publish_list([copy.copy(t) for t in tasks], [])
+        if not self._stopping:
+            # Placed now, before the answer is sent: the round trip waits on the run, not on the reply.
+            self._schedule()
+        return tasks
+
+    def _admit(self, tasks: list[Task]) -> None:
+        """New tasks, committed: into the window where they belong; the rest wait in the store,
+        where a read of the queue finds them."""
         window = self.scheduler.window
         for t in tasks:
-            if window.admit(t):  # else it waits in the store, where a read of the queue finds it
+            if window.admit(t):
                 self._hold(t)
                 self.logs.known_empty(t.id)
                 self._fresh.append(t)
@@ -424,12 +435,6 @@ class Engine:
                 self._missed.append(t)  # the read in flight may have missed it (see _refill)
         if self._reading is None:
             self._trim_window()
-        if self._list_watchers:
-            self._publish_list([copy.copy(t) for t in tasks], [])
-        if not self._stopping:
-            # Placed now, before the answer is sent: the round trip waits on the run, not on the reply.
-            self._schedule()
-        return tasks
 
     def _trim_window(self) -> None:
         """Keep the window bounded when creates that sort early pile up in it."""
