@@ -90,6 +90,7 @@ _F = "/taskhub.v1.FlowService/"
 RULES: dict[str, Rule] = {
     _T + "CreateTask": Rule(SUBMITTER, "spec.namespace", stamp=True),
     _T + "CreateTasks": Rule(SUBMITTER, "specs.namespace", stamp=True),
+    _T + "RunTask": Rule(SUBMITTER, "spec.namespace", stamp=True),
     _T + "GetTask": Rule(READER, "namespace"),
     _T + "ListTasks": Rule(READER, "namespace"),
     _T + "CancelTask": Rule(SUBMITTER, "namespace"),
@@ -127,7 +128,7 @@ RULES: dict[str, Rule] = {
                                                  "GetComponentOutput")},
     **{_F + m: Rule(READER, owner=LISTING) for m in ("ListJobs", "ListFlowTasks", "UploadHistory", "ListModels",
                                                      "ListTags")},
-    _F + "StopJob": Rule(SUBMITTER, owner=JOB),
+    **{_F + m: Rule(SUBMITTER, owner=JOB) for m in ("StopJob", "RerunJob", "CleanJob")},
     _F + "CleanQueue": Rule(SUBMITTER, owner=LISTING),
     _F + "DeleteMetrics": Rule(SUBMITTER, owner=JOB),  # by job_id, or by date within the caller's namespaces
     _F + "UploadData": Rule(SUBMITTER, owner=IN_STREAM),

@@ -165,13 +165,13 @@ WRONG_ROLE = {READER: NODE, SUBMITTER: READER, ADMIN: SUBMITTER, NODE: ADMIN}
 FLOW_READS = {"GetJob", "ListJobs", "WatchJob", "TraceJob", "ListFlowTasks", "ListComponents", "GetComponentOutput",
               "UploadHistory", "GetTable", "ReadTable", "ListModels", "GetPredictDsl", "GetPredictConf", "ExportModel",
               "ListTags", "ListTaggedModels", "ListModelTags", "GenerateDsl"}
-FLOW_SUBMITS = {"SubmitJob", "StopJob", "CleanQueue", "DeleteMetrics", "UploadData", "DownloadData", "DeleteTable",
+FLOW_SUBMITS = {"SubmitJob", "StopJob", "RerunJob", "CleanJob", "CleanQueue", "DeleteMetrics", "UploadData", "DownloadData", "DeleteTable",
                 "WriteTable", "PutTracking", "FederationSend", "FederationReceive", "DeployModel", "ImportModel",
                 "StoreModel", "RestoreModel", "MigrateModel", "LoadModel", "BindModel", "DeleteModel", "CreateTag",
                 "UpdateTag", "DeleteTag", "TagModel"}
 READS = {"GetTask", "ListTasks", "TraceTask", "WaitTask", "WaitTasks", "WatchTasks", "WhoAmI"} | FLOW_READS
 DELTA_SUBMITS = {"CreateDeltaTask", "StartDeltaClients", "DeltaSend", "DeltaReceive"}
-SUBMITS = READS | {"CreateTask", "CreateTasks", "CancelTask", "DeleteTask", "DescribeModule"} | FLOW_SUBMITS | DELTA_SUBMITS
+SUBMITS = READS | {"CreateTask", "CreateTasks", "RunTask", "CancelTask", "DeleteTask", "DescribeModule"} | FLOW_SUBMITS | DELTA_SUBMITS
 
 
 def test_every_rpc_refuses_bad_callers_and_changes_nothing(authsrv):
@@ -276,6 +276,7 @@ HTTP_SAMPLES = {
     ("POST", "/api/task/task_group/stop"): ("/api/task/task_group/stop", {"id": "x"}),
     ("GET", "/api/task/node"): ("/api/task/node", None),
     ("POST", "/v1/tasks:batchCreate"): ("/v1/tasks:batchCreate", {"specs": [_spec_json("team-a")]}),
+    ("POST", "/v1/tasks:run"): ("/v1/tasks:run", _spec_json("team-a")),
     ("POST", "/v1/tasks/{v0}:cancel"): ("/v1/tasks/1:cancel?namespace=team-a", {}),
     ("GET", "/v1/tasks/{v0}:wait"): ("/v1/tasks/1:wait?namespace=team-a", None),
     ("POST", "/v1/nodes/{v0}:drain"): ("/v1/nodes/n1:drain", {}),
@@ -300,6 +301,8 @@ HTTP_SAMPLES = {
     ("GET", "/v1/flow/jobs/{v0}"): ("/v1/flow/jobs/1", None),
     ("GET", "/v1/flow/jobs"): ("/v1/flow/jobs", None),
     ("POST", "/v1/flow/jobs/{v0}:stop"): ("/v1/flow/jobs/1:stop", {}),
+    ("POST", "/v1/flow/jobs/{v0}:rerun"): ("/v1/flow/jobs/1:rerun", {}),
+    ("POST", "/v1/flow/jobs/{v0}:clean"): ("/v1/flow/jobs/1:clean", {}),
     ("GET", "/v1/flow/jobs/{v0}:watch"): ("/v1/flow/jobs/1:watch", None),
     ("GET", "/v1/flow/jobs/{v0}/logs"): ("/v1/flow/jobs/1/logs", None),
     ("POST", "/v1/flow/queue:clean"): ("/v1/flow/queue:clean", {}),
@@ -338,6 +341,7 @@ HTTP_SAMPLES.update({("POST", f"/v1/{path}"): (f"/v1/{path}", body) for path, bo
                    "job_dsl": {"components": {}}},
     "job/stop": _JOB, "job/query": {}, "job/list/job": {}, "job/config": _JOB, "job/log/download": _JOB, "job/log": _JOB,
     "job/data/view/query": _JOB, "job/list/task": {}, "job/task/query": _JOB, "job/clean/queue": {},
+    "job/rerun": _JOB, "job/clean": _JOB,
     "job/dsl/generate": {"train_dsl": "{}", "cpn_str": "reader_0"},
     "log/size": _JOB, "log/cat": _JOB,
     "tracking/component/list": _JOB, "tracking/component/parameters": _CPN, "tracking/component/metrics": _CPN,
