@@ -105,3 +105,23 @@ def test_creates_racing_the_window_refills_all_run_once(server_factory, tmp_path
     assert len(created) == 60 and set(ended.values()) == {"SUCCESS"} and len(ended) == 60
     ran = (tmp_path / "order").read_text().split()
     assert sorted(ran) == sorted(t.spec.name for t in created)  # each once
+
+
+def test_parked_tasks_beyond_the_window_come_back_when_a_node_that_fits_joins(server_factory, tmp_path):
+    """Parked tasks beyond a window's worth leave memory; a node that fits brings all of them back."""
+    from node_agents import agents_fixture_factory
+    s = server_factory("--queue-window", "2")
+    c = s.client()
+    gpu = c.create_tasks([make_spec(argv=["true"], name=f"gpu{i}", node_selector={"gpu": "1"}) for i in range(6)])
+    wait_for(lambda: all(status_name(c.get_task(t.id).status) == "PENDING" for t in gpu), what="all parked")
+    assert "label gpu=1" in c.get_task(gpu[-1].id).queue_reason
+    plain = c.create_task(argv=["true"])  # the line moves on past them
+    assert status_name(c.wait(plain.id).status) == "SUCCESS"
+    make, close_all = agents_fixture_factory(tmp_path)
+    try:
+        make(s.grpc_target, "gpu-node", "--label", "gpu=1")
+        ended = list(c.wait_tasks([t.id for t in gpu]))
+        assert {status_name(t.status) for t in ended} == {"SUCCESS"} and len(ended) == 6
+        assert {t.node for t in ended} == {"gpu-node"}
+    finally:
+        close_all()
