@@ -110,9 +110,9 @@ class Engine:
             b.put_kv_if_absent("instance", self.instance)
         since = now_ms() - int(self.config.request_window_seconds * 1000)
         self._request_keys = await self._loop.run_in_executor(None, lambda: RequestKeys(self.store.request_keys(since)))
-        self._counting = self._loop.create_task(self._count())
         await self._recover()
         await self.load_window()
+        self._counting = self._loop.create_task(self._count())  # after the first read: not competing with it
 
     async def _count(self) -> None:
         """Count the unfinished tasks for --max-queued beside the start, not before it (a scan of an
