@@ -87,6 +87,7 @@ bench: install postgres
 	$(BIN)/python -m bench.fate_flow
 	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.fate_suites
+	$(BIN)/python -m bench.fate_sites
 
 # taskhub beside Celery + Redis (installed into bench/.venv-peer and Debian's redis-server by the bench itself)
 bench-peer: install

@@ -14,7 +14,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, delta_service_pb2, delta_service_pb2_grpc,
                         flow_service_pb2, flow_service_pb2_grpc,
-                        node_service_pb2, node_service_pb2_grpc, task_group_service_pb2, task_group_service_pb2_grpc,
+                        node_service_pb2, node_service_pb2_grpc, site_service_pb2, site_service_pb2_grpc,
+                        task_group_service_pb2, task_group_service_pb2_grpc,
                         task_service_pb2, task_service_pb2_grpc)
 
 from client.cli_support import parse_duration
@@ -25,6 +26,7 @@ from .background import spawn
 from .api.auth_service import AuthService
 from .api.flow_service import FlowService
 from .api.delta_service import DeltaService
+from .api.site_service import SiteService
 from .db_target import SQLITE, UnsupportedDatabase, claim_database, parse_db_target
 from .delta.datasets import node_labels
 from .delta.service import DeltaTasks
@@ -50,6 +52,10 @@ from .node.remote import NodeRegistry
 from .retention import Retention
 from .rpc_metrics import MetricsInterceptor
 from .security import Security, SecurityConfig
+from .sites.peers import server_credentials
+from .sites.routes import RouteError, TlsFiles
+from .sites.routes import load as load_routes
+from .sites.sites import Sites
 from .storage import StoreError, open_store
 
 log = logging.getLogger("taskhub")
@@ -84,6 +90,9 @@ class ServerConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     delta_tasks: bool = True         # accept delta-task's own tasks, as command tasks (same auth rule); --no-delta
     data_dir: str = "var/data"       # Delta datasets the local node holds
+    fate_party_id: int = 0           # FATE across sites: the party this server runs (0: every party runs here)
+    fate_route_table: str = ""       # the other parties' servers (server/sites/routes.py)
+    fate_party_timeout: float = 600.0
 
 
 class Server:
@@ -114,12 +123,14 @@ class Server:
                              hooks=self.flow_models.hooks(), ids=ids)
         self.flow_data = FlowData(self.flow, fstore, data_dir)
         self.federation = Federation(self.flow_data)
+        self.sites = self._sites()
         self.security = Security(cfg.security, self.store, self.engine, cfg.host, local_dir)
         # The rule table's FATE checks look up what a request names here (server/flow/tenants.py).
         self.security.authority.owners.update(owner_lookups(fstore, self.flow.running_component))
         self.delta = DeltaTasks(self.engine, cfg.delta_tasks)
         self.executor: Executor | None = None
         self.grpc: grpc.aio.Server | None = None
+        self.site_grpc: grpc.aio.Server | None = None   # the other FATE parties' own port (server/sites/)
         self.health = health.aio.HealthServicer()
         self.grpc_port = 0
         self.http_port = 0
@@ -128,6 +139,46 @@ class Server:
         self._closers: list = []
         self._local_note = ""
         self._fresh_work_dir = ""
+
+    def _sites(self) -> Sites | None:
+        cfg = self.cfg
+        if not cfg.fate_party_id and not cfg.fate_route_table:
+            return None
+        if not cfg.fate_party_id or not cfg.fate_route_table:
+            raise SystemExit("taskhub: give both --fate-party-id and --fate-route-table (or neither)")
+        sec = cfg.security
+        flags = TlsFiles(sec.tls_cert, sec.tls_key, sec.tls_client_ca) if sec.tls_cert and sec.tls_client_ca else None
+        try:
+            table = load_routes(cfg.fate_route_table, cfg.fate_party_id, flags)
+        except RouteError as e:
+            raise SystemExit(f"taskhub: --fate-route-table {cfg.fate_route_table}: {e}")
+        return Sites(table, self.flow, self.federation, self.flow_models, cfg.fate_party_timeout)
+
+    def _site_on_main_port(self) -> bool:
+        """This party's own route is the main gRPC port (its TLS from --tls-*): SiteService is served there."""
+        listen = self.sites.table.listen
+        return listen is None or (listen.port == self.cfg.grpc_port and listen.ip == self.cfg.host)
+
+    async def _start_site_listener(self) -> None:
+        """Where the other parties reach this server: its own route, a gRPC server of its own that serves
+        only SiteService (mutual TLS, or plaintext on loopback), so a party's certificate opens nothing else."""
+        listen = self.sites.table.listen
+        server = grpc.aio.server(interceptors=[MetricsInterceptor()], options=[
+            ("grpc.max_receive_message_length", self.cfg.security.max_message_bytes),
+            ("grpc.max_send_message_length", self.cfg.security.max_message_bytes), ("grpc.so_reuseport", 0)])
+        site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(self.sites), server)
+        try:
+            port = (server.add_insecure_port(listen.target) if listen.tls is None
+                    else server.add_secure_port(listen.target, server_credentials(listen)))
+        except (RouteError, RuntimeError) as e:
+            raise SystemExit(f"taskhub: cannot listen for FATE parties on {listen.target}: {e}")
+        if not port:
+            raise SystemExit(f"taskhub: cannot listen for FATE parties on {listen.target}")
+        await server.start()
+        self.site_grpc = server
+        print(f"taskhub: FATE party {self.sites.table.own_party}: other parties' servers reach it on {listen.target}"
+              f" ({'mutual TLS' if listen.tls else 'plaintext, loopback'});"
+              f" routes to {', '.join(map(str, sorted(self.sites.table.routes))) or 'no other party'}", flush=True)
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -190,12 +241,21 @@ class Server:
                         max_upload=cfg.security.max_upload_bytes), self.grpc)
         auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(self.security.authority), self.grpc)
         delta_service_pb2_grpc.add_DeltaServiceServicer_to_server(DeltaService(self.delta), self.grpc)
+        if self.sites is not None:
+            if self._site_on_main_port():
+                site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(self.sites), self.grpc)
+            else:
+                await self._start_site_listener()
+            self.sites.watch()
+            self._closers.append(self.sites.close)
         names = [auth_service_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
                  task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
                  node_service_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name,
                  task_group_service_pb2.DESCRIPTOR.services_by_name["TaskGroupService"].full_name,
                  flow_service_pb2.DESCRIPTOR.services_by_name["FlowService"].full_name,
                  delta_service_pb2.DESCRIPTOR.services_by_name["DeltaService"].full_name]
+        if self.sites is not None and self._site_on_main_port():
+            names.append(site_service_pb2.DESCRIPTOR.services_by_name["SiteService"].full_name)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
         await self.grpc.start()
@@ -253,6 +313,8 @@ class Server:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         for closer in reversed(self._closers):
             await closer()
+        if self.site_grpc:
+            await self.site_grpc.stop(grace=1.0)
         if self.grpc:  # calls in flight have a second, then open streams (trace, watch, wait, agents) are cut
             await self.grpc.stop(grace=1.0)
         self.flow.close()

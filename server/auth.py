@@ -28,6 +28,9 @@ log = logging.getLogger("taskhub.auth")
 
 READER, SUBMITTER, ADMIN, NODE = "reader", "submitter", "admin", "node"
 ANY_ROLE = "any"  # any valid token
+# Another FATE party's server (issue 19): no token; its client certificate names the party, and the
+# SiteService checks each call against that party's place in the job (server/sites/peers.py).
+SITE = "site"
 ROLES = (READER, SUBMITTER, ADMIN, NODE)
 # What each role may do: a rule needing role X is allowed to the roles whose set holds X.
 GRANTS = {
@@ -35,6 +38,7 @@ GRANTS = {
     SUBMITTER: {READER, SUBMITTER, ANY_ROLE},
     ADMIN: {READER, SUBMITTER, ADMIN, ANY_ROLE},
     NODE: {NODE, ANY_ROLE},
+    SITE: {SITE},
 }
 ALL_NAMESPACES = "*"
 DEFAULT_NAMESPACE = "default"
@@ -87,6 +91,7 @@ class Rule:
 _T, _N, _G, _A = "/taskhub.v1.TaskService/", "/taskhub.v1.NodeService/", "/taskhub.v1.TaskGroupService/", \
     "/taskhub.v1.AuthService/"
 _F = "/taskhub.v1.FlowService/"
+SITE_PREFIX = "/taskhub.v1.SiteService/"
 RULES: dict[str, Rule] = {
     _T + "CreateTask": Rule(SUBMITTER, "spec.namespace", stamp=True),
     _T + "CreateTasks": Rule(SUBMITTER, "specs.namespace", stamp=True),
@@ -153,6 +158,9 @@ RULES: dict[str, Rule] = {
     "/taskhub.v1.DeltaService/StartDeltaClients": Rule(SUBMITTER, audit=False),
     "/taskhub.v1.DeltaService/DeltaSend": Rule(SUBMITTER, audit=False),
     "/taskhub.v1.DeltaService/DeltaReceive": Rule(SUBMITTER, audit=False),
+    # Server to server, between the parties of a FATE job: the certificate, not a token, says who.
+    **{SITE_PREFIX + m: Rule(SITE) for m in ("OfferJob", "StartComponents", "EndJob", "ReportTask", "DeployPart")},
+    SITE_PREFIX + "Deliver": Rule(SITE, audit=False),
 }
 
 # Open without a token: load balancers probe health; reflection only lists the public protos.

@@ -43,6 +43,7 @@ def cmd_serve(a) -> int:
         lease_grace=a.lease_grace, retain=a.retain, max_queued=a.max_queued, max_log_lines=a.max_log_lines,
         queue_window=a.queue_window,
         delta_tasks=not a.no_delta, data_dir=a.data_dir,
+        fate_party_id=a.fate_party_id, fate_route_table=a.fate_route_table, fate_party_timeout=a.fate_party_timeout,
     )
     return run_server(cfg)
 
@@ -132,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where model/store saves FATE model archives and model/restore reads them (default <db dir>/models)")
     s.add_argument("--flow-component", action="append", metavar="MODULE=package.module:Class",
                    help="a FATE component plug-in for DSL module MODULE (under an --allow-module prefix; repeatable)")
+    site = s.add_argument_group("FATE across sites: each party runs its own server (README: FATE across sites)")
+    site.add_argument("--fate-party-id", type=int, default=0, metavar="ID",
+                      help="the FATE party this server runs (every role it plays in a job); other parties' tasks"
+                           " run on their own servers, reached through --fate-route-table")
+    site.add_argument("--fate-route-table", default="", metavar="JSON",
+                      help='FATE rollsite route table: {"route_table": {"<party>": {"default": [{"ip": ..., "port": N}]}},'
+                           ' "tls": {"cert": ..., "key": ..., "ca": ...}}; this party\'s own entry is where it listens')
+    site.add_argument("--fate-party-timeout", type=float, default=600.0, metavar="SECONDS",
+                      help="a party's server unreachable this long fails the job that needs it (default 600)")
     sec = s.add_argument_group("security (README: Security)")
     sec.add_argument("--config", metavar="JSON",
                      help='serve settings from a JSON file, keys as the flags: {"auth": true, "tls_cert": "..."};'

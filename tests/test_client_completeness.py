@@ -21,6 +21,9 @@ INTERNAL = {
     "/taskhub.v1.DeltaService/StartDeltaClients": "a Delta coordinator task",
     "/taskhub.v1.DeltaService/DeltaSend": "between a Delta task's coordinator and clients",
     "/taskhub.v1.DeltaService/DeltaReceive": "between a Delta task's coordinator and clients",
+    # Server to server (issue 19): only another FATE party's server calls these, with its certificate.
+    **{f"/taskhub.v1.SiteService/{m}": "between the FATE parties' servers"
+       for m in ("OfferJob", "StartComponents", "EndJob", "ReportTask", "Deliver", "DeployPart")},
 }
 
 

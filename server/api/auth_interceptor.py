@@ -14,7 +14,7 @@ from collections import defaultdict
 import grpc
 
 from .. import errors
-from ..auth import ANY_ROLE, CALL_SCOPE, HEALTH_PREFIX, REFLECTION_PREFIXES, RULES, Authority, Caller, Rule, call_scope
+from ..auth import ANY_ROLE, CALL_SCOPE, HEALTH_PREFIX, REFLECTION_PREFIXES, RULES, SITE_PREFIX, Authority, Caller, Rule, call_scope
 from .errors import code_of
 
 log = logging.getLogger("taskhub.auth")
@@ -26,7 +26,8 @@ CLOSED_REFLECTION = Rule(ANY_ROLE, audit=False)
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authority: Authority, *, open_reflection: bool = True, max_streams_per_token: int = 256):
         self.authority = authority
-        self.open_prefixes = (HEALTH_PREFIX,) + (REFLECTION_PREFIXES if open_reflection else ())
+        # The SiteService authenticates by client certificate, in the servicer (rule role SITE: no token has it).
+        self.open_prefixes = (HEALTH_PREFIX, SITE_PREFIX) + (REFLECTION_PREFIXES if open_reflection else ())
         self.max_streams = max_streams_per_token
         self.streams: dict[str, dict[asyncio.Task, Gate]] = defaultdict(dict)
         self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}  # method -> its gated handler

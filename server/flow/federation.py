@@ -11,6 +11,7 @@ fail when the job ends (cancelled, or failed because a peer failed), so nobody w
 from __future__ import annotations
 
 import asyncio
+from typing import Awaitable, Callable
 
 from .. import errors
 from .data import FlowData
@@ -32,6 +33,10 @@ class Federation:
         self._recent: dict[tuple, bytes] = {}     # payloads by key, oldest first (insertion order)
         self._pending: set[tuple] = set()         # keys not committed yet: never evicted
         self._recent_bytes = 0
+        # Each party on its own server (server/sites/): a message for another server's party goes
+        # there (forward(job_id, key, payload) returns once that server holds it durably).
+        self.forward: Callable[[str, tuple, bytes], Awaitable[None]] | None = None
+        self.is_local: Callable[[int], bool] = lambda party_id: True
         data.jobs.add_end_listener(self._job_ended)
 
     @staticmethod
@@ -47,12 +52,35 @@ class Federation:
             raise errors.InvalidArgument(f"a federation message is at most {MAX_PAYLOAD} bytes")
         self._check_party(job, dst_role, dst_party, "destination")
         key = (job.job_id, name, tag, (t.role, t.party_id), (dst_role, dst_party))
+        if self.forward is not None and not self.is_local(dst_party):
+            await self.forward(job.job_id, key, payload)
+            return
+        self._keep(key, payload)
+
+    async def accept(self, job_id: str, name: str, tag: str, src: tuple[str, int], dst: tuple[str, int],
+                     payload: bytes) -> None:
+        """A message another party's server forwarded to a party of this one; returns once committed."""
+        job = self.data.jobs.get(job_id)
+        if job.terminal:
+            raise errors.FailedPrecondition(f"job {job_id} ended ({job.status.fate}) at party {dst[1]}: {job.error}")
+        self._check_party(job, *src, "source")
+        self._check_party(job, *dst, "destination")
+        if not self.is_local(dst[1]):
+            raise errors.InvalidArgument(f"party {dst[1]} does not run on this server")
+        if len(payload) > MAX_PAYLOAD:
+            raise errors.InvalidArgument(f"a federation message is at most {MAX_PAYLOAD} bytes")
+        await self._keep((job_id, name, tag, tuple(src), tuple(dst)), payload)
+
+    def _keep(self, key: tuple, payload: bytes):
+        """Store a message for its receiver and wake it; the store's commit future."""
         self._remember(key, payload)
         self._pending.add(key)
-        self.fstore.put_message(*key, payload).add_done_callback(lambda _: self._committed(key))
+        committed = self.fstore.put_message(*key, payload)
+        committed.add_done_callback(lambda _: self._committed(key))
         for f in self._waiters.pop(key, ()):
             if not f.done():
                 f.set_result(None)
+        return committed
 
     async def receive(self, task_uid: str, name: str, tag: str, src_role: str, src_party: int,
                       timeout: float) -> bytes:

@@ -37,8 +37,11 @@ class JobGraph:
                 return st
         return T.SUCCESS if T.SUCCESS in statuses else T.PASS
 
-    def next_tasks(self, job: FlowJob, plan: dsl.Plan) -> tuple[bool, list[tuple[FlowTask, TaskSpec]]]:
-        """(every component done, [(task, spec)] of the tasks that may start now)."""
+    def next_tasks(self, job: FlowJob, plan: dsl.Plan, local: Callable[[int], bool] | None = None
+                   ) -> tuple[bool, list[tuple[FlowTask, TaskSpec | None]]]:
+        """(every component done, [(task, spec)] of the tasks that may start now). With `local`
+        (party id -> whether it runs on this server), another party's task comes with no spec:
+        its own server makes it (and FlowTask.node says which party's server has it)."""
         done = {c.name for c in plan.components if self.component_status(job, c.name) in TASK_DONE}
         if len(done) == len(plan.components):
             return True, []
@@ -48,8 +51,8 @@ class JobGraph:
                 continue
             for role, party in plan.parties:
                 t = job.tasks[(c.name, role, party)]
-                if t.status == T.WAITING and not t.taskhub_task_id:
-                    ready.append((t, self.spec(job, plan, c, t)))
+                if t.status == T.WAITING and not t.taskhub_task_id and not t.node:
+                    ready.append((t, self.spec(job, plan, c, t) if local is None or local(party) else None))
         return False, ready
 
     def spec(self, job: FlowJob, plan: dsl.Plan, c: dsl.Component, t: FlowTask) -> TaskSpec:

@@ -6,6 +6,8 @@ per party that runs it. The engine tells us each status change of those tasks (e
 a task that ends successfully may make more components ready; one that fails fails the job and
 cancels the rest. Job and task statuses change only through the StatusWriter (status.py),
 against the tables of server/flow/model.py. FlowJobs ties the three together and answers reads.
+With a SiteLink (server/sites/: each party on its own server), the initiator's FlowJobs starts other
+parties' components through it and hears their statuses back; theirs run only what it starts.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Protocol
 
 from .. import auth, errors
 from ..background import spawn
@@ -32,6 +34,7 @@ from .store import FlowStore
 
 J, T = JobStatus, TaskStatus
 DEFAULT_NAMESPACE = "fate"
+REMOTE_NODE = "site:"   # FlowTask.node of a task started at another party's server ("site:<party id>")
 
 _FROM_TASKHUB = {
     Status.RUNNING: T.RUNNING, Status.CANCELLING: T.RUNNING, Status.SUCCESS: T.SUCCESS,
@@ -76,6 +79,17 @@ class FlowHooks:
     on_job_end: list[Callable[[FlowJob], None]] = field(default_factory=list)  # models, federation clean-up
 
 
+class SiteLink(Protocol):
+    """The other parties' servers, when each party runs its own (server/sites/sites.py); None: all
+    parties run here. The initiator's server drives the graph; the others run what it starts."""
+
+    def is_local(self, party_id: int) -> bool: ...
+    def check(self, plan: dsl.Plan) -> None: ...                       # InvalidArgument: unroutable, not ours
+    def offer(self, job: FlowJob) -> None: ...                        # initiator -> every other party
+    def start_remote(self, job: FlowJob, party_id: int, components: list[str]) -> None: ...
+    def report(self, job: FlowJob, t: FlowTask) -> None: ...           # party -> initiator
+
+
 class FlowJobs:
     def __init__(self, engine: Engine, fstore: FlowStore, registry: Registry, max_jobs: int = 4, *,
                  hooks: FlowHooks | None = None, ids: JobIds | None = None):
@@ -94,6 +108,7 @@ class FlowJobs:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._advancing: dict[str, asyncio.Lock] = {}
         self._end_listeners = list(self.hooks.on_job_end)
+        self.site: SiteLink | None = None
         engine.observers[OBSERVER_NAME] = self._on_taskhub_change
 
     def add_end_listener(self, callback: Callable[[FlowJob], None]) -> None:
@@ -117,10 +132,12 @@ class FlowJobs:
                 self.end_recorded(job, False, "interrupted: the server stopped while it ran; upload again")
                 continue
             self.plans[job.job_id] = plan
-            if job.status == J.WAITING:
+            elsewhere = self.driven_elsewhere(job)
+            if job.status == J.WAITING and not elsewhere:
                 self.queue.enqueue(job.job_id)
                 continue
-            self.queue.resume(job.job_id)
+            if not elsewhere:
+                self.queue.resume(job.job_id)
             for t in job.tasks.values():
                 if t.taskhub_task_id and not t.status.terminal:
                     self.by_taskhub[t.taskhub_task_id] = t
@@ -131,10 +148,30 @@ class FlowJobs:
                         continue
                     self.uids[live.uid] = live.id
                     self._apply(job, t, live)
+                    if elsewhere:
+                        self.site.report(job, t)
+            if elsewhere:
+                continue
             self._arm_timeout(job)
             if not job.terminal:
+                if self.site is not None:   # the other parties hear of the job again (they ignore repeats)
+                    self.site.offer(job)
+                    self._restart_remote(job)
                 await self._advance(job)
         await self._admit()
+
+    def driven_elsewhere(self, job: FlowJob) -> bool:
+        """A job another party's server initiated: that server starts this party's tasks."""
+        return (self.site is not None and job.job_type in ("train", "predict")
+                and not self.site.is_local(job.initiator[1]))
+
+    def _restart_remote(self, job: FlowJob) -> None:
+        by_party: dict[int, list[str]] = {}
+        for t in job.tasks.values():
+            if t.node.startswith(REMOTE_NODE) and not t.status.terminal:
+                by_party.setdefault(t.party_id, []).append(t.component)
+        for party, components in by_party.items():
+            self.site.start_remote(job, party, sorted(set(components)))
 
     def close(self) -> None:
         """Server shutdown: job timeouts stop ticking (they are re-armed from the store at the next start)."""
@@ -149,11 +186,32 @@ class FlowJobs:
             if named is not None:   # a predict conf alone: the deployed model's predict DSL runs
                 dsl_json = json.dumps(self.hooks.deployed_dsl(*named, namespace))
         plan = dsl.parse(dsl_json, conf_json, self.registry.modules)
+        if self.site is not None:
+            self.site.check(plan)
         if plan.job_type == "predict" and self.hooks.model_check is not None:
             self.hooks.model_check(plan, namespace)
+        job = await self._insert(self.ids.next(), namespace, plan, dsl_json, conf_json)
+        if self.site is not None:
+            self.site.offer(job)
+        self.queue.enqueue(job.job_id)
+        await self._admit()
+        return job
+
+    async def accept_offer(self, job_id: str, dsl_json: str, conf_json: str, namespace: str = "") -> FlowJob:
+        """A job the initiator's server sent: this party's tasks only, started when it says so."""
+        try:
+            return self.get(job_id)
+        except errors.NotFound:
+            pass
+        plan = dsl.parse(dsl_json, conf_json, self.registry.modules)
+        return await self._insert(job_id, namespace or DEFAULT_NAMESPACE, plan, dsl_json, conf_json,
+                                  local_only=True)
+
+    async def _insert(self, job_id: str, namespace: str, plan: dsl.Plan, dsl_json: str, conf_json: str,
+                      local_only: bool = False) -> FlowJob:
         self.engine.validate(TaskSpec(type=TaskType.PYTHON, namespace=namespace, callable=RUNTIME), trusted=True)
         ts = now_ms()
-        job = FlowJob(job_id=self.ids.next(), namespace=namespace, job_type=plan.job_type, dsl_json=dsl_json,
+        job = FlowJob(job_id=job_id, namespace=namespace, job_type=plan.job_type, dsl_json=dsl_json,
                       conf_json=conf_json, initiator=plan.initiator, parties=plan.parties,
                       timeout_seconds=plan.timeout_seconds, description=plan.description, create_time_ms=ts,
                       update_time_ms=ts)
@@ -165,6 +223,8 @@ class FlowJobs:
         for c in plan.components:
             runs_on = self.registry.get(c.module).roles
             for role, party in plan.parties:
+                if local_only and not self.site.is_local(party):
+                    continue
                 t = FlowTask(job.job_id, c.name, c.module, role, party, create_time_ms=ts)
                 if role not in runs_on:
                     t.status = T.PASS
@@ -174,8 +234,6 @@ class FlowJobs:
         await self.fstore.insert_job(job, params)
         self.jobs[job.job_id] = job
         self.plans[job.job_id] = plan
-        self.queue.enqueue(job.job_id)
-        await self._admit()
         return job
 
     def record_job(self, job_type: str, namespace: str, conf: dict, party: tuple[str, int], module: str,
@@ -263,15 +321,49 @@ class FlowJobs:
     async def _advance_locked(self, job: FlowJob) -> None:
         if job.terminal:
             return
-        all_done, ready = self.graph.next_tasks(job, self.plans[job.job_id])
+        local = self.site.is_local if self.site is not None else None
+        all_done, ready = self.graph.next_tasks(job, self.plans[job.job_id], local)
         if all_done:
             self._end_job(job, J.SUCCESS, "")
             return
         if not ready:
             return
+        self._mark_running(job)
+        remote: dict[int, list[FlowTask]] = {}
+        for t, spec in ready:
+            if spec is None:
+                remote.setdefault(t.party_id, []).append(t)
+        if remote:
+            for party, tasks in remote.items():
+                for t in tasks:
+                    t.node = f"{REMOTE_NODE}{party}"
+                self.fstore.save_tasks(tasks)
+                self.site.start_remote(job, party, sorted({t.component for t in tasks}))
+        await self._create_tasks(job, [(t, spec) for t, spec in ready if spec is not None])
+
+    def _mark_running(self, job: FlowJob) -> None:
+        if job.status == J.WAITING:
+            self.status.set_job_status(job, J.READY)
         if job.status == J.READY:
             job.start_time_ms = now_ms()
             self.status.set_job_status(job, J.RUNNING)
+
+    async def start_components(self, job_id: str, components: list[str]) -> None:
+        """The initiator's server says: start this party's tasks of these components (none: it only
+        checks that this server is up and has the job)."""
+        job = self.get(job_id)
+        if job.terminal or job_id not in self.plans or not components:
+            return
+        plan = self.plans[job_id]
+        wanted = [c for c in plan.components if c.name in components]
+        ready = [(t, self.graph.spec(job, plan, c, t)) for c in wanted for t in job.tasks.values()
+                 if t.component == c.name and t.status == T.WAITING and not t.taskhub_task_id]
+        self._mark_running(job)
+        await self._create_tasks(job, ready)
+
+    async def _create_tasks(self, job: FlowJob, ready: list[tuple[FlowTask, TaskSpec]]) -> None:
+        if not ready:
+            return
         owners = [t for t, _ in ready]
         try:
             created = await self.engine.create([spec for _, spec in ready], trusted=True)
@@ -303,10 +395,42 @@ class FlowJobs:
         job = self.jobs.get(t.job_id) if t else None
         if t is None or job is None:
             return
+        before = t.status
         self._apply(job, t, task)
         if t.status.terminal:
             self.by_taskhub.pop(task.id, None)
             self.uids.pop(task.uid, None)
+        if self.driven_elsewhere(job):
+            if t.status != before or t.status == T.RUNNING:
+                self.site.report(job, t)
+            self._forget_if_settled(job)
+            return
+        self._task_changed(job, t)
+
+    def remote_task_changed(self, job_id: str, component: str, role: str, party_id: int, status: TaskStatus,
+                            error: str, start_ms: int, end_ms: int, node: str, pid: int) -> None:
+        """A party's server reports one of its tasks (this server initiated the job)."""
+        job = self.get(job_id)
+        t = job.tasks.get((component, role, party_id))
+        if t is None:
+            raise errors.NotFound(f"job {job_id} has no task {component} for {role} {party_id}")
+        if t.status.terminal or job_id not in self.jobs:
+            return
+        t.start_time_ms = t.start_time_ms or start_ms
+        t.node, t.run_pid = f"{REMOTE_NODE}{party_id}" + (f"/{node}" if node else ""), pid
+        if status != t.status:
+            if status.terminal:
+                t.end_time_ms = end_ms or now_ms()
+            self.status.set_task_status(job, t, status, error)
+        else:
+            self.fstore.save_tasks([t])
+            self.status.publish(job, t)
+        self._task_changed(job, t)
+
+    def _task_changed(self, job: FlowJob, t: FlowTask) -> None:
+        """A task of a job driven here ended (here, or at another party's server): the graph goes on, or
+        the job ends with it."""
+        if t.status.terminal:
             if t.status == T.SUCCESS:
                 if not job.terminal:
                     spawn(self._advance(job), f"advance job {job.job_id}")
@@ -345,6 +469,25 @@ class FlowJobs:
             raise errors.InvalidArgument("a job can be stopped as canceled, failed or timeout")
         self._end_job(job, status, reason or "stopped by a user")
         return job
+
+    def note_waiting(self, job_id: str, party_id: int, reason: str) -> None:
+        """While a party's server does not answer, the job says so (its error, cleared once it answers)."""
+        job = self.jobs.get(job_id)
+        if job is None or job.terminal:
+            return
+        if reason or job.error.startswith(f"waiting for party {party_id}:"):
+            job.error = reason
+            self.fstore.save_job(job)
+            self.status.publish(job, None)
+
+    def end_from_initiator(self, job_id: str, status: JobStatus, reason: str) -> None:
+        """The initiator's server ended the job: so it ends here, this party's tasks with it."""
+        job = self.get(job_id)
+        if job.terminal:
+            return
+        if status == J.SUCCESS:
+            self._mark_running(job)
+        self._end_job(job, status, reason)
 
     def _end_job(self, job: FlowJob, status: JobStatus, error: str) -> None:
         if job.terminal:
@@ -404,6 +547,9 @@ class FlowJobs:
         if plan is None:
             raise errors.FailedPrecondition(f"job {job_id} is a {job.job_type} job; only train and predict jobs"
                                             f" can be rerun (run the {job.job_type} again)")
+        if self.site is not None and any(not self.site.is_local(p) for _, p in job.parties):
+            raise errors.FailedPrecondition(f"job {job_id} runs across sites (parties on other servers); rerun is"
+                                            " not supported there yet: submit the job again")
         if job.status not in RERUNNABLE:
             raise errors.FailedPrecondition(f"job {job_id} is {job.status.fate}; only an ended job (failed, canceled,"
                                             " timeout or success) can be rerun")

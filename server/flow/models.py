@@ -39,6 +39,8 @@ class FlowModels:
         self.model_dir = os.path.abspath(model_dir)
         self.ids = ids
         self.live_jobs = live_jobs
+        # (a model row, the new version, its predict DSL): the other parties' servers deploy it too
+        self.on_deploy: list[Callable[[dict, str, dict], None]] = []
 
     def hooks(self) -> FlowHooks:
         return FlowHooks(model_source=self.component_model, model_check=self.check_predict_job,
@@ -93,11 +95,17 @@ class FlowModels:
 
     # ------------------------------------------------------------------ deploy
     async def deploy(self, model_id: str, model_version: str, cpn_list: list[str] | None,
-                     predict_dsl_json: str = "") -> str:
+                     predict_dsl_json: str = "", *, as_version: str = "") -> str:
+        """A new model version with the predict DSL. With as_version (another party's server deploys the
+        model: server/sites/), that version, with the predict DSL it made, over this party's components."""
         rows = self.get(model_id, model_version)
         comps = self.mstore.components(model_id, model_version)
         train_dsl = _json_or(rows[0]["train_dsl_json"], {})
-        if predict_dsl_json:
+        if as_version:
+            if self.mstore.models(model_id, as_version):
+                return as_version    # told again (a resent call)
+            predict = dsl.load_json(predict_dsl_json, "predict DSL")
+        elif predict_dsl_json:
             predict = dsl.load_json(predict_dsl_json, "predict DSL")
             for name in deploy.pipeline_refs(predict):
                 if not any(c["component"] == name for c in comps):
@@ -106,7 +114,7 @@ class FlowModels:
         else:
             predict = deploy.predict_dsl(train_dsl, cpn_list, {c["component"] for c in comps})
         keep = set(predict["components"])
-        new_version = self.ids.next()
+        new_version = as_version or self.ids.next()
         ts = now_ms()
         new_rows = []
         for r in rows:
@@ -116,6 +124,9 @@ class FlowModels:
             new_rows.append(row)
         new_comps = [{**c, "model_version": new_version} for c in comps if c["component"] in keep]
         await self.mstore.put_models(new_rows, new_comps)
+        if not as_version:
+            for cb in self.on_deploy:
+                cb(rows[0], new_version, predict)
         return new_version
 
     def predict_dsl(self, model_id: str, model_version: str, namespace: str | None = None) -> dict:

@@ -1,0 +1,413 @@
+"""FATE across sites (issue 19): three taskhub servers on this machine, one per party, each with its
+own database and directory, talking to each other over mutual TLS with certificates made here.
+FATE's published hetero LR job (with a second host, holding other columns) is submitted with
+flow_sdk at the guest's gateway only; each party's tables stay on its own server."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import socket
+import struct
+from pathlib import Path
+from urllib.parse import urlparse
+
+import grpc
+import numpy as np
+import pytest
+from taskhub.v1 import flow_service_pb2 as fpb
+from taskhub.v1 import flow_service_pb2_grpc as fgrpc
+from taskhub.v1 import site_service_pb2 as spb
+from taskhub.v1 import site_service_pb2_grpc as sgrpc
+
+from conftest import ServerProcess, http, wait_for
+from server.sites import certs
+from flow_jobs import DATA, slow_job
+from test_flow_sdk import job_status, wait_status
+
+flow_sdk_client = pytest.importorskip("flow_sdk.client")
+
+GUEST, HOST, HOST2 = 9999, 10000, 10001
+TERMINAL = {"success", "failed", "canceled", "timeout"}
+PARTY_TIMEOUT = 30   # a party's server silent this long fails the job (the last test waits it out)
+
+
+# -- certificates (server/sites/certs.py: a CA and a certificate naming party-<id> for each party) -----
+def party_cert(ca, party: int, d: Path, stem: str) -> tuple[Path, Path]:
+    return tuple(map(Path, certs.party_cert(ca, party, str(d), stem)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- three sites ----------------------------------------------------------------------------------
+class Sites:
+    def __init__(self, root: Path):
+        self.root = root
+        self.pki = root / "pki"
+        self.pki.mkdir()
+        self.ca = certs.make_ca("FATE parties test CA")
+        certs.write_ca(self.ca, str(self.pki / "ca.pem"))
+        self.ports = {p: free_port() for p in (GUEST, HOST, HOST2)}
+        self.servers: dict[int, ServerProcess] = {}
+        self.dirs: dict[int, Path] = {}
+        for party in self.ports:
+            certs.party_cert(self.ca, party, str(self.pki))
+
+    def route_table(self, party: int) -> Path:
+        path = self.pki / f"route_table_{party}.json"
+        path.write_text(json.dumps(certs.route_table({p: ("127.0.0.1", port) for p, port in self.ports.items()},
+                                                     party), indent=1))
+        return path
+
+    def start(self, party: int) -> ServerProcess:
+        d = self.dirs.setdefault(party, self.root / f"party-{party}")
+        d.mkdir(exist_ok=True)
+        s = ServerProcess(d, ["--fate-party-id", str(party), "--fate-route-table", str(self.route_table(party)),
+                              "--fate-party-timeout", str(PARTY_TIMEOUT), "--python-workers", "1", "--slots", "8"])
+        self.servers[party] = s.start()
+        return s
+
+    def sdk(self, party: int):
+        url = urlparse(self.servers[party].http_url)
+        return flow_sdk_client.FlowClient(url.hostname, url.port, "v1")
+
+    def close(self) -> None:
+        for s in self.servers.values():
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory):
+    s = Sites(tmp_path_factory.mktemp("sites"))
+    try:
+        for party in (GUEST, HOST, HOST2):
+            s.start(party)
+        yield s
+    finally:
+        s.close()
+
+
+def wait_end(fc, job_id: str, timeout: float = 300) -> str:
+    return wait_status(fc, job_id, TERMINAL, timeout)
+
+
+# -- the data: guest columns, and the host's 20 columns split between the two hosts -----------------
+def read_csv(name: str) -> tuple[list[str], list[list[str]]]:
+    with open(os.path.join(DATA, f"{name}.csv"), newline="") as f:
+        rows = list(csv.reader(f))
+    return rows[0], rows[1:]
+
+
+def split_host(d: Path) -> dict[int, Path]:
+    head, rows = read_csv("breast_hetero_host")
+    out = {}
+    for party, cols in ((HOST, range(1, 11)), (HOST2, range(11, 21))):
+        path = d / f"host_{party}.csv"
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow([head[0]] + [head[c] for c in cols])
+            w.writerows([r[0]] + [r[c] for c in cols] for r in rows)
+        out[party] = path
+    return out
+
+
+def lr_job() -> tuple[dict, dict]:
+    """hetero_lr_normal as published, with a second host (other columns), few iterations, a small Paillier key, weight_diff early stopping (as FATE's multi-host example) and no
+    shuffling (so the result does not depend on the run)."""
+    with open(os.path.join(DATA, "hetero_lr_normal_dsl.json")) as f:
+        dsl = json.load(f)
+    with open(os.path.join(DATA, "hetero_lr_normal_conf.json")) as f:
+        conf = json.load(f)
+    conf["role"]["host"] = [HOST, HOST2]
+    by_host = conf["component_parameters"]["role"]["host"]
+    by_host["1"] = json.loads(json.dumps(by_host["0"]))
+    by_host["0"]["reader_0"]["table"] = {"namespace": "experiment", "name": f"host_{HOST}"}
+    by_host["1"]["reader_0"]["table"] = {"namespace": "experiment", "name": f"host_{HOST2}"}
+    common = conf["component_parameters"]["common"]
+    common["hetero_lr_0"].update(max_iter=5, shuffle=False, early_stop="weight_diff", encrypt_param={"key_length": 512})
+    return dsl, conf
+
+
+def reference_auc(dsl: dict, conf: dict, host_files: dict[int, Path]) -> float:
+    """The same job on one process (every party in its own thread): what a single server computes."""
+    from server.flow.standalone import MemoryTable, run_job
+    tables = {("experiment", "breast_hetero_guest"): MemoryTable.from_csv(
+        os.path.join(DATA, "breast_hetero_guest.csv"), "experiment", "breast_hetero_guest")}
+    for party, path in host_files.items():
+        tables[("experiment", f"host_{party}")] = MemoryTable.from_csv(str(path), "experiment", f"host_{party}")
+    job = run_job(dsl, conf, tables)
+    return job.outputs["evaluation_0"][("guest", 0)].summary["hetero_lr_0"]["train"]["auc"]
+
+
+@pytest.fixture(scope="module")
+def lr_done(sites, tmp_path_factory):
+    host_files = split_host(tmp_path_factory.mktemp("hostdata"))
+    uploads = {GUEST: os.path.join(DATA, "breast_hetero_guest.csv"), HOST: host_files[HOST], HOST2: host_files[HOST2]}
+    names = {GUEST: "breast_hetero_guest", HOST: f"host_{HOST}", HOST2: f"host_{HOST2}"}
+    for party, path in uploads.items():   # each party uploads its own table to its own server
+        answer = sites.sdk(party).data.upload({"file": str(path), "head": 1, "partition": 4,
+                                               "namespace": "experiment", "table_name": names[party]}, drop=1)
+        assert answer["retcode"] == 0, answer
+    dsl, conf = lr_job()
+    guest = sites.sdk(GUEST)
+    answer = guest.job.submit(conf, dsl)
+    assert answer["retcode"] == 0, answer
+    job_id = answer["jobId"]
+    status = wait_end(guest, job_id)
+    assert status == "success", (guest.job.query(job_id=job_id)["data"][0].get("f_error") or guest.job.query(job_id=job_id)["data"][0], [(t["f_component_name"], t["f_role"], t["f_party_id"], t["f_status"]) for t in guest.task.query(job_id=job_id)["data"]])
+    return job_id, dsl, conf, host_files, answer["data"]["model_info"]["model_id"]
+
+
+def test_hetero_lr_across_three_sites_has_the_single_server_auc(sites, lr_done):
+    job_id, dsl, conf, host_files, _ = lr_done
+    guest = sites.sdk(GUEST)
+    metrics = guest.component.metric_all(job_id=job_id, role="guest", party_id=GUEST, component_name="evaluation_0")
+    assert metrics["retcode"] == 0, metrics
+    auc = dict(map(tuple, metrics["data"]["train"]["hetero_lr_0"]["data"]))["auc"]
+    assert auc > 0.9
+    assert auc == pytest.approx(reference_auc(dsl, conf, host_files), abs=1e-6)
+    # The initiator knows every party's tasks; each party's server has its own party's only.
+    tasks = guest.task.query(job_id=job_id)["data"]
+    assert {(t["f_role"], int(t["f_party_id"])) for t in tasks} == {
+        ("guest", GUEST), ("host", HOST), ("host", HOST2), ("arbiter", HOST)}
+    assert all(t["f_status"] in ("success", "pass") for t in tasks), tasks
+    for party, roles in ((HOST, {("host", HOST), ("arbiter", HOST)}), (HOST2, {("host", HOST2)})):
+        fc = sites.sdk(party)
+        assert job_status(fc, job_id) == "success"
+        own = fc.task.query(job_id=job_id)["data"]
+        assert {(t["f_role"], int(t["f_party_id"])) for t in own} == roles
+        model = fc.component.output_model(job_id=job_id, role="host", party_id=party, component_name="hetero_lr_0")
+        assert model["retcode"] == 0 and model["data"], model
+    # Rerun is not carried across sites (yet): refused with the reason, nothing changes.
+    rerun = json.loads(http("POST", sites.servers[GUEST].http_url + "/v1/job/rerun", {"job_id": job_id}).body)
+    assert rerun["retcode"] != 0 and "across sites" in rerun["retmsg"], rerun
+    # A party's server answers for its own party only: the guest's model is not on a host's server.
+    assert sites.sdk(HOST).component.output_model(job_id=job_id, role="guest", party_id=GUEST,
+                                                  component_name="hetero_lr_0")["retcode"] != 0
+
+
+def _needles(rows: list[list[str]], others: list[list[str]]) -> tuple[set[bytes], set[bytes]]:
+    """A table's feature values (not ids) that no other party's table holds: as text and as doubles.
+    As text only the negative ones: a party's evaluation curves are points rounded to 6 decimals in
+    [0, 1], as the data's values are, and some coincide (no curve point is negative)."""
+    taken = {v for r in others for v in r[1:]}
+    values = {v for r in rows for v in r[1:] if len(v) >= 6 and v not in taken}
+    return {v.encode() for v in values if v.startswith("-")}, {struct.pack("<d", float(v)) for v in values} | {
+        struct.pack(">d", float(v)) for v in values}
+
+
+NUMBER = re.compile(rb"-?\d+\.\d+(?:[eE][-+]?\d+)?")   # whole numbers in text: 0.42 is not found in -0.42
+
+
+def packed_found(blob: bytes, needles: set[bytes]) -> list[str]:
+    """The 8-byte needles found anywhere in blob (at any offset), as hex."""
+    want = np.frombuffer(b"".join(sorted(needles)), dtype=np.uint64)
+    found = set()
+    for offset in range(8):
+        words = np.frombuffer(blob, dtype=np.uint64, offset=offset, count=(len(blob) - offset) // 8)
+        found.update(words[np.isin(words, want)].tolist())
+    return [int(w).to_bytes(8, "little").hex() for w in found]
+
+
+def _scan(root: Path, extra: list[str]) -> bytes:
+    chunks = ["\n".join(extra).encode()]
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            try:
+                chunks.append(path.read_bytes())
+            except OSError:
+                pass
+    return b"\0".join(chunks)
+
+
+def test_no_party_s_feature_values_reach_another_party_s_server(sites, lr_done):
+    _, _, _, host_files, _ = lr_done
+    tables = {GUEST: read_csv("breast_hetero_guest")[1]}
+    for party, path in host_files.items():
+        with open(path, newline="") as f:
+            tables[party] = list(csv.reader(f))[1:]
+    blobs = {p: _scan(sites.dirs[p], sites.servers[p].output) for p in tables}
+    numbers = {p: set(NUMBER.findall(b)) for p, b in blobs.items()}
+    for owner, rows in tables.items():
+        text, packed = _needles(rows, [r for p, t in tables.items() if p != owner for r in t])
+        assert len(text) > 100 and text & numbers[owner]   # the check sees a party's values on its own server
+        for other in tables:
+            if other != owner:
+                leaked = sorted(text & numbers[other]) + packed_found(blobs[other], packed)
+                assert not leaked, f"party {owner}'s values on party {other}'s server: {leaked[:5]}"
+
+
+def submit_until_running(sites, dsl: dict, conf: dict, party: int) -> tuple[object, str]:
+    """(the guest's client, job id) of a job submitted at the guest, once its task runs on `party`'s server."""
+    guest, there = sites.sdk(GUEST), sites.sdk(party)
+    answer = guest.job.submit(conf, dsl)
+    assert answer["retcode"] == 0, answer
+    job_id = answer["jobId"]
+    wait_for(lambda: any(t["f_status"] == "running" for t in there.task.query(job_id=job_id).get("data") or []),
+             timeout=120, what=f"the task to run on party {party}'s server")
+    return guest, job_id
+
+
+def test_stop_at_the_guest_ends_the_tasks_on_every_server(sites):
+    guest, job_id = submit_until_running(sites, *slow_job(120), HOST)
+    host = sites.sdk(HOST)
+    assert guest.job.stop(job_id)["retcode"] == 0
+    assert wait_end(guest, job_id) == "canceled"
+    assert wait_end(host, job_id) == "canceled"
+    wait_for(lambda: all(t["f_status"] == "canceled" for t in host.task.query(job_id=job_id)["data"]),
+             timeout=60, what="the host's tasks to be cancelled")
+
+
+def _site_call(sites, party: int, cert: tuple[Path, Path] | None, ca: bytes | None = None, rpc=None):
+    target = f"127.0.0.1:{sites.ports[party]}"
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=ca or (sites.pki / "ca.pem").read_bytes(),
+        private_key=cert[1].read_bytes() if cert else None, certificate_chain=cert[0].read_bytes() if cert else None)
+    with grpc.secure_channel(target, creds, options=[("grpc.ssl_target_name_override", f"party-{party}")]) as ch:
+        if rpc is not None:
+            return rpc(ch)
+        sgrpc.SiteServiceStub(ch).OfferJob(spb.OfferJobRequest(job_id="1", dsl_json="{}", conf_json="{}"), timeout=20)
+
+
+def test_unknown_party_or_no_valid_certificate_is_refused(sites, tmp_path):
+    unknown = party_cert(sites.ca, 77777, tmp_path, "unknown")
+    with pytest.raises(grpc.RpcError) as e:
+        _site_call(sites, HOST, unknown)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and "names no party" in e.value.details()
+    with pytest.raises(grpc.RpcError) as e:      # no client certificate: the handshake fails
+        _site_call(sites, HOST, None)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    rogue = certs.make_ca("another CA")
+    forged = party_cert(rogue, GUEST, tmp_path, "forged")   # names the guest, signed by a CA not trusted
+    with pytest.raises(grpc.RpcError) as e:
+        _site_call(sites, HOST, forged)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    # A known party's own certificate gets through to the checks of what it may do...
+    peer = (sites.pki / f"party-{HOST2}.pem", sites.pki / f"party-{HOST2}.key")
+    with pytest.raises(grpc.RpcError) as e:
+        _site_call(sites, HOST, peer)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # ...and to nothing but the SiteService: the site port serves no tables, tasks or jobs.
+    with pytest.raises(grpc.RpcError) as e:
+        _site_call(sites, HOST, peer, rpc=lambda ch: fgrpc.FlowServiceStub(ch).ListJobs(fpb.ListJobsRequest(),
+                                                                                        timeout=20))
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_deploy_and_predict_at_the_guest_run_each_party_s_part_on_its_server(sites, lr_done):
+    job_id, _, train_conf, _, model_id = lr_done
+    guest = sites.sdk(GUEST)
+    answer = guest.model.deploy(model_id, job_id, cpn_list=["reader_0", "data_transform_0", "intersection_0",
+                                                            "hetero_lr_0"])
+    assert answer["retcode"] == 0, answer
+    version = answer["data"]["model_version"]
+    conf = {"dsl_version": 2, "initiator": train_conf["initiator"], "role": train_conf["role"],
+            "job_parameters": {"common": {"job_type": "predict", "model_id": model_id, "model_version": version}},
+            "component_parameters": {"role": {
+                "guest": {"0": {"reader_0": {"table": {"namespace": "experiment", "name": "breast_hetero_guest"}}}},
+                "host": {"0": {"reader_0": {"table": {"namespace": "experiment", "name": f"host_{HOST}"}}},
+                         "1": {"reader_0": {"table": {"namespace": "experiment", "name": f"host_{HOST2}"}}}}}}}
+    answer = guest.job.submit(conf)    # the conf alone: the deployed predict DSL runs
+    assert answer["retcode"] == 0, answer
+    predict_id = answer["jobId"]
+    assert wait_end(guest, predict_id) == "success", _error(guest, predict_id)
+    for party in (HOST, HOST2):   # the hosts' parts ran on the hosts' servers, with their own model parts
+        own = sites.sdk(party).task.query(job_id=predict_id, role="host", component_name="hetero_lr_0")["data"]
+        assert [(t["f_role"], int(t["f_party_id"]), t["f_status"]) for t in own] == [("host", party, "success")]
+    out = guest.component.output_data_table(job_id=predict_id, role="guest", party_id=GUEST,
+                                            component_name="hetero_lr_0")
+    assert out["retcode"] == 0, out
+    info = guest.table.info(namespace=out["data"][0]["table_namespace"], table_name=out["data"][0]["table_name"])
+    assert info["data"]["count"] == 569, info
+
+
+def _job_with_host2(seconds: float) -> tuple[dict, dict]:
+    dsl, conf = slow_job(seconds)
+    conf["role"]["host"] = [HOST2]
+    return dsl, conf
+
+
+def _error(fc, job_id: str) -> str:
+    rows = fc.job.query(job_id=job_id)["data"]
+    return (rows[0].get("f_error") or "") if rows else ""
+
+
+def test_a_host_server_killed_mid_job_resumes_its_part_after_restart(sites):
+    """Specified: the host's interrupted task runs again within the job's auto_retries once its server is
+    back (without retries left it fails, and so does the job, with that reason)."""
+    dsl, conf = _job_with_host2(3)
+    conf["job_parameters"] = {"common": {"auto_retries": 1}}
+    guest, job_id = submit_until_running(sites, dsl, conf, HOST2)
+    sites.servers[HOST2].kill()
+    sites.start(HOST2)
+    assert wait_end(guest, job_id) == "success", _error(guest, job_id)
+    host_task = sites.sdk(HOST2).task.query(job_id=job_id)["data"][0]
+    assert host_task["f_status"] == "success"
+
+
+def test_the_guest_server_killed_mid_job_drives_it_on_after_restart(sites):
+    """The initiator restarted: it offers the job and starts the other parties' components again (they ignore
+    what they already have), hears their reports (resent while it was down), and the job ends well."""
+    dsl, conf = _job_with_host2(3)
+    conf["job_parameters"] = {"common": {"auto_retries": 1}}
+    _, job_id = submit_until_running(sites, dsl, conf, HOST2)
+    host2 = sites.sdk(HOST2)
+    sites.servers[GUEST].kill()
+    sites.start(GUEST)
+    guest = sites.sdk(GUEST)
+    assert wait_end(guest, job_id) == "success", _error(guest, job_id)
+    assert {t["f_status"] for t in guest.task.query(job_id=job_id)["data"]} == {"success"}
+    assert job_status(host2, job_id) == "success"
+
+
+def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sites):
+    guest = sites.sdk(GUEST)
+    sites.servers[HOST2].terminate()
+    dsl, conf = _job_with_host2(0.5)
+    answer = guest.job.submit(conf, dsl)
+    assert answer["retcode"] == 0, answer
+    job_id = answer["jobId"]
+    wait_for(lambda: f"waiting for party {HOST2}" in _error(guest, job_id), timeout=60, what="the waiting reason")
+    assert job_status(guest, job_id) not in TERMINAL
+    sites.start(HOST2)   # the same database: the offer is resent, and the job goes on
+    assert wait_end(guest, job_id) == "success", _error(guest, job_id)
+    assert _error(guest, job_id) == ""
+    assert job_status(sites.sdk(HOST2), job_id) == "success"
+
+
+def test_a_party_server_gone_mid_task_fails_the_job_naming_it_after_the_party_timeout(sites):
+    """Nothing waits on the host's messages here (a long Probe): the guest's server notices the host's is
+    gone by asking it now and then, says so while it waits, and fails the job after --fate-party-timeout."""
+    guest, job_id = submit_until_running(sites, *_job_with_host2(600), HOST2)
+    sites.servers[HOST2].terminate()
+    wait_for(lambda: f"waiting for party {HOST2}" in _error(guest, job_id), timeout=120, what="the waiting reason")
+    assert wait_end(guest, job_id, PARTY_TIMEOUT + 120) == "failed"
+    error = _error(guest, job_id)
+    assert f"party {HOST2}" in error and f"127.0.0.1:{sites.ports[HOST2]}" in error, error
+
+
+def test_route_tables_are_checked_before_anything_listens(tmp_path):
+    from server.sites.routes import RouteError, parse
+    loop = {"route_table": {"9999": {"default": [{"ip": "127.0.0.1", "port": 9371}]},
+                            "10000": {"default": [{"ip": "127.0.0.1", "port": 9372}]}}}
+    table = parse(json.dumps(loop), 9999)          # no TLS anywhere: plaintext, on loopback only
+    assert table.listen.port == 9371 and table.route(10000).tls is None and table.is_local(9999)
+    with pytest.raises(RouteError, match="10001 has no route"):
+        table.route(10001)
+    off = json.loads(json.dumps(loop))
+    off["route_table"]["10000"]["default"][0]["ip"] = "10.1.2.3"
+    with pytest.raises(RouteError, match="mutual TLS is required"):
+        parse(json.dumps(off), 9999)
+    off["tls"] = {"cert": "a.pem", "key": "a.key", "ca": "ca.pem"}
+    assert parse(json.dumps(off), 9999, str(tmp_path)).route(10000).tls.ca == str(tmp_path / "ca.pem")
+    with pytest.raises(RouteError, match="no entry for this server's own party 10001"):
+        parse(json.dumps(loop), 10001)
+    for bad, why in (("{", "not JSON"), ('{"route_table": {"x": {}}}', "must be a number"),
+                     ('{"route_table": {"1": {"default": [{"ip": "h", "port": 0}]}}}', "between 1 and 65535")):
+        with pytest.raises(RouteError, match=why):
+            parse(bad, 1)
