@@ -203,13 +203,12 @@ class Engine:
                     self._hold(task)
                     window.push(task)
             window.read(queue_key(rows[-1]) if rows else None, len(rows), want)
-            # Created while the read ran, after the snapshot it read, before the cursor it moved to:
-            # no later read starts before them, so they join the window now.
+            # Created while the read ran, maybe after the snapshot it read: admitted now against the
+            # cursor it moved to (before it: no later read would start before them; past it: the
+            # window no longer holds the whole queue, so a later read finds them).
             for task in self._missed:
-                if task.id not in self.tasks and task.id not in self._gone and window.cursor is not None \
-                        and queue_key(task) <= window.cursor:
+                if task.id not in self.tasks and task.id not in self._gone and window.admit(task):
                     self._hold(task)
-                    window.push(task)
             self._gone, self._missed = set(), []
             self._kick()
             if first:
