@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 S = Status
 
 MAX_BATCH = 10_000
+# At most this many unfinished tasks: the store may commit small writes on the loop (Writer.quiet).
+QUIET_TASKS = 2
 NO_NODE = "waiting for a node to join"
 REFILL_RETRY_SECONDS = 1.0  # after a failed read of the queue (the database is away)
 FIRST_READ = 1_000          # at start (or take-over) scheduling resumes after this much of the window is read
@@ -104,6 +106,7 @@ class Engine:
     # ------------------------------------------------------------------ life
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.store.writer.quiet = lambda: len(self.tasks) <= QUIET_TASKS
         self.store.writer.start(self._loop)
         self.instance = self.store.get_kv("instance") or uuid.uuid4().hex
         async with self.store.batch() as b:

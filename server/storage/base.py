@@ -326,11 +326,11 @@ RETRY_SECONDS = 1.0           # between attempts to reach a database that went a
 _RETRIED = ("update", "logs")  # entry kinds kept for a retry when the connection is lost
 
 
-# A write commits inline (Store.INLINE_COMMITS) only when it is small and alone: no other write
-# in the last INLINE_GAP seconds. In a burst, writes go to the thread, which commits them together
-# while the loop goes on (measured: always-inline halved batched creates and lost on one call per
-# task from 8 threads; alone, inline cut a no-op round trip from 1.9 to 1.6 ms).
-INLINE_GAP = 0.0002
+# A write commits inline (Store.INLINE_COMMITS) only when it is small and the server is quiet
+# (Writer.quiet, set by the engine: at most a few tasks unfinished). Under load writes go to the
+# thread, which commits them together while the loop goes on: always-inline halved batched
+# creates in an A/B, and inline task ends cut end-to-end batched throughput; quiet, inline cut a
+# no-op round trip from 1.9 to 1.6 ms (bench.stages).
 INLINE_MAX_ROWS = 16
 
 
@@ -352,7 +352,7 @@ class Writer:
         self._conn: Any = None
         self._conn_lock = threading.Lock()
         self._inline = store.INLINE_COMMITS
-        self._last_put = 0.0
+        self.quiet: Callable[[], bool] = lambda: False
         self._loop_thread = 0
         # Entries handed to the thread and entries it finished: each written by one thread only.
         # put() commits inline only when they are equal, so a write never overtakes an earlier one.
@@ -367,17 +367,16 @@ class Writer:
             t.start()
 
     def put(self, items: list[tuple], wait: bool) -> asyncio.Future | None:
-        """Queue `items` for the next round, or, when they are few, alone (INLINE_GAP) and nothing
+        """Queue `items` for the next round, or, when they are few, the server is quiet and nothing
         waits ahead of them (Store.INLINE_COMMITS), commit them now on the event loop's thread: a
         lone write then costs one commit instead of two thread hand-offs around it. The future is
         then already set; its callbacks still run from the loop's next turn."""
         fut = self.loop.create_future() if wait else None
-        now = time.monotonic()
-        lone, self._last_put = now - self._last_put > INLINE_GAP, now
-        if self._inline and lone and self._queued == self._finished and self._conn is not None \
+        if self._inline and self._queued == self._finished and self._conn is not None \
                 and sum(len(p[0]) if k in ("insert", "logs") else len(p) if k == "update" else 1
                         for k, p in items) <= INLINE_MAX_ROWS \
-                and threading.get_ident() == self._loop_thread and self._conn_lock.acquire(blocking=False):
+                and self.quiet() and threading.get_ident() == self._loop_thread \
+                and self._conn_lock.acquire(blocking=False):
             try:
                 if self._queued == self._finished and self._conn is not None:
                     self._conn = self._apply(self._conn, [(items, fut)], inline=True)
