@@ -106,7 +106,8 @@ class Engine:
     # ------------------------------------------------------------------ life
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.store.writer.quiet = lambda: len(self.tasks) <= QUIET_TASKS
+        # Quiet: few tasks in memory and few unfinished at all (the queue outside the window counts too).
+        self.store.writer.quiet = lambda: len(self.tasks) <= QUIET_TASKS and self._unfinished <= QUIET_TASKS
         self.store.writer.start(self._loop)
         self.instance = self.store.get_kv("instance") or uuid.uuid4().hex
         async with self.store.batch() as b:
