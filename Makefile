@@ -84,6 +84,7 @@ bench: install postgres
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.backends
 	$(BIN)/python -m bench.cluster
+	$(BIN)/python -m bench.queue_scale
 	$(BIN)/python -m bench.fate_flow
 	$(BIN)/python -m bench.auth
 	$(BIN)/python -m bench.fate_suites

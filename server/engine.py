@@ -43,6 +43,7 @@ SCHEDULER_ANSWER_SECONDS = 10.0  # a follower's cancel/delete waits this long fo
 QUIET_TASKS = 2
 NO_NODE = "waiting for a node to join"
 REFILL_RETRY_SECONDS = 1.0  # after a failed read of the queue (the database is away)
+FIRST_READ = 1_000          # at start (or take-over) scheduling resumes after this much of the window is read
 __all__ = ["COLOCATE", "ON_NODE_NAMED", "Engine", "EngineConfig"]  # COLOCATE, ON_NODE_NAMED: server/scheduler.py
 # Annotation: status changes of the task are told to `engine.observers[<value>]` (a layer built on
 # tasks, such as FATE jobs): each change as it happens, a terminal one once committed.
@@ -80,9 +81,11 @@ class Engine:
         self.scheduler = Scheduler(self.config.queue_window)
         self._parked: dict[int, Task] = {}        # PENDING: no node could ever take it now (at most a window's worth)
         self._parked_dropped = False              # more were parked, and left memory: read the queue again at unpark
-        self._unfinished = 0                      # unfinished tasks, in memory or not (--max-queued)
+        self._unfinished = 0                      # unfinished tasks, in memory or not (--max-queued; see _count)
+        self._counting: asyncio.Task | None = None
         self._reading: asyncio.Task | None = None  # a read of the queue's next part, in flight
         self._gone: set[int] = set()              # tasks that left memory while that read ran
+        self._missed: list[Task] = []             # created while it ran, not taken into the window
         self._fresh: list[Task] = []              # pushed since the last scheduling round
         self._dirty: dict[int, Task] = {}
         self._flush_scheduled = False
@@ -111,7 +114,8 @@ class Engine:
     # ------------------------------------------------------------------ life
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.store.writer.quiet = lambda: len(self.tasks) <= QUIET_TASKS
+        # Quiet: few tasks in memory and few unfinished at all (the queue outside the window counts too).
+        self.store.writer.quiet = lambda: len(self.tasks) <= QUIET_TASKS and self._unfinished <= QUIET_TASKS
         self.store.writer.start(self._loop)
         self.instance = self.store.get_kv("instance") or uuid.uuid4().hex
         async with self.store.batch() as b:
@@ -121,6 +125,7 @@ class Engine:
         if self.leading:
             await self._recover({self.run_tag, self.run_tag_of(self.previous_scheduler)})
             await self.load_window()
+            self._counting = self._loop.create_task(self._count())  # after the first read: not competing with it
 
     @property
     def run_tag(self) -> str:
@@ -138,6 +143,20 @@ class Engine:
         self.previous_scheduler = previous_scheduler
         await self._recover({self.run_tag_of(previous_scheduler)} - {self.run_tag} if previous_scheduler else set())
         await self.load_window()
+        self._counting = self._loop.create_task(self._count())  # after the first read: not competing with it
+
+    async def _count(self) -> None:
+        """Count the unfinished tasks for --max-queued beside the start, not before it (a scan of an
+        index: seconds with ten million queued). Until then the figure holds the changes made since
+        the start, and the count is added to them (a create committed while it ran is counted twice:
+        an estimate on the safe side)."""
+        try:
+            counted = await self._loop.run_in_executor(None, self.store.count_unfinished)
+        except Exception as e:  # the database is away: the limit applies to what this run adds
+            log.warning("could not count the unfinished tasks (%s)", e)
+            return
+        self._unfinished += counted
+        log.info("queue: %d unfinished tasks, %d tasks in memory", self._unfinished, len(self.tasks))
 
     def adopt_created(self, tasks: list[Task]) -> None:
         """The scheduler learns of tasks another server created (committed there)."""
@@ -176,7 +195,6 @@ class Engine:
         """Bring back what a previous run of the server (or the previous scheduler) left on nodes; the
         queue stays in the store."""
         leftovers = await self._loop.run_in_executor(None, self.store.active_tasks)
-        self._unfinished = await self._loop.run_in_executor(None, self.store.count_unfinished)
         if not leftovers:
             return
         killed = sum(kill_orphans(tag) for tag in kill_tags)
@@ -212,23 +230,24 @@ class Engine:
 
     async def load_window(self) -> None:
         """Read the head of the queue from the store into memory, and schedule it: at start, and
-        when this server takes over scheduling."""
+        when this server takes over scheduling. Returns once the first FIRST_READ tasks are in line;
+        the rest of the window follows in the background."""
         self.scheduler.window.rewind()
         if self._reading is not None:
             await asyncio.shield(self._reading)  # it read from the old cursor: read again below
-        await self._refill()
-        log.info("queue: %d unfinished tasks, %d of them in memory", self._unfinished, len(self.tasks))
+        await self._refill(FIRST_READ)
 
     def _refill_soon(self) -> None:
         if self._reading is None and not self._stopping and self.scheduler.window.wanted():
             self._reading = self._loop.create_task(self._refill())
 
-    async def _refill(self) -> None:
-        """Read the queue's next part (after the window's cursor) into memory, then schedule."""
+    async def _refill(self, first: int = 0) -> None:
+        """Read the queue's next part (after the window's cursor) into memory, then schedule.
+        `first`: read at most this many, then go on in the background."""
         window = self.scheduler.window
-        while (want := window.wanted()) and not self._stopping:
+        while (want := min(window.wanted(), first or window.size)) and not self._stopping:
             self._reading = asyncio.current_task()
-            self._gone = set()
+            self._gone, self._missed = set(), []
             cursor = window.cursor
             try:
                 self._flush()
@@ -251,8 +270,17 @@ class Engine:
                     self._hold(task)
                     window.push(task)
             window.read(queue_key(rows[-1]) if rows else None, len(rows), want)
-            self._gone = set()
+            # Created while the read ran, maybe after the snapshot it read: admitted now against the
+            # cursor it moved to (before it: no later read would start before them; past it: the
+            # window no longer holds the whole queue, so a later read finds them).
+            for task in self._missed:
+                if task.id not in self.tasks and task.id not in self._gone and window.admit(task):
+                    self._hold(task)
+            self._gone, self._missed = set(), []
             self._kick()
+            if first:
+                self._refill_soon()
+                return
 
     def _hold(self, task: Task) -> None:
         """Keep the task in memory (the engine changes only tasks it holds)."""
@@ -454,20 +482,27 @@ class Engine:
         if not self.leading:  # committed with a NOTIFY to the scheduler, which places them
             return tasks
         self._unfinished += len(tasks)
-        window = self.scheduler.window
-        for t in tasks:
-            if window.admit(t):  # else it waits in the store, where a read of the queue finds it
-                self._hold(t)
-                self.logs.known_empty(t.id)
-                self._fresh.append(t)
-        if self._reading is None:
-            self._trim_window()
+        self._admit(tasks)
         if self._list_watchers:
             self._publish_list([copy.copy(t) for t in tasks], [])
         if not self._stopping:
             # Placed now, before the answer is sent: the round trip waits on the run, not on the reply.
             self._schedule()
         return tasks
+
+    def _admit(self, tasks: list[Task]) -> None:
+        """New tasks, committed: into the window where they belong; the rest wait in the store,
+        where a read of the queue finds them."""
+        window = self.scheduler.window
+        for t in tasks:
+            if window.admit(t):
+                self._hold(t)
+                self.logs.known_empty(t.id)
+                self._fresh.append(t)
+            elif self._reading is not None:
+                self._missed.append(t)  # the read in flight may have missed it (see _refill)
+        if self._reading is None:
+            self._trim_window()
 
     def _trim_window(self) -> None:
         """Keep the window bounded when creates that sort early pile up in it."""

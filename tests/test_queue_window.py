@@ -21,6 +21,16 @@ def _in_memory(server) -> float:
     return float(next(ln.split()[1] for ln in text.splitlines() if ln.startswith("taskhub_tasks_in_memory ")))
 
 
+def _ended(c, ids: list[int], timeout: float = 120) -> list:
+    """WaitTasks on ids: each task once it ended; fails (instead of hanging) if some never end."""
+    got: list = []
+    waiter = threading.Thread(target=lambda: got.extend(c.wait_tasks(ids)), daemon=True)
+    waiter.start()
+    waiter.join(timeout)
+    assert not waiter.is_alive(), f"only {len(got)} of {len(ids)} tasks ended within {timeout} s"
+    return got
+
+
 def _order_spec(tmp_path, name: str, priority: int = 0):
     return make_spec(argv=["sh", "-c", f"echo {name} >> {tmp_path / 'order'}"], name=name, priority=priority)
 
@@ -57,7 +67,7 @@ def test_a_queue_larger_than_the_window_runs_whole_once_and_in_order(server_fact
     waiter.start()  # WaitTask on a task the server does not hold
     (tmp_path / "go").touch()
     ids = [blocker.id, urgent.id, late.id] + [t.id for t in queued if t.id not in (last.id, dropped.id)]
-    ended = {t.id: status_name(t.status) for t in c.wait_tasks(ids)}
+    ended = {t.id: status_name(t.status) for t in _ended(c, ids)}
     waiter.join(60)
     assert set(ended.values()) == {"SUCCESS"} and len(ended) == len(ids)
     assert status_name(waited["late"].status) == "SUCCESS"
@@ -80,6 +90,48 @@ def test_tasks_outside_the_window_are_watched_traced_and_cancelled_in_a_batch(se
         assert c.cancel_task(t.id).cancelled
     watcher.join(30)
     assert seen == ["NEW", "CANCELLED"]
-    assert {status_name(t.status) for t in c.wait_tasks([t.id for t in tasks])} == {"CANCELLED"}
+    assert {status_name(t.status) for t in _ended(c, [t.id for t in tasks])} == {"CANCELLED"}
     lines = [ln.text for ln in c.trace(outside.id, follow=True)]
     assert lines and "cancel requested" in lines[0]
+
+
+def test_creates_racing_the_window_refills_all_run_once(server_factory, tmp_path):
+    """Two clients create while a window of 3 drains and refills: every task runs, none twice."""
+    s = server_factory("--slots", "2", "--queue-window", "3")
+    created: list = []
+
+    def client(k: int) -> None:
+        c = s.client()
+        for b in range(6):
+            created.extend(c.create_tasks([_order_spec(tmp_path, f"c{k}-{b}-{i}", priority=(k + b + i) % 3)
+                                           for i in range(5)]))
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    ended = {t.id: status_name(t.status) for t in _ended(s.client(), [t.id for t in created])}
+    assert len(created) == 60 and set(ended.values()) == {"SUCCESS"} and len(ended) == 60
+    ran = (tmp_path / "order").read_text().split()
+    assert sorted(ran) == sorted(t.spec.name for t in created)  # each once
+
+
+def test_parked_tasks_beyond_the_window_come_back_when_a_node_that_fits_joins(server_factory, tmp_path):
+    """Parked tasks beyond a window's worth leave memory; a node that fits brings all of them back."""
+    from node_agents import agents_fixture_factory
+    s = server_factory("--queue-window", "2")
+    c = s.client()
+    gpu = c.create_tasks([make_spec(argv=["true"], name=f"gpu{i}", node_selector={"gpu": "1"}) for i in range(6)])
+    wait_for(lambda: all(status_name(c.get_task(t.id).status) == "PENDING" for t in gpu), what="all parked")
+    assert "label gpu=1" in c.get_task(gpu[-1].id).queue_reason
+    plain = c.create_task(argv=["true"])  # the line moves on past them
+    assert status_name(c.wait(plain.id).status) == "SUCCESS"
+    make, close_all = agents_fixture_factory(tmp_path)
+    try:
+        make(s.grpc_target, "gpu-node", "--label", "gpu=1")
+        ended = _ended(c, [t.id for t in gpu])
+        assert {status_name(t.status) for t in ended} == {"SUCCESS"} and len(ended) == 6
+        assert {t.node for t in ended} == {"gpu-node"}
+    finally:
+        close_all()

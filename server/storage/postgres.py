@@ -6,6 +6,7 @@ SQLite's. Task ids come from a sequence, fetched a block at a time.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -26,7 +27,7 @@ from .base import AUDIT_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError,
 log = logging.getLogger(__name__)
 
 _DONE = ", ".join(str(int(s)) for s in sorted(TERMINAL))
-_ACTIVE = ", ".join(str(int(s)) for s in sorted(ACTIVE))
+ACTIVE_ = "status IN (" + ", ".join(str(int(s)) for s in sorted(ACTIVE)) + ")"
 QUEUED = "status IN (" + ", ".join(str(int(s)) for s in sorted(SCHEDULABLE)) + ")"
 _MIGRATION_LOCK = 0x7461736B  # pg_advisory_xact_lock key: one server migrates at a time
 _OWNER_LOCK = 0x74617368     # pg_try_advisory_lock key: the scheduler's (see SchedulerLock)
@@ -119,11 +120,12 @@ def _from_sqlite(step: Callable) -> Callable:
 
 
 def _queue(cur) -> None:
-    """The queue lives in the database (see sqlite._queue): priority as a column, a partial index."""
+    """The queue lives in the database (see sqlite._queue): priority as a column, two partial indexes."""
     cur.execute("ALTER TABLE tasks ADD COLUMN priority BIGINT NOT NULL DEFAULT 0")
     cur.execute(f"UPDATE tasks SET priority = (spec::jsonb->>'priority')::bigint"
                 f" WHERE {QUEUED} AND (spec::jsonb->>'priority')::bigint <> 0")
     cur.execute(f"CREATE INDEX tasks_queue ON tasks (priority DESC, id) WHERE {QUEUED}")
+    cur.execute(f"CREATE INDEX tasks_active ON tasks (id) WHERE {ACTIVE_}")
 
 
 def _cluster(cur) -> None:
@@ -400,14 +402,18 @@ class PostgresStore(Store):
         super().close()
         self.pool.close()
 
-    def _rows(self, sql: str, params=(), dicts: bool = False) -> list:
+    def _rows(self, sql: str, params=(), dicts: bool = False, by_index: bool = False) -> list:
         """Runs a read; a database that cannot be reached is UNAVAILABLE, with the reason. Once a
         read found it away, reads fail at once for DOWN_SECONDS (reads run on the event loop too:
-        each must not wait out the pool's timeout)."""
+        each must not wait out the pool's timeout). by_index: never a sequential scan (the planner
+        picks one for a partial index's rare rows before the table was first analyzed: seconds
+        on millions of rows, where the index answers in milliseconds)."""
         if self._down and time.monotonic() < self._down[0]:
             raise Unavailable(self._down[1])
         try:
-            with self.pool.connection() as conn:
+            with self.pool.connection() as conn, (conn.transaction() if by_index else contextlib.nullcontext()):
+                if by_index:
+                    conn.execute("SET LOCAL enable_seqscan = off")
                 cur = conn.cursor(row_factory=_row_factory if dicts else psycopg.rows.tuple_row)
                 rows = cur.execute(sql, tuple(params)).fetchall()
         except (psycopg.OperationalError, PoolTimeout) as e:
@@ -417,11 +423,11 @@ class PostgresStore(Store):
         self._down = None
         return rows
 
-    def _dicts(self, sql: str, params=()) -> list[dict]:
-        return [dict(zip(r.keys(), r)) for r in self._rows(sql, params, dicts=True)]
+    def _dicts(self, sql: str, params=(), by_index: bool = False) -> list[dict]:
+        return [dict(zip(r.keys(), r)) for r in self._rows(sql, params, dicts=True, by_index=by_index)]
 
-    def _tasks(self, sql: str, params=()) -> list[Task]:
-        return [Task.from_row(d) for d in self._dicts(sql, params)]
+    def _tasks(self, sql: str, params=(), by_index: bool = False) -> list[Task]:
+        return [Task.from_row(d) for d in self._dicts(sql, params, by_index)]
 
     # ---------------------------------------------------------------- the writer's side
     def writer_connect(self) -> psycopg.Connection:
@@ -588,16 +594,17 @@ class PostgresStore(Store):
                            (*params, limit))
 
     def active_tasks(self) -> list[Task]:
-        return self._tasks(f"SELECT * FROM tasks WHERE status IN ({_ACTIVE}) ORDER BY id")
+        return self._tasks(f"SELECT * FROM tasks WHERE {ACTIVE_} ORDER BY id", by_index=True)
 
     def queued_tasks(self, after: tuple[int, int] | None, limit: int) -> list[Task]:
         if after is None:
-            return self._tasks(f"SELECT * FROM tasks WHERE {QUEUED} ORDER BY priority DESC, id LIMIT %s", (limit,))
+            return self._tasks(f"SELECT * FROM tasks WHERE {QUEUED} ORDER BY priority DESC, id LIMIT %s", (limit,),
+                               by_index=True)
         # Two seeks on the queue index: the rest of `after`'s priority, then the lower priorities.
         return self._tasks(
             f"(SELECT * FROM tasks WHERE {QUEUED} AND priority = %s AND id > %s ORDER BY priority DESC, id LIMIT %s)"
             f" UNION ALL (SELECT * FROM tasks WHERE {QUEUED} AND priority < %s ORDER BY priority DESC, id LIMIT %s)"
-            " ORDER BY priority DESC, id LIMIT %s", (after[0], after[1], limit, after[0], limit, limit))
+            " ORDER BY priority DESC, id LIMIT %s", (after[0], after[1], limit, after[0], limit, limit), by_index=True)
 
     def count_unfinished(self) -> int:
         return self._rows(f"SELECT COUNT(*) FROM tasks WHERE status NOT IN ({_DONE})")[0][0]

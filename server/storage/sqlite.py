@@ -21,7 +21,7 @@ from .base import AUDIT_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError,
 log = logging.getLogger(__name__)
 
 _DONE = ", ".join(str(int(s)) for s in sorted(TERMINAL))
-_ACTIVE = ", ".join(str(int(s)) for s in sorted(ACTIVE))
+ACTIVE_ = "status IN (" + ", ".join(str(int(s)) for s in sorted(ACTIVE)) + ")"  # spelled as the index says
 # The queue index's condition: a query must spell it the same way for SQLite to use the index.
 QUEUED = "status IN (" + ", ".join(str(int(s)) for s in sorted(SCHEDULABLE)) + ")"
 
@@ -152,11 +152,13 @@ def _flow_tenants(db: sqlite_utils.Database) -> None:
 
 def _queue(db: sqlite_utils.Database) -> None:
     """The queue lives in the database: the engine reads a window of it in scheduling order
-    (priority, then id) through a partial index that holds only the tasks waiting to be placed."""
+    (priority, then id) through a partial index that holds only the tasks waiting to be placed,
+    and what is on nodes (read back whole at start) through another that holds only those."""
     db.execute("ALTER TABLE tasks ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
     db.execute(f"UPDATE tasks SET priority = CAST(json_extract(spec, '$.priority') AS INTEGER)"
                f" WHERE {QUEUED} AND json_extract(spec, '$.priority') != 0")
     db.execute(f"CREATE INDEX tasks_queue ON tasks (priority DESC, id) WHERE {QUEUED}")
+    db.execute(f"CREATE INDEX tasks_active ON tasks (id) WHERE {ACTIVE_}")
 
 
 def _cluster(db: sqlite_utils.Database) -> None:
@@ -455,7 +457,7 @@ class SqliteStore(Store):
         return [Task.from_row(dict(r)) for r in self.conn.execute(sql, (*params, limit))]
 
     def active_tasks(self) -> list[Task]:
-        rows = self.conn.execute(f"SELECT * FROM tasks WHERE status IN ({_ACTIVE}) ORDER BY id")
+        rows = self.conn.execute(f"SELECT * FROM tasks INDEXED BY tasks_active WHERE {ACTIVE_} ORDER BY id")
         return [Task.from_row(dict(r)) for r in rows]
 
     def queued_tasks(self, after: tuple[int, int] | None, limit: int) -> list[Task]:
