@@ -179,6 +179,7 @@ def test_agent_and_clients_follow_the_scheduler_of_a_cluster(tmp_path, pg_url):
     agent = AgentProcess(f"{f1},{f2},{leader}", "cluster-agent", tmp_path).start()
     go = tmp_path / "go"
     c = TaskhubClient(f"{leader},{f1},{f2}", create_retries=30)
+    gw = None
     try:
         agent.wait_registered()
         assert any(f"{f1} is not the scheduler; connecting to the scheduler at {leader}" in line
@@ -186,6 +187,9 @@ def test_agent_and_clients_follow_the_scheduler_of_a_cluster(tmp_path, pg_url):
         assert any(f"registered as cluster-agent with {leader}" in line for line in agent.output)
         with TaskhubClient(f"{f1},{f2}") as via_followers:  # a node call on a follower: sent on to the scheduler
             assert [n.name for n in via_followers.nodes.list_nodes()] == ["cluster-agent"]
+        gw = GatewayProcess(f"{leader},{f1},{f2}")
+        got = http("GET", f"{gw.url}/v1/nodes")
+        assert got.status == 200 and [n["name"] for n in got.json()["nodes"]] == ["cluster-agent"]
 
         script = f"echo line 1; while [ ! -e {go} ]; do sleep 0.05; done; echo line 2"
         task = c.create_task(argv=["sh", "-c", script])
@@ -206,8 +210,14 @@ def test_agent_and_clients_follow_the_scheduler_of_a_cluster(tmp_path, pg_url):
         assert ended and ended[0].status == pb.TASK_STATUS_SUCCESS and ended[0].retries == 0
         answer = run_cli("node", "list", env={"TASKHUB_SERVER": f"{leader},{f1},{f2}"})
         assert answer.returncode == 0 and "cluster-agent" in answer.stdout, answer.stderr
+        got = http("GET", f"{gw.url}/v1/nodes")  # the gateway's scheduler is gone: the next one, by the hint
+        assert got.status == 200 and [n["name"] for n in got.json()["nodes"]] == ["cluster-agent"]
+        got = http("GET", f"{gw.url}/v1/tasks/{task.id}")
+        assert got.status == 200 and got.json()["status"] == "TASK_STATUS_SUCCESS"
     finally:
         c.close()
+        if gw is not None:
+            gw.close()
         agent.close()
         for s in servers:
             s.close()
