@@ -19,6 +19,7 @@ import pytest
 from taskhub.v1 import task_pb2 as pb
 
 from client import TaskhubClient
+from client.servers import resumer
 from conftest import REPO, ServerProcess, http, wait_for
 from node_agents import AgentProcess, free_port
 
@@ -64,6 +65,48 @@ def test_bad_lists_are_named():
     assert answer.returncode != 0 and "--grpc: server address 2 of 'a:1,b:c', 'b:c', has a bad port 'c'" in answer.stderr
     answer = run_cli("node", "--server", ",a:1")
     assert answer.returncode != 0 and "--server: server address 1 of ',a:1' is empty" in answer.stderr
+
+
+def test_streams_resume_without_repeats():
+    """What each stream asks the next server, and which of its first answers it drops."""
+    from taskhub.v1 import flow_service_pb2 as fpb
+    from taskhub.v1 import task_service_pb2 as svc
+
+    trace = resumer("/taskhub.v1.TaskService/TraceTask", svc.TraceTaskRequest(id=7, offset=2))
+    trace.seen(svc.TraceTaskResponse(lines=[pb.LogLine(seq=2), pb.LogLine(seq=3)]))
+    assert trace.resume(True).offset == 4
+    trace.seen(svc.TraceTaskResponse(end=True, status=pb.TASK_STATUS_SUCCESS))
+    assert trace.resume(True) is None
+
+    wait = resumer("/taskhub.v1.TaskService/WaitTask", svc.WaitTaskRequest(id=7))
+    assert wait.seen(pb.Task(id=7, status=pb.TASK_STATUS_RUNNING)) is not None
+    wait.resume(True)
+    assert wait.seen(pb.Task(id=7, status=pb.TASK_STATUS_RUNNING)) is None  # the reader has it
+    assert wait.seen(pb.Task(id=7, status=pb.TASK_STATUS_SUCCESS)) is not None
+    assert wait.resume(True) is None
+
+    many = resumer("/taskhub.v1.TaskService/WaitTasks", svc.WaitTasksRequest(ids=[1, 2, 3]))
+    many.seen(svc.WaitTasksResponse(tasks=[pb.Task(id=2)]))
+    assert list(many.resume(True).ids) == [1, 3]
+    many.seen(svc.WaitTasksResponse(tasks=[pb.Task(id=1), pb.Task(id=3)]))
+    assert many.resume(True) is None
+
+    watch = resumer("/taskhub.v1.TaskService/WatchTasks", svc.WatchTasksRequest())
+    watch.resume(False)
+    assert watch.pending is None  # never reached a server: it missed nothing
+    watch.resume(True)
+    assert watch.pending.overflow
+
+    job = resumer("/taskhub.v1.FlowService/WatchJob", fpb.WatchJobRequest(job_id="j"))
+    running = fpb.FlowJob(job_id="j", status=fpb.FLOW_JOB_STATUS_RUNNING)
+    task = fpb.FlowTask(job_id="j", task_id="j_reader", party=fpb.FlowParty(role="guest", party_id=9))
+    assert job.seen(fpb.WatchJobResponse(job=running)) is not None
+    assert job.seen(fpb.WatchJobResponse(task=task)) is not None
+    job.resume(True)
+    assert job.seen(fpb.WatchJobResponse(job=running)) is None
+    assert job.seen(fpb.WatchJobResponse(task=task)) is None
+    done = fpb.FlowJob(job_id="j", status=fpb.FLOW_JOB_STATUS_SUCCESS)
+    assert job.seen(fpb.WatchJobResponse(job=done)) is not None
 
 
 def test_a_dead_first_address_is_passed_by(server):
