@@ -97,8 +97,9 @@ class Proc:
 
 class Chaos:
     def __init__(self, seconds: float, agents: int, seed: int, workdir: Path, lease: float = 3.0,
-                 grace: float = 1.0, pace: tuple[float, float] = (2.0, 6.0)):
+                 grace: float = 1.0, pace: tuple[float, float] = (2.0, 6.0), min_kills: int = 0):
         self.seconds, self.seed, self.dir = seconds, seed, workdir
+        self.min_kills = min_kills
         self.rng = random.Random(seed)
         self.lease, self.grace, self.pace = lease, grace, pace
         self.port = free_port()
@@ -204,10 +205,16 @@ class Chaos:
             except psutil.Error:
                 pass
 
+    def kills(self) -> int:
+        return sum(v for k, v in self.counts.items() if k != "agent_sigstop_past_lease")
+
     def monkey(self, until: float) -> None:
-        while time.monotonic() < until:
+        """Kill and freeze until `until`, and past it (up to 5x as long) until min_kills were survived:
+        on a loaded machine each kill takes longer, and a run with too few proves little."""
+        cap = until + 5 * self.seconds
+        while time.monotonic() < until or (self.kills() < self.min_kills and time.monotonic() < cap):
             time.sleep(self.rng.uniform(*self.pace))
-            if time.monotonic() >= until:
+            if time.monotonic() >= until and self.kills() >= self.min_kills:
                 break
             action = self.rng.choices(["server", "agent", "freeze"], weights=[3, 3, 4])[0]
             if action == "server":
@@ -312,8 +319,7 @@ class Chaos:
             "tasks": len(acked_ids), "requests": len(self.acked), "requests_repeated": self.repeats,
             "create_retries": self.create_retries, "statuses": dict(statuses), "attempts": attempts,
             "attempts_rerun_same_number": reruns, "log_lines_checked": log_lines,
-            "kills_survived": dict(self.counts), "kills_total": sum(v for k, v in self.counts.items()
-                                                                   if k != "agent_sigstop_past_lease"),
+            "kills_survived": dict(self.counts), "kills_total": self.kills(),
             "overlaps": overlaps, "max_wal_bytes": self.max_wal, "max_db_bytes": self.max_db,
             "server_rss_mb": {"first": round(rss[0] / 2**20, 1), "max": round(max(rss) / 2**20, 1),
                               "last": round(rss[-1] / 2**20, 1)} if rss else {},
@@ -379,11 +385,11 @@ class Chaos:
 
 
 def run(seconds: float, agents: int = 2, seed: int | None = None, workdir: Path | None = None,
-        pace: tuple[float, float] = (2.0, 6.0)) -> dict:
+        pace: tuple[float, float] = (2.0, 6.0), min_kills: int = 0) -> dict:
     seed = seed if seed is not None else random.randrange(1 << 30)
     own = workdir is None
     workdir = workdir or Path(tempfile.mkdtemp(prefix="taskhub-chaos-"))
-    chaos = Chaos(seconds, agents, seed, workdir, pace=pace)
+    chaos = Chaos(seconds, agents, seed, workdir, pace=pace, min_kills=min_kills)
     try:
         report = chaos.run()
     finally:

@@ -39,7 +39,7 @@ STAGES = [
     ("pipe back", "worker_done", "exited", "the 'done' frame read by the event loop"),
     ("result commit", "exited", "announced", "status SUCCESS batched into the next commit; waiters told after it"),
     ("waiter notified", "announced", "client:done",
-     "the WaitTask stream wakes, Task -> proto, sent, read; a no-op often ends before WaitTask arrives: a 2nd RPC"),
+     "the RunTask stream (the same call that created the task) wakes, Task -> proto, sent, read"),
 ]
 
 

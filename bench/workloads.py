@@ -116,18 +116,19 @@ def sdk_one_per_call(target: str, total: int, threads: int = 8, token: str = "")
 
 async def round_trips(target: str, spec: pb.TaskSpec, count: int, token: str = "",
                       trips: list | None = None) -> dict[str, list[float]]:
-    """Sequential tasks, one at a time: ms from submit until the client sees RUNNING and until
-    it sees the end, and the server's own create->start interval. `trips` (if given) receives
-    (task id, submitted, create answered, end seen) per task, in time.monotonic() seconds."""
+    """Sequential tasks, one at a time, each one RunTask call (what the SDK's run_task makes): ms
+    from submit until the client sees RUNNING and until it sees the end, and the server's own
+    create->start interval. `trips` (if given) receives (task id, submitted, first message,
+    end seen) per task, in time.monotonic() seconds."""
     channels, [stub] = _stubs(target, 1)
     md = auth(token)
     to_running, to_done, server_start = [], [], []
     for _ in range(count):
         t0 = time.monotonic()
-        task = await stub.CreateTask(svc.CreateTaskRequest(spec=spec), metadata=md)
-        created_at = time.monotonic()
-        running_at = None
-        async for snap in stub.WaitTask(svc.WaitTaskRequest(id=task.id), metadata=md):
+        created_at = running_at = first = None
+        async for snap in stub.RunTask(svc.CreateTaskRequest(spec=spec), metadata=md):
+            if first is None:
+                first, created_at = snap, time.monotonic()
             if running_at is None and snap.status >= pb.TASK_STATUS_RUNNING:
                 running_at = time.monotonic()
             last = snap
@@ -136,7 +137,7 @@ async def round_trips(target: str, spec: pb.TaskSpec, count: int, token: str = "
         to_done.append((done_at - t0) * 1000)
         server_start.append(last.start_time_ms - last.create_time_ms)
         if trips is not None:
-            trips.append((task.id, t0, created_at, done_at))
+            trips.append((first.id, t0, created_at, done_at))
     await _close(channels)
     return {"submit_to_running": to_running, "submit_to_done": to_done, "server_create_to_start": server_start}
 

@@ -44,9 +44,12 @@ def cmd_task_create(a) -> int:
                          env=key_values(a.env, "--env"), cwd=a.cwd)
     else:
         raise SystemExit("taskhub: give a command after --, or --python module:function")
-    task = _client(a).create_task(spec)
-    print(task.id)
-    return 0
+    if not a.wait:
+        print(_client(a).create_task(spec).id)
+        return 0
+    task = _client(a).run_task(spec)
+    print(f"task {task.id}: {status_name(task.status)}" + (f" ({task.error})" if task.error else ""))
+    return _exit_code(task.status)
 
 
 def cmd_task_get(a) -> int:
@@ -126,6 +129,8 @@ def add_task_parser(sub) -> None:
     c.add_argument("--retries", type=int, default=0, help="retries allowed after a failure")
     c.add_argument("--env", action="append", help="KEY=VALUE (repeatable)")
     c.add_argument("--cwd", default="")
+    c.add_argument("--wait", action="store_true",
+                   help="block until the task ends (one RunTask call); exits 0 if it succeeded")
     c.add_argument("argv", nargs=argparse.REMAINDER, help="-- command and arguments")
     c.set_defaults(fn=cmd_task_create)
 

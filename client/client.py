@@ -136,11 +136,28 @@ class TaskhubClient:
         (up to `create_retries` times, with backoff; with a list of servers, on the next one),
         so it never makes a second task.
         """
+        request = svc.CreateTaskRequest(spec=self._namespaced(spec, kw), request_id=request_id or self._request_id())
+        return self._retrying(self._stub.CreateTask, request)
+
+    def run_task(self, spec: pb.TaskSpec | None = None, *, request_id: str = "", **kw) -> pb.Task:
+        """Create a task and block until it ended; returns it as it ended. Takes what create_task
+        takes, and is idempotent the same way: a retry after a broken stream follows the task
+        made the first time. One call (RunTask) where create_task + wait take two."""
+        request = svc.CreateTaskRequest(spec=self._namespaced(spec, kw), request_id=request_id or self._request_id())
+
+        def follow(request: svc.CreateTaskRequest, **call_kw) -> pb.Task:
+            last = None
+            for last in self._stub.RunTask(request, **call_kw):
+                pass
+            return last
+
+        return self._retrying(follow, request, stream=True)
+
+    def _namespaced(self, spec: pb.TaskSpec | None, kw: dict) -> pb.TaskSpec:
         spec = spec if spec is not None else make_spec(**kw)
         if not spec.namespace and self.namespace not in ("", "*"):
             spec.namespace = self.namespace
-        request = svc.CreateTaskRequest(spec=spec, request_id=request_id or self._request_id())
-        return self._retrying(self._stub.CreateTask, request)
+        return spec
 
     def create_tasks(self, specs: Iterable[pb.TaskSpec], *, request_id: str = "") -> list[pb.Task]:
         """Many tasks in one commit; idempotent like create_task."""
@@ -154,11 +171,11 @@ class TaskhubClient:
     def _request_id(self) -> str:
         return f"{self._request_prefix}-{next(self._request_count)}"
 
-    def _retrying(self, call, request):
+    def _retrying(self, call, request, stream: bool = False):
         last = self._create_attempts - 1
         for attempt in range(last + 1):
             try:
-                return call(request, **self._kw())
+                return call(request, **self._kw(stream))
             except grpc.RpcError as e:
                 if e.code() not in RETRYABLE or attempt == last:
                     raise

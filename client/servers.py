@@ -89,8 +89,8 @@ def moves_on(error: grpc.RpcError, method: str, request, received: bool) -> bool
         return not received and bool(getattr(request, "request_id", ""))
     if error.code() != grpc.StatusCode.UNAVAILABLE:
         return False
-    if received:
-        return method in RESUMERS
+    if received:  # (RunTask resumes only with its request_id: a repeat must not create again)
+        return method in RESUMERS and repeatable(method, request)
     return never_sent(error) or repeatable(method, request)
 
 
@@ -201,6 +201,7 @@ class WatchJobResumer(Resumer):
 RESUMERS = {
     "/taskhub.v1.TaskService/TraceTask": TraceResumer,
     "/taskhub.v1.TaskService/WaitTask": WaitResumer,
+    "/taskhub.v1.TaskService/RunTask": WaitResumer,  # re-sent with its request_id: follows the same task
     "/taskhub.v1.TaskService/WaitTasks": WaitTasksResumer,
     "/taskhub.v1.TaskService/WatchTasks": WatchTasksResumer,
     "/taskhub.v1.FlowService/WatchJob": WatchJobResumer,

@@ -90,6 +90,7 @@ _F = "/taskhub.v1.FlowService/"
 RULES: dict[str, Rule] = {
     _T + "CreateTask": Rule(SUBMITTER, "spec.namespace", stamp=True),
     _T + "CreateTasks": Rule(SUBMITTER, "specs.namespace", stamp=True),
+    _T + "RunTask": Rule(SUBMITTER, "spec.namespace", stamp=True),
     _T + "GetTask": Rule(READER, "namespace"),
     _T + "ListTasks": Rule(READER, "namespace"),
     _T + "CancelTask": Rule(SUBMITTER, "namespace"),

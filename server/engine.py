@@ -926,6 +926,12 @@ class Engine:
             b.submit(wait=False)
             return
         fut = b.submit(wait=True)
+        if fut.done():  # committed inline (Store.INLINE_COMMITS): no need to wait for the loop's next turn
+            if ended:
+                self._announce(ended, fut)
+            if placed:
+                self._start_placed(placed, fut)
+            return
         if ended:
             fut.add_done_callback(lambda f: self._announce(ended, f))
         if placed:

@@ -68,13 +68,27 @@ def interceptors(inner: list) -> list:
         async def intercept_service(self, continuation, details):
             arrived = now()
             handler = await continuation(details)
-            if handler is None or not handler.unary_unary:
-                return handler
-            inner_call, first = handler.unary_unary, self.first
+            first = self.first
 
-            async def timed(request, context):
+            def stamp() -> None:
                 call_times.set((arrived, 0.0) if first else (call_times.get()[0], now()))
-                return await inner_call(request, context)
-            return grpc.unary_unary_rpc_method_handler(timed, handler.request_deserializer,
-                                                       handler.response_serializer)
+
+            if handler is not None and handler.unary_unary:
+                unary = handler.unary_unary
+
+                async def timed(request, context):
+                    stamp()
+                    return await unary(request, context)
+                return grpc.unary_unary_rpc_method_handler(timed, handler.request_deserializer,
+                                                           handler.response_serializer)
+            if handler is not None and handler.unary_stream:  # RunTask creates too
+                streaming = handler.unary_stream
+
+                async def timed_stream(request, context):
+                    stamp()
+                    async for message in streaming(request, context):
+                        yield message
+                return grpc.unary_stream_rpc_method_handler(timed_stream, handler.request_deserializer,
+                                                            handler.response_serializer)
+            return handler
     return [StageInterceptor(True), *inner, StageInterceptor(False)]

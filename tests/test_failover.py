@@ -62,7 +62,8 @@ def test_bad_lists_are_named():
     answer = run_cli("task", "get", "1", "--server", "127.0.0.1:1,127.0.0.1:0")
     assert answer.returncode != 0 and "bad port '0'" in answer.stderr
     answer = run_cli("gateway", "--grpc", "a:1,b:c", "--port", "0")
-    assert answer.returncode != 0 and "--grpc: server address 2 of 'a:1,b:c', 'b:c', has a bad port 'c'" in answer.stderr
+    assert answer.returncode != 0
+    assert "--grpc: server address 2 of 'a:1,b:c', 'b:c', has a bad port 'c'" in answer.stderr
     answer = run_cli("node", "--server", ",a:1")
     assert answer.returncode != 0 and "--server: server address 1 of ',a:1' is empty" in answer.stderr
 
@@ -116,7 +117,8 @@ def test_a_dead_first_address_is_passed_by(server):
         assert [line.text for line in c.trace(task.id)] == ["one", "two"]
         assert c.wait(task.id).status == pb.TASK_STATUS_SUCCESS
         # Not repeatable once sent, but never sent to the dead address: it goes to the next.
-        c.groups.create_template({"name": "failover-tpl", "task_groups": [{"tasks": [{"name": "a", "config": {"command": "true"}}]}]})
+        c.groups.create_template({"name": "failover-tpl",
+                                  "task_groups": [{"tasks": [{"name": "a", "config": {"command": "true"}}]}]})
         assert "failover-tpl" in [t.name for t in c.groups.list_templates()]
     answer = run_cli("task", "wait", str(task.id), env={"TASKHUB_SERVER": targets})
     assert answer.returncode == 0 and "SUCCESS" in answer.stdout, answer.stderr
@@ -169,6 +171,9 @@ def test_server_killed_under_streams_agent_and_gateway(tmp_path):
             except grpc.RpcError as e:
                 assert e.code() == grpc.StatusCode.CANCELLED  # by the test, at its end
         threads.append(threading.Thread(target=follow_changes, daemon=True))
+        run_script = f"while [ ! -e {go} ]; do sleep 0.05; done; echo ran"
+        threads.append(threading.Thread(target=lambda: results.__setitem__(
+            "run", c.run_task(argv=["sh", "-c", run_script])), daemon=True))
         http_lines: list[dict] = []
 
         def http_follow():
@@ -181,6 +186,7 @@ def test_server_killed_under_streams_agent_and_gateway(tmp_path):
         wait_for(lambda: len(lines) == 3 and sum(len(m.get("lines", ())) for m in http_lines) == 3,
                  what="the first lines, through the SDK and the gateway")
         wait_for(lambda: "wait_tasks" not in results and len(watched) >= 1, what="the watch to open")
+        wait_for(lambda: len(c.list_tasks([pb.TASK_STATUS_RUNNING]).tasks) == 2, what="the task run_task made to run")
 
         first.kill()  # SIGKILL: the agent's run goes on (its lease), every stream breaks
         second.start()
@@ -189,6 +195,8 @@ def test_server_killed_under_streams_agent_and_gateway(tmp_path):
         go.touch()
         for t in threads[:3] + threads[4:]:
             t.join(120)
+        ran = results["run"]  # RunTask resumed with its request_id: the same task, followed to its end
+        assert ran.status == pb.TASK_STATUS_SUCCESS and [x.text for x in c.trace(ran.id)] == ["ran"]
         assert lines == [f"line {i}" for i in range(1, 7)]
         assert [line["text"] for m in http_lines for line in m.get("lines", ())] == lines
         assert results["wait"].status == pb.TASK_STATUS_SUCCESS
@@ -199,7 +207,7 @@ def test_server_killed_under_streams_agent_and_gateway(tmp_path):
         watch.cancel()
         again = c.create_task(argv=["true"], request_id="failover-create-1")
         assert again.id == before.id
-        assert len(c.list_tasks(limit=100).tasks) == 2
+        assert len(c.list_tasks(limit=100).tasks) == 3
     finally:
         c.close()
         gw.close()

@@ -44,6 +44,17 @@ def test_create_get_list_cancel_delete(server):
     assert answer.status == 404 and set(answer.json()) == {"code", "message", "details"}
 
 
+def test_run_route_streams_the_task_until_it_ends(server):
+    answer = http("POST", url(server, "/v1/tasks:run"),
+                  {"namespace": "tc", "type": "TASK_TYPE_COMMAND", "argv": ["true"], "name": "run-http"})
+    assert answer.status == 200, answer
+    stream = [json.loads(ln) for ln in answer.body.splitlines()]
+    assert stream[0]["status"] == "TASK_STATUS_NEW" and stream[-1]["status"] == "TASK_STATUS_SUCCESS"
+    assert {s["spec"]["name"] for s in stream} == {"run-http"}
+    bad = http("POST", url(server, "/v1/tasks:run"), {"type": "TASK_TYPE_COMMAND"})
+    assert bad.status == 400 and "argv" in bad.json()["message"]
+
+
 def test_trace_follow_ndjson_every_line_in_order(server):
     n = 300
     task = server.client().create_task(

@@ -204,7 +204,7 @@ def test_agent_outbox_is_bounded_while_disconnected(capsys):
 def test_short_chaos_run_keeps_every_invariant(tmp_path):
     sys.path.insert(0, str(REPO))
     from bench.chaos import run
-    report = run(20, agents=2, seed=12345, workdir=tmp_path / "chaos", pace=(1.0, 2.5))
+    report = run(20, agents=2, seed=12345, workdir=tmp_path / "chaos", pace=(1.0, 2.5), min_kills=3)
     assert report["violations"] == 0, report["violation_details"]
     assert report["tasks"] > 20 and report["kills_total"] >= 3, report
     assert not report["logs_with_tracebacks"], report

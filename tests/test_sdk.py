@@ -70,6 +70,10 @@ def test_cli_create_trace_wait_list_cancel_delete(server):
     assert cli(server, "delete", long).returncode == 0
     missing = cli(server, "get", long, check=False)
     assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
+    ran = cli(server, "create", "--wait", "--", "true")
+    assert ran.returncode == 0 and re.fullmatch(r"task \d+: SUCCESS\n", ran.stdout), ran.stdout
+    ran_failing = cli(server, "create", "--wait", "--", "false", check=False)
+    assert ran_failing.returncode == 1 and ": FAILED" in ran_failing.stdout
     py = cli(server, "create", "--python", "starter.examples:count", "--input", '{"n": 2}').stdout.strip()
     assert cli(server, "trace", py).stdout.splitlines() == ["step 1 of 2", "step 2 of 2"]
     unreachable = subprocess.run([sys.executable, "-m", "client.cli", "task", "--server", "127.0.0.1:1", "get", "1"],

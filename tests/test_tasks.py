@@ -215,6 +215,24 @@ def test_wait_streams_status_changes(client):
     assert seen[-1] == "SUCCESS" and "RUNNING" in seen
 
 
+def test_run_task_is_create_and_wait_in_one_call(client):
+    done = client.run_task(callable="starter.examples:count", input={"n": 3}, name="run-once")
+    assert done.status == pb.TASK_STATUS_SUCCESS and done.spec.name == "run-once" and done.done_time_ms
+    assert [line.text for line in client.trace(done.id)] == ["step 1 of 3", "step 2 of 3", "step 3 of 3"]
+    failed = client.run_task(argv=["false"])
+    assert failed.status == pb.TASK_STATUS_FAILED and failed.id != done.id
+    # The stream: the task as committed first, then its changes, the last one terminal.
+    stream = list(client._stub.RunTask(svc.CreateTaskRequest(spec=make_spec(argv=["true"]), request_id="run-1")))
+    assert stream[0].status == pb.TASK_STATUS_NEW and stream[-1].status == pb.TASK_STATUS_SUCCESS
+    assert len({s.id for s in stream}) == 1 and len(stream) == len({s.status for s in stream})
+    # Idempotent like CreateTask: the repeat follows the task made the first time.
+    again = client.run_task(make_spec(argv=["true"]), request_id="run-1")
+    assert again.id == stream[0].id and again.status == pb.TASK_STATUS_SUCCESS
+    with pytest.raises(grpc.RpcError) as e:
+        client.run_task(pb.TaskSpec(type=pb.TASK_TYPE_COMMAND))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "argv" in e.value.details()
+
+
 def test_delete_semantics(client):
     t = client.create_task(argv=["sleep", "30"])
     with pytest.raises(grpc.RpcError) as e:

@@ -275,6 +275,8 @@ class SqliteStore(Store):
         return self.conn.execute(sql, tuple(params)).fetchall()
 
     # ---------------------------------------------------------------- the writer's side
+    INLINE_COMMITS = True  # a small commit to the local WAL costs less than the hand-off to the writer
+
     def writer_connect(self) -> sqlite3.Connection:
         conn = connect(self.path)
         conn.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint_loop
