@@ -8,12 +8,24 @@ as retcode 101 as well.
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 from typing import Any
 
 ROLES = ("guest", "host", "arbiter", "local")
 MAX_ROWS = 10_000
+
+
+def deep_merge(into: dict, src: dict) -> None:
+    """FATE's parameter override: src's values into `into`, objects merged key by key, anything else
+    (lists included) replaced by a copy. How a conf's role parameters override its common ones, and
+    how the suite runner's --override reaches a component."""
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            deep_merge(into[k], v)
+        else:
+            into[k] = copy.deepcopy(v)
 
 
 class ArgumentError(ValueError):

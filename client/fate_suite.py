@@ -24,6 +24,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Callable
 
+from .fate_args import deep_merge
 from .flow import FlowClient
 
 TERMINAL = {"success", "failed", "canceled", "timeout"}
@@ -89,16 +90,8 @@ def apply_overrides(dsl: dict, conf: dict, overrides: dict[str, dict]) -> dict:
     for name, body in (dsl.get("components") or {}).items():
         wanted = overrides.get(body.get("module"))
         if wanted:
-            _merge(common.setdefault(name, {}), wanted)
+            deep_merge(common.setdefault(name, {}), wanted)
     return conf
-
-
-def _merge(into: dict, src: dict) -> None:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = copy.deepcopy(v)
 
 
 def run(client, suite_path: str, *, data_dir: str, overrides: dict[str, dict] | None = None,

@@ -36,6 +36,23 @@ class Job(Noun):
                                                     reason="stopped through FlowClient"), timeout=self._timeout)
         return answer(retmsg=f"stop job {job.job_id}: {rows.job_status_name(job.status)}")
 
+    @fate_call(not_found=rows.DATA)
+    def rerun(self, job_id, component_name=None, force=False) -> dict:
+        """Runs an ended job again from its components that did not succeed (or from component_name
+        and downstream; force: succeeded ones too)."""
+        done = self._stub.RerunJob(fpb.RerunJobRequest(job_id=str(job_id), component_name=component_name or "",
+                                                       force=bool(force)), timeout=self._timeout)
+        return answer({"job_id": done.job.job_id, "component_names": list(done.component_names)},
+                      retmsg="rerun job success", job_id=done.job.job_id)
+
+    @fate_call(not_found=rows.EXCEPTION)
+    def clean(self, job_id, role=None, party_id=None, component_name=None) -> dict:
+        """Deletes an ended job's output tables and metrics (of one role, party or component if given)."""
+        done = self._stub.CleanJob(fpb.CleanJobRequest(job_id=str(job_id), role=role_of(role),
+                                                       party_id=party_id_of(party_id) if party_id else 0,
+                                                       component_name=component_name or ""), timeout=self._timeout)
+        return answer({"tasks": done.tasks, "tables": done.tables, "metrics": done.metrics})
+
     @fate_call()
     def query(self, job_id=None, role=None, party_id=None, component_name=None, status=None) -> dict:
         req = fpb.ListJobsRequest(job_id=str(job_id or ""), limit=MAX_ROWS,

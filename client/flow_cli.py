@@ -42,6 +42,13 @@ COMMANDS = [
                 p.add_argument("-d", "--dsl-path", dest="dsl", help="DSL (JSON file)")),
      lambda c, a: c.job.submit(a.conf, a.dsl)),
     ("job", "stop", "cancel a job", lambda p: _ids(p, job=True, required=True), lambda c, a: c.job.stop(a.job_id)),
+    ("job", "rerun", "run an ended job again from its components that did not succeed",
+     lambda p: (_ids(p, job=True, required=True), _ids(p, cpn=True), p.add_argument(
+         "--force", action="store_true", help="rerun succeeded components too")),
+     lambda c, a: c.job.rerun(a.job_id, a.component_name, a.force)),
+    ("job", "clean", "delete an ended job's output tables and metrics",
+     lambda p: (_ids(p, job=True, required=True), _ids(p, role=True, party=True, cpn=True)),
+     lambda c, a: c.job.clean(a.job_id, a.role, a.party_id, a.component_name)),
     ("job", "query", "job rows (one per role and party)", lambda p: _ids(p, job=True, role=True, party=True, status=True),
      lambda c, a: c.job.query(a.job_id, a.role, a.party_id, status=a.status)),
     ("job", "list", "the newest jobs", _limit, lambda c, a: c.job.list(a.limit)),

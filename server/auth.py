@@ -129,7 +129,7 @@ RULES: dict[str, Rule] = {
                                                  "GetComponentOutput")},
     **{_F + m: Rule(READER, owner=LISTING) for m in ("ListJobs", "ListFlowTasks", "UploadHistory", "ListModels",
                                                      "ListTags")},
-    _F + "StopJob": Rule(SUBMITTER, owner=JOB),
+    **{_F + m: Rule(SUBMITTER, owner=JOB) for m in ("StopJob", "RerunJob", "CleanJob")},
     _F + "CleanQueue": Rule(SUBMITTER, owner=LISTING),
     _F + "DeleteMetrics": Rule(SUBMITTER, owner=JOB),  # by job_id, or by date within the caller's namespaces
     _F + "UploadData": Rule(SUBMITTER, owner=IN_STREAM),

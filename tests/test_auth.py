@@ -165,7 +165,7 @@ WRONG_ROLE = {READER: NODE, SUBMITTER: READER, ADMIN: SUBMITTER, NODE: ADMIN}
 FLOW_READS = {"GetJob", "ListJobs", "WatchJob", "TraceJob", "ListFlowTasks", "ListComponents", "GetComponentOutput",
               "UploadHistory", "GetTable", "ReadTable", "ListModels", "GetPredictDsl", "GetPredictConf", "ExportModel",
               "ListTags", "ListTaggedModels", "ListModelTags", "GenerateDsl"}
-FLOW_SUBMITS = {"SubmitJob", "StopJob", "CleanQueue", "DeleteMetrics", "UploadData", "DownloadData", "DeleteTable",
+FLOW_SUBMITS = {"SubmitJob", "StopJob", "RerunJob", "CleanJob", "CleanQueue", "DeleteMetrics", "UploadData", "DownloadData", "DeleteTable",
                 "WriteTable", "PutTracking", "FederationSend", "FederationReceive", "DeployModel", "ImportModel",
                 "StoreModel", "RestoreModel", "MigrateModel", "LoadModel", "BindModel", "DeleteModel", "CreateTag",
                 "UpdateTag", "DeleteTag", "TagModel"}
@@ -301,6 +301,8 @@ HTTP_SAMPLES = {
     ("GET", "/v1/flow/jobs/{v0}"): ("/v1/flow/jobs/1", None),
     ("GET", "/v1/flow/jobs"): ("/v1/flow/jobs", None),
     ("POST", "/v1/flow/jobs/{v0}:stop"): ("/v1/flow/jobs/1:stop", {}),
+    ("POST", "/v1/flow/jobs/{v0}:rerun"): ("/v1/flow/jobs/1:rerun", {}),
+    ("POST", "/v1/flow/jobs/{v0}:clean"): ("/v1/flow/jobs/1:clean", {}),
     ("GET", "/v1/flow/jobs/{v0}:watch"): ("/v1/flow/jobs/1:watch", None),
     ("GET", "/v1/flow/jobs/{v0}/logs"): ("/v1/flow/jobs/1/logs", None),
     ("POST", "/v1/flow/queue:clean"): ("/v1/flow/queue:clean", {}),
@@ -339,6 +341,7 @@ HTTP_SAMPLES.update({("POST", f"/v1/{path}"): (f"/v1/{path}", body) for path, bo
                    "job_dsl": {"components": {}}},
     "job/stop": _JOB, "job/query": {}, "job/list/job": {}, "job/config": _JOB, "job/log/download": _JOB, "job/log": _JOB,
     "job/data/view/query": _JOB, "job/list/task": {}, "job/task/query": _JOB, "job/clean/queue": {},
+    "job/rerun": _JOB, "job/clean": _JOB,
     "job/dsl/generate": {"train_dsl": "{}", "cpn_str": "reader_0"},
     "log/size": _JOB, "log/cat": _JOB,
     "tracking/component/list": _JOB, "tracking/component/parameters": _CPN, "tracking/component/metrics": _CPN,

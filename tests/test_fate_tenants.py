@@ -174,6 +174,8 @@ RPC_ATTACKS = {
     "StopJob": ("refused", lambda s, t: s.StopJob(pb.StopJobRequest(job_id=t.running))),
     "WatchJob": ("refused", lambda s, t: _stream(s.WatchJob(pb.WatchJobRequest(job_id=t.running), timeout=10))),
     "TraceJob": ("refused", lambda s, t: _stream(s.TraceJob(pb.TraceJobRequest(job_id=t.job, follow=False)))),
+    "RerunJob": ("refused", lambda s, t: s.RerunJob(pb.RerunJobRequest(job_id=t.job, force=True))),
+    "CleanJob": ("refused", lambda s, t: s.CleanJob(pb.CleanJobRequest(job_id=t.job))),
     "CleanQueue": ("listing", lambda s, t: s.CleanQueue(pb.CleanQueueRequest())),
     "ListFlowTasks": ("listing", lambda s, t: s.ListFlowTasks(pb.ListFlowTasksRequest(job_id=t.job))),
     "ListComponents": ("refused", lambda s, t: s.ListComponents(pb.ListComponentsRequest(job_id=t.job))),
@@ -303,6 +305,8 @@ def fate_body(path: str, t: TeamA) -> dict:
             "new_tag_name": "b-owned", "local": {"role": "guest", "party_id": GUEST}}
     if path == "job/stop":
         body["job_id"] = t.running
+    if path == "job/rerun":
+        body["force"] = True   # team-a's job succeeded: only a forced rerun would run it
     if path == "job/submit":   # a predict job with team-a's model
         dsl = {"components": {"reader_0": {"module": "Reader", "output": {"data": ["data"]}}}}
         conf = {"dsl_version": 2, "initiator": {"role": "guest", "party_id": GUEST},

@@ -264,6 +264,15 @@ def evaluate(table, **params):
     return run_component("Evaluation", {"guest": [1]}, [PartySpec("guest", 0, params, {"data": [table]})])[("guest", 0)]
 
 
+def test_evaluation_ks_is_fates_at_100_cuts():
+    """FATE's KS looks at 100 thresholds only (the scores at each 1% of the ranked rows, positive when
+    strictly above): 200 rows whose top 101 are positive separate perfectly (exact KS 1), but at every
+    other row FATE sees at best the top 100: KS 100/101."""
+    rows = [[str(i), 1 if i < 101 else 0, 1, (200 - i) / 200, "{}", "train"] for i in range(200)]
+    out = evaluate(predictions(rows), metrics=["auc", "ks"])
+    assert out.summary == {"model_0": {"train": {"auc": 1.0, "ks": round(100 / 101, 6)}}}
+
+
 def test_evaluation_binary_values():
     # scores rank 3 of the 4 (positive, negative) pairs right: AUC 0.75; best KS 0.5
     rows = [[str(i), y, 1 if s > 0.5 else 0, s, "{}", "train"] for i, (y, s) in

@@ -180,3 +180,34 @@ def test_sparse_rows_and_sample_weights_reach_hetero_lr():
             assert {(r[1], r[at]) for r in weighted.rows()} == {("0", "1.0"), ("1", "2.0")}
     # the hosts' gradients are weighted by the guest's weights (which they never see)
     assert any(abs(host_weights[0][f] - host_weights[1][f]) > 1e-3 for f in host_weights[0])
+
+
+def test_sample_weights_count_only_by_their_ratios():
+    """FATE's HeteroLR guest rescales the weights to mean 1 before fitting (scale_sample_weight): class
+    weights 2/2 train exactly the model of 1/1, and 1/2 the model of 0.5/1."""
+    models = []
+    for weighting in ({"0": 1, "1": 1}, {"0": 2, "1": 2}, {"0": 1, "1": 2}, {"0": 0.5, "1": 1}):
+        dsl, conf = published("hetero_logistic_regression", "hetero_lr_sample_weights",
+                              hetero_lr_0={"max_iter": 2, "batch_size": -1}, sample_weight_0={"class_weight": weighting})
+        job = run_job(dsl, conf, TABLES)
+        models.append(job.outputs["hetero_lr_0"][("host", 0)].models["model"]["model"]["weight"])
+    same = lambda a, b: all(abs(a[f] - b[f]) < 1e-6 for f in a)  # noqa: E731
+    assert same(models[0], models[1]) and same(models[2], models[3])
+    assert not same(models[0], models[2])
+
+
+@pytest.mark.parametrize("job", ["hetero_lr_ovr_validate", "hetero_lr_cv"])
+def test_hetero_lr_computes_what_fates_algorithm_computes(job):
+    """The published job (a few epochs) gives the figure of FATE's HeteroLR rules re-done in plain numpy
+    on the joined data (bench/fate_numpy.py): early stopping on auc and FATE's KS per class, folds."""
+    pytest.importorskip("sklearn")
+    import numpy as np
+
+    from bench import fate_numpy
+    dsl, conf = published("hetero_logistic_regression", job, hetero_lr_0={"max_iter": 4})
+    done = run_job(dsl, conf, TABLES)
+    if job.endswith("_cv"):
+        figure = done.outputs["hetero_lr_0"][("guest", 0)].summary["validate"]["auc"]["mean"]
+    else:
+        figure = done.outputs["evaluation_0"][("guest", 0)].summary["hetero_lr_0"]["train"]["accuracy"]
+    assert figure == pytest.approx(fate_numpy.run_job(job, np.random.default_rng(0), max_iter=4), abs=1e-4)

@@ -20,7 +20,7 @@ from ..errors import BadRequest
 from . import fate_data, fate_tracking
 from .common import TIMEOUT, stubs
 from .fate_files import TarDraft
-from .fate_wire import ARGUMENT, DATA, body_of, download_route, envelope, integer, names, party, route, \
+from .fate_wire import ARGUMENT, DATA, EXCEPTION, body_of, download_route, envelope, flag, integer, names, party, route, \
     text
 
 MAX_ROWS = 10_000
@@ -221,6 +221,28 @@ async def task_query(request: web.Request) -> web.Response:
     return envelope([rows.task_row(t) for t in found.tasks])
 
 
+@route(not_found=DATA)
+async def rerun(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    req = fpb.RerunJobRequest(job_id=text(body, "job_id", required=True), component_name=text(body, "component_name"),
+                              force=flag(body, "force"))
+    answer = await flow.RerunJob(req, timeout=TIMEOUT)
+    return envelope({"job_id": answer.job.job_id, "component_names": list(answer.component_names)},
+                    retmsg="rerun job success", job_id=answer.job.job_id)
+
+
+@route(not_found=EXCEPTION)
+async def clean(request: web.Request) -> web.Response:
+    flow = stubs(request).flow
+    body = await body_of(request)
+    role, party_id = party(body)
+    req = fpb.CleanJobRequest(job_id=text(body, "job_id", required=True), role=role, party_id=party_id or 0,
+                              component_name=text(body, "component_name"))
+    answer = await flow.CleanJob(req, timeout=TIMEOUT)
+    return envelope({"tasks": answer.tasks, "tables": answer.tables, "metrics": answer.metrics})
+
+
 @route()
 async def clean_queue(request: web.Request) -> web.Response:
     flow = stubs(request).flow
@@ -240,6 +262,8 @@ ROUTES = [
     ("POST", "/v1/job/data/view/query", data_view),
     ("POST", "/v1/job/list/task", list_tasks),
     ("POST", "/v1/job/task/query", task_query),
+    ("POST", "/v1/job/rerun", rerun),
+    ("POST", "/v1/job/clean", clean),
     ("POST", "/v1/job/clean/queue", clean_queue),
     ("POST", "/v1/log/size", log_size),
     ("POST", "/v1/log/cat", log_cat),

@@ -22,6 +22,7 @@ from client.flow_rows import ARGUMENT, AUTHENTICATION, DATA, EXCEPTION, PERMISSI
 
 from .. import fate_auth
 from ..errors import BadRequest, answers, json_response
+from ..params import to_bool
 
 C = grpc.StatusCode
 __all__ = ["ARGUMENT", "DATA", "EXCEPTION", "SUCCESS", "envelope", "route", "download_route"]
@@ -127,6 +128,18 @@ def integer(body: dict, name: str, default: int, *, low: int | None = None, high
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise BadRequest(f"Invalid parameter '{name}': must be {bounds}, got {number}")
     return number
+
+
+def flag(body: dict, name: str) -> bool:
+    """A true/false field: a JSON boolean, 0/1 or a word to_bool knows (the flow CLI sends booleans)."""
+    value = body.get(name)
+    if value is None or value == "":
+        return False
+    if isinstance(value, bool) or value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        return to_bool(value, f"Invalid parameter '{name}'")
+    raise BadRequest(f"Invalid parameter '{name}': must be true or false, got {json.dumps(value)}")
 
 
 def party(body: dict) -> tuple[str, int | None]:

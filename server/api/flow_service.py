@@ -108,6 +108,17 @@ class FlowService(FlowModelMethods, pb_grpc.FlowServiceServicer):
         yield pb.TraceJobResponse(end=final.terminal, status=int(final.status))
 
     @mapped
+    async def RerunJob(self, request, context):
+        job, components = await self.jobs.rerun(request.job_id, request.component_name, request.force)
+        return pb.RerunJobResponse(job=self._job(job), component_names=components)
+
+    @mapped
+    async def CleanJob(self, request, context):
+        tasks, tables, metrics = await self.jobs.clean(request.job_id, request.role, request.party_id,
+                                                       request.component_name)
+        return pb.CleanJobResponse(tasks=tasks, tables=tables, metrics=metrics)
+
+    @mapped
     async def CleanQueue(self, request, context):
         return pb.CleanQueueResponse(job_ids=await self.jobs.clean_queue())
 

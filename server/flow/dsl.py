@@ -9,6 +9,8 @@ import copy
 import json
 from dataclasses import dataclass, field
 
+from client.fate_args import deep_merge
+
 from .. import errors
 from . import names
 
@@ -68,10 +70,10 @@ class Plan:
             return _v1_params(self.conf, component, role, int(idx))
         cp = self.conf.get("component_parameters") or {}
         merged: dict = {}
-        _merge(merged, (cp.get("common") or {}).get(component) or {})
+        deep_merge(merged, (cp.get("common") or {}).get(component) or {})
         by_role = (cp.get("role") or {}).get(role) or {}
         for key in _index_keys(by_role, idx):
-            _merge(merged, (by_role.get(key) or {}).get(component) or {})
+            deep_merge(merged, (by_role.get(key) or {}).get(component) or {})
         return merged
 
     def job_parameters(self, role: str, party_id: int) -> dict:
@@ -79,11 +81,11 @@ class Plan:
         if self.version == 1:
             return copy.deepcopy(jp)
         merged: dict = {}
-        _merge(merged, jp.get("common") or {})
+        deep_merge(merged, jp.get("common") or {})
         by_role = (jp.get("role") or {}).get(role) or {}
         idx = str(self.roles[role].index(party_id))
         for key in _index_keys(by_role, idx):
-            _merge(merged, by_role.get(key) or {})
+            deep_merge(merged, by_role.get(key) or {})
         return merged
 
 
@@ -115,20 +117,12 @@ def _check_index_keys(conf: dict, roles: dict[str, list[int]]) -> None:
                         f"(0..{len(roles[role]) - 1}, \"all\", or indexes joined by \"|\" such as \"0|1\")")
 
 
-def _merge(into: dict, src: dict) -> None:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = copy.deepcopy(v)
-
-
 def _v1_params(conf: dict, component: str, role: str, idx: int) -> dict:
     """DSL v1 conf: algorithm_parameters (common) and role_parameters (leaves are lists by party index)."""
     merged: dict = {}
-    _merge(merged, (conf.get("algorithm_parameters") or {}).get(component) or {})
+    deep_merge(merged, (conf.get("algorithm_parameters") or {}).get(component) or {})
     role_params = ((conf.get("role_parameters") or {}).get(role) or {}).get(component) or {}
-    _merge(merged, _pick_index(role_params, idx))
+    deep_merge(merged, _pick_index(role_params, idx))
     return merged
 
 

@@ -24,7 +24,7 @@ from ..engine import Engine
 from ..model import ANY_NAMESPACE, Status, Task, TaskSpec, TaskType, now_ms
 from . import dsl
 from .graph import OBSERVER_NAME, RUNTIME, JobGraph, ModelSource
-from .model import FlowJob, FlowTask, JobStatus, TaskStatus
+from .model import RERUNNABLE, TASK_DONE, FlowJob, FlowTask, JobStatus, TaskStatus
 from .queue import JobQueue
 from .registry import Registry
 from .status import StatusWriter
@@ -384,10 +384,78 @@ class FlowJobs:
             self.fstore.save_job(job, wait=True).add_done_callback(lambda _: self._forget(job))
 
     def _forget(self, job: FlowJob) -> None:
-        if self.jobs.get(job.job_id) is job:
+        current = self.jobs.get(job.job_id)
+        if current is not None and current is not job:
+            return   # rerun meanwhile: the job runs on
+        if current is job:
             del self.jobs[job.job_id]
             self.plans.pop(job.job_id, None)
         self.status.settled(job.job_id)
+
+    # ------------------------------------------------------------------ rerun and clean
+    async def rerun(self, job_id: str, component: str = "", force: bool = False) -> tuple[FlowJob, list[str]]:
+        """Runs an ended job again from the components that did not succeed (FATE's job/rerun): with
+        `component`, that one and every component downstream of it; with `force`, succeeded ones too.
+        Each rerun task becomes a new version (its outputs and metrics are cleared); succeeded
+        components keep theirs. A non-succeeded component upstream of a rerun one reruns as well.
+        (job, the components rerun)."""
+        job = self.get(job_id)
+        plan = self.plan(job)
+        if plan is None:
+            raise errors.FailedPrecondition(f"job {job_id} is a {job.job_type} job; only train and predict jobs"
+                                            f" can be rerun (run the {job.job_type} again)")
+        if job.status not in RERUNNABLE:
+            raise errors.FailedPrecondition(f"job {job_id} is {job.status.fate}; only an ended job (failed, canceled,"
+                                            " timeout or success) can be rerun")
+        if not all(t.status.terminal for t in job.tasks.values()):
+            raise errors.FailedPrecondition(f"job {job_id} ended but some of its tasks are still stopping;"
+                                            " rerun it once they have")
+        by_name = {c.name: c for c in plan.components}
+        if component and component != PIPELINE:
+            if component not in by_name:
+                raise errors.InvalidArgument(f"job {job_id} has no component {component!r};"
+                                             f" its components: {', '.join(by_name)}")
+            chosen = {component} | _downstream(plan, component)
+        else:
+            chosen = set(by_name)
+        undone = {n for n in by_name if self.graph.component_status(job, n) not in TASK_DONE}
+        rerun = {n for n in chosen if force or n in undone}
+        for name in list(rerun):  # what a rerun component needs must be done, or rerun too
+            rerun |= _upstream(plan, name) & undone
+        tasks = [t for t in job.tasks.values() if t.component in rerun and t.status != T.PASS]
+        if not tasks:
+            what = f"component {component} and its downstream components" if chosen != set(by_name) else \
+                "every component"
+            raise errors.FailedPrecondition(f"nothing of job {job_id} to rerun: {what} succeeded;"
+                                            " pass force to run them again")
+        await self.fstore.clear_task_outputs(tasks, tracking=True)
+        # A fresh object: the ended one may still be waiting to be forgotten (_forget_if_settled).
+        job = copy.copy(job)
+        job.tasks = {k: copy.copy(t) for k, t in job.tasks.items()}
+        for t in job.tasks.values():
+            if t.component in rerun and t.status != T.PASS:
+                self.status.set_task_status(job, t, T.WAITING)
+        self.status.set_job_status(job, J.WAITING)
+        self.jobs[job.job_id] = job
+        self.plans[job.job_id] = plan
+        self.queue.enqueue(job.job_id)
+        await self._admit()
+        return job, [c.name for c in plan.components if c.name in rerun]
+
+    async def clean(self, job_id: str, role: str = "", party_id: int = 0, component: str = "") -> tuple[int, int, int]:
+        """Deletes what an ended job's tasks left behind (FATE's job/clean): their output tables and
+        metrics; models (deployed or not) stay. (tasks, tables, metric series) cleaned."""
+        job = self.get(job_id)
+        if not job.terminal or not all(t.status.terminal for t in job.tasks.values()):
+            raise errors.FailedPrecondition(f"job {job_id} is {job.status.fate}; stop it (job/stop) or let it end"
+                                            " before cleaning it")
+        tasks = [t for t in job.tasks.values() if (not role or t.role == role) and (not party_id or t.party_id == party_id)
+                 and (not component or t.component == component)]
+        if not tasks:
+            raise errors.NotFound(f"job {job_id} has no task of component {component or 'any'}, role {role or 'any'},"
+                                  f" party {party_id or 'any'}")
+        tables, metrics = await self.fstore.clear_task_outputs(tasks, tracking=False)
+        return len(tasks), tables, metrics
 
     # ------------------------------------------------------------------ reading
     def get(self, job_id: str) -> FlowJob:
@@ -493,6 +561,31 @@ class FlowJobs:
             self.status.unsubscribe(job_id, q)
 
 MAX_PAGE = 10_000
+PIPELINE = "pipeline"   # FATE's component name for the whole job (job/rerun)
+
+
+def _downstream(plan: dsl.Plan, name: str) -> set[str]:
+    """Every component that reads, directly or not, from `name`."""
+    found: set[str] = set()
+    grew = True
+    while grew:   # DSL order need not be the graph's
+        grew = False
+        for c in plan.components:
+            if c.name not in found and (name in c.upstream or found & set(c.upstream)):
+                found.add(c.name)
+                grew = True
+    return found
+
+
+def _upstream(plan: dsl.Plan, name: str) -> set[str]:
+    by_name = {c.name: c for c in plan.components}
+    found, todo = set(), list(by_name[name].upstream)
+    while todo:
+        up = todo.pop()
+        if up not in found:
+            found.add(up)
+            todo.extend(by_name[up].upstream)
+    return found
 
 
 def _page(limit: int, page: int) -> tuple[int, int]:

@@ -54,21 +54,25 @@ TASK_TERMINAL = frozenset({T.CANCELED, T.TIMEOUT, T.FAILED, T.PASS, T.SUCCESS})
 # A component is "done" for its dependents when every task of it is one of these.
 TASK_DONE = frozenset({T.SUCCESS, T.PASS})
 
-# The only places that say which status may follow which.
+# The only places that say which status may follow which. An ended job (and its ended tasks) go
+# back to waiting only through a rerun (job/rerun: FlowJobs.rerun), which runs them again as new
+# task versions; nothing else leaves an end status.
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     J.WAITING: frozenset({J.READY, J.CANCELED, J.TIMEOUT, J.FAILED}),
     J.READY: frozenset({J.RUNNING, J.CANCELED, J.TIMEOUT, J.FAILED}),
     J.RUNNING: frozenset({J.SUCCESS, J.FAILED, J.CANCELED, J.TIMEOUT}),
-    J.CANCELED: frozenset(), J.TIMEOUT: frozenset(), J.FAILED: frozenset(), J.SUCCESS: frozenset(),
+    **{end: frozenset({J.WAITING}) for end in (J.CANCELED, J.TIMEOUT, J.FAILED, J.SUCCESS)},
 }
 # A task may be seen ending without having been seen running (a fast task), and goes back to
 # waiting while taskhub retries it (FATE's auto_retries) or restores it after a restart.
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     T.WAITING: frozenset({T.RUNNING, T.SUCCESS, T.FAILED, T.CANCELED, T.TIMEOUT, T.PASS}),
     T.RUNNING: frozenset({T.WAITING, T.SUCCESS, T.FAILED, T.CANCELED, T.TIMEOUT}),
-    T.CANCELED: frozenset(), T.TIMEOUT: frozenset(), T.FAILED: frozenset(), T.PASS: frozenset(),
-    T.SUCCESS: frozenset(),
+    **{end: frozenset({T.WAITING}) for end in (T.CANCELED, T.TIMEOUT, T.FAILED, T.SUCCESS)},
+    T.PASS: frozenset(),
 }
+# The job statuses a rerun starts from.
+RERUNNABLE = frozenset({J.CANCELED, J.TIMEOUT, J.FAILED, J.SUCCESS})
 
 
 class IllegalFlowTransition(RuntimeError):

@@ -34,6 +34,9 @@ class StatusWriter:
             raise
         job.status = new
         job.update_time_ms = now_ms()
+        if new == J.WAITING:   # a rerun: the job runs (and may time out) afresh
+            job.start_time_ms = job.end_time_ms = 0
+            job.error = ""
         if new == J.RUNNING and not job.start_time_ms:
             job.start_time_ms = job.update_time_ms
         if new.terminal:
@@ -49,6 +52,10 @@ class StatusWriter:
         except IllegalFlowTransition:
             log.exception("refused: flow task %s %s %s %s", t.job_id, t.component, t.role, t.party_id)
             raise
+        if new == T.WAITING and t.status.terminal:   # a rerun: a new version of the task, not run yet
+            t.task_version += 1
+            t.taskhub_task_id = t.run_pid = t.retries = t.start_time_ms = t.end_time_ms = 0
+            t.node = t.error = ""
         t.status = new
         if error or new == T.SUCCESS:
             t.error = error

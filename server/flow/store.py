@@ -194,6 +194,25 @@ class FlowStore:
                     " AND party_id=?", (model_json, model_meta_json or "{}", *key))])
         return b.submit(wait=True)
 
+    async def clear_task_outputs(self, tasks: list[FlowTask], tracking: bool) -> tuple[int, int]:
+        """Deletes the tasks' output tables and metrics (with tracking, also their summaries and
+        models), in one commit; (tables, metric series) deleted."""
+        tables = metrics = 0
+        stmts = []
+        for t in tasks:
+            key = (t.job_id, t.component, t.role, t.party_id)
+            for info in self.output_tables(*key):
+                stmts.extend(self.replace_table(info["namespace"], info["name"]))
+                tables += 1
+            where = " WHERE job_id=? AND component=? AND role=? AND party_id=?"
+            metrics += self.store.query_sql("SELECT COUNT(*) FROM flow_metrics" + where, key)[0][0]
+            stmts.append(("DELETE FROM flow_metrics" + where, key))
+            if tracking:
+                stmts.append(("UPDATE flow_tasks SET summary_json='{}', model_json='', model_meta_json=''" + where, key))
+        if stmts:
+            await self.execute(stmts)
+        return tables, metrics
+
     def delete_metrics(self, job_ids: list[str]):
         return self.execute([("DELETE FROM flow_metrics WHERE job_id=?", (j,)) for j in job_ids])
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from server.flow.components import params as P
 from server.flow.components.base import Component, ComponentContext, ComponentError
-from server.flow.components.data import Instances, instance_schema, one_input, read_instances
+from server.flow.components.data import Instances, data_and_models, instance_schema
 from server.flow.components.paillier import encode, keypair
 
 MODULE = "HeteroFeatureBinning"
@@ -65,8 +65,7 @@ class HeteroFeatureBinning(Component):
     def run(self, ctx: ComponentContext) -> None:
         if not self.need_run:
             return self.passthrough(ctx)
-        data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("data"), "data"))
-        models = ctx.input_model("model")
+        data, models = data_and_models(MODULE, ctx)
         if models:
             model = models[0]["model"]
             splits = {f: np.array(r["split_points"]) for f, r in model["binning_result"].items()}

@@ -130,6 +130,12 @@ def read_instances(module: str, table: Table) -> Instances:
     return Instances(sids, X, y, labels, features, schema, w)
 
 
+def data_and_models(module: str, ctx) -> tuple[Instances, list[dict]]:
+    """A feature transformer's inputs: its one `data` table read as instances, and its input models
+    (given: a predict run applies that fitted model; none: this run fits one)."""
+    return read_instances(module, one_input(module, ctx.input_tables("data"), "data")), ctx.input_model("model")
+
+
 def one_input(module: str, tables: list[Table], key: str) -> Table:
     if len(tables) != 1:
         raise ComponentError(f"{module}: expects exactly one input table under '{key}', got {len(tables)}")

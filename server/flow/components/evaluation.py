@@ -97,7 +97,7 @@ class Evaluation(Component):
         pos, neg = y.sum(), len(y) - y.sum()
         tpr, fpr = tp / pos, fp / neg
         if "ks" in metrics:
-            values["ks"] = round(float(np.max(tpr - fpr)), ROUND)
+            values["ks"] = round(ks(y, s), ROUND)
         if "roc" in metrics:
             curve(ctx, ns, f"{name}_roc", np.append(fpr, 1.0), np.append(tpr, 1.0),
                   {"metric_type": "ROC_EVALUATION", "unit_name": "fpr", "ordinate_name": "tpr", "curve_name": name,
@@ -136,14 +136,25 @@ class Evaluation(Component):
 
 
 def single_values(y: np.ndarray, s: np.ndarray, metrics: list[str]) -> dict:
-    """auc and ks of binary labels y (0/1) and scores s (what validation during training reports)."""
+    """auc and ks of binary labels y (0/1) and scores s, unrounded (what validation during training
+    compares, as FATE's performance recorder does; the logged metrics are rounded)."""
     values = {}
     if "auc" in metrics:
-        values["auc"] = round(auc(y, s), ROUND)
+        values["auc"] = auc(y, s)
     if "ks" in metrics:
-        _, (tp, fp, _, _) = confusion_by_threshold(y, s)
-        values["ks"] = round(float(np.max(tp / y.sum() - fp / (len(y) - y.sum()))), ROUND)
+        values["ks"] = ks(y, s)
     return values
+
+
+def ks(y: np.ndarray, s: np.ndarray) -> float:
+    """FATE's KS value (classification_metric.KS): the largest tpr - fpr over 100 thresholds, the scores
+    found at each 1% of the rows ranked by descending score, a row positive when its score is strictly
+    above. It can be below the exact maximum over every score; early stopping on ks depends on it."""
+    ranked = s[np.argsort(-s, kind="mergesort")]
+    thresholds = ranked[[int(len(s) * (c / CUTS)) for c in range(CUTS)]]
+    above = s[None, :] > thresholds[:, None]
+    pos, neg = y.sum(), len(y) - y.sum()
+    return float(np.max((above & (y[None, :] == 1)).sum(axis=1) / pos - (above & (y[None, :] != 1)).sum(axis=1) / neg))
 
 
 # -- reading ---------------------------------------------------------------------------------------

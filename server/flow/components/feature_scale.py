@@ -10,7 +10,7 @@ import numpy as np
 
 from server.flow.components import params as P
 from server.flow.components.base import Component, ComponentContext, ComponentError
-from server.flow.components.data import instance_schema, one_input, read_instances
+from server.flow.components.data import data_and_models, instance_schema
 
 MODULE = "FeatureScale"
 
@@ -52,8 +52,7 @@ class FeatureScale(Component):
     def run(self, ctx: ComponentContext) -> None:
         if not self.need_run:
             return self.passthrough(ctx)
-        data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("data"), "data"))
-        models = ctx.input_model("model")
+        data, models = data_and_models(MODULE, ctx)
         model, meta = (models[0]["model"], models[0]["meta"]) if models else self.fit(data)
         scaled = data.with_features(apply(data, model, meta))
         ctx.write_table(scaled.rows(), instance_schema(data.schema.get("sid", "id"), data.features, data.label_name))

@@ -131,6 +131,7 @@ class HeteroLR(Component):
             warm: dict | None) -> Fitted:
         fed = ctx.federation
         if ctx.role == "guest":
+            data = scaled_weights(data)
             classes = linear.classes_of(MODULE, data)
             fed.remote(classes, "classes", f"{scope}fit", "host", -1)
             fed.remote(classes, "classes", f"{scope}fit", "arbiter", 0)
@@ -511,6 +512,15 @@ def warm_start(module: str, model: dict | None, features: list[str], classes: li
         raise ComponentError(f"{module}: the input model (warm start) has {len(prior.weights)} binary model(s) "
                              f"but this data needs {n}")
     return [(w, b if with_intercept else 0.0, prior.iters) for w, b in zip(prior.weights, prior.intercepts)]
+
+
+def scaled_weights(data: Instances) -> Instances:
+    """Sample weights rescaled to mean 1 over the data trained on, as FATE's HeteroLR guest does before
+    fitting (each fold's own in cross-validation): only their ratios weigh the gradient."""
+    if data.weights is None or not len(data) or not data.weights.sum():
+        return data
+    return Instances(data.sids, data.X, data.y, data.labels, data.features, data.schema,
+                     data.weights * (len(data) / data.weights.sum()))
 
 
 def subset(data: Instances, idx: list[int]) -> Instances:

@@ -6,9 +6,12 @@ FATE's rules: the old top-level names (`validation_freqs`, `early_stopping_round
 combined with `callback_param`. Validation runs after epoch e when (e + 1) % validation_freqs == 0 (an
 int) or e is in the list; it evaluates the train data and every validate data set, and logs metric
 `iteration_<e>` (prefixed `<class>.` for one-vs-rest and `fold_<k>.` in cross-validation) in
-namespaces "train" and "validate". Early stopping watches the validate data: when a metric (the first
-one only, with use_first_metric_only) has not improved for early_stopping_rounds validations, training
-stops; the model kept is the best one seen. ModelCheckpoint keeps the model every save_freq epochs.
+namespaces "train" and "validate". Early stopping watches the validate data's single values (auc and
+ks by default, unrounded; KS as FATE computes it): training stops as soon as ANY watched metric (only
+the first, with use_first_metric_only) has not improved for early_stopping_rounds validations, and the
+model kept is that metric's best epoch; when nothing stops it, the model kept is the first metric's
+best epoch, not the last (FATE's validation_strategy.py with performance_recorder.py).
+ModelCheckpoint keeps the model every save_freq epochs.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import numpy as np
 
 from server.flow.components import params as P
 from server.flow.components.base import ComponentContext, ComponentError
-from server.flow.components.evaluation import single_values
+from server.flow.components.evaluation import ROUND, single_values
 
 CALLBACKS = ["EarlyStopping", "ModelCheckpoint", "PerformanceEvaluate"]
 DEPRECATED = ["validation_freqs", "early_stopping_rounds", "metrics", "use_first_metric_only"]
@@ -142,5 +145,6 @@ def evaluate(ctx: ComponentContext, component_metrics: list[str], data_type: str
     if len(set(labels.tolist())) < 2:
         return {}
     values = single_values(labels, scores, metrics)
-    ctx.metric(data_type, name, list(values.items()), {"name": name, "metric_type": "EVALUATION_SUMMARY"})
+    ctx.metric(data_type, name, [(m, round(v, ROUND)) for m, v in values.items()],
+               {"name": name, "metric_type": "EVALUATION_SUMMARY"})
     return values

@@ -9,7 +9,7 @@ import numpy as np
 
 from server.flow.components.base import Component, ComponentContext, ComponentError
 from server.flow.components.binning import check_columns, pick_columns
-from server.flow.components.data import instance_schema, one_input, read_instances
+from server.flow.components.data import data_and_models, instance_schema
 
 MODULE = "OneHotEncoder"
 MAX_VALUES = 1024       # distinct values per column: beyond this the column is not categorical
@@ -29,8 +29,7 @@ class OneHotEncoder(Component):
     def run(self, ctx: ComponentContext) -> None:
         if not self.need_run:
             return self.passthrough(ctx)
-        data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("data"), "data"))
-        models = ctx.input_model("model")
+        data, models = data_and_models(MODULE, ctx)
         if models:
             col_map = models[0]["model"]["col_map"]
         else:

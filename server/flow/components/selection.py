@@ -15,7 +15,7 @@ import numpy as np
 from server.flow.components import params as P
 from server.flow.components.base import Component, ComponentContext, ComponentError
 from server.flow.components.binning import check_columns, pick_columns
-from server.flow.components.data import instance_schema, one_input, read_instances
+from server.flow.components.data import data_and_models, instance_schema
 
 MODULE = "HeteroFeatureSelection"
 FILTERS = ["manually", "iv_value_thres", "iv_percentile", "iv_top_k"]
@@ -62,8 +62,7 @@ class HeteroFeatureSelection(Component):
     def run(self, ctx: ComponentContext) -> None:
         if not self.need_run:
             return self.passthrough(ctx)
-        data = read_instances(MODULE, one_input(MODULE, ctx.input_tables("data"), "data"))
-        models = ctx.input_model("model")
+        data, models = data_and_models(MODULE, ctx)
         if models:
             left = [f for f in models[0]["model"]["left_cols"] if f in data.features]
         else:
