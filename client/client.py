@@ -16,9 +16,9 @@ from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 
 from .credentials import BearerToken, auth_metadata, env_token, open_channel
 from .failover import FailoverChannel
+from .servers import TERMINAL
 from .typed import Auth, Cluster, Delta, Flow, Groups, Nodes
 
-TERMINAL = {pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_CANCELLED, pb.TASK_STATUS_FAILED}
 # A create that failed with one of these may or may not have happened: retried with the same request_id.
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -76,7 +76,8 @@ class TaskhubClient:
                  tls_cert: str = "", tls_key: str = "", create_retries: int = 5):
         # token / tls_ca default to TASKHUB_TOKEN / TASKHUB_TLS_CA; the token goes on every call
         # of every stub (tasks, groups, nodes). tls_cert/tls_key: a client certificate (mutual TLS).
-        # create_retries: creates retried (same request_id) after UNAVAILABLE / DEADLINE_EXCEEDED.
+        # create_retries: creates retried (same request_id) after UNAVAILABLE / DEADLINE_EXCEEDED; with a
+        # list of servers, the turns over the list any call may take (README: Lists of servers).
         # target: host:port, or a list of servers h1:50051,h2:50051 (one database): calls fail over by
         # themselves and streams resume on the next server (client/failover.py).
         token = env_token() if token is None else token
@@ -132,7 +133,8 @@ class TaskhubClient:
 
         Idempotent: the request carries a request_id (a new random one unless given), and a
         call that fails with UNAVAILABLE or DEADLINE_EXCEEDED is retried with the same id
-        (up to `create_retries` times, with backoff), so it never makes a second task.
+        (up to `create_retries` times, with backoff; with a list of servers, on the next one),
+        so it never makes a second task.
         """
         request = svc.CreateTaskRequest(spec=self._namespaced(spec, kw), request_id=request_id or self._request_id())
         return self._retrying(self._stub.CreateTask, request)

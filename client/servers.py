@@ -11,17 +11,18 @@ from __future__ import annotations
 import re
 
 import grpc
+from taskhub.v1 import task_pb2 as pb
 from taskhub.v1 import task_service_pb2 as svc
 
 # A follower server refuses calls only the scheduler serves (FAILED_PRECONDITION) and says where
 # the scheduler is in this trailing metadata (host:port).
 LEADER_METADATA = "taskhub-leader"
-MOVE_ON = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 # gRPC's words when no connection could be made: the call was never sent, whatever it was.
 _NEVER_SENT = "failed to connect to all addresses"
 # Calls whose repeat after an unknown outcome changes nothing (besides creates with a request_id).
 _REPEATABLE_PREFIXES = ("Get", "List", "Describe", "Watch", "Wait", "Trace", "Read", "Generate", "WhoAmI",
                         "CancelTask", "DrainNode", "Export")
+TERMINAL = frozenset({pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_CANCELLED, pb.TASK_STATUS_FAILED})
 _GRPC_SCHEMES = ("unix:", "unix-abstract:", "dns:", "ipv4:", "ipv6:")
 _HOST_PORT = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[^:\[\]/\s]+):(\S*)")
 
@@ -82,11 +83,14 @@ def repeatable(method: str, request) -> bool:
 
 def moves_on(error: grpc.RpcError, method: str, request, received: bool) -> bool:
     """After this failure, try the next server? `received`: the call's stream gave messages already
-    (then only a resumable stream moves on; see resumer())."""
-    if error.code() not in MOVE_ON:
+    (then only a resumable stream moves on; see resumer()). A deadline moves on only a create (as a
+    single server's creates are retried): a slow read would cost its deadline on every server."""
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return not received and bool(getattr(request, "request_id", ""))
+    if error.code() != grpc.StatusCode.UNAVAILABLE:
         return False
-    if received:
-        return error.code() == grpc.StatusCode.UNAVAILABLE and method in RESUMERS
+    if received:  # (RunTask resumes only with its request_id: a repeat must not create again)
+        return method in RESUMERS and repeatable(method, request)
     return never_sent(error) or repeatable(method, request)
 
 
@@ -109,12 +113,20 @@ class Resumer:
 
 
 class TraceResumer(Resumer):
-    """TraceTask: from the line after the last one handed on."""
+    """TraceTask: from the line after the last one handed on (nothing once its end was)."""
+
+    def __init__(self, request):
+        super().__init__(request)
+        self.ended = False
 
     def seen(self, message):
         if message.lines:
             self.request.offset = message.lines[-1].seq + 1
+        self.ended = self.ended or message.end
         return message
+
+    def resume(self, was_open: bool):
+        return None if self.ended else self.request
 
 
 class WaitResumer(Resumer):
@@ -133,6 +145,8 @@ class WaitResumer(Resumer):
         return message
 
     def resume(self, was_open: bool):
+        if self.status in TERMINAL:
+            return None  # its end was handed on already
         self.resumed = self.status is not None
         return self.request
 
@@ -187,6 +201,7 @@ class WatchJobResumer(Resumer):
 RESUMERS = {
     "/taskhub.v1.TaskService/TraceTask": TraceResumer,
     "/taskhub.v1.TaskService/WaitTask": WaitResumer,
+    "/taskhub.v1.TaskService/RunTask": WaitResumer,  # re-sent with its request_id: follows the same task
     "/taskhub.v1.TaskService/WaitTasks": WaitTasksResumer,
     "/taskhub.v1.TaskService/WatchTasks": WatchTasksResumer,
     "/taskhub.v1.FlowService/WatchJob": WatchJobResumer,

@@ -19,6 +19,7 @@ import pytest
 from taskhub.v1 import task_pb2 as pb
 
 from client import TaskhubClient
+from client.servers import resumer
 from conftest import REPO, ServerProcess, http, wait_for
 from node_agents import AgentProcess, free_port
 
@@ -61,9 +62,52 @@ def test_bad_lists_are_named():
     answer = run_cli("task", "get", "1", "--server", "127.0.0.1:1,127.0.0.1:0")
     assert answer.returncode != 0 and "bad port '0'" in answer.stderr
     answer = run_cli("gateway", "--grpc", "a:1,b:c", "--port", "0")
-    assert answer.returncode != 0 and "--grpc: server address 2 of 'a:1,b:c', 'b:c', has a bad port 'c'" in answer.stderr
+    assert answer.returncode != 0
+    assert "--grpc: server address 2 of 'a:1,b:c', 'b:c', has a bad port 'c'" in answer.stderr
     answer = run_cli("node", "--server", ",a:1")
     assert answer.returncode != 0 and "--server: server address 1 of ',a:1' is empty" in answer.stderr
+
+
+def test_streams_resume_without_repeats():
+    """What each stream asks the next server, and which of its first answers it drops."""
+    from taskhub.v1 import flow_service_pb2 as fpb
+    from taskhub.v1 import task_service_pb2 as svc
+
+    trace = resumer("/taskhub.v1.TaskService/TraceTask", svc.TraceTaskRequest(id=7, offset=2))
+    trace.seen(svc.TraceTaskResponse(lines=[pb.LogLine(seq=2), pb.LogLine(seq=3)]))
+    assert trace.resume(True).offset == 4
+    trace.seen(svc.TraceTaskResponse(end=True, status=pb.TASK_STATUS_SUCCESS))
+    assert trace.resume(True) is None
+
+    wait = resumer("/taskhub.v1.TaskService/WaitTask", svc.WaitTaskRequest(id=7))
+    assert wait.seen(pb.Task(id=7, status=pb.TASK_STATUS_RUNNING)) is not None
+    wait.resume(True)
+    assert wait.seen(pb.Task(id=7, status=pb.TASK_STATUS_RUNNING)) is None  # the reader has it
+    assert wait.seen(pb.Task(id=7, status=pb.TASK_STATUS_SUCCESS)) is not None
+    assert wait.resume(True) is None
+
+    many = resumer("/taskhub.v1.TaskService/WaitTasks", svc.WaitTasksRequest(ids=[1, 2, 3]))
+    many.seen(svc.WaitTasksResponse(tasks=[pb.Task(id=2)]))
+    assert list(many.resume(True).ids) == [1, 3]
+    many.seen(svc.WaitTasksResponse(tasks=[pb.Task(id=1), pb.Task(id=3)]))
+    assert many.resume(True) is None
+
+    watch = resumer("/taskhub.v1.TaskService/WatchTasks", svc.WatchTasksRequest())
+    watch.resume(False)
+    assert watch.pending is None  # never reached a server: it missed nothing
+    watch.resume(True)
+    assert watch.pending.overflow
+
+    job = resumer("/taskhub.v1.FlowService/WatchJob", fpb.WatchJobRequest(job_id="j"))
+    running = fpb.FlowJob(job_id="j", status=fpb.FLOW_JOB_STATUS_RUNNING)
+    task = fpb.FlowTask(job_id="j", task_id="j_reader", party=fpb.FlowParty(role="guest", party_id=9))
+    assert job.seen(fpb.WatchJobResponse(job=running)) is not None
+    assert job.seen(fpb.WatchJobResponse(task=task)) is not None
+    job.resume(True)
+    assert job.seen(fpb.WatchJobResponse(job=running)) is None
+    assert job.seen(fpb.WatchJobResponse(task=task)) is None
+    done = fpb.FlowJob(job_id="j", status=fpb.FLOW_JOB_STATUS_SUCCESS)
+    assert job.seen(fpb.WatchJobResponse(job=done)) is not None
 
 
 def test_a_dead_first_address_is_passed_by(server):
@@ -73,7 +117,8 @@ def test_a_dead_first_address_is_passed_by(server):
         assert [line.text for line in c.trace(task.id)] == ["one", "two"]
         assert c.wait(task.id).status == pb.TASK_STATUS_SUCCESS
         # Not repeatable once sent, but never sent to the dead address: it goes to the next.
-        c.groups.create_template({"name": "failover-tpl", "task_groups": [{"tasks": [{"name": "a", "config": {"command": "true"}}]}]})
+        c.groups.create_template({"name": "failover-tpl",
+                                  "task_groups": [{"tasks": [{"name": "a", "config": {"command": "true"}}]}]})
         assert "failover-tpl" in [t.name for t in c.groups.list_templates()]
     answer = run_cli("task", "wait", str(task.id), env={"TASKHUB_SERVER": targets})
     assert answer.returncode == 0 and "SUCCESS" in answer.stdout, answer.stderr
@@ -126,6 +171,9 @@ def test_server_killed_under_streams_agent_and_gateway(tmp_path):
             except grpc.RpcError as e:
                 assert e.code() == grpc.StatusCode.CANCELLED  # by the test, at its end
         threads.append(threading.Thread(target=follow_changes, daemon=True))
+        run_script = f"while [ ! -e {go} ]; do sleep 0.05; done; echo ran"
+        threads.append(threading.Thread(target=lambda: results.__setitem__(
+            "run", c.run_task(argv=["sh", "-c", run_script])), daemon=True))
         http_lines: list[dict] = []
 
         def http_follow():
@@ -138,6 +186,7 @@ def test_server_killed_under_streams_agent_and_gateway(tmp_path):
         wait_for(lambda: len(lines) == 3 and sum(len(m.get("lines", ())) for m in http_lines) == 3,
                  what="the first lines, through the SDK and the gateway")
         wait_for(lambda: "wait_tasks" not in results and len(watched) >= 1, what="the watch to open")
+        wait_for(lambda: len(c.list_tasks([pb.TASK_STATUS_RUNNING]).tasks) == 2, what="the task run_task made to run")
 
         first.kill()  # SIGKILL: the agent's run goes on (its lease), every stream breaks
         second.start()
@@ -146,6 +195,8 @@ def test_server_killed_under_streams_agent_and_gateway(tmp_path):
         go.touch()
         for t in threads[:3] + threads[4:]:
             t.join(120)
+        ran = results["run"]  # RunTask resumed with its request_id: the same task, followed to its end
+        assert ran.status == pb.TASK_STATUS_SUCCESS and [x.text for x in c.trace(ran.id)] == ["ran"]
         assert lines == [f"line {i}" for i in range(1, 7)]
         assert [line["text"] for m in http_lines for line in m.get("lines", ())] == lines
         assert results["wait"].status == pb.TASK_STATUS_SUCCESS
@@ -156,7 +207,7 @@ def test_server_killed_under_streams_agent_and_gateway(tmp_path):
         watch.cancel()
         again = c.create_task(argv=["true"], request_id="failover-create-1")
         assert again.id == before.id
-        assert len(c.list_tasks(limit=100).tasks) == 2
+        assert len(c.list_tasks(limit=100).tasks) == 3
     finally:
         c.close()
         gw.close()
@@ -179,6 +230,7 @@ def test_agent_and_clients_follow_the_scheduler_of_a_cluster(tmp_path, pg_url):
     agent = AgentProcess(f"{f1},{f2},{leader}", "cluster-agent", tmp_path).start()
     go = tmp_path / "go"
     c = TaskhubClient(f"{leader},{f1},{f2}", create_retries=30)
+    gw = None
     try:
         agent.wait_registered()
         assert any(f"{f1} is not the scheduler; connecting to the scheduler at {leader}" in line
@@ -186,6 +238,9 @@ def test_agent_and_clients_follow_the_scheduler_of_a_cluster(tmp_path, pg_url):
         assert any(f"registered as cluster-agent with {leader}" in line for line in agent.output)
         with TaskhubClient(f"{f1},{f2}") as via_followers:  # a node call on a follower: sent on to the scheduler
             assert [n.name for n in via_followers.nodes.list_nodes()] == ["cluster-agent"]
+        gw = GatewayProcess(f"{leader},{f1},{f2}")
+        got = http("GET", f"{gw.url}/v1/nodes")
+        assert got.status == 200 and [n["name"] for n in got.json()["nodes"]] == ["cluster-agent"]
 
         script = f"echo line 1; while [ ! -e {go} ]; do sleep 0.05; done; echo line 2"
         task = c.create_task(argv=["sh", "-c", script])
@@ -206,8 +261,14 @@ def test_agent_and_clients_follow_the_scheduler_of_a_cluster(tmp_path, pg_url):
         assert ended and ended[0].status == pb.TASK_STATUS_SUCCESS and ended[0].retries == 0
         answer = run_cli("node", "list", env={"TASKHUB_SERVER": f"{leader},{f1},{f2}"})
         assert answer.returncode == 0 and "cluster-agent" in answer.stdout, answer.stderr
+        got = http("GET", f"{gw.url}/v1/nodes")  # the gateway's scheduler is gone: the next one, by the hint
+        assert got.status == 200 and [n["name"] for n in got.json()["nodes"]] == ["cluster-agent"]
+        got = http("GET", f"{gw.url}/v1/tasks/{task.id}")
+        assert got.status == 200 and got.json()["status"] == "TASK_STATUS_SUCCESS"
     finally:
         c.close()
+        if gw is not None:
+            gw.close()
         agent.close()
         for s in servers:
             s.close()
