@@ -22,7 +22,7 @@ from taskhub.v1 import task_service_pb2 as svc
 
 from client import TaskhubClient
 from conftest import ServerProcess, http, wait_for
-from server.auth import ADMIN, ANY_ROLE, NODE, READER, RULES, SUBMITTER
+from server.auth import ADMIN, ANY_ROLE, NODE, READER, RULES, SITE, SUBMITTER
 from test_auth_rules import all_rpcs
 
 C = grpc.StatusCode
@@ -180,6 +180,12 @@ def test_every_rpc_refuses_bad_callers_and_changes_nothing(authsrv):
     rpcs = all_rpcs()
     for path in rpcs:
         rule = RULES[path]
+        if rule.role == SITE:  # served only on the party's mutual-TLS port (tests/test_fate_sites.py), not here
+            for case, authorization in [("admin", f"Bearer {authsrv.admin}"), ("none", None)]:
+                got = call(authsrv.channel, path, sample_request(path), authorization)
+                if got != C.UNIMPLEMENTED:
+                    wrong.append(f"{path} with {case}: {got.name}, expected UNIMPLEMENTED on the main port")
+            continue
         cases = [(case, authsrv.authorization(case), C.UNAUTHENTICATED) for case in BAD_AUTH]
         if rule.role != ANY_ROLE:
             cases.append(("wrong role", f"Bearer {authsrv.tokens[WRONG_ROLE[rule.role]]}", C.PERMISSION_DENIED))
@@ -201,7 +207,7 @@ def test_every_rpc_refuses_bad_callers_and_changes_nothing(authsrv):
 
     # The same calls with the right token get past the gate (whatever the RPC then says).
     right = {READER: READER, SUBMITTER: SUBMITTER, ADMIN: ADMIN, NODE: NODE, ANY_ROLE: READER}
-    for path in rpcs:
+    for path in [r for r in rpcs if RULES[r].role != SITE]:
         got = call(authsrv.channel, path, sample_request(path), f"Bearer {authsrv.tokens[right[RULES[path].role]]}")
         assert got not in (C.UNAUTHENTICATED, C.PERMISSION_DENIED), f"{path} refused its own role: {got}"
 
