@@ -28,6 +28,7 @@ LAZY = {
     ("server.cli", "gateway.app"): "gateway only",
     ("server.cli", "server.node.agent"): "the agent only",
     ("server.storage", "server.storage.postgres"): "psycopg loads only for a postgresql:// --db",
+    ("server.cluster", "server.storage.postgres"): "psycopg loads only when several servers share a PostgreSQL database",
     ("server.store_cli", "server.db_target"): "store stats only",
     ("server.store_cli", "server.storage"): "store stats only",
 }
