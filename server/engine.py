@@ -964,16 +964,12 @@ class Engine:
             b.submit(wait=False)
             return
         fut = b.submit(wait=True)
-        if fut.done():  # committed inline (Store.INLINE_COMMITS): no need to wait for the loop's next turn
-            if ended:
-                self._announce(ended, fut)
-            if placed:
-                self._start_placed(placed, fut)
-            return
+        # Committed inline (Store.INLINE_COMMITS): go on now, not at the loop's next turn.
+        after = (lambda fn: fn(fut)) if fut.done() else fut.add_done_callback
         if ended:
-            fut.add_done_callback(lambda f: self._announce(ended, f))
+            after(lambda f: self._announce(ended, f))
         if placed:
-            fut.add_done_callback(lambda f: self._start_placed(placed, f))
+            after(lambda f: self._start_placed(placed, f))
 
     def _start_placed(self, placed: list[tuple[Task, int, Node]], fut: asyncio.Future) -> None:
         if fut.exception() is not None:

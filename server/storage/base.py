@@ -338,6 +338,11 @@ _RETRIED = ("update", "logs")  # entry kinds kept for a retry when the connectio
 INLINE_MAX_ROWS = 16
 
 
+def _rows(items: list[tuple]) -> int:
+    """Rows a unit of work writes (an operation counts as one)."""
+    return sum(len(p[0]) if k in ("insert", "logs") else len(p) if k == "update" else 1 for k, p in items)
+
+
 class Writer:
     """The single writer: a thread applying every pending batch in one transaction."""
 
@@ -376,10 +381,8 @@ class Writer:
         lone write then costs one commit instead of two thread hand-offs around it. The future is
         then already set; its callbacks still run from the loop's next turn."""
         fut = self.loop.create_future() if wait else None
-        if self._inline and self._queued == self._finished and self._conn is not None \
-                and sum(len(p[0]) if k in ("insert", "logs") else len(p) if k == "update" else 1
-                        for k, p in items) <= INLINE_MAX_ROWS \
-                and self.quiet() and threading.get_ident() == self._loop_thread \
+        if self._inline and self._queued == self._finished and self._conn is not None and self.quiet() \
+                and _rows(items) <= INLINE_MAX_ROWS and threading.get_ident() == self._loop_thread \
                 and self._conn_lock.acquire(blocking=False):
             try:
                 if self._queued == self._finished and self._conn is not None:
@@ -439,15 +442,6 @@ class Writer:
                 self._store.writer_close(self._conn)
                 self._conn = None
 
-    @staticmethod
-    def _settle(futures: list, error: BaseException | None) -> None:
-        if error is not None:
-            error = Unavailable(f"the store could not commit ({type(error).__name__}: {error}); nothing was saved,"
-                                " try again")
-        for f in futures:
-            if not f.done():
-                f.set_exception(error) if error else f.set_result(None)
-
     def _lost(self, batch: list, error: BaseException) -> None:
         """The connection to the database is gone. Status changes and log lines are whole-row and
         idempotent writes: they (and their waiters) are carried to the next round, retried every
@@ -503,15 +497,18 @@ class Writer:
         for task_id, seq, *_ in w.logs:
             if seq >= committed_logs.get(task_id, -1):
                 committed_logs[task_id] = seq
-        if inline:  # on the loop's thread: the waiters' futures are set now (their callbacks run later)
-            self._settle(futures, None)
-            if committed_logs and self.on_logs_committed:
-                self.loop.call_soon(self.on_logs_committed, committed_logs)
+        if inline:  # on the loop's thread: settled now (the futures' callbacks still run later)
+            self._done(futures, None, committed_logs)
         else:
             tell(self._done, futures, None, committed_logs)
         return conn
 
     def _done(self, futures: list, error: BaseException | None, committed_logs: dict[int, int]) -> None:
-        self._settle(futures, error)
+        if error is not None:
+            error = Unavailable(f"the store could not commit ({type(error).__name__}: {error}); nothing was saved,"
+                                " try again")
+        for f in futures:
+            if not f.done():
+                f.set_exception(error) if error else f.set_result(None)
         if committed_logs and self.on_logs_committed:
             self.on_logs_committed(committed_logs)
