@@ -82,7 +82,9 @@ class DeltaTasks:
     # ---------------------------------------------------------------- clients
     def _caller(self, uid: str) -> Task:
         task = self.engine.get(ANY_NAMESPACE, uid=uid)
-        if task.status != S.RUNNING or not task.spec.annotations or task.spec.annotations.get(ROLE) is None:
+        # QUEUED too: a node's "started" report travels apart from its worker's first call, which
+        # can overtake it
+        if task.status not in (S.QUEUED, S.RUNNING) or not task.spec.annotations or task.spec.annotations.get(ROLE) is None:
             raise errors.PermissionDenied(f"task uid {uid!r} is not a running part of a Delta task")
         return task
 
