@@ -220,7 +220,7 @@ class Cluster:
                     continue
                 for p in heard.get("taskhub_logs", ()):
                     for part in p.split(","):
-                        self.engine.logs.wake_follower(int(part.partition(":")[0]))
+                        self.engine.logs.changed(int(part.partition(":")[0]))
                 ids = {i for p in heard.get("taskhub_changed", ()) for i in parse_ids(p)}
                 followed = self.engine.followed_ids()
                 if followed is not None:

@@ -248,6 +248,11 @@ class Store(ABC):
         """Unfinished tasks that are not waiting in the queue (placed, running, being cancelled: model.ACTIVE)."""
 
     @abstractmethod
+    def annotated_unfinished(self, annotation: str) -> list[Task]:
+        """Unfinished tasks whose spec carries this annotation (a layer on tasks, such as Delta,
+        rebuilds its memory from them at start). Reads the queue's and the active tasks' indexes."""
+
+    @abstractmethod
     def queued_tasks(self, after: tuple[int, int] | None, limit: int) -> list[Task]:
         """Up to `limit` tasks waiting in the queue (model.SCHEDULABLE), in scheduling order: higher
         priority first, then lower id; only those after `after` = (priority, id) in that order.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import re
@@ -595,6 +596,14 @@ class PostgresStore(Store):
 
     def active_tasks(self) -> list[Task]:
         return self._tasks(f"SELECT * FROM tasks WHERE {ACTIVE_} ORDER BY id", by_index=True)
+
+    def annotated_unfinished(self, annotation: str) -> list[Task]:
+        # The key as the spec's JSON spells it narrows the scan; the annotation itself decides.
+        needle = json.dumps(annotation)
+        found = self._tasks(f"(SELECT * FROM tasks WHERE {QUEUED} AND strpos(spec, %s) > 0) UNION ALL"
+                            f" (SELECT * FROM tasks WHERE {ACTIVE_} AND strpos(spec, %s) > 0)", (needle, needle),
+                            by_index=True)
+        return [t for t in found if annotation in t.spec.annotations]
 
     def queued_tasks(self, after: tuple[int, int] | None, limit: int) -> list[Task]:
         if after is None:

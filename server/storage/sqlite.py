@@ -6,6 +6,7 @@ path, see _checkpoint_loop).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -459,6 +460,14 @@ class SqliteStore(Store):
     def active_tasks(self) -> list[Task]:
         rows = self.conn.execute(f"SELECT * FROM tasks INDEXED BY tasks_active WHERE {ACTIVE_} ORDER BY id")
         return [Task.from_row(dict(r)) for r in rows]
+
+    def annotated_unfinished(self, annotation: str) -> list[Task]:
+        # The key as the spec's JSON spells it narrows the scan; the annotation itself decides.
+        needle = json.dumps(annotation)
+        rows = self._rows(f"SELECT * FROM tasks INDEXED BY tasks_queue WHERE {QUEUED} AND instr(spec, ?) > 0"
+                          f" UNION ALL SELECT * FROM tasks INDEXED BY tasks_active WHERE {ACTIVE_} AND instr(spec, ?) > 0",
+                          (needle, needle))
+        return [t for t in (Task.from_row(dict(r)) for r in rows) if annotation in t.spec.annotations]
 
     def queued_tasks(self, after: tuple[int, int] | None, limit: int) -> list[Task]:
         # Two seeks on the queue index: the rest of `after`'s priority, then the lower priorities.
