@@ -12,7 +12,8 @@ What travels through the database (NOTIFY, delivered on commit, in commit order)
 - taskhub_command: a follower's cancel or delete, applied by the scheduler.
 - taskhub_changed / taskhub_logs: tasks changed and log lines committed by any server, per writer
   round; followers read back the ones their streams wait on (WaitTask, WaitTasks, WatchTasks,
-  TraceTask), so a stream can go on from any server.
+  TraceTask) and publish them in the engine's broadcasters (server/broadcast.py), where the
+  streams wait as they do on the scheduler: a stream can go on from any server.
 
 A SQLite file has one server, always the scheduler: this module then only answers ListServers.
 """
