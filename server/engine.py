@@ -484,7 +484,7 @@ class Engine:
             return tasks
         self._unfinished += len(tasks)
         self._admit(tasks)
-        if self.list_watchers:
+        if self.list_watchers.topics:
             self._publish_list([copy.copy(t) for t in tasks], [])
         if not self._stopping:
             # Placed now, before the answer is sent: the round trip waits on the run, not on the reply.
