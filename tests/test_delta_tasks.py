@@ -257,7 +257,8 @@ def test_a_restart_does_not_extend_a_coordinators_wait_for_holders(tmp_path):
             time.sleep(0.05)
         server = _restartable(tmp_path, free_port()).start()
         ready_ms = time.time() * 1000  # a deadline passed while the server started is kept at once
-        ended = server.client().wait(task_id)
+        client = server.client()
+        ended = wait_for(lambda: (e := client.get_task(task_id)).done_time_ms and e, 120, 0.2, what="the wait's end")
         assert ended.status == tpb.TASK_STATUS_CANCELLED and f"after wait_timeout {timeout}s" in ended.error, ended
         assert deadline_ms - 50 <= ended.done_time_ms < max(deadline_ms, ready_ms) + 4000, \
             (ended.done_time_ms - deadline_ms, ready_ms - deadline_ms)
@@ -309,7 +310,7 @@ def test_clients_started_before_a_restart_end_with_their_coordinator(tmp_path):
         client = server.client()
         assert client.wait(task_id).status in (tpb.TASK_STATUS_FAILED, tpb.TASK_STATUS_CANCELLED)
         for t in parts:  # still in their training step: only the server can end them
-            ended = wait_for(lambda: (e := client.get_task(t.id)).done_time_ms and e, 120, what="the client's end")
+            ended = wait_for(lambda: (e := client.get_task(t.id)).done_time_ms and e, 120, 0.2, what="the client's end")
             assert ended.status == tpb.TASK_STATUS_CANCELLED, ended
             assert any(f"Delta task {task_id} ended" in line.text for line in client.trace(t.id, follow=False))
     finally:
