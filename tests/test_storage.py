@@ -100,6 +100,30 @@ def test_the_queue_is_read_in_windows_in_scheduling_order(db_url):
     run(db_url, body)
 
 
+def test_unfinished_tasks_are_found_by_an_annotation(db_url):
+    """Queued and placed ones carrying the annotation; not finished ones, nor those that only
+    mention its name elsewhere (Delta rebuilds its links and timers from these at start)."""
+    def marked(name: str, **annotations) -> TaskSpec:
+        s = spec(name)
+        s.annotations = annotations
+        return s
+
+    async def body(store):
+        queued, placed, done, other, mention = await create(store, [
+            marked("queued", **{"delta.role": "coordinator"}), marked("placed", **{"delta.role": "client"}),
+            marked("done", **{"delta.role": "client"}), marked("other", **{"delta.run": "1"}),
+            marked('says "delta.role"')])
+        placed.move(Status.SCHEDULING), placed.move(Status.SCHEDULED), placed.move(Status.QUEUED)
+        done.move(Status.SCHEDULING), done.move(Status.CANCELLED)
+        async with store.batch() as b:
+            b.update_tasks([(t.id, t.mutable_row()) for t in (placed, done)])
+        found = store.annotated_unfinished("delta.role")
+        assert sorted(t.id for t in found) == [queued.id, placed.id]
+        assert {t.spec.annotations["delta.role"] for t in found} == {"coordinator", "client"}
+        assert store.annotated_unfinished("nobody.uses.this") == []
+    run(db_url, body)
+
+
 def test_status_changes_in_one_round_coalesce_and_the_last_wins(db_url):
     async def body(store):
         [t] = await create(store, [spec()])
