@@ -86,6 +86,9 @@ class DeltaTasks:
 
     def _arm(self, task_id: int, deadline_ms: int, waited: float) -> None:
         delay = max(0.0, (deadline_ms - now_ms()) / 1000)
+        old = self._timers.pop(task_id, None)
+        if old is not None:  # loaded again (a second take-over): one timer per coordinator
+            old.cancel()
         self._timers[task_id] = asyncio.get_running_loop().call_later(delay, self._expire, task_id, waited)
 
     # ---------------------------------------------------------------- create
@@ -138,7 +141,7 @@ class DeltaTasks:
         return task
 
     async def start_clients(self, uid: str) -> list[str]:
-        await self._loaded.wait()  # a coordinator that ran on through a restart asks for its clients again
+        await self._loaded.wait()  # the links first: a coordinator run again after a restart gets its clients back
         coordinator = self._caller(uid)
         a = coordinator.spec.annotations
         if a[ROLE] != "coordinator":
