@@ -360,6 +360,21 @@ class SchedulerLock:
         return self.conn.execute("SELECT COUNT(*) FROM servers WHERE name <> %s AND heartbeat_ms >= %s",
                                  (name, now - alive_ms)).fetchone()[0]
 
+    def publish_unfinished(self, count: int) -> None:
+        """The scheduler's count of unfinished tasks, stamped with the database's clock (followers
+        check --max-queued against it)."""
+        self.conn.execute("INSERT INTO kv (key, value) VALUES ('unfinished', %s || ':' ||"
+                          " (extract(epoch FROM clock_timestamp()) * 1000)::bigint) ON CONFLICT (key)"
+                          " DO UPDATE SET value = EXCLUDED.value", (str(count),))
+
+    def published_unfinished(self) -> tuple[int, float] | None:
+        """(the scheduler's last published count, its age in seconds by the database's clock: no skew
+        between hosts), or None if none was published."""
+        row = self.conn.execute("SELECT split_part(value, ':', 1)::bigint, (extract(epoch FROM clock_timestamp())"
+                                " * 1000 - split_part(value, ':', 2)::bigint) / 1000.0 FROM kv"
+                                " WHERE key = 'unfinished'").fetchone()
+        return (int(row[0]), max(0.0, float(row[1]))) if row else None
+
     def close(self) -> None:
         try:
             self.conn.close()
