@@ -416,6 +416,17 @@ def test_flow_messages_and_job_purge(db_url):
         fs.delete_messages("j1")
         await barrier(store)
         assert fs.get_message("j1", "x", "1", guest, host) is None and fs.get_message("j2", "x", "0", guest, host)
+        async with store.batch() as b:  # across sites: kept for another party's server until delivered
+            b.put_flow_messages([("j3", "x", "0", "guest", 9, "host", 10, b"a"), ("j3", "y", "0", "guest", 9, "host", 10, b"b"),
+                                 ("j3", "x", "0", "host", 10, "guest", 9, b"to me")])
+            b.put_flow_messages([("j3", "y", "0", "guest", 9, "host", 10, b"b2")])
+        assert sorted(store.flow_outbox(9)) == [("j2", "x", "0", "guest", 9, "host", 10, b"other job"),
+                                                ("j3", "x", "0", "guest", 9, "host", 10, b"a"),
+                                                ("j3", "y", "0", "guest", 9, "host", 10, b"b2")]
+        async with store.batch() as b:
+            b.delete_flow_messages([("j3", "x", "0", "guest", 9, "host", 10), ("j3", "y", "0", "guest", 9, "host", 10)])
+        assert [m[0] for m in store.flow_outbox(9)] == ["j2"] and store.flow_outbox(10) == [
+            ("j3", "x", "0", "host", 10, "guest", 9, b"to me")]
 
         async with store.batch() as b:  # retention: a job goes with everything of it, output tables included
             for j in ("j1", "j2"):

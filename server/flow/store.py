@@ -194,10 +194,10 @@ class FlowStore:
 
     # ---------------------------------------------------------------- federation
     def put_message(self, job_id: str, name: str, tag: str, src: tuple[str, int], dst: tuple[str, int], payload: bytes):
-        return self._write(True, lambda b: b.put_flow_message(job_id, name, tag, src, dst, payload))
+        return self._write(True, lambda b: b.put_flow_messages([(job_id, name, tag, *src, *dst, payload)]))
 
     def get_message(self, job_id: str, name: str, tag: str, src: tuple[str, int], dst: tuple[str, int]) -> bytes | None:
         return self.store.flow_message(job_id, name, tag, src, dst)
 
     def delete_messages(self, job_id: str):
-        return self._write(False, lambda b: b.delete_flow_messages(job_id))
+        return self._write(False, lambda b: b.delete_flow_job_messages(job_id))

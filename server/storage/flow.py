@@ -26,6 +26,8 @@ FLOW_UPLOAD_COLUMNS = ("job_id", "namespace", "name", "conf_json", "upload_count
 FLOW_MODEL_COLUMNS = ("model_id", "model_version", "role", "party_id", "job_id", "parent_version", "initiator_role",
                       "initiator_party", "roles_json", "train_dsl_json", "train_conf_json", "inference_dsl_json",
                       "imported", "loaded_times", "service_ids_json", "create_time_ms", "update_time_ms", "tenant")
+# A federation message: its address (all but the payload) is its key.
+FLOW_MESSAGE_COLUMNS = ("job_id", "name", "tag", "src_role", "src_party", "dst_role", "dst_party", "payload")
 FLOW_COMPONENT_COLUMNS = ("model_id", "model_version", "role", "party_id", "component", "module", "model_json",
                           "meta_json")
 
@@ -94,13 +96,17 @@ class FlowBatch:
         self._op("set_flow_upload_count", job_id, count)
 
     # -- federation
-    def put_flow_message(self, job_id: str, name: str, tag: str, src: tuple[str, int], dst: tuple[str, int],
-                         payload: bytes) -> None:
-        """Replaces a message with the same address."""
-        self._op("put_flow_message", (job_id, name, tag, src[0], src[1], dst[0], dst[1], payload))
+    def put_flow_messages(self, rows: list[tuple]) -> None:
+        """Federation messages (FLOW_MESSAGE_COLUMNS), each replacing one with the same address."""
+        self._op("put_flow_messages", [tuple(r) for r in rows])
 
-    def delete_flow_messages(self, job_id: str) -> None:
-        self._op("delete_flow_messages", job_id)
+    def delete_flow_messages(self, keys: list[tuple]) -> None:
+        """The messages at these addresses (FLOW_MESSAGE_COLUMNS but the payload)."""
+        self._op("delete_flow_messages", [tuple(k) for k in keys])
+
+    def delete_flow_job_messages(self, job_id: str) -> None:
+        """Every message of the job."""
+        self._op("delete_flow_job_messages", job_id)
 
     # -- models
     def register_flow_models(self, rows: list[tuple]) -> None:
@@ -211,6 +217,11 @@ class FlowReads(ABC):
     @abstractmethod
     def flow_message(self, job_id: str, name: str, tag: str, src: tuple[str, int],
                      dst: tuple[str, int]) -> bytes | None: ...
+
+    @abstractmethod
+    def flow_outbox(self, own_party: int) -> list[tuple]:
+        """The messages kept here for another party's server (dst_party is not own_party), as
+        FLOW_MESSAGE_COLUMNS rows: what is still to be delivered (FATE across sites)."""
 
     # -- models and tags
     @abstractmethod

@@ -1,8 +1,8 @@
 """PostgreSQL: the store several servers can share (`--db postgresql://user:pass@host:port/dbname`).
 
-All of its SQL (the FATE part in postgres_flow.py) and its ordered migration list. Reads take a connection from a psycopg_pool pool
-(autocommit); the writer has its own connection and applies each round in one transaction, like
-SQLite's. Task ids come from a sequence, fetched a block at a time.
+All of its SQL (the FATE part in postgres_flow.py) and its ordered migration list. Reads take a
+connection from a psycopg_pool pool (autocommit); the writer has its own connection and applies
+each round in one transaction, like SQLite's. Task ids come from a sequence, fetched a block at a time.
 """
 from __future__ import annotations
 

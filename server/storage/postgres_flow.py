@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ..flow.model import JOB_TERMINAL
-from .flow import (FLOW_COMPONENT_COLUMNS, FLOW_JOB_COLUMNS, FLOW_MODEL_COLUMNS, FLOW_TABLE_COLUMNS,
-                   FLOW_TASK_COLUMNS, FLOW_UPLOAD_COLUMNS)
+from .flow import (FLOW_COMPONENT_COLUMNS, FLOW_JOB_COLUMNS, FLOW_MESSAGE_COLUMNS, FLOW_MODEL_COLUMNS,
+                   FLOW_TABLE_COLUMNS, FLOW_TASK_COLUMNS, FLOW_UPLOAD_COLUMNS)
 
 _ENDED = ", ".join(str(int(s)) for s in sorted(JOB_TERMINAL))
 _KEY = " WHERE job_id=%s AND component=%s AND role=%s AND party_id=%s"
@@ -134,13 +134,14 @@ class PostgresFlow:
     def op_set_flow_upload_count(self, cur, job_id: str, count: int) -> None:
         cur.execute("UPDATE flow_uploads SET upload_count=%s WHERE job_id=%s", (count, job_id))
 
-    def op_put_flow_message(self, cur, row: tuple) -> None:
-        cur.execute("INSERT INTO flow_messages (job_id, name, tag, src_role, src_party, dst_role, dst_party, payload)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT"
-                    " (job_id, name, tag, src_role, src_party, dst_role, dst_party) DO UPDATE SET payload=EXCLUDED.payload",
-                    row)
+    def op_put_flow_messages(self, cur, rows: list[tuple]) -> None:
+        cur.executemany(_upsert("flow_messages", FLOW_MESSAGE_COLUMNS, FLOW_MESSAGE_COLUMNS[:-1]), rows)
 
-    def op_delete_flow_messages(self, cur, job_id: str) -> None:
+    def op_delete_flow_messages(self, cur, keys: list[tuple]) -> None:
+        cur.executemany("DELETE FROM flow_messages WHERE " + " AND ".join(f"{c}=%s" for c in FLOW_MESSAGE_COLUMNS[:-1]),
+                        keys)
+
+    def op_delete_flow_job_messages(self, cur, job_id: str) -> None:
         cur.execute("DELETE FROM flow_messages WHERE job_id=%s", (job_id,))
 
     # ---------------------------------------------------------------- operations: models and tags
@@ -285,6 +286,10 @@ class PostgresFlow:
                            " AND src_party=%s AND dst_role=%s AND dst_party=%s",
                            (job_id, name, tag, src[0], src[1], dst[0], dst[1]))
         return bytes(found[0][0]) if found else None
+
+    def flow_outbox(self, own_party: int) -> list[tuple]:
+        return [tuple(r[:-1]) + (bytes(r[-1]),) for r in self._rows(
+            f"SELECT {', '.join(FLOW_MESSAGE_COLUMNS)} FROM flow_messages WHERE dst_party != %s", (own_party,))]
 
     # ---------------------------------------------------------------- reads: models and tags
     def flow_models(self, model_id, model_version, role, party_id, scope):

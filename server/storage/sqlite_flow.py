@@ -9,8 +9,8 @@ import sqlite3
 from typing import Callable
 
 from ..flow.model import JOB_TERMINAL
-from .flow import (FLOW_COMPONENT_COLUMNS, FLOW_JOB_COLUMNS, FLOW_MODEL_COLUMNS, FLOW_TABLE_COLUMNS,
-                   FLOW_TASK_COLUMNS, FLOW_UPLOAD_COLUMNS)
+from .flow import (FLOW_COMPONENT_COLUMNS, FLOW_JOB_COLUMNS, FLOW_MESSAGE_COLUMNS, FLOW_MODEL_COLUMNS,
+                   FLOW_TABLE_COLUMNS, FLOW_TASK_COLUMNS, FLOW_UPLOAD_COLUMNS)
 
 _ENDED = ", ".join(str(int(s)) for s in sorted(JOB_TERMINAL))
 _KEY = " WHERE job_id=? AND component=? AND role=? AND party_id=?"
@@ -133,11 +133,14 @@ class SqliteFlow:
     def op_set_flow_upload_count(self, conn, job_id: str, count: int) -> None:
         conn.execute("UPDATE flow_uploads SET upload_count=? WHERE job_id=?", (count, job_id))
 
-    def op_put_flow_message(self, conn, row: tuple) -> None:
-        conn.execute("INSERT OR REPLACE INTO flow_messages (job_id, name, tag, src_role, src_party, dst_role,"
-                     " dst_party, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+    def op_put_flow_messages(self, conn, rows: list[tuple]) -> None:
+        conn.executemany(_insert("flow_messages", FLOW_MESSAGE_COLUMNS), rows)
 
-    def op_delete_flow_messages(self, conn, job_id: str) -> None:
+    def op_delete_flow_messages(self, conn, keys: list[tuple]) -> None:
+        conn.executemany("DELETE FROM flow_messages WHERE " + " AND ".join(f"{c}=?" for c in FLOW_MESSAGE_COLUMNS[:-1]),
+                         keys)
+
+    def op_delete_flow_job_messages(self, conn, job_id: str) -> None:
         conn.execute("DELETE FROM flow_messages WHERE job_id=?", (job_id,))
 
     # ---------------------------------------------------------------- operations: models and tags
@@ -279,6 +282,10 @@ class SqliteFlow:
                            " AND src_party=? AND dst_role=? AND dst_party=?",
                            (job_id, name, tag, src[0], src[1], dst[0], dst[1]))
         return bytes(found[0][0]) if found else None
+
+    def flow_outbox(self, own_party: int) -> list[tuple]:
+        return [tuple(r[:-1]) + (bytes(r[-1]),) for r in self._rows(
+            f"SELECT {', '.join(FLOW_MESSAGE_COLUMNS)} FROM flow_messages WHERE dst_party != ?", (own_party,))]
 
     # ---------------------------------------------------------------- reads: models and tags
     def flow_models(self, model_id, model_version, role, party_id, scope):
