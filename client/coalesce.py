@@ -94,11 +94,11 @@ class Coalescer:
             with self._lock:
                 nxt, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 self._busy = bool(nxt)
-            for c in batch:
-                c.done.set()
-            if nxt:  # the next batch's first caller sends it; this caller returns at once
+            if nxt:  # the next batch's first caller sends it (woken first); this caller returns at once
                 nxt[0].batch = nxt
                 nxt[0].done.set()
+            for c in batch:
+                c.done.set()
 
     def _send(self, batch: list[_Call]) -> None:
         if len(batch) == 1:
