@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable
 
-import sqlite_utils
+from ._sqlite_utils import sqlite_utils
 
 from ..model import ACTIVE, MUTABLE_FIELDS, SCHEDULABLE, TERMINAL, Task
 from .base import AUDIT_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
