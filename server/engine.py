@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
@@ -42,6 +43,9 @@ MAX_BATCH = 10_000
 SCHEDULER_ANSWER_SECONDS = 10.0  # a follower's cancel/delete waits this long for the scheduler to apply it
 # At most this many unfinished tasks: the store may commit small writes on the loop (Writer.quiet).
 QUIET_TASKS = 2
+# A follower's creates reach the scheduler's count through a NOTIFY and a read: those committed this
+# long before the count it published are counted again on top of it (on the safe side).
+COUNT_SLACK_SECONDS = 1.0
 NO_NODE = "waiting for a node to join"
 REFILL_RETRY_SECONDS = 1.0  # after a failed read of the queue (the database is away)
 FIRST_READ = 1_000          # at start (or take-over) scheduling resumes after this much of the window is read
@@ -84,6 +88,8 @@ class Engine:
         self._parked: dict[int, Task] = {}        # PENDING: no node could ever take it now (at most a window's worth)
         self._parked_dropped = False              # more were parked, and left memory: read the queue again at unpark
         self._unfinished = 0                      # unfinished tasks, in memory or not (--max-queued; see _count)
+        self.unfinished_counted = False           # _unfinished includes a count of the store (the scheduler publishes it)
+        self._created_here: list[tuple[float, int]] = []  # a follower's creates (monotonic time, tasks), see heard_unfinished
         self._counting: asyncio.Task | None = None
         self._reading: asyncio.Task | None = None  # a read of the queue's next part, in flight
         self._gone: set[int] = set()              # tasks that left memory while that read ran
@@ -145,22 +151,41 @@ class Engine:
         processes on this host are killed, by their marker) follow their retry policy."""
         self.leading = True
         self.previous_scheduler = previous_scheduler
+        self._created_here = []  # from now on this server counts every create and end itself
         await self._recover({self.run_tag_of(previous_scheduler)} - {self.run_tag} if previous_scheduler else set())
         await self.load_window()
         self._counting = self._loop.create_task(self._count())  # after the first read: not competing with it
 
     async def _count(self) -> None:
         """Count the unfinished tasks for --max-queued beside the start, not before it (a scan of an
-        index: seconds with ten million queued). Until then the figure holds the changes made since
-        the start, and the count is added to them (a create committed while it ran is counted twice:
-        an estimate on the safe side)."""
+        index: seconds with ten million queued). Until then the figure is what it was (the changes
+        made since the start; after a take-over, the count the previous scheduler published); the
+        count replaces it, plus the changes made while it ran (a create committed meanwhile may be
+        counted twice: an estimate on the safe side)."""
+        before = self._unfinished
         try:
             counted = await self._loop.run_in_executor(None, self.store.count_unfinished)
         except Exception as e:  # the database is away: the limit applies to what this run adds
             log.warning("could not count the unfinished tasks (%s)", e)
             return
-        self._unfinished += counted
+        self._unfinished = counted + self._unfinished - before
+        self.unfinished_counted = True
         log.info("queue: %d unfinished tasks, %d tasks in memory", self._unfinished, len(self.tasks))
+
+    def unfinished(self) -> int:
+        """Unfinished tasks, in memory or not (an estimate: see _count and heard_unfinished)."""
+        return self._unfinished
+
+    def heard_unfinished(self, count: int, age_seconds: float) -> None:
+        """A follower: the unfinished tasks the scheduler counted `age_seconds` ago (server/cluster.py
+        reads it from the store every beat). The follower's own creates since then (and a little
+        before: they may not have reached that count yet) are added, so --max-queued holds across
+        servers within what creates reach the scheduler in COUNT_SLACK_SECONDS."""
+        if self.leading:  # took over meanwhile: counts for itself now
+            return
+        since = time.monotonic() - age_seconds - COUNT_SLACK_SECONDS
+        self._created_here = [c for c in self._created_here if c[0] >= since]
+        self._unfinished = count + sum(n for _, n in self._created_here)
 
     def adopt_created(self, tasks: list[Task]) -> None:
         """The scheduler learns of tasks another server created (committed there)."""
@@ -480,7 +505,9 @@ class Engine:
             for t in tasks:
                 stages.mark(t.id, "committed")
         metrics.tasks_created(tasks)
-        if not self.leading:  # committed with a NOTIFY to the scheduler, which places them
+        if not self.leading:  # committed with a NOTIFY to the scheduler, which places (and counts) them
+            self._unfinished += len(tasks)
+            self._created_here.append((time.monotonic(), len(tasks)))
             return tasks
         self._unfinished += len(tasks)
         self._admit(tasks)
