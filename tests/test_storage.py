@@ -142,6 +142,24 @@ def test_status_changes_in_one_round_coalesce_and_the_last_wins(db_url):
     run(db_url, body)
 
 
+def test_a_task_changed_in_its_insert_round_is_written_as_it_is_now(db_url):
+    """The writer folds a change into its task's insert when both land in one round."""
+    async def body(store):
+        specs = [spec("folded"), spec("untouched")]
+        tasks = [Task(i, s) for i, s in zip(store.next_task_ids(2), specs)]
+        folded, untouched = tasks
+        async with store.batch() as b:
+            b.insert_tasks(tasks)
+            folded.move(Status.SCHEDULING), folded.move(Status.PENDING)
+            folded.queue_reason = "no node"
+            b.update_tasks([(folded.id, folded.mutable_row())])
+        got = store.get_task(folded.id)
+        assert (got.status, got.queue_reason, got.spec.name) == (Status.PENDING, "no node", "folded")
+        assert store.get_task(untouched.id).status == Status.NEW
+        assert [t.id for t in store.queued_tasks(None, 10)] == [folded.id, untouched.id]
+    run(db_url, body)
+
+
 def test_a_failed_batch_saves_nothing_and_says_why(db_url):
     async def body(store):
         [t] = await create(store, [spec()])

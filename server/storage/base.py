@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 
 from .. import metrics
 from ..errors import Unavailable
-from ..model import Task
+from ..model import MUTABLE_FIELDS, Task
 from .flow import FlowBatch, FlowReads
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,19 @@ class Work:
     logs: list[tuple] = field(default_factory=list)        # (task_id, seq, time_ms, stream, text)
     cursors: list[tuple] = field(default_factory=list)     # ("attempt:line", task_id)
     ops: list[tuple[str, tuple]] = field(default_factory=list)  # named domain operations, in order
+
+
+_MUTABLE = slice(6, 6 + len(MUTABLE_FIELDS))  # where a task row (Batch.insert_tasks) holds mutable_row()
+
+
+def _fold_updates(w: Work) -> None:
+    """A task inserted and changed in the same round is written once, as it is now: a create's
+    first placement (or parking) usually lands in its insert's round, which halves the rows."""
+    at = {row[0]: i for i, row in enumerate(w.inserts)}
+    for task_id in [t for t in w.updates if t in at]:
+        i = at[task_id]
+        row = w.inserts[i]
+        w.inserts[i] = row[:_MUTABLE.start] + w.updates.pop(task_id) + row[_MUTABLE.stop:]
 
 
 class Batch(FlowBatch):
@@ -456,6 +469,8 @@ class Writer:
                     w.ops.append(payload)
             if fut is not None:
                 futures.append(fut)
+        if w.inserts and w.updates:
+            _fold_updates(w)
         started = time.perf_counter()
         try:
             self._store.writer_apply(conn, w)

@@ -209,7 +209,7 @@ def migrate(conn: psycopg.Connection) -> int:
 
 
 _COPY_TASKS = ("COPY tasks (id, uid, namespace, name, spec, create_time_ms, " + ", ".join(MUTABLE_FIELDS)
-               + ", priority) FROM STDIN")
+               + ", priority, epoch) FROM STDIN")
 # `epoch`: the scheduler epoch that wrote the row last (a placement carries it: the fencing token).
 _UPDATE_TASK = "UPDATE tasks SET " + ", ".join(f"{f}=%s" for f in MUTABLE_FIELDS) + ", epoch=%s WHERE id=%s"
 _INSERT_REQUEST = "INSERT INTO create_requests (key, task_ids, created_ms) VALUES (%s, %s, %s)"
@@ -462,7 +462,7 @@ class PostgresStore(PostgresFlow, Store):
                 if w.inserts:  # COPY: one stream for the round's rows (a duplicate id still fails the round)
                     with cur.copy(_COPY_TASKS) as copy:
                         for r in w.inserts:
-                            copy.write_row(_no_nul(r, _TASK_TEXTS))
+                            copy.write_row(_no_nul(r, _TASK_TEXTS) + (self.epoch,))
                 if w.requests:
                     cur.executemany(_INSERT_REQUEST, [(_key(k), ids, ms) for k, ids, ms in w.requests])
                 if w.updates:
