@@ -41,6 +41,9 @@ class FlowModels:
         self.live_jobs = live_jobs
         # (a model row, the new version, its predict DSL): the other parties' servers deploy it too
         self.on_deploy: list[Callable[[dict, str, dict], None]] = []
+        # Each party on its own server (server/sites/): this server keeps only its own parties' parts,
+        # as FATE keeps a host's model parameters on the host's site.
+        self.is_local: Callable[[int], bool] = lambda party_id: True
 
     def hooks(self) -> FlowHooks:
         return FlowHooks(model_source=self.component_model, model_check=self.check_predict_job,
@@ -55,7 +58,7 @@ class FlowModels:
         rows = [self._row(job.model_id, job.model_version, role, party, job_id=job.job_id,
                           initiator=job.initiator, roles=conf.get("role") or {}, train_dsl=job.dsl_json,
                           train_conf=job.conf_json, inference_dsl="", ts=ts, tenant=job.namespace)
-                for role, party in job.parties]
+                for role, party in job.parties if self.is_local(party)]
         self.mstore.execute(self.mstore.register_job_stmts(rows))
 
     @staticmethod
@@ -89,6 +92,12 @@ class FlowModels:
             first = rows[0]
             role, party_id = first["initiator_role"], party_id or first["initiator_party"]
         found = [r for r in rows if r["role"] == role and (not party_id or r["party_id"] == party_id)]
+        elsewhere = [p for p in _json_or(rows[0]["roles_json"], {}).get(role) or []
+                     if not self.is_local(int(p)) and (not party_id or int(p) == party_id)]
+        if not found and elsewhere:
+            raise errors.FailedPrecondition(
+                f"the {role} {elsewhere[0]} part of model {model_id} {model_version} is kept on party {elsewhere[0]}'s"
+                f" own server (a party's model parameters never leave its site): ask that server for it")
         if not found:
             raise errors.NotFound(f"model {model_id} {model_version} has no party {role} {party_id or ''}".rstrip())
         return found[0]
@@ -200,13 +209,19 @@ class FlowModels:
         row = self.party_row(model_id, model_version, role, party_id)
         comps = self.mstore.components(model_id, model_version, row["role"], row["party_id"])
         name = f"{row['role']}#{row['party_id']}#{model_id}_{model_version}.zip"
-        return name, archive.pack(row, comps)
+        roles = _json_or(row["roles_json"], {})
+        others = [(r, int(p)) for r, ids in roles.items() for p in ids if (r, int(p)) != (row["role"], row["party_id"])]
+        return name, archive.pack(row, comps, others)
 
     async def import_archive(self, data: bytes | BinaryIO, model_id: str = "", model_version: str = "", role: str = "",
                              party_id: int = 0, force: bool = False, tenant: str = "") -> dict:
         """A model from an archive, into `tenant` (default: the caller's home namespace); never over
         another namespace's model."""
         row, comps = archive.unpack(data)
+        if not self.is_local(row["party_id"]):
+            raise errors.InvalidArgument(
+                f"the archive holds the {row['role']} {row['party_id']} part of model {row['model_id']} "
+                f"{row['model_version']}, which this server does not run: import it at party {row['party_id']}'s server")
         for field, want in (("model_id", model_id), ("model_version", model_version), ("role", role)):
             if want and row[field] != want:
                 raise errors.InvalidArgument(f"the archive holds {field} {row[field]!r}, not {want!r}")

@@ -44,6 +44,7 @@ class Sites:
         jobs.add_end_listener(self._job_ended)
         federation.forward = self._forward
         federation.is_local = self.is_local
+        models.is_local = self.is_local
         models.on_deploy.append(self._deployed)
 
     def watch(self) -> None:
@@ -51,19 +52,22 @@ class Sites:
         self._watcher = spawn(self._watch(), "watch the FATE parties' servers")
 
     async def _watch(self) -> None:
-        """A party whose tasks run for a job driven here is asked now and then whether it still has the
-        job (an empty StartComponents): a server that died mid-task is noticed like any unanswered call."""
+        """A party whose tasks run for a job driven here is told again now and then which components it
+        should be running (it ignores those it has): a server that died mid-task is noticed like any
+        unanswered call, and one restarted while the job waited in its queue learns them again."""
         every = max(1.0, min(30.0, self.peers.party_timeout / 10))
         while True:
             await asyncio.sleep(every)
             for job in list(self.jobs.jobs.values()):
                 if job.terminal or self.jobs.driven_elsewhere(job):
                     continue
-                running = {t.party_id for t in job.tasks.values()
-                           if t.node.startswith(REMOTE_NODE) and not t.status.terminal}
-                for party in sorted(running):
+                running: dict[int, set[str]] = {}
+                for t in job.tasks.values():
+                    if t.node.startswith(REMOTE_NODE) and not t.status.terminal:
+                        running.setdefault(t.party_id, set()).add(t.component)
+                for party, components in sorted(running.items()):
                     if self.peers.idle(party):
-                        self.start_remote(job, party, [])
+                        self.start_remote(job, party, sorted(components))
 
     # ------------------------------------------------------------------ jobs.SiteLink
     def is_local(self, party_id: int) -> bool:
