@@ -23,6 +23,7 @@ from ..flow.federation import Federation
 from ..flow.jobs import REMOTE_NODE, FlowJobs
 from ..flow.models import FlowModels
 from ..flow.model import FlowJob, FlowTask, JobStatus, job_status_of, task_status_of
+from .outbox import Outbox
 from .peers import Peers
 from .routes import RouteTable
 
@@ -39,6 +40,7 @@ class Sites:
         self.models = models
         self.federation = federation
         self.peers = Peers(table, party_timeout, self._unreachable, self.jobs.note_waiting)
+        self.outbox = Outbox(self.peers, federation.fstore.store, self._job_over, self._unreachable)
         self._reported: dict[tuple, int] = {}       # (job, component, role, party) -> last status sent
         jobs.site = self
         jobs.add_end_listener(self._job_ended)
@@ -48,7 +50,11 @@ class Sites:
         models.on_deploy.append(self._deployed)
 
     def watch(self) -> None:
-        """From the server's start: keep an eye on the parties running tasks of jobs driven here."""
+        """From the server's start (its jobs loaded): send again the federation messages that were not
+        delivered, and keep an eye on the parties running tasks of jobs driven here."""
+        resent = self.outbox.restore(self.table.own_party, {j for j, job in self.jobs.jobs.items() if not job.terminal})
+        if resent:
+            log.info("%d federation message(s) to other parties' servers are sent again", resent)
         self._watcher = spawn(self._watch(), "watch the FATE parties' servers")
 
     async def _watch(self) -> None:
@@ -131,14 +137,13 @@ class Sites:
         spawn(self.jobs.stop(job_id, J.FAILED, reason), f"fail job {job_id}")
 
     async def _forward(self, job_id: str, key: tuple, payload: bytes) -> None:
-        _, name, tag, (src_role, src_party), (dst_role, dst_party) = key
-        job = self.jobs.get(job_id)
-        delivered = await self.peers.call(dst_party, "Deliver", pb.DeliverRequest(
-            job_id=job_id, name=name, tag=tag, src_role=src_role, src_party_id=src_party, dst_role=dst_role,
-            dst_party_id=dst_party, payload=payload), lambda: job.terminal, job_id)
-        if not delivered:
-            raise errors.Unavailable(self.peers.unreachable.get(dst_party)
-                                     or f"job {job_id} ended before party {dst_party} got {name}/{tag}")
+        if self._job_over(job_id):
+            raise errors.FailedPrecondition(f"job {job_id} has ended: its messages are no longer sent")
+        await self.outbox.send(job_id, key, payload)
+
+    def _job_over(self, job_id: str) -> bool:
+        job = self.jobs.jobs.get(job_id)
+        return job is None or job.terminal
 
     def _deployed(self, row: dict, new_version: str, predict: dict) -> None:
         """A model deployed here, its initiator's server: every other party deploys its part as the same version
@@ -185,6 +190,18 @@ class Sites:
         self.jobs.remote_task_changed(r.job_id, r.component, r.role, r.party_id, task_status_of(r.status), r.error,
                                       r.start_time_ms, r.end_time_ms, r.node, r.run_pid)
 
+    async def delivered_batch(self, caller: int, r: pb.DeliverBatchRequest) -> None:
+        if not r.messages:
+            return
+        job_id = r.messages[0].job_id
+        for m in r.messages:
+            if m.src_party_id != caller:
+                raise errors.PermissionDenied(f"party {caller} sends as party {m.src_party_id}")
+            if m.job_id != job_id:
+                raise errors.InvalidArgument("a DeliverBatch holds messages of one job")
+        await self.federation.accept_batch(job_id, [(m.name, m.tag, (m.src_role, m.src_party_id),
+                                                     (m.dst_role, m.dst_party_id), m.payload) for m in r.messages])
+
     async def delivered(self, caller: int, r: pb.DeliverRequest) -> None:
         if r.src_party_id != caller:
             raise errors.PermissionDenied(f"party {caller} sends as party {r.src_party_id}")
@@ -203,4 +220,5 @@ class Sites:
     async def close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+        await self.outbox.close()
         await self.peers.close()

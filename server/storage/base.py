@@ -135,6 +135,14 @@ class Batch:
         """key: (model_id, model_version, role, party_id); the id is added to its list once."""
         self._op("bind_model_service", key, service_id, ts)
 
+    def put_flow_messages(self, rows: list[tuple]) -> None:
+        """Federation messages, each replacing one of the same key. rows: FLOW_MESSAGE_COLUMNS."""
+        self._op("put_flow_messages", [tuple(r) for r in rows])
+
+    def delete_flow_messages(self, keys: list[tuple]) -> None:
+        """keys: FLOW_MESSAGE_COLUMNS but the payload."""
+        self._op("delete_flow_messages", [tuple(k) for k in keys])
+
     # -- FATE stores (server/flow/store.py, model_store.py): their statements, in the SQLite dialect
     def sql(self, statements: list[tuple[str, tuple]]) -> None:
         self._op("sql", statements)
@@ -169,6 +177,7 @@ class Batch:
 NODE_COLUMNS = ("name", "address", "slots", "labels", "cpu_count", "memory_mb", "session", "draining",
                 "last_heartbeat_ms")
 TOKEN_COLUMNS = ("id", "name", "role", "namespaces", "hash", "create_time_ms", "expire_time_ms", "revoke_time_ms")
+FLOW_MESSAGE_COLUMNS = ("job_id", "name", "tag", "src_role", "src_party", "dst_role", "dst_party", "payload")
 AUDIT_COLUMNS = ("time_ms", "token_id", "token_name", "method", "namespace", "tasks", "allowed", "reason", "peer")
 
 
@@ -318,6 +327,11 @@ class Store(ABC):
         order, so the first by seq are the oldest: no index on time_ms needed)."""
 
     # -- FATE stores: their statements, in the SQLite dialect (see Batch.sql) ---------
+    @abstractmethod
+    def flow_outbox(self, own_party: int) -> list[tuple]:
+        """The federation messages kept here for another party's server (dst_party is not
+        own_party), as FLOW_MESSAGE_COLUMNS rows: what is still to be delivered (server/sites/outbox.py)."""
+
     @abstractmethod
     def query_sql(self, sql: str, params: tuple | list = ()) -> list: ...
 

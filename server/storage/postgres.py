@@ -22,7 +22,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..errors import Unavailable
 from ..model import ACTIVE, MUTABLE_FIELDS, SCHEDULABLE, TERMINAL, Task
 from . import sqlite as _sqlite_dialect
-from .base import AUDIT_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
+from .base import AUDIT_COLUMNS, FLOW_MESSAGE_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
 
 log = logging.getLogger(__name__)
 
@@ -556,6 +556,15 @@ class PostgresStore(Store):
     def op_delete_audit(self, cur, seqs: list[int]) -> None:
         cur.execute("DELETE FROM auth_audit WHERE seq = ANY(%s)", (list(seqs),))
 
+    def op_put_flow_messages(self, cur, rows: list[tuple]) -> None:
+        cur.executemany(f"INSERT INTO flow_messages ({', '.join(FLOW_MESSAGE_COLUMNS)})"
+                        f" VALUES ({', '.join(['%s'] * len(FLOW_MESSAGE_COLUMNS))})"
+                        f" ON CONFLICT ({_KEYS['flow_messages']}) DO UPDATE SET payload=EXCLUDED.payload", rows)
+
+    def op_delete_flow_messages(self, cur, keys: list[tuple]) -> None:
+        cur.executemany("DELETE FROM flow_messages WHERE "
+                        + " AND ".join(f"{c}=%s" for c in FLOW_MESSAGE_COLUMNS[:-1]), keys)
+
     def op_sql(self, cur, statements: list[tuple[str, tuple]]) -> None:
         for stmt, params in statements:
             cur.execute(from_sqlite_dialect(stmt), params)
@@ -657,6 +666,10 @@ class PostgresStore(Store):
 
     def nodes(self) -> list[dict]:
         return self._dicts("SELECT * FROM nodes")
+
+    def flow_outbox(self, own_party: int) -> list[tuple]:
+        return [tuple(r[:-1]) + (bytes(r[-1]),) for r in self._rows(
+            f"SELECT {', '.join(FLOW_MESSAGE_COLUMNS)} FROM flow_messages WHERE dst_party != %s", (own_party,))]
 
     def tokens(self) -> list[dict]:
         return self._dicts("SELECT * FROM auth_tokens ORDER BY create_time_ms DESC, id")

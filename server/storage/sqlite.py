@@ -16,7 +16,7 @@ from typing import Callable
 import sqlite_utils
 
 from ..model import ACTIVE, MUTABLE_FIELDS, SCHEDULABLE, TERMINAL, Task
-from .base import AUDIT_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
+from .base import AUDIT_COLUMNS, FLOW_MESSAGE_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
 
 log = logging.getLogger(__name__)
 
@@ -417,6 +417,14 @@ class SqliteStore(Store):
     def op_delete_audit(self, conn, seqs: list[int]) -> None:
         conn.execute(f"DELETE FROM auth_audit WHERE seq IN ({_marks(len(seqs))})", seqs)
 
+    def op_put_flow_messages(self, conn, rows: list[tuple]) -> None:
+        conn.executemany(f"INSERT OR REPLACE INTO flow_messages ({', '.join(FLOW_MESSAGE_COLUMNS)})"
+                         f" VALUES ({_marks(len(FLOW_MESSAGE_COLUMNS))})", rows)
+
+    def op_delete_flow_messages(self, conn, keys: list[tuple]) -> None:
+        conn.executemany("DELETE FROM flow_messages WHERE " + " AND ".join(f"{c}=?" for c in FLOW_MESSAGE_COLUMNS[:-1]),
+                         keys)
+
     def op_sql(self, conn, statements: list[tuple[str, tuple]]) -> None:
         for stmt, params in statements:
             try:
@@ -525,6 +533,10 @@ class SqliteStore(Store):
 
     def nodes(self) -> list[dict]:
         return [dict(r) for r in self._rows("SELECT * FROM nodes")]
+
+    def flow_outbox(self, own_party: int) -> list[tuple]:
+        return [tuple(r) for r in self._rows(f"SELECT {', '.join(FLOW_MESSAGE_COLUMNS)} FROM flow_messages"
+                                             " WHERE dst_party != ?", (own_party,))]
 
     def tokens(self) -> list[dict]:
         return [dict(r) for r in self._rows("SELECT * FROM auth_tokens ORDER BY create_time_ms DESC, id")]
