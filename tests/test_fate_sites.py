@@ -484,6 +484,33 @@ def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sit
     assert job_status(sites.sdk(HOST2), job_id) == "success"
 
 
+def test_messages_acknowledged_to_the_sender_survive_its_server_s_restart(sites):
+    """The guest's Probe sends 40 small objects to HOST2 while HOST2 is down: each is acknowledged once
+    committed on the guest's server, and the guest's task ends. That server is killed and started
+    again before HOST2 comes back: HOST2's task can only receive them from the guest's store."""
+    sites.servers[HOST2].terminate()
+    guest = sites.sdk(GUEST)
+    dsl, conf = _job_with_host2(0)
+    conf["component_parameters"]["common"]["probe_0"].update(federation_messages=40, federation_bytes=100)
+    answer = guest.job.submit(conf, dsl)
+    assert answer["retcode"] == 0, answer
+    job_id = answer["jobId"]
+    wait_for(lambda: any(t["f_role"] == "guest" and t["f_status"] == "success"
+                         for t in guest.task.query(job_id=job_id).get("data") or []),
+             timeout=120, what="the guest's part to have sent everything")
+    sites.servers[GUEST].kill()
+    sites.start(GUEST)
+    sites.start(HOST2)
+    guest = sites.sdk(GUEST)
+    assert wait_end(guest, job_id) == "success", _error(guest, job_id)
+    out = sites.sdk(HOST2).component.output_model(job_id=job_id, role="host", party_id=HOST2,
+                                                  component_name="probe_0")
+    assert out["retcode"] == 0, out
+    summary = sites.sdk(HOST2).component.get_summary(job_id=job_id, role="host", party_id=HOST2,
+                                                     component_name="probe_0")
+    assert summary["data"]["federation"]["messages"] == 40, summary
+
+
 def test_a_party_server_gone_mid_task_fails_the_job_naming_it_after_the_party_timeout(sites):
     """Nothing waits on the host's messages here (a long Probe): the guest's server notices the host's is
     gone by asking it now and then, says so while it waits, and fails the job after --fate-party-timeout."""
