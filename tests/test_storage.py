@@ -257,6 +257,24 @@ def test_flow_store_round_trip(db_url):
     run(db_url, body)
 
 
+def test_federation_outbox_messages(db_url):
+    """What server/sites/outbox.py keeps: messages for another party's server, replaced by key, deleted once delivered."""
+    async def body(store):
+        row = ("j1", "grad", "hetero_lr_0.1", "guest", 9999, "host", 10000, b"\x00\xffsecret")
+        local = ("j1", "grad", "hetero_lr_0.1", "host", 10000, "guest", 9999, b"in")
+        async with store.batch() as b:
+            b.put_flow_messages([row, local])
+        async with store.batch() as b:   # the same key again replaces it
+            b.put_flow_messages([row[:-1] + (b"newer",)])
+        assert store.flow_outbox(9999) == [row[:-1] + (b"newer",)]
+        assert store.flow_outbox(10000) == [local]
+        async with store.batch() as b:
+            b.delete_flow_messages([row[:-1]])
+        assert store.flow_outbox(9999) == []
+        assert FlowStore(store).get_message("j1", "grad", "hetero_lr_0.1", ("host", 10000), ("guest", 9999)) == b"in"
+    run(db_url, body)
+
+
 def test_flow_json_operations(db_url):
     """What each backend does with its own JSON functions: metrics appended, summaries patched, jobs
     found by party, a model's service ids kept once."""
