@@ -38,6 +38,7 @@ class Federation:
         # server/sites/outbox.py; the receiver's server takes it in with accept_batch).
         self.forward: Callable[[str, tuple, bytes], Awaitable[None]] | None = None
         self.is_local: Callable[[int], bool] = lambda party_id: True
+        self.refused: Callable[[str], str] = lambda job_id: ""   # why another party refused this job's messages
         data.jobs.add_end_listener(self._job_ended)
 
     @staticmethod
@@ -53,6 +54,8 @@ class Federation:
             raise errors.InvalidArgument(f"a federation message is at most {MAX_PAYLOAD} bytes")
         self._check_party(job, dst_role, dst_party, "destination")
         key = (job.job_id, name, tag, (t.role, t.party_id), (dst_role, dst_party))
+        if why := self.refused(job.job_id):
+            raise errors.FailedPrecondition(why)
         if self.forward is not None and not self.is_local(dst_party):
             await self.forward(job.job_id, key, payload)
             return
@@ -132,6 +135,8 @@ class Federation:
                     return payload
                 if job.terminal:
                     raise errors.FailedPrecondition(f"job {job.job_id} ended ({job.status.fate}): {job.error}")
+                if why := self.refused(job.job_id):
+                    raise errors.FailedPrecondition(why)
                 try:
                     await asyncio.wait_for(asyncio.shield(f), max(0.0, deadline - loop.time()))
                 except asyncio.TimeoutError:

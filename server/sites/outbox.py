@@ -62,6 +62,9 @@ class Outbox:
         self._ready: dict[int, asyncio.Event] = {}
         self._workers: list[asyncio.Task] = []
         self._latest: dict[tuple, _Message] = {}   # key -> its newest message (a resent key replaces)
+        # job -> why a party refused its messages: the job's tasks here fail with it when they next
+        # send or wait for a message (they were acknowledged already; a party's no is not retried)
+        self.refusals: dict[str, str] = {}
         self._waiting_bytes = 0
         self._room = asyncio.Event()
         self._room.set()
@@ -149,6 +152,7 @@ class Outbox:
             except errors.TaskhubError as e:
                 log.warning("%s", e)
                 failure = e
+                self.refusals[job_id] = str(e)
                 self.refused(job_id, party, str(e))
             except Exception as e:  # noqa: BLE001 - one bad batch must not stop the party's messages
                 log.exception("federation messages of job %s to party %s", job_id, party)

@@ -47,6 +47,7 @@ class Sites:
         federation.forward = self._forward
         federation.is_local = self.is_local
         models.is_local = self.is_local
+        federation.refused = lambda job_id: self.outbox.refusals.get(job_id, "")
         models.on_deploy.append(self._deployed)
 
     def watch(self) -> None:
@@ -114,6 +115,7 @@ class Sites:
             job.job_id)
 
     def _job_ended(self, job: FlowJob) -> None:
+        self.outbox.refusals.pop(job.job_id, None)
         if self.jobs.driven_elsewhere(job) or job.job_type not in ("train", "predict"):
             return
         for party in self._remote_parties(job):   # an ended job is told once, and not given up on
