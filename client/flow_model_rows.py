@@ -27,12 +27,25 @@ def model_row(m: fpb.FlowModel, filters: list[str] | None = None) -> dict:
     return row
 
 
-def by_party(models, retmsg: str = "success") -> dict:
-    """FATE's per-party report: {role: {party: retcode}, "detail": {role: {party: {retcode, retmsg}}}}."""
+def by_party(models, retmsg: str = "success", elsewhere: str = "") -> dict:
+    """FATE's per-party report: {role: {party: retcode}, "detail": {role: {party: {retcode, retmsg}}}}.
+    With `elsewhere`, the model's parties kept on other servers (FATE across sites) are listed too,
+    with that message."""
     out: dict = {"detail": {}}
     for m in models:
         out.setdefault(m.party.role, {})[str(m.party.party_id)] = 0
         out["detail"].setdefault(m.party.role, {})[str(m.party.party_id)] = {"retcode": 0, "retmsg": retmsg}
+    if elsewhere and models:
+        try:
+            roles = json.loads(models[0].roles_json or "{}")
+        except ValueError:
+            roles = {}
+        for role, ids in roles.items() if isinstance(roles, dict) else ():
+            for party in ids if isinstance(ids, list) else ():
+                if str(party) not in out.get(role, {}):
+                    out.setdefault(role, {})[str(party)] = 0
+                    out["detail"].setdefault(role, {})[str(party)] = {
+                        "retcode": 0, "retmsg": elsewhere.format(party=party)}
     return out
 
 

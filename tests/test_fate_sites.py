@@ -342,6 +342,8 @@ def test_models_export_import_and_tags_stay_with_each_party(sites, lr_done, tmp_
     answer = guest.model.deploy(model_id, job_id, cpn_list=["reader_0", "data_transform_0", "intersection_0",
                                                             "hetero_lr_0"])
     assert answer["retcode"] == 0, answer
+    assert {r: sorted(map(int, ids)) for r, ids in answer["data"].items() if r in ("guest", "host", "arbiter")} == {
+        "guest": [GUEST], "host": [HOST, HOST2], "arbiter": [HOST]}, answer   # FATE's per-party report
     version = answer["data"]["model_version"]
     parts = {GUEST: [("guest", GUEST)], HOST: [("host", HOST), ("arbiter", HOST)], HOST2: [("host", HOST2)]}
     for party, own in parts.items():   # each server lists its own parts only

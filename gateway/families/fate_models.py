@@ -95,7 +95,7 @@ async def deploy(request: web.Request) -> web.Response:
     done = await flow.DeployModel(fpb.DeployModelRequest(
         model_id=ref.model_id, model_version=ref.model_version, cpn_list=cpn or [],
         predict_dsl_json=json.dumps(dsl) if dsl else ""), timeout=TIMEOUT)
-    data = by_party(done.models)
+    data = by_party(done.models, elsewhere="sent to party {party}'s server, which deploys its own part")
     data.update(model_id=done.model_id, model_version=done.model_version)
     return envelope(data)
 
