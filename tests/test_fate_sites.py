@@ -471,9 +471,15 @@ def test_the_guest_server_killed_mid_job_drives_it_on_after_restart(sites):
     assert wait_end(host2, job_id) == "success"
 
 
-def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sites):
+def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sites, lr_done):
     guest = sites.sdk(GUEST)
     sites.servers[HOST2].terminate()
+    # A deploy answers once every party deployed its part, or says which did not (FATE's per-party report).
+    train_id, model_id = lr_done[0], lr_done[4]
+    failed = guest.model.deploy(model_id, train_id, cpn_list=["reader_0", "data_transform_0", "intersection_0",
+                                                              "hetero_lr_0"])
+    assert failed["retcode"] == 101 and f"party {HOST2}" in failed["retmsg"], failed
+    assert failed["data"]["host"] == {str(HOST): 0, str(HOST2): 100}, failed
     dsl, conf = _job_with_host2(0.5)
     answer = guest.job.submit(conf, dsl)
     assert answer["retcode"] == 0, answer

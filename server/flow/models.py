@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import BinaryIO, Callable, Iterable
+from typing import Awaitable, BinaryIO, Callable, Iterable
 
 from .. import auth, errors
 from ..model import now_ms
@@ -39,8 +39,9 @@ class FlowModels:
         self.model_dir = os.path.abspath(model_dir)
         self.ids = ids
         self.live_jobs = live_jobs
-        # (a model row, the new version, its predict DSL): the other parties' servers deploy it too
-        self.on_deploy: list[Callable[[dict, str, dict], None]] = []
+        # (a model row, the new version, its predict DSL) -> {(role, party): "" or why not}: the other
+        # parties' servers deploy it too
+        self.on_deploy: list[Callable[[dict, str, dict], Awaitable[dict]]] = []
         # Each party on its own server (server/sites/): this server keeps only its own parties' parts,
         # as FATE keeps a host's model parameters on the host's site.
         self.is_local: Callable[[int], bool] = lambda party_id: True
@@ -104,15 +105,16 @@ class FlowModels:
 
     # ------------------------------------------------------------------ deploy
     async def deploy(self, model_id: str, model_version: str, cpn_list: list[str] | None,
-                     predict_dsl_json: str = "", *, as_version: str = "") -> str:
-        """A new model version with the predict DSL. With as_version (another party's server deploys the
-        model: server/sites/), that version, with the predict DSL it made, over this party's components."""
+                     predict_dsl_json: str = "", *, as_version: str = "") -> tuple[str, dict]:
+        """A new model version with the predict DSL, and {(role, party): "" or why not} of the parties
+        kept on other servers (server/sites/), which deploy their parts as the same version. With
+        as_version (that is this server's part), that version, with the predict DSL it made."""
         rows = self.get(model_id, model_version)
         comps = self.mstore.components(model_id, model_version)
         train_dsl = _json_or(rows[0]["train_dsl_json"], {})
         if as_version:
             if self.mstore.models(model_id, as_version):
-                return as_version    # told again (a resent call)
+                return as_version, {}    # told again (a resent call)
             predict = dsl.load_json(predict_dsl_json, "predict DSL")
         elif predict_dsl_json:
             predict = dsl.load_json(predict_dsl_json, "predict DSL")
@@ -133,10 +135,11 @@ class FlowModels:
             new_rows.append(row)
         new_comps = [{**c, "model_version": new_version} for c in comps if c["component"] in keep]
         await self.mstore.put_models(new_rows, new_comps)
+        elsewhere: dict = {}
         if not as_version:
             for cb in self.on_deploy:
-                cb(rows[0], new_version, predict)
-        return new_version
+                elsewhere.update(await cb(rows[0], new_version, predict))
+        return new_version, elsewhere
 
     def predict_dsl(self, model_id: str, model_version: str, namespace: str | None = None) -> dict:
         """The deployed predict DSL; with a namespace, only of a model of that namespace."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 from taskhub.v1 import site_service_pb2 as pb
 
@@ -29,6 +30,7 @@ from .routes import RouteTable
 
 log = logging.getLogger("taskhub.sites")
 J = JobStatus
+DEPLOY_WAIT = 45.0   # seconds a deploy waits for each other party's server (under the gateway's 60 s)
 
 
 class Sites:
@@ -147,16 +149,29 @@ class Sites:
         job = self.jobs.jobs.get(job_id)
         return job is None or job.terminal
 
-    def _deployed(self, row: dict, new_version: str, predict: dict) -> None:
-        """A model deployed here, its initiator's server: every other party deploys its part as the same version
-        (before any predict job of it reaches them: calls to a party go in order)."""
+    async def _deployed(self, row: dict, new_version: str, predict: dict) -> dict:
+        """A model deployed here, its initiator's server: every other party deploys its part as the same
+        version, and the deploy answers once each did, or why not (as FATE's deploy reports each party;
+        a predict job of it is submitted after that answer, so it never overtakes a party's deploy)."""
         if not self.is_local(int(row["initiator_party"])):
-            return
+            return {}
         roles = json.loads(row["roles_json"] or "{}")
-        for party in sorted({int(p) for ids in roles.values() for p in ids if not self.is_local(int(p))}):
-            self.peers.post(party, "DeployPart", pb.DeployPartRequest(
-                model_id=row["model_id"], model_version=row["model_version"], new_version=new_version,
-                predict_dsl_json=json.dumps(predict)), "")
+        request = pb.DeployPartRequest(model_id=row["model_id"], model_version=row["model_version"],
+                                       new_version=new_version, predict_dsl_json=json.dumps(predict))
+        wait = min(DEPLOY_WAIT, self.peers.party_timeout)
+
+        async def deploy_at(party: int) -> str:
+            deadline = time.monotonic() + wait
+            try:
+                if await self.peers.call(party, "DeployPart", request, lambda: time.monotonic() > deadline):
+                    return ""
+            except errors.TaskhubError as e:
+                return str(e)
+            return f"{self.peers.unreachable.get(party) or f'party {party} does not answer'} (for {wait:g}s)"
+
+        parties = sorted({int(p) for ids in roles.values() for p in ids if not self.is_local(int(p))})
+        why = dict(zip(parties, await asyncio.gather(*(deploy_at(p) for p in parties))))
+        return {(role, int(p)): why[int(p)] for role, ids in roles.items() for p in ids if int(p) in why}
 
     # ------------------------------------------------------------------ what other parties ask
     def _job_of(self, job_id: str, caller: int, initiator_only: bool = True) -> FlowJob:
