@@ -8,7 +8,8 @@ persistence off and is stopped at the end. Writes bench/results/peer.json.
 
 Workloads: A 10,000 no-op Python tasks, 8 clients, until every result is known, sent in batches
 (taskhub CreateTasks of 250, Celery group() of 250); E 4,000 no-op tasks from 8 threads, one call
-per task (taskhub's blocking SDK create_task, Celery delay()), then every result; B 2,000
+per task (taskhub's blocking SDK create_task on one shared client, Celery delay() on its one app),
+then every result (also with the client's coalescing off); B 2,000
 /bin/true tasks, 8 clients; C 500 sequential submit-and-wait round trips (p50/p99);
 D one task printing 200,000 lines, lines/s to one reader (taskhub only).
 
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     w: dict = {"A": {"unit": "tasks/s"}, "B": {"unit": "tasks/s"}, "C": {"unit": "ms"}, "D": {"unit": "lines/s"},
                "E": {"unit": "tasks/s"}}
     rounds = {k: {s: [] for s in systems} for k in ("A", "E", "C_p50", "C_p99")}
+    e_uncoalesced: list[float] = []  # E with the client's coalescing off (auth off), for the difference it makes
     c_samples: dict[str, list[float]] = {s: [] for s in systems}
 
     load_start = os.getloadavg()
@@ -156,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             for system, (target, token) in targets.items():
                 rounds["E"][system].append(workloads.sdk_one_per_call(target, n_e, 8, token))
             rounds["E"]["celery"].append(cel.drive("A", n_e)["rate"])
+            e_uncoalesced.append(workloads.sdk_one_per_call(off.target, n_e, 8, coalesce=False))
             for system, (target, token) in targets.items():
                 samples = run(workloads.round_trips(target, workloads.NOOP, n_c, token))["submit_to_done"]
                 c_samples[system] += samples
@@ -169,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             rounds["C_p99"]["celery"].append(p["p99"])
             print(_ratio_line(f"A batched no-op tasks/s ({n_a:,})", *(rounds["A"][s][r] for s in systems)))
             print(_ratio_line(f"E SDK one call per task/s ({n_e:,})", *(rounds["E"][s][r] for s in systems)))
+            print(f"  {'E with coalesce=False':<34} taskhub {fmt(e_uncoalesced[r]):>8}"
+                  f"{'':>34}->  {e_uncoalesced[r] / rounds['E']['celery'][r]:5.2f}x Celery")
             print(_ratio_line("C round trip p50 ms", *(rounds["C_p50"][s][r] for s in systems), False))
             print(_ratio_line("C round trip p99 ms", *(rounds["C_p99"][s][r] for s in systems), False), flush=True)
         versions = cel.versions()
@@ -182,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("A", "E"):
         for system in systems:
             w[key][system] = {**summary(rounds[key][system]), "rounds": rounds[key][system]}
+    w["E"]["taskhub_coalesce_off"] = {**summary(e_uncoalesced), "rounds": e_uncoalesced}
     for system in systems:
         w["C"][system] = {**percentiles(c_samples[system]), "rounds_p50": rounds["C_p50"][system],
                           "rounds_p99": rounds["C_p99"][system]}
@@ -191,14 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         "load_average": {"start": load_start, "end": os.getloadavg()},
         "workloads": w, "bare_sqlite_rows_per_s": sqlite_bare,
         "celery_batch": "A: Celery group() of 250 tasks per apply_async (taskhub: CreateTasks of 250);"
-                        " E: Celery delay() per task (taskhub: one CreateTask per task, blocking SDK)"}
+                        " E: Celery delay() per task from 8 threads sharing its app (taskhub: create_task per task"
+                        " from 8 threads sharing one blocking client, which coalesces calls that meet in flight)"}
 
     rows = []
     for key, label in (("A", "A no-op tasks/s, batched (Celery: group())"),
                        ("E", "E no-op tasks/s, SDK one call per task (Celery: delay())"),
                        ("B", "B /bin/true tasks/s")):
         base = w[key]["taskhub"]["median"]
-        for system in ("taskhub", "taskhub_auth", "celery", "bare"):
+        for system in ("taskhub", "taskhub_auth", "taskhub_coalesce_off", "celery", "bare"):
             if system in w[key]:
                 s = w[key][system]
                 rows.append([system, label, fmt(s["median"]), fmt(s["min"]), fmt(s["max"]), f"{s['median'] / base:.2f}"])

@@ -86,18 +86,19 @@ def in_threads(fn, items: list) -> float:
     return time.perf_counter() - t0
 
 
-def sdk_one_per_call(target: str, total: int, threads: int = 8, token: str = "") -> float:
-    """Tasks/s with the blocking SDK as most users call it: each of `threads` threads creates its
-    share one CreateTask at a time (each with its own request_id), then waits for them on
-    WaitTasks; timed from the first create until every result is known."""
+def sdk_one_per_call(target: str, total: int, threads: int = 8, token: str = "", coalesce: bool = True) -> float:
+    """Tasks/s with the blocking SDK as most users call it: `threads` threads share one client (as
+    Celery's threads share its app) and each creates its share with create_task, one call per
+    task, then waits for them on WaitTasks; timed from the first create until every result is
+    known. The client coalesces calls that meet in flight into CreateTasks unless `coalesce` is
+    False (client/coalesce.py)."""
     from client import TaskhubClient
     per = total // threads
-    clients = [TaskhubClient(target, token=token) for _ in range(threads)]
-    for c in clients:  # connect before the clock starts, as Celery's warm broker connection
-        c.list_tasks(limit=1)
+    c = TaskhubClient(target, token=token, coalesce=coalesce)
+    c.list_tasks(limit=1)  # connect before the clock starts, as Celery's warm broker connection
     errors: list[str] = []
 
-    def run(c) -> None:
+    def run(_) -> None:
         try:
             ids = [c.create_task(NOOP).id for _ in range(per)]
             ok = sum(t.status == pb.TASK_STATUS_SUCCESS for t in c.wait_tasks(ids))
@@ -106,9 +107,8 @@ def sdk_one_per_call(target: str, total: int, threads: int = 8, token: str = "")
         except Exception as e:  # reported, not hidden
             errors.append(repr(e))
 
-    elapsed = in_threads(run, clients)
-    for c in clients:
-        c.close()
+    elapsed = in_threads(run, list(range(threads)))
+    c.close()
     if errors:
         raise RuntimeError(f"SDK workload failed: {errors[0]}")
     return per * threads / elapsed

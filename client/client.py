@@ -14,6 +14,7 @@ from taskhub.v1 import task_pb2 as pb
 from taskhub.v1 import task_service_pb2 as svc
 from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 
+from .coalesce import Coalescer
 from .credentials import BearerToken, auth_metadata, env_token, open_channel
 from .failover import FailoverChannel
 from .servers import TERMINAL
@@ -73,13 +74,15 @@ class TaskhubClient:
 
     def __init__(self, target: str = DEFAULT_TARGET, *, namespace: str = "", timeout: float | None = 60,
                  channel: grpc.Channel | None = None, token: str | None = None, tls_ca: str | None = None,
-                 tls_cert: str = "", tls_key: str = "", create_retries: int = 5):
+                 tls_cert: str = "", tls_key: str = "", create_retries: int = 5, coalesce: bool = True):
         # token / tls_ca default to TASKHUB_TOKEN / TASKHUB_TLS_CA; the token goes on every call
         # of every stub (tasks, groups, nodes). tls_cert/tls_key: a client certificate (mutual TLS).
         # create_retries: creates retried (same request_id) after UNAVAILABLE / DEADLINE_EXCEEDED; with a
         # list of servers, the turns over the list any call may take (README: Lists of servers).
         # target: host:port, or a list of servers h1:50051,h2:50051 (one database): calls fail over by
         # themselves and streams resume on the next server (client/failover.py).
+        # coalesce: create_task calls from several threads that arrive while one is in flight go
+        # together as one CreateTasks (client/coalesce.py); False sends every one as CreateTask.
         token = env_token() if token is None else token
         if channel is None:
             # Task calls carry the token as call metadata: a client interceptor costs more per call
@@ -108,6 +111,9 @@ class TaskhubClient:
         self._create_attempts = 1 if isinstance(raw, FailoverChannel) else create_retries + 1
         # request_ids: a random prefix and a count (unique like uuid4 each, without a syscall per create)
         self._request_prefix, self._request_count = uuid.uuid4().hex, itertools.count()
+        self.coalescer = Coalescer(lambda r: self._retrying(self._stub.CreateTask, r),
+                                   lambda r: self._retrying(self._stub.CreateTasks, r),
+                                   self._request_id) if coalesce else None
 
     def __enter__(self) -> "TaskhubClient":
         return self
@@ -135,8 +141,14 @@ class TaskhubClient:
         call that fails with UNAVAILABLE or DEADLINE_EXCEEDED is retried with the same id
         (up to `create_retries` times, with backoff; with a list of servers, on the next one),
         so it never makes a second task.
+
+        Called from several threads at once, the calls that arrive while one is in flight go
+        together as one CreateTasks when it returns (client/coalesce.py; README: Performance),
+        unless the client was made with coalesce=False or the caller gives its own request_id.
         """
         request = svc.CreateTaskRequest(spec=self._namespaced(spec, kw), request_id=request_id or self._request_id())
+        if self.coalescer is not None and not request_id:
+            return self.coalescer.create(request)
         return self._retrying(self._stub.CreateTask, request)
 
     def run_task(self, spec: pb.TaskSpec | None = None, *, request_id: str = "", **kw) -> pb.Task:

@@ -223,8 +223,9 @@ class Server:
         self._closers.append(self.retention.stop)
         if self.cluster.leading:  # FATE jobs are driven by the scheduler (a follower loads them when it takes over)
             await self.flow.load()
+            spawn(self.delta.load(), "load delta tasks")  # a scan of the queue: beside the start, not before it
         else:
-            self.cluster.on_lead += [self.flow.load, self.groups.reload]
+            self.cluster.on_lead += [self.flow.load, self.groups.reload, self.delta.load]
         cores = os.cpu_count() or 1
         task_user, self._local_note = self._local_node_user()
         if cfg.local_node and not self._local_note.startswith("local node OFF"):
@@ -335,6 +336,7 @@ class Server:
         if self.grpc:  # calls in flight have a second, then open streams (trace, watch, wait, agents) are cut
             await self.grpc.stop(grace=1.0)
         self.flow.close()
+        self.delta.close()
         await self.engine.stop()
         self.security.close()
         for t in self._background:

@@ -12,7 +12,11 @@ What travels through the database (NOTIFY, delivered on commit, in commit order)
 - taskhub_command: a follower's cancel or delete, applied by the scheduler.
 - taskhub_changed / taskhub_logs: tasks changed and log lines committed by any server, per writer
   round; followers read back the ones their streams wait on (WaitTask, WaitTasks, WatchTasks,
-  TraceTask), so a stream can go on from any server.
+  TraceTask) and publish them in the engine's broadcasters (server/broadcast.py), where the
+  streams wait as they do on the scheduler: a stream can go on from any server.
+
+And each beat, the scheduler writes its count of unfinished tasks (kv 'unfinished'); followers read
+it, add their own creates since, and refuse creates past --max-queued against that figure.
 
 A SQLite file has one server, always the scheduler: this module then only answers ListServers.
 """
@@ -92,6 +96,9 @@ class Cluster:
             self.engine.tell_scheduler = self._tell_scheduler
         peers = self._lock.beat(self.name, self.address, self.started_ms, ALIVE_MS)
         self.engine.shared_store = peers > 0
+        published = None if self.leading else self._lock.published_unfinished()
+        if published:  # none yet: this server's own creates count, until the scheduler publishes one
+            self.engine.heard_unfinished(*published)
 
     async def start(self) -> None:
         if not self.shared:
@@ -146,6 +153,10 @@ class Cluster:
                 if time.monotonic() >= next_beat:
                     peers = self._lock.beat(self.name, self.address, self.started_ms, ALIVE_MS)
                     self._loop.call_soon_threadsafe(setattr, self.engine, "shared_store", peers > 0)
+                    if leads and self.engine.unfinished_counted:  # (an int read across threads: atomic)
+                        self._lock.publish_unfinished(self.engine.unfinished())
+                    elif not leads and (published := self._lock.published_unfinished()):
+                        self._loop.call_soon_threadsafe(self.engine.heard_unfinished, *published)
                     next_beat = time.monotonic() + BEAT_SECONDS
                 if leads:
                     if not self._lock.still_leads(self.epoch):
@@ -220,7 +231,7 @@ class Cluster:
                     continue
                 for p in heard.get("taskhub_logs", ()):
                     for part in p.split(","):
-                        self.engine.logs.wake_follower(int(part.partition(":")[0]))
+                        self.engine.logs.changed(int(part.partition(":")[0]))
                 ids = {i for p in heard.get("taskhub_changed", ()) for i in parse_ids(p)}
                 followed = self.engine.followed_ids()
                 if followed is not None:

@@ -18,12 +18,14 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 
 from . import errors, metrics, stages
+from .broadcast import Broadcaster
 from .logbus import LogBus
 from .model import (ANY_NAMESPACE, DEFAULT_NAMESPACE, ON_NODE, SCHEDULABLE, IllegalTransition, Resources,
                     Status, Task, TaskSpec, TaskType, module_allowed, now_ms)
@@ -41,12 +43,16 @@ MAX_BATCH = 10_000
 SCHEDULER_ANSWER_SECONDS = 10.0  # a follower's cancel/delete waits this long for the scheduler to apply it
 # At most this many unfinished tasks: the store may commit small writes on the loop (Writer.quiet).
 QUIET_TASKS = 2
+# A follower's creates reach the scheduler's count through a NOTIFY and a read: those committed this
+# long before the count it published are counted again on top of it (on the safe side).
+COUNT_SLACK_SECONDS = 1.0
 NO_NODE = "waiting for a node to join"
 REFILL_RETRY_SECONDS = 1.0  # after a failed read of the queue (the database is away)
 FIRST_READ = 1_000          # at start (or take-over) scheduling resumes after this much of the window is read
 __all__ = ["COLOCATE", "ON_NODE_NAMED", "Engine", "EngineConfig"]  # COLOCATE, ON_NODE_NAMED: server/scheduler.py
-# Annotation: status changes of the task are told to `engine.observers[<value>]` (a layer built on
-# tasks, such as FATE jobs): each change as it happens, a terminal one once committed.
+# Annotation: status changes of the task are published in `engine.observers` under its value (a layer
+# built on tasks, such as FATE jobs, subscribes with call=): each change as it happens, a terminal
+# one once committed.
 OBSERVER = "taskhub.observer"
 # Annotation "1": a Python task that must not wait behind others for a worker (node/pool.py).
 DEDICATED_WORKER = "taskhub.dedicated_worker"
@@ -82,6 +88,8 @@ class Engine:
         self._parked: dict[int, Task] = {}        # PENDING: no node could ever take it now (at most a window's worth)
         self._parked_dropped = False              # more were parked, and left memory: read the queue again at unpark
         self._unfinished = 0                      # unfinished tasks, in memory or not (--max-queued; see _count)
+        self.unfinished_counted = False           # _unfinished includes a count of the store (the scheduler publishes it)
+        self._created_here: list[tuple[float, int]] = []  # a follower's creates (monotonic time, tasks), see heard_unfinished
         self._counting: asyncio.Task | None = None
         self._reading: asyncio.Task | None = None  # a read of the queue's next part, in flight
         self._gone: set[int] = set()              # tasks that left memory while that read ran
@@ -90,13 +98,15 @@ class Engine:
         self._dirty: dict[int, Task] = {}
         self._flush_scheduled = False
         self._schedule_scheduled = False
-        self._watchers: dict[int, set[asyncio.Queue]] = {}
-        self.observers: dict[str, Callable[[Task], None]] = {}
+        # The fan-outs (server/broadcast.py), each keyed by task id unless said otherwise; on a follower
+        # server they are fed from the store's notifications (changed_elsewhere).
+        self.watchers = Broadcaster()       # each change of a task (WatchTask), as it happens
+        self.enders = Broadcaster()         # a task's end, once committed (WaitTask, WaitTasks)
+        self.list_watchers = Broadcaster()  # (changed, deleted ids) batches, keyed by namespace (None: all)
+        self.observers = Broadcaster()      # keyed by the task's OBSERVER annotation
         # Gates keep a task PENDING while one answers a reason ('' lets it through); a layer that
         # waits on more than one node's labels (Delta's data holders) sets one.
         self.gates: list[Callable[[Task], str]] = self.scheduler.gates
-        self._list_watchers: set[_ListWatcher] = set()
-        self._enders: dict[int, set[asyncio.Queue]] = {}
         self._creating: dict[str, asyncio.Future] = {}  # idempotency key -> the create in flight
         self._request_keys = RequestKeys()  # keys that may be committed already (the rest are surely new)
         self._placed: list[tuple[Task, int, Node]] = []  # placed on an agent, started once committed
@@ -141,22 +151,41 @@ class Engine:
         processes on this host are killed, by their marker) follow their retry policy."""
         self.leading = True
         self.previous_scheduler = previous_scheduler
+        self._created_here = []  # from now on this server counts every create and end itself
         await self._recover({self.run_tag_of(previous_scheduler)} - {self.run_tag} if previous_scheduler else set())
         await self.load_window()
         self._counting = self._loop.create_task(self._count())  # after the first read: not competing with it
 
     async def _count(self) -> None:
         """Count the unfinished tasks for --max-queued beside the start, not before it (a scan of an
-        index: seconds with ten million queued). Until then the figure holds the changes made since
-        the start, and the count is added to them (a create committed while it ran is counted twice:
-        an estimate on the safe side)."""
+        index: seconds with ten million queued). Until then the figure is what it was (the changes
+        made since the start; after a take-over, the count the previous scheduler published); the
+        count replaces it, plus the changes made while it ran (a create committed meanwhile may be
+        counted twice: an estimate on the safe side)."""
+        before = self._unfinished
         try:
             counted = await self._loop.run_in_executor(None, self.store.count_unfinished)
         except Exception as e:  # the database is away: the limit applies to what this run adds
             log.warning("could not count the unfinished tasks (%s)", e)
             return
-        self._unfinished += counted
+        self._unfinished = counted + self._unfinished - before
+        self.unfinished_counted = True
         log.info("queue: %d unfinished tasks, %d tasks in memory", self._unfinished, len(self.tasks))
+
+    def unfinished(self) -> int:
+        """Unfinished tasks, in memory or not (an estimate: see _count and heard_unfinished)."""
+        return self._unfinished
+
+    def heard_unfinished(self, count: int, age_seconds: float) -> None:
+        """A follower: the unfinished tasks the scheduler counted `age_seconds` ago (server/cluster.py
+        reads it from the store every beat). The follower's own creates since then (and a little
+        before: they may not have reached that count yet) are added, so --max-queued holds across
+        servers within what creates reach the scheduler in COUNT_SLACK_SECONDS."""
+        if self.leading:  # took over meanwhile: counts for itself now
+            return
+        since = time.monotonic() - age_seconds - COUNT_SLACK_SECONDS
+        self._created_here = [c for c in self._created_here if c[0] >= since]
+        self._unfinished = count + sum(n for _, n in self._created_here)
 
     def adopt_created(self, tasks: list[Task]) -> None:
         """The scheduler learns of tasks another server created (committed there)."""
@@ -175,21 +204,18 @@ class Engine:
     def changed_elsewhere(self, tasks: list[Task], gone: list[int]) -> None:
         """A follower: committed changes the store told of (read back), to this server's streams."""
         for t in tasks:
-            self._publish(t)
-            if t.terminal:
-                for q in self._enders.pop(t.id, ()):
-                    q.put_nowait(t)
-            self.logs.wake_follower(t.id)
+            self._tell(t)
+            self.logs.changed(t.id)
         for i in gone:
-            self.logs.wake_follower(i)
-        if self._list_watchers:
+            self.logs.changed(i)
+        if self.list_watchers:
             self._publish_list(tasks, [(None, i) for i in gone])
 
     def followed_ids(self) -> set[int] | None:
         """Tasks a follower's streams wait on (None: every task, a list watcher is open)."""
-        if self._list_watchers:
+        if self.list_watchers:
             return None
-        return set(self._watchers) | set(self._enders) | self.logs.followed()
+        return self.watchers.keys() | self.enders.keys() | self.logs.news.keys()
 
     async def _recover(self, kill_tags: set[str]) -> None:
         """Bring back what a previous run of the server (or the previous scheduler) left on nodes; the
@@ -479,11 +505,13 @@ class Engine:
             for t in tasks:
                 stages.mark(t.id, "committed")
         metrics.tasks_created(tasks)
-        if not self.leading:  # committed with a NOTIFY to the scheduler, which places them
+        if not self.leading:  # committed with a NOTIFY to the scheduler, which places (and counts) them
+            self._unfinished += len(tasks)
+            self._created_here.append((time.monotonic(), len(tasks)))
             return tasks
         self._unfinished += len(tasks)
         self._admit(tasks)
-        if self._list_watchers:
+        if self.list_watchers.topics:
             self._publish_list([copy.copy(t) for t in tasks], [])
         if not self._stopping:
             # Placed now, before the answer is sent: the round trip waits on the run, not on the reply.
@@ -594,26 +622,19 @@ class Engine:
 
     async def _through_scheduler(self, op: str, task: Task, reason: str, took_effect) -> Task | None:
         """A follower asks the scheduler (committed NOTIFY) and waits until the store shows the effect."""
-        q: asyncio.Queue = asyncio.Queue()
-        self._watchers.setdefault(task.id, set()).add(q)
-        try:
+        with self.watchers.subscribe(task.id, limit=1) as changed:
             self.tell_scheduler(op, task.id, reason)
             deadline = self._loop.time() + SCHEDULER_ANSWER_SECONDS
             while True:
+                changed.clear()
                 now = await self._loop.run_in_executor(None, self.store.get_task, task.id)
                 if took_effect(now):
                     return now or task
-                try:
-                    await asyncio.wait_for(q.get(), max(0.01, min(1.0, deadline - self._loop.time())))
-                except asyncio.TimeoutError:
-                    if self._loop.time() >= deadline:
-                        raise errors.Unavailable(
-                            f"the scheduler did not {op} task {task.id} within {SCHEDULER_ANSWER_SECONDS:g}s"
-                            " (it may be changing over); try again") from None
-        finally:
-            self._watchers[task.id].discard(q)
-            if not self._watchers[task.id]:
-                del self._watchers[task.id]
+                if not await changed.wait(max(0.01, min(1.0, deadline - self._loop.time()))) \
+                        and self._loop.time() >= deadline:
+                    raise errors.Unavailable(
+                        f"the scheduler did not {op} task {task.id} within {SCHEDULER_ANSWER_SECONDS:g}s"
+                        " (it may be changing over); try again")
 
     async def delete(self, namespace: str, task_id: int, force: bool) -> None:
         task = self.get(namespace, task_id)
@@ -635,27 +656,24 @@ class Engine:
         self.logs.forget(task.id)
         async with self.store.batch() as b:
             b.delete_tasks([task.id])
-        if self._list_watchers:
+        if self.list_watchers:
             self._publish_list([], [(task.namespace, task.id)])
 
     # ------------------------------------------------------------------ follow
+    # Every stream reads the broadcasters, on the scheduler (fed by the engine) and on a follower
+    # (fed from the store's notifications, changed_elsewhere) alike; what is not in memory is read
+    # from the store.
     def trace(self, task: Task, offset: int, follow: bool) -> AsyncIterator[list[tuple]]:
-        if not self.leading:  # a follower: committed lines, woken by the store's notifications
-            def ended() -> bool:
-                t = self.store.get_task(task.id)
-                return t is None or t.terminal
-            return self.logs.follow_store(task.id, offset, follow, ended)
-
-        def done() -> bool:
-            t = self.tasks.get(task.id) or self.store.get_task(task.id)  # outside memory: ended, or queued
+        async def ended() -> bool:
+            t = self.tasks.get(task.id)  # outside memory: ended, queued in the store, or run by the scheduler
+            if t is None:
+                t = await self._loop.run_in_executor(None, self.store.get_task, task.id)
             return t is None or t.terminal
-        return self.logs.read(task.id, offset, follow, done)
+        return self.logs.read(task.id, offset, follow, ended)
 
     async def watch(self, task: Task) -> AsyncIterator[Task]:
         """The task now, then at each status change, ending with a committed terminal status."""
-        q: asyncio.Queue = asyncio.Queue()
-        self._watchers.setdefault(task.id, set()).add(q)
-        try:
+        with self.watchers.subscribe(task.id) as changes:
             current = self.tasks.get(task.id)
             if current is None:  # finished and committed (`task` was just read back), or queued in the store
                 stored = task if task.terminal else self.get(ANY_NAMESPACE, task.id)
@@ -666,96 +684,75 @@ class Engine:
             elif not current.terminal:  # a terminal one is yielded once committed, below
                 yield copy.copy(current)
             while True:
-                snap = await q.get()
-                while not snap.terminal and not q.empty():
-                    snap = q.get_nowait()  # changes made in one go (placement) are sent as the latest
+                snap = await changes.get()
+                while not snap.terminal and not changes.empty():
+                    snap = changes.get_nowait()  # changes made in one go (placement) are sent as the latest
                 yield snap
                 if snap.terminal:
                     return
-        finally:
-            self._watchers[task.id].discard(q)
-            if not self._watchers[task.id]:
-                del self._watchers[task.id]
 
     async def watch_all(self, namespace: str) -> AsyncIterator[tuple[list[Task], list[int], bool]]:
         """(changed tasks, deleted ids, overflowed) batches for one namespace, from now on;
         the first batch is empty. A reader that falls WATCH_BACKLOG batches behind is told
         (overflowed=True) instead of holding memory without bound."""
-        w = _ListWatcher(None if namespace == ANY_NAMESPACE else (namespace or DEFAULT_NAMESPACE))
-        self._list_watchers.add(w)
-        try:
+        key = None if namespace == ANY_NAMESPACE else (namespace or DEFAULT_NAMESPACE)
+        with self.list_watchers.subscribe(key, limit=WATCH_BACKLOG) as batches:
             yield [], [], False
             while True:
-                changed, deleted = await w.queue.get()
+                changed, deleted = await batches.get()
                 merged = {t.id: t for t in changed}
                 gone = list(deleted)
-                while not w.queue.empty():
-                    more, more_deleted = w.queue.get_nowait()
+                for more, more_deleted in batches.drain():
                     merged.update((t.id, t) for t in more)
                     gone.extend(more_deleted)
-                overflowed, w.overflowed = w.overflowed, False
+                overflowed, batches.overflowed = batches.overflowed, False
                 yield [t for i, t in merged.items() if i not in gone], gone, overflowed
-        finally:
-            self._list_watchers.discard(w)
 
-    def _publish_list(self, changed: list[Task], deleted: list[tuple[str, int]]) -> None:
-        for w in self._list_watchers:
-            mine = changed if w.namespace is None else [t for t in changed if t.namespace == w.namespace]
-            gone = [i for ns, i in deleted if w.namespace is None or ns == w.namespace]
-            if not mine and not gone:
-                continue
-            if w.queue.full():
-                w.overflowed = True
-            else:
-                w.queue.put_nowait((mine, gone))
+    def _publish_list(self, changed: list[Task], deleted: list[tuple[str | None, int]]) -> None:
+        """To the list watchers: of every namespace (key None), and of each namespace named.
+        A deletion told without its namespace (None: a follower's) reaches the first only."""
+        topics = self.list_watchers.topics
+        if None in topics:
+            self.list_watchers.publish(None, (changed, [i for _, i in deleted]))
+        if len(topics) > (None in topics):
+            mine: dict[str, tuple[list, list]] = {}
+            for t in changed:
+                if t.namespace in topics:
+                    mine.setdefault(t.namespace, ([], []))[0].append(t)
+            for ns, i in deleted:
+                if ns is not None and ns in topics:
+                    mine.setdefault(ns, ([], []))[1].append(i)
+            for ns, batch in mine.items():
+                self.list_watchers.publish(ns, batch)
 
     async def wait_all(self, namespace: str, ids: list[int]) -> AsyncIterator[list[Task]]:
         """Batches of `ids` that have ended (committed), in the order they end, until all have."""
-        q: asyncio.Queue = asyncio.Queue()
-        waiting = set()
-        if not self.leading:  # a follower: subscribe to all, then read which have not ended yet
+        with self.enders.subscribe(*ids) as ends:  # before reading: an end told meanwhile is kept
+            waiting = set()
+            elsewhere = []
             for i in ids:
-                self._enders.setdefault(i, set()).add(q)
-            waiting.update(ids)
-            found = await self._loop.run_in_executor(None, self.store.tasks_by_ids, list(ids))
-            waiting.difference_update(t.id for t in found if t.terminal or not _in_namespace(t, namespace))
-            waiting.intersection_update(t.id for t in found)
-            for i in set(ids) - waiting:
-                self._enders.get(i, set()).discard(q)
-        for i in ids if self.leading else ():
-            t = self.tasks.get(i)
-            if t is not None and _in_namespace(t, namespace):
-                waiting.add(i)
-                self._enders.setdefault(i, set()).add(q)
-        try:
-            elsewhere = [i for i in ids if i not in waiting]
-            if elsewhere:  # ended (and committed), or queued outside the window: read in one go
-                found = {t.id: t for t in self.store.tasks_by_ids(elsewhere) if _in_namespace(t, namespace)}
+                t = self.tasks.get(i)
+                if t is not None and _in_namespace(t, namespace):
+                    waiting.add(i)  # its end is told once committed
+                else:
+                    elsewhere.append(i)
+            if elsewhere:  # ended (and committed), queued outside the window, or held by the scheduler
+                rows = await self._loop.run_in_executor(None, self.store.tasks_by_ids, elsewhere)
+                found = {t.id: t for t in rows if _in_namespace(t, namespace)}
                 missing = next((i for i in elsewhere if i not in found), None)
                 if missing is not None:
                     self.get(namespace, missing)  # raises NotFound, as a single read would
-                for i in elsewhere:
-                    if not found[i].terminal:  # it ends through the engine, which takes it in first
-                        waiting.add(i)
-                        self._enders.setdefault(i, set()).add(q)
-                ended = [found[i] for i in elsewhere if found[i].terminal]
+                waiting.update(i for i in elsewhere if not found[i].terminal)
+                ended = [found[i] for i in elsewhere if found[i].terminal and i not in waiting]
                 if ended:
                     yield ended
+            ends.ignore(*(ends.keys - waiting))
             while waiting:
-                batch = [await q.get()]
-                while not q.empty():
-                    batch.append(q.get_nowait())
-                batch = [t for t in batch if t.id in waiting]  # (a follower may be told after its read)
+                await ends.wait()
+                batch = [t for t in ends.drain() if t.id in waiting]  # (told after it was read ended)
                 waiting.difference_update(t.id for t in batch)
                 if batch:
                     yield batch
-        finally:
-            for i in waiting:
-                s = self._enders.get(i)
-                if s:
-                    s.discard(q)
-                    if not s:
-                        del self._enders[i]
 
     # ------------------------------------------------------------------ scheduling
     def _push(self, task: Task) -> None:
@@ -925,8 +922,8 @@ class Engine:
             self._unfinished -= 1
             self.scheduler.left(task)
         if not new.terminal:
-            if task.id in self._watchers:
-                self._publish(task)
+            if task.id in self.watchers.topics:
+                self.watchers.publish(task.id, copy.copy(task))
             if task.spec.annotations and OBSERVER in task.spec.annotations:
                 self._observe(task)
 
@@ -952,7 +949,7 @@ class Engine:
             return
         dirty, self._dirty = self._dirty, {}
         rows = [(t.id, t.mutable_row()) for t in dirty.values()]
-        if self._list_watchers:
+        if self.list_watchers.topics:
             self._publish_list([copy.copy(t) for t in dirty.values()], [])
         ended = [copy.copy(t) for t in dirty.values() if t.terminal]
         if ended:
@@ -986,41 +983,26 @@ class Engine:
             live = self.tasks.get(snap.id)
             if live is not None and live.terminal and snap.id not in self._dirty:
                 self._let_go(live)
-            self._publish(snap)
-            for q in self._enders.pop(snap.id, ()):
-                q.put_nowait(snap)
+            self._tell(snap)
             if stages.ON:
                 stages.mark(snap.id, "announced")
             if snap.spec.annotations and OBSERVER in snap.spec.annotations:
                 self._observe(snap)
 
     def _observe(self, task: Task) -> None:
-        observer = self.observers.get(task.spec.annotations[OBSERVER])
-        if observer is not None:
-            try:
-                observer(copy.copy(task))
-            except Exception:  # an observer's bug must not break the engine
-                log.exception("observer of task %d failed", task.id)
+        key = task.spec.annotations[OBSERVER]
+        if key in self.observers.topics:  # (a subscriber's exception is logged there, the engine goes on)
+            self.observers.publish(key, copy.copy(task))
 
-    def _publish(self, task: Task) -> None:
-        watchers = self._watchers.get(task.id)
-        if watchers:
-            snap = copy.copy(task)
-            for q in watchers:
-                q.put_nowait(snap)
-
+    def _tell(self, snap: Task) -> None:
+        """A committed change (a snapshot) to the task's watchers, and its end to those waiting for it."""
+        if snap.id in self.watchers.topics:
+            self.watchers.publish(snap.id, snap)
+        if snap.terminal and snap.id in self.enders.topics:
+            self.enders.publish_last(snap.id, snap)
 
 
 WATCH_BACKLOG = 1000
-
-
-class _ListWatcher:
-    """One WatchTasks reader: its namespace (None: all) and its queue of change batches."""
-
-    def __init__(self, namespace: str | None):
-        self.namespace = namespace
-        self.queue: asyncio.Queue = asyncio.Queue(maxsize=WATCH_BACKLOG)
-        self.overflowed = False
 
 
 def _in_namespace(task: Task, namespace: str) -> bool:

@@ -1,25 +1,30 @@
 """Per-task logs: numbering, batching to the store, and fan-out to live readers.
 
 A running task's recent lines stay in memory; readers that fall behind read the store.
-Appending never waits for a reader, so a slow reader cannot slow a task.
+Appending never waits for a reader, so a slow reader cannot slow a task. Readers are woken
+through `news` (server/broadcast.py), keyed by task id: by this server's appends and ends, and on
+a follower server by the store's notifications (server/cluster.py), so one read() serves both.
 """
 from __future__ import annotations
 
 import asyncio
 from typing import AsyncIterator
 
+from .broadcast import Broadcaster
 from .model import LogStream, now_ms
 from .storage import Store
 
 # Lines kept in memory per live task beyond what the store already has.
 KEEP_IN_MEMORY = 20_000
 READ_BATCH = 4_000
-FOLLOWER_RECHECK_SECONDS = 5.0
+# A waiting reader reads the store again after this long even if nobody woke it: a follower's
+# notification may be lost while its database connection is re-made.
+RECHECK_SECONDS = 5.0
 MAX_LINES = 1_000_000  # per task, by default; output beyond is dropped after one marker line
 
 
 class TaskLog:
-    __slots__ = ("task_id", "base", "lines", "next_seq", "committed", "ended", "truncated", "cursor", "_waiters")
+    __slots__ = ("task_id", "base", "lines", "next_seq", "committed", "ended", "truncated", "cursor")
 
     def __init__(self, task_id: int, next_seq: int):
         self.task_id = task_id
@@ -30,18 +35,6 @@ class TaskLog:
         self.ended = False
         self.truncated = False        # the cap was reached: only system lines are kept
         self.cursor: tuple[int, int] | None = None  # (attempt, next line) of lines numbered by an agent
-        self._waiters: list[asyncio.Future] = []
-
-    def wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for w in waiters:
-            if not w.done():
-                w.set_result(None)
-
-    def changed(self) -> asyncio.Future:
-        f = asyncio.get_running_loop().create_future()
-        self._waiters.append(f)
-        return f
 
     def trim(self) -> None:
         drop = min(self.committed, self.next_seq - KEEP_IN_MEMORY) - self.base
@@ -59,7 +52,7 @@ class LogBus:
         self._cursors: dict[int, str] = {}
         self._flush_scheduled = False
         self._empty: set[int] = set()  # tasks known to have no stored line yet (created by this process)
-        self._followers: dict[int, list[asyncio.Future]] = {}  # a follower server's readers, per task
+        self.news = Broadcaster()      # task id -> readers to wake (a line, or the end)
         # Several servers (server/cluster.py): readers get committed lines only, so a reader that
         # resumes on another server after this one died finds every line it saw, under the same seq.
         self.committed_only = False
@@ -108,7 +101,8 @@ class LogBus:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
-        tl.wake()
+        if task_id in self.news.topics:
+            self.news.publish(task_id)
 
     def _renumbered(self, tl: TaskLog, entries: list, attempt: int, first: int) -> list:
         if tl.cursor is None:
@@ -154,113 +148,78 @@ class LogBus:
             if tl is not None:
                 tl.committed = max(tl.committed, seq + 1)
                 tl.trim()
-                if self.committed_only:
-                    tl.wake()
                 if tl.ended and tl.committed >= tl.next_seq:
                     del self.live[task_id]
-                    tl.wake()
+                elif not self.committed_only:
+                    continue
+                self.changed(task_id)
 
     def end(self, task_id: int) -> None:
         """The task ended: no more lines will come. Readers finish once they caught up."""
         self._empty.discard(task_id)
         tl = self.live.get(task_id)
-        if tl is None:
-            return
-        tl.ended = True
-        if tl.committed >= tl.next_seq:
-            del self.live[task_id]
-        tl.wake()
+        if tl is not None:
+            tl.ended = True
+            if tl.committed >= tl.next_seq:
+                del self.live[task_id]
+        self.changed(task_id)
 
     def forget(self, task_id: int) -> None:
         self._empty.discard(task_id)
         tl = self.live.pop(task_id, None)
         if tl is not None:
             tl.ended = True
-            tl.wake()
+        self.changed(task_id)
 
-    # -- a follower server (server/cluster.py): lines come from the store, announced by notifications
-    def followed(self) -> set[int]:
-        return set(self._followers)
+    def changed(self, task_id: int) -> None:
+        """Wake the task's readers (a line or its end, here; on a follower, told by the store)."""
+        if task_id in self.news.topics:
+            self.news.publish(task_id)
 
-    def wake_follower(self, task_id: int) -> None:
-        for f in self._followers.pop(task_id, ()):
-            if not f.done():
-                f.set_result(None)
+    async def read(self, task_id: int, offset: int, follow: bool, is_done) -> AsyncIterator[list[tuple]]:
+        """Yield batches of (seq, time_ms, stream, text) from `offset` on, without gaps.
 
-    async def follow_store(self, task_id: int, offset: int, follow: bool, has_ended) -> AsyncIterator[list[tuple]]:
-        """read(), on a server that does not run the task: committed lines from `offset` on, without
-        gaps; with `follow`, until the task has ended (committed) and every line was yielded."""
+        `await is_done()` tells whether the task has ended; with `follow` the iterator runs
+        until the task ended and every line was yielded. A task this server does not run (a
+        follower's) is read from the store, woken as its lines are committed.
+        """
         pos = max(0, offset)
         loop = asyncio.get_running_loop()
-        while True:
-            woken = loop.create_future()  # registered before reading: a line committed after is told
-            self._followers.setdefault(task_id, []).append(woken)
-            try:
+        # Subscribed before anything is read: a line or end told while the store is read is kept.
+        with self.news.subscribe(task_id, limit=1) as woken:
+            while True:
+                woken.clear()
+                tl = self.live.get(task_id)
+                if tl is not None and pos >= tl.base:
+                    end = tl.committed if self.committed_only else tl.next_seq
+                    if pos < end:
+                        batch = tl.lines[pos - tl.base: min(end, pos + READ_BATCH) - tl.base]
+                        pos += len(batch)
+                        yield batch
+                        continue
+                    if not follow or (tl.ended and pos >= tl.next_seq):
+                        return
+                    await woken.wait()
+                    continue
+                # Not in memory: what the store has (the task ended, runs elsewhere, or this reader is behind).
                 rows = await loop.run_in_executor(None, self.store.read_logs, task_id, pos, READ_BATCH)
                 if rows:
                     pos += len(rows)
                     yield [tuple(r) for r in rows]
                     continue
-                if not follow or await loop.run_in_executor(None, has_ended):
-                    # Its last lines are committed no later than its end (Engine._flush): one more read.
-                    rows = await loop.run_in_executor(None, self.store.read_logs, task_id, pos, READ_BATCH)
-                    if rows:
-                        pos += len(rows)
-                        yield [tuple(r) for r in rows]
-                        continue
-                    return
-                try:  # told by a notification; the timeout only covers one lost while reconnecting
-                    await asyncio.wait_for(woken, FOLLOWER_RECHECK_SECONDS)
-                except asyncio.TimeoutError:
-                    pass
-            finally:
-                waiting = self._followers.get(task_id)
-                if waiting and woken in waiting:
-                    waiting.remove(woken)
-                    if not waiting:
-                        del self._followers[task_id]
-
-    async def read(self, task_id: int, offset: int, follow: bool, is_done) -> AsyncIterator[list[tuple]]:
-        """Yield batches of (seq, time_ms, stream, text) from `offset` on, without gaps.
-
-        `is_done()` tells whether the task has ended; with `follow` the iterator runs
-        until the task ended and every line was yielded.
-        """
-        pos = max(0, offset)
-        loop = asyncio.get_running_loop()
-        while True:
-            tl = self.live.get(task_id)
-            if tl is not None and pos >= tl.base:
-                end = tl.committed if self.committed_only else tl.next_seq
-                if pos < end:
-                    batch = tl.lines[pos - tl.base: min(end, pos + READ_BATCH) - tl.base]
-                    pos += len(batch)
-                    yield batch
+                tl = self.live.get(task_id)
+                if tl is not None:
+                    if pos < tl.base:  # cannot happen: lines below base are committed
+                        raise RuntimeError(f"log of task {task_id} has a gap at {pos}")
                     continue
-                if not follow or (tl.ended and pos >= tl.next_seq):
-                    return
-                await tl.changed()
-                continue
-            # Not in memory: what the store has (the task ended, or this reader is behind).
-            rows = await loop.run_in_executor(None, self.store.read_logs, task_id, pos, READ_BATCH)
-            if rows:
-                pos += len(rows)
-                yield [tuple(r) for r in rows]
-                continue
-            tl = self.live.get(task_id)
-            if tl is not None:
-                if pos < tl.base:  # cannot happen: lines below base are committed
-                    raise RuntimeError(f"log of task {task_id} has a gap at {pos}")
-                continue
-            if not follow or is_done():
-                # The task may have run and its lines been committed (and dropped from memory)
-                # while the store was being read above: one more read before saying it is all.
-                rows = await loop.run_in_executor(None, self.store.read_logs, task_id, pos, READ_BATCH)
-                if not rows:
-                    return
-                pos += len(rows)
-                yield [tuple(r) for r in rows]
-                continue
-            # Not started yet: wait for the first line (or the end).
-            tl = self.open(task_id)
-            await tl.changed()
+                if not follow or await is_done():
+                    # The task may have run and its lines been committed (and dropped from memory)
+                    # while the store was being read above: one more read before saying it is all.
+                    rows = await loop.run_in_executor(None, self.store.read_logs, task_id, pos, READ_BATCH)
+                    if not rows:
+                        return
+                    pos += len(rows)
+                    yield [tuple(r) for r in rows]
+                    continue
+                # Not started yet, or run elsewhere: wait for a line (or the end).
+                await woken.wait(RECHECK_SECONDS)

@@ -3,12 +3,14 @@ takes over when it dies, and a deposed scheduler's writes are refused by the dat
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -267,3 +269,39 @@ def test_tasks_on_an_agent_are_adopted_by_the_next_scheduler(tmp_path, pg_url):
         forwarder.close()
         old.close()
         new.close()
+
+
+def unfinished_shown(server: ServerProcess) -> int:
+    """The server's count of unfinished tasks (on a follower: all are outside its memory, shown as new)."""
+    with urllib.request.urlopen(server.http_url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return int(float(re.search(r'^taskhub_tasks_unfinished\{status="new"\} (\S+)$', text, re.M).group(1)))
+
+
+def test_a_follower_refuses_creates_past_max_queued(tmp_path, pg_url):
+    """--max-queued counts the unfinished tasks of every server: the scheduler publishes its count each
+    beat, a follower adds its own creates to it and refuses past the limit, as the scheduler does."""
+    args = ["--no-local-node", "--max-queued", "4"]
+    (tmp_path / "s0").mkdir(), (tmp_path / "s1").mkdir()
+    leader = ServerProcess(tmp_path / "s0", ["--http-port", "-1", *args], db=pg_url).start()
+    follower = ServerProcess(tmp_path / "s1", args, db=pg_url).start()  # with HTTP: its /metrics
+    try:
+        assert any("a follower among the servers" in line for line in follower.output)
+        c0, c1 = leader.client(), follower.client()
+        made = c0.create_tasks([make_spec(argv=["true"]) for _ in range(3)])  # no node: they stay queued
+        wait_for(lambda: unfinished_shown(follower) == 3, what="the follower to hear the scheduler's count")
+        c1.create_task(argv=["true"])  # the fourth
+        for client in (c1, c0):  # the follower counted its own create at once; the scheduler heard of it
+            with pytest.raises(grpc.RpcError) as e:
+                client.create_task(argv=["true"])
+            assert rpc_code(e) == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-queued" in e.value.details()
+        for t in made[:2]:
+            c0.cancel_task(t.id)
+        wait_for(lambda: unfinished_shown(follower) == 2, what="the follower to hear of the two ends")
+        c1.create_tasks([make_spec(argv=["true"]) for _ in range(2)])
+        with pytest.raises(grpc.RpcError) as e:
+            c1.create_task(argv=["true"])
+        assert rpc_code(e) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        follower.close()
+        leader.close()

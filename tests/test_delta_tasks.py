@@ -232,3 +232,89 @@ def test_cancelling_the_task_stops_its_clients(cluster):
     for t in clients:
         ended = client.wait(t.id)
         assert ended.status in (tpb.TASK_STATUS_CANCELLED, tpb.TASK_STATUS_FAILED), ended
+
+
+# -- a restart: what Delta holds in memory (wait timers, coordinator-client links) comes back from the store --
+def _restartable(root, port: int, *extra: str) -> ServerProcess:
+    # The agents' lease (--node-timeout) outlasts the restart, so their runs go on (README, Reliability).
+    return ServerProcess(root, ["--no-local-node", "--grpc-port", str(port), "--node-timeout", "30", *extra],
+                         db=root / "taskhub.db")
+
+
+def test_a_restart_does_not_extend_a_coordinators_wait_for_holders(tmp_path):
+    import time
+    from node_agents import free_port
+    timeout = 20
+    server = _restartable(tmp_path, free_port()).start()
+    try:
+        task_id = DeltaNode(server.http_url).create_task(WageAvg("nobody-has.csv", wait_timeout=timeout).build())
+        client = server.client()
+        created = wait_for(lambda: (t := client.get_task(task_id)).queue_reason and t, 30, what="a queue reason")
+        server.terminate()
+        deadline_ms = created.create_time_ms + timeout * 1000
+        # Down for half of the wait: a wait counted afresh at the restart would end at least 10 s late.
+        while time.time() * 1000 < created.create_time_ms + timeout * 1000 / 2:
+            time.sleep(0.05)
+        server = _restartable(tmp_path, free_port()).start()
+        ready_ms = time.time() * 1000  # a deadline passed while the server started is kept at once
+        client = server.client()
+        ended = wait_for(lambda: (e := client.get_task(task_id)).done_time_ms and e, 120, 0.2, what="the wait's end")
+        assert ended.status == tpb.TASK_STATUS_CANCELLED and f"after wait_timeout {timeout}s" in ended.error, ended
+        assert deadline_ms - 50 <= ended.done_time_ms < max(deadline_ms, ready_ms) + 4000, \
+            (ended.done_time_ms - deadline_ms, ready_ms - deadline_ms)
+    finally:
+        server.close()
+
+
+class GatedFit(LinearFit):
+    """LinearFit whose clients wait in their first training step, away from the server, until a file exists."""
+
+    def __init__(self, gate: str):
+        super().__init__(rounds=50)
+        self.gate = gate
+
+    def train(self, dataloader):
+        import os
+        import time
+        open(os.path.join(self.gate, f"training-{os.getpid()}"), "w").close()
+        while not os.path.exists(os.path.join(self.gate, "go")):
+            time.sleep(0.05)
+        super().train(dataloader)
+
+
+def test_clients_started_before_a_restart_end_with_their_coordinator(tmp_path):
+    """The coordinator's call to the server breaks while it restarts, so it fails; the server that
+    comes back still knows its clients (they run on, training, on the agents) and cancels them."""
+    from node_agents import AgentProcess, free_port
+    rng = np.random.default_rng(1)
+    xy = pd.DataFrame(rng.uniform(-1, 1, size=(100, 3)), columns=["x1", "x2", "y"])
+    for name in "ab":
+        (tmp_path / f"data-{name}").mkdir()
+        xy.to_csv(tmp_path / f"data-{name}" / "xy.csv", index=False)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    port = free_port()
+    server = _restartable(tmp_path, port).start()
+    agents = [AgentProcess(server.grpc_target, name, tmp_path, "--slots", "2", "--data-dir", str(tmp_path / f"data-{name}"))
+              .start() for name in "ab"]
+    channel, nodes = node_stub(server.grpc_target)
+    try:
+        wait_online(nodes, "a", "b")
+        task_id = DeltaNode(server.http_url).create_task(GatedFit(str(gate)).build())
+        wait_for(lambda: len(list(gate.glob("training-*"))) == 2, 120, what="both clients training")
+        client = server.client()
+        parts = [t for t in client.list_tasks(limit=50).tasks if t.spec.annotations.get("delta.run") == str(task_id)]
+        assert len(parts) == 2 and all(t.status == tpb.TASK_STATUS_RUNNING for t in parts), parts
+        server.terminate()
+        server = _restartable(tmp_path, port).start()
+        client = server.client()
+        assert client.wait(task_id).status in (tpb.TASK_STATUS_FAILED, tpb.TASK_STATUS_CANCELLED)
+        for t in parts:  # still in their training step: only the server can end them
+            ended = wait_for(lambda: (e := client.get_task(t.id)).done_time_ms and e, 120, 0.2, what="the client's end")
+            assert ended.status == tpb.TASK_STATUS_CANCELLED, ended
+            assert any(f"Delta task {task_id} ended" in line.text for line in client.trace(t.id, follow=False))
+    finally:
+        channel.close()
+        for a in agents:
+            a.close()
+        server.close()

@@ -16,7 +16,9 @@ from bench.pgcluster import free_port
 from conftest import wait_for
 from server.auth_store import AuditRecord, AuthStore, TokenRecord
 from server.errors import Unavailable
-from server.flow.store import FlowStore
+from server.flow.model import FlowJob, FlowTask
+from server.flow.model_store import MODEL_COLS, ModelStore
+from server.flow.store import FlowStore, delete_jobs
 from server.model import Status, Task, TaskSpec, TaskType
 from server.db_target import parse_db_target
 from server.storage import StoreError, open_store
@@ -97,6 +99,30 @@ def test_the_queue_is_read_in_windows_in_scheduling_order(db_url):
         assert [t.id for t in store.queued_tasks((5, tasks[4].id), 10)] == order[3:]
         assert [t.id for t in store.active_tasks()] == [placed.id]
         assert store.count_unfinished() == 6
+    run(db_url, body)
+
+
+def test_unfinished_tasks_are_found_by_an_annotation(db_url):
+    """Queued and placed ones carrying the annotation; not finished ones, nor those that only
+    mention its name elsewhere (Delta rebuilds its links and timers from these at start)."""
+    def marked(name: str, **annotations) -> TaskSpec:
+        s = spec(name)
+        s.annotations = annotations
+        return s
+
+    async def body(store):
+        queued, placed, done, other, mention = await create(store, [
+            marked("queued", **{"delta.role": "coordinator"}), marked("placed", **{"delta.role": "client"}),
+            marked("done", **{"delta.role": "client"}), marked("other", **{"delta.run": "1"}),
+            marked('says "delta.role"')])
+        placed.move(Status.SCHEDULING), placed.move(Status.SCHEDULED), placed.move(Status.QUEUED)
+        done.move(Status.SCHEDULING), done.move(Status.CANCELLED)
+        async with store.batch() as b:
+            b.update_tasks([(t.id, t.mutable_row()) for t in (placed, done)])
+        found = store.annotated_unfinished("delta.role")
+        assert sorted(t.id for t in found) == [queued.id, placed.id]
+        assert {t.spec.annotations["delta.role"] for t in found} == {"coordinator", "client"}
+        assert store.annotated_unfinished("nobody.uses.this") == []
     run(db_url, body)
 
 
@@ -242,74 +268,288 @@ def test_retention_finds_only_old_finished_records(db_url):
     run(db_url, body)
 
 
-def test_flow_store_round_trip(db_url):
-    """The FATE store's portable statements on each backend (jobs' JSON merges are SQLite's for now)."""
+# ---------------------------------------------------------------- FATE (server/storage/flow.py)
+async def barrier(store) -> None:
+    """Every batch handed to the writer before this one is committed once it is (one writer, in order)."""
+    async with store.batch() as b:
+        b.put_kv_if_absent("barrier", "1")
+
+
+def job_row(job_id: str, namespace: str = "fate", status: int = 3, created: int = 100, ended: int = 0,
+            parties=(("guest", 9999), ("host", 10000)), job_type: str = "train") -> tuple:
+    """FLOW_JOB_COLUMNS."""
+    return (job_id, namespace, job_type, status, "{}", "{}", "guest", 9999, json.dumps([list(p) for p in parties]),
+            "", "", 1.5, "d", "", 0, created, 0, ended, created)
+
+
+def task_row(job_id: str, component: str, role: str = "guest", party: int = 9999, status: int = 1,
+             created: int = 100) -> tuple:
+    """FLOW_TASK_COLUMNS."""
+    return (job_id, component, role, party, "HeteroLR", status, 0, 0, 0, "", "", 0, created, 0, 0)
+
+
+def test_flow_jobs_and_tasks(db_url):
+    async def body(store):
+        async with store.batch() as b:
+            b.put_flow_job(job_row("j1", "ns-a", created=100))
+            b.put_flow_job(job_row("j2", "ns-b", status=7, created=200, ended=300, job_type="predict"))
+            b.put_flow_job(job_row("j_x", "ns-a", status=6, created=300, ended=5000, parties=[("guest", 1)]))
+            b.put_flow_job(job_row("jax", "ns-a", status=4, created=400, ended=6000, parties=[("arbiter", 7)]))
+            b.insert_flow_tasks([task_row("j1", "lr_0") + ('{"alpha": 1}',),
+                                 task_row("j1", "lr_0", "host", 10000, created=101) + ("{}",),
+                                 task_row("j2", "reader_0", status=7) + ("{}",)])
+        job = store.flow_job("j1")
+        assert (job["namespace"], job["status"], job["timeout_seconds"], json.loads(job["parties_json"])) == \
+            ("ns-a", 3, 1.5, [["guest", 9999], ["host", 10000]])
+        assert store.flow_job("nope") is None
+        assert [j["job_id"] for j in store.flow_unfinished_jobs()] == ["j1"]
+        assert store.flow_finished_job_ids(1000, 10) == ["j2"] and store.flow_finished_job_ids(10**6, 2) == ["j2", "j_x"]
+        assert store.flow_job_counts() == {3: 1, 7: 1, 6: 1, 4: 1}
+        assert sorted((t["role"], t["party_id"]) for t in store.flow_job_tasks("j1")) == [("guest", 9999), ("host", 10000)]
+        assert store.flow_task_outputs(("j1", "lr_0", "guest", 9999))["parameters_json"] == '{"alpha": 1}'
+        assert store.flow_task_outputs(("j1", "lr_0", "guest", 1)) is None
+
+        row = list(task_row("j1", "lr_0", status=2))
+        row[9], row[6] = "node-1", 42  # node, taskhub_task_id
+        async with store.batch() as b:
+            b.update_flow_tasks([tuple(row)])
+            b.put_flow_job(job_row("j1", "ns-a", status=7, created=100, ended=900))  # replaced whole
+        [t] = [t for t in store.flow_job_tasks("j1") if t["role"] == "guest"]
+        assert (t["status"], t["node"], t["taskhub_task_id"]) == (2, "node-1", 42)
+        assert store.flow_job("j1")["status"] == 7 and store.flow_unfinished_jobs() == []
+        b = store.batch()
+        b.put_flow_job(job_row("j9"))
+        b.insert_flow_tasks([task_row("j1", "lr_0") + ("{}",)])  # already there: the whole batch is refused
+        with pytest.raises(Unavailable, match="nothing was saved"):
+            await b.submit(wait=True)
+        assert store.flow_job("j9") is None
+
+        def ids(**kw):
+            args = {"job_id": "", "party": None, "statuses": [], "job_type": "", "limit": 10, "offset": 0, "scope": None}
+            rows, total = store.flow_list_jobs(**(args | kw))
+            return [r["job_id"] for r in rows], total
+        assert ids() == (["jax", "j_x", "j2", "j1"], 4)
+        assert ids(limit=2, offset=1) == (["j_x", "j2"], 4)
+        assert ids(job_id="j_*") == (["j_x"], 1)  # '_' is no wildcard in a prefix
+        assert ids(job_id="j2") == (["j2"], 1) and ids(job_id="j*", statuses=[6, 4]) == (["jax", "j_x"], 2)
+        assert ids(job_type="predict") == (["j2"], 1)
+        assert ids(scope=("ns-a",)) == (["jax", "j_x", "j1"], 3) and ids(scope=()) == ([], 0)
+        assert ids(party=("host", 10000)) == (["j2", "j1"], 2) and ids(party=("guest", 0)) == (["j_x", "j2", "j1"], 3)
+        assert ids(party=("host", 1)) == ([], 0) and ids(party=("arbiter", 0)) == (["jax"], 1)
+
+        def tasks(**kw):
+            args = {"job_id": "", "role": "", "party_id": 0, "component": "", "statuses": [], "limit": 10,
+                    "offset": 0, "scope": None}
+            rows, total = store.flow_list_tasks(**(args | kw))
+            return [(r["job_id"], r["role"]) for r in rows], total
+        assert tasks() == ([("j2", "guest"), ("j1", "guest"), ("j1", "host")], 3)
+        assert tasks(job_id="j1", role="host") == ([("j1", "host")], 1)
+        assert tasks(party_id=9999, statuses=[2]) == ([("j1", "guest")], 1)
+        assert tasks(component="reader_0") == ([("j2", "guest")], 1)
+        assert tasks(scope=("ns-b",)) == ([("j2", "guest")], 1) and tasks(limit=1, offset=2) == ([("j1", "host")], 3)
+        assert sorted(store.flow_job_ids_created_between(150, 301, None)) == ["j2", "j_x"]
+        assert store.flow_job_ids_created_between(150, 301, ("ns-a",)) == ["j_x"]
+    run(db_url, body)
+
+
+def test_flow_tracking(db_url):
+    """Metrics appended (each backend's JSON functions), summaries patched, models set, outputs cleared."""
     async def body(store):
         fs = FlowStore(store)
-        await fs.record_upload("j1", "ns", "t", "{}", 0, 5)
-        fs.set_upload_count("j1", 42)
-        await fs.put_message("j1", "x", "0", ("guest", 9), ("host", 10), b"\x00\x01payload")
-        await fs.put_message("j1", "x", "0", ("guest", 9), ("host", 10), b"replaced")
-        assert fs.get_message("j1", "x", "0", ("guest", 9), ("host", 10)) == b"replaced"
-        assert [(u["job_id"], u["upload_count"]) for u in fs.uploads(10, "")] == [("j1", 42)]
-        await fs.execute(fs.replace_table("ns", "t") + [fs.append_chunk_stmt("ns", "t", i, 1, f"r{i}") for i in range(3)])
-        assert list(fs.table_chunks("ns", "t")) == ["r0", "r1", "r2"]
-    run(db_url, body)
-
-
-def test_federation_outbox_messages(db_url):
-    """What server/sites/outbox.py keeps: messages for another party's server, replaced by key, deleted once delivered."""
-    async def body(store):
-        row = ("j1", "grad", "hetero_lr_0.1", "guest", 9999, "host", 10000, b"\x00\xffsecret")
-        local = ("j1", "grad", "hetero_lr_0.1", "host", 10000, "guest", 9999, b"in")
-        async with store.batch() as b:
-            b.put_flow_messages([row, local])
-        async with store.batch() as b:   # the same key again replaces it
-            b.put_flow_messages([row[:-1] + (b"newer",)])
-        assert store.flow_outbox(9999) == [row[:-1] + (b"newer",)]
-        assert store.flow_outbox(10000) == [local]
-        async with store.batch() as b:
-            b.delete_flow_messages([row[:-1]])
-        assert store.flow_outbox(9999) == []
-        assert FlowStore(store).get_message("j1", "grad", "hetero_lr_0.1", ("host", 10000), ("guest", 9999)) == b"in"
-    run(db_url, body)
-
-
-def test_flow_json_operations(db_url):
-    """What each backend does with its own JSON functions: metrics appended, summaries patched, jobs
-    found by party, a model's service ids kept once."""
-    from server.flow.model import FlowJob, FlowTask
-    from server.flow.model_store import MODEL_COLS, ModelStore
-
-    async def body(store):
-        fs, ms = FlowStore(store), ModelStore(store)
-        parties = [("guest", 9999), ("host", 10000)]
         task = FlowTask(job_id="j1", component="lr_0", role="guest", party_id=9999, module="HeteroLR")
-        job = FlowJob("j1", "fate", "train", "{}", "{}", ("guest", 9999), parties, tasks={task.key: task})
-        await fs.insert_job(job, {})
-        await fs.insert_job(FlowJob("j2", "fate", "train", "{}", "{}", ("guest", 1), [("guest", 1)]), {})
-        key = ("j1", "lr_0", "guest", 9999)
+        job = FlowJob("j1", "fate", "train", "{}", "{}", ("guest", 9999), [("guest", 9999)], tasks={task.key: task})
+        await fs.insert_job(job, {task.key: {"max_iter": 3}})
+        key, other = ("j1", "lr_0", "guest", 9999), ("j2", "lr_0", "guest", 9999)
         await fs.put_metric(key, "train", "loss", [[0, 0.7]], '{"unit": "x"}')
         await fs.put_metric(key, "train", "loss", [[1, 0.5], [2, {"a": 1}]], "")
-        [m] = fs.metrics(*key)
-        assert json.loads(m["data_json"]) == [[0, 0.7], [1, 0.5], [2, {"a": 1}]]
-        assert json.loads(m["meta_json"]) == {"unit": "x"}
+        await fs.put_metric(key, "eval", "auc", [[0, 0.9]], "{}")
+        await fs.put_metric(other, "train", "loss", [[0, 1]], "{}")
+        [auc, loss] = fs.metrics(*key)
+        assert (auc["name"], json.loads(loss["data_json"])) == ("auc", [[0, 0.7], [1, 0.5], [2, {"a": 1}]])
+        assert json.loads(loss["meta_json"]) == {"unit": "x"}
+        assert store.flow_count_metrics(key=key) == 2 and store.flow_count_metrics(["j1", "j2"]) == 3
+        assert store.flow_count_metrics([]) == 0
         await fs.put_outputs(key, summary_json='{"a": 1, "b": 2}')
         await fs.put_outputs(key, summary_json='{"b": 3, "a": null, "c": [1]}', model_json='{"w": 1}')
         outputs = fs.task_outputs(*key)
         assert json.loads(outputs["summary_json"]) == {"b": 3, "c": [1]} and outputs["model_json"] == '{"w": 1}'
-        by_party = lambda party: [j.job_id for j in fs.list_jobs("", party, [], "", 10, 0)[0]]  # noqa: E731
-        assert by_party(("host", 10000)) == ["j1"] and by_party(("host", 0)) == ["j1"]
-        assert sorted(by_party(("guest", 0))) == ["j1", "j2"] and by_party(("host", 1)) == []
-        row = {c: 0 for c in MODEL_COLS} | {"model_id": "m", "model_version": "v", "role": "guest", "party_id": 9,
-                                            "service_ids_json": "[]"}
-        row.update({c: "" for c in MODEL_COLS if c.endswith(("_json", "_role", "_version", "job_id")) and c not in
-                    ("service_ids_json", "model_version")})
-        await ms.put_models([row], [])
+        assert outputs["model_meta_json"] == "{}" and json.loads(outputs["parameters_json"]) == {"max_iter": 3}
+        assert await fs.clear_task_outputs([task], tracking=False) == (0, 2)
+        assert fs.metrics(*key) == [] and fs.task_outputs(*key)["model_json"] == '{"w": 1}'
+        await fs.put_metric(key, "train", "loss", [[0, 0.7]], "")
+        assert await fs.clear_task_outputs([task], tracking=True) == (0, 1)
+        outputs = fs.task_outputs(*key)
+        assert (outputs["summary_json"], outputs["model_json"], outputs["model_meta_json"]) == ("{}", "", "")
+        await fs.delete_metrics(["j2"])
+        assert store.flow_count_metrics(["j1", "j2"]) == 0
+    run(db_url, body)
+
+
+def test_flow_tables_and_uploads(db_url):
+    async def body(store):
+        fs = FlowStore(store)
+        async with store.batch() as b:
+            b.put_flow_job(job_row("j1", "ns-a"))
+            for seq in range(5):
+                b.put_flow_table_chunk("output_data_j1", "t", seq, 1, f"r{seq}")
+            b.put_flow_table_chunk("output_data_j1", "t", 4, 2, "r4\nr5")  # replaced
+        assert store.flow_table("output_data_j1", "t") is None  # invisible until described
+        assert store.flow_table_chunks("output_data_j1", "t", 1, 2) == [(2, "r2"), (3, "r3")]
+        assert list(fs.table_chunks("output_data_j1", "t")) == ["r0", "r1", "r2", "r3", "r4\nr5"]
+        info = {"namespace": "output_data_j1", "name": "t", "count": 6, "partitions": 4, "schema_json": "{}",
+                "job_id": "j1", "component": "lr_0", "role": "guest", "party_id": 9999, "output_name": "data_0",
+                "create_time_ms": 7}
+        await fs.describe_table(info)
+        await fs.describe_table(info | {"name": "u", "output_name": "data_1"})
+        await fs.describe_table(info | {"namespace": "experiment", "job_id": "upload-1"})  # no such job
+        got = store.flow_table("output_data_j1", "t")
+        assert {k: got[k] for k in info} == info and got["tenant"] == "ns-a"
+        assert store.flow_table("experiment", "t")["tenant"] == "fate"
+        assert store.flow_table_tenants("output_data_j1", "t") == ["ns-a"] and store.flow_table_tenants("x", "t") == []
+        assert [t["name"] for t in store.flow_output_tables(("j1", "lr_0", "guest", 9999))] == ["t", "u"]
+        await fs.describe_table(info | {"count": 9})
+        assert store.flow_table("output_data_j1", "t")["count"] == 9
+        await fs.delete_tables([("output_data_j1", "u")])
+        assert store.flow_table("output_data_j1", "u") is None
+        await fs.drop_table("output_data_j1", "t", wait=True)
+        assert store.flow_table("output_data_j1", "t") is None and list(fs.table_chunks("output_data_j1", "t")) == []
+
+        await fs.record_upload("j1", "experiment", "t", "{}", 0, 5)
+        await fs.record_upload("j2", "experiment", "u", "{}", 0, 6)
+        await fs.record_upload("j2", "experiment", "v", "{}", 3, 6)  # replaced
+        fs.set_upload_count("j1", 42)  # fire and forget: in once a later batch committed
+        await barrier(store)
+        assert [(u["job_id"], u["name"], u["upload_count"]) for u in fs.uploads(10, "")] == \
+            [("j2", "v", 3), ("j1", "t", 42)]
+        assert [u["job_id"] for u in fs.uploads(1, "")] == ["j2"] and [u["job_id"] for u in fs.uploads(9, "j1")] == ["j1"]
+        assert [u["job_id"] for u in fs.uploads(9, "", ("ns-a",))] == ["j1"]  # j2 has no job: in no namespace
+    run(db_url, body)
+
+
+def test_flow_messages_and_job_purge(db_url):
+    async def body(store):
+        fs = FlowStore(store)
+        guest, host = ("guest", 9), ("host", 10)
+        await fs.put_message("j1", "x", "0", guest, host, b"\x00\x01payload")
+        assert fs.get_message("j1", "x", "0", guest, host) == b"\x00\x01payload"
+        await fs.put_message("j1", "x", "0", guest, host, b"replaced")
+        await fs.put_message("j1", "x", "1", guest, host, b"other tag")
+        await fs.put_message("j2", "x", "0", guest, host, b"other job")
+        assert fs.get_message("j1", "x", "0", guest, host) == b"replaced"
+        assert fs.get_message("j1", "x", "0", host, guest) is None and fs.get_message("j1", "y", "0", guest, host) is None
+        fs.delete_messages("j1")
+        await barrier(store)
+        assert fs.get_message("j1", "x", "1", guest, host) is None and fs.get_message("j2", "x", "0", guest, host)
+        async with store.batch() as b:  # across sites: kept for another party's server until delivered
+            b.put_flow_messages([("j3", "x", "0", "guest", 9, "host", 10, b"a"), ("j3", "y", "0", "guest", 9, "host", 10, b"b"),
+                                 ("j3", "x", "0", "host", 10, "guest", 9, b"to me")])
+            b.put_flow_messages([("j3", "y", "0", "guest", 9, "host", 10, b"b2")])
+        assert sorted(store.flow_outbox(9)) == [("j2", "x", "0", "guest", 9, "host", 10, b"other job"),
+                                                ("j3", "x", "0", "guest", 9, "host", 10, b"a"),
+                                                ("j3", "y", "0", "guest", 9, "host", 10, b"b2")]
+        async with store.batch() as b:
+            b.delete_flow_messages([("j3", "x", "0", "guest", 9, "host", 10), ("j3", "y", "0", "guest", 9, "host", 10)])
+        assert [m[0] for m in store.flow_outbox(9)] == ["j2"] and store.flow_outbox(10) == [
+            ("j3", "x", "0", "host", 10, "guest", 9, b"to me")]
+
+        async with store.batch() as b:  # retention: a job goes with everything of it, output tables included
+            for j in ("j1", "j2"):
+                b.put_flow_job(job_row(j, status=7, ended=10))
+                b.insert_flow_tasks([task_row(j, "lr_0") + ("{}",)])
+                b.append_flow_metric((j, "lr_0", "guest", 9999, "train", "loss", "[[0, 1]]", ""))
+                b.put_flow_table_chunk(f"output_data_{j}", "t", 0, 1, "r")
+                b.put_flow_table((f"output_data_{j}", "t", 1, 1, "{}", j, "lr_0", "guest", 9999, "data_0", 1))
+                b.put_flow_upload((j, "experiment", j, "{}", 1, 1))
+        assert store.flow_finished_job_ids(11, 10) == ["j1", "j2"]
+        async with store.batch() as b:
+            delete_jobs(b, ["j2"])
+        assert store.flow_job("j2") is None and store.flow_job_tasks("j2") == []
+        assert store.flow_count_metrics(["j2"]) == 0 and store.flow_table("output_data_j2", "t") is None
+        assert store.flow_table_chunks("output_data_j2", "t", -1, 9) == [] and fs.uploads(9, "j2") == []
+        assert fs.get_message("j2", "x", "0", guest, host) is None
+        assert store.flow_job("j1") and store.flow_count_metrics(["j1"]) == 1 and store.flow_table("output_data_j1", "t")
+    run(db_url, body)
+
+
+def model_row(model_id: str, version: str, role: str = "guest", party: int = 9, tenant: str = "fate",
+              job_id: str = "", ts: int = 1) -> dict:
+    row = {c: "" for c in MODEL_COLS} | {"model_id": model_id, "model_version": version, "role": role,
+                                         "party_id": party, "job_id": job_id or version, "initiator_party": 9,
+                                         "imported": 0, "loaded_times": 0, "service_ids_json": "[]",
+                                         "create_time_ms": ts, "update_time_ms": ts, "tenant": tenant}
+    return row
+
+
+def component(model_id: str, version: str, name: str, role: str = "guest", party: int = 9, size: int = 3) -> dict:
+    return {"model_id": model_id, "model_version": version, "role": role, "party_id": party, "component": name,
+            "module": "HeteroLR", "model_json": "x" * size, "meta_json": "{}"}
+
+
+def test_flow_models(db_url):
+    async def body(store):
+        fs, ms = FlowStore(store), ModelStore(store)
+        async with store.batch() as b:  # a train job whose guest task wrote a model; its host task none
+            b.put_flow_job(job_row("v1", "ns-a", status=7))
+            b.insert_flow_tasks([task_row("v1", "lr_0") + ("{}",), task_row("v1", "reader_0") + ("{}",),
+                                 task_row("v1", "lr_0", "host", 10000) + ("{}",)])
+        await fs.put_outputs(("v1", "lr_0", "guest", 9999), model_json='{"w": 1}', model_meta_json='{"m": 1}')
+        await ms.register_job([model_row("m", "v1", "guest", 9999, "ns-a", ts=5),
+                               model_row("m", "v1", "host", 10000, "ns-a", ts=5)])
+        assert [(c["component"], c["model_json"], c["meta_json"]) for c in ms.components("m", "v1")] == \
+            [("lr_0", '{"w": 1}', '{"m": 1}')]
+        assert [(r["role"], r["size"]) for r in ms.models("m", "v1")] == [("guest", 16), ("host", 0)]
+        await ms.put_models([model_row("m", "v2", ts=6)], [component("m", "v2", "a"), component("m", "v2", "b", size=5)])
+        await ms.put_models([model_row("m", "v2", ts=6)], [component("m", "v2", "c", size=1)])  # replaces a and b
+        assert [c["component"] for c in ms.components("m", "v2", "guest", 9)] == ["c"]
+        assert ms.components("m", "v2", "host", 9) == []
+        assert [(r["model_version"], r["role"]) for r in ms.models("m")] == [("v2", "guest"), ("v1", "guest"), ("v1", "host")]
+        assert [r["model_version"] for r in ms.models(scope=("ns-a",))] == ["v1", "v1"]
+        assert [r["role"] for r in ms.models(role="host", party_id=10000)] == ["host"] and ms.models(scope=()) == []
+        assert {r["tenant"] for r in ms.models(model_version="v2")} == {"fate"}
+        await ms.mark_loaded([("m", "v2", "guest", 9)], 50)
+        await ms.mark_loaded([("m", "v2", "guest", 9)], 60)
         for sid in ("s1", "s2", "s1"):
-            await ms.bind_service([("m", "v", "guest", 9)], sid, 5)
-        [model] = ms.models("m", "v")
-        assert json.loads(model["service_ids_json"]) == ["s1", "s2"]
+            await ms.bind_service([("m", "v2", "guest", 9)], sid, 70)
+        [v2] = ms.models("m", "v2")
+        assert (v2["loaded_times"], v2["update_time_ms"], json.loads(v2["service_ids_json"])) == (2, 70, ["s1", "s2"])
+        assert store.flow_model_tenants("v1", "m") == ["ns-a"] and store.flow_model_tenants("v1") == ["ns-a"]
+        assert store.flow_model_tenants("v1", "other") == [] and store.flow_job_tenants("v1") == ["ns-a"]
+        assert store.flow_job_tenants("nope") == []
+        await ms.delete_model("m", "v2")
+        assert ms.models("m", "v2") == [] and ms.components("m", "v2") == [] and len(ms.models("m")) == 2
+    run(db_url, body)
+
+
+def test_flow_tags(db_url):
+    async def body(store):
+        ms = ModelStore(store)
+        await ms.put_models([model_row("m", "v1"), model_row("m", "v1", "host", 10)], [component("m", "v1", "a")])
+        await ms.put_models([model_row("n", "v2")], [])
+        await ms.create_tag("prod", "production", 1, "ns-a")
+        await ms.create_tag("dev", "", 2, "ns-b")
+        with pytest.raises(Unavailable):
+            await ms.create_tag("prod", "again", 3, "ns-a")  # a tag's name is its key
+        await ms.tag_model("prod", "v1", remove=False)
+        await ms.tag_model("prod", "v1", remove=False)  # linked once
+        await ms.tag_model("prod", "v2", remove=False)
+        await ms.tag_model("dev", "v2", remove=False)
+        assert [(t["name"], t["model_count"]) for t in ms.tags()] == [("prod", 2), ("dev", 1)]
+        assert [t["name"] for t in ms.tags(limit=1)] == ["prod"] and [t["name"] for t in ms.tags("de")] == ["dev"]
+        assert [t["name"] for t in ms.tags(scope=("ns-b",))] == ["dev"] and ms.tags(scope=()) == []
+        assert ms.get_tag("prod") == {"name": "prod", "description": "production", "create_time_ms": 1}
+        assert ms.get_tag("nope") is None and store.flow_tag_tenants("dev") == ["ns-b"]
+        assert [t["name"] for t in ms.model_tags("v2")] == ["prod", "dev"]
+        assert [(m["model_version"], m["role"], m["size"]) for m in ms.tagged_models("prod")] == \
+            [("v1", "guest", 5), ("v1", "host", 0), ("v2", "guest", 0)]
+        await ms.update_tag("prod", "live", "renamed")
+        assert ms.get_tag("prod") is None and ms.get_tag("live")["description"] == "renamed"
+        assert [t["name"] for t in ms.model_tags("v1")] == ["live"] and store.flow_tag_tenants("live") == ["ns-a"]
+        await ms.tag_model("live", "v1", remove=True)
+        assert [m["model_version"] for m in ms.tagged_models("live")] == ["v2"]
+        await ms.delete_model("n", "v2")  # the last model of v2: its tags' links go with it
+        assert ms.model_tags("v2") == [] and [(t["name"], t["model_count"]) for t in ms.tags()] == [("live", 0), ("dev", 0)]
+        await ms.delete_tag("dev")
+        assert [t["name"] for t in ms.tags()] == ["live"]
     run(db_url, body)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from .. import errors
+from ..broadcast import Broadcaster
 
 MAX_PAYLOAD = 64 << 20
 CLOSED_MEMORY = 600.0  # seconds a closed run's reason is kept
@@ -17,7 +18,7 @@ CLOSED_MEMORY = 600.0  # seconds a closed run's reason is kept
 class DeltaChannel:
     def __init__(self):
         self._boxes: dict[int, dict[str, bytes]] = {}
-        self._waiters: dict[tuple[int, str], list[asyncio.Future]] = {}
+        self._arrivals = Broadcaster()  # (run, key) -> readers waiting for that message
         self._closed: dict[int, str] = {}
 
     def send(self, run: int, key: str, payload: bytes) -> None:
@@ -26,9 +27,7 @@ class DeltaChannel:
         if not key or len(payload) > MAX_PAYLOAD:
             raise errors.InvalidArgument(f"a Delta message needs a key and at most {MAX_PAYLOAD} bytes")
         self._boxes.setdefault(run, {})[key] = payload
-        for f in self._waiters.pop((run, key), ()):
-            if not f.done():
-                f.set_result(None)
+        self._arrivals.publish_last((run, key))
 
     async def receive(self, run: int, key: str, timeout: float) -> bytes | None:
         """The message (taken out of the box), or None when none came within `timeout`."""
@@ -36,16 +35,9 @@ class DeltaChannel:
         if key not in box:
             if run in self._closed:
                 raise errors.FailedPrecondition(self._closed[run])
-            f = asyncio.get_running_loop().create_future()
-            self._waiters.setdefault((run, key), []).append(f)
-            try:
-                await asyncio.wait_for(f, max(0.0, timeout))
-            except asyncio.TimeoutError:
-                return None
-            finally:
-                waiters = self._waiters.get((run, key))
-                if waiters and f in waiters:
-                    waiters.remove(f)
+            with self._arrivals.subscribe((run, key), limit=1) as arrived:
+                if not await arrived.wait(timeout):
+                    return None
             if run in self._closed and key not in self._boxes.get(run, {}):
                 raise errors.FailedPrecondition(self._closed[run])
         return self._boxes[run].pop(key)
@@ -55,7 +47,5 @@ class DeltaChannel:
             self._closed[run] = reason
             asyncio.get_running_loop().call_later(CLOSED_MEMORY, self._closed.pop, run, None)
         self._boxes.pop(run, None)
-        for key in [k for k in self._waiters if k[0] == run]:
-            for f in self._waiters.pop(key):
-                if not f.done():
-                    f.set_result(None)
+        for key in self._arrivals.matching(lambda k: k[0] == run):
+            self._arrivals.publish_last(key)

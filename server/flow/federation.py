@@ -14,6 +14,7 @@ import asyncio
 from typing import Awaitable, Callable
 
 from .. import errors
+from ..broadcast import Broadcaster
 from .data import FlowData
 from .model import FlowJob
 
@@ -29,7 +30,7 @@ class Federation:
     def __init__(self, data: FlowData):
         self.data = data
         self.fstore = data.fstore
-        self._waiters: dict[tuple, list[asyncio.Future]] = {}
+        self._arrivals = Broadcaster()  # message key -> receivers waiting for it
         self._recent: dict[tuple, bytes] = {}     # payloads by key, oldest first (insertion order)
         self._pending: set[tuple] = set()         # keys not committed yet: never evicted
         self._recent_bytes = 0
@@ -100,9 +101,7 @@ class Federation:
         committed = b.submit(wait=True)
         committed.add_done_callback(lambda _: self._committed(*keys))
         for key in keys:
-            for f in self._waiters.pop(key, ()):
-                if not f.done():
-                    f.set_result(None)
+            self._arrivals.publish(key)
         await committed
 
     def _keep(self, key: tuple, payload: bytes):
@@ -111,9 +110,7 @@ class Federation:
         self._pending.add(key)
         committed = self.fstore.put_message(*key, payload)
         committed.add_done_callback(lambda _: self._committed(key))
-        for f in self._waiters.pop(key, ()):
-            if not f.done():
-                f.set_result(None)
+        self._arrivals.publish(key)
         return committed
 
     async def receive(self, task_uid: str, name: str, tag: str, src_role: str, src_party: int,
@@ -123,11 +120,10 @@ class Federation:
         key = (job.job_id, name, tag, (src_role, src_party), (t.role, t.party_id))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout if timeout > 0 else 1e9)
-        while True:
-            # Listen before looking, so a message that arrives while we look still wakes us.
-            f = loop.create_future()
-            self._waiters.setdefault(key, []).append(f)
-            try:
+        # Listen before looking, so a message that arrives while we look still wakes us.
+        with self._arrivals.subscribe(key, limit=1) as arrived:
+            while True:
+                arrived.clear()
                 payload = self._recent.get(key)
                 if payload is None:
                     payload = await loop.run_in_executor(None, self.fstore.get_message, *key)
@@ -137,17 +133,8 @@ class Federation:
                     raise errors.FailedPrecondition(f"job {job.job_id} ended ({job.status.fate}): {job.error}")
                 if why := self.refused(job.job_id):
                     raise errors.FailedPrecondition(why)
-                try:
-                    await asyncio.wait_for(asyncio.shield(f), max(0.0, deadline - loop.time()))
-                except asyncio.TimeoutError:
-                    if loop.time() >= deadline:
-                        raise NotYet(f"no message {name}/{tag} from {src_role} {src_party} yet") from None
-            finally:
-                waiters = self._waiters.get(key)
-                if waiters and f in waiters:
-                    waiters.remove(f)
-                    if not waiters:
-                        del self._waiters[key]
+                if not await arrived.wait(deadline - loop.time()) and loop.time() >= deadline:
+                    raise NotYet(f"no message {name}/{tag} from {src_role} {src_party} yet")
 
     def _remember(self, key: tuple, payload: bytes) -> None:
         old = self._recent.pop(key, None)
@@ -171,8 +158,6 @@ class Federation:
     def _job_ended(self, job: FlowJob) -> None:
         for k in [k for k in self._recent if k[0] == job.job_id and k not in self._pending]:
             self._recent_bytes -= len(self._recent.pop(k))
-        for key in [k for k in self._waiters if k[0] == job.job_id]:
-            for f in self._waiters.pop(key):
-                if not f.done():
-                    f.set_result(None)
+        for key in self._arrivals.matching(lambda k: k[0] == job.job_id):
+            self._arrivals.publish(key)  # its receivers see the job ended
         self.fstore.delete_messages(job.job_id)

@@ -112,7 +112,7 @@ class FlowJobs:
         self._held_starts: dict[str, set[str]] = {}
         self._end_listeners = list(self.hooks.on_job_end)
         self.site: SiteLink | None = None
-        engine.observers[OBSERVER_NAME] = self._on_taskhub_change
+        engine.observers.subscribe(OBSERVER_NAME, call=self._on_taskhub_change)
 
     def add_end_listener(self, callback: Callable[[FlowJob], None]) -> None:
         """Call `callback(job)` when a job ends (parts made after FlowJobs, as the federation)."""
@@ -681,30 +681,31 @@ class FlowJobs:
 
         self.get(job_id)
         done: set[tuple] = set()
-        while True:
-            changed = self.status.changed(job_id)
-            current = self.get(job_id)
-            ready = [t for t in current.tasks.values() if wanted(t) and t.key not in done and t.taskhub_task_id]
-            for t in ready:
-                done.add(t.key)
-                try:
-                    task = self.engine.get(ANY_NAMESPACE, t.taskhub_task_id)
-                except errors.NotFound:
+        with self.status.news.subscribe(job_id, limit=1) as changed:
+            while True:
+                changed.clear()  # before reading the job: a change made after the read wakes the wait below
+                current = self.get(job_id)
+                ready = [t for t in current.tasks.values() if wanted(t) and t.key not in done and t.taskhub_task_id]
+                for t in ready:
+                    done.add(t.key)
+                    try:
+                        task = self.engine.get(ANY_NAMESPACE, t.taskhub_task_id)
+                    except errors.NotFound:
+                        continue
+                    async for batch in self.engine.trace(task, 0, follow):
+                        yield t, batch
+                if ready:
                     continue
-                async for batch in self.engine.trace(task, 0, follow):
-                    yield t, batch
-            if ready:
-                continue
-            may_start = [t for t in current.tasks.values() if wanted(t) and t.key not in done and not t.status.terminal]
-            if not follow or not may_start:
-                return
-            await changed
+                may_start = [t for t in current.tasks.values() if wanted(t) and t.key not in done
+                             and not t.status.terminal]
+                if not follow or not may_start:
+                    return
+                await changed.wait()
 
     # ------------------------------------------------------------------ watching
     async def watch(self, job_id: str) -> AsyncIterator[tuple[FlowJob, FlowTask | None]]:
         """(job, None) now and (job, task) for each task, then each change, until the job and its tasks end."""
-        q = self.status.subscribe(job_id)
-        try:
+        with self.status.news.subscribe(job_id) as changes:
             job = self.get(job_id)
             yield copy.copy(job), None
             for t in list(job.tasks.values()):
@@ -712,12 +713,10 @@ class FlowJobs:
             if job_id not in self.jobs:
                 return
             while True:
-                item = await q.get()
+                item = await changes.get()
                 if item is None:
                     return
                 yield item
-        finally:
-            self.status.unsubscribe(job_id, q)
 
 MAX_PAGE = 10_000
 PIPELINE = "pipeline"   # FATE's component name for the whole job (job/rerun)

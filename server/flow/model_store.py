@@ -1,149 +1,85 @@
-"""Every read and write of FATE models and tags (server/flow/models.py is their domain).
+"""FATE models and tags in the store (server/flow/models.py is their domain).
 
 A model version is one row per party (model_id, model_version, role, party_id) plus that party's
 component models, copied out of the train job's tasks when the job succeeds: the model outlives
-its job. Tags name model versions. Written through the store's single writer, like store.py.
+its job. Tags name model versions. The SQL is each backend's (server/storage/flow.py); writes go
+through the store's batches, one commit each.
 """
 from __future__ import annotations
 
-from ..storage import Store
-from .store import match, within_scope, write_sql
+from ..storage import Batch, Store
+from ..storage.flow import FLOW_COMPONENT_COLUMNS, FLOW_MODEL_COLUMNS
+
+MODEL_COLS = FLOW_MODEL_COLUMNS  # the keys of a model row (dict)
 
 
-MODEL_COLS = ("model_id", "model_version", "role", "party_id", "job_id", "parent_version", "initiator_role",
-              "initiator_party", "roles_json", "train_dsl_json", "train_conf_json", "inference_dsl_json", "imported",
-              "loaded_times", "service_ids_json", "create_time_ms", "update_time_ms", "tenant")
-_INSERT_MODEL = f"INSERT OR REPLACE INTO flow_models ({', '.join(MODEL_COLS)}) VALUES ({', '.join('?' * len(MODEL_COLS))})"
-_INSERT_COMPONENT = ("INSERT OR REPLACE INTO flow_model_components (model_id, model_version, role, party_id, component,"
-                     " module, model_json, meta_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-_KEY = " WHERE model_id=? AND model_version=? AND role=? AND party_id=?"
+def _model_row(row: dict) -> tuple:
+    return tuple(row[c] for c in FLOW_MODEL_COLUMNS)
 
 
 class ModelStore:
     def __init__(self, store: Store):
         self.store = store
 
+    def _write(self, fill):
+        b = self.store.batch()
+        fill(b)
+        return b.submit(wait=True)
+
     # ---------------------------------------------------------------- writing
-    def register_job_stmts(self, rows: list[dict]) -> list[tuple]:
+    def register_job(self, rows: list[dict]):
         """A train job's model: its party rows, and its tasks' models copied in SQL (so the copy runs in
         the writer's order, after every model the tasks wrote)."""
-        stmts = []
-        for row in rows:
-            stmts.append((_INSERT_MODEL, tuple(row[c] for c in MODEL_COLS)))
-            stmts.append((
-                "INSERT OR REPLACE INTO flow_model_components (model_id, model_version, role, party_id, component,"
-                " module, model_json, meta_json) SELECT ?, ?, role, party_id, component, module, model_json,"
-                " model_meta_json FROM flow_tasks WHERE job_id=? AND role=? AND party_id=? AND model_json != ''",
-                (row["model_id"], row["model_version"], row["job_id"], row["role"], row["party_id"])))
-        return stmts
+        return self._write(lambda b: b.register_flow_models([_model_row(r) for r in rows]))
 
     def put_models(self, rows: list[dict], components: list[dict]):
         """New model versions (deploy, import, restore, migrate): rows and components in one commit; a
         party's earlier components are replaced (an import with force_update)."""
-        stmts = []
-        for r in rows:
-            stmts.append(("DELETE FROM flow_model_components" + _KEY,
-                          (r["model_id"], r["model_version"], r["role"], r["party_id"])))
-            stmts.append((_INSERT_MODEL, tuple(r[c] for c in MODEL_COLS)))
-        stmts += [(_INSERT_COMPONENT, (c["model_id"], c["model_version"], c["role"], c["party_id"], c["component"],
-                                       c["module"], c["model_json"], c["meta_json"])) for c in components]
-        return self.execute(stmts)
-
-    def execute(self, stmts: list[tuple]):
-        return write_sql(self.store, stmts)
+        return self._write(lambda b: b.put_flow_models([_model_row(r) for r in rows],
+                                                       [tuple(c[k] for k in FLOW_COMPONENT_COLUMNS) for c in components]))
 
     def mark_loaded(self, keys: list[tuple], ts: int):
-        return self.execute([("UPDATE flow_models SET loaded_times = loaded_times + 1, update_time_ms=?" + _KEY,
-                                     (ts, *k)) for k in keys])
+        return self._write(lambda b: b.mark_flow_models_loaded(keys, ts))
 
     def bind_service(self, keys: list[tuple], service_id: str, ts: int):
         """Adds the service id to each row's list (kept once, in binding order)."""
-        b = self.store.batch()
-        for k in keys:
-            b.bind_model_service(tuple(k), service_id, ts)
-        return b.submit(wait=True)
+        def fill(b: Batch) -> None:
+            for k in keys:
+                b.bind_model_service(tuple(k), service_id, ts)
+        return self._write(fill)
 
     def delete_model(self, model_id: str, model_version: str):
-        return self.execute([
-            ("DELETE FROM flow_model_components WHERE model_id=? AND model_version=?", (model_id, model_version)),
-            ("DELETE FROM flow_models WHERE model_id=? AND model_version=?", (model_id, model_version)),
-            ("DELETE FROM flow_model_tags WHERE model_version=? AND NOT EXISTS (SELECT 1 FROM flow_models"
-             " WHERE model_version=?)", (model_version, model_version))])
+        return self._write(lambda b: b.delete_flow_model(model_id, model_version))
 
     # ---------------------------------------------------------------- reading
     def models(self, model_id: str = "", model_version: str = "", role: str = "", party_id: int = 0,
                scope: tuple[str, ...] | None = None) -> list[dict]:
-        where, params = match({"model_id": model_id, "model_version": model_version, "role": role,
-                               "party_id": party_id})
-        within_scope(where, params, "tenant", scope)
-        sql_where = f" WHERE {' AND '.join(where)}" if where else ""
-        rows = self.store.query_sql(
-            "SELECT m.*, (SELECT COALESCE(SUM(LENGTH(model_json) + LENGTH(meta_json)), 0) FROM flow_model_components c"
-            " WHERE c.model_id=m.model_id AND c.model_version=m.model_version AND c.role=m.role"
-            " AND c.party_id=m.party_id) AS size FROM flow_models m" + sql_where
-            + " ORDER BY create_time_ms DESC, model_version DESC, role, party_id", params)
-        return [dict(r) for r in rows]
+        return self.store.flow_models(model_id, model_version, role, party_id, scope)
 
     def components(self, model_id: str, model_version: str, role: str = "", party_id: int = 0) -> list[dict]:
-        sql = "SELECT * FROM flow_model_components WHERE model_id=? AND model_version=?"
-        params: list = [model_id, model_version]
-        if role:
-            sql += " AND role=? AND party_id=?"
-            params += [role, party_id]
-        return [dict(r) for r in self.store.query_sql(sql + " ORDER BY role, party_id, component", params)]
+        return self.store.flow_model_components(model_id, model_version, role, party_id)
 
     # ---------------------------------------------------------------- tags
     def tags(self, name_contains: str = "", limit: int = 0, scope: tuple[str, ...] | None = None) -> list[dict]:
-        sql = ("SELECT t.name, t.description, t.create_time_ms, (SELECT COUNT(*) FROM flow_model_tags m"
-               " WHERE m.tag=t.name) AS model_count FROM flow_tags t")
-        where: list[str] = []
-        params: list = []
-        if name_contains:
-            where.append("instr(t.name, ?) > 0")
-            params.append(name_contains)
-        within_scope(where, params, "t.tenant", scope)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY t.create_time_ms, t.name"
-        if limit:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [dict(r) for r in self.store.query_sql(sql, params)]
+        return self.store.flow_tags(name_contains, limit, scope)
 
     def get_tag(self, name: str) -> dict | None:
-        rows = self.store.query_sql("SELECT name, description, create_time_ms FROM flow_tags WHERE name=?", (name,))
-        return dict(rows[0]) if rows else None
+        return self.store.flow_tag(name)
 
     def create_tag(self, name: str, description: str, ts: int, tenant: str):
-        return self.execute([("INSERT INTO flow_tags (name, description, create_time_ms, tenant)"
-                              " VALUES (?, ?, ?, ?)", (name, description, ts, tenant))])
+        return self._write(lambda b: b.insert_flow_tag(name, description, ts, tenant))
 
     def update_tag(self, name: str, new_name: str, description: str):
-        return self.execute([
-            ("UPDATE flow_tags SET name=?, description=? WHERE name=?", (new_name, description, name)),
-            ("UPDATE flow_model_tags SET tag=? WHERE tag=?", (new_name, name))])
+        return self._write(lambda b: b.rename_flow_tag(name, new_name, description))
 
     def delete_tag(self, name: str):
-        return self.execute([("DELETE FROM flow_model_tags WHERE tag=?", (name,)),
-                                    ("DELETE FROM flow_tags WHERE name=?", (name,))])
+        return self._write(lambda b: b.delete_flow_tag(name))
 
     def model_tags(self, model_version: str) -> list[dict]:
-        rows = self.store.query_sql("SELECT t.name, t.description FROM flow_model_tags m JOIN flow_tags t ON t.name=m.tag"
-                                " WHERE m.model_version=? ORDER BY t.create_time_ms, t.name", (model_version,))
-        return [dict(r) for r in rows]
+        return self.store.flow_model_tags(model_version)
 
     def tagged_models(self, tag: str) -> list[dict]:
-        rows = self.store.query_sql(
-            "SELECT m.model_id, m.model_version, m.role, m.party_id, (SELECT COALESCE(SUM(LENGTH(model_json)"
-            " + LENGTH(meta_json)), 0) FROM flow_model_components c WHERE c.model_id=m.model_id AND"
-            " c.model_version=m.model_version AND c.role=m.role AND c.party_id=m.party_id) AS size"
-            " FROM flow_model_tags g JOIN flow_models m ON m.model_version=g.model_version WHERE g.tag=?"
-            " ORDER BY m.model_version, m.role, m.party_id", (tag,))
-        return [dict(r) for r in rows]
+        return self.store.flow_tagged_models(tag)
 
     def tag_model(self, tag: str, model_version: str, remove: bool):
-        if remove:
-            return self.execute([("DELETE FROM flow_model_tags WHERE tag=? AND model_version=?",
-                                         (tag, model_version))])
-        return self.execute([("INSERT OR IGNORE INTO flow_model_tags (tag, model_version) VALUES (?, ?)",
-                                     (tag, model_version))])
+        return self._write(lambda b: b.tag_flow_model(tag, model_version, remove))

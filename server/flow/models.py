@@ -60,7 +60,7 @@ class FlowModels:
                           initiator=job.initiator, roles=conf.get("role") or {}, train_dsl=job.dsl_json,
                           train_conf=job.conf_json, inference_dsl="", ts=ts, tenant=job.namespace)
                 for role, party in job.parties if self.is_local(party)]
-        self.mstore.execute(self.mstore.register_job_stmts(rows))
+        self.mstore.register_job(rows)
 
     @staticmethod
     def _row(model_id: str, model_version: str, role: str, party_id: int, *, job_id: str, initiator, roles: dict,

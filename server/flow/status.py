@@ -1,15 +1,15 @@
 """The one writer of FATE job and task statuses, and the news of every change.
 
 `set_job_status` / `set_task_status` check each change against the transition tables of
-server/flow/model.py, write it through the FlowStore and tell whoever waits on the job: futures
-from `changed(job_id)` (trace) and queues from `subscribe(job_id)` (WatchJob).
+server/flow/model.py, write it through the FlowStore and publish it in `news` (server/broadcast.py),
+keyed by job id: a (job, task | None) snapshot at each change, None once the job is settled.
 """
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 
+from ..broadcast import Broadcaster
 from ..model import now_ms
 from .model import (FlowJob, FlowTask, IllegalFlowTransition, JobStatus, TaskStatus, check_job_transition,
                     check_task_transition)
@@ -22,8 +22,7 @@ J, T = JobStatus, TaskStatus
 class StatusWriter:
     def __init__(self, fstore: FlowStore):
         self.fstore = fstore
-        self._watchers: dict[str, set[asyncio.Queue]] = {}
-        self._changes: dict[str, list[asyncio.Future]] = {}
+        self.news = Broadcaster()
 
     # ------------------------------------------------------------------ writing
     def set_job_status(self, job: FlowJob, new: JobStatus, error: str = "") -> None:
@@ -80,39 +79,13 @@ class StatusWriter:
         return changed
 
     # ------------------------------------------------------------------ telling
-    def changed(self, job_id: str) -> asyncio.Future:
-        """Resolves at the job's next change (of it or of one of its tasks)."""
-        f = asyncio.get_running_loop().create_future()
-        self._changes.setdefault(job_id, []).append(f)
-        return f
-
     def publish(self, job: FlowJob, task: FlowTask | None) -> None:
-        for f in self._changes.pop(job.job_id, ()):
-            if not f.done():
-                f.set_result(None)
-        watchers = self._watchers.get(job.job_id)
-        if watchers:
-            snap = (copy.copy(job), copy.copy(task) if task else None)
-            for q in watchers:
-                q.put_nowait(snap)
+        if job.job_id in self.news.topics:
+            self.news.publish(job.job_id, (copy.copy(job), copy.copy(task) if task else None))
 
     def watched(self, job_id: str) -> bool:
-        return job_id in self._watchers
-
-    def subscribe(self, job_id: str) -> asyncio.Queue:
-        """A queue of (job, task | None) snapshots at each change; None once the job is settled."""
-        q: asyncio.Queue = asyncio.Queue()
-        self._watchers.setdefault(job_id, set()).add(q)
-        return q
-
-    def unsubscribe(self, job_id: str, q: asyncio.Queue) -> None:
-        s = self._watchers.get(job_id)
-        if s is not None:
-            s.discard(q)
-            if not s:
-                del self._watchers[job_id]
+        return job_id in self.news.topics
 
     def settled(self, job_id: str) -> None:
         """The job's end is committed: its watchers are done."""
-        for q in self._watchers.get(job_id, ()):
-            q.put_nowait(None)
+        self.news.publish(job_id, None)

@@ -35,7 +35,7 @@ class TableWriter:
         self.count = 0
         self._seq = 0
         self._buf: list[str] = []
-        fstore.execute(fstore.replace_table(namespace, name), wait=False)
+        fstore.drop_table(namespace, name)
 
     def add(self, lines: list[str]) -> None:
         self._buf.extend(lines)
@@ -46,8 +46,7 @@ class TableWriter:
     def _flush(self) -> None:
         for i in range(0, len(self._buf), CHUNK_ROWS):
             part = self._buf[i:i + CHUNK_ROWS]
-            self.fstore.execute([self.fstore.append_chunk_stmt(self.namespace, self.name, self._seq, len(part),
-                                                               "\n".join(part))], wait=False)
+            self.fstore.append_chunk(self.namespace, self.name, self._seq, len(part), "\n".join(part))
             self._seq += 1
         self._buf = []
 
@@ -57,12 +56,12 @@ class TableWriter:
         info = {"namespace": self.namespace, "name": self.name, "count": self.count, "partitions": self.partitions,
                 "schema_json": json.dumps(self.schema), "job_id": job_id, "component": component, "role": role,
                 "party_id": party_id, "output_name": output_name, "create_time_ms": now_ms()}
-        await self.fstore.execute([self.fstore.describe_table_stmt(info)])
+        await self.fstore.describe_table(info)
         return info
 
     def abort(self) -> None:
         self._buf = []
-        self.fstore.execute(self.fstore.replace_table(self.namespace, self.name), wait=False)
+        self.fstore.drop_table(self.namespace, self.name)
 
 
 def read_lines(fstore: FlowStore, namespace: str, name: str, limit: int = -1) -> Iterator[list[str]]:

@@ -27,30 +27,26 @@ def owner_lookups(fstore: FlowStore, running_component) -> dict[str, Callable[[o
     """running_component(uid) -> (job, task) | None."""
     store = fstore.store
 
-    def column(sql: str, params: tuple) -> list[str]:
-        return [r[0] for r in store.query_sql(sql, params)]
-
     def job(request) -> list[str]:
-        return column("SELECT namespace FROM flow_jobs WHERE job_id=?", (request.job_id,)) if request.job_id else []
+        return store.flow_job_tenants(request.job_id) if request.job_id else []
 
     def table(request) -> list[str]:
         name = getattr(request, "name", "") or getattr(request, "table_name", "")
         if request.namespace or name:
-            return column("SELECT tenant FROM flow_tables WHERE namespace=? AND name=?", (request.namespace, name))
+            return store.flow_table_tenants(request.namespace, name)
         return job(request) if getattr(request, "job_id", "") else []
 
     def model(request) -> list[str]:
         ref = request.model if hasattr(request, "model") else request
-        return column("SELECT DISTINCT tenant FROM flow_models WHERE model_id=? AND model_version=?",
-                      (ref.model_id, ref.model_version))
+        return store.flow_model_tenants(ref.model_version, ref.model_id)
 
     def tag(request) -> list[str]:
-        return column("SELECT tenant FROM flow_tags WHERE name=?", (request.name,))
+        return store.flow_tag_tenants(request.name)
 
     def model_version(request) -> list[str]:
-        found = column("SELECT DISTINCT tenant FROM flow_models WHERE model_version=?", (request.job_id,))
+        found = store.flow_model_tenants(request.job_id)
         if getattr(request, "tag", ""):
-            found += column("SELECT tenant FROM flow_tags WHERE name=?", (request.tag,))
+            found += store.flow_tag_tenants(request.tag)
         return found
 
     def task(request) -> list[str]:

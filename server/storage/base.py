@@ -9,7 +9,8 @@ Domain code never writes SQL. It reads through the Store's methods and writes th
 
 Every batch goes to the one `Writer` thread, which takes all pending batches, applies them in one
 transaction and commits (group commit). Many status changes to one task in one round become one
-UPDATE. Each backend (sqlite.py, postgres.py) holds all of its SQL and one ordered migration list.
+UPDATE. Each backend (sqlite.py with sqlite_flow.py, postgres.py with postgres_flow.py) holds all of its
+SQL and one ordered migration list.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from typing import Any, Callable, Iterable
 from .. import metrics
 from ..errors import Unavailable
 from ..model import Task
+from .flow import FlowBatch, FlowReads
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +47,11 @@ class Work:
     ops: list[tuple[str, tuple]] = field(default_factory=list)  # named domain operations, in order
 
 
-class Batch:
+class Batch(FlowBatch):
     """A unit of work: domain operations collected here, committed together by the writer.
 
-    Each method names an operation the backend implements as `op_<name>(conn, *args)`.
+    Each method names an operation the backend implements as `op_<name>(conn, *args)`; the FATE
+    ones are FlowBatch's (flow.py).
     """
 
     __slots__ = ("_writer", "_items", "committed")
@@ -121,32 +124,6 @@ class Batch:
     def delete_audit(self, seqs: list[int]) -> None:
         self._op("delete_audit", list(seqs))
 
-    # -- FATE (server/flow/): what needs each backend's own JSON functions; key = (job, component, role, party)
-    def append_flow_metric(self, row: tuple) -> None:
-        """row: key + (namespace, name, points as a JSON list, meta_json): points appended, meta replaced
-        unless empty (merged in SQL, so concurrent appends never lose one)."""
-        self._op("append_flow_metric", row)
-
-    def patch_flow_summary(self, key: tuple, summary_json: str) -> None:
-        """The task's summary with summary_json's keys merged in (a JSON merge patch)."""
-        self._op("patch_flow_summary", key, summary_json)
-
-    def bind_model_service(self, key: tuple, service_id: str, ts: int) -> None:
-        """key: (model_id, model_version, role, party_id); the id is added to its list once."""
-        self._op("bind_model_service", key, service_id, ts)
-
-    def put_flow_messages(self, rows: list[tuple]) -> None:
-        """Federation messages, each replacing one of the same key. rows: FLOW_MESSAGE_COLUMNS."""
-        self._op("put_flow_messages", [tuple(r) for r in rows])
-
-    def delete_flow_messages(self, keys: list[tuple]) -> None:
-        """keys: FLOW_MESSAGE_COLUMNS but the payload."""
-        self._op("delete_flow_messages", [tuple(k) for k in keys])
-
-    # -- FATE stores (server/flow/store.py, model_store.py): their statements, in the SQLite dialect
-    def sql(self, statements: list[tuple[str, tuple]]) -> None:
-        self._op("sql", statements)
-
     # -- committing
     def submit(self, wait: bool) -> asyncio.Future | None:
         if not self._items:
@@ -177,11 +154,10 @@ class Batch:
 NODE_COLUMNS = ("name", "address", "slots", "labels", "cpu_count", "memory_mb", "session", "draining",
                 "last_heartbeat_ms")
 TOKEN_COLUMNS = ("id", "name", "role", "namespaces", "hash", "create_time_ms", "expire_time_ms", "revoke_time_ms")
-FLOW_MESSAGE_COLUMNS = ("job_id", "name", "tag", "src_role", "src_party", "dst_role", "dst_party", "payload")
 AUDIT_COLUMNS = ("time_ms", "token_id", "token_name", "method", "namespace", "tasks", "allowed", "reason", "peer")
 
 
-class Store(ABC):
+class Store(FlowReads, ABC):
     """Reads from any thread; writes only through batches (see the module docstring).
 
     `url` is what --db said; `local_dir` is where files that belong beside the database go
@@ -191,9 +167,6 @@ class Store(ABC):
     url: str
     local_dir: str
     writer: "Writer | None"
-    # WHERE condition on flow_jobs (SQLite-dialect placeholders: role, party id, party id again): the job
-    # has the party; a party id 0 matches any id of that role.
-    FLOW_JOB_HAS_PARTY: str = ""
 
     def batch(self) -> Batch:
         return Batch(self.writer)
@@ -255,6 +228,11 @@ class Store(ABC):
     @abstractmethod
     def active_tasks(self) -> list[Task]:
         """Unfinished tasks that are not waiting in the queue (placed, running, being cancelled: model.ACTIVE)."""
+
+    @abstractmethod
+    def annotated_unfinished(self, annotation: str) -> list[Task]:
+        """Unfinished tasks whose spec carries this annotation (a layer on tasks, such as Delta,
+        rebuilds its memory from them at start). Reads the queue's and the active tasks' indexes."""
 
     @abstractmethod
     def queued_tasks(self, after: tuple[int, int] | None, limit: int) -> list[Task]:
@@ -325,15 +303,6 @@ class Store(ABC):
     def old_audit_seqs(self, cutoff_ms: int, limit: int) -> list[int]:
         """Audit rows written before cutoff_ms among the oldest `limit` (rows are appended in time
         order, so the first by seq are the oldest: no index on time_ms needed)."""
-
-    # -- FATE stores: their statements, in the SQLite dialect (see Batch.sql) ---------
-    @abstractmethod
-    def flow_outbox(self, own_party: int) -> list[tuple]:
-        """The federation messages kept here for another party's server (dst_party is not
-        own_party), as FLOW_MESSAGE_COLUMNS rows: what is still to be delivered (server/sites/outbox.py)."""
-
-    @abstractmethod
-    def query_sql(self, sql: str, params: tuple | list = ()) -> list: ...
 
     @abstractmethod
     def stats(self) -> dict:

@@ -1,13 +1,13 @@
 """PostgreSQL: the store several servers can share (`--db postgresql://user:pass@host:port/dbname`).
 
-All of its SQL and its ordered migration list. Reads take a connection from a psycopg_pool pool
-(autocommit); the writer has its own connection and applies each round in one transaction, like
-SQLite's. Task ids come from a sequence, fetched a block at a time.
+All of its SQL (the FATE part in postgres_flow.py) and its ordered migration list. Reads take a
+connection from a psycopg_pool pool (autocommit); the writer has its own connection and applies
+each round in one transaction, like SQLite's. Task ids come from a sequence, fetched a block at a time.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
+import json
 import logging
 import os
 import re
@@ -21,8 +21,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import Unavailable
 from ..model import ACTIVE, MUTABLE_FIELDS, SCHEDULABLE, TERMINAL, Task
-from . import sqlite as _sqlite_dialect
-from .base import AUDIT_COLUMNS, FLOW_MESSAGE_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
+from .base import AUDIT_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
+from .postgres_flow import PostgresFlow
 
 log = logging.getLogger(__name__)
 
@@ -36,26 +36,6 @@ IDLE_SESSION_MS = 5_000         # see SchedulerLock
 SERVER_FORGET_MS = 86_400_000  # a server row not renewed for a day is removed
 DOWN_SECONDS = 1.0
 ID_BLOCK = 64                  # task ids fetched from the sequence per round trip
-
-
-class _Row(tuple):
-    """A row readable by position and by column name, as sqlite3.Row is (the FATE stores use both)."""
-    __slots__ = ()
-    _names: tuple = ()
-
-    def __getitem__(self, key):
-        if isinstance(key, str):
-            return tuple.__getitem__(self, self._names.index(key))
-        return tuple.__getitem__(self, key)
-
-    def keys(self):
-        return list(self._names)
-
-
-def _row_factory(cursor):
-    names = tuple(d.name for d in cursor.description or ())
-    cls = type("Row", (_Row,), {"_names": names, "__slots__": ()})
-    return lambda values: cls(values)
 
 
 # ---------------------------------------------------------------- migrations
@@ -105,18 +85,75 @@ def _auth(cur) -> None:
     cur.execute("CREATE INDEX auth_audit_token ON auth_audit (token_id, seq)")
 
 
-def _from_sqlite(step: Callable) -> Callable:
-    """The FATE tables: SQLite's DDL, its column types spelled PostgreSQL's way."""
-    def run(cur) -> None:
-        class Capture:
-            def execute(self, sql: str) -> None:
-                sql = re.sub(r"\bINTEGER\b", "BIGINT", sql)
-                sql = re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)
-                sql = re.sub(r"\bBLOB\b", "BYTEA", sql).replace(" WITHOUT ROWID", "")
-                cur.execute(sql)
-        step(Capture())
-    run.__name__ = step.__name__
-    return run
+def _flow(cur) -> None:
+    """FATE Flow's jobs, tasks, tracking, tables, uploads and federation messages (server/flow/)."""
+    cur.execute("""CREATE TABLE flow_jobs (
+        job_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, job_type TEXT NOT NULL, status BIGINT NOT NULL,
+        dsl_json TEXT NOT NULL, conf_json TEXT NOT NULL, initiator_role TEXT NOT NULL, initiator_party BIGINT NOT NULL,
+        parties_json TEXT NOT NULL, model_id TEXT NOT NULL, model_version TEXT NOT NULL,
+        timeout_seconds DOUBLE PRECISION NOT NULL, description TEXT NOT NULL, error TEXT NOT NULL,
+        progress BIGINT NOT NULL, create_time_ms BIGINT NOT NULL, start_time_ms BIGINT NOT NULL,
+        end_time_ms BIGINT NOT NULL, update_time_ms BIGINT NOT NULL)""")
+    cur.execute("CREATE INDEX flow_jobs_status ON flow_jobs (status)")
+    cur.execute("""CREATE TABLE flow_tasks (
+        job_id TEXT NOT NULL, component TEXT NOT NULL, role TEXT NOT NULL, party_id BIGINT NOT NULL,
+        module TEXT NOT NULL, status BIGINT NOT NULL, taskhub_task_id BIGINT NOT NULL, task_version BIGINT NOT NULL,
+        run_pid BIGINT NOT NULL, node TEXT NOT NULL, error TEXT NOT NULL, retries BIGINT NOT NULL,
+        create_time_ms BIGINT NOT NULL, start_time_ms BIGINT NOT NULL, end_time_ms BIGINT NOT NULL,
+        parameters_json TEXT NOT NULL DEFAULT '{}', summary_json TEXT NOT NULL DEFAULT '{}',
+        model_json TEXT NOT NULL DEFAULT '', model_meta_json TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (job_id, component, role, party_id))""")
+    cur.execute("CREATE INDEX flow_tasks_taskhub ON flow_tasks (taskhub_task_id)")
+    cur.execute("""CREATE TABLE flow_metrics (
+        job_id TEXT NOT NULL, component TEXT NOT NULL, role TEXT NOT NULL, party_id BIGINT NOT NULL,
+        namespace TEXT NOT NULL, name TEXT NOT NULL, data_json TEXT NOT NULL, meta_json TEXT NOT NULL,
+        PRIMARY KEY (job_id, component, role, party_id, namespace, name))""")
+    cur.execute("""CREATE TABLE flow_tables (
+        namespace TEXT NOT NULL, name TEXT NOT NULL, count BIGINT NOT NULL, partitions BIGINT NOT NULL,
+        schema_json TEXT NOT NULL, job_id TEXT NOT NULL, component TEXT NOT NULL, role TEXT NOT NULL,
+        party_id BIGINT NOT NULL, output_name TEXT NOT NULL, create_time_ms BIGINT NOT NULL,
+        PRIMARY KEY (namespace, name))""")
+    cur.execute("CREATE INDEX flow_tables_output ON flow_tables (job_id, component, role, party_id)")
+    cur.execute("""CREATE TABLE flow_table_chunks (
+        namespace TEXT NOT NULL, name TEXT NOT NULL, seq BIGINT NOT NULL, rows BIGINT NOT NULL, data TEXT NOT NULL,
+        PRIMARY KEY (namespace, name, seq))""")
+    cur.execute("""CREATE TABLE flow_uploads (
+        job_id TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL, conf_json TEXT NOT NULL,
+        upload_count BIGINT NOT NULL, create_time_ms BIGINT NOT NULL)""")
+    cur.execute("""CREATE TABLE flow_messages (
+        job_id TEXT NOT NULL, name TEXT NOT NULL, tag TEXT NOT NULL, src_role TEXT NOT NULL, src_party BIGINT NOT NULL,
+        dst_role TEXT NOT NULL, dst_party BIGINT NOT NULL, payload BYTEA NOT NULL,
+        PRIMARY KEY (job_id, name, tag, src_role, src_party, dst_role, dst_party))""")
+
+
+def _flow_models(cur) -> None:
+    """FATE models (one row per party, and its component models) and the tags that name them."""
+    cur.execute("""CREATE TABLE flow_models (
+        model_id TEXT NOT NULL, model_version TEXT NOT NULL, role TEXT NOT NULL, party_id BIGINT NOT NULL,
+        job_id TEXT NOT NULL, parent_version TEXT NOT NULL, initiator_role TEXT NOT NULL,
+        initiator_party BIGINT NOT NULL, roles_json TEXT NOT NULL, train_dsl_json TEXT NOT NULL,
+        train_conf_json TEXT NOT NULL, inference_dsl_json TEXT NOT NULL, imported BIGINT NOT NULL,
+        loaded_times BIGINT NOT NULL, service_ids_json TEXT NOT NULL, create_time_ms BIGINT NOT NULL,
+        update_time_ms BIGINT NOT NULL,
+        PRIMARY KEY (model_id, model_version, role, party_id))""")
+    cur.execute("CREATE INDEX flow_models_version ON flow_models (model_version)")
+    cur.execute("""CREATE TABLE flow_model_components (
+        model_id TEXT NOT NULL, model_version TEXT NOT NULL, role TEXT NOT NULL, party_id BIGINT NOT NULL,
+        component TEXT NOT NULL, module TEXT NOT NULL, model_json TEXT NOT NULL, meta_json TEXT NOT NULL,
+        PRIMARY KEY (model_id, model_version, role, party_id, component))""")
+    cur.execute("""CREATE TABLE flow_tags (
+        name TEXT PRIMARY KEY, description TEXT NOT NULL, create_time_ms BIGINT NOT NULL)""")
+    cur.execute("""CREATE TABLE flow_model_tags (
+        tag TEXT NOT NULL, model_version TEXT NOT NULL, PRIMARY KEY (tag, model_version))""")
+
+
+def _flow_tenants(cur) -> None:
+    """The namespace each table, model and tag belongs to (server/flow/tenants.py)."""
+    for table in ("flow_tables", "flow_models", "flow_tags"):
+        cur.execute(f"ALTER TABLE {table} ADD COLUMN tenant TEXT NOT NULL DEFAULT 'fate'")
+    for table in ("flow_tables", "flow_models"):  # rows from before: their job's namespace
+        cur.execute(f"UPDATE {table} SET tenant = COALESCE((SELECT namespace FROM flow_jobs j"
+                    f" WHERE j.job_id = {table}.job_id), 'fate')")
 
 
 def _queue(cur) -> None:
@@ -148,11 +185,8 @@ def _cluster(cur) -> None:
 
 # The one ordered list, the same steps as SQLite's (server/storage/sqlite.py): append only.
 MIGRATIONS: list[Callable] = [
-    _tasks, _attempts_and_requests, _groups, _nodes, _auth,
-    _from_sqlite(_sqlite_dialect._flow), _from_sqlite(_sqlite_dialect._flow_models),
-    _from_sqlite(_sqlite_dialect._flow_tenants), _queue, _cluster,
+    _tasks, _attempts_and_requests, _groups, _nodes, _auth, _flow, _flow_models, _flow_tenants, _queue, _cluster,
 ]
-assert len(MIGRATIONS) == len(_sqlite_dialect.MIGRATIONS), "both backends have the same schema versions"
 
 
 def migrate(conn: psycopg.Connection) -> int:
@@ -181,40 +215,6 @@ _UPDATE_TASK = "UPDATE tasks SET " + ", ".join(f"{f}=%s" for f in MUTABLE_FIELDS
 _INSERT_REQUEST = "INSERT INTO create_requests (key, task_ids, created_ms) VALUES (%s, %s, %s)"
 _INSERT_LOG = ("INSERT INTO logs (task_id, seq, time_ms, stream, text) VALUES (%s, %s, %s, %s, %s)"
                " ON CONFLICT DO NOTHING")
-
-# Primary keys, for the FATE stores' INSERT OR REPLACE.
-_KEYS = {
-    "flow_jobs": "job_id", "flow_tasks": "job_id, component, role, party_id",
-    "flow_metrics": "job_id, component, role, party_id, namespace, name", "flow_tables": "namespace, name",
-    "flow_table_chunks": "namespace, name, seq", "flow_uploads": "job_id",
-    "flow_messages": "job_id, name, tag, src_role, src_party, dst_role, dst_party",
-    "flow_models": "model_id, model_version, role, party_id",
-    "flow_model_components": "model_id, model_version, role, party_id, component", "flow_tags": "name",
-    "flow_model_tags": "tag, model_version", "nodes": "name", "kv": "key",
-}
-
-
-@functools.lru_cache(maxsize=512)
-def from_sqlite_dialect(sql: str) -> str:
-    """A FATE store statement (SQLite's dialect) as PostgreSQL takes it: placeholders, INSERT OR
-    REPLACE/IGNORE, instr. SQLite's JSON functions (metrics merge, summary patch, party filter,
-    model service ids) have no counterpart here yet: those statements fail with the database's
-    reason (docs/several-servers.md says what is left)."""
-    sql = sql.replace("%", "%%").replace("?", "%s")
-    sql = re.sub(r"\binstr\(", "strpos(", sql)  # same arguments, same answer
-    m = re.match(r"\s*INSERT OR (REPLACE|IGNORE) INTO (\w+) \(([^)]*)\)", sql)
-    if m:
-        kind, table, cols = m.groups()
-        sql = "INSERT INTO" + sql[m.end(2) - len(table) - 1:]
-        if kind == "IGNORE":
-            sql += " ON CONFLICT DO NOTHING"
-        else:
-            keys = _KEYS[table]
-            rest = [c.strip() for c in cols.split(",") if c.strip() not in {k.strip() for k in keys.split(",")}]
-            sql += f" ON CONFLICT ({keys}) DO " + (
-                "UPDATE SET " + ", ".join(f"{c}=EXCLUDED.{c}" for c in rest) if rest else "NOTHING")
-    return sql
-
 
 # PostgreSQL text cannot hold NUL. Request keys hold one (namespace NUL request id): escaped
 # reversibly. A NUL a task prints (or returns) becomes U+FFFD, rather than failing its batch.
@@ -361,6 +361,21 @@ class SchedulerLock:
         return self.conn.execute("SELECT COUNT(*) FROM servers WHERE name <> %s AND heartbeat_ms >= %s",
                                  (name, now - alive_ms)).fetchone()[0]
 
+    def publish_unfinished(self, count: int) -> None:
+        """The scheduler's count of unfinished tasks, stamped with the database's clock (followers
+        check --max-queued against it)."""
+        self.conn.execute("INSERT INTO kv (key, value) VALUES ('unfinished', %s || ':' ||"
+                          " (extract(epoch FROM clock_timestamp()) * 1000)::bigint) ON CONFLICT (key)"
+                          " DO UPDATE SET value = EXCLUDED.value", (str(count),))
+
+    def published_unfinished(self) -> tuple[int, float] | None:
+        """(the scheduler's last published count, its age in seconds by the database's clock: no skew
+        between hosts), or None if none was published."""
+        row = self.conn.execute("SELECT split_part(value, ':', 1)::bigint, (extract(epoch FROM clock_timestamp())"
+                                " * 1000 - split_part(value, ':', 2)::bigint) / 1000.0 FROM kv"
+                                " WHERE key = 'unfinished'").fetchone()
+        return (int(row[0]), max(0.0, float(row[1]))) if row else None
+
     def close(self) -> None:
         try:
             self.conn.close()
@@ -368,7 +383,7 @@ class SchedulerLock:
             pass
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresFlow, Store):
     def __init__(self, url: str, read_only: bool = False, pool_size: int = 8):
         self.url = url
         self.local_dir = os.path.abspath(os.environ.get("TASKHUB_HOME", "var"))
@@ -414,7 +429,7 @@ class PostgresStore(Store):
             with self.pool.connection() as conn, (conn.transaction() if by_index else contextlib.nullcontext()):
                 if by_index:
                     conn.execute("SET LOCAL enable_seqscan = off")
-                cur = conn.cursor(row_factory=_row_factory if dicts else psycopg.rows.tuple_row)
+                cur = conn.cursor(row_factory=psycopg.rows.dict_row if dicts else psycopg.rows.tuple_row)
                 rows = cur.execute(sql, tuple(params)).fetchall()
         except (psycopg.OperationalError, PoolTimeout) as e:
             why = f"the database {self.describe()} cannot be reached ({str(e).strip()}); try again"
@@ -424,7 +439,7 @@ class PostgresStore(Store):
         return rows
 
     def _dicts(self, sql: str, params=(), by_index: bool = False) -> list[dict]:
-        return [dict(zip(r.keys(), r)) for r in self._rows(sql, params, dicts=True, by_index=by_index)]
+        return self._rows(sql, params, dicts=True, by_index=by_index)
 
     def _tasks(self, sql: str, params=(), by_index: bool = False) -> list[Task]:
         return [Task.from_row(d) for d in self._dicts(sql, params, by_index)]
@@ -528,46 +543,8 @@ class PostgresStore(Store):
         cur.executemany(f"INSERT INTO auth_audit ({', '.join(AUDIT_COLUMNS)})"
                         f" VALUES ({', '.join(['%s'] * len(AUDIT_COLUMNS))})", rows)
 
-    FLOW_JOB_HAS_PARTY = ("EXISTS (SELECT 1 FROM jsonb_array_elements(parties_json::jsonb) p WHERE p->>0 = ?"
-                          " AND (? = 0 OR (p->>1)::bigint = ?))")
-
-    def op_append_flow_metric(self, cur, row: tuple) -> None:
-        cur.execute(
-            "INSERT INTO flow_metrics (job_id, component, role, party_id, namespace, name, data_json, meta_json)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id, component, role, party_id, namespace, name)"
-            " DO UPDATE SET data_json = (flow_metrics.data_json::jsonb || EXCLUDED.data_json::jsonb)::text,"
-            " meta_json = CASE WHEN EXCLUDED.meta_json = '' THEN flow_metrics.meta_json ELSE EXCLUDED.meta_json END",
-            row)
-
-    def op_patch_flow_summary(self, cur, key: tuple, summary_json: str) -> None:
-        # A merge patch at the top level: keys replaced, a null deletes its key. (SQLite's json_patch
-        # also merges nested objects; components write flat summaries.)
-        cur.execute("UPDATE flow_tasks SET summary_json = ((summary_json::jsonb || %s::jsonb)"
-                    " - ARRAY(SELECT key FROM jsonb_each(%s::jsonb) WHERE value = 'null'::jsonb))::text"
-                    " WHERE job_id=%s AND component=%s AND role=%s AND party_id=%s",
-                    (summary_json, summary_json, *key))
-
-    def op_bind_model_service(self, cur, key: tuple, service_id: str, ts: int) -> None:
-        cur.execute("UPDATE flow_models SET service_ids_json = CASE WHEN service_ids_json::jsonb ? %s"
-                    " THEN service_ids_json ELSE (service_ids_json::jsonb || to_jsonb(%s::text))::text END,"
-                    " update_time_ms=%s WHERE model_id=%s AND model_version=%s AND role=%s AND party_id=%s",
-                    (service_id, service_id, ts, *key))
-
     def op_delete_audit(self, cur, seqs: list[int]) -> None:
         cur.execute("DELETE FROM auth_audit WHERE seq = ANY(%s)", (list(seqs),))
-
-    def op_put_flow_messages(self, cur, rows: list[tuple]) -> None:
-        cur.executemany(f"INSERT INTO flow_messages ({', '.join(FLOW_MESSAGE_COLUMNS)})"
-                        f" VALUES ({', '.join(['%s'] * len(FLOW_MESSAGE_COLUMNS))})"
-                        f" ON CONFLICT ({_KEYS['flow_messages']}) DO UPDATE SET payload=EXCLUDED.payload", rows)
-
-    def op_delete_flow_messages(self, cur, keys: list[tuple]) -> None:
-        cur.executemany("DELETE FROM flow_messages WHERE "
-                        + " AND ".join(f"{c}=%s" for c in FLOW_MESSAGE_COLUMNS[:-1]), keys)
-
-    def op_sql(self, cur, statements: list[tuple[str, tuple]]) -> None:
-        for stmt, params in statements:
-            cur.execute(from_sqlite_dialect(stmt), params)
 
     # ---------------------------------------------------------------- tasks
     def next_task_ids(self, n: int) -> list[int]:
@@ -604,6 +581,14 @@ class PostgresStore(Store):
 
     def active_tasks(self) -> list[Task]:
         return self._tasks(f"SELECT * FROM tasks WHERE {ACTIVE_} ORDER BY id", by_index=True)
+
+    def annotated_unfinished(self, annotation: str) -> list[Task]:
+        # The key as the spec's JSON spells it narrows the scan; the annotation itself decides.
+        needle = json.dumps(annotation)
+        found = self._tasks(f"(SELECT * FROM tasks WHERE {QUEUED} AND strpos(spec, %s) > 0) UNION ALL"
+                            f" (SELECT * FROM tasks WHERE {ACTIVE_} AND strpos(spec, %s) > 0)", (needle, needle),
+                            by_index=True)
+        return [t for t in found if annotation in t.spec.annotations]
 
     def queued_tasks(self, after: tuple[int, int] | None, limit: int) -> list[Task]:
         if after is None:
@@ -667,10 +652,6 @@ class PostgresStore(Store):
     def nodes(self) -> list[dict]:
         return self._dicts("SELECT * FROM nodes")
 
-    def flow_outbox(self, own_party: int) -> list[tuple]:
-        return [tuple(r[:-1]) + (bytes(r[-1]),) for r in self._rows(
-            f"SELECT {', '.join(FLOW_MESSAGE_COLUMNS)} FROM flow_messages WHERE dst_party != %s", (own_party,))]
-
     def tokens(self) -> list[dict]:
         return self._dicts("SELECT * FROM auth_tokens ORDER BY create_time_ms DESC, id")
 
@@ -691,10 +672,6 @@ class PostgresStore(Store):
     def old_audit_seqs(self, cutoff_ms: int, limit: int) -> list[int]:
         return [r[0] for r in self._rows("SELECT seq, time_ms FROM auth_audit ORDER BY seq LIMIT %s", (limit,))
                 if r[1] < cutoff_ms]
-
-    # ---------------------------------------------------------------- FATE stores
-    def query_sql(self, sql: str, params=()) -> list:
-        return self._rows(from_sqlite_dialect(sql), params, dicts=True)
 
     # ---------------------------------------------------------------- statistics
     def stats(self) -> dict:

@@ -1,4 +1,5 @@
-"""SQLite: the embedded default store (`--db PATH`). All of its SQL and its migrations.
+"""SQLite: the embedded default store (`--db PATH`). All of its SQL (the FATE part in sqlite_flow.py)
+and its migrations.
 
 One process owns the file. Reads use one connection per thread; the writer has its own, with
 automatic checkpoints off (a checkpointer thread moves the WAL into the database off the commit
@@ -6,6 +7,7 @@ path, see _checkpoint_loop).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -13,10 +15,11 @@ import threading
 import time
 from typing import Callable
 
-import sqlite_utils
+from ._sqlite_utils import sqlite_utils
 
 from ..model import ACTIVE, MUTABLE_FIELDS, SCHEDULABLE, TERMINAL, Task
-from .base import AUDIT_COLUMNS, FLOW_MESSAGE_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
+from .base import AUDIT_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
+from .sqlite_flow import SqliteFlow
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +239,7 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteFlow, Store):
     """Reads from any thread (one connection per thread); writes only through batches."""
 
     def __init__(self, path: str, read_only: bool = False):
@@ -391,47 +394,8 @@ class SqliteStore(Store):
         conn.executemany(f"INSERT INTO auth_audit ({', '.join(AUDIT_COLUMNS)}) VALUES ({_marks(len(AUDIT_COLUMNS))})",
                          rows)
 
-    FLOW_JOB_HAS_PARTY = ("EXISTS (SELECT 1 FROM json_each(parties_json) p WHERE json_extract(p.value, '$[0]') = ?"
-                          " AND (? = 0 OR json_extract(p.value, '$[1]') = ?))")
-
-    def op_append_flow_metric(self, conn, row: tuple) -> None:
-        conn.execute(
-            "INSERT INTO flow_metrics (job_id, component, role, party_id, namespace, name, data_json, meta_json)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-            " data_json = (SELECT json_group_array(CASE WHEN type IN ('array', 'object') THEN json(value) ELSE value END)"
-            " FROM (SELECT value, type FROM json_each(flow_metrics.data_json)"
-            " UNION ALL SELECT value, type FROM json_each(excluded.data_json))),"
-            " meta_json = CASE WHEN excluded.meta_json = '' THEN flow_metrics.meta_json ELSE excluded.meta_json END",
-            row)
-
-    def op_patch_flow_summary(self, conn, key: tuple, summary_json: str) -> None:
-        conn.execute("UPDATE flow_tasks SET summary_json=json_patch(summary_json, ?)"
-                     " WHERE job_id=? AND component=? AND role=? AND party_id=?", (summary_json, *key))
-
-    def op_bind_model_service(self, conn, key: tuple, service_id: str, ts: int) -> None:
-        conn.execute("UPDATE flow_models SET service_ids_json = CASE WHEN EXISTS (SELECT 1 FROM json_each(service_ids_json)"
-                     " WHERE value = ?) THEN service_ids_json ELSE json_insert(service_ids_json, '$[#]', ?) END,"
-                     " update_time_ms=? WHERE model_id=? AND model_version=? AND role=? AND party_id=?",
-                     (service_id, service_id, ts, *key))
-
     def op_delete_audit(self, conn, seqs: list[int]) -> None:
         conn.execute(f"DELETE FROM auth_audit WHERE seq IN ({_marks(len(seqs))})", seqs)
-
-    def op_put_flow_messages(self, conn, rows: list[tuple]) -> None:
-        conn.executemany(f"INSERT OR REPLACE INTO flow_messages ({', '.join(FLOW_MESSAGE_COLUMNS)})"
-                         f" VALUES ({_marks(len(FLOW_MESSAGE_COLUMNS))})", rows)
-
-    def op_delete_flow_messages(self, conn, keys: list[tuple]) -> None:
-        conn.executemany("DELETE FROM flow_messages WHERE " + " AND ".join(f"{c}=?" for c in FLOW_MESSAGE_COLUMNS[:-1]),
-                         keys)
-
-    def op_sql(self, conn, statements: list[tuple[str, tuple]]) -> None:
-        for stmt, params in statements:
-            try:
-                conn.execute(stmt, params)
-            except sqlite3.Error:
-                log.error("statement failed: %s %r", stmt[:200], [str(p)[:80] for p in params])
-                raise
 
     # ---------------------------------------------------------------- tasks
     def next_task_ids(self, n: int) -> list[int]:
@@ -467,6 +431,14 @@ class SqliteStore(Store):
     def active_tasks(self) -> list[Task]:
         rows = self.conn.execute(f"SELECT * FROM tasks INDEXED BY tasks_active WHERE {ACTIVE_} ORDER BY id")
         return [Task.from_row(dict(r)) for r in rows]
+
+    def annotated_unfinished(self, annotation: str) -> list[Task]:
+        # The key as the spec's JSON spells it narrows the scan; the annotation itself decides.
+        needle = json.dumps(annotation)
+        rows = self._rows(f"SELECT * FROM tasks INDEXED BY tasks_queue WHERE {QUEUED} AND instr(spec, ?) > 0"
+                          f" UNION ALL SELECT * FROM tasks INDEXED BY tasks_active WHERE {ACTIVE_} AND instr(spec, ?) > 0",
+                          (needle, needle))
+        return [t for t in (Task.from_row(dict(r)) for r in rows) if annotation in t.spec.annotations]
 
     def queued_tasks(self, after: tuple[int, int] | None, limit: int) -> list[Task]:
         # Two seeks on the queue index: the rest of `after`'s priority, then the lower priorities.
@@ -534,10 +506,6 @@ class SqliteStore(Store):
     def nodes(self) -> list[dict]:
         return [dict(r) for r in self._rows("SELECT * FROM nodes")]
 
-    def flow_outbox(self, own_party: int) -> list[tuple]:
-        return [tuple(r) for r in self._rows(f"SELECT {', '.join(FLOW_MESSAGE_COLUMNS)} FROM flow_messages"
-                                             " WHERE dst_party != ?", (own_party,))]
-
     def tokens(self) -> list[dict]:
         return [dict(r) for r in self._rows("SELECT * FROM auth_tokens ORDER BY create_time_ms DESC, id")]
 
@@ -559,10 +527,6 @@ class SqliteStore(Store):
     def old_audit_seqs(self, cutoff_ms: int, limit: int) -> list[int]:
         return [r[0] for r in self._rows("SELECT seq, time_ms FROM auth_audit ORDER BY seq LIMIT ?", (limit,))
                 if r[1] < cutoff_ms]
-
-    # ---------------------------------------------------------------- FATE stores
-    def query_sql(self, sql: str, params=()) -> list[sqlite3.Row]:
-        return self._rows(sql, params)
 
     # ---------------------------------------------------------------- statistics
     def stats(self) -> dict:

@@ -1,0 +1,133 @@
+"""Creates from many threads of one blocking client, coalesced into CreateTasks calls.
+
+At most one create RPC of a client is in flight at a time. A caller that finds none goes out at
+once, alone, as CreateTask; callers that arrive meanwhile queue, and when the call in flight
+returns they go together as one CreateTasks (a lone queued caller as CreateTask), sent by the
+first of them while the others wait. There is no timer: nothing waits for company.
+
+Each caller gets its own task, or its own error. A batch the server refuses as a whole for
+something one spec may cause (a bad spec, a namespace the token may not use, the queue full, the
+message too large) made nothing, so its members are sent again one by one, each with the
+request_id it was given on arrival, and each sees the answer to its own spec. A batch whose
+outcome is unknown (UNAVAILABLE or DEADLINE_EXCEEDED after every retry, or an unexpected error)
+is not sent again: every member gets that error. Retries of a batch carry the batch's own
+request_id, so the server returns the tasks the first try made (engine.create).
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import grpc
+from taskhub.v1 import task_pb2 as pb
+from taskhub.v1 import task_service_pb2 as svc
+
+# A CreateTasks refused with one of these created nothing, and may have been refused for one
+# member's sake: its members are sent again alone.
+REFUSED = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
+                     grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.FAILED_PRECONDITION,
+                     grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.ALREADY_EXISTS})
+# Well under the server's 10,000 per batch; a larger queue goes in several turns.
+MAX_BATCH = 500
+
+
+class _Call:
+    __slots__ = ("request", "done", "task", "error", "batch")
+
+    def __init__(self, request: svc.CreateTaskRequest):
+        self.request = request
+        self.done = threading.Event()
+        self.task: pb.Task | None = None
+        self.error: BaseException | None = None
+        self.batch: list[_Call] | None = None  # set when this caller is to send the batch it heads
+
+
+class Coalescer:
+    """`one(request)` sends a CreateTaskRequest, `many(request)` a CreateTasksRequest (both
+    retrying as the client does); `request_id()` makes a batch's id. `sent` counts the RPCs made,
+    by method name (tests and benchmarks read it)."""
+
+    def __init__(self, one: Callable, many: Callable, request_id: Callable[[], str]):
+        self._one, self._many, self._request_id = one, many, request_id
+        self._lock = threading.Lock()
+        self._busy = False
+        self._queue: list[_Call] = []
+        self.sent = {"CreateTask": 0, "CreateTasks": 0}
+
+    def queued(self) -> int:
+        """Callers waiting for the call in flight to return."""
+        with self._lock:
+            return len(self._queue)
+
+    def create(self, request: svc.CreateTaskRequest) -> pb.Task:
+        call = _Call(request)
+        with self._lock:
+            if self._busy:
+                self._queue.append(call)
+            else:
+                self._busy = True
+                call.batch = [call]
+        if call.batch is None:
+            self._await(call)
+        if call.batch is not None:  # this caller sends (alone, or at the head of a batch)
+            self._send_and_hand_on(call.batch)
+        if call.error is not None:
+            raise call.error
+        return call.task
+
+    def _await(self, call: _Call) -> None:
+        try:
+            call.done.wait()
+        except BaseException:  # e.g. KeyboardInterrupt in the main thread
+            with self._lock:
+                if call in self._queue:
+                    self._queue.remove(call)
+                    raise
+            if call.batch is not None:  # it was handed a batch: the others must not wait forever
+                self._send_and_hand_on(call.batch)
+            raise
+
+    def _send_and_hand_on(self, batch: list[_Call]) -> None:
+        try:
+            self._send(batch)
+        finally:
+            with self._lock:
+                nxt, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                self._busy = bool(nxt)
+            if nxt:  # the next batch's first caller sends it (woken first); this caller returns at once
+                nxt[0].batch = nxt
+                nxt[0].done.set()
+            for c in batch:
+                c.done.set()
+
+    def _send(self, batch: list[_Call]) -> None:
+        if len(batch) == 1:
+            self._send_alone(batch[0])
+            return
+        request = svc.CreateTasksRequest(specs=[c.request.spec for c in batch], request_id=self._request_id())
+        try:
+            self.sent["CreateTasks"] += 1
+            tasks = list(self._many(request).tasks)
+            if len(tasks) != len(batch):
+                raise RuntimeError(f"CreateTasks answered {len(tasks)} tasks for {len(batch)} specs")
+        except grpc.RpcError as e:
+            if e.code() not in REFUSED:
+                for c in batch:
+                    c.error = e
+                return
+            for c in batch:
+                self._send_alone(c)
+            return
+        except BaseException as e:
+            for c in batch:
+                c.error = e
+            raise
+        for c, t in zip(batch, tasks):
+            c.task = t
+
+    def _send_alone(self, call: _Call) -> None:
+        try:
+            self.sent["CreateTask"] += 1
+            call.task = self._one(call.request)
+        except Exception as e:
+            call.error = e
