@@ -4,7 +4,7 @@ and server-to-server federation throughput (Probe's guest -> host exchange, time
 Time per iteration is the arbiter's HeteroLR task time over its iterations. The published job
 shuffles its batches, so AUCs differ a little from run to run.
 
-    python -m bench.fate_sites [--max-iter N] [--quick]
+    python -m bench.fate_sites [--max-iter N] [--quick] [--federation-only]
 
 Writes bench/results/fate_sites.json.
 """
@@ -95,18 +95,22 @@ def _free_port() -> int:
 
 
 def measure(guest, host, a) -> dict:
+    out = {"federation_small": federation(guest, host, a.small, 100),
+           "federation_large": federation(guest, host, a.large, 1 << 20)}
+    if a.federation_only:
+        return out
     for stub, role in ((guest, "guest"), (host, "host")):
         _upload(stub, role)
     runs = [hetero_lr(guest, host, a.max_iter) for _ in range(a.runs)]
     return {"hetero_lr": sorted(runs, key=lambda r: r["wall_seconds"])[len(runs) // 2], "hetero_lr_runs": runs,
-            "federation_small": federation(guest, host, a.small, 100),
-            "federation_large": federation(guest, host, a.large, 1 << 20)}
+            **out}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="bench.fate_sites")
     ap.add_argument("--max-iter", type=int, default=30, help="HeteroLR max_iter (the published job: 30)")
     ap.add_argument("--quick", action="store_true", help="max_iter 3 and fewer federation objects")
+    ap.add_argument("--federation-only", action="store_true", help="only the federation throughput")
     a = ap.parse_args(argv)
     a.small, a.large, a.runs = (300, 8, 1) if a.quick else (2000, 50, 3)
     if a.quick:
@@ -115,23 +119,28 @@ def main(argv=None) -> int:
     with TaskhubServer() as one:
         stub = _stub(one.target)
         res["one_server"] = measure(stub, stub, a)
+    res["load_average"] = os.getloadavg()
     pki = tempfile.mkdtemp(prefix="taskhub-bench-pki-")
     ports = {GUEST: _free_port(), HOST: _free_port()}
     tables = write_site_pki(pki, {p: ("127.0.0.1", port) for p, port in ports.items()})
     with TaskhubServer("--fate-party-id", str(GUEST), "--fate-route-table", tables[GUEST]) as g, \
             TaskhubServer("--fate-party-id", str(HOST), "--fate-route-table", tables[HOST]) as h:
         res["across_sites"] = measure(_stub(g.target), _stub(h.target), a)
+    res["load_average"] = [round((x + y) / 2, 1) for x, y in zip(res["load_average"], os.getloadavg())]
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "fate_sites.json"), "w") as f:
+    with open(os.path.join(RESULTS, "fate_sites_federation.json" if a.federation_only else "fate_sites.json"),
+              "w") as f:
         json.dump(res, f, indent=1)
     for where in ("one_server", "across_sites"):
         r = res[where]
-        lr, small, large = r["hetero_lr"], r["federation_small"], r["federation_large"]
-        print(f"{where:>12}: published hetero LR (max_iter {a.max_iter}, median of {a.runs}) {lr['status']},"
-              f" {lr['wall_seconds']:.1f} s wall, {lr['iterations']} iterations at {lr['seconds_per_iteration'] or 0:.2f} s,"
-              f" AUC {lr['auc']};"
-              f" federation {small.get('messages_per_s', 0):,.0f} objects/s (100 B),"
+        small, large = r["federation_small"], r["federation_large"]
+        lr = "" if a.federation_only else (
+            f" published hetero LR (max_iter {a.max_iter}, median of {a.runs}) {r['hetero_lr']['status']},"
+            f" {r['hetero_lr']['wall_seconds']:.1f} s wall, {r['hetero_lr']['iterations']} iterations at"
+            f" {r['hetero_lr']['seconds_per_iteration'] or 0:.2f} s, AUC {r['hetero_lr']['auc']};")
+        print(f"{where:>12}:{lr} federation {small.get('messages_per_s', 0):,.0f} objects/s (100 B),"
               f" {large.get('mb_per_s', 0):,.1f} MB/s (1 MiB)")
+    print(f"load average (1, 5, 15 min, mean of start and end): {res['load_average']}")
     return 0
 
 

@@ -6,6 +6,8 @@ import json
 
 from taskhub.v1 import flow_service_pb2 as fpb
 
+from .flow_rows import ARGUMENT, EXCEPTION, SUCCESS
+
 
 def model_row(m: fpb.FlowModel, filters: list[str] | None = None) -> dict:
     """FATE's t_machine_learning_model_info row (f_ keys) for one party's record."""
@@ -27,13 +29,28 @@ def model_row(m: fpb.FlowModel, filters: list[str] | None = None) -> dict:
     return row
 
 
-def by_party(models, retmsg: str = "success") -> dict:
-    """FATE's per-party report: {role: {party: retcode}, "detail": {role: {party: {retcode, retmsg}}}}."""
+def by_party(models, retmsg: str = "success", elsewhere=()) -> dict:
+    """FATE's per-party report: {role: {party: retcode}, "detail": {role: {party: {retcode, retmsg}}}}.
+    `elsewhere`: DeployedElsewhere outcomes of the parties on other servers (FATE across sites)."""
     out: dict = {"detail": {}}
     for m in models:
         out.setdefault(m.party.role, {})[str(m.party.party_id)] = 0
         out["detail"].setdefault(m.party.role, {})[str(m.party.party_id)] = {"retcode": 0, "retmsg": retmsg}
+    for e in elsewhere:
+        code = EXCEPTION if e.error else 0
+        out.setdefault(e.party.role, {})[str(e.party.party_id)] = code
+        out["detail"].setdefault(e.party.role, {})[str(e.party.party_id)] = {"retcode": code,
+                                                                            "retmsg": e.error or retmsg}
     return out
+
+
+def deployed(done: fpb.DeployModelResponse) -> tuple[dict, int, str]:
+    """model/deploy's (data, retcode, retmsg): as FATE, 101 "failed" when a party did not deploy its part
+    (the parties that did keep the version), naming each."""
+    data = by_party(done.models, elsewhere=done.elsewhere)
+    data.update(model_id=done.model_id, model_version=done.model_version)
+    failed = [f"party {e.party.party_id}: {e.error}" for e in done.elsewhere if e.error]
+    return data, (ARGUMENT if failed else SUCCESS), ("failed: " + "; ".join(failed) if failed else "success")
 
 
 def tag_rows(tags, with_count: bool = False) -> list[dict]:

@@ -14,7 +14,7 @@ from taskhub.v1 import flow_service_pb2 as fpb
 from . import flow_rows as rows
 from .fate_args import component_names, party_id_of, role_of
 from .flow_common import CHUNK, Noun, answer, fate_call, load_json
-from .flow_model_rows import by_party, model_row, tag_rows, tagged_model_rows
+from .flow_model_rows import by_party, deployed, model_row, tag_rows, tagged_model_rows
 
 
 def _ref(conf: dict) -> fpb.ModelRef:
@@ -170,9 +170,8 @@ class Model(Noun):
         done = self._stub.DeployModel(fpb.DeployModelRequest(
             model_id=str(model_id), model_version=str(model_version or ""), cpn_list=_cpn_list(cpn_list),
             predict_dsl_json=json.dumps(dsl) if dsl else ""), timeout=self._timeout)
-        data = by_party(done.models)
-        data.update(model_id=done.model_id, model_version=done.model_version)
-        return answer(data)
+        data, retcode, retmsg = deployed(done)
+        return answer(data, retcode=retcode, retmsg=retmsg)
 
     @fate_call(not_found=210)
     def get_predict_dsl(self, model_id, model_version) -> dict:

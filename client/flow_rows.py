@@ -30,6 +30,7 @@ def retcode_of(code: grpc.StatusCode, not_found: int) -> int:
         return not_found
     return _RETCODES.get(code, EXCEPTION)
 OUTPUT_TAR = "job_{job}_{cpn}_{role}_{party}_output_data.tar.gz"
+REMOTE_NODE = "site:"   # a task's node when it runs at its party's own server (FATE across sites)
 
 
 def job_status_name(status: int) -> str:
@@ -160,7 +161,7 @@ def task_row(task: fpb.FlowTask) -> dict:
         "f_party_id": str(task.party.party_id),
         "f_status": task_status_name(task.status),
         "f_party_status": task_status_name(task.status),
-        "f_run_on_this_party": True,
+        "f_run_on_this_party": not task.node.startswith(REMOTE_NODE),
         "f_run_pid": task.run_pid or None,
         "f_run_ip": task.node or None,
         "f_auto_retries": task.retries,

@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import struct
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -60,15 +61,17 @@ class Sites:
 
     def route_table(self, party: int) -> Path:
         path = self.pki / f"route_table_{party}.json"
-        path.write_text(json.dumps(certs.route_table({p: ("127.0.0.1", port) for p, port in self.ports.items()},
-                                                     party), indent=1))
+        table = certs.route_table({p: ("127.0.0.1", port) for p, port in self.ports.items()}, party)
+        table["permission"]["default_allow"] = party != HOST   # both: only the parties of the table get in
+        path.write_text(json.dumps(table, indent=1))
         return path
 
     def start(self, party: int) -> ServerProcess:
         d = self.dirs.setdefault(party, self.root / f"party-{party}")
         d.mkdir(exist_ok=True)
         s = ServerProcess(d, ["--fate-party-id", str(party), "--fate-route-table", str(self.route_table(party)),
-                              "--fate-party-timeout", str(PARTY_TIMEOUT), "--python-workers", "1", "--slots", "8"])
+                              "--fate-party-timeout", str(PARTY_TIMEOUT), "--python-workers", "1", "--slots", "8",
+                              "--flow-max-jobs", "1" if party == HOST2 else "4"])
         self.servers[party] = s.start()
         return s
 
@@ -178,7 +181,7 @@ def test_hetero_lr_across_three_sites_has_the_single_server_auc(sites, lr_done):
     assert all(t["f_status"] in ("success", "pass") for t in tasks), tasks
     for party, roles in ((HOST, {("host", HOST), ("arbiter", HOST)}), (HOST2, {("host", HOST2)})):
         fc = sites.sdk(party)
-        assert job_status(fc, job_id) == "success"
+        assert wait_end(fc, job_id) == "success"   # the initiator's EndJob reaches it after its own end
         own = fc.task.query(job_id=job_id)["data"]
         assert {(t["f_role"], int(t["f_party_id"])) for t in own} == roles
         model = fc.component.output_model(job_id=job_id, role="host", party_id=party, component_name="hetero_lr_0")
@@ -326,6 +329,89 @@ def test_deploy_and_predict_at_the_guest_run_each_party_s_part_on_its_server(sit
     assert info["data"]["count"] == 569, info
 
 
+def _unzipped(path: str) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def test_models_export_import_and_tags_stay_with_each_party(sites, lr_done, tmp_path):
+    """As in FATE, a party's model part lives on its own server: export and import are per party, at that
+    party's server (the initiator's archive names the other parts); tags are each server's own."""
+    job_id, _, train_conf, host_files, model_id = lr_done
+    guest = sites.sdk(GUEST)
+    answer = guest.model.deploy(model_id, job_id, cpn_list=["reader_0", "data_transform_0", "intersection_0",
+                                                            "hetero_lr_0"])
+    assert answer["retcode"] == 0, answer
+    assert {r: sorted(map(int, ids)) for r, ids in answer["data"].items() if r in ("guest", "host", "arbiter")} == {
+        "guest": [GUEST], "host": [HOST, HOST2], "arbiter": [HOST]}, answer   # FATE's per-party report
+    version = answer["data"]["model_version"]
+    parts = {GUEST: [("guest", GUEST)], HOST: [("host", HOST), ("arbiter", HOST)], HOST2: [("host", HOST2)]}
+    for party, own in parts.items():   # each server lists its own parts only
+        rows = sites.sdk(party).model.get_model_info(model_id=model_id, model_version=version)["data"]
+        assert sorted((r["f_role"], int(r["f_party_id"])) for r in rows) == sorted(own), rows
+
+    archives: dict[tuple[str, int], str] = {}
+    for party, own in parts.items():
+        for role, pid in own:
+            out = sites.sdk(party).model.export_model({"model_id": model_id, "model_version": version, "role": role,
+                                                       "party_id": pid, "output_path": str(tmp_path / str(party))})
+            assert out["retcode"] == 0, out
+            archives[(role, pid)] = out["file"]
+    files = _unzipped(archives[("guest", GUEST)])
+    manifest = json.loads(files["manifest.json"])
+    assert sorted((p["role"], p["party_id"]) for p in manifest["other_parts"]) == [
+        ("arbiter", HOST), ("host", HOST), ("host", HOST2)]
+    assert "components/hetero_lr_0.json" in files
+    refused = guest.model.export_model({"model_id": model_id, "model_version": version, "role": "host",
+                                        "party_id": HOST, "output_path": str(tmp_path)})
+    assert refused["retcode"] != 0 and f"party {HOST}'s own server" in refused["retmsg"], refused
+    # No archive carries another party's feature values (the archive's files, unpacked).
+    tables = {GUEST: read_csv("breast_hetero_guest")[1]}
+    for party, path in host_files.items():
+        with open(path, newline="") as f:
+            tables[party] = list(csv.reader(f))[1:]
+    for (role, holder), path in archives.items():
+        blob = b"\0".join(_unzipped(path).values())
+        for owner, rows in tables.items():
+            if owner != holder:
+                text, packed = _needles(rows, [r for p, t in tables.items() if p != owner for r in t])
+                leaked = sorted(text & set(NUMBER.findall(blob))) + packed_found(blob, packed)
+                assert not leaked, f"party {owner}'s values in the {role} {holder} archive: {leaked[:5]}"
+
+    # Each server drops the version, then imports its own parts back from the archives.
+    for party in parts:
+        with grpc.insecure_channel(sites.servers[party].grpc_target) as ch:
+            fgrpc.FlowServiceStub(ch).DeleteModel(fpb.ModelRef(model_id=model_id, model_version=version), timeout=60)
+    wrong = guest.model.import_model({"model_id": model_id, "model_version": version, "role": "host",
+                                      "party_id": HOST, "file": archives[("host", HOST)]})
+    assert wrong["retcode"] != 0 and f"import it at party {HOST}'s server" in wrong["retmsg"], wrong
+    for (role, pid), path in archives.items():
+        back = sites.sdk(pid).model.import_model({"model_id": model_id, "model_version": version, "role": role,
+                                                  "party_id": pid, "file": path})
+        assert back["retcode"] == 0, back
+    conf = {"dsl_version": 2, "initiator": train_conf["initiator"], "role": train_conf["role"],
+            "job_parameters": {"common": {"job_type": "predict", "model_id": model_id, "model_version": version}},
+            "component_parameters": {"role": {
+                "guest": {"0": {"reader_0": {"table": {"namespace": "experiment", "name": "breast_hetero_guest"}}}},
+                "host": {"0": {"reader_0": {"table": {"namespace": "experiment", "name": f"host_{HOST}"}}},
+                         "1": {"reader_0": {"table": {"namespace": "experiment", "name": f"host_{HOST2}"}}}}}}}
+    answer = guest.job.submit(conf)     # the imported parts predict across the sites
+    assert answer["retcode"] == 0, answer
+    assert wait_end(guest, answer["jobId"]) == "success", _error(guest, answer["jobId"])
+
+    # Tags: a server tags the parts it keeps; another party's server has its own tags.
+    assert guest.model.tag_model(version, "production")["retcode"] == 0
+    assert [t["name"] for t in guest.model.tag_list(version)["data"]["tags"]] == ["production"]
+    tagged = guest.tag.query("production", with_model=True)["data"]["models"]
+    assert [(m["role"], int(m["party_id"])) for m in tagged] == [("guest", GUEST)]
+    host = sites.sdk(HOST)
+    assert host.model.tag_list(version)["data"]["tags"] == []
+    assert host.model.tag_model(version, "host-approved")["retcode"] == 0
+    tagged = host.tag.query("host-approved", with_model=True)["data"]["models"]
+    assert sorted((m["role"], int(m["party_id"])) for m in tagged) == [("arbiter", HOST), ("host", HOST)]
+    assert guest.tag.query("host-approved", with_model=True)["retcode"] != 0
+
+
 def _job_with_host2(seconds: float) -> tuple[dict, dict]:
     dsl, conf = slow_job(seconds)
     conf["role"]["host"] = [HOST2]
@@ -335,6 +421,26 @@ def _job_with_host2(seconds: float) -> tuple[dict, dict]:
 def _error(fc, job_id: str) -> str:
     rows = fc.job.query(job_id=job_id)["data"]
     return (rows[0].get("f_error") or "") if rows else ""
+
+
+def test_a_party_queues_the_jobs_it_did_not_initiate_within_its_max_jobs(sites):
+    """HOST2 runs --flow-max-jobs 1: a second job offered to it waits in its queue (its initiator's own
+    part runs meanwhile) and starts there when the first ends."""
+    guest, first = submit_until_running(sites, *_job_with_host2(600), HOST2)
+    host2 = sites.sdk(HOST2)
+    answer = guest.job.submit(*reversed(_job_with_host2(0.5)))
+    assert answer["retcode"] == 0, answer
+    second = answer["jobId"]
+    wait_for(lambda: any(t["f_role"] == "guest" and t["f_status"] == "success"
+                         for t in guest.task.query(job_id=second).get("data") or []),
+             timeout=120, what="the second job's guest part to end")
+    wait_for(lambda: host2.job.query(job_id=second).get("data"), timeout=60, what="the offer at party 10001")
+    assert job_status(host2, second) == "waiting"
+    assert [t["f_status"] for t in host2.task.query(job_id=second)["data"]] == ["waiting"]
+    assert job_status(guest, second) == "running"
+    assert guest.job.stop(first)["retcode"] == 0
+    assert wait_end(guest, second) == "success", _error(guest, second)
+    assert wait_end(host2, second) == "success"
 
 
 def test_a_host_server_killed_mid_job_resumes_its_part_after_restart(sites):
@@ -362,12 +468,18 @@ def test_the_guest_server_killed_mid_job_drives_it_on_after_restart(sites):
     guest = sites.sdk(GUEST)
     assert wait_end(guest, job_id) == "success", _error(guest, job_id)
     assert {t["f_status"] for t in guest.task.query(job_id=job_id)["data"]} == {"success"}
-    assert job_status(host2, job_id) == "success"
+    assert wait_end(host2, job_id) == "success"
 
 
-def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sites):
+def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sites, lr_done):
     guest = sites.sdk(GUEST)
     sites.servers[HOST2].terminate()
+    # A deploy answers once every party deployed its part, or says which did not (FATE's per-party report).
+    train_id, model_id = lr_done[0], lr_done[4]
+    failed = guest.model.deploy(model_id, train_id, cpn_list=["reader_0", "data_transform_0", "intersection_0",
+                                                              "hetero_lr_0"])
+    assert failed["retcode"] == 101 and f"party {HOST2}" in failed["retmsg"], failed
+    assert failed["data"]["host"] == {str(HOST): 0, str(HOST2): 100}, failed
     dsl, conf = _job_with_host2(0.5)
     answer = guest.job.submit(conf, dsl)
     assert answer["retcode"] == 0, answer
@@ -377,7 +489,34 @@ def test_a_party_down_holds_the_job_with_its_reason_and_it_resumes_when_back(sit
     sites.start(HOST2)   # the same database: the offer is resent, and the job goes on
     assert wait_end(guest, job_id) == "success", _error(guest, job_id)
     assert _error(guest, job_id) == ""
-    assert job_status(sites.sdk(HOST2), job_id) == "success"
+    assert wait_end(sites.sdk(HOST2), job_id) == "success"
+
+
+def test_messages_acknowledged_to_the_sender_survive_its_server_s_restart(sites):
+    """The guest's Probe sends 40 small objects to HOST2 while HOST2 is down: each is acknowledged once
+    committed on the guest's server, and the guest's task ends. That server is killed and started
+    again before HOST2 comes back: HOST2's task can only receive them from the guest's store."""
+    sites.servers[HOST2].terminate()
+    guest = sites.sdk(GUEST)
+    dsl, conf = _job_with_host2(0)
+    conf["component_parameters"]["common"]["probe_0"].update(federation_messages=40, federation_bytes=100)
+    answer = guest.job.submit(conf, dsl)
+    assert answer["retcode"] == 0, answer
+    job_id = answer["jobId"]
+    wait_for(lambda: any(t["f_role"] == "guest" and t["f_status"] == "success"
+                         for t in guest.task.query(job_id=job_id).get("data") or []),
+             timeout=120, what="the guest's part to have sent everything")
+    sites.servers[GUEST].kill()
+    sites.start(GUEST)
+    sites.start(HOST2)
+    guest = sites.sdk(GUEST)
+    assert wait_end(guest, job_id) == "success", _error(guest, job_id)
+    out = sites.sdk(HOST2).component.output_model(job_id=job_id, role="host", party_id=HOST2,
+                                                  component_name="probe_0")
+    assert out["retcode"] == 0, out
+    summary = sites.sdk(HOST2).component.get_summary(job_id=job_id, role="host", party_id=HOST2,
+                                                     component_name="probe_0")
+    assert summary["data"]["federation"]["messages"] == 40, summary
 
 
 def test_a_party_server_gone_mid_task_fails_the_job_naming_it_after_the_party_timeout(sites):
@@ -407,6 +546,15 @@ def test_route_tables_are_checked_before_anything_listens(tmp_path):
     assert parse(json.dumps(off), 9999, str(tmp_path)).route(10000).tls.ca == str(tmp_path / "ca.pem")
     with pytest.raises(RouteError, match="no entry for this server's own party 10001"):
         parse(json.dumps(loop), 10001)
+    # permission: rollsite's default_allow only opens its "default" exchange route, which has no place here:
+    # either way only the parties with an entry are accepted (HOST's table in `sites` says false).
+    assert parse(json.dumps({**loop, "permission": {"default_allow": False}}), 9999).default_allow is False
+    hop = {"default": [{"ip": "127.0.0.1", "port": 9373}]}
+    for table, key in (({**loop, "route_table": {**loop["route_table"], "default": hop}}, "route_table['default']"),
+                       ({**loop, "permission": {"default_allow": False, "allow": [10000]}}, "permission.allow"),
+                       ({**loop, "permission": {"default_allow": "no"}}, "permission.default_allow")):
+        with pytest.raises(RouteError, match=re.escape(key)):
+            parse(json.dumps(table), 9999)
     for bad, why in (("{", "not JSON"), ('{"route_table": {"x": {}}}', "must be a number"),
                      ('{"route_table": {"1": {"default": [{"ip": "h", "port": 0}]}}}', "between 1 and 65535")):
         with pytest.raises(RouteError, match=why):

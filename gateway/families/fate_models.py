@@ -16,7 +16,7 @@ from aiohttp import web
 from taskhub.v1 import flow_service_pb2 as fpb
 
 from client.fate_args import component_names, json_object
-from client.flow_model_rows import by_party, model_row, tag_rows, tagged_model_rows
+from client.flow_model_rows import by_party, deployed, model_row, tag_rows, tagged_model_rows
 
 from .. import fate_auth, uploads
 from ..errors import BadRequest, answers, json_response
@@ -95,9 +95,8 @@ async def deploy(request: web.Request) -> web.Response:
     done = await flow.DeployModel(fpb.DeployModelRequest(
         model_id=ref.model_id, model_version=ref.model_version, cpn_list=cpn or [],
         predict_dsl_json=json.dumps(dsl) if dsl else ""), timeout=TIMEOUT)
-    data = by_party(done.models)
-    data.update(model_id=done.model_id, model_version=done.model_version)
-    return envelope(data)
+    data, retcode, retmsg = deployed(done)
+    return envelope(data, retcode=retcode, retmsg=retmsg)
 
 
 @download_route(210)

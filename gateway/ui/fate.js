@@ -1,12 +1,45 @@
 // FATE Flow jobs over the gateway's FATE Flow routes (/v1/job/..., /v1/tracking/...):
 // the job list, and a job as its DSL graph coloured by status, with each component's
-// parameters, metrics (charts) and output data (a table).
+// parameters, metrics (charts) and output data (a table), and each party's status. With each
+// party on its own server, a server's tasks are its own parties' (the initiator's also the
+// others', as their servers report them): its dashboard is its party's view.
 "use strict";
 
 const FATE_STATUS_ORDER = ["failed", "timeout", "running", "waiting", "ready", "canceled", "success", "pass"];  // worst first; "pass" only when every task passed
 
 function fateStatusBadge(status) {
   return h("span", {class: "badge fs-" + String(status || "unknown").toLowerCase()}, String(status || "unknown").toLowerCase());
+}
+
+// One party's status from its tasks: the worst one, and "running" while some are done and others wait.
+function partyStatus(statuses) {
+  for (const s of ["failed", "timeout", "canceled", "running"]) if (statuses.includes(s)) return s;
+  if (statuses.every((s) => s === "pass")) return "pass";
+  if (statuses.every((s) => s === "success" || s === "pass")) return "success";
+  return statuses.some((s) => s === "success") ? "running" : "waiting";
+}
+
+function partiesTable(tasks) {
+  const parties = new Map();  // "role party" -> its tasks, in the order the server lists them
+  for (const t of tasks) {
+    const key = `${t.f_role} ${t.f_party_id}`;
+    if (!parties.has(key)) parties.set(key, []);
+    parties.get(key).push(t);
+  }
+  const rows = [...parties.entries()].map(([key, mine]) => {
+    const statuses = mine.map((t) => String(t.f_status || "").toLowerCase());
+    const st = partyStatus(statuses);
+    const done = statuses.filter((s) => s === "success" || s === "pass").length;
+    const here = mine.some((t) => t.f_run_on_this_party !== false);
+    const errors = mine.map((t) => t.f_error_report).filter(Boolean);
+    return h("tr", {dataset: {party: key, status: st}},
+      h("td", {}, mine[0].f_role), h("td", {}, String(mine[0].f_party_id)), h("td", {}, fateStatusBadge(st)),
+      h("td", {}, `${done} / ${mine.length}`), h("td", {class: "muted"}, here ? "this server" : "its own server"),
+      h("td", {class: "muted"}, errors[0] || ""));
+  });
+  return h("table", {class: "grid compact", id: "party-rows"},
+    h("thead", {}, h("tr", {}, ["role", "party", "status", "tasks done", "runs on", "error"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, rows.length ? rows : [h("tr", {}, h("td", {colspan: 6, class: "empty"}, "no tasks yet"))]));
 }
 
 function renderFateJobs(view) {
@@ -91,8 +124,9 @@ function renderFateJob(view, jobId) {
   let stopped = false;
   const head = h("div", {class: "toolbar"}, h("a", {href: "#/fate", class: "ghost"}, "‹ FATE jobs"), h("h1", {}, "Job " + jobId));
   const graphBox = h("div", {class: "card graph"});
+  const partiesBox = h("div", {class: "card", id: "job-parties"});
   const detail = h("div", {class: "card", id: "component-detail"}, h("p", {class: "muted"}, "choose a component in the graph"));
-  view.append(head, graphBox, detail);
+  view.append(head, partiesBox, graphBox, detail);
   let job = null, tasks = [], selected = null;
 
   function componentStatus(name) {
@@ -111,6 +145,8 @@ function renderFateJob(view, jobId) {
       head.replaceChildren(h("a", {href: "#/fate", class: "ghost"}, "‹ FATE jobs"), h("h1", {}, "Job " + jobId),
         fateStatusBadge(job.f_status), h("span", {class: "muted"}, `${job.f_role || ""} ${job.f_party_id || ""}`),
         job.f_progress !== undefined ? progressBar({progress: job.f_progress, status: "TASK_STATUS_RUNNING"}) : null);
+      partiesBox.replaceChildren(h("h2", {}, "Parties"), partiesTable(tasks),
+        job.f_error ? h("p", {class: "muted", id: "job-error"}, job.f_error) : "");
       graphBox.replaceChildren(dslGraph(dsl.components || {}, componentStatus, select));
       if (selected) markSelected();
     } catch (e) { graphBox.replaceChildren(h("p", {class: "empty"}, "job: " + e.message)); }
@@ -125,8 +161,11 @@ function renderFateJob(view, jobId) {
     markSelected();
     const parties = tasks.filter((t) => t.f_component_name === name);
     const initiator = {role: job.f_role, party_id: job.f_party_id};
-    const choices = parties.length ? parties.map((t) => ({role: t.f_role, party_id: t.f_party_id, status: t.f_status})) : [initiator];
-    const picker = h("select", {id: "party-picker"}, choices.map((c, i) => h("option", {value: i}, `${c.role} ${c.party_id}${c.status ? " · " + c.status : ""}`)));
+    const choices = parties.length ? parties.map((t) => ({role: t.f_role, party_id: t.f_party_id, status: t.f_status,
+      elsewhere: t.f_run_on_this_party === false})) : [initiator];
+    // Another party's parameters, metrics and output stay on its own server: ask its dashboard.
+    const picker = h("select", {id: "party-picker"}, choices.map((c, i) => h("option", {value: i},
+      `${c.role} ${c.party_id}${c.status ? " · " + c.status : ""}${c.elsewhere ? " · on its own server" : ""}`)));
     // The initiator's view first (as FATE Board), else the first party that ran it.
     const ran = (c) => String(c.status || "").toLowerCase() !== "pass";
     let first = choices.findIndex((c) => ran(c) && c.role === initiator.role && String(c.party_id) === String(initiator.party_id));

@@ -64,10 +64,12 @@ class FlowModelMethods:
 
     @mapped
     async def DeployModel(self, request, context):
-        version = await self.models.deploy(request.model_id, request.model_version, list(request.cpn_list) or None,
-                                           request.predict_dsl_json)
+        version, elsewhere = await self.models.deploy(request.model_id, request.model_version,
+                                                      list(request.cpn_list) or None, request.predict_dsl_json)
         return pb.DeployModelResponse(model_id=request.model_id, model_version=version,
-                                      models=self._models_out(self.models.get(request.model_id, version)))
+                                      models=self._models_out(self.models.get(request.model_id, version)),
+                                      elsewhere=[pb.DeployedElsewhere(party=pb.FlowParty(role=r, party_id=p), error=e)
+                                                 for (r, p), e in sorted(elsewhere.items())])
 
     @mapped
     async def GetPredictDsl(self, request, context):

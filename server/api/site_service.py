@@ -54,6 +54,11 @@ class SiteService(pb_grpc.SiteServiceServicer):
         return EMPTY
 
     @mapped
+    async def DeliverBatch(self, request, context):
+        await self.sites.delivered_batch(self._caller(context), request)
+        return EMPTY
+
+    @mapped
     async def DeployPart(self, request, context):
         await self.sites.deploy_from(self._caller(context), request.model_id, request.model_version,
                                      request.new_version, request.predict_dsl_json)

@@ -1,12 +1,14 @@
 """The model archive of export/import and store/restore: one zip file per (model version, party).
 
     manifest.json           {"format": "taskhub-fate-model", "format_version": 1, "model_id",
-                             "model_version", "role", "party_id", "files": {path: sha256 hex}}
+                             "model_version", "role", "party_id", "files": {path: sha256 hex},
+                             "other_parts": [{"role", "party_id"}, ...]}
     model.json              the party's model record (job id, parent version, initiator, roles,
                             train DSL and conf, predict DSL)
     components/<name>.json  {"component", "module", "model", "meta"} for each component model
 
-unpack() checks all of it before anything is stored: a corrupt, foreign or tampered archive is an
+"other_parts" names the model's other parties: their parts are not in this archive (each is exported
+by the server of its own party, and imported there). unpack() checks all of it before anything is stored: a corrupt, foreign or tampered archive is an
 InvalidArgument naming what is wrong.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ RECORD_FIELDS = ("job_id", "parent_version", "initiator_role", "initiator_party"
                  "train_conf_json", "inference_dsl_json", "create_time_ms")
 
 
-def pack(row: dict, components: list[dict]) -> bytes:
+def pack(row: dict, components: list[dict], other_parts: list[tuple[str, int]] = ()) -> bytes:
     files: dict[str, bytes] = {"model.json": json.dumps({k: row[k] for k in RECORD_FIELDS}, indent=1).encode()}
     for c in components:
         files[f"components/{c['component']}.json"] = json.dumps({
@@ -35,7 +37,8 @@ def pack(row: dict, components: list[dict]) -> bytes:
             "meta": json.loads(c["meta_json"] or "{}")}).encode()
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "model_id": row["model_id"],
                 "model_version": row["model_version"], "role": row["role"], "party_id": row["party_id"],
-                "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
+                "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+                "other_parts": [{"role": r, "party_id": p} for r, p in other_parts]}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("manifest.json", json.dumps(manifest, indent=1))

@@ -35,9 +35,11 @@ class Federation:
         self._pending: set[tuple] = set()         # keys not committed yet: never evicted
         self._recent_bytes = 0
         # Each party on its own server (server/sites/): a message for another server's party goes
-        # there (forward(job_id, key, payload) returns once that server holds it durably).
+        # there (forward(job_id, key, payload) returns once it is committed here, on its way there:
+        # server/sites/outbox.py; the receiver's server takes it in with accept_batch).
         self.forward: Callable[[str, tuple, bytes], Awaitable[None]] | None = None
         self.is_local: Callable[[int], bool] = lambda party_id: True
+        self.refused: Callable[[str], str] = lambda job_id: ""   # why another party refused this job's messages
         data.jobs.add_end_listener(self._job_ended)
 
     @staticmethod
@@ -53,6 +55,8 @@ class Federation:
             raise errors.InvalidArgument(f"a federation message is at most {MAX_PAYLOAD} bytes")
         self._check_party(job, dst_role, dst_party, "destination")
         key = (job.job_id, name, tag, (t.role, t.party_id), (dst_role, dst_party))
+        if why := self.refused(job.job_id):
+            raise errors.FailedPrecondition(why)
         if self.forward is not None and not self.is_local(dst_party):
             await self.forward(job.job_id, key, payload)
             return
@@ -71,6 +75,34 @@ class Federation:
         if len(payload) > MAX_PAYLOAD:
             raise errors.InvalidArgument(f"a federation message is at most {MAX_PAYLOAD} bytes")
         await self._keep((job_id, name, tag, tuple(src), tuple(dst)), payload)
+
+    async def accept_batch(self, job_id: str, messages: list[tuple[str, str, tuple, tuple, bytes]]) -> None:
+        """Messages (name, tag, src, dst, payload) of one job another party's server forwarded to parties
+        of this one, committed together; returns once committed. For a job that ended here they are
+        dropped: no task of it will read them."""
+        job = self.data.jobs.get(job_id)
+        if job.terminal:
+            return
+        keys, rows = [], []
+        for name, tag, src, dst, payload in messages:
+            self._check_party(job, *src, "source")
+            self._check_party(job, *dst, "destination")
+            if not self.is_local(dst[1]):
+                raise errors.InvalidArgument(f"party {dst[1]} does not run on this server")
+            if len(payload) > MAX_PAYLOAD:
+                raise errors.InvalidArgument(f"a federation message is at most {MAX_PAYLOAD} bytes")
+            keys.append((job_id, name, tag, tuple(src), tuple(dst)))
+            rows.append((job_id, name, tag, src[0], src[1], dst[0], dst[1], payload))
+        for key, (*_, payload) in zip(keys, rows):
+            self._remember(key, payload)
+            self._pending.add(key)
+        b = self.fstore.store.batch()
+        b.put_flow_messages(rows)
+        committed = b.submit(wait=True)
+        committed.add_done_callback(lambda _: self._committed(*keys))
+        for key in keys:
+            self._arrivals.publish(key)
+        await committed
 
     def _keep(self, key: tuple, payload: bytes):
         """Store a message for its receiver and wake it; the store's commit future."""
@@ -99,6 +131,8 @@ class Federation:
                     return payload
                 if job.terminal:
                     raise errors.FailedPrecondition(f"job {job.job_id} ended ({job.status.fate}): {job.error}")
+                if why := self.refused(job.job_id):
+                    raise errors.FailedPrecondition(why)
                 if not await arrived.wait(deadline - loop.time()) and loop.time() >= deadline:
                     raise NotYet(f"no message {name}/{tag} from {src_role} {src_party} yet")
 
@@ -108,10 +142,13 @@ class Federation:
         self._recent[key] = payload
         self._recent_bytes += len(payload)
 
-    def _committed(self, key: tuple) -> None:
-        self._pending.discard(key)
-        if key[0] not in self.data.jobs.jobs and key in self._recent:   # its job ended meanwhile
-            self._recent_bytes -= len(self._recent.pop(key))
+    def _committed(self, *keys: tuple) -> None:
+        for key in keys:
+            self._pending.discard(key)
+            if key[0] not in self.data.jobs.jobs and key in self._recent:   # its job ended meanwhile
+                self._recent_bytes -= len(self._recent.pop(key))
+        if self._recent_bytes <= MEMORY_BYTES:
+            return
         for k in list(self._recent):   # oldest first; uncommitted ones must stay
             if self._recent_bytes <= MEMORY_BYTES:
                 break

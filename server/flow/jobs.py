@@ -107,6 +107,9 @@ class FlowJobs:
         self.ids = ids or JobIds()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._advancing: dict[str, asyncio.Lock] = {}
+        # A job another party initiated that waits here for a slot: the components its initiator
+        # already said to start (they start when it is admitted).
+        self._held_starts: dict[str, set[str]] = {}
         self._end_listeners = list(self.hooks.on_job_end)
         self.site: SiteLink | None = None
         engine.observers.subscribe(OBSERVER_NAME, call=self._on_taskhub_change)
@@ -133,11 +136,10 @@ class FlowJobs:
                 continue
             self.plans[job.job_id] = plan
             elsewhere = self.driven_elsewhere(job)
-            if job.status == J.WAITING and not elsewhere:
+            if job.status == J.WAITING:   # its initiator's server says again what to start (Sites._watch)
                 self.queue.enqueue(job.job_id)
                 continue
-            if not elsewhere:
-                self.queue.resume(job.job_id)
+            self.queue.resume(job.job_id)
             for t in job.tasks.values():
                 if t.taskhub_task_id and not t.status.terminal:
                     self.by_taskhub[t.taskhub_task_id] = t
@@ -204,8 +206,12 @@ class FlowJobs:
         except errors.NotFound:
             pass
         plan = dsl.parse(dsl_json, conf_json, self.registry.modules)
-        return await self._insert(job_id, namespace or DEFAULT_NAMESPACE, plan, dsl_json, conf_json,
-                                  local_only=True)
+        job = await self._insert(job_id, namespace or DEFAULT_NAMESPACE, plan, dsl_json, conf_json, local_only=True)
+        # It takes one of this server's max_jobs slots like a job submitted here: a party running
+        # many jobs it did not initiate queues them rather than running them all at once.
+        self.queue.enqueue(job.job_id)
+        await self._admit()
+        return job
 
     async def _insert(self, job_id: str, namespace: str, plan: dsl.Plan, dsl_json: str, conf_json: str,
                       local_only: bool = False) -> FlowJob:
@@ -271,6 +277,9 @@ class FlowJobs:
                 self.queue.release(job_id)
                 continue
             self.status.set_job_status(job, J.READY)
+            if self.driven_elsewhere(job):
+                await self.start_components(job_id, sorted(self._held_starts.pop(job_id, ())))
+                continue
             self._arm_timeout(job)
             await self._advance(job)
         self._publish_queue_positions()
@@ -353,6 +362,9 @@ class FlowJobs:
         checks that this server is up and has the job)."""
         job = self.get(job_id)
         if job.terminal or job_id not in self.plans or not components:
+            return
+        if job_id in self.queue.waiting:   # no slot for it yet here: started once admitted
+            self._held_starts.setdefault(job_id, set()).update(components)
             return
         plan = self.plans[job_id]
         wanted = [c for c in plan.components if c.name in components]
@@ -498,6 +510,7 @@ class FlowJobs:
         timer = self._timers.pop(job.job_id, None)
         if timer:
             timer.cancel()
+        self._held_starts.pop(job.job_id, None)
         if self.queue.release(job.job_id):
             spawn(self._admit(), "admit flow jobs")
         for cb in self._end_listeners:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import BinaryIO, Callable, Iterable
+from typing import Awaitable, BinaryIO, Callable, Iterable
 
 from .. import auth, errors
 from ..model import now_ms
@@ -39,8 +39,12 @@ class FlowModels:
         self.model_dir = os.path.abspath(model_dir)
         self.ids = ids
         self.live_jobs = live_jobs
-        # (a model row, the new version, its predict DSL): the other parties' servers deploy it too
-        self.on_deploy: list[Callable[[dict, str, dict], None]] = []
+        # (a model row, the new version, its predict DSL) -> {(role, party): "" or why not}: the other
+        # parties' servers deploy it too
+        self.on_deploy: list[Callable[[dict, str, dict], Awaitable[dict]]] = []
+        # Each party on its own server (server/sites/): this server keeps only its own parties' parts,
+        # as FATE keeps a host's model parameters on the host's site.
+        self.is_local: Callable[[int], bool] = lambda party_id: True
 
     def hooks(self) -> FlowHooks:
         return FlowHooks(model_source=self.component_model, model_check=self.check_predict_job,
@@ -55,7 +59,7 @@ class FlowModels:
         rows = [self._row(job.model_id, job.model_version, role, party, job_id=job.job_id,
                           initiator=job.initiator, roles=conf.get("role") or {}, train_dsl=job.dsl_json,
                           train_conf=job.conf_json, inference_dsl="", ts=ts, tenant=job.namespace)
-                for role, party in job.parties]
+                for role, party in job.parties if self.is_local(party)]
         self.mstore.register_job(rows)
 
     @staticmethod
@@ -89,21 +93,28 @@ class FlowModels:
             first = rows[0]
             role, party_id = first["initiator_role"], party_id or first["initiator_party"]
         found = [r for r in rows if r["role"] == role and (not party_id or r["party_id"] == party_id)]
+        elsewhere = [p for p in _json_or(rows[0]["roles_json"], {}).get(role) or []
+                     if not self.is_local(int(p)) and (not party_id or int(p) == party_id)]
+        if not found and elsewhere:
+            raise errors.FailedPrecondition(
+                f"the {role} {elsewhere[0]} part of model {model_id} {model_version} is kept on party {elsewhere[0]}'s"
+                f" own server (a party's model parameters never leave its site): ask that server for it")
         if not found:
             raise errors.NotFound(f"model {model_id} {model_version} has no party {role} {party_id or ''}".rstrip())
         return found[0]
 
     # ------------------------------------------------------------------ deploy
     async def deploy(self, model_id: str, model_version: str, cpn_list: list[str] | None,
-                     predict_dsl_json: str = "", *, as_version: str = "") -> str:
-        """A new model version with the predict DSL. With as_version (another party's server deploys the
-        model: server/sites/), that version, with the predict DSL it made, over this party's components."""
+                     predict_dsl_json: str = "", *, as_version: str = "") -> tuple[str, dict]:
+        """A new model version with the predict DSL, and {(role, party): "" or why not} of the parties
+        kept on other servers (server/sites/), which deploy their parts as the same version. With
+        as_version (that is this server's part), that version, with the predict DSL it made."""
         rows = self.get(model_id, model_version)
         comps = self.mstore.components(model_id, model_version)
         train_dsl = _json_or(rows[0]["train_dsl_json"], {})
         if as_version:
             if self.mstore.models(model_id, as_version):
-                return as_version    # told again (a resent call)
+                return as_version, {}    # told again (a resent call)
             predict = dsl.load_json(predict_dsl_json, "predict DSL")
         elif predict_dsl_json:
             predict = dsl.load_json(predict_dsl_json, "predict DSL")
@@ -124,10 +135,11 @@ class FlowModels:
             new_rows.append(row)
         new_comps = [{**c, "model_version": new_version} for c in comps if c["component"] in keep]
         await self.mstore.put_models(new_rows, new_comps)
+        elsewhere: dict = {}
         if not as_version:
             for cb in self.on_deploy:
-                cb(rows[0], new_version, predict)
-        return new_version
+                elsewhere.update(await cb(rows[0], new_version, predict))
+        return new_version, elsewhere
 
     def predict_dsl(self, model_id: str, model_version: str, namespace: str | None = None) -> dict:
         """The deployed predict DSL; with a namespace, only of a model of that namespace."""
@@ -200,13 +212,19 @@ class FlowModels:
         row = self.party_row(model_id, model_version, role, party_id)
         comps = self.mstore.components(model_id, model_version, row["role"], row["party_id"])
         name = f"{row['role']}#{row['party_id']}#{model_id}_{model_version}.zip"
-        return name, archive.pack(row, comps)
+        roles = _json_or(row["roles_json"], {})
+        others = [(r, int(p)) for r, ids in roles.items() for p in ids if (r, int(p)) != (row["role"], row["party_id"])]
+        return name, archive.pack(row, comps, others)
 
     async def import_archive(self, data: bytes | BinaryIO, model_id: str = "", model_version: str = "", role: str = "",
                              party_id: int = 0, force: bool = False, tenant: str = "") -> dict:
         """A model from an archive, into `tenant` (default: the caller's home namespace); never over
         another namespace's model."""
         row, comps = archive.unpack(data)
+        if not self.is_local(row["party_id"]):
+            raise errors.InvalidArgument(
+                f"the archive holds the {row['role']} {row['party_id']} part of model {row['model_id']} "
+                f"{row['model_version']}, which this server does not run: import it at party {row['party_id']}'s server")
         for field, want in (("model_id", model_id), ("model_version", model_version), ("role", role)):
             if want and row[field] != want:
                 raise errors.InvalidArgument(f"the archive holds {field} {row[field]!r}, not {want!r}")

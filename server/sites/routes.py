@@ -10,6 +10,12 @@ certificate and key and the CA that signs every party's certificate; without it,
 flags are used. `"tls": false` on a route means plaintext, allowed only on loopback. A party is
 identified by its certificate: its common name or a DNS subject alternative name `party-<id>`.
 Relative paths are relative to the table's directory.
+
+"permission": rollsite's only key is `default_allow`, which lets it send a party it has no entry for
+(or a role without its own hop) to the table's "default" entry, an exchange. Here every party is
+reached directly and must have its own entry; a call from a party without one is refused whatever
+`default_allow` says, so `false` is what this server always does and `true` has nothing to open.
+A "default" entry (an exchange) and any other permission key are refused, naming the key.
 """
 from __future__ import annotations
 
@@ -110,6 +116,9 @@ def parse(text: str, own_party: int, base_dir: str = ".", flags: TlsFiles | None
     routes: dict[int, Route] = {}
     for key, entry in table.items():
         where = f"route_table[{key!r}]"
+        if key == "default":
+            raise RouteError(f"{where}: a default route (rollsite's hop to an exchange for parties without an entry)"
+                             " is not supported: give each party its own entry, with its server's address")
         try:
             party = int(key)
         except ValueError:
@@ -132,8 +141,22 @@ def parse(text: str, own_party: int, base_dir: str = ".", flags: TlsFiles | None
     if routes and listen is None:
         raise RouteError(f"the table has no entry for this server's own party {own_party}: "
                          "it says where the other parties reach this server")
-    permission = doc.get("permission") or {}
-    return RouteTable(own_party, routes, listen, bool(permission.get("default_allow", True)))
+    return RouteTable(own_party, routes, listen, _default_allow(doc.get("permission")))
+
+
+def _default_allow(permission) -> bool:
+    if permission is None:
+        return True
+    if not isinstance(permission, dict):
+        raise RouteError('"permission" must be an object: {"default_allow": true | false}')
+    unknown = sorted(set(permission) - {"default_allow"})
+    if unknown:
+        raise RouteError(f'"permission.{unknown[0]}" is not supported: a party is allowed by having an entry in'
+                         ' "route_table" (and a certificate naming it); only "default_allow" may be given')
+    allow = permission.get("default_allow", True)
+    if not isinstance(allow, bool):
+        raise RouteError(f'"permission.default_allow" must be true or false, got {allow!r}')
+    return allow
 
 
 def load(path: str, own_party: int, flags: TlsFiles | None = None) -> RouteTable:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 from taskhub.v1 import site_service_pb2 as pb
 
@@ -23,11 +24,13 @@ from ..flow.federation import Federation
 from ..flow.jobs import REMOTE_NODE, FlowJobs
 from ..flow.models import FlowModels
 from ..flow.model import FlowJob, FlowTask, JobStatus, job_status_of, task_status_of
+from .outbox import Outbox
 from .peers import Peers
 from .routes import RouteTable
 
 log = logging.getLogger("taskhub.sites")
 J = JobStatus
+DEPLOY_WAIT = 45.0   # seconds a deploy waits for each other party's server (under the gateway's 60 s)
 
 
 class Sites:
@@ -39,31 +42,41 @@ class Sites:
         self.models = models
         self.federation = federation
         self.peers = Peers(table, party_timeout, self._unreachable, self.jobs.note_waiting)
+        self.outbox = Outbox(self.peers, federation.fstore.store, self._job_over, self._unreachable)
         self._reported: dict[tuple, int] = {}       # (job, component, role, party) -> last status sent
         jobs.site = self
         jobs.add_end_listener(self._job_ended)
         federation.forward = self._forward
         federation.is_local = self.is_local
+        models.is_local = self.is_local
+        federation.refused = lambda job_id: self.outbox.refusals.get(job_id, "")
         models.on_deploy.append(self._deployed)
 
     def watch(self) -> None:
-        """From the server's start: keep an eye on the parties running tasks of jobs driven here."""
+        """From the server's start (its jobs loaded): send again the federation messages that were not
+        delivered, and keep an eye on the parties running tasks of jobs driven here."""
+        resent = self.outbox.restore(self.table.own_party, {j for j, job in self.jobs.jobs.items() if not job.terminal})
+        if resent:
+            log.info("%d federation message(s) to other parties' servers are sent again", resent)
         self._watcher = spawn(self._watch(), "watch the FATE parties' servers")
 
     async def _watch(self) -> None:
-        """A party whose tasks run for a job driven here is asked now and then whether it still has the
-        job (an empty StartComponents): a server that died mid-task is noticed like any unanswered call."""
+        """A party whose tasks run for a job driven here is told again now and then which components it
+        should be running (it ignores those it has): a server that died mid-task is noticed like any
+        unanswered call, and one restarted while the job waited in its queue learns them again."""
         every = max(1.0, min(30.0, self.peers.party_timeout / 10))
         while True:
             await asyncio.sleep(every)
             for job in list(self.jobs.jobs.values()):
                 if job.terminal or self.jobs.driven_elsewhere(job):
                     continue
-                running = {t.party_id for t in job.tasks.values()
-                           if t.node.startswith(REMOTE_NODE) and not t.status.terminal}
-                for party in sorted(running):
+                running: dict[int, set[str]] = {}
+                for t in job.tasks.values():
+                    if t.node.startswith(REMOTE_NODE) and not t.status.terminal:
+                        running.setdefault(t.party_id, set()).add(t.component)
+                for party, components in sorted(running.items()):
                     if self.peers.idle(party):
-                        self.start_remote(job, party, [])
+                        self.start_remote(job, party, sorted(components))
 
     # ------------------------------------------------------------------ jobs.SiteLink
     def is_local(self, party_id: int) -> bool:
@@ -104,6 +117,7 @@ class Sites:
             job.job_id)
 
     def _job_ended(self, job: FlowJob) -> None:
+        self.outbox.refusals.pop(job.job_id, None)
         if self.jobs.driven_elsewhere(job) or job.job_type not in ("train", "predict"):
             return
         for party in self._remote_parties(job):   # an ended job is told once, and not given up on
@@ -127,25 +141,37 @@ class Sites:
         spawn(self.jobs.stop(job_id, J.FAILED, reason), f"fail job {job_id}")
 
     async def _forward(self, job_id: str, key: tuple, payload: bytes) -> None:
-        _, name, tag, (src_role, src_party), (dst_role, dst_party) = key
-        job = self.jobs.get(job_id)
-        delivered = await self.peers.call(dst_party, "Deliver", pb.DeliverRequest(
-            job_id=job_id, name=name, tag=tag, src_role=src_role, src_party_id=src_party, dst_role=dst_role,
-            dst_party_id=dst_party, payload=payload), lambda: job.terminal, job_id)
-        if not delivered:
-            raise errors.Unavailable(self.peers.unreachable.get(dst_party)
-                                     or f"job {job_id} ended before party {dst_party} got {name}/{tag}")
+        if self._job_over(job_id):
+            raise errors.FailedPrecondition(f"job {job_id} has ended: its messages are no longer sent")
+        await self.outbox.send(job_id, key, payload)
 
-    def _deployed(self, row: dict, new_version: str, predict: dict) -> None:
-        """A model deployed here, its initiator's server: every other party deploys its part as the same version
-        (before any predict job of it reaches them: calls to a party go in order)."""
+    def _job_over(self, job_id: str) -> bool:
+        job = self.jobs.jobs.get(job_id)
+        return job is None or job.terminal
+
+    async def _deployed(self, row: dict, new_version: str, predict: dict) -> dict:
+        """A model deployed here, its initiator's server: every other party deploys its part as the same
+        version, and the deploy answers once each did, or why not (as FATE's deploy reports each party;
+        a predict job of it is submitted after that answer, so it never overtakes a party's deploy)."""
         if not self.is_local(int(row["initiator_party"])):
-            return
+            return {}
         roles = json.loads(row["roles_json"] or "{}")
-        for party in sorted({int(p) for ids in roles.values() for p in ids if not self.is_local(int(p))}):
-            self.peers.post(party, "DeployPart", pb.DeployPartRequest(
-                model_id=row["model_id"], model_version=row["model_version"], new_version=new_version,
-                predict_dsl_json=json.dumps(predict)), "")
+        request = pb.DeployPartRequest(model_id=row["model_id"], model_version=row["model_version"],
+                                       new_version=new_version, predict_dsl_json=json.dumps(predict))
+        wait = min(DEPLOY_WAIT, self.peers.party_timeout)
+
+        async def deploy_at(party: int) -> str:
+            deadline = time.monotonic() + wait
+            try:
+                if await self.peers.call(party, "DeployPart", request, lambda: time.monotonic() > deadline):
+                    return ""
+            except errors.TaskhubError as e:
+                return str(e)
+            return f"{self.peers.unreachable.get(party) or f'party {party} does not answer'} (for {wait:g}s)"
+
+        parties = sorted({int(p) for ids in roles.values() for p in ids if not self.is_local(int(p))})
+        why = dict(zip(parties, await asyncio.gather(*(deploy_at(p) for p in parties))))
+        return {(role, int(p)): why[int(p)] for role, ids in roles.items() for p in ids if int(p) in why}
 
     # ------------------------------------------------------------------ what other parties ask
     def _job_of(self, job_id: str, caller: int, initiator_only: bool = True) -> FlowJob:
@@ -181,6 +207,18 @@ class Sites:
         self.jobs.remote_task_changed(r.job_id, r.component, r.role, r.party_id, task_status_of(r.status), r.error,
                                       r.start_time_ms, r.end_time_ms, r.node, r.run_pid)
 
+    async def delivered_batch(self, caller: int, r: pb.DeliverBatchRequest) -> None:
+        if not r.messages:
+            return
+        job_id = r.messages[0].job_id
+        for m in r.messages:
+            if m.src_party_id != caller:
+                raise errors.PermissionDenied(f"party {caller} sends as party {m.src_party_id}")
+            if m.job_id != job_id:
+                raise errors.InvalidArgument("a DeliverBatch holds messages of one job")
+        await self.federation.accept_batch(job_id, [(m.name, m.tag, (m.src_role, m.src_party_id),
+                                                     (m.dst_role, m.dst_party_id), m.payload) for m in r.messages])
+
     async def delivered(self, caller: int, r: pb.DeliverRequest) -> None:
         if r.src_party_id != caller:
             raise errors.PermissionDenied(f"party {caller} sends as party {r.src_party_id}")
@@ -199,4 +237,5 @@ class Sites:
     async def close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+        await self.outbox.close()
         await self.peers.close()
