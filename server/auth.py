@@ -161,7 +161,7 @@ RULES: dict[str, Rule] = {
     "/taskhub.v1.DeltaService/DeltaReceive": Rule(SUBMITTER, audit=False),
     # Server to server, between the parties of a FATE job: the certificate, not a token, says who.
     **{SITE_PREFIX + m: Rule(SITE) for m in ("OfferJob", "StartComponents", "EndJob", "ReportTask", "DeployPart")},
-    SITE_PREFIX + "Deliver": Rule(SITE, audit=False),
+    **{SITE_PREFIX + m: Rule(SITE, audit=False) for m in ("Deliver", "DeliverBatch")},
 }
 
 # Open without a token: load balancers probe health; reflection only lists the public protos.

@@ -23,7 +23,7 @@ INTERNAL = {
     "/taskhub.v1.DeltaService/DeltaReceive": "between a Delta task's coordinator and clients",
     # Server to server (issue 19): only another FATE party's server calls these, with its certificate.
     **{f"/taskhub.v1.SiteService/{m}": "between the FATE parties' servers"
-       for m in ("OfferJob", "StartComponents", "EndJob", "ReportTask", "Deliver", "DeployPart")},
+       for m in ("OfferJob", "StartComponents", "EndJob", "ReportTask", "Deliver", "DeliverBatch", "DeployPart")},
 }
 
 
