@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import json
@@ -35,6 +36,41 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.02, what: str
         time.sleep(interval)
 
 
+# Every server, agent and gateway process the tests start: a failing test shows what each printed
+# while it ran, the only account of a race seen once in CI. Weak: a process's lines go with it.
+PROCESSES: list[tuple[str, "weakref.ref"]] = []
+SHOWN_LINES = 150
+
+
+def watch_output(name: str, owner) -> None:
+    """`owner.output` is the list of lines the process printed."""
+    PROCESSES[:] = [(n, ref) for n, ref in PROCESSES if ref() is not None]
+    PROCESSES.append((name, weakref.ref(owner)))
+
+
+def _outputs():
+    return [(name, owner.output) for name, ref in PROCESSES if (owner := ref()) is not None]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    item._taskhub_before = {id(out): (out, len(out)) for _, out in _outputs()}  # (kept alive: ids stay theirs)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if not report.failed or call.when == "teardown":
+        return
+    before = getattr(item, "_taskhub_before", {})
+    for name, out in _outputs():
+        lines = out[before.get(id(out), (out, 0))[1]:]
+        if lines:
+            report.sections.append((f"{name} printed {len(lines)} lines during the test; the last {SHOWN_LINES}",
+                                    "\n".join(lines[-SHOWN_LINES:])))
+
+
 class ServerProcess:
     """One `taskhub serve` subprocess. Output is collected in `self.output`."""
 
@@ -45,6 +81,7 @@ class ServerProcess:
                      "--http-port", "0", "--kill-grace", "1", "--allow-module", "starter",
                      "--allow-module", "sdk_tasks", "--task-path", str(TESTS), *extra_args]
         self.output: list[str] = []
+        watch_output(f"server {workdir.name}", self)
         self.grpc_target = ""
         self.http_url = ""
         self.proc: subprocess.Popen | None = None
