@@ -63,8 +63,9 @@ class Gateway:
     def __init__(self, grpc_target: str, host: str = "127.0.0.1", port: int = 8080, *, ssl_context=None,
                  max_body: int = MAX_BODY, require_credentials: bool = False, tls_ca: str = "",
                  fate_verifier: FateVerifier | None = None, authenticate=None, max_upload: int = MAX_UPLOAD,
-                 open_metrics: bool = True):
+                 open_metrics: bool = True, retries: int = 5):
         self.grpc_target = grpc_target
+        self.retries = retries                  # turns over a list of servers a call may take
         self.host = host
         self.port = port
         self.ssl_context = ssl_context          # HTTPS when set
@@ -94,7 +95,7 @@ class Gateway:
             return grpc.aio.insecure_channel(target, options=options, interceptors=credentials.interceptors())
 
         addresses = parse_servers(self.grpc_target)  # several: one database, failed over (gateway/failover.py)
-        self.channel = dial(addresses[0]) if len(addresses) == 1 else AioFailoverChannel(addresses, dial)
+        self.channel = dial(addresses[0]) if len(addresses) == 1 else AioFailoverChannel(addresses, dial, self.retries)
         # handler_cancellation: a client that goes away ends its log stream (and the gRPC call) at once.
         self.runner = web.AppRunner(build_app(self.channel, self.max_body, self.require_credentials,
                                               self.fate_verifier, self.authenticate, self.max_upload,
@@ -131,8 +132,8 @@ def connect_host(host: str) -> str:
 
 
 async def serve_alone(grpc_target: str, host: str, port: int, tls_ca: str = "",
-                      ssl_context: ssl.SSLContext | None = None) -> int:
-    gw = Gateway(grpc_target, host, port, tls_ca=tls_ca, ssl_context=ssl_context)
+                      ssl_context: ssl.SSLContext | None = None, retries: int = 5) -> int:
+    gw = Gateway(grpc_target, host, port, tls_ca=tls_ca, ssl_context=ssl_context, retries=retries)
     await gw.start()
     print(f"taskhub: HTTP gateway listening on {gw.url} (gRPC server {grpc_target})", flush=True)
     stop = asyncio.Event()
@@ -145,6 +146,7 @@ async def serve_alone(grpc_target: str, host: str, port: int, tls_ca: str = "",
     return 0
 
 
-def run_alone(grpc_target: str, host: str, port: int, tls_ca: str = "", ssl_context: ssl.SSLContext | None = None) -> int:
+def run_alone(grpc_target: str, host: str, port: int, tls_ca: str = "", ssl_context: ssl.SSLContext | None = None,
+              retries: int = 5) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(serve_alone(grpc_target, host, port, tls_ca, ssl_context))
+    return asyncio.run(serve_alone(grpc_target, host, port, tls_ca, ssl_context, retries))

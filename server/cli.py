@@ -58,8 +58,10 @@ def cmd_gateway(a) -> int:
     except ValueError as e:
         raise SystemExit(f"taskhub gateway: --grpc: {e}")
     ctx = https_context(a.tls_cert, a.tls_key, a.tls_client_ca) if a.tls_cert else None
+    if a.retries < 0:
+        raise SystemExit("taskhub gateway: --retries must be 0 or more")
     return run_alone(a.grpc, a.host, a.port, a.tls_ca if a.tls_ca is not None else env_tls_ca(),
-                     ctx)
+                     ctx, a.retries)
 
 
 # -- the node agent -----------------------------------------------------------
@@ -192,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--tls-cert", default="", metavar="PEM", help="HTTPS: this certificate (chain)")
     gw.add_argument("--tls-key", default="", metavar="PEM", help="HTTPS: its private key")
     gw.add_argument("--tls-client-ca", default="", metavar="PEM", help="HTTPS: require client certificates it signed")
+    gw.add_argument("--retries", type=int, default=5, metavar="TURNS",
+                    help="with a list of servers: turns over the list a call or a stream's resume may take before"
+                         " its error is answered (default 5, about 6 s; like the SDK's create_retries)")
     gw.set_defaults(fn=cmd_gateway)
 
     add_agent_flags(add_client_verbs(sub))

@@ -584,7 +584,9 @@ class Engine:
         ns = None if namespace == ANY_NAMESPACE else (namespace or DEFAULT_NAMESPACE)
         rows = await self._loop.run_in_executor(None, self.store.list_tasks, ns, statuses, limit, before, name_contains)
         tasks = [self.tasks.get(t.id, t) for t in rows]
-        token = str(tasks[-1].id) if len(tasks) == limit else ""
+        token = str(rows[-1].id) if len(rows) == limit else ""
+        if statuses:  # the store's status may lag the one in memory (not yet committed): answer what is true now
+            tasks = [t for t in tasks if t.status in statuses]
         return tasks, token
 
     # ------------------------------------------------------------------ cancel / delete

@@ -14,7 +14,7 @@ import grpc
 from taskhub.v1 import node_service_pb2 as npb
 from taskhub.v1 import node_service_pb2_grpc as nsvc
 
-from conftest import REPO, TESTS, wait_for
+from conftest import REPO, TESTS, wait_for, watch_output
 
 
 class AgentProcess:
@@ -27,6 +27,7 @@ class AgentProcess:
                      "--work-dir", str(self.work_dir), "--python-workers", "1", "--kill-grace", "1",
                      "--max-backoff", "0.3", "--task-path", str(TESTS), *extra]
         self.output: list[str] = []
+        watch_output(f"agent {name}", self)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "AgentProcess":

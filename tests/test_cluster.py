@@ -157,13 +157,14 @@ def test_sigkill_the_scheduler_under_load(trio, tmp_path):
     traced = c1.create_task(argv=["sh", "-c", "for i in $(seq 1 30); do echo line$i; sleep 0.1; done"],
                             max_retries=2)
     lines = []
+    broken = []
 
     def trace(client, offset):
         try:
             for ln in client.trace(traced.id, offset=offset):
                 lines.append(ln)
-        except grpc.RpcError:
-            pass  # its server died: resumed below
+        except grpc.RpcError as e:
+            broken.append(f"{e.code().name}: {e.details()}")  # its server died: resumed below
 
     first = threading.Thread(target=trace, args=(leader.client(), 0), daemon=True)
     first.start()
@@ -205,7 +206,8 @@ def test_sigkill_the_scheduler_under_load(trio, tmp_path):
     resumed_at = len(lines)
     trace(c2, resumed_at)  # the client resumes on another server from its offset
     assert [ln.seq for ln in lines] == list(range(len(lines))), "a gap or a duplicate in the resumed trace"
-    assert lines[-1].text == "line30"
+    assert lines[-1].text == "line30", (broken, c2.get_task(traced.id),
+                                        [(ln.seq, ln.text) for ln in c2.trace(traced.id, follow=False)])
 
     wait_for(lambda: len(acked) >= 40, timeout=60, what="creates after the failover")
     stop.set()

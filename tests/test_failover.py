@@ -20,7 +20,7 @@ from taskhub.v1 import task_pb2 as pb
 
 from client import TaskhubClient
 from client.servers import resumer
-from conftest import REPO, ServerProcess, http, wait_for
+from conftest import REPO, ServerProcess, http, wait_for, watch_output
 from node_agents import AgentProcess, free_port
 
 
@@ -30,16 +30,19 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 class GatewayProcess:
-    def __init__(self, grpc_targets: str):
+    def __init__(self, grpc_targets: str, *extra: str):
         self.proc = subprocess.Popen([sys.executable, "-m", "server.cli", "gateway", "--grpc", grpc_targets,
-                                      "--port", "0"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      "--port", "0", *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         self.found: list[str] = []
+        self.output: list[str] = []
+        watch_output("gateway", self)
         threading.Thread(target=self._pump, daemon=True).start()
         self.url = wait_for(lambda: self.found and self.found[0], what="the standalone gateway")
 
     def _pump(self):
         for line in self.proc.stdout:
+            self.output.append(line.rstrip("\n"))
             m = re.search(r"HTTP gateway listening on (\S+)", line)
             if m:
                 self.found.append(m.group(1))
@@ -147,9 +150,10 @@ def test_server_killed_under_streams_agent_and_gateway(tmp_path):
     first = ServerProcess(tmp_path, ["--grpc-port", str(pa), *flags], db=db).start()
     second = ServerProcess(tmp_path, ["--grpc-port", str(pb_), *flags], db=db)
     agent = AgentProcess(targets, "failover-agent", tmp_path).start()
-    gw = GatewayProcess(targets)
+    # Both turn over the list for minutes: the second server starts in seconds, many on a loaded machine.
+    gw = GatewayProcess(targets, "--retries", "30")
     go = tmp_path / "go"
-    c = TaskhubClient(targets, create_retries=30)  # turns over the list: the second server starts in seconds
+    c = TaskhubClient(targets, create_retries=30)
     try:
         agent.wait_registered()
         script = (f"for i in 1 2 3; do echo line $i; done; while [ ! -e {go} ]; do sleep 0.05; done;"

@@ -70,7 +70,7 @@ def test_sdk_retries_a_create_while_the_server_restarts(server_factory):
     """create_task sets a request_id and retries UNAVAILABLE with it: one task, though the server was down."""
     port = str(free_port())
     first = server_factory("--no-local-node", "--grpc-port", port)
-    c = first.client(create_retries=8)
+    c = first.client(create_retries=30)  # minutes (backoff up to 5 s): a loaded machine restarts slowly
     c.create_task(argv=["true"], name="before")
     first.kill()
     restarted = threading.Timer(1.0, lambda: server_factory("--no-local-node", "--grpc-port", port, db=first.db))
@@ -134,7 +134,8 @@ def _store_stats(db) -> dict:
 def test_frozen_agent_is_fenced_before_its_task_runs_elsewhere(server_factory, agents, tmp_path):
     """SIGSTOP an agent mid-run: when its lease ends its fence kills the run, and only then
     (lease + grace) does the server start attempt 2 elsewhere. The old run's late word is refused."""
-    s = server_factory(*NODES, "--node-timeout", "2", "--lease-grace", "1")
+    # A lease the spare agent's heartbeats keep on a loaded machine (with 2 s, attempt 2 was lost too: retries 2).
+    s = server_factory(*NODES, "--node-timeout", "5", "--lease-grace", "1")
     c = s.client()
     frozen = agents(s.grpc_target, "frozen")
     marks = tmp_path / "marks"

@@ -30,7 +30,8 @@ def running(c, task_id: int):
 def test_two_agents_from_one_work_directory(server_factory, tmp_path):
     """The second agent neither kills the first's runs nor renews its lease: frozen, the first
     is fenced, and only then does the task's next attempt start on the second."""
-    s = server_factory("--no-local-node", "--http-port", "-1", "--node-timeout", "2", "--lease-grace", "1")
+    # 5 s: a lease the second agent keeps on a loaded machine (its run must be attempt 2, not 3)
+    s = server_factory("--no-local-node", "--http-port", "-1", "--node-timeout", "5", "--lease-grace", "1")
     c = s.client()
     shared = tmp_path / "one-dir"
     agents = [AgentProcess(s.grpc_target, "first", tmp_path, work_dir=shared).start()]

@@ -148,6 +148,7 @@ class Agent:
         self._stopping = asyncio.Event()
         self.heartbeat_seconds = cfg.heartbeat or 2.0
         self.exit_code = 0
+        self._last_refusal = ""  # why the last session ended before registering (said once, not per retry)
         # The lease: runs may go on until lease_until (time.monotonic()).
         self.lease_seconds = 0.0
         self.lease_until = 0.0
@@ -280,6 +281,7 @@ class Agent:
             async for msg in call:
                 if msg.HasField("registered"):
                     registered = True
+                    self._last_refusal = ""
                     self.heartbeat_seconds = self.cfg.heartbeat or msg.registered.heartbeat_seconds or 2.0
                     self.lease_seconds = msg.registered.lease_seconds
                     self._renew(registering_at)
@@ -309,6 +311,11 @@ class Agent:
             elif registered:
                 print(f"taskhub node: lost the server {server} ({e.code().name}); runs continue while the lease"
                       " lasts, reconnecting", flush=True)
+            else:
+                why = f"taskhub node: no session with {server} ({e.code().name}: {e.details()}); trying again"
+                if why != self._last_refusal:
+                    print(why, flush=True)
+                self._last_refusal = why
         finally:
             for task in (beat, writer):
                 if task is not None:
