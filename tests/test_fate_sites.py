@@ -302,6 +302,16 @@ def test_unknown_party_or_no_valid_certificate_is_refused(sites, tmp_path):
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
+def predict_conf(train_conf: dict, model_id: str, version: str) -> dict:
+    """A predict job's conf alone (the deployed predict DSL runs), on each party's own table."""
+    return {"dsl_version": 2, "initiator": train_conf["initiator"], "role": train_conf["role"],
+            "job_parameters": {"common": {"job_type": "predict", "model_id": model_id, "model_version": version}},
+            "component_parameters": {"role": {
+                "guest": {"0": {"reader_0": {"table": {"namespace": "experiment", "name": "breast_hetero_guest"}}}},
+                "host": {"0": {"reader_0": {"table": {"namespace": "experiment", "name": f"host_{HOST}"}}},
+                         "1": {"reader_0": {"table": {"namespace": "experiment", "name": f"host_{HOST2}"}}}}}}}
+
+
 def test_deploy_and_predict_at_the_guest_run_each_party_s_part_on_its_server(sites, lr_done):
     job_id, _, train_conf, _, model_id = lr_done
     guest = sites.sdk(GUEST)
@@ -309,12 +319,7 @@ def test_deploy_and_predict_at_the_guest_run_each_party_s_part_on_its_server(sit
                                                             "hetero_lr_0"])
     assert answer["retcode"] == 0, answer
     version = answer["data"]["model_version"]
-    conf = {"dsl_version": 2, "initiator": train_conf["initiator"], "role": train_conf["role"],
-            "job_parameters": {"common": {"job_type": "predict", "model_id": model_id, "model_version": version}},
-            "component_parameters": {"role": {
-                "guest": {"0": {"reader_0": {"table": {"namespace": "experiment", "name": "breast_hetero_guest"}}}},
-                "host": {"0": {"reader_0": {"table": {"namespace": "experiment", "name": f"host_{HOST}"}}},
-                         "1": {"reader_0": {"table": {"namespace": "experiment", "name": f"host_{HOST2}"}}}}}}}
+    conf = predict_conf(train_conf, model_id, version)
     answer = guest.job.submit(conf)    # the conf alone: the deployed predict DSL runs
     assert answer["retcode"] == 0, answer
     predict_id = answer["jobId"]
@@ -389,12 +394,7 @@ def test_models_export_import_and_tags_stay_with_each_party(sites, lr_done, tmp_
         back = sites.sdk(pid).model.import_model({"model_id": model_id, "model_version": version, "role": role,
                                                   "party_id": pid, "file": path})
         assert back["retcode"] == 0, back
-    conf = {"dsl_version": 2, "initiator": train_conf["initiator"], "role": train_conf["role"],
-            "job_parameters": {"common": {"job_type": "predict", "model_id": model_id, "model_version": version}},
-            "component_parameters": {"role": {
-                "guest": {"0": {"reader_0": {"table": {"namespace": "experiment", "name": "breast_hetero_guest"}}}},
-                "host": {"0": {"reader_0": {"table": {"namespace": "experiment", "name": f"host_{HOST}"}}},
-                         "1": {"reader_0": {"table": {"namespace": "experiment", "name": f"host_{HOST2}"}}}}}}}
+    conf = predict_conf(train_conf, model_id, version)
     answer = guest.job.submit(conf)     # the imported parts predict across the sites
     assert answer["retcode"] == 0, answer
     assert wait_end(guest, answer["jobId"]) == "success", _error(guest, answer["jobId"])

@@ -62,18 +62,22 @@ class Federation:
             return
         self._keep(key, payload)
 
-    async def accept(self, job_id: str, name: str, tag: str, src: tuple[str, int], dst: tuple[str, int],
-                     payload: bytes) -> None:
-        """A message another party's server forwarded to a party of this one; returns once committed."""
-        job = self.data.jobs.get(job_id)
-        if job.terminal:
-            raise errors.FailedPrecondition(f"job {job_id} ended ({job.status.fate}) at party {dst[1]}: {job.error}")
+    def _check_incoming(self, job, src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> None:
+        """What another party's server forwards: parties of the job, addressed to one of this server's."""
         self._check_party(job, *src, "source")
         self._check_party(job, *dst, "destination")
         if not self.is_local(dst[1]):
             raise errors.InvalidArgument(f"party {dst[1]} does not run on this server")
         if len(payload) > MAX_PAYLOAD:
             raise errors.InvalidArgument(f"a federation message is at most {MAX_PAYLOAD} bytes")
+
+    async def accept(self, job_id: str, name: str, tag: str, src: tuple[str, int], dst: tuple[str, int],
+                     payload: bytes) -> None:
+        """A message another party's server forwarded to a party of this one; returns once committed."""
+        job = self.data.jobs.get(job_id)
+        if job.terminal:
+            raise errors.FailedPrecondition(f"job {job_id} ended ({job.status.fate}) at party {dst[1]}: {job.error}")
+        self._check_incoming(job, src, dst, payload)
         await self._keep((job_id, name, tag, tuple(src), tuple(dst)), payload)
 
     async def accept_batch(self, job_id: str, messages: list[tuple[str, str, tuple, tuple, bytes]]) -> None:
@@ -85,12 +89,7 @@ class Federation:
             return
         keys, rows = [], []
         for name, tag, src, dst, payload in messages:
-            self._check_party(job, *src, "source")
-            self._check_party(job, *dst, "destination")
-            if not self.is_local(dst[1]):
-                raise errors.InvalidArgument(f"party {dst[1]} does not run on this server")
-            if len(payload) > MAX_PAYLOAD:
-                raise errors.InvalidArgument(f"a federation message is at most {MAX_PAYLOAD} bytes")
+            self._check_incoming(job, src, dst, payload)
             keys.append((job_id, name, tag, tuple(src), tuple(dst)))
             rows.append((job_id, name, tag, src[0], src[1], dst[0], dst[1], payload))
         for key, (*_, payload) in zip(keys, rows):
