@@ -20,6 +20,12 @@ def node_to_proto(n: Node) -> pb.NodeInfo:
     )
 
 
+async def _after(first, rest):
+    yield first
+    async for msg in rest:
+        yield msg
+
+
 class NodeService(svc_grpc.NodeServiceServicer):
     def __init__(self, registry: NodeRegistry, cluster=None):
         self.registry = registry
@@ -31,8 +37,15 @@ class NodeService(svc_grpc.NodeServiceServicer):
 
     @mapped
     async def Connect(self, request_iterator, context):
+        # Read the registration before a follower refuses: ending the stream while the agent's first
+        # write is in flight makes grpc.aio report INTERNAL instead of our status and its leader hint
+        # (grpc/grpc#36066).
+        messages = request_iterator.__aiter__()
+        first = await anext(messages, None)
         self._scheduler_only()
-        async for msg in self.registry.connect(request_iterator.__aiter__(), context.peer()):
+        if first is None:
+            return
+        async for msg in self.registry.connect(_after(first, messages), context.peer()):
             yield msg
 
     @mapped

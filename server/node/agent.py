@@ -265,12 +265,12 @@ class Agent:
                       streams=[s for s, _ in r.tail.lines], texts=[x for _, x in r.tail.lines]))
                   for t, r in self.runs.items() if r.tail.lines and not r.silenced]
         # Recent lines first (the server keeps each numbered line once), then what waited, then exits.
-        resend = recent + self.buffer + [r.exit for r in self.runs.values()
-                                         if r.state is RunState.EXITED and id(r.exit) not in buffered]
+        held = self.buffer
+        resend = recent + held + [r.exit for r in self.runs.values()
+                                  if r.state is RunState.EXITED and id(r.exit) not in buffered]
+        # All of it, and what happens meanwhile, is sent once registered: nothing may be written while a
+        # follower refuses the stream (grpc/grpc#36066), and the order must hold.
         self.buffer = []
-        if resend:
-            send.put_nowait(pb.AgentMessage(events=resend))
-        self._send = send
 
         cfg = self.cfg
         channel = open_aio_channel(server, tls_ca=cfg.tls_ca, tls_cert=cfg.tls_cert, tls_key=cfg.tls_key)
@@ -285,6 +285,11 @@ class Agent:
                     self.heartbeat_seconds = self.cfg.heartbeat or msg.registered.heartbeat_seconds or 2.0
                     self.lease_seconds = msg.registered.lease_seconds
                     self._renew(registering_at)
+                    if self._send is None:
+                        meanwhile, self.buffer = self.buffer, []
+                        if resend or meanwhile:
+                            send.put_nowait(pb.AgentMessage(events=resend + meanwhile))
+                        self._send = send
                     print(f"taskhub node: registered as {msg.registered.name} with {server}", flush=True)
                     if beat is None:
                         beat = asyncio.get_running_loop().create_task(self._heartbeats(send))
@@ -322,6 +327,10 @@ class Agent:
                     task.cancel()
             await asyncio.gather(*(t for t in (beat, writer) if t is not None), return_exceptions=True)
             self._send = None
+            if not registered:  # what waited waits on, in order (recent lines and exits are recomputed)
+                meanwhile, self.buffer, self.buffered_lines = self.buffer, [], 0
+                for ev in held + meanwhile:
+                    self._buffer(ev)
             # Events the stream never took go back to the buffer, in order (nothing else was
             # buffered meanwhile: while a stream is open, events go to its queue).
             while not send.empty():
