@@ -24,12 +24,23 @@ def worker_paths(task_paths: list[str]) -> list[str]:
     return [EXAMPLES_DIR, os.getcwd(), *task_paths]
 
 
+# Prefetch: a worker may hold up to PREFETCH jobs beyond the one it runs, sent in one write, so a
+# stream of short tasks costs a pipe write (and a worker wake-up) per batch instead of per task.
+# Only jobs of a callable seen to end within SHORT_SECONDS are held, and only behind such jobs, so
+# no job waits behind a long one while another worker could take it.
+PREFETCH = 8
+SHORT_SECONDS = 0.01
+KNOWN_CALLABLES = 4096  # runtime estimates kept (one per callable; forgotten all at once past this)
+
+
 class WorkerProcess:
     def __init__(self, pool: "PythonPool"):
         self.pool = pool
         self.proc: asyncio.subprocess.Process | None = None
         self.pid = 0
-        self.job: tuple | None = None  # the job it runs now
+        # The jobs it holds, in the order it runs them: the first runs, the rest wait.
+        self.jobs: collections.OrderedDict[int, tuple] = collections.OrderedDict()
+        self.started = 0               # the task id on_start was last told for
         self.retired = False           # an extra worker that leaves once its job is done
         self.killed_for: str = ""      # "cancelled" / "timeout" when we killed it on purpose
         self.ready = asyncio.get_running_loop().create_future()
@@ -52,8 +63,11 @@ class WorkerProcess:
         spawn(self._read(), f"worker {self.pid} reader")
 
     def send(self, msg: tuple) -> None:
+        self.write(frame(msg))
+
+    def write(self, data: bytes) -> None:
         try:
-            self.proc.stdin.write(frame(msg))
+            self.proc.stdin.write(data)
         except (BrokenPipeError, ConnectionResetError, AttributeError):
             pass  # it died; _read sees EOF and reports
 
@@ -75,9 +89,8 @@ class WorkerProcess:
                 if kind == "logs":
                     events.on_log(msg[1], msg[2])
                 elif kind == "done":
-                    _, task_id, outcome, error, result = msg
-                    self.job = None
-                    self.pool.finished(self, task_id, outcome, error, result)
+                    _, task_id, outcome, error, result, seconds = msg
+                    self.pool.finished(self, task_id, outcome, error, result, seconds)
                 elif kind == "progress":
                     events.on_progress(msg[1], msg[2])
                 elif kind == "result":
@@ -98,110 +111,209 @@ class WorkerProcess:
 
 
 class PythonPool:
-    """Runs jobs on `size` warm workers; jobs beyond that wait in FIFO order."""
+    """Runs jobs on `size` warm workers; jobs beyond that wait in FIFO order (a few of them held by
+    workers busy with short jobs: see PREFETCH)."""
 
     def __init__(self, size: int, events, on_start: Callable[[int, int], None], task_paths: list[str] = (),
                  instance: str = ""):
         self.size = size
         self.instance = instance
         self.events = events  # NodeEvents: on_log/on_progress/on_result/on_response
-        self.on_start = on_start  # (task_id, pid) when a worker takes a job
+        self.on_start = on_start  # (task_id, pid) when a worker starts a job
         self.on_done: Callable[[int, str, str, str | None], None] | None = None
         self.task_paths = list(task_paths)
         self.as_user: dict = {}          # TaskUser.spawn_kwargs() when workers run as the task user
         self.cwd: str | None = None      # their working directory (None: this process's)
-        self.idle: list[WorkerProcess] = []
-        self.busy: dict[int, WorkerProcess] = {}  # task_id -> worker
+        self.workers: list[WorkerProcess] = []    # ready and alive
+        self.busy: dict[int, WorkerProcess] = {}  # task_id -> the worker holding it (running or held)
         self.waiting: collections.OrderedDict[int, tuple] = collections.OrderedDict()
+        self.runtime: dict[str, float] = {}       # callable -> its recent runtime (s), for PREFETCH
+        self.dedicated: set[int] = set()          # task ids of dedicated jobs (see submit): never held
         self.closing = False
+        self._pump_soon = False
 
     async def start(self) -> None:
         workers = [WorkerProcess(self) for _ in range(self.size)]
         await asyncio.gather(*(w.start() for w in workers))
         await asyncio.gather(*(w.ready for w in workers))
-        self.idle.extend(workers)
+        self.workers.extend(workers)
 
     def submit(self, job: tuple, dedicated: bool = False) -> bool:
         """Queue a job ("run", task_id, …). Returns True when it started at once.
 
         `dedicated`: the job must not wait for a busy worker (it may wait on other running jobs, as
         the parties of a FATE job wait on each other): when none is idle, an extra worker is started,
-        and the pool shrinks back to its size as workers become idle.
+        and the pool shrinks back to its size as workers become idle. It is never held behind another.
         """
         self.waiting[job[1]] = job
-        if dedicated and not self.idle:
-            spawn(self._replace(), "worker replacement")
-        return self._pump_one(job[1])
-
-    def _pump_one(self, task_id: int) -> bool:
+        if dedicated:
+            self.dedicated.add(job[1])
+        if not any(not w.jobs for w in self.workers):
+            if dedicated:
+                spawn(self._replace(), "worker replacement")
+            else:
+                self._pump_later()  # every worker is busy: fill held slots once per loop turn, in one write each
+            return False
         self._pump()
-        return task_id in self.busy
+        return job[1] in self.busy
+
+    def _pump_later(self) -> None:
+        if not self._pump_soon:
+            self._pump_soon = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _short(self, job: tuple) -> bool:
+        """Whether `job` may wait inside a worker: a callable seen to be short, never a dedicated job."""
+        return self.runtime.get(job[5], SHORT_SECONDS) < SHORT_SECONDS and job[1] not in self.dedicated
 
     def _pump(self) -> None:
-        while self.idle and self.waiting:
-            task_id, job = self.waiting.popitem(last=False)
-            w = self.idle.pop()
-            w.job = job
-            w.killed_for = ""
-            self.busy[task_id] = w
-            w.send(job)
+        """Idle workers take one job each; then workers running only short jobs are topped up with
+        short jobs. Each worker's new jobs go in one write."""
+        self._pump_soon = False
+        if not self.waiting:
+            return
+        sent: dict[WorkerProcess, list[tuple]] = {}
+        starting = []
+        for w in self.workers:
+            if not self.waiting:
+                break
+            if not w.jobs and not w.retired:
+                task_id, job = self.waiting.popitem(last=False)
+                sent[w] = [job]
+                self._hold(w, job)
+                starting.append(w)
+        while self.waiting:
+            job = next(iter(self.waiting.values()))
+            if not self._short(job):
+                break  # FIFO: what follows waits with it for a free worker
+            room = [w for w in self.workers if not w.retired and w.jobs and len(w.jobs) <= PREFETCH
+                    and all(self._short(j) for j in w.jobs.values())]
+            if not room:
+                break
+            w = min(room, key=lambda x: len(x.jobs))
+            if len(w.jobs) > PREFETCH // 2 and w not in sent:
+                break  # refilled when half empty: one write per few jobs, not per job
+            del self.waiting[job[1]]
+            sent.setdefault(w, []).append(job)
+            self._hold(w, job)
+        for w, jobs in sent.items():
+            w.write(b"".join(frame(j) for j in jobs))
             if stages.ON:
-                stages.mark(task_id, "dispatched")
-            self.on_start(task_id, w.pid)
+                for j in jobs:
+                    stages.mark(j[1], "dispatched")
+        for w in starting:  # after the writes: what on_start sets off may submit (and pump) again
+            if w.jobs and w.started != next(iter(w.jobs)):
+                self._started(w)
+
+    def _hold(self, w: WorkerProcess, job: tuple) -> None:
+        w.jobs[job[1]] = job
+        self.busy[job[1]] = w
+
+    def _started(self, w: WorkerProcess) -> None:
+        """`w`'s first job runs now (it runs its jobs in order, each after the last one's end)."""
+        w.killed_for = ""
+        w.started = next(iter(w.jobs))
+        self.on_start(w.started, w.pid)
 
     def cancel(self, task_id: int) -> str:
-        """'dropped' if it was still waiting, 'told' if running, '' if unknown."""
+        """'dropped' if it had not started (waiting here or held by a worker), 'told' if running, '' if unknown."""
         if self.waiting.pop(task_id, None) is not None:
+            self.dedicated.discard(task_id)
             return "dropped"
         w = self.busy.get(task_id)
         if w is None:
             return ""
+        if next(iter(w.jobs)) != task_id:  # held, not started: the worker skips it
+            del w.jobs[task_id]
+            del self.busy[task_id]
+            self.dedicated.discard(task_id)
+            w.send(("drop", task_id))
+            return "dropped"
         w.send(("cancel", task_id))
         return "told"
 
     def kill(self, task_id: int, why: str) -> None:
         w = self.busy.get(task_id)
-        if w is not None:
+        if w is not None and next(iter(w.jobs)) == task_id:
             w.kill(why)
 
-    def finished(self, w: WorkerProcess, task_id: int, outcome: str, error: str, result: str | None) -> None:
+    def finished(self, w: WorkerProcess, task_id: int, outcome: str, error: str, result: str | None,
+                 seconds: float | None) -> None:
+        """`w` ended `task_id`, whose call took `seconds` (the worker's own clock: what a job held
+        behind it waits, whatever the load on the pipe and this loop)."""
+        job = w.jobs.pop(task_id, None)
+        if job is None:
+            return  # dropped (cancel) while the worker was already running it: the run was told it ended
         if self.busy.get(task_id) is w:
             del self.busy[task_id]
+        self.dedicated.discard(task_id)
+        if seconds is not None:  # None: cancelled before it started
+            self._learn(job[5], seconds)
         if w.killed_for:  # a kill raced with the task's own end: our decision stands
             outcome = w.killed_for
-        if len(self.idle) + len(self.busy) + 1 > self.size and not self.waiting:
+            self._take_back(w)  # and the worker is on its way out
+            if w in self.workers:
+                self.workers.remove(w)
+        if not w.jobs and len(self.workers) > self.size and not self.waiting and w in self.workers:
             w.retired = True   # an extra worker (see submit): the pool goes back to its size
+            self.workers.remove(w)
             w.proc.stdin.close()
-        else:
-            self.idle.append(w)
         self.on_done(task_id, outcome, error, result)
-        self._pump()
+        if w.jobs and w.started != next(iter(w.jobs)):
+            self._started(w)
+        if self.waiting:
+            if w.jobs:
+                self._pump_later()
+            else:
+                self._pump()
+
+    def _take_back(self, w: WorkerProcess) -> None:
+        """What `w` held and never started goes back to the front of the line, in order."""
+        for task_id, job in reversed(w.jobs.items()):
+            if self.busy.get(task_id) is w:
+                del self.busy[task_id]
+            self.waiting[task_id] = job
+            self.waiting.move_to_end(task_id, last=False)
+        w.jobs.clear()
+
+    def _learn(self, target: str, seconds: float) -> None:
+        if len(self.runtime) >= KNOWN_CALLABLES and target not in self.runtime:
+            self.runtime.clear()
+        before = self.runtime.get(target)
+        # One long run makes a callable long at once; it must end short a few times to be held again.
+        self.runtime[target] = seconds if before is None or seconds > before else 0.7 * before + 0.3 * seconds
 
     def died(self, w: WorkerProcess, code: int) -> None:
-        if w in self.idle:
-            self.idle.remove(w)
-        task_id = next((t for t, x in self.busy.items() if x is w), None)
-        if task_id is not None:
-            del self.busy[task_id]
+        if w in self.workers:
+            self.workers.remove(w)
+        if w.jobs:
+            task_id = next(iter(w.jobs))
+            del w.jobs[task_id]
+            if self.busy.get(task_id) is w:
+                del self.busy[task_id]
+            self.dedicated.discard(task_id)
+            self._take_back(w)
             why = w.killed_for or "failed"
             error = {"cancelled": "cancelled; killed after the grace period",
                      "timeout": "timed out"}.get(why, f"the Python worker process died (exit status {code})")
             self.on_done(task_id, why, error, None)
         if not self.closing and not w.retired:
             spawn(self._replace(), "worker replacement")
+        if self.waiting and not self.closing:
+            self._pump()
 
     async def _replace(self) -> None:
         w = WorkerProcess(self)
         await w.start()
         if await w.ready:
-            self.idle.append(w)
+            self.workers.append(w)
             self._pump()
 
     async def close(self) -> None:
         self.closing = True
-        for w in list(self.idle) + list(self.busy.values()):
+        for w in list(self.workers):
             if w.proc and w.proc.returncode is None:
                 w.proc.kill()
-        for w in list(self.idle) + list(self.busy.values()):
+        for w in list(self.workers):
             if w.proc:
                 await w.proc.wait()

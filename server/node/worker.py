@@ -1,7 +1,9 @@
 """A warm Python worker: runs `module:function` tasks one after another.
 
 Started by `PythonPool` as `python -m server.node.worker`. Speaks framed pickles:
-stdin carries ("run", …) and ("cancel", task_id); the original stdout carries events.
+stdin carries ("run", …), ("cancel", task_id) and ("drop", task_id); the original stdout carries
+events. Jobs run one after another in the order they came; the pool may send a few ahead (its
+PREFETCH), which a "drop" removes before they start and a "cancel" ends as they would start.
 Whatever the task prints (through sys.stdout/stderr or straight to fds 1 and 2) becomes
 log lines of the task. The worker dies with its parent (PR_SET_PDEATHSIG), so a killed
 server never leaves a task running behind its back.
@@ -17,6 +19,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
 
 from client.context import Cancelled, TaskContext, set_current
@@ -36,6 +39,9 @@ class Worker:
         self.task_id = 0
         self.ctx: TaskContext | None = None
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.queued: set[int] = set()          # ids of the jobs in `jobs`
+        self.skip: dict[int, str] = {}         # queued id -> "drop" (say nothing) or "cancel" (end it as cancelled)
+        self.job_lock = threading.Lock()       # queued, skip and ctx change together
         self._partial = {1: "", 2: ""}
         self._sigs: dict = {}
 
@@ -71,7 +77,6 @@ class Worker:
             self.pending = []
 
     def _flusher(self) -> None:
-        import time
         while True:
             time.sleep(FLUSH_INTERVAL)
             if self.pending:
@@ -93,12 +98,16 @@ class Worker:
             if head is None:
                 os._exit(0)  # the node went away
             msg = unframe(_read_exact(inp, HEADER.unpack(head)[0]))
-            if msg[0] == "cancel":
+            with self.job_lock:
+                if msg[0] == "run":
+                    self.queued.add(msg[1])
+                    self.jobs.put(msg)
+                    continue
                 ctx = self.ctx
                 if ctx is not None and ctx.task_id == msg[1]:
                     ctx._cancel.set()
-            else:
-                self.jobs.put(msg)
+                elif msg[1] in self.queued:
+                    self.skip[msg[1]] = msg[0]
 
     # -- running -------------------------------------------------------------
     def serve(self) -> None:
@@ -118,12 +127,21 @@ class Worker:
     def run(self, job: tuple) -> None:
         _, task_id, uid, namespace, name, target, input_json, env = job
         got = stages.now() if stages.ON else 0.0
+        with self.job_lock:
+            self.queued.discard(task_id)
+            skip = self.skip.pop(task_id, None)
+            if skip is None:
+                ctx = self.ctx = TaskContext(task_id, uid, namespace, name, self.emit)
+        if skip == "cancel":
+            self.emit(("done", task_id, "cancelled", "cancelled before it started", None, None))
+        if skip is not None:
+            return
         self.task_id = task_id
-        ctx = self.ctx = TaskContext(task_id, uid, namespace, name, self.emit)
         set_current(ctx)
         saved_env = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         kind, error, result = "success", "", None
+        began = time.perf_counter()
         try:
             result = call(target, input_json, ctx)
         except Cancelled as e:
@@ -135,6 +153,7 @@ class Worker:
             traceback.print_exc()
             kind, error = "failed", f"{type(e).__name__}: {e}"
         finally:
+            seconds = time.perf_counter() - began
             for k, v in saved_env.items():
                 if v is None:
                     os.environ.pop(k, None)
@@ -153,10 +172,11 @@ class Worker:
                 result = repr(result)
         if stages.ON:
             self.emit(("stages", task_id, got, stages.now()))
-        self.emit(("done", task_id, kind, error, result))
         self.task_id = 0
-        self.ctx = None
+        with self.job_lock:
+            self.ctx = None
         set_current(None)
+        self.emit(("done", task_id, kind, error, result, seconds))
 
 
 class _Stream(io.TextIOBase):
