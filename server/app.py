@@ -113,7 +113,8 @@ class Server:
         local_dir = self.store.local_dir
         self.engine = Engine(self.store, EngineConfig(allowed_modules=cfg.allowed_modules, kill_grace=cfg.kill_grace,
                                                       max_queued=cfg.max_queued, max_log_lines=cfg.max_log_lines,
-                                                      queue_window=cfg.queue_window))
+                                                      queue_window=cfg.queue_window,
+                                                      ended_kept_seconds=_ended_kept(cfg.retain)))
         self.nodes = NodeRegistry(self.engine, self.store, cfg.node_timeout, cfg.lease_grace)
         self.retention = Retention(self.store, parse_duration(cfg.retain), self.engine.config.request_window_seconds)
         self.retention.steps.append(flow_purge_step(self.store))
@@ -353,6 +354,12 @@ class Server:
 
     async def wait(self) -> None:
         await self._stopped.wait()
+
+
+def _ended_kept(retain: str) -> float:
+    """How long WaitTasks answers an ended task from memory: 10 s, well inside --retain."""
+    seconds = parse_duration(retain)
+    return 10.0 if seconds <= 0 else min(10.0, seconds / 4)
 
 
 def _closer(fn):

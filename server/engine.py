@@ -13,6 +13,7 @@ memory to be changed (a cancel), so every change still goes through `_move`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import json
 import logging
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 S = Status
 
 MAX_BATCH = 10_000
+ENDED_KEPT = 20_000  # final snapshots of tasks ended lately (see Engine._ended), at most
 SCHEDULER_ANSWER_SECONDS = 10.0  # a follower's cancel/delete waits this long for the scheduler to apply it
 # At most this many unfinished tasks: the store may commit small writes on the loop (Writer.quiet).
 QUIET_TASKS = 2
@@ -71,6 +73,7 @@ class EngineConfig:
     request_window_seconds: float = 86_400.0  # how long a create's request_id is remembered
     max_log_lines: int = 1_000_000        # per task; beyond, one marker line and the rest is dropped
     queue_window: int = 10_000            # queued tasks held in memory (the queue's head); the rest stay in the store
+    ended_kept_seconds: float = 10.0      # an ended task's last snapshot answers WaitTasks from memory this long
 
 
 class Engine:
@@ -120,6 +123,10 @@ class Engine:
         self.server_name = ""           # among several servers: this one's (its local node's processes carry it)
         self.previous_scheduler = ""    # the server that scheduled before this one took over
         self.tell_scheduler: Callable[[str, int, str], None] | None = None  # a follower's cancel
+        # Tasks that ended here lately, their last (committed, final) snapshot: WaitTasks on tasks that
+        # have just ended is answered without reading them back. One server only: with others on the
+        # same store, one of them may delete a task without this one hearing of it.
+        self._ended: collections.OrderedDict[int, tuple[float, Task]] = collections.OrderedDict()
 
     # ------------------------------------------------------------------ life
     async def start(self) -> None:
@@ -313,6 +320,17 @@ class Engine:
         self.tasks[task.id] = task
         self._by_uid[task.uid] = task.id
         self.scheduler.joined(task)
+
+    def _recently_ended(self, task_id: int) -> Task | None:
+        """Its final snapshot if it ended here within config.ended_kept_seconds (then shorter than
+        --retain, so never a task purged since)."""
+        if not self._ended:
+            return None
+        expired = self._loop.time() - self.config.ended_kept_seconds
+        while self._ended and next(iter(self._ended.values()))[0] < expired:
+            self._ended.popitem(last=False)
+        hit = self._ended.get(task_id)
+        return hit[1] if hit is not None else None
 
     def _let_go(self, task: Task) -> None:
         """Drop the task from memory: it ended (committed), was deleted, or waits in the store."""
@@ -654,6 +672,7 @@ class Engine:
             if not task.terminal:
                 self._finish(task, S.CANCELLED, "deleted with force")
         self._let_go(self.tasks.get(task.id, task))
+        self._ended.pop(task.id, None)
         self._release(task)
         self.logs.forget(task.id)
         async with self.store.batch() as b:
@@ -732,12 +751,17 @@ class Engine:
         with self.enders.subscribe(*ids) as ends:  # before reading: an end told meanwhile is kept
             waiting = set()
             elsewhere = []
+            ended = []
             for i in ids:
                 t = self.tasks.get(i)
                 if t is not None and _in_namespace(t, namespace):
                     waiting.add(i)  # its end is told once committed
+                elif t is None and (t := self._recently_ended(i)) is not None and _in_namespace(t, namespace):
+                    ended.append(t)
                 else:
                     elsewhere.append(i)
+            if ended:
+                yield ended
             if elsewhere:  # ended (and committed), queued outside the window, or held by the scheduler
                 rows = await self._loop.run_in_executor(None, self.store.tasks_by_ids, elsewhere)
                 found = {t.id: t for t in rows if _in_namespace(t, namespace)}
@@ -986,6 +1010,10 @@ class Engine:
             if live is not None and live.terminal and snap.id not in self._dirty:
                 self._let_go(live)
             self._tell(snap)
+            if not self.shared_store and self.config.ended_kept_seconds > 0:
+                self._ended[snap.id] = (self._loop.time(), snap)
+                if len(self._ended) > ENDED_KEPT:
+                    self._ended.popitem(last=False)
             if stages.ON:
                 stages.mark(snap.id, "announced")
             if snap.spec.annotations and OBSERVER in snap.spec.annotations:

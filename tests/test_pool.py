@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from server.node.pool import PREFETCH, SHORT_SECONDS, PythonPool
+from server.node.pool import SHORT_SECONDS, PythonPool
 
 from conftest import slack
 
@@ -109,13 +109,15 @@ def test_short_jobs_are_held_several_per_write_and_start_one_after_another(tmp_p
         await learn(pool, rec, 2, "gate", str(opened))
         closed = tmp_path / "closed"
         pool.submit(job(3, "gate", str(closed)))  # the worker is busy until the file exists
-        ids = list(range(10, 10 + PREFETCH + 3))
+        held = pool.held_limit(job(0, "quick"))  # about HOLD_SECONDS of them
+        assert held > 1, pool.runtime
+        ids = list(range(10, 10 + held + 3))
         for i in ids:
             pool.submit(job(i, "quick", str(i)))
         await asyncio.sleep(0)  # the pool fills held slots once per loop turn
         [worker] = pool.workers
-        assert list(worker.jobs) == [3, *ids[:PREFETCH]], "the busy worker holds PREFETCH short jobs"
-        assert list(pool.waiting) == ids[PREFETCH:]
+        assert list(worker.jobs) == [3, *ids[:held]], "the busy worker holds short jobs"
+        assert list(pool.waiting) == ids[held:]
         assert not any(rec.started(i) for i in ids), "a held job is not started before it runs"
         closed.write_text("")
         await rec.until(lambda: all(rec.done(i) for i in ids), "every quick job")

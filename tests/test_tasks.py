@@ -243,9 +243,16 @@ def test_delete_semantics(client):
         client.get_task(t.id)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     done = client.wait(client.create_task(argv=["true"]).id)
+    assert [t.status for t in client.wait_tasks([done.id])] == [pb.TASK_STATUS_SUCCESS]  # (from memory: just ended)
     client.delete_task(done.id)
     with pytest.raises(grpc.RpcError) as e:
         list(client.trace(done.id))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as e:  # what was deleted is gone from WaitTasks too
+        list(client.wait_tasks([done.id]))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as e:  # and not seen from another namespace
+        list(client.wait_tasks([client.wait(client.create_task(argv=["true"]).id).id], namespace="team-b"))
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 

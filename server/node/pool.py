@@ -24,12 +24,13 @@ def worker_paths(task_paths: list[str]) -> list[str]:
     return [EXAMPLES_DIR, os.getcwd(), *task_paths]
 
 
-# Prefetch: a worker may hold up to PREFETCH jobs beyond the one it runs, sent in one write, so a
-# stream of short tasks costs a pipe write (and a worker wake-up) per batch instead of per task.
-# Only jobs of a callable seen to end within SHORT_SECONDS are held, and only behind such jobs, so
-# no job waits behind a long one while another worker could take it.
-PREFETCH = 8
+# Prefetch: a busy worker may hold jobs beyond the one it runs, sent in one write, so a stream of
+# short tasks costs a pipe write (and a worker wake-up) per batch instead of per task. Only jobs of
+# a callable seen to run under SHORT_SECONDS are held, only behind such jobs, and only as many as
+# make about HOLD_SECONDS of their expected work: no job waits long while another worker is free.
 SHORT_SECONDS = 0.01
+HOLD_SECONDS = 0.02
+MAX_HELD = 64
 KNOWN_CALLABLES = 4096  # runtime estimates kept (one per callable; forgotten all at once past this)
 
 
@@ -112,7 +113,7 @@ class WorkerProcess:
 
 class PythonPool:
     """Runs jobs on `size` warm workers; jobs beyond that wait in FIFO order (a few of them held by
-    workers busy with short jobs: see PREFETCH)."""
+    workers busy with short jobs: see SHORT_SECONDS)."""
 
     def __init__(self, size: int, events, on_start: Callable[[int, int], None], task_paths: list[str] = (),
                  instance: str = ""):
@@ -127,7 +128,7 @@ class PythonPool:
         self.workers: list[WorkerProcess] = []    # ready and alive
         self.busy: dict[int, WorkerProcess] = {}  # task_id -> the worker holding it (running or held)
         self.waiting: collections.OrderedDict[int, tuple] = collections.OrderedDict()
-        self.runtime: dict[str, float] = {}       # callable -> its recent runtime (s), for PREFETCH
+        self.runtime: dict[str, float] = {}       # callable -> its recent runtime (s), for holding jobs
         self.dedicated: set[int] = set()          # task ids of dedicated jobs (see submit): never held
         self.closing = False
         self._pump_soon = False
@@ -166,6 +167,10 @@ class PythonPool:
         """Whether `job` may wait inside a worker: a callable seen to be short, never a dedicated job."""
         return self.runtime.get(job[5], SHORT_SECONDS) < SHORT_SECONDS and job[1] not in self.dedicated
 
+    def held_limit(self, job: tuple) -> int:
+        """How many jobs like `job` (a short one) a busy worker may hold: about HOLD_SECONDS of them."""
+        return max(1, min(MAX_HELD, int(HOLD_SECONDS / max(self.runtime[job[5]], HOLD_SECONDS / MAX_HELD))))
+
     def _pump(self) -> None:
         """Idle workers take one job each; then workers running only short jobs are topped up with
         short jobs. Each worker's new jobs go in one write."""
@@ -186,13 +191,14 @@ class PythonPool:
             job = next(iter(self.waiting.values()))
             if not self._short(job):
                 break  # FIFO: what follows waits with it for a free worker
-            room = [w for w in self.workers if not w.retired and w.jobs and len(w.jobs) <= PREFETCH
+            limit = self.held_limit(job)
+            room = [w for w in self.workers if not w.retired and w.jobs and len(w.jobs) - 1 < limit
                     and all(self._short(j) for j in w.jobs.values())]
             if not room:
                 break
             w = min(room, key=lambda x: len(x.jobs))
-            if len(w.jobs) > PREFETCH // 2 and w not in sent:
-                break  # refilled when half empty: one write per few jobs, not per job
+            if len(w.jobs) - 1 > limit // 2 and w not in sent:
+                break  # refilled when half empty: one write per many jobs, not per job
             del self.waiting[job[1]]
             sent.setdefault(w, []).append(job)
             self._hold(w, job)
