@@ -362,6 +362,7 @@ class Writer:
         # Entries handed to the thread and entries it finished: each written by one thread only.
         # put() commits inline only when they are equal, so a write never overtakes an earlier one.
         self._queued = self._finished = 0
+        self._handing: list = []  # put() on the loop this turn, for the thread (_hand_over)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Called on the loop's thread, the only one that may commit inline."""
@@ -387,12 +388,25 @@ class Writer:
             finally:
                 self._conn_lock.release()
         self._queued += 1
-        self._q.put((items, fut))
+        if threading.get_ident() == self._loop_thread:
+            # Handed to the thread once per loop turn: the writes of one turn wake it (and take the
+            # GIL from the loop) once, not once each.
+            if not self._handing:
+                self.loop.call_soon(self._hand_over)
+            self._handing.append((items, fut))
+        else:
+            self._q.put((items, fut))
         return fut
+
+    def _hand_over(self) -> None:
+        entries, self._handing = self._handing, []
+        if entries:
+            self._q.put(entries)
 
     def stop(self) -> None:
         if not self._thread.is_alive():
             return
+        self._hand_over()
         self._q.put(None)
         self._thread.join(timeout=30)
         self._store.writer_stopped()
@@ -405,7 +419,10 @@ class Writer:
         except queue.Empty:
             return batch, False
         while item is not None and len(batch) < self.MAX_BATCH:
-            batch.append(item)
+            if isinstance(item, list):  # a loop turn's entries (_hand_over)
+                batch.extend(item)
+            else:
+                batch.append(item)
             try:
                 item = self._q.get_nowait()
             except queue.Empty:
