@@ -14,7 +14,9 @@ then every result (also with the client's coalescing off); B 2,000
 D one task printing 200,000 lines, lines/s to one reader (taskhub only).
 
 A, E and C run in rounds that interleave taskhub, taskhub with --auth, and Celery, and print
-each round's ratios: the machine's load shifts, so only figures of the same round compare.
+each round's ratios: the machine's load shifts, so only figures of the same round compare. Auth
+off and on take turns going first, and before each figure every system's processes are let
+settle (bench.stats.settle), so no figure carries another system's last commits.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import time
 
 from . import bare, workloads
 from .server import TaskhubServer
-from .stats import fmt, percentiles, summary, table
+from .stats import fmt, percentiles, settle, summary, table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -150,24 +152,33 @@ def main(argv: list[str] | None = None) -> int:
     with TaskhubServer("--python-workers", str(workers)) as off, \
             TaskhubServer("--python-workers", str(workers), "--auth") as on, Celery(workers) as cel:
         pair = [("taskhub", (off.target, "")), ("taskhub_auth", (on.target, on.token))]
+        pids = [off.proc.pid, on.proc.pid] + [p.pid for p in cel.procs]
+        quiet = lambda: settle(pids)  # noqa: E731  (before each figure: no system pays for another's tail)
         for r in range(reps):
             print(f"round {r + 1} of {reps}", flush=True)
             # Auth off and on take turns going first: the one that goes second meets the other's
             # tail (its last commits and WAL checkpoint), which alone cost 10-20 % in a fixed order.
             targets = dict(pair if r % 2 == 0 else pair[::-1])
             for system, (target, token) in targets.items():
+                quiet()
                 rounds["A"][system].append(run(workloads.end_to_end(target, workloads.NOOP, n_a, token=token)))
+            quiet()
             rounds["A"]["celery"].append(cel.drive("G", n_a)["rate"])
             for system, (target, token) in targets.items():
+                quiet()
                 rounds["E"][system].append(workloads.sdk_one_per_call(target, n_e, 8, token))
+            quiet()
             rounds["E"]["celery"].append(cel.drive("A", n_e)["rate"])
+            quiet()
             e_uncoalesced.append(workloads.sdk_one_per_call(off.target, n_e, 8, coalesce=False))
             for system, (target, token) in targets.items():
+                quiet()
                 samples = run(workloads.round_trips(target, workloads.NOOP, n_c, token))["submit_to_done"]
                 c_samples[system] += samples
                 p = percentiles(samples)
                 rounds["C_p50"][system].append(p["p50"])
                 rounds["C_p99"][system].append(p["p99"])
+            quiet()
             samples = cel.drive("C", n_c)["samples_ms"]
             c_samples["celery"] += samples
             p = percentiles(samples)

@@ -36,3 +36,38 @@ def write_results(res: dict, out: str) -> None:
     with open(out, "w") as f:
         json.dump(res, f, indent=2)
     print(f"\nwritten to {os.path.relpath(out)}")
+
+
+def settle(pids: list[int], window: float = 0.2, quiet_cpu: float = 0.01, limit: float = 10.0) -> float:
+    """Wait until these processes and their children use next to no CPU (less than `quiet_cpu`
+    seconds in a `window`): what the last workload left them doing (the writer's last commits, a
+    WAL checkpoint, a broker's bookkeeping) must not land in the next system's figure. Gives up
+    after `limit` seconds. Returns the seconds waited."""
+    import time
+
+    import psutil
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+
+    def cpu() -> float:
+        total = 0.0
+        for p in procs:
+            try:
+                for q in (p, *p.children(recursive=True)):
+                    t = q.cpu_times()
+                    total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        before = cpu()
+        time.sleep(window)
+        if cpu() - before < quiet_cpu:
+            break
+    return time.monotonic() - start
