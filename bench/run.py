@@ -20,7 +20,7 @@ import sys
 
 from . import bare, ceiling, guard, stages, workloads
 from .server import TaskhubServer
-from .stats import fmt, percentiles, print_load, summary, table
+from .stats import fmt, percentiles, print_load, settle, summary, table
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_OUT = os.path.join(RESULTS, "latest.json")
@@ -65,13 +65,17 @@ def main(argv: list[str] | None = None) -> int:
         fig["latency_python_ms"] = {k: percentiles(v) for k, v in lat.items()}
         lat = run(workloads.round_trips(srv.target, workloads.TRUE, n_lat))
         fig["latency_command_ms"] = {k: percentiles(v) for k, v in lat.items()}
-    # The no-op path with auth off and on, in rounds that alternate the two servers.
+    # The no-op path with auth off and on, in rounds that alternate the two servers and their order.
     with TaskhubServer() as off, TaskhubServer("--auth") as on:
         pairs = {"": [], "_auth": []}
-        for _ in range(reps):
-            for suffix, srv in (("", off), ("_auth", on)):
-                pairs[suffix].append((run(workloads.end_to_end(srv.target, workloads.NOOP, n_py, token=srv.token)),
-                                      workloads.sdk_one_per_call(srv.target, n_sdk, 8, srv.token, coalesce=False)))
+        servers = [("", off), ("_auth", on)]
+        for r in range(max(reps, 2)):  # each goes first as often as the other, after both settle (bench.peer)
+            for suffix, srv in (servers if r % 2 == 0 else servers[::-1]):
+                settle([off.proc.pid, on.proc.pid])
+                batched = run(workloads.end_to_end(srv.target, workloads.NOOP, n_py, token=srv.token))
+                settle([off.proc.pid, on.proc.pid])
+                pairs[suffix].append((batched, workloads.sdk_one_per_call(srv.target, n_sdk, 8, srv.token,
+                                                                          coalesce=False)))
         for suffix, got in pairs.items():
             fig[f"python_noop_pair{suffix}_per_s"] = summary([a for a, _ in got])
             fig[f"sdk_one_call_per_task{suffix}_per_s"] = summary([b for _, b in got])
