@@ -1,7 +1,7 @@
 """The pool of warm Python workers (server/node/pool.py) with real worker processes: jobs of a
 callable seen to be short are held by busy workers, several per write, and still start one at a
 time, in order; a held job is dropped by a cancel before it starts; a dying worker gives back
-what it held; nothing waits behind a job not known to be short."""
+what it held; nothing waits behind a job not known to be short, nor long behind one that runs long."""
 from __future__ import annotations
 
 import asyncio
@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from server.node.pool import SHORT_SECONDS, PythonPool
+from server.node.pool import RELEASE_SECONDS, SHORT_SECONDS, PythonPool
 
 from conftest import slack
 
@@ -184,4 +184,32 @@ def test_nothing_waits_behind_a_job_not_known_to_be_short(tmp_path):
         closed.write_text("")
         await rec.until(lambda: rec.done(2), "the gate")
         assert not pool._short(job(0, "gate", "")), "a job seen to take long is not held"
+    run_pool(tmp_path, 2, body)
+
+
+def test_held_jobs_go_back_when_the_job_before_them_runs_long(tmp_path):
+    """A callable seen short may run long this time (it waits on another task, which may be held
+    right behind it): past RELEASE_SECONDS its worker gives back what it holds, never started,
+    and another worker runs it."""
+    async def body(pool, rec):
+        await learn(pool, rec, 1, "quick", "warm")
+        (tmp_path / "open").write_text("")
+        await learn(pool, rec, 2, "gate", str(tmp_path / "open"))
+        pool.submit(job(3, "gate", str(tmp_path / "a")))  # on one worker until its file exists
+        pool.submit(job(4, "gate", str(tmp_path / "b")))  # on the other
+        ids = list(range(10, 20))
+        for i in ids:
+            pool.submit(job(i, "quick", str(i)))
+        await asyncio.sleep(0)
+        a, b = pool.busy[3], pool.busy[4]
+        behind_a = [i for i in a.jobs if i != 3]
+        assert behind_a and all(i in a.jobs or i in b.jobs for i in ids), "the quick jobs are held by both"
+        (tmp_path / "b").write_text("")
+        await rec.until(lambda: all(rec.done(i) for i in ids), "every quick job, the ones held by the long gate too")
+        assert rec.done(3) is None, "the first gate still runs"
+        assert all(rec.started(i)[2] == b.pid for i in behind_a) and all(rec.lines[i] == [f"ran {i}"] for i in ids)
+        assert pool.runtime["poolcalls:gate"] >= RELEASE_SECONDS and not pool._short(job(0, "gate"))
+        (tmp_path / "a").write_text("")
+        await rec.until(lambda: rec.done(3), "the first gate")
+        assert [rec.done(i)[2] for i in (3, 4)] == ["success", "success"]
     run_pool(tmp_path, 2, body)

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from typing import Callable
 
 from .. import stages
@@ -31,6 +32,9 @@ def worker_paths(task_paths: list[str]) -> list[str]:
 SHORT_SECONDS = 0.01
 HOLD_SECONDS = 0.02
 MAX_HELD = 64
+# A job that runs past RELEASE_SECONDS after all (it waits on another task, say, which may be held
+# behind it) gives what it holds back to the line, so it goes to the next free worker instead.
+RELEASE_SECONDS = 0.1
 KNOWN_CALLABLES = 4096  # runtime estimates kept (one per callable; forgotten all at once past this)
 
 
@@ -39,8 +43,10 @@ class WorkerProcess:
         self.pool = pool
         self.proc: asyncio.subprocess.Process | None = None
         self.pid = 0
-        # The jobs it holds, in the order it runs them: the first runs, the rest wait.
+        # The jobs it holds, in the order it runs them: the first runs (since head_since), the rest wait.
         self.jobs: collections.OrderedDict[int, tuple] = collections.OrderedDict()
+        self.head_since = 0.0
+        self.releasing = False         # asked to give back what it holds (RELEASE_SECONDS)
         self.started = 0               # the task id on_start was last told for
         self.retired = False           # an extra worker that leaves once its job is done
         self.killed_for: str = ""      # "cancelled" / "timeout" when we killed it on purpose
@@ -98,6 +104,8 @@ class WorkerProcess:
                     events.on_result(msg[1], msg[2])
                 elif kind == "response":
                     events.on_response(msg[1], msg[2])
+                elif kind == "released":
+                    self.pool.released(self, msg[1])
                 elif kind == "ready":
                     self.ready.set_result(True)
                 elif kind == "stages":  # only from a worker of a server started with TASKHUB_STAGES
@@ -132,6 +140,7 @@ class PythonPool:
         self.dedicated: set[int] = set()          # task ids of dedicated jobs (see submit): never held
         self.closing = False
         self._pump_soon = False
+        self._sweeping = False  # a check for long-running jobs that hold others is due (_sweep)
 
     async def start(self) -> None:
         workers = [WorkerProcess(self) for _ in range(self.size)]
@@ -202,6 +211,9 @@ class PythonPool:
             del self.waiting[job[1]]
             sent.setdefault(w, []).append(job)
             self._hold(w, job)
+        if not self._sweeping and any(len(w.jobs) > 1 for w in sent):
+            self._sweeping = True
+            asyncio.get_running_loop().call_later(RELEASE_SECONDS / 2, self._sweep)
         for w, jobs in sent.items():
             w.write(b"".join(frame(j) for j in jobs))
             if stages.ON:
@@ -218,6 +230,8 @@ class PythonPool:
     def _started(self, w: WorkerProcess) -> None:
         """`w`'s first job runs now (it runs its jobs in order, each after the last one's end)."""
         w.killed_for = ""
+        w.head_since = time.monotonic()
+        w.releasing = False
         w.started = next(iter(w.jobs))
         self.on_start(w.started, w.pid)
 
@@ -272,6 +286,35 @@ class PythonPool:
                 self._pump_later()
             else:
                 self._pump()
+
+    def _sweep(self) -> None:
+        """Workers whose job runs past RELEASE_SECONDS are asked for what they hold behind it."""
+        self._sweeping = False
+        now = time.monotonic()
+        holding = False
+        for w in self.workers:
+            if len(w.jobs) < 2:
+                continue
+            holding = True
+            if not w.releasing and now - w.head_since > RELEASE_SECONDS:
+                w.releasing = True
+                running, *held = w.jobs
+                self._learn(w.jobs[running][5], now - w.head_since)  # it is not short: hold nothing behind it
+                w.send(("release", running, held))
+        if holding and not self.closing:
+            self._sweeping = True
+            asyncio.get_running_loop().call_later(RELEASE_SECONDS / 2, self._sweep)
+
+    def released(self, w: WorkerProcess, task_ids: list[int]) -> None:
+        """`w` skipped these held jobs (never started them): back to the front of the line, in order."""
+        back = [(t, w.jobs.pop(t)) for t in task_ids if t in w.jobs and t != w.started]
+        for task_id, job in reversed(back):
+            if self.busy.get(task_id) is w:
+                del self.busy[task_id]
+            self.waiting[task_id] = job
+            self.waiting.move_to_end(task_id, last=False)
+        if back:
+            self._pump()
 
     def _take_back(self, w: WorkerProcess) -> None:
         """What `w` held and never started goes back to the front of the line, in order."""

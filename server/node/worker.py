@@ -1,8 +1,8 @@
 """A warm Python worker: runs `module:function` tasks one after another.
 
 Started by `PythonPool` as `python -m server.node.worker`. Speaks framed pickles:
-stdin carries ("run", …), ("cancel", task_id) and ("drop", task_id); the original stdout carries
-events. Jobs run one after another in the order they came; the pool may send some ahead (held
+stdin carries ("run", …), ("cancel", task_id), ("drop", task_id) and ("release", running, [ids]);
+the original stdout carries events. Jobs run one after another in the order they came; the pool may send some ahead (held
 jobs, see SHORT_SECONDS in pool.py): a "drop" removes one before it starts, a "cancel" ends it
 as it would start.
 Whatever the task prints (through sys.stdout/stderr or straight to fds 1 and 2) becomes
@@ -104,11 +104,27 @@ class Worker:
                     self.queued.add(msg[1])
                     self.jobs.put(msg)
                     continue
+                if msg[0] == "release":
+                    self._release(*msg[1:])
+                    continue
                 ctx = self.ctx
                 if ctx is not None and ctx.task_id == msg[1]:
                     ctx._cancel.set()
                 elif msg[1] in self.queued:
                     self.skip[msg[1]] = msg[0]
+
+    def _release(self, running: int, held: list[int]) -> None:
+        """The pool takes back jobs held behind `running`, which runs long: those not started
+        are skipped and named in one "released" message. Said under job_lock while `running`
+        still runs, so the message goes out before its "done" (run() clears ctx under the
+        lock, then says "done"): the pool never takes a released job for started."""
+        if self.ctx is None or self.ctx.task_id != running:
+            return  # it has ended: what it held runs as sent
+        released = [t for t in held if t in self.queued and t not in self.skip]
+        for t in released:
+            self.skip[t] = "drop"
+        if released:
+            self.emit(("released", released))
 
     # -- running -------------------------------------------------------------
     def serve(self) -> None:
