@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import time
+
+import psutil
 
 
 def summary(values: list[float]) -> dict:
@@ -43,9 +46,6 @@ def settle(pids: list[int], window: float = 0.2, quiet_cpu: float = 0.01, limit:
     seconds in a `window`): what the last workload left them doing (the writer's last commits, a
     WAL checkpoint, a broker's bookkeeping) must not land in the next system's figure. Gives up
     after `limit` seconds. Returns the seconds waited."""
-    import time
-
-    import psutil
     procs = []
     for pid in pids:
         try:

@@ -101,12 +101,16 @@ async def learn(pool, rec, task_id: int, fn: str, arg: str) -> None:
     pytest.fail(f"{fn} never ran within {SHORT_SECONDS}s: {pool.runtime}")
 
 
+async def learn_both(pool, rec, tmp_path) -> None:
+    """The pool knows both callables short: quick, and gate (given a file that exists)."""
+    await learn(pool, rec, 1, "quick", "warm")
+    (tmp_path / "open").write_text("")
+    await learn(pool, rec, 2, "gate", str(tmp_path / "open"))
+
+
 def test_short_jobs_are_held_several_per_write_and_start_one_after_another(tmp_path):
     async def body(pool, rec):
-        await learn(pool, rec, 1, "quick", "warm")
-        opened = tmp_path / "open"
-        opened.write_text("")
-        await learn(pool, rec, 2, "gate", str(opened))
+        await learn_both(pool, rec, tmp_path)
         closed = tmp_path / "closed"
         pool.submit(job(3, "gate", str(closed)))  # the worker is busy until the file exists
         held = pool.held_limit(job(0, "quick"))  # about HOLD_SECONDS of them
@@ -131,9 +135,7 @@ def test_short_jobs_are_held_several_per_write_and_start_one_after_another(tmp_p
 
 def test_a_held_job_cancelled_is_dropped_and_never_runs(tmp_path):
     async def body(pool, rec):
-        await learn(pool, rec, 1, "quick", "warm")
-        (tmp_path / "open").write_text("")
-        await learn(pool, rec, 2, "gate", str(tmp_path / "open"))
+        await learn_both(pool, rec, tmp_path)
         closed = tmp_path / "closed"
         pool.submit(job(3, "gate", str(closed)))
         pool.submit(job(4, "quick", "dropped"))
@@ -151,9 +153,7 @@ def test_a_held_job_cancelled_is_dropped_and_never_runs(tmp_path):
 
 def test_a_dying_worker_gives_back_the_jobs_it_held(tmp_path):
     async def body(pool, rec):
-        await learn(pool, rec, 1, "quick", "warm")
-        (tmp_path / "open").write_text("")
-        await learn(pool, rec, 2, "gate", str(tmp_path / "open"))
+        await learn_both(pool, rec, tmp_path)
         pool.submit(job(3, "gate", str(tmp_path / "never")))
         pool.submit(job(4, "quick", "a"))
         pool.submit(job(5, "quick", "b"))
@@ -192,9 +192,7 @@ def test_held_jobs_go_back_when_the_job_before_them_runs_long(tmp_path):
     right behind it): past RELEASE_SECONDS its worker gives back what it holds, never started,
     and another worker runs it."""
     async def body(pool, rec):
-        await learn(pool, rec, 1, "quick", "warm")
-        (tmp_path / "open").write_text("")
-        await learn(pool, rec, 2, "gate", str(tmp_path / "open"))
+        await learn_both(pool, rec, tmp_path)
         pool.submit(job(3, "gate", str(tmp_path / "a")))  # on one worker until its file exists
         pool.submit(job(4, "gate", str(tmp_path / "b")))  # on the other
         ids = list(range(10, 20))

@@ -306,24 +306,25 @@ class PythonPool:
             asyncio.get_running_loop().call_later(RELEASE_SECONDS / 2, self._sweep)
 
     def released(self, w: WorkerProcess, task_ids: list[int]) -> None:
-        """`w` skipped these held jobs (never started them): back to the front of the line, in order."""
+        """`w` skipped these held jobs (never started them)."""
         back = [(t, w.jobs.pop(t)) for t in task_ids if t in w.jobs and t != w.started]
+        self._to_front(w, back)
+        if back:
+            self._pump()
+
+    def _take_back(self, w: WorkerProcess) -> None:
+        """What `w` held and never started (it is on its way out)."""
+        back = list(w.jobs.items())
+        w.jobs.clear()
+        self._to_front(w, back)
+
+    def _to_front(self, w: WorkerProcess, back: list[tuple[int, tuple]]) -> None:
+        """Jobs `w` gave back go to the front of the line, in their order."""
         for task_id, job in reversed(back):
             if self.busy.get(task_id) is w:
                 del self.busy[task_id]
             self.waiting[task_id] = job
             self.waiting.move_to_end(task_id, last=False)
-        if back:
-            self._pump()
-
-    def _take_back(self, w: WorkerProcess) -> None:
-        """What `w` held and never started goes back to the front of the line, in order."""
-        for task_id, job in reversed(w.jobs.items()):
-            if self.busy.get(task_id) is w:
-                del self.busy[task_id]
-            self.waiting[task_id] = job
-            self.waiting.move_to_end(task_id, last=False)
-        w.jobs.clear()
 
     def _learn(self, target: str, seconds: float) -> None:
         if len(self.runtime) >= KNOWN_CALLABLES and target not in self.runtime:

@@ -2,9 +2,9 @@
 
 Started by `PythonPool` as `python -m server.node.worker`. Speaks framed pickles:
 stdin carries ("run", …), ("cancel", task_id), ("drop", task_id) and ("release", running, [ids]);
-the original stdout carries events. Jobs run one after another in the order they came; the pool may send some ahead (held
-jobs, see SHORT_SECONDS in pool.py): a "drop" removes one before it starts, a "cancel" ends it
-as it would start.
+the original stdout carries events. Jobs run one after another in the order they came; the pool
+may send some ahead (held jobs, see SHORT_SECONDS in pool.py): a "drop" removes one before it
+starts, a "cancel" ends it as it would start, a "release" hands unstarted ones back.
 Whatever the task prints (through sys.stdout/stderr or straight to fds 1 and 2) becomes
 log lines of the task. The worker dies with its parent (PR_SET_PDEATHSIG), so a killed
 server never leaves a task running behind its back.
