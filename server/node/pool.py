@@ -201,8 +201,10 @@ class PythonPool:
             if not self._short(job):
                 break  # FIFO: what follows waits with it for a free worker
             limit = self.held_limit(job)
+            # Behind a short running job only; what it already holds was short when held (and is
+            # released if the running job turns out long), so the running job is the one to check.
             room = [w for w in self.workers if not w.retired and w.jobs and len(w.jobs) - 1 < limit
-                    and all(self._short(j) for j in w.jobs.values())]
+                    and self._short(next(iter(w.jobs.values())))]
             if not room:
                 break
             w = min(room, key=lambda x: len(x.jobs))
