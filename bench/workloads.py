@@ -13,6 +13,7 @@ from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 NOOP = pb.TaskSpec(type=pb.TASK_TYPE_PYTHON, callable="starter.examples:noop")
 TRUE = pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["/bin/true"])
 BATCH = 250
+ENDED = frozenset({pb.TASK_STATUS_SUCCESS, pb.TASK_STATUS_FAILED, pb.TASK_STATUS_CANCELLED})
 
 
 def auth(token: str) -> tuple | None:
@@ -117,27 +118,36 @@ def sdk_one_per_call(target: str, total: int, threads: int = 8, token: str = "",
 async def round_trips(target: str, spec: pb.TaskSpec, count: int, token: str = "",
                       trips: list | None = None) -> dict[str, list[float]]:
     """Sequential tasks, one at a time, each one RunTask call (what the SDK's run_task makes): ms
-    from submit until the client sees RUNNING and until it sees the end, and the server's own
+    from submit until the client sees RUNNING and until it sees the task's end (its last message;
+    the stream's status follows on its own, as with the SDK's run_task), and the server's own
     create->start interval. `trips` (if given) receives (task id, submitted, first message,
     end seen) per task, in time.monotonic() seconds."""
     channels, [stub] = _stubs(target, 1)
     md = auth(token)
     to_running, to_done, server_start = [], [], []
+    finishing: set = set()  # calls whose status is still on its way (dropping one would cancel it)
     for _ in range(count):
         t0 = time.monotonic()
         created_at = running_at = first = None
-        async for snap in stub.RunTask(svc.CreateTaskRequest(spec=spec), metadata=md):
+        call = stub.RunTask(svc.CreateTaskRequest(spec=spec), metadata=md)
+        async for snap in call:
             if first is None:
                 first, created_at = snap, time.monotonic()
             if running_at is None and snap.status >= pb.TASK_STATUS_RUNNING:
                 running_at = time.monotonic()
             last = snap
+            if snap.status in ENDED:  # as the SDK's run_task: the answer is here, the status follows
+                finishing.add(call)
+                call.add_done_callback(finishing.discard)
+                break
         done_at = time.monotonic()
         to_running.append((running_at - t0) * 1000)
         to_done.append((done_at - t0) * 1000)
         server_start.append(last.start_time_ms - last.create_time_ms)
         if trips is not None:
             trips.append((first.id, t0, created_at, done_at))
+    for call in list(finishing):
+        await call.code()
     await _close(channels)
     return {"submit_to_running": to_running, "submit_to_done": to_done, "server_create_to_start": server_start}
 

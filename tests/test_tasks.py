@@ -221,16 +221,40 @@ def test_run_task_is_create_and_wait_in_one_call(client):
     assert [line.text for line in client.trace(done.id)] == ["step 1 of 3", "step 2 of 3", "step 3 of 3"]
     failed = client.run_task(argv=["false"])
     assert failed.status == pb.TASK_STATUS_FAILED and failed.id != done.id
-    # The stream: the task as committed first, then its changes, the last one terminal.
+    # The stream: the task as it is once committed, then its changes, the last one terminal; no
+    # status twice (test_run_task_answers_at_the_end_and_lets_the_call_finish: with a free node).
     stream = list(client._stub.RunTask(svc.CreateTaskRequest(spec=make_spec(argv=["true"]), request_id="run-1")))
-    assert stream[0].status == pb.TASK_STATUS_NEW and stream[-1].status == pb.TASK_STATUS_SUCCESS
-    assert len({s.id for s in stream}) == 1 and len(stream) == len({s.status for s in stream})
+    statuses = [s.status for s in stream]
+    assert statuses[-1] == pb.TASK_STATUS_SUCCESS and len(statuses) == len(set(statuses))
+    assert len({s.id for s in stream}) == 1
     # Idempotent like CreateTask: the repeat follows the task made the first time.
     again = client.run_task(make_spec(argv=["true"]), request_id="run-1")
     assert again.id == stream[0].id and again.status == pb.TASK_STATUS_SUCCESS
     with pytest.raises(grpc.RpcError) as e:
         client.run_task(pb.TaskSpec(type=pb.TASK_TYPE_COMMAND))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "argv" in e.value.details()
+
+
+def test_run_task_answers_at_the_end_and_lets_the_call_finish(server_factory):
+    """On a free node, a RunTask stream is two messages: the task running (a node took it in the
+    create: no NEW is sent), then its end. run_task returns on that last message, before the
+    stream's status arrives; it keeps the call until then, and the server ends every RunTask OK."""
+    from test_observability import scrape, value
+    server = server_factory()
+    client = server.client()
+    rpc = dict(grpc_type="server_stream", grpc_service="taskhub.v1.TaskService", grpc_method="RunTask")
+    stream = list(client._stub.RunTask(svc.CreateTaskRequest(spec=make_spec(callable="starter.examples:noop"))))
+    assert [s.status for s in stream] == [pb.TASK_STATUS_RUNNING, pb.TASK_STATUS_SUCCESS]
+    assert stream[0].node and stream[0].start_time_ms and stream[0].spec.callable == "starter.examples:noop"
+    before = scrape(server)
+    ended = [client.run_task(callable="starter.examples:noop", namespace="run-ends") for _ in range(20)]
+    assert {t.status for t in ended} == {pb.TASK_STATUS_SUCCESS} and len({t.id for t in ended}) == 20
+
+    def counted(code: str) -> float:
+        return value(scrape(server), "grpc_server_handled_total", grpc_code=code, **rpc) \
+            - value(before, "grpc_server_handled_total", grpc_code=code, **rpc)
+    wait_for(lambda: counted("OK") == 20 and not client._finishing, what="every RunTask to end OK")
+    assert counted("CANCELLED") == 0
 
 
 def test_delete_semantics(client):

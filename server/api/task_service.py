@@ -7,7 +7,6 @@ from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 
 from .. import errors
 from ..engine import Engine
-from ..model import Status
 from ..modules import ModuleDescriber
 from .convert import add_lines, created_to_proto, spec_from_proto, task_to_proto
 from .errors import mapped
@@ -28,10 +27,10 @@ class TaskService(svc_grpc.TaskServiceServicer):
     @mapped
     async def RunTask(self, request, context):
         [task] = await self.engine.create([spec_from_proto(request.spec)], request.request_id)
-        yield created_to_proto(task, request.spec)
+        # The task as it is once committed, then each later change. A node usually took it in the
+        # create already: a short task is two messages (RUNNING, its end), not three with NEW.
         async for snap in self.engine.watch(task):
-            if snap.status != Status.NEW:  # NEW was the first message
-                yield task_to_proto(snap)
+            yield task_to_proto(snap)
 
     @mapped
     async def CreateTasks(self, request, context):
