@@ -6,15 +6,21 @@ from taskhub.v1 import task_pb2 as pb
 from ..model import Resources, Task, TaskSpec, TaskType
 
 
+def _dict(field) -> dict[str, str]:
+    """A proto map as a dict. dict(field) goes through the generic Mapping protocol: 0.7 us for an
+    empty map, 1.2 us with one entry (with --auth every spec has one); this is 0.1 and 0.3 us."""
+    return {k: field[k] for k in field} if field else {}
+
+
 def spec_from_proto(m: pb.TaskSpec) -> TaskSpec:
     r = m.resources
     return TaskSpec(
         type=TaskType(m.type) if m.type in (1, 2) else 0,
         namespace=m.namespace, name=m.name, argv=list(m.argv), callable=m.callable,
-        input_json=m.input_json, env=dict(m.env), cwd=m.cwd, priority=m.priority,
+        input_json=m.input_json, env=_dict(m.env), cwd=m.cwd, priority=m.priority,
         timeout_seconds=m.timeout_seconds, max_retries=m.max_retries,
-        retry_backoff_seconds=m.retry_backoff_seconds, node_selector=dict(m.node_selector),
-        resources=Resources(r.slots or 1, r.cpu, r.memory_mb), annotations=dict(m.annotations),
+        retry_backoff_seconds=m.retry_backoff_seconds, node_selector=_dict(m.node_selector),
+        resources=Resources(r.slots or 1, r.cpu, r.memory_mb), annotations=_dict(m.annotations),
     )
 
 
