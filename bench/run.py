@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     c = res["ceiling"] = ceiling.measure(a.quick)
     c["taskhub_batched_fraction"] = fig["python_noop_per_s"]["median"] / c["limit_batched_per_s"]
     c["taskhub_one_call_fraction"] = fig["sdk_one_call_per_task_per_s"]["median"] / c["limit_one_call_per_task_per_s"]
-    print("\n" + ceiling.render(c))
     c["taskhub_round_trip_over_floor"] = res["stages"]["auth_off"]["round trip"]["p50_ms"] / c["floor_round_trip_ms"]
+    print("\n" + ceiling.render(c))
     print(f"taskhub reaches {c['taskhub_batched_fraction']:.2f} of the batched limit and "
           f"{c['taskhub_one_call_fraction']:.2f} of the one-call-per-task limit; its no-op round trip is "
           f"{c['taskhub_round_trip_over_floor']:.2f}x the floor")

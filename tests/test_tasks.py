@@ -13,6 +13,7 @@ from taskhub.v1 import task_pb2 as pb
 from taskhub.v1 import task_service_pb2 as svc
 
 from conftest import wait_for
+from test_observability import scrape, value
 
 
 def status_of(client, task_id, **kw):
@@ -239,7 +240,6 @@ def test_run_task_answers_at_the_end_and_lets_the_call_finish(server_factory):
     """On a free node, a RunTask stream is two messages: the task running (a node took it in the
     create: no NEW is sent), then its end. run_task returns on that last message, before the
     stream's status arrives; it keeps the call until then, and the server ends every RunTask OK."""
-    from test_observability import scrape, value
     server = server_factory()
     client = server.client()
     rpc = dict(grpc_type="server_stream", grpc_service="taskhub.v1.TaskService", grpc_method="RunTask")
