@@ -9,11 +9,11 @@ machine, and the limit they put on no-op tasks/s.
   of 250 rows: commits/s;
 - a round trip of a framed pickle through pipes to a warm Python process (server/node/wire.py's
   framing, as a job to a worker and its "done" back): round trips/s, one at a time;
-- a grpc.aio server-stream call of RunTask's shape (a request, two messages back, read by a
-  grpc.aio client that returns at the second), one at a time: p50 ms.
+- a grpc.aio unary call of ExecuteTask's shape (~200 bytes each way), one at a time: p50 ms.
 
-The round trip of one no-op task (bench.peer's C) costs at least that call, one pipe round trip
-and two one-row commits (the create, the end), one after the other: its floor.
+The round trip of one no-op task (bench.peer's C: one ExecuteTask call) costs at least that
+call, one pipe round trip and two one-row commits (the create, the end), one after the other:
+its floor.
 
 A no-op task costs at least one create (a unary call, or 1/250 of one when batched), a row inserted
 and a row updated, and one pipe round trip; the event loop is one thread, so the costs add up:
@@ -54,8 +54,7 @@ def _grpc_server(port_out, ready) -> None:
     async def main() -> None:
         server = grpc.aio.server()
         handler = grpc.method_handlers_generic_handler("bench.Echo", {
-            "Call": grpc.unary_unary_rpc_method_handler(_echo),
-            "Run": grpc.unary_stream_rpc_method_handler(_echo_twice)})
+            "Call": grpc.unary_unary_rpc_method_handler(_echo)})
         server.add_generic_rpc_handlers((handler,))
         port_out.value = server.add_insecure_port("127.0.0.1:0")
         await server.start()
@@ -66,11 +65,6 @@ def _grpc_server(port_out, ready) -> None:
 
 async def _echo(request: bytes, context) -> bytes:
     return request
-
-
-async def _echo_twice(request: bytes, context):
-    yield request
-    yield request
 
 
 class EchoServer:
@@ -91,19 +85,15 @@ class EchoServer:
         self.proc.join(10)
 
 
-def grpc_stream_round_trip_ms(calls: int) -> float:
-    """p50 ms of one RunTask-shaped call (two ~200-byte messages back), one at a time."""
+def grpc_call_round_trip_ms(calls: int) -> float:
+    """p50 ms of one ExecuteTask-shaped call (a ~200-byte request and answer), one at a time."""
     async def run(target: str) -> list[float]:
         async with grpc.aio.insecure_channel(target) as channel:
-            call = channel.unary_stream("/bench.Echo/Run")
+            call = channel.unary_unary("/bench.Echo/Call")
             times = []
             for i in range(calls + 50):  # the first 50 warm the channel
                 t0 = time.perf_counter()
-                stream, seen = call(b"x" * 200), 0
-                async for _ in stream:
-                    seen += 1
-                    if seen == 2:
-                        break  # as the SDK's run_task: the status follows by itself
+                await call(b"x" * 200)
                 if i >= 50:
                     times.append((time.perf_counter() - t0) * 1000)
             return sorted(times)
@@ -179,14 +169,14 @@ def measure(quick: bool = False) -> dict:
     commit_1 = sqlite_commit_rate(1, 4000 // scale)
     commit_250 = sqlite_commit_rate(250, 200 // scale)
     pipe = pipe_round_trip_rate(4000 // scale)
-    stream_ms = grpc_stream_round_trip_ms(2000 // scale)
+    call_ms = grpc_call_round_trip_ms(2000 // scale)
     row_s = 1 / (commit_250 * 250)
     one_call = 1 / (1 / unary + 1 / commit_1 + row_s + 1 / pipe)
     batched = 1 / (1 / unary / 250 + 2 * row_s + 1 / pipe)
-    floor_ms = stream_ms + 1000 / pipe + 2000 / commit_1
+    floor_ms = call_ms + 1000 / pipe + 2000 / commit_1
     return {"grpc_unary_calls_per_s": unary, "sqlite_commits_per_s_1_row": commit_1,
             "sqlite_commits_per_s_250_rows": commit_250, "pipe_round_trips_per_s": pipe,
-            "grpc_stream_round_trip_ms": stream_ms, "floor_round_trip_ms": floor_ms,
+            "grpc_call_round_trip_ms": call_ms, "floor_round_trip_ms": floor_ms,
             "limit_one_call_per_task_per_s": one_call, "limit_batched_per_s": batched}
 
 
@@ -197,7 +187,7 @@ def render(c: dict) -> str:
         f"  SQLite commit of 1 row                           {c['sqlite_commits_per_s_1_row']:>10,.0f} commits/s",
         f"  SQLite commit of 250 rows                        {c['sqlite_commits_per_s_250_rows']:>10,.0f} commits/s",
         f"  pipe round trip to a warm worker (one at a time) {c['pipe_round_trips_per_s']:>10,.0f} round trips/s",
-        f"  grpc.aio call of RunTask's shape, p50            {c['grpc_stream_round_trip_ms']:>10.3f} ms",
+        f"  grpc.aio unary call, one at a time, p50          {c['grpc_call_round_trip_ms']:>10.3f} ms",
         f"the floor of one no-op round trip (that call + pipe round trip + 2 one-row commits): "
         f"{c['floor_round_trip_ms']:.3f} ms",
         "estimated limit for no-op tasks/s (one event loop: the parts add up):",
@@ -236,8 +226,8 @@ def write_markdown(path: str, result: dict) -> None:
         f"| SQLite commit of 1 task-sized row (WAL, synchronous=NORMAL) | {c['sqlite_commits_per_s_1_row']:,.0f} commits/s |",
         f"| SQLite commit of 250 rows | {c['sqlite_commits_per_s_250_rows']:,.0f} commits/s |",
         f"| pipe round trip to a warm worker (framed pickle, one at a time) | {c['pipe_round_trips_per_s']:,.0f}/s |",
-        f"| grpc.aio server-stream call of RunTask's shape (two messages back), one at a time, p50 | "
-        f"{c['grpc_stream_round_trip_ms']:.3f} ms |",
+        f"| grpc.aio unary call of ExecuteTask's shape (~200 bytes each way), one at a time, p50 | "
+        f"{c['grpc_call_round_trip_ms']:.3f} ms |",
         "",
         "The server's event loop is one thread, so a no-op task's raw costs add up:",
         "",
@@ -263,7 +253,7 @@ def write_markdown(path: str, result: dict) -> None:
     lines.append(f"| round trip (client) | {st['round trip']['p50_ms']:.3f} | {st['round trip']['mean_ms']:.3f} |")
     lines += [
         "",
-        f"The floor of that round trip is the RunTask-shaped call, a pipe round trip and two one-row commits"
+        f"The floor of that round trip is the ExecuteTask-shaped call, a pipe round trip and two one-row commits"
         f" one after the other: {c['floor_round_trip_ms']:.3f} ms here, so taskhub's round trip is"
         f" {st['round trip']['p50_ms'] / c['floor_round_trip_ms']:.2f}x its floor.",
     ]

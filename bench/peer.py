@@ -10,7 +10,8 @@ Workloads: A 10,000 no-op Python tasks, 8 clients, until every result is known, 
 (taskhub CreateTasks of 250, Celery group() of 250); E 4,000 no-op tasks from 8 threads, one call
 per task (taskhub's blocking SDK create_task on one shared client, Celery delay() on its one app),
 then every result (also with the client's coalescing off); B 2,000
-/bin/true tasks, 8 clients; C 500 sequential submit-and-wait round trips (p50/p99);
+/bin/true tasks, 8 clients; C 500 sequential submit-and-wait round trips (p50/p99: taskhub's
+one ExecuteTask call, as the SDK's run_task makes it, against Celery's delay().get());
 D one task printing 200,000 lines, lines/s to one reader (taskhub only).
 
 A, E and C run in rounds that interleave taskhub, taskhub with --auth, and Celery, and print
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             e_uncoalesced.append(workloads.sdk_one_per_call(off.target, n_e, 8, coalesce=False))
             for system, (target, token) in targets.items():
                 quiet()
-                samples = run(workloads.round_trips(target, workloads.NOOP, n_c, token))["submit_to_done"]
+                samples = run(workloads.executes(target, workloads.NOOP, n_c, token))["submit_to_done"]
                 c_samples[system] += samples
                 p = percentiles(samples)
                 rounds["C_p50"][system].append(p["p50"])

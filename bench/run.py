@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         fig["trace_command_lines_per_s"] = repeat(reps, lambda: run(workloads.trace(srv.target, workloads.seq(n_lines)))[0])
         lat = run(workloads.round_trips(srv.target, workloads.NOOP, n_lat))
         fig["latency_python_ms"] = {k: percentiles(v) for k, v in lat.items()}
+        fig["latency_python_execute_ms"] = {"submit_to_done": percentiles(
+            run(workloads.executes(srv.target, workloads.NOOP, n_lat))["submit_to_done"])}
         lat = run(workloads.round_trips(srv.target, workloads.TRUE, n_lat))
         fig["latency_command_ms"] = {k: percentiles(v) for k, v in lat.items()}
     # The no-op path with auth off and on, in rounds that alternate the two servers and their order.
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             fig[f"sdk_one_call_per_task{suffix}_per_s"] = summary([b for _, b in got])
         lat = run(workloads.round_trips(on.target, workloads.NOOP, n_lat, on.token))
         fig["latency_python_auth_ms"] = {k: percentiles(v) for k, v in lat.items()}
+        fig["latency_python_execute_auth_ms"] = {"submit_to_done": percentiles(
+            run(workloads.executes(on.target, workloads.NOOP, n_lat, on.token))["submit_to_done"])}
     ratio = fig["command_true_per_s"]["median"] / fig["bare_fork_exec_per_s"]["median"]
     fig["command_vs_bare_fork_exec"] = ratio
     res["machine"]["load_average_at_end"] = os.getloadavg()
@@ -111,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             p = fig[f"latency_{kind}_ms"][k]
             rows.append([f"idle {label}, {kind}, ms p50 / p99", "p50 < 5" if k == "submit_to_running" else "",
                          f"{p['p50']:.2f}", f"{p['p99']:.2f}", ""])
+    for kind in ("python_execute", "python_execute_auth"):
+        p = fig[f"latency_{kind}_ms"]["submit_to_done"]
+        rows.append([f"idle submit->done, one ExecuteTask (run_task), {kind.replace('python_execute', 'python')}, ms p50 / p99",
+                     "", f"{p['p50']:.2f}", f"{p['p99']:.2f}", ""])
     print(table(rows, ["workload", "target", "median", "min", "max"]))
     print_load(res["machine"])
 

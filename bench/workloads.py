@@ -117,9 +117,9 @@ def sdk_one_per_call(target: str, total: int, threads: int = 8, token: str = "",
 
 async def round_trips(target: str, spec: pb.TaskSpec, count: int, token: str = "",
                       trips: list | None = None) -> dict[str, list[float]]:
-    """Sequential tasks, one at a time, each one RunTask call (what the SDK's run_task makes): ms
+    """Sequential tasks, one at a time, each one RunTask call (the SDK's run_task_stream): ms
     from submit until the client sees RUNNING and until it sees the task's end (its last message;
-    the stream's status follows on its own, as with the SDK's run_task), and the server's own
+    the stream's status follows on its own, and is not waited for), and the server's own
     create->start interval. `trips` (if given) receives (task id, submitted, first message,
     end seen) per task, in time.monotonic() seconds."""
     channels, [stub] = _stubs(target, 1)
@@ -150,6 +150,29 @@ async def round_trips(target: str, spec: pb.TaskSpec, count: int, token: str = "
         await call.code()
     await _close(channels)
     return {"submit_to_running": to_running, "submit_to_done": to_done, "server_create_to_start": server_start}
+
+
+async def executes(target: str, spec: pb.TaskSpec, count: int, token: str = "",
+                   trips: list | None = None) -> dict[str, list[float]]:
+    """Sequential tasks, one at a time, each one ExecuteTask call (what the SDK's run_task makes):
+    ms from submit until the answer (the task as it ended), and the server's create->start
+    interval. `trips` (if given) receives (task id, submitted, None, answered) per task, in
+    time.monotonic() seconds, as round_trips gives them (no first message here)."""
+    channels, [stub] = _stubs(target, 1)
+    md = auth(token)
+    to_done, server_start = [], []
+    for _ in range(count):
+        t0 = time.monotonic()
+        task = await stub.ExecuteTask(svc.CreateTaskRequest(spec=spec), metadata=md)
+        done_at = time.monotonic()
+        if task.status not in ENDED:
+            raise RuntimeError(f"ExecuteTask answered before the task ended: {task}")
+        to_done.append((done_at - t0) * 1000)
+        server_start.append(task.start_time_ms - task.create_time_ms)
+        if trips is not None:
+            trips.append((task.id, t0, None, done_at))
+    await _close(channels)
+    return {"submit_to_done": to_done, "server_create_to_start": server_start}
 
 
 async def trace(target: str, spec: pb.TaskSpec) -> tuple[float, int]:

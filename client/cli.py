@@ -130,7 +130,7 @@ def add_task_parser(sub) -> None:
     c.add_argument("--env", action="append", help="KEY=VALUE (repeatable)")
     c.add_argument("--cwd", default="")
     c.add_argument("--wait", action="store_true",
-                   help="block until the task ends (one RunTask call); exits 0 if it succeeded")
+                   help="block until the task ends (one ExecuteTask call); exits 0 if it succeeded")
     c.add_argument("argv", nargs=argparse.REMAINDER, help="-- command and arguments")
     c.set_defaults(fn=cmd_task_create)
 

@@ -17,7 +17,6 @@ from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 from .coalesce import Coalescer
 from .credentials import BearerToken, auth_metadata, env_token, open_channel
 from .failover import FailoverChannel
-from .servers import TERMINAL
 from .typed import Auth, Cluster, Delta, Flow, Groups, Nodes
 
 # A create that failed with one of these may or may not have happened: retried with the same request_id.
@@ -106,7 +105,6 @@ class TaskhubClient:
         self.timeout = timeout
         self.metadata = None  # per-call metadata (the token is added to it)
         self.create_retries = create_retries
-        self._finishing: set = set()  # RunTask calls whose status is on its way (see _let_finish)
         self.servers = raw.addresses if isinstance(raw, FailoverChannel) else [target]
         # A list's channel retries by itself (the same request_id on the next server).
         self._create_attempts = 1 if isinstance(raw, FailoverChannel) else create_retries + 1
@@ -154,28 +152,16 @@ class TaskhubClient:
 
     def run_task(self, spec: pb.TaskSpec | None = None, *, request_id: str = "", **kw) -> pb.Task:
         """Create a task and block until it ended; returns it as it ended. Takes what create_task
-        takes, and is idempotent the same way: a retry after a broken stream follows the task
-        made the first time. One call (RunTask) where create_task + wait take two."""
+        takes, and is idempotent the same way: a retry after a broken connection waits for the
+        task made the first time. One call (ExecuteTask) where create_task + wait take two."""
         request = svc.CreateTaskRequest(spec=self._namespaced(spec, kw), request_id=request_id or self._request_id())
+        return self._retrying(self._stub.ExecuteTask, request, stream=True)  # (no deadline: it waits for the end)
 
-        def follow(request: svc.CreateTaskRequest, **call_kw) -> pb.Task:
-            last = None
-            call = self._stub.RunTask(request, **call_kw)
-            for last in call:
-                if last.status in TERMINAL:
-                    self._let_finish(call)
-                    break
-            return last
-
-        return self._retrying(follow, request, stream=True)
-
-    def _let_finish(self, call) -> None:
-        """The stream's status follows its last message by itself: the caller has its answer and
-        need not wait for it (a round trip's last ~0.2 ms). The call is kept until the status
-        arrives, or dropping it would cancel it."""
-        self._finishing.add(call)
-        if not call.add_callback(lambda: self._finishing.discard(call)):
-            self._finishing.discard(call)  # it had ended already
+    def run_task_stream(self, spec: pb.TaskSpec | None = None, *, request_id: str = "", **kw) -> Iterator[pb.Task]:
+        """Create a task and follow it: the task once committed, then at each status change, the
+        last one terminal (RunTask). For a caller that shows progress; run_task costs less."""
+        request = svc.CreateTaskRequest(spec=self._namespaced(spec, kw), request_id=request_id or self._request_id())
+        return self._stub.RunTask(request, **self._kw(stream=True))
 
     def _namespaced(self, spec: pb.TaskSpec | None, kw: dict) -> pb.TaskSpec:
         spec = spec if spec is not None else make_spec(**kw)

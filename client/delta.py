@@ -35,7 +35,8 @@ from typing import Iterable
 
 from taskhub.v1 import task_pb2 as pb
 
-from .client import TERMINAL, TaskhubClient, make_spec
+from .client import TaskhubClient, make_spec
+from .servers import TERMINAL
 
 
 class Task:

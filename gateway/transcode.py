@@ -30,6 +30,9 @@ from .params import to_bool
 TRANSCODED_SERVICES = ["taskhub.v1.TaskService", "taskhub.v1.NodeService", "taskhub.v1.TaskGroupService",
                        "taskhub.v1.FlowService", "taskhub.v1.ClusterService"]
 UNARY_TIMEOUT = 60.0
+# Unary calls that answer when a task has ended: no deadline (the HTTP client's disconnect ends
+# the call; the task goes on).
+UNTIL_ENDED = frozenset({"/taskhub.v1.TaskService/ExecuteTask"})
 NDJSON = "application/x-ndjson"
 
 
@@ -218,7 +221,7 @@ class Transcoder:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         message = await self.request_message(request)
         if not self.b.method.server_streaming:
-            reply = await self.call(message, timeout=UNARY_TIMEOUT)
+            reply = await self.call(message, timeout=None if self.b.rpc_path in UNTIL_ENDED else UNARY_TIMEOUT)
             return json_response(to_json(reply))
         return await stream(request, self.call(message))
 

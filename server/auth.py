@@ -96,6 +96,7 @@ RULES: dict[str, Rule] = {
     _T + "CreateTask": Rule(SUBMITTER, "spec.namespace", stamp=True),
     _T + "CreateTasks": Rule(SUBMITTER, "specs.namespace", stamp=True),
     _T + "RunTask": Rule(SUBMITTER, "spec.namespace", stamp=True),
+    _T + "ExecuteTask": Rule(SUBMITTER, "spec.namespace", stamp=True),
     _T + "GetTask": Rule(READER, "namespace"),
     _T + "ListTasks": Rule(READER, "namespace"),
     _T + "CancelTask": Rule(SUBMITTER, "namespace"),

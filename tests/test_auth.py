@@ -171,7 +171,7 @@ FLOW_SUBMITS = {"SubmitJob", "StopJob", "RerunJob", "CleanJob", "CleanQueue", "D
                 "UpdateTag", "DeleteTag", "TagModel"}
 READS = {"GetTask", "ListTasks", "TraceTask", "WaitTask", "WaitTasks", "WatchTasks", "WhoAmI"} | FLOW_READS
 DELTA_SUBMITS = {"CreateDeltaTask", "StartDeltaClients", "DeltaSend", "DeltaReceive"}
-SUBMITS = READS | {"CreateTask", "CreateTasks", "RunTask", "CancelTask", "DeleteTask", "DescribeModule"} | FLOW_SUBMITS | DELTA_SUBMITS
+SUBMITS = READS | {"CreateTask", "CreateTasks", "RunTask", "ExecuteTask", "CancelTask", "DeleteTask", "DescribeModule"} | FLOW_SUBMITS | DELTA_SUBMITS
 
 
 def test_every_rpc_refuses_bad_callers_and_changes_nothing(authsrv):
@@ -283,6 +283,7 @@ HTTP_SAMPLES = {
     ("GET", "/api/task/node"): ("/api/task/node", None),
     ("POST", "/v1/tasks:batchCreate"): ("/v1/tasks:batchCreate", {"specs": [_spec_json("team-a")]}),
     ("POST", "/v1/tasks:run"): ("/v1/tasks:run", _spec_json("team-a")),
+    ("POST", "/v1/tasks:execute"): ("/v1/tasks:execute", _spec_json("team-a")),
     ("POST", "/v1/tasks/{v0}:cancel"): ("/v1/tasks/1:cancel?namespace=team-a", {}),
     ("GET", "/v1/tasks/{v0}:wait"): ("/v1/tasks/1:wait?namespace=team-a", None),
     ("POST", "/v1/nodes/{v0}:drain"): ("/v1/nodes/n1:drain", {}),

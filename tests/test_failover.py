@@ -199,7 +199,7 @@ def test_server_killed_under_streams_agent_and_gateway(tmp_path):
         go.touch()
         for t in threads[:3] + threads[4:]:
             t.join(120)
-        ran = results["run"]  # RunTask resumed with its request_id: the same task, followed to its end
+        ran = results["run"]  # ExecuteTask re-sent with its request_id: the same task, waited for to its end
         assert ran.status == pb.TASK_STATUS_SUCCESS and [x.text for x in c.trace(ran.id)] == ["ran"]
         assert lines == [f"line {i}" for i in range(1, 7)]
         assert [line["text"] for m in http_lines for line in m.get("lines", ())] == lines

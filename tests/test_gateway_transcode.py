@@ -56,6 +56,17 @@ def test_run_route_streams_the_task_until_it_ends(server):
     assert bad.status == 400 and "argv" in bad.json()["message"]
 
 
+def test_execute_route_answers_with_the_task_as_it_ended(server):
+    answer = http("POST", url(server, "/v1/tasks:execute"),
+                  {"namespace": "tc", "type": "TASK_TYPE_COMMAND", "argv": ["sh", "-c", "sleep 0.3; exit 3"],
+                   "name": "execute-http"})
+    assert answer.status == 200, answer
+    task = answer.json()
+    assert task["status"] == "TASK_STATUS_FAILED" and task["exit_code"] == 3 and task["spec"]["name"] == "execute-http"
+    bad = http("POST", url(server, "/v1/tasks:execute"), {"type": "TASK_TYPE_PYTHON"})
+    assert bad.status == 400 and "callable" in bad.json()["message"]
+
+
 def test_trace_follow_ndjson_every_line_in_order(server):
     n = 300
     task = server.client().create_task(

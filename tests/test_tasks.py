@@ -223,8 +223,8 @@ def test_run_task_is_create_and_wait_in_one_call(client):
     failed = client.run_task(argv=["false"])
     assert failed.status == pb.TASK_STATUS_FAILED and failed.id != done.id
     # The stream: the task as it is once committed, then its changes, the last one terminal; no
-    # status twice (test_run_task_answers_at_the_end_and_lets_the_call_finish: with a free node).
-    stream = list(client._stub.RunTask(svc.CreateTaskRequest(spec=make_spec(argv=["true"]), request_id="run-1")))
+    # status twice (test_run_task_is_one_message_and_run_task_stream_two: with a free node).
+    stream = list(client.run_task_stream(argv=["true"], request_id="run-1"))
     statuses = [s.status for s in stream]
     assert statuses[-1] == pb.TASK_STATUS_SUCCESS and len(statuses) == len(set(statuses))
     assert len({s.id for s in stream}) == 1
@@ -236,25 +236,33 @@ def test_run_task_is_create_and_wait_in_one_call(client):
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "argv" in e.value.details()
 
 
-def test_run_task_answers_at_the_end_and_lets_the_call_finish(server_factory):
-    """On a free node, a RunTask stream is two messages: the task running (a node took it in the
-    create: no NEW is sent), then its end. run_task returns on that last message, before the
-    stream's status arrives; it keeps the call until then, and the server ends every RunTask OK."""
+def test_run_task_is_one_message_and_run_task_stream_two(server_factory):
+    """On a free node, RunTask streams two messages: the task running (a node took it in the
+    create: no NEW is sent), then its end. run_task makes one ExecuteTask call instead, answered
+    once the task ended; a deadline ends the call, not the task, and the repeat (same request_id)
+    waits for the task made the first time."""
     server = server_factory()
     client = server.client()
-    rpc = dict(grpc_type="server_stream", grpc_service="taskhub.v1.TaskService", grpc_method="RunTask")
-    stream = list(client._stub.RunTask(svc.CreateTaskRequest(spec=make_spec(callable="starter.examples:noop"))))
+    stream = list(client.run_task_stream(callable="starter.examples:noop"))
     assert [s.status for s in stream] == [pb.TASK_STATUS_RUNNING, pb.TASK_STATUS_SUCCESS]
     assert stream[0].node and stream[0].start_time_ms and stream[0].spec.callable == "starter.examples:noop"
     before = scrape(server)
     ended = [client.run_task(callable="starter.examples:noop", namespace="run-ends") for _ in range(20)]
     assert {t.status for t in ended} == {pb.TASK_STATUS_SUCCESS} and len({t.id for t in ended}) == 20
+    assert all(t.done_time_ms and t.spec.namespace == "run-ends" for t in ended)
 
-    def counted(code: str) -> float:
-        return value(scrape(server), "grpc_server_handled_total", grpc_code=code, **rpc) \
-            - value(before, "grpc_server_handled_total", grpc_code=code, **rpc)
-    wait_for(lambda: counted("OK") == 20 and not client._finishing, what="every RunTask to end OK")
-    assert counted("CANCELLED") == 0
+    def counted(method: str, kind: str, code: str) -> float:
+        rpc = dict(grpc_type=kind, grpc_service="taskhub.v1.TaskService", grpc_method=method, grpc_code=code)
+        return value(scrape(server), "grpc_server_handled_total", **rpc) - value(before, "grpc_server_handled_total", **rpc)
+    assert counted("ExecuteTask", "unary", "OK") == 20 and counted("RunTask", "server_stream", "OK") == 0
+
+    request = svc.CreateTaskRequest(spec=make_spec(argv=["sleep", "1"]), request_id="execute-late")
+    with pytest.raises(grpc.RpcError) as e:
+        client._stub.ExecuteTask(request, timeout=0.2)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    done = client._stub.ExecuteTask(request)
+    assert done.status == pb.TASK_STATUS_SUCCESS and done.spec.argv == ["sleep", "1"]
+    assert [t.id for t in client.list_tasks(namespace="*").tasks if list(t.spec.argv) == ["sleep", "1"]] == [done.id]
 
 
 def test_delete_semantics(client):

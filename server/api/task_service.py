@@ -33,6 +33,13 @@ class TaskService(svc_grpc.TaskServiceServicer):
             yield task_to_proto(snap)
 
     @mapped
+    async def ExecuteTask(self, request, context):
+        [task] = await self.engine.create([spec_from_proto(request.spec)], request.request_id)
+        async for ended in self.engine.watch(task):  # its last is the committed end
+            pass
+        return task_to_proto(ended)
+
+    @mapped
     async def CreateTasks(self, request, context):
         tasks = await self.engine.create([spec_from_proto(s) for s in request.specs], request.request_id)
         return svc.CreateTasksResponse(tasks=[created_to_proto(t, s) for t, s in zip(tasks, request.specs)])
