@@ -17,7 +17,10 @@ D one task printing 200,000 lines, lines/s to one reader (taskhub only).
 A, E and C run in rounds that interleave taskhub, taskhub with --auth, and Celery, and print
 each round's ratios: the machine's load shifts, so only figures of the same round compare. Auth
 off and on take turns going first, and before each figure every system's processes are let
-settle (bench.stats.settle), so no figure carries another system's last commits.
+settle (bench.stats.settle), so no figure carries another system's last commits. Within a
+round, A's and E's taskhub figures are the mean of a run before Celery's and one after it, and
+C's round trips are taken in 5 chunks that take turns, so every system's figure spans the same
+stretch of time (the load of this shared machine moves by tens of percent within a minute).
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ REPO = os.path.dirname(HERE)
 PEER_VENV = os.path.join(HERE, ".venv-peer")
 PEER_PY = os.path.join(PEER_VENV, "bin", "python")
 CELERY_REQ = "celery[redis]>=5.3,<6"
+C_CHUNKS = 5  # C's round trips per round, in this many turns of each system
 
 
 def sh(*cmd: str, **kw) -> subprocess.CompletedProcess:
@@ -160,31 +164,39 @@ def main(argv: list[str] | None = None) -> int:
             # Auth off and on take turns going first: the one that goes second meets the other's
             # tail (its last commits and WAL checkpoint), which alone cost 10-20 % in a fixed order.
             targets = dict(pair if r % 2 == 0 else pair[::-1])
-            for system, (target, token) in targets.items():
+            # A and E: taskhub's runs take seconds, Celery's ten times longer; each taskhub figure
+            # is the mean of a run before Celery's and one after it (in the reverse order), so it
+            # spans the same stretch of the machine's load as Celery's.
+            for key, taskhub_run, celery_run in (
+                    ("A", lambda t, tok: run(workloads.end_to_end(t, workloads.NOOP, n_a, token=tok)),
+                     lambda: cel.drive("G", n_a)["rate"]),
+                    ("E", lambda t, tok: workloads.sdk_one_per_call(t, n_e, 8, tok),
+                     lambda: cel.drive("A", n_e)["rate"])):
+                before = {}
+                for system, (target, token) in targets.items():
+                    quiet()
+                    before[system] = taskhub_run(target, token)
                 quiet()
-                rounds["A"][system].append(run(workloads.end_to_end(target, workloads.NOOP, n_a, token=token)))
-            quiet()
-            rounds["A"]["celery"].append(cel.drive("G", n_a)["rate"])
-            for system, (target, token) in targets.items():
-                quiet()
-                rounds["E"][system].append(workloads.sdk_one_per_call(target, n_e, 8, token))
-            quiet()
-            rounds["E"]["celery"].append(cel.drive("A", n_e)["rate"])
+                rounds[key]["celery"].append(celery_run())
+                for system, (target, token) in reversed(targets.items()):
+                    quiet()
+                    rounds[key][system].append((before[system] + taskhub_run(target, token)) / 2)
             quiet()
             e_uncoalesced.append(workloads.sdk_one_per_call(off.target, n_e, 8, coalesce=False))
-            for system, (target, token) in targets.items():
+            # C in chunks that take turns: each system's round trips spread over the same stretch.
+            chunk = max(1, n_c // C_CHUNKS)
+            this_round: dict[str, list[float]] = {s: [] for s in systems}
+            for _ in range(C_CHUNKS):
+                for system, (target, token) in targets.items():
+                    quiet()
+                    this_round[system] += run(workloads.executes(target, workloads.NOOP, chunk, token))["submit_to_done"]
                 quiet()
-                samples = run(workloads.executes(target, workloads.NOOP, n_c, token))["submit_to_done"]
-                c_samples[system] += samples
-                p = percentiles(samples)
+                this_round["celery"] += cel.drive("C", chunk)["samples_ms"]
+            for system in systems:
+                c_samples[system] += this_round[system]
+                p = percentiles(this_round[system])
                 rounds["C_p50"][system].append(p["p50"])
                 rounds["C_p99"][system].append(p["p99"])
-            quiet()
-            samples = cel.drive("C", n_c)["samples_ms"]
-            c_samples["celery"] += samples
-            p = percentiles(samples)
-            rounds["C_p50"]["celery"].append(p["p50"])
-            rounds["C_p99"]["celery"].append(p["p99"])
             print(_ratio_line(f"A batched no-op tasks/s ({n_a:,})", *(rounds["A"][s][r] for s in systems)))
             print(_ratio_line(f"E SDK one call per task/s ({n_e:,})", *(rounds["E"][s][r] for s in systems)))
             print(f"  {'E with coalesce=False':<34} taskhub {fmt(e_uncoalesced[r]):>8}"

@@ -153,13 +153,16 @@ async def round_trips(target: str, spec: pb.TaskSpec, count: int, token: str = "
 
 
 async def executes(target: str, spec: pb.TaskSpec, count: int, token: str = "",
-                   trips: list | None = None) -> dict[str, list[float]]:
+                   trips: list | None = None, warm: int = 3) -> dict[str, list[float]]:
     """Sequential tasks, one at a time, each one ExecuteTask call (what the SDK's run_task makes):
     ms from submit until the answer (the task as it ended), and the server's create->start
     interval. `trips` (if given) receives (task id, submitted, None, answered) per task, in
-    time.monotonic() seconds, as round_trips gives them (no first message here)."""
+    time.monotonic() seconds, as round_trips gives them (no first message here). The first
+    `warm` trips (the channel's connection) are not counted."""
     channels, [stub] = _stubs(target, 1)
     md = auth(token)
+    for _ in range(warm):
+        await stub.ExecuteTask(svc.CreateTaskRequest(spec=spec), metadata=md)
     to_done, server_start = [], []
     for _ in range(count):
         t0 = time.monotonic()

@@ -52,7 +52,9 @@ def throughput(task, total: int, clients: int, send=one_by_one) -> float:
     return per * clients / (time.perf_counter() - t0)
 
 
-def latency(count: int) -> list:
+def latency(count: int, warm: int = 3) -> list:
+    for _ in range(warm):  # the connections to the broker and the result backend: not counted
+        noop.delay().get(timeout=60)
     out = []
     for _ in range(count):
         t0 = time.perf_counter()
