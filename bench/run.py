@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             p = fig[f"latency_{kind}_ms"][k]
             rows.append([f"idle {label}, {kind}, ms p50 / p99", "p50 < 5" if k == "submit_to_running" else "",
                          f"{p['p50']:.2f}", f"{p['p99']:.2f}", ""])
-    for kind in ("python_execute", "python_execute_auth"):
-        p = fig[f"latency_{kind}_ms"]["submit_to_done"]
-        rows.append([f"idle submit->done, one ExecuteTask (run_task), {kind.replace('python_execute', 'python')}, ms p50 / p99",
+    for key, kind in (("python_execute", "python"), ("python_execute_auth", "python_auth")):
+        p = fig[f"latency_{key}_ms"]["submit_to_done"]
+        rows.append([f"idle submit->done, one ExecuteTask (run_task), {kind}, ms p50 / p99",
                      "", f"{p['p50']:.2f}", f"{p['p99']:.2f}", ""])
     print(table(rows, ["workload", "target", "median", "min", "max"]))
     print_load(res["machine"])

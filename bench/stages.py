@@ -4,9 +4,9 @@
 
 A real server started with TASKHUB_STAGES (server/stages.py) records monotonic timestamps
 along the path; the client records its own (the same clock), one task at a time, each one
-ExecuteTask call as the SDK's run_task makes it. Each stage's
-p50 is printed with its share of the round trip; the stages follow each other, so they add up
-to the round trip (p50s of parts need not add up to the p50 of the whole: the mean column does).
+ExecuteTask call as the SDK's run_task makes it. Each stage's p50 is printed with its share of
+the round trip; the stages follow each other, so they add up to the round trip (p50s of parts
+need not add up to the p50 of the whole: the mean column does).
 The instrumented server is only ever used here, never for the other figures.
 """
 from __future__ import annotations
@@ -47,8 +47,8 @@ STAGES = [
 def breakdown(records: dict[int, dict[str, float]], trips: list[tuple]) -> dict:
     """Per stage: p50 and mean in ms over the trips whose every timestamp was recorded."""
     per_stage: dict[str, list[float]] = {name: [] for name, *_ in STAGES}
-    totals, replies = [], []
-    for task_id, submitted, answered, done in trips:
+    totals = []
+    for task_id, submitted, done in trips:
         marks = records.get(task_id)
         if not marks:
             continue
@@ -58,15 +58,10 @@ def breakdown(records: dict[int, dict[str, float]], trips: list[tuple]) -> dict:
         for name, a, b, _ in STAGES:
             per_stage[name].append((marks[b] - marks[a]) * 1000)
         totals.append((done - submitted) * 1000)
-        if answered is not None:  # (ExecuteTask answers once, at the end)
-            replies.append((answered - marks["committed"]) * 1000)
     if not totals:
         raise RuntimeError("no round trip was fully recorded")
     out = {name: {"p50_ms": statistics.median(v), "mean_ms": statistics.fmean(v)} for name, v in per_stage.items()}
     out["round trip"] = {"p50_ms": statistics.median(totals), "mean_ms": statistics.fmean(totals)}
-    if replies:
-        out["create answered after commit (beside dispatch)"] = {"p50_ms": statistics.median(replies),
-                                                                 "mean_ms": statistics.fmean(replies)}
     out["trips"] = len(totals)
     return out
 
@@ -97,10 +92,6 @@ def render(result: dict, title: str) -> str:
     s = result["round trip"]
     rows.append(["round trip (client)", f"{result['trips']} sequential no-op Python tasks", f"{s['p50_ms']:.3f}",
                  f"{s['mean_ms']:.3f}", "100 %"])
-    s = result.get("create answered after commit (beside dispatch)")
-    if s:
-        rows.append(["(create answered, after commit)", "in parallel with dispatch: not on the path",
-                     f"{s['p50_ms']:.3f}", f"{s['mean_ms']:.3f}", ""])
     return f"{title}\n" + table(rows, ["stage", "what it pays for", "p50 ms", "mean ms", "share"])
 
 

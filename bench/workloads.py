@@ -115,28 +115,24 @@ def sdk_one_per_call(target: str, total: int, threads: int = 8, token: str = "",
     return per * threads / elapsed
 
 
-async def round_trips(target: str, spec: pb.TaskSpec, count: int, token: str = "",
-                      trips: list | None = None) -> dict[str, list[float]]:
+async def round_trips(target: str, spec: pb.TaskSpec, count: int, token: str = "") -> dict[str, list[float]]:
     """Sequential tasks, one at a time, each one RunTask call (the SDK's run_task_stream): ms
     from submit until the client sees RUNNING and until it sees the task's end (its last message;
     the stream's status follows on its own, and is not waited for), and the server's own
-    create->start interval. `trips` (if given) receives (task id, submitted, first message,
-    end seen) per task, in time.monotonic() seconds."""
+    create->start interval."""
     channels, [stub] = _stubs(target, 1)
     md = auth(token)
     to_running, to_done, server_start = [], [], []
     finishing: set = set()  # calls whose status is still on its way (dropping one would cancel it)
     for _ in range(count):
         t0 = time.monotonic()
-        created_at = running_at = first = None
+        running_at = None
         call = stub.RunTask(svc.CreateTaskRequest(spec=spec), metadata=md)
         async for snap in call:
-            if first is None:
-                first, created_at = snap, time.monotonic()
             if running_at is None and snap.status >= pb.TASK_STATUS_RUNNING:
                 running_at = time.monotonic()
             last = snap
-            if snap.status in ENDED:  # as the SDK's run_task: the answer is here, the status follows
+            if snap.status in ENDED:  # the answer is here; the stream's status follows by itself
                 finishing.add(call)
                 call.add_done_callback(finishing.discard)
                 break
@@ -144,8 +140,6 @@ async def round_trips(target: str, spec: pb.TaskSpec, count: int, token: str = "
         to_running.append((running_at - t0) * 1000)
         to_done.append((done_at - t0) * 1000)
         server_start.append(last.start_time_ms - last.create_time_ms)
-        if trips is not None:
-            trips.append((first.id, t0, created_at, done_at))
     for call in list(finishing):
         await call.code()
     await _close(channels)
@@ -156,9 +150,9 @@ async def executes(target: str, spec: pb.TaskSpec, count: int, token: str = "",
                    trips: list | None = None, warm: int = 3) -> dict[str, list[float]]:
     """Sequential tasks, one at a time, each one ExecuteTask call (what the SDK's run_task makes):
     ms from submit until the answer (the task as it ended), and the server's create->start
-    interval. `trips` (if given) receives (task id, submitted, None, answered) per task, in
-    time.monotonic() seconds, as round_trips gives them (no first message here). The first
-    `warm` trips (the channel's connection) are not counted."""
+    interval. `trips` (if given) receives (task id, submitted, answered) per task, in
+    time.monotonic() seconds (bench/stages.py). The first `warm` trips (the channel's
+    connection) are not counted."""
     channels, [stub] = _stubs(target, 1)
     md = auth(token)
     for _ in range(warm):
@@ -173,7 +167,7 @@ async def executes(target: str, spec: pb.TaskSpec, count: int, token: str = "",
         to_done.append((done_at - t0) * 1000)
         server_start.append(task.start_time_ms - task.create_time_ms)
         if trips is not None:
-            trips.append((task.id, t0, None, done_at))
+            trips.append((task.id, t0, done_at))
     await _close(channels)
     return {"submit_to_done": to_done, "server_create_to_start": server_start}
 
