@@ -22,7 +22,7 @@ from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, cluster_pb2, cl
 from client.cli_support import parse_duration
 from gateway.app import Gateway, connect_host
 
-from . import metrics, stages
+from . import event_loop, metrics, stages
 from .background import spawn
 from .api.auth_service import AuthService
 from .api.cluster_service import ClusterService
@@ -97,6 +97,7 @@ class ServerConfig:
     fate_party_id: int = 0           # FATE across sites: the party this server runs (0: every party runs here)
     fate_route_table: str = ""       # the other parties' servers (server/sites/routes.py)
     fate_party_timeout: float = 600.0
+    event_loop: str = "auto"       # server/event_loop.py: auto (uvloop if installed), uvloop, asyncio
 
 
 class Server:
@@ -285,7 +286,8 @@ class Server:
         self.security.announce()
         if self._local_note:
             print(f"taskhub: {self._local_note}", flush=True)
-        print(f"taskhub: database {self.store.describe()}; local node {'on' if self.executor else 'off'}", flush=True)
+        print(f"taskhub: database {self.store.describe()}; local node {'on' if self.executor else 'off'};"
+              f" event loop {event_loop.name()}", flush=True)
 
     def _local_node_user(self) -> tuple[task_users.TaskUser | None, str]:
         """(the user the local node's tasks run as, or None for this process's; a note for `serve`)."""
@@ -393,7 +395,7 @@ def run(cfg: ServerConfig) -> int:
     logging.basicConfig(level=os.environ.get("TASKHUB_LOG", "WARNING"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        code = asyncio.run(serve(cfg))
+        code = event_loop.run(serve(cfg), cfg.event_loop)
     except StoreError as e:  # never a silent fallback: say why, exit non-zero
         print(f"taskhub: {e}", file=sys.stderr, flush=True)
         return 2

@@ -16,6 +16,7 @@ from client.cli_support import DEFAULT_SERVER, accept_global_flags_after_verb, k
 from client.credentials import env_tls_ca, env_token
 from client.servers import parse_servers
 
+from .event_loop import LOOPS
 from .store_cli import add_reliability_flags, add_store_parser
 
 # serve, gateway and the agent import their side when they run (the contract test's allow-list):
@@ -45,6 +46,7 @@ def cmd_serve(a) -> int:
         queue_window=a.queue_window,
         delta_tasks=not a.no_delta, data_dir=a.data_dir,
         fate_party_id=a.fate_party_id, fate_route_table=a.fate_route_table, fate_party_timeout=a.fate_party_timeout,
+        event_loop=a.loop,
     )
     return run_server(cfg)
 
@@ -81,7 +83,8 @@ def cmd_agent(a) -> int:
         data_dir=a.data_dir,
         task_paths=a.task_path or [], kill_grace=a.kill_grace, heartbeat=a.heartbeat, max_backoff=a.max_backoff,
         token=a.token if a.token is not None else env_token(), tls_ca=a.tls_ca if a.tls_ca is not None else env_tls_ca(),
-        tls_cert=a.tls_cert, tls_key=a.tls_key, task_user=a.task_user, trust_tasks=a.trust_tasks))
+        tls_cert=a.tls_cert, tls_key=a.tls_key, task_user=a.task_user, trust_tasks=a.trust_tasks,
+        event_loop=a.loop))
 
 
 def add_agent_flags(n: argparse.ArgumentParser) -> None:
@@ -106,6 +109,8 @@ def add_agent_flags(n: argparse.ArgumentParser) -> None:
                    help="with a token, run tasks as this unprivileged user (the agent must be root; default nobody)")
     n.add_argument("--trust-tasks", action="store_true",
                    help="with a token and not root: run tasks as the agent's own user anyway (they can read its token)")
+    n.add_argument("--loop", choices=LOOPS, default="auto",
+                   help="event loop: uvloop if installed (auto, the default), uvloop, or asyncio's own")
     n.set_defaults(fn=cmd_agent)
 
 
@@ -136,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-delta", action="store_true",
                    help="refuse delta-task's own tasks (accepted by default under the rule for command tasks)")
     s.add_argument("--allow-delta", action="store_true", help=argparse.SUPPRESS)  # the old opt-in: now a no-op
+    s.add_argument("--loop", choices=LOOPS, default="auto",
+                   help="event loop: uvloop if installed (auto, the default), uvloop, or asyncio's own")
     s.add_argument("--data-dir", default="var/data", metavar="DIR",
                    help="Delta datasets the local node holds (default ./var/data)")
     s.add_argument("--flow-data-dir", default="", metavar="DIR",

@@ -29,3 +29,12 @@ def read_file(path: str) -> str:
     """What a task can read of a file (tests/test_security_hardening.py: nothing of the server's)."""
     with open(path) as f:
         return f.read()
+
+
+def whoami() -> dict:
+    """Who a Python worker runs as (tests/test_security_hardening.py: the task user, no groups), and
+    that its task code can still list its own open files."""
+    import os
+    import pwd
+    return {"user": pwd.getpwuid(os.getuid()).pw_name, "groups": os.getgroups(),
+            "fds": len(os.listdir("/proc/self/fd"))}

@@ -314,6 +314,12 @@ def test_a_task_cannot_read_the_servers_directory_or_tokens(hardened):
     c = hardened.srv.client(token=hardened.submitter, namespace="team-a")
     finished = c.wait(python.id)
     assert finished.status == pb.TASK_STATUS_FAILED and "Permission denied" in finished.error, finished
+    # The worker was started through the bootstrap that switches users (TaskUser.command): it is the
+    # task user, with no groups, and its task code still sees its own /proc/self.
+    me = c.run_task(callable="sdk_tasks:whoami", timeout=60)
+    assert me.status == pb.TASK_STATUS_SUCCESS, me
+    seen = json.loads(me.result)
+    assert seen["user"] == "nobody" and seen["groups"] == [] and seen["fds"] > 0, seen
 
 
 def test_an_agent_task_cannot_read_the_agents_token(hardened, tmp_path, monkeypatch):

@@ -40,6 +40,7 @@ from client.credentials import auth_metadata, open_aio_channel
 from client.failover import Addresses
 from client.servers import leader_hint, parse_servers
 
+from .. import event_loop
 from ..delta.datasets import node_labels
 from . import task_user as task_users
 from .executor import Executor, Outcome, Run
@@ -73,6 +74,7 @@ class AgentConfig:
     max_buffered_lines: int = 100_000  # log lines kept while disconnected; more are dropped and counted
     task_user: str = "nobody"       # with a token: tasks run as this user (the agent must be root)
     trust_tasks: bool = False       # with a token, not root: run tasks as the agent's own user anyway
+    event_loop: str = "auto"        # server/event_loop.py: auto (uvloop if installed), uvloop, asyncio
 
 
 class RecentLines:
@@ -555,4 +557,4 @@ class Agent:
 def run(cfg: AgentConfig) -> int:
     logging.basicConfig(level=os.environ.get("TASKHUB_LOG", "WARNING"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(Agent(cfg).run())
+    return event_loop.run(Agent(cfg).run(), cfg.event_loop)

@@ -72,7 +72,7 @@ class Executor:
         self.pool.on_done = self._python_done
         self.spawner = SpawnerClient(instance, work_dir, events.on_running, events.on_log, self._command_done)
         if task_user is not None:  # commands and Python workers run as this user, in work_dir
-            self.pool.as_user = self.spawner.as_user = task_user.spawn_kwargs()
+            self.pool.as_user = self.spawner.as_user = task_user
             self.pool.cwd = work_dir
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self.server_target = ""   # gRPC address tasks use to call back (TASKHUB_SERVER), set by the owner

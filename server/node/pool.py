@@ -12,7 +12,7 @@ from typing import Callable
 
 from .. import stages
 from ..background import spawn
-from .task_user import clean_env
+from .task_user import TaskUser, clean_env
 from .wire import HEADER, frame, unframe
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,13 @@ class WorkerProcess:
         env["PYTHONUNBUFFERED"] = "1"
         if self.pool.instance:
             env["TASKHUB_WORKER_OF"] = self.pool.instance  # how an agent's fence finds it (fence.py)
+        argv = [sys.executable, "-m", "server.node.worker"]
+        if self.pool.as_user is not None:
+            argv = self.pool.as_user.command(argv)
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.node.worker",
+            *argv,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
-            limit=1 << 24, cwd=self.pool.cwd, **self.pool.as_user,
+            limit=1 << 24, cwd=self.pool.cwd,
         )
         self.pid = self.proc.pid
         spawn(self._read(), f"worker {self.pid} reader")
@@ -73,10 +76,15 @@ class WorkerProcess:
         self.write(frame(msg))
 
     def write(self, data: bytes) -> None:
+        stdin = self.proc.stdin if self.proc is not None else None
+        # Dead: _read sees EOF and reports. (Writing to a closed pipe raises under uvloop, where
+        # asyncio's own loop drops the write.)
+        if stdin is None or stdin.is_closing():
+            return
         try:
-            self.proc.stdin.write(data)
-        except (BrokenPipeError, ConnectionResetError, AttributeError):
-            pass  # it died; _read sees EOF and reports
+            stdin.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def kill(self, why: str) -> None:
         self.killed_for = why
@@ -131,7 +139,7 @@ class PythonPool:
         self.on_start = on_start  # (task_id, pid) when a worker starts a job
         self.on_done: Callable[[int, str, str, str | None], None] | None = None
         self.task_paths = list(task_paths)
-        self.as_user: dict = {}          # TaskUser.spawn_kwargs() when workers run as the task user
+        self.as_user: TaskUser | None = None  # the user workers run as (None: this process's)
         self.cwd: str | None = None      # their working directory (None: this process's)
         self.workers: list[WorkerProcess] = []    # ready and alive
         self.busy: dict[int, WorkerProcess] = {}  # task_id -> the worker holding it (running or held)

@@ -21,7 +21,7 @@ import sys
 
 import psutil
 
-from .task_user import clean_env
+from .task_user import TaskUser, clean_env
 from .wire import HEADER, die_with_parent, frame, unframe
 
 STDOUT, STDERR, SYSTEM = 1, 2, 3
@@ -234,20 +234,25 @@ class SpawnerClient:
 
     def __init__(self, instance: str, work_dir: str, on_running, on_log, on_exit):
         self.instance, self.work_dir = instance, work_dir
-        self.as_user: dict = {}   # TaskUser.spawn_kwargs(): the spawner, so every command, runs as the task user
+        self.as_user: TaskUser | None = None  # the spawner, so every command, runs as this user
         self.on_running, self.on_log, self.on_exit = on_running, on_log, on_exit
         self.proc: asyncio.subprocess.Process | None = None
         self._reader_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         env = {**clean_env(dict(os.environ)), "TASKHUB_SPAWNER_INSTANCE": self.instance}
+        argv = [sys.executable, "-m", "server.node.spawner", self.instance, self.work_dir]
+        if self.as_user is not None:
+            argv = self.as_user.command(argv)
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server.node.spawner", self.instance, self.work_dir,
+            *argv,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, limit=1 << 24,
-            cwd=self.work_dir if self.as_user else None, **self.as_user)
+            cwd=self.work_dir if self.as_user else None)
         self._reader_task = asyncio.get_running_loop().create_task(self._read())
 
     def send(self, msg: tuple) -> None:
+        if self.proc.stdin.is_closing():  # dead: _read sees EOF (uvloop raises on a closed pipe)
+            return
         self.proc.stdin.write(frame(msg))
 
     async def _read(self) -> None:

@@ -29,8 +29,20 @@ class TaskUser:
     gid: int
 
     def spawn_kwargs(self) -> dict:
-        """For subprocess/asyncio process creation: become this user, with no supplementary groups."""
+        """For subprocess.run/Popen: become this user, with no supplementary groups."""
         return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+    def command(self, argv: list[str]) -> list[str]:
+        """`argv` run as this user, with no supplementary groups, for a process the event loop starts
+        (the spawner, a Python worker): uvloop's process creation cannot switch users. A bootstrap
+        switches, then execs `argv`. It is Python in isolated mode (-I): no PYTHONPATH, working
+        directory or user site on its path, so nothing it runs as root comes from where a task can write."""
+        return [sys.executable, "-I", "-c", _BECOME, str(self.uid), str(self.gid), *argv]
+
+
+# sys.argv of `python -c`: ["-c", uid, gid, program, args...]
+_BECOME = ("import os, sys; os.setgroups([]); os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1]));"
+           " os.execv(sys.argv[3], sys.argv[3:])")
 
 
 def lookup(name: str) -> TaskUser:
