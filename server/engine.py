@@ -712,6 +712,16 @@ class Engine:
                 if snap.terminal:
                     return
 
+    async def ended(self, task: Task) -> Task:
+        """The task once its end is committed (ExecuteTask). A task this server holds wakes its
+        caller once, at its end, not at each change on the way."""
+        if task.id in self.tasks:
+            with self.enders.subscribe(task.id) as ends:  # its end is told once committed
+                return await ends.get()
+        async for snap in self.watch(task):  # ended and read back, or another server runs it
+            pass
+        return snap
+
     async def watch_all(self, namespace: str) -> AsyncIterator[tuple[list[Task], list[int], bool]]:
         """(changed tasks, deleted ids, overflowed) batches for one namespace, from now on;
         the first batch is empty. A reader that falls WATCH_BACKLOG batches behind is told

@@ -35,9 +35,7 @@ class TaskService(svc_grpc.TaskServiceServicer):
     @mapped
     async def ExecuteTask(self, request, context):
         [task] = await self.engine.create([spec_from_proto(request.spec)], request.request_id)
-        async for ended in self.engine.watch(task):  # its last is the committed end
-            pass
-        return task_to_proto(ended)
+        return task_to_proto(await self.engine.ended(task))
 
     @mapped
     async def CreateTasks(self, request, context):
