@@ -1,9 +1,10 @@
 """The event loop a taskhub process runs on: uvloop where it is installed (a default install has it
 on Linux and macOS), else asyncio's own.
 
-Why uvloop: the server's loop does a task's whole path between the gRPC call and the worker's pipe,
-and uvloop turns that loop faster. On a 2-core machine, a no-op ExecuteTask round trip took 6-7 %
-less time and batched end-to-end runs 4 % less CPU per task (bench/README.md). Choose with `--loop`.
+Why uvloop: the server's loop carries a task's whole path between the gRPC call and the worker's
+pipe, and it turns faster on uvloop. On a 2-core machine the loop spent 4-5 % less CPU per no-op
+ExecuteTask round trip, and the round trip took 2-7 % less time (README, "Cut for one task").
+Choose with `--loop`.
 """
 from __future__ import annotations
 
