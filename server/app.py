@@ -97,7 +97,7 @@ class ServerConfig:
     fate_party_id: int = 0           # FATE across sites: the party this server runs (0: every party runs here)
     fate_route_table: str = ""       # the other parties' servers (server/sites/routes.py)
     fate_party_timeout: float = 600.0
-    event_loop: str = "auto"       # server/event_loop.py: auto (uvloop if installed), uvloop, asyncio
+    event_loop: str = "auto"         # server/event_loop.py: auto (uvloop if installed), uvloop, asyncio
 
 
 class Server:

@@ -14,19 +14,14 @@ from typing import Any, Coroutine
 LOOPS = ("auto", "uvloop", "asyncio")
 
 
-def uvloop_module():
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop
-
-
 def run(main: Coroutine[Any, Any, Any], loop: str = "auto") -> Any:
-    """`asyncio.run(main)` on the loop asked for ("auto": uvloop if installed)."""
-    if loop not in LOOPS:
-        raise SystemExit(f"taskhub: --loop {loop!r}: one of {', '.join(LOOPS)}")
-    uvloop = uvloop_module() if loop != "asyncio" else None
+    """`asyncio.run(main)` on the loop asked for (one of LOOPS; "auto": uvloop if installed)."""
+    uvloop = None
+    if loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
     if uvloop is None:
         if loop == "uvloop":
             main.close()

@@ -1,4 +1,7 @@
 """Task classes for the SDK tests; the test servers allow this module (--allow-module sdk_tasks)."""
+import os
+import pwd
+
 from client import CommandTask, PythonTask
 
 
@@ -34,7 +37,5 @@ def read_file(path: str) -> str:
 def whoami() -> dict:
     """Who a Python worker runs as (tests/test_security_hardening.py: the task user, no groups), and
     that its task code can still list its own open files."""
-    import os
-    import pwd
     return {"user": pwd.getpwuid(os.getuid()).pw_name, "groups": os.getgroups(),
             "fds": len(os.listdir("/proc/self/fd"))}

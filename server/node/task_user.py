@@ -28,13 +28,9 @@ class TaskUser:
     uid: int
     gid: int
 
-    def spawn_kwargs(self) -> dict:
-        """For subprocess.run/Popen: become this user, with no supplementary groups."""
-        return {"user": self.uid, "group": self.gid, "extra_groups": []}
-
     def command(self, argv: list[str]) -> list[str]:
-        """`argv` run as this user, with no supplementary groups, for a process the event loop starts
-        (the spawner, a Python worker): uvloop's process creation cannot switch users. A bootstrap
+        """`argv` run as this user, with no supplementary groups (the spawner, a Python worker, and
+        the probe of cannot_run_workers): uvloop's process creation cannot switch users. A bootstrap
         switches, then execs `argv`. It is Python in isolated mode (-I): no PYTHONPATH, working
         directory or user site on its path, so nothing it runs as root comes from where a task can write."""
         return [sys.executable, "-I", "-c", _BECOME, str(self.uid), str(self.gid), *argv]
@@ -117,8 +113,8 @@ def cannot_run_workers(user: TaskUser, paths: list[str], cwd: str) -> str:
     start one, else why not and what to fix (e.g. the interpreter or a --task-path not readable)."""
     env = clean_env({**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)})
     try:
-        probe = subprocess.run([sys.executable, "-c", "import server.node.worker"], env=env, cwd=cwd,
-                               capture_output=True, text=True, timeout=60, **user.spawn_kwargs())
+        probe = subprocess.run(user.command([sys.executable, "-c", "import server.node.worker"]), env=env, cwd=cwd,
+                               capture_output=True, text=True, timeout=60)
         if probe.returncode == 0:
             return ""
         why = (probe.stderr.strip().splitlines() or ["(no output)"])[-1]
