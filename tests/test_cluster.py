@@ -273,11 +273,12 @@ def test_tasks_on_an_agent_are_adopted_by_the_next_scheduler(tmp_path, pg_url):
         new.close()
 
 
-def unfinished_shown(server: ServerProcess) -> int:
-    """The server's count of unfinished tasks (on a follower: all are outside its memory, shown as new)."""
+def unfinished_counted(server: ServerProcess) -> int:
+    """The server's count of unfinished tasks, every status summed (on a follower all of them show
+    as new: they are outside its memory)."""
     with urllib.request.urlopen(server.http_url + "/metrics", timeout=10) as r:
         text = r.read().decode()
-    return int(float(re.search(r'^taskhub_tasks_unfinished\{status="new"\} (\S+)$', text, re.M).group(1)))
+    return int(sum(float(v) for v in re.findall(r'^taskhub_tasks_unfinished\{status="[a-z_]+"\} (\S+)$', text, re.M)))
 
 
 def test_a_follower_refuses_creates_past_max_queued(tmp_path, pg_url):
@@ -285,21 +286,26 @@ def test_a_follower_refuses_creates_past_max_queued(tmp_path, pg_url):
     beat, a follower adds its own creates to it and refuses past the limit, as the scheduler does."""
     args = ["--no-local-node", "--max-queued", "4"]
     (tmp_path / "s0").mkdir(), (tmp_path / "s1").mkdir()
-    leader = ServerProcess(tmp_path / "s0", ["--http-port", "-1", *args], db=pg_url).start()
-    follower = ServerProcess(tmp_path / "s1", args, db=pg_url).start()  # with HTTP: its /metrics
+    leader = ServerProcess(tmp_path / "s0", args, db=pg_url).start()  # both with HTTP: their /metrics
+    follower = ServerProcess(tmp_path / "s1", args, db=pg_url).start()
     try:
         assert any("a follower among the servers" in line for line in follower.output)
         c0, c1 = leader.client(), follower.client()
         made = c0.create_tasks([make_spec(argv=["true"]) for _ in range(3)])  # no node: they stay queued
-        wait_for(lambda: unfinished_shown(follower) == 3, what="the follower to hear the scheduler's count")
-        c1.create_task(argv=["true"])  # the fourth
-        for client in (c1, c0):  # the follower counted its own create at once; the scheduler heard of it
+        wait_for(lambda: unfinished_counted(follower) == 3, what="the follower to hear the scheduler's count")
+        c1.create_task(argv=["true"])  # the fourth: the follower counts it at once
+        with pytest.raises(grpc.RpcError) as e:
+            c1.create_task(argv=["true"])
+        assert rpc_code(e) == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-queued" in e.value.details()
+        # The scheduler hears of it by a NOTIFY and a read of the task: not before the answer.
+        wait_for(lambda: unfinished_counted(leader) == 4, what="the scheduler to hear of the follower's create")
+        for client in (c1, c0):
             with pytest.raises(grpc.RpcError) as e:
                 client.create_task(argv=["true"])
             assert rpc_code(e) == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-queued" in e.value.details()
         for t in made[:2]:
             c0.cancel_task(t.id)
-        wait_for(lambda: unfinished_shown(follower) == 2, what="the follower to hear of the two ends")
+        wait_for(lambda: unfinished_counted(follower) == 2, what="the follower to hear of the two ends")
         c1.create_tasks([make_spec(argv=["true"]) for _ in range(2)])
         with pytest.raises(grpc.RpcError) as e:
             c1.create_task(argv=["true"])
