@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, cluster_pb2, cluster_pb2_grpc,
                         delta_service_pb2, delta_service_pb2_grpc,
                         flow_service_pb2, flow_service_pb2_grpc,
@@ -27,6 +27,7 @@ from .background import spawn
 from .api.auth_service import AuthService
 from .api.cluster_service import ClusterService
 from .api.forward import ToScheduler
+from .api.generic import GenericOnly
 from .api.flow_service import FlowService
 from .api.delta_service import DeltaService
 from .api.site_service import SiteService
@@ -204,6 +205,7 @@ class Server:
             ("grpc.so_reuseport", 0),
         ])
         self.grpc_port = self.security.add_port(self.grpc, f"{cfg.host}:{cfg.grpc_port}")
+        services = GenericOnly(self.grpc)
         # With TLS, in-process clients (the gateway, the local node's tasks) dial a private Unix socket.
         self._gateway_target = self.security.add_gateway_port(self.grpc) if cfg.http_port >= 0 or cfg.local_node else ""
         if not self.grpc_port:
@@ -249,18 +251,18 @@ class Server:
         self._closers.append(_closer(metrics.register_engine(self.engine)))
         metrics.set_flow_jobs_source(self.flow.jobs_by_status)
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(
-            self.engine, ModuleDescriber(cfg.allowed_modules, cfg.task_paths)), self.grpc)
-        node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes, self.cluster), self.grpc)
-        task_group_service_pb2_grpc.add_TaskGroupServiceServicer_to_server(TaskGroupService(self.groups), self.grpc)
+            self.engine, ModuleDescriber(cfg.allowed_modules, cfg.task_paths)), services)
+        node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes, self.cluster), services)
+        task_group_service_pb2_grpc.add_TaskGroupServiceServicer_to_server(TaskGroupService(self.groups), services)
         flow_service_pb2_grpc.add_FlowServiceServicer_to_server(
             FlowService(self.flow, self.flow_data, self.federation, self.flow_models,
-                        max_upload=cfg.security.max_upload_bytes), self.grpc)
-        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(self.security.authority), self.grpc)
-        delta_service_pb2_grpc.add_DeltaServiceServicer_to_server(DeltaService(self.delta), self.grpc)
-        cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterService(self.cluster), self.grpc)
+                        max_upload=cfg.security.max_upload_bytes), services)
+        auth_service_pb2_grpc.add_AuthServiceServicer_to_server(AuthService(self.security.authority), services)
+        delta_service_pb2_grpc.add_DeltaServiceServicer_to_server(DeltaService(self.delta), services)
+        cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterService(self.cluster), services)
         if self.sites is not None:
             if self._site_on_main_port():
-                site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(self.sites), self.grpc)
+                site_service_pb2_grpc.add_SiteServiceServicer_to_server(SiteService(self.sites), services)
             else:
                 await self._start_site_listener()
             self.sites.watch()
@@ -274,8 +276,9 @@ class Server:
                  cluster_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name]
         if self.sites is not None and self._site_on_main_port():
             names.append(site_service_pb2.DESCRIPTOR.services_by_name["SiteService"].full_name)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        reflection.enable_server_reflection(names + [health.SERVICE_NAME, reflection.SERVICE_NAME], self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, services)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # (enable_server_reflection, through GenericOnly)
+            reflection.aio.ReflectionServicer(names + [health.SERVICE_NAME, reflection.SERVICE_NAME]), services)
         await self.grpc.start()
         for name in names + [""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

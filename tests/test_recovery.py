@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 
 import psutil
 
@@ -51,6 +52,31 @@ def test_sigkill_mid_run_restores_and_reruns(server_factory, tmp_path):
     c2.cancel_task(retried.id)
     assert status_name(c2.wait(retried.id).status) == "CANCELLED"
     assert runs.read_text().count("run") == 2  # never a third, never two at once
+
+
+def stored_status(db, task_id: int) -> str:
+    """A task's status as committed to the SQLite file (read-only, beside the running server)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = con.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    finally:
+        con.close()
+    return status_name(row[0]) if row else ""
+
+
+def test_a_start_is_committed_while_the_task_runs(server_factory):
+    """A start is committed a moment after it happens (with the end, for a short task: one commit
+    for both). A task that runs on has its start in the store all the same, so a kill then counts
+    its run as interrupted."""
+    srv = server_factory()
+    c = srv.client()
+    t = c.create_task(argv=["sleep", "30"], max_retries=0)
+    wait_for(lambda: status_name(c.get_task(t.id).status) == "RUNNING", what="running")
+    wait_for(lambda: stored_status(srv.db, t.id) == "RUNNING", what="the start committed to the file")
+    srv.kill()
+    again = server_factory(db=srv.db)
+    gone = again.client().wait(t.id)
+    assert status_name(gone.status) == "FAILED" and "no retries are left" in gone.error
 
 
 def test_sigterm_is_clean_and_keeps_tasks_for_restart(server_factory):
