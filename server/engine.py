@@ -45,10 +45,6 @@ ENDED_KEPT = 20_000  # final snapshots of tasks ended lately (see Engine._ended)
 SCHEDULER_ANSWER_SECONDS = 10.0  # a follower's cancel/delete waits this long for the scheduler to apply it
 # At most this many unfinished tasks: the store may commit small writes on the loop (Writer.quiet).
 QUIET_TASKS = 2
-# A status change nobody waits on (a start, progress) is committed this much later, together with
-# what follows it: a short task's start and end then cost one commit. Not on a shared store (other
-# servers read it), not with list watchers, and not past a create: see Engine._flush.
-FLUSH_DEFER_SECONDS = 0.005
 # A follower's creates reach the scheduler's count through a NOTIFY and a read: those committed this
 # long before the count it published are counted again on top of it (on the safe side).
 COUNT_SLACK_SECONDS = 1.0
@@ -104,7 +100,6 @@ class Engine:
         self._fresh: list[Task] = []              # pushed since the last scheduling round
         self._dirty: dict[int, Task] = {}
         self._flush_scheduled = False
-        self._deferred: asyncio.TimerHandle | None = None  # a flush put off by FLUSH_DEFER_SECONDS
         self._schedule_scheduled = False
         # The fan-outs (server/broadcast.py), each keyed by task id unless said otherwise; on a follower
         # server they are fed from the store's notifications (changed_elsewhere).
@@ -510,8 +505,6 @@ class Engine:
             raise errors.ResourceExhausted(
                 f"{self._unfinished} tasks are unfinished, the server takes at most {self.config.max_queued}"
                 " (--max-queued); retry later, with backoff")
-        if self._deferred is not None:
-            self._flush()  # an acknowledged create: every status change before it is committed too
         ts = now_ms()
         uids = os.urandom(16 * len(specs)).hex()  # one read of random bytes for the batch's uids
         tasks = [Task(task_id, spec, uids[32 * i:32 * i + 32], ts)
@@ -984,23 +977,12 @@ class Engine:
         self._dirty[task.id] = task
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush, False)
+            self._loop.call_soon(self._flush)
 
-    def _flush(self, now: bool = True) -> None:
-        """Commit the changed tasks. A change only watchers care about (told at the change, in
-        _move) may wait FLUSH_DEFER_SECONDS (`now` False); an end, a placement on a node that
-        outlives the server, and every direct call commit at once, the put-off changes with them."""
+    def _flush(self) -> None:
         self._flush_scheduled = False
         if not self._dirty:
             return
-        if not now and not self._placed and not self.shared_store and not self.list_watchers.topics \
-                and not any(t.terminal for t in self._dirty.values()):
-            if self._deferred is None:
-                self._deferred = self._loop.call_later(FLUSH_DEFER_SECONDS, self._flush)
-            return
-        if self._deferred is not None:
-            self._deferred.cancel()
-            self._deferred = None
         dirty, self._dirty = self._dirty, {}
         rows = [(t.id, t.mutable_row()) for t in dirty.values()]
         if self.list_watchers.topics:
