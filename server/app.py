@@ -205,7 +205,6 @@ class Server:
             ("grpc.so_reuseport", 0),
         ])
         self.grpc_port = self.security.add_port(self.grpc, f"{cfg.host}:{cfg.grpc_port}")
-        services = GenericOnly(self.grpc)
         # With TLS, in-process clients (the gateway, the local node's tasks) dial a private Unix socket.
         self._gateway_target = self.security.add_gateway_port(self.grpc) if cfg.http_port >= 0 or cfg.local_node else ""
         if not self.grpc_port:
@@ -250,6 +249,7 @@ class Server:
 
         self._closers.append(_closer(metrics.register_engine(self.engine)))
         metrics.set_flow_jobs_source(self.flow.jobs_by_status)
+        services = GenericOnly(self.grpc)  # what the generated add_*_to_server calls are given
         task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskService(
             self.engine, ModuleDescriber(cfg.allowed_modules, cfg.task_paths)), services)
         node_service_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(self.nodes, self.cluster), services)
