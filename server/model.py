@@ -72,6 +72,10 @@ def check_transition(old: Status, new: Status) -> None:
         raise IllegalTransition(f"illegal task status transition {old.name} -> {new.name}")
 
 
+# json.dumps with any option builds a new encoder per call (1.5 us of a spec's 6.8 us).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 class TaskType(enum.IntEnum):
     """Values equal the proto enum `taskhub.v1.TaskType`."""
 
@@ -130,7 +134,7 @@ class TaskSpec:
     def to_json(self) -> str:
         d = self.__dict__.copy()  # flat except resources; asdict() deep-copies and is 5x slower
         d["resources"] = self.resources.__dict__
-        return json.dumps(d, separators=(",", ":"))
+        return _COMPACT.encode(d)
 
     @classmethod
     def from_json(cls, text: str) -> "TaskSpec":
@@ -191,6 +195,14 @@ class Task:
         self.update_time_ms = now_ms()
         if new in TERMINAL:
             self.done_time_ms = self.update_time_ms
+
+    def __copy__(self) -> "Task":
+        """A snapshot (the spec shared, as copy.copy would): the slots one by one, 2x faster than
+        copy's generic __reduce_ex__ path, and the engine takes one of every task that ends."""
+        snap = Task.__new__(Task)
+        for name in Task.__slots__:
+            setattr(snap, name, getattr(self, name))
+        return snap
 
     def mutable_row(self) -> tuple:
         """Values of MUTABLE_FIELDS, in that order, as SQLite takes them. On the hot path."""
