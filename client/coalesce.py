@@ -2,8 +2,10 @@
 
 At most one create RPC of a client is in flight at a time. A caller that finds none goes out at
 once, alone, as CreateTask; callers that arrive meanwhile queue, and when the call in flight
-returns they go together as one CreateTasks (a lone queued caller as CreateTask), sent by the
-first of them while the others wait. There is no timer: nothing waits for company.
+returns the first of them gets the turn: it sends the queue as it is when it wakes, as one
+CreateTasks (itself alone as CreateTask), while the others wait. The callers of the call that
+returned are woken before it, so those that come straight back can still join that batch. There
+is no timer: nothing waits for company.
 
 Each caller gets its own task, or its own error. A batch the server refuses as a whole for
 something one spec may cause (a bad spec, a namespace the token may not use, the queue full, the
@@ -32,14 +34,14 @@ MAX_BATCH = 500
 
 
 class _Call:
-    __slots__ = ("request", "done", "task", "error", "batch")
+    __slots__ = ("request", "done", "task", "error", "turn")
 
     def __init__(self, request: svc.CreateTaskRequest):
         self.request = request
         self.done = threading.Event()
         self.task: pb.Task | None = None
         self.error: BaseException | None = None
-        self.batch: list[_Call] | None = None  # set when this caller is to send the batch it heads
+        self.turn = False  # set (under the lock) when this caller, first in the queue, is to send it
 
 
 class Coalescer:
@@ -65,40 +67,47 @@ class Coalescer:
             if self._busy:
                 self._queue.append(call)
             else:
-                self._busy = True
-                call.batch = [call]
-        if call.batch is None:
-            self._await(call)
-        if call.batch is not None:  # this caller sends (alone, or at the head of a batch)
-            self._send_and_hand_on(call.batch)
+                self._busy = call.turn = True
+        if call.turn:  # nothing in flight: this caller goes out at once, alone
+            self._send_and_hand_on([call])
+        elif self._await(call):  # handed the turn: it sends the queue, itself first
+            self._send_and_hand_on(self._take_queue())
         if call.error is not None:
             raise call.error
         return call.task
 
-    def _await(self, call: _Call) -> None:
+    def _await(self, call: _Call) -> bool:
+        """Wait until the call is answered (False) or has the turn (True)."""
         try:
             call.done.wait()
         except BaseException:  # e.g. KeyboardInterrupt in the main thread
             with self._lock:
-                if call in self._queue:
+                if not call.turn:
                     self._queue.remove(call)
                     raise
-            if call.batch is not None:  # it was handed a batch: the others must not wait forever
-                self._send_and_hand_on(call.batch)
+            self._send_and_hand_on(self._take_queue())  # it had the turn: the others must not wait forever
             raise
+        return call.turn
+
+    def _take_queue(self) -> list[_Call]:
+        """The batch of the caller that has the turn (the queue's first): the queue as it is now."""
+        with self._lock:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        return batch
 
     def _send_and_hand_on(self, batch: list[_Call]) -> None:
         try:
             self._send(batch)
         finally:
             with self._lock:
-                nxt, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                self._busy = bool(nxt)
-            if nxt:  # the next batch's first caller sends it (woken first); this caller returns at once
-                nxt[0].batch = nxt
-                nxt[0].done.set()
-            for c in batch:
+                head = self._queue[0] if self._queue else None
+                self._busy = head is not None
+                if head is not None:
+                    head.turn = True
+            for c in batch:  # first: a caller that comes straight back may still join the next batch
                 c.done.set()
+            if head is not None:
+                head.done.set()
 
     def _send(self, batch: list[_Call]) -> None:
         if len(batch) == 1:
