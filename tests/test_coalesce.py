@@ -5,6 +5,7 @@ Where a test needs a batch of a known shape, a client interceptor holds the firs
 until the other callers are queued behind it (observed, not slept on), then lets it go."""
 from __future__ import annotations
 
+import signal
 import threading
 
 import grpc
@@ -131,6 +132,44 @@ def test_a_bad_spec_fails_only_its_caller(server):
     assert names == ["CreateTask", "CreateTasks"] + ["CreateTask"] * 4, wire.sent
     assert len({rid for _, rid in wire.sent}) == 6
     assert sorted(t.spec.name for t in c.list_tasks(namespace="coalesce-bad").tasks) == ["a", "b", "c", "first"]
+    c.close()
+
+
+def test_an_interrupted_caller_leaves_the_queue_and_the_others_go_on(server):
+    """Ctrl-C in a thread waiting in the queue: that caller raises, and is neither sent nor in
+    the way of the others; the client goes on coalescing."""
+    wire = Wire()
+    c = wired(server.grpc_target, wire)
+    out: dict = {}
+
+    def create(key):
+        out[key] = c.create_task(argv=["true"], name=key, namespace="coalesce-int")
+
+    first = threading.Thread(target=create, args=("first",))
+    first.start()
+    assert wire.held.wait(60)
+    behind = threading.Thread(target=create, args=("behind",))
+    behind.start()
+    wait_for(lambda: c.coalescer.queued() == 1, what="a caller queued")
+
+    def interrupt_when_queued():  # the main thread is the one Ctrl-C interrupts
+        wait_for(lambda: c.coalescer.queued() == 2, what="the main thread queued")
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_queued).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            c.create_task(argv=["true"], name="interrupted", namespace="coalesce-int")
+        assert c.coalescer.queued() == 1  # it left the queue; "behind" still waits
+    finally:
+        wire.release.set()
+    first.join(60)
+    behind.join(60)
+    assert out["first"].spec.name == "first" and out["behind"].spec.name == "behind"
+    assert c.create_task(argv=["true"], name="after", namespace="coalesce-int").spec.name == "after"
+    assert c.coalescer.queued() == 0
+    names = sorted(t.spec.name for t in c.list_tasks(namespace="coalesce-int").tasks)
+    assert names == ["after", "behind", "first"]
     c.close()
 
 
