@@ -72,10 +72,6 @@ def check_transition(old: Status, new: Status) -> None:
         raise IllegalTransition(f"illegal task status transition {old.name} -> {new.name}")
 
 
-# json.dumps with any option builds a new encoder per call (1.5 us of a spec's 6.8 us).
-_COMPACT = json.JSONEncoder(separators=(",", ":"))
-
-
 class TaskType(enum.IntEnum):
     """Values equal the proto enum `taskhub.v1.TaskType`."""
 
@@ -109,6 +105,10 @@ class Resources:
     slots: int = 1
     cpu: float = 0.0
     memory_mb: int = 0
+
+
+# json.dumps with any option builds a new encoder per call (1.5 us of a spec's 6.8 us).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass
