@@ -6,7 +6,9 @@ A real server started with TASKHUB_STAGES (server/stages.py) records monotonic t
 along the path; the client records its own (the same clock), one task at a time, each one
 ExecuteTask call as the SDK's run_task makes it. Each stage's p50 is printed with its share of
 the round trip; the stages follow each other, so they add up to the round trip (p50s of parts
-need not add up to the p50 of the whole: the mean column does).
+need not add up to the p50 of the whole: the mean column does). For the stages the server's
+event loop brackets, "loop CPU" is the loop's own CPU time over the stage (server/stages.py):
+where it is the whole stage, the stage is the loop's work; where less, the loop waited.
 The instrumented server is only ever used here, never for the other figures.
 """
 from __future__ import annotations
@@ -23,6 +25,8 @@ from . import workloads
 from .server import TaskhubServer
 from .stats import table
 
+CPU = "@cpu"  # server/stages.py's suffix (not imported: that would load the server's package here)
+
 # (name, from, to, why it costs what it costs); "client:*" times are the bench client's.
 STAGES = [
     ("client call -> server", "client:submit", "received",
@@ -30,9 +34,9 @@ STAGES = [
     ("interceptors (auth, metrics)", "received", "servicer",
      "gRPC reads the request after its headers; token check (a cached hash lookup), rules, audit; RPC timer"),
     ("engine", "servicer", "queued",
-     "proto -> spec, validation, id and uid, the row built for the writer"),
+     "proto -> spec, validation, id and uid, the row built; quiet, committed inline (WAL, synchronous=NORMAL)"),
     ("commit", "queued", "committed",
-     "the writer thread wakes, INSERT, COMMIT (WAL, synchronous=NORMAL), the loop is woken"),
+     "under load: the writer thread wakes, INSERT, COMMIT, the loop is woken (quiet: inline, in engine)"),
     ("dispatch to worker", "committed", "dispatched",
      "scheduling round, placement (3 status changes), the run's environment, pickled onto the pipe"),
     ("pipe to worker", "dispatched", "worker_got", "the worker's reader thread unpickles and queues the job"),
@@ -47,6 +51,7 @@ STAGES = [
 def breakdown(records: dict[int, dict[str, float]], trips: list[tuple]) -> dict:
     """Per stage: p50 and mean in ms over the trips whose every timestamp was recorded."""
     per_stage: dict[str, list[float]] = {name: [] for name, *_ in STAGES}
+    per_cpu: dict[str, list[float]] = {name: [] for name, *_ in STAGES}
     totals = []
     for task_id, submitted, done in trips:
         marks = records.get(task_id)
@@ -57,10 +62,15 @@ def breakdown(records: dict[int, dict[str, float]], trips: list[tuple]) -> dict:
             continue
         for name, a, b, _ in STAGES:
             per_stage[name].append((marks[b] - marks[a]) * 1000)
+            if a + CPU in marks and b + CPU in marks:
+                per_cpu[name].append((marks[b + CPU] - marks[a + CPU]) * 1000)
         totals.append((done - submitted) * 1000)
     if not totals:
         raise RuntimeError("no round trip was fully recorded")
     out = {name: {"p50_ms": statistics.median(v), "mean_ms": statistics.fmean(v)} for name, v in per_stage.items()}
+    for name, v in per_cpu.items():
+        if len(v) == len(totals):  # bracketed by the loop in every trip
+            out[name]["loop_cpu_p50_ms"] = statistics.median(v)
     out["round trip"] = {"p50_ms": statistics.median(totals), "mean_ms": statistics.fmean(totals)}
     out["trips"] = len(totals)
     return out
@@ -88,11 +98,12 @@ def render(result: dict, title: str) -> str:
     rows = []
     for name, _, _, why in STAGES:
         s = result[name]
-        rows.append([name, why, f"{s['p50_ms']:.3f}", f"{s['mean_ms']:.3f}", f"{100 * s['mean_ms'] / total:.0f} %"])
+        loop = f"{s['loop_cpu_p50_ms']:.3f}" if "loop_cpu_p50_ms" in s else "-"
+        rows.append([name, why, f"{s['p50_ms']:.3f}", f"{s['mean_ms']:.3f}", f"{100 * s['mean_ms'] / total:.0f} %", loop])
     s = result["round trip"]
     rows.append(["round trip (client)", f"{result['trips']} sequential no-op Python tasks", f"{s['p50_ms']:.3f}",
-                 f"{s['mean_ms']:.3f}", "100 %"])
-    return f"{title}\n" + table(rows, ["stage", "what it pays for", "p50 ms", "mean ms", "share"])
+                 f"{s['mean_ms']:.3f}", "100 %", ""])
+    return f"{title}\n" + table(rows, ["stage", "what it pays for", "p50 ms", "mean ms", "share", "loop CPU p50 ms"])
 
 
 def main(argv: list[str] | None = None) -> int:

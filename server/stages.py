@@ -15,6 +15,9 @@ Stages recorded on the server, in the order a task meets them:
   worker_got / worker_done   the worker took the job / finished it (the worker's own clock)
   exited      the worker's "done" reached the engine
   announced   the terminal status was committed and handed to the waiters
+Every mark made on the server also records the event loop's CPU time (`time.thread_time()` as
+"<stage>@cpu"): between two such marks, how much of a stage was the loop's own work and how
+much was waiting (for gRPC, the worker, a time slice).
 """
 from __future__ import annotations
 
@@ -26,22 +29,32 @@ import time
 PATH = os.environ.get("TASKHUB_STAGES", "")
 ON = bool(PATH)
 now = time.monotonic
+cpu = time.thread_time  # the calling thread's: every server mark is made on the event loop's thread
+CPU = "@cpu"
 
 _records: dict[int, dict[str, float]] = {}
-# The call in progress: (received, servicer) times, set by StageInterceptor for the engine to claim.
-call_times: contextvars.ContextVar[tuple[float, float]] = contextvars.ContextVar("call_times", default=(0.0, 0.0))
+# The call in progress: (received, servicer) times and the loop's CPU time at each, set by
+# StageInterceptor for the engine to claim.
+call_times: contextvars.ContextVar[tuple[float, float, float, float]] = contextvars.ContextVar(
+    "call_times", default=(0.0, 0.0, 0.0, 0.0))
 
 
 def mark(task_id: int, stage: str, at: float = 0.0) -> None:
-    _records.setdefault(task_id, {})[stage] = at or now()
+    """`stage` reached now (with the loop's CPU time), or at `at` (another process's clock)."""
+    record = _records.setdefault(task_id, {})
+    if at:
+        record[stage] = at
+    else:
+        record[stage] = now()
+        record[stage + CPU] = cpu()
 
 
 def claim_call(task_id: int) -> None:
     """Give the current call's interceptor times to a task it created."""
-    received, servicer = call_times.get()
+    received, received_cpu, servicer, servicer_cpu = call_times.get()
     if received:
-        mark(task_id, "received", received)
-        mark(task_id, "servicer", servicer)
+        _records.setdefault(task_id, {}).update({"received": received, "received" + CPU: received_cpu,
+                                                 "servicer": servicer, "servicer" + CPU: servicer_cpu})
 
 
 def flush() -> None:
@@ -66,12 +79,12 @@ def interceptors(inner: list) -> list:
             self.first = first
 
         async def intercept_service(self, continuation, details):
-            arrived = now()
+            arrived, arrived_cpu = now(), cpu()
             handler = await continuation(details)
             first = self.first
 
             def stamp() -> None:
-                call_times.set((arrived, 0.0) if first else (call_times.get()[0], now()))
+                call_times.set((arrived, arrived_cpu, 0.0, 0.0) if first else (*call_times.get()[:2], now(), cpu()))
 
             if handler is not None and handler.unary_unary:
                 unary = handler.unary_unary

@@ -23,6 +23,10 @@ def test_bench_quick_writes_every_figure(tmp_path):
         stages = result["stages"][auth]
         assert stages["trips"] > 0 and stages["round trip"]["p50_ms"] > 0
         assert all(stages[name]["mean_ms"] >= 0 for name in ("commit", "dispatch to worker", "waiter notified"))
+        # the event loop's own CPU over the stages it brackets: some, and never more than the stage took
+        for name in ("interceptors (auth, metrics)", "engine", "dispatch to worker", "result commit"):
+            assert 0 < stages[name]["loop_cpu_p50_ms"] <= stages[name]["p50_ms"] + 0.01, (name, stages[name])
+        assert "loop_cpu_p50_ms" not in stages["pipe to worker"]  # the worker's side: no loop CPU to show
     assert result["ceiling"]["limit_batched_per_s"] > 0 and result["ceiling"]["taskhub_batched_fraction"] > 0
     # the floor of a round trip: a bare ExecuteTask-shaped gRPC call, a pipe round trip, two commits
     assert result["ceiling"]["floor_round_trip_ms"] > result["ceiling"]["grpc_call_round_trip_ms"] > 0
