@@ -654,3 +654,29 @@ def test_bad_db_urls_are_refused_with_a_reason(tmp_path):
         open_store(f"postgresql://u:secret@127.0.0.1:{port}/db")
     assert parse_db_target(str(tmp_path / "x.db")).kind == "sqlite"
     assert parse_db_target("postgres://h/db").kind == "postgresql"
+
+
+def test_a_quiet_stream_of_inline_commits_keeps_the_sqlite_wal_bounded(tmp_path, monkeypatch):
+    """A quiet server commits small writes inline on its loop (Writer.put), where the writer
+    thread's WAL check never runs, and a steady trickle of commits never lets a PASSIVE
+    checkpoint catch up: the WAL grew without end (229 MB after 3,000 no-op round trips). Past
+    the limit, writes go to the thread, which cuts the WAL back, and then inline again."""
+    monkeypatch.setattr(sqlite_backend, "WAL_TRUNCATE_BYTES", 1 << 20)
+    monkeypatch.setattr(sqlite_backend, "WAL_CHECK_SECONDS", 0.0)
+    path = tmp_path / "quiet.db"
+    inline = 0
+
+    async def body(store):
+        nonlocal inline
+        store.writer.quiet = lambda: True
+        for _ in range(400):  # about 20 kB of WAL each: 8 MB if nothing cut it back
+            committed = store.batch()
+            committed.insert_tasks([Task(store.next_task_ids(1)[0], spec())])
+            fut = committed.submit(wait=True)
+            inline += fut.done()  # committed on this thread already
+            await fut
+        return (tmp_path / "quiet.db-wal").stat().st_size
+
+    wal_bytes = run(str(path), body)
+    assert inline > 300, inline  # the inline path is the one under test
+    assert wal_bytes < 2 << 20, wal_bytes

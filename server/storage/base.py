@@ -199,6 +199,11 @@ class Store(FlowReads, ABC):
     def writer_after(self, conn: Any) -> None:
         """Between rounds (SQLite keeps its WAL bounded here)."""
 
+    def writer_may_inline(self) -> bool:
+        """Whether a small write may commit inline now (Writer.put). False sends it to the thread,
+        whose writer_after then runs (SQLite: while its WAL is too large)."""
+        return True
+
     def writer_close(self, conn: Any) -> None:
         conn.close()
 
@@ -380,7 +385,7 @@ class Writer:
         fut = self.loop.create_future() if wait else None
         if self._inline and self._queued == self._finished and self._conn is not None and self.quiet() \
                 and _rows(items) <= INLINE_MAX_ROWS and threading.get_ident() == self._loop_thread \
-                and self._conn_lock.acquire(blocking=False):
+                and self._store.writer_may_inline() and self._conn_lock.acquire(blocking=False):
             try:
                 if self._queued == self._finished and self._conn is not None:
                     self._conn = self._apply(self._conn, [(items, fut)], inline=True)

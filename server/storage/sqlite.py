@@ -183,6 +183,7 @@ _LEGACY_STEPS = {3: ("groups", 0), 4: ("nodes", 0), 5: ("auth", 0), 6: ("flow", 
 
 WAL_LIMIT_BYTES = 16 << 20     # journal_size_limit: what a reset WAL is truncated to
 WAL_TRUNCATE_BYTES = 16 << 20  # above this the writer runs a TRUNCATE checkpoint between rounds
+WAL_CHECK_SECONDS = 0.05       # how often inline commits look at the WAL's size (writer_may_inline)
 CHECKPOINT_INTERVAL = 0.5      # seconds between WAL checkpoints
 
 
@@ -263,6 +264,8 @@ class SqliteStore(SqliteFlow, Store):
             raise StoreError(f"cannot open the SQLite database {path}: {e}") from e
         self._wal = path + "-wal"
         self._truncate_after = 0.0  # monotonic time before which no TRUNCATE is tried again
+        self._wal_large = False     # past WAL_TRUNCATE_BYTES when last looked at (writer_may_inline)
+        self._wal_checked_at = 0.0  # monotonic time of the next look
         self._stop = threading.Event()
         self.writer = Writer(self)
 
@@ -337,6 +340,20 @@ class SqliteStore(SqliteFlow, Store):
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
 
+    def writer_may_inline(self) -> bool:
+        """Inline commits (Writer.put) never reach writer_after, and under a steady trickle of
+        them the PASSIVE checkpoints never catch up (a commit always follows), so the WAL would
+        grow without end: measured, 229 MB after 3,000 no-op round trips. Once it is past
+        WAL_TRUNCATE_BYTES, writes go to the thread until writer_after has cut it back."""
+        now = time.monotonic()
+        if now >= self._wal_checked_at:
+            self._wal_checked_at = now + WAL_CHECK_SECONDS
+            try:
+                self._wal_large = os.path.getsize(self._wal) > WAL_TRUNCATE_BYTES
+            except OSError:
+                self._wal_large = False
+        return not self._wal_large
+
     def writer_after(self, conn: sqlite3.Connection) -> None:
         """Keep the WAL bounded: past WAL_TRUNCATE_BYTES, checkpoint it and cut it to zero."""
         try:
@@ -351,6 +368,8 @@ class SqliteStore(SqliteFlow, Store):
             busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             if busy:
                 self._truncate_after = time.monotonic() + 0.02
+            else:
+                self._wal_large = False
         except sqlite3.Error:
             self._truncate_after = time.monotonic() + 1.0
             log.warning("WAL truncate failed; will try again", exc_info=True)
