@@ -21,11 +21,11 @@ import statistics
 import sys
 import tempfile
 
+from server.stages import CPU
+
 from . import workloads
 from .server import TaskhubServer
 from .stats import table
-
-CPU = "@cpu"  # server/stages.py's suffix (not imported: that would load the server's package here)
 
 # (name, from, to, why it costs what it costs); "client:*" times are the bench client's.
 STAGES = [
