@@ -62,6 +62,24 @@ def to_dict(message) -> dict:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
+class _Opened:
+    """A stream whose first message has been read (so the server is streaming), given back first;
+    the call's own methods (cancel, code, ...) pass through."""
+
+    def __init__(self, call):
+        self._call = call
+        self._first = [next(call)]
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._first.pop() if self._first else next(self._call)
+
+    def __getattr__(self, name):
+        return getattr(self._call, name)
+
+
 class TaskhubClient:
     """Blocking client. `namespace` is the default for every call ("*" reads any).
 
@@ -239,8 +257,11 @@ class TaskhubClient:
 
     def watch_tasks(self, namespace: str | None = None) -> Iterator[svc.WatchTasksResponse]:
         """The namespace's task changes as they happen, in batches (tasks as they are now, deleted
-        ids, `overflow` when this reader fell behind and should list again). Runs until closed."""
-        return self._stub.WatchTasks(svc.WatchTasksRequest(namespace=self._ns(namespace)), **self._kw(stream=True))
+        ids, `overflow` when this reader fell behind and should list again). Runs until closed.
+        Returns once the server has the watch in place (its first, empty message has come), so a
+        change made after the call returns is seen; that first message is still the first yielded."""
+        return _Opened(self._stub.WatchTasks(svc.WatchTasksRequest(namespace=self._ns(namespace)),
+                                             **self._kw(stream=True)))
 
     # -- modules --------------------------------------------------------------
     def describe_module(self, module: str) -> svc.DescribeModuleResponse:
