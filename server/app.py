@@ -22,7 +22,7 @@ from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, cluster_pb2, cl
 from client.cli_support import parse_duration
 from gateway.app import Gateway, connect_host
 
-from . import event_loop, grpc_listener, metrics, stages
+from . import event_loop, grpc_setup, metrics, stages
 from .background import spawn
 from .api.auth_service import AuthService
 from .api.cluster_service import ClusterService
@@ -282,7 +282,7 @@ class Server:
         await self.grpc.start()
         for name in names + [""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        print(f"taskhub: gRPC listening on {cfg.host}:{self.grpc_port} ({grpc_listener.describe()})", flush=True)
+        print(f"taskhub: gRPC listening on {cfg.host}:{self.grpc_port} ({grpc_setup.describe()})", flush=True)
         if cfg.http_port >= 0:
             await self._start_gateway()
 

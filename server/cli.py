@@ -11,7 +11,7 @@ import json
 import os
 import sys
 
-from . import grpc_listener  # noqa: F401  (first: it chooses gRPC's listener before grpc is imported)
+from . import grpc_setup  # noqa: F401  (first: it sets up gRPC before grpc is imported)
 
 from client.cli import add_client_verbs, run
 from client.cli_support import DEFAULT_SERVER, accept_global_flags_after_verb, key_values
