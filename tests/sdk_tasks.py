@@ -39,3 +39,11 @@ def whoami() -> dict:
     that its task code can still list its own open files."""
     return {"user": pwd.getpwuid(os.getuid()).pw_name, "groups": os.getgroups(),
             "fds": len(os.listdir("/proc/self/fd"))}
+
+
+def environment(names: list) -> dict:
+    """What a Python task and a process it starts see of these variables (tests/test_run_env.py)."""
+    import subprocess
+    script = "; ".join(f'printf "%s\\n" "${{{n}-unset}}"' for n in names)
+    child = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    return {"task": [os.environ.get(n) for n in names], "child": child.splitlines()}

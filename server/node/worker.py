@@ -25,6 +25,7 @@ import traceback
 
 from client.context import Cancelled, TaskContext, set_current
 from server import stages
+from server.node.run_env import RunEnv
 from server.node.wire import HEADER, die_with_parent, frame, unframe
 
 FLUSH_INTERVAL = 0.01
@@ -45,6 +46,7 @@ class Worker:
         self.job_lock = threading.Lock()       # queued, skip and ctx change together
         self._partial = {1: "", 2: ""}
         self._sigs: dict = {}
+        self.env = RunEnv()  # each run's environment, set and taken back without leaking (run_env.py)
 
     # -- output --------------------------------------------------------------
     def emit(self, msg: tuple) -> None:
@@ -155,8 +157,7 @@ class Worker:
             return
         self.task_id = task_id
         set_current(ctx)
-        saved_env = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
+        undo_env = self.env.apply(env)
         kind, error, result = "success", "", None
         began = time.perf_counter()
         try:
@@ -171,11 +172,7 @@ class Worker:
             kind, error = "failed", f"{type(e).__name__}: {e}"
         finally:
             seconds = time.perf_counter() - began
-            for k, v in saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            self.env.restore(undo_env)
         try:
             sys.stdout.flush()
             sys.stderr.flush()
