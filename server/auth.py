@@ -364,10 +364,13 @@ class Authority:
             raise errors.PermissionDenied(f"a {caller.role} token may not call {method.rsplit('/', 1)[-1]}"
                                           f" (it needs {rule.role if rule.role != ANY_ROLE else 'a token'})")
         seen = []
-        for message, name in _namespace_fields(request, rule.namespace):
-            seen.append(self._scope(caller, message, name))
-            if rule.stamp:
-                message.annotations["taskhub.token"] = caller.label
+        if rule.namespace:
+            holders, name = _namespace_holders(request, rule.namespace)
+            label = caller.label if rule.stamp else ""
+            for message in holders:  # for CreateTasks, every spec of the batch
+                seen.append(self._scope(caller, message, name))
+                if label:
+                    message.annotations["taskhub.token"] = label
         if rule.owner and rule.owner in self.owners and request is not None:
             scope = call_scope(caller)
             for ns in self.owners[rule.owner](request):
@@ -407,17 +410,18 @@ def call_scope(caller: Caller) -> tuple[str, ...] | None:
     return None if ALL_NAMESPACES in caller.namespaces else tuple(caller.namespaces)
 
 
-def _namespace_fields(message, path: str):
-    """(message, field name) pairs holding a namespace: 'namespace', 'spec.namespace', 'specs.namespace'."""
-    if not path:
-        return
-    head, _, rest = path.partition(".")
-    if not rest:
-        yield message, head
-        return
-    value = getattr(message, head)
-    if isinstance(value, (list, tuple)) or hasattr(value, "extend"):  # a repeated field
-        for item in value:
-            yield from _namespace_fields(item, rest)
-    else:
-        yield from _namespace_fields(value, rest)
+def _namespace_holders(message, path: str) -> tuple[list, str]:
+    """The messages holding a request's namespace, and the field's name: for 'namespace' the
+    request itself, for 'spec.namespace' its spec, for 'specs.namespace' each of its specs."""
+    *heads, name = path.split(".")
+    holders = [message]
+    for head in heads:
+        below = []
+        for m in holders:
+            value = getattr(m, head)
+            if hasattr(value, "extend"):  # a repeated field
+                below.extend(value)
+            else:
+                below.append(value)
+        holders = below
+    return holders, name

@@ -248,6 +248,21 @@ def test_scoped_token_sees_only_its_namespaces(authsrv):
     assert e.value.code() == C.PERMISSION_DENIED and "team-b" in e.value.details()
 
 
+
+def test_every_spec_of_a_batch_is_checked_and_stamped(authsrv):
+    submitter = authsrv.client(authsrv.tokens[SUBMITTER])
+    made = submitter.create_tasks([pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["true"]),
+                                   pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["true"], namespace="team-a"),
+                                   pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["true"], namespace="*")])
+    assert [t.spec.namespace for t in made] == ["team-a"] * 3
+    assert all(t.spec.annotations["taskhub.token"].startswith("submitter-team-a (") for t in made)
+    before = len(authsrv.client(authsrv.admin).list_tasks(namespace="*", limit=1000).tasks)
+    with pytest.raises(grpc.RpcError) as e:  # one spec outside the token's namespaces refuses the batch
+        submitter.create_tasks([pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["true"]),
+                                pb.TaskSpec(type=pb.TASK_TYPE_COMMAND, argv=["true"], namespace="team-b")])
+    assert e.value.code() == C.PERMISSION_DENIED and "team-b" in e.value.details()
+    assert len(authsrv.client(authsrv.admin).list_tasks(namespace="*", limit=1000).tasks) == before
+
 # -- HTTP ------------------------------------------------------------------------
 def _spec_json(namespace: str) -> dict:
     return {"type": "TASK_TYPE_COMMAND", "argv": ["true"], "namespace": namespace}
