@@ -46,10 +46,6 @@ PEER_VENV = os.path.join(HERE, ".venv-peer")
 PEER_PY = os.path.join(PEER_VENV, "bin", "python")
 CELERY_REQ = "celery[redis]>=5.3,<6"
 C_CHUNKS = 5  # C's round trips per round, in this many turns of each system
-# A's and E's taskhub runs in a round: off and on back to back in these orders before Celery's run
-# (off, on, on, off or the reverse) and mirrored after it: four runs each, paired, so a figure's
-# jitter (a few seconds of a shared machine: +-15 % run to run) weighs half of what two runs let it.
-AB_BA = (lambda pair: pair, lambda pair: pair[::-1])
 
 
 def sh(*cmd: str, **kw) -> subprocess.CompletedProcess:
@@ -180,17 +176,19 @@ def main(argv: list[str] | None = None) -> int:
                      lambda: cel.drive("G", n_a)["rate"]),
                     ("E", lambda t, tok: workloads.sdk_one_per_call(t, n_e, 8, tok),
                      lambda: cel.drive("A", n_e)["rate"])):
+                # Four runs each, off and on back to back (off, on, on, off before Celery's run, and
+                # on, off, off, on after it): paired, a run's jitter on this shared machine (+-15 %
+                # run to run) weighs half of what two runs let it.
+                first, second = targets
                 runs: dict[str, list[float]] = {s: [] for s in targets}
-                for order in AB_BA:  # before Celery's run
-                    for system in order(list(targets)):
-                        quiet()
-                        runs[system].append(taskhub_run(*targets[system]))
+                for system in (first, second, second, first):
+                    quiet()
+                    runs[system].append(taskhub_run(*targets[system]))
                 quiet()
                 rounds[key]["celery"].append(celery_run())
-                for order in AB_BA:  # after it, in the reverse order
-                    for system in order(list(targets))[::-1]:
-                        quiet()
-                        runs[system].append(taskhub_run(*targets[system]))
+                for system in (second, first, first, second):
+                    quiet()
+                    runs[system].append(taskhub_run(*targets[system]))
                 for system, figures in runs.items():
                     rounds[key][system].append(sum(figures) / len(figures))
                 auth_ratio[key].append(sum(a / o for a, o in zip(runs["taskhub_auth"], runs["taskhub"]))

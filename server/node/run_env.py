@@ -21,17 +21,17 @@ import os
 
 def _libc_environ_calls():
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.CDLL(None)
         return libc.putenv, libc.unsetenv  # bytes and buffers pass as char *; int back
     except (OSError, AttributeError):
         return None
 
 
 class RunEnv:
-    def __init__(self, environ=os.environ) -> None:
-        self.environ = environ
-        self._data = environ._data if hasattr(environ, "_data") else None  # bytes -> bytes (POSIX)
-        self._calls = _libc_environ_calls() if environ is os.environ and self._data is not None else None
+    def __init__(self) -> None:
+        self.environ = os.environ
+        self._data = getattr(os.environ, "_data", None)  # CPython's bytes -> bytes view (POSIX)
+        self._calls = _libc_environ_calls() if self._data is not None else None
         self._keys: dict[str, bytes] = {}               # name -> its encoded form
         self._buffers: dict[bytes, ctypes.Array] = {}   # encoded name -> its buffer
         self._outgrown: list[ctypes.Array] = []         # buffers a longer value replaced (kept for good)
@@ -95,7 +95,7 @@ class RunEnv:
         else:
             self.environ.pop(name, None)
 
-    # Without libc putenv (or a POSIX os.environ): os.environ as before.
+    # Without libc putenv (or CPython's POSIX os.environ): os.environ as before.
     def _apply_plain(self, env: dict[str, str]) -> list:
         undo = [(name, self.environ.get(name)) for name in env]
         self.environ.update(env)
