@@ -186,10 +186,13 @@ class Caller:
     role: str
     namespaces: tuple[str, ...]
     expire_time_ms: int = 0
+    # Worked out once per checked token (its Caller is cached), not once per call:
+    label: str = field(init=False, compare=False)  # how the audit and the spec's stamp name it
+    scope: tuple[str, ...] | None = field(init=False, compare=False)  # what CALL_SCOPE holds for its calls
 
-    @property
-    def label(self) -> str:
-        return f"{self.name} ({self.id})" if self.name else self.id
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", f"{self.name} ({self.id})" if self.name else self.id)
+        object.__setattr__(self, "scope", None if ALL_NAMESPACES in self.namespaces else tuple(self.namespaces))
 
 
 def _hash(token: str) -> str:
@@ -210,9 +213,9 @@ class Authority:
     _by_id: dict[str, TokenRecord] = field(default_factory=dict)
     _key: bytes = b""
     _mac: hmac.HMAC | None = None  # HMAC-SHA256 under _key, copied for each task token
-    # token -> its Caller, for tokens already checked (thk_, thf_): a call then costs one lookup
-    # instead of a SHA-256 or an HMAC. Emptied when a token changes (revoke); expiry is checked on
-    # every hit; bounded, so unknown tokens cannot grow it without end.
+    # `authorization` value -> its Caller, for tokens already checked (thk_, thf_): a call then costs
+    # one lookup instead of parsing the value and a SHA-256 or an HMAC. Emptied when a token changes
+    # (revoke); expiry is checked on every hit; bounded, so unknown tokens cannot grow it without end.
     _checked: dict[str, Caller] = field(default_factory=dict)
 
     async def load(self) -> None:
@@ -316,9 +319,6 @@ class Authority:
 
     # -- checks ----------------------------------------------------------------
     def authenticate_token(self, token: str) -> Caller:
-        caller = self._checked.get(token)
-        if caller is not None and not (caller.expire_time_ms and now_ms() >= caller.expire_time_ms):
-            return caller
         if token.startswith("tht_"):
             return self._task_caller(token)  # valid only while its task runs: checked every time
         if token.startswith("thf_"):
@@ -333,11 +333,7 @@ class Authority:
             raise errors.Unauthenticated(f"token {t.id} ({t.name}) has been revoked")
         if t.expire_time_ms and now_ms() >= t.expire_time_ms:
             raise errors.Unauthenticated(f"token {t.id} ({t.name}) has expired; ask an admin for a new one")
-        caller = Caller(t.id, t.name, t.role, t.namespaces, t.expire_time_ms)
-        if len(self._checked) >= CHECKED_TOKENS:
-            self._checked.clear()
-        self._checked[token] = caller
-        return caller
+        return Caller(t.id, t.name, t.role, t.namespaces, t.expire_time_ms)
 
     def _task_caller(self, token: str) -> Caller:
         _, _, rest = token.partition("_")
@@ -349,13 +345,22 @@ class Authority:
 
     def authenticate(self, authorization: str | None) -> Caller:
         """The caller named by an `authorization` metadata value."""
+        caller = self._checked.get(authorization)
+        if caller is not None and not (caller.expire_time_ms and now_ms() >= caller.expire_time_ms):
+            return caller
         if not authorization:
             raise errors.Unauthenticated("this server requires a token: send 'authorization: Bearer <token>'"
                                          " (taskhub CLI and SDK: set TASKHUB_TOKEN)")
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise errors.Unauthenticated("malformed authorization: expected 'Bearer <token>'")
-        return self.authenticate_token(token.strip())
+        token = token.strip()
+        caller = self.authenticate_token(token)
+        if not token.startswith("tht_"):  # a task token is valid only while its task runs: checked every time
+            if len(self._checked) >= CHECKED_TOKENS:
+                self._checked.clear()
+            self._checked[authorization] = caller
+        return caller
 
     def authorize(self, caller: Caller, method: str, rule: Rule, request) -> str:
         """Raise PermissionDenied unless the caller may make this request. Fills an empty or "*"
@@ -372,13 +377,13 @@ class Authority:
                 if label:
                     message.annotations["taskhub.token"] = label
         if rule.owner and rule.owner in self.owners and request is not None:
-            scope = call_scope(caller)
+            scope = caller.scope
             for ns in self.owners[rule.owner](request):
                 if not in_scope(ns, scope):
                     raise errors.PermissionDenied(
                         f"{method.rsplit('/', 1)[-1]} names a FATE {rule.owner} of namespace {ns!r};"
                         f" this token may act only in {', '.join(caller.namespaces) or 'none'}")
-        return ",".join(dict.fromkeys(seen))
+        return seen[0] if len(seen) == 1 else ",".join(dict.fromkeys(seen))
 
     @staticmethod
     def _scope(caller: Caller, message, name: str) -> str:
@@ -399,29 +404,42 @@ class Authority:
         return ns
 
     # -- audit -------------------------------------------------------------------
-    def audit(self, caller: Caller | None, method: str, namespace: str, tasks: str, allowed: bool, reason: str,
-              peer: str) -> None:
+    def audit(self, caller: Caller | None, method: str, namespace: str, tasks: str | Callable[[], str],
+              allowed: bool, reason: str, peer: str) -> None:
+        """Queue an audit entry. `tasks`: the task ids the call named, or a function giving them when
+        the entry is written (AuditRecord)."""
         self.store.append_audit([AuditRecord(now_ms(), caller.id if caller else "", caller.name if caller else "",
                                              method, namespace, tasks, allowed, reason, peer)])
 
 
-def call_scope(caller: Caller) -> tuple[str, ...] | None:
-    """What CALL_SCOPE holds for this caller's calls."""
-    return None if ALL_NAMESPACES in caller.namespaces else tuple(caller.namespaces)
+# (request message class, Rule.namespace) -> ((field, repeated) per step down, the namespace field)
+_HOLDER_PATHS: dict[tuple[type, str], tuple[tuple[tuple[str, bool], ...], str]] = {}
+
+
+def _holder_path(message, path: str) -> tuple[tuple[tuple[str, bool], ...], str]:
+    """A rule's dotted path read once against the request's descriptor: which steps are repeated."""
+    key = (type(message), path)
+    found = _HOLDER_PATHS.get(key)
+    if found is None:
+        *heads, name = path.split(".")
+        steps, descriptor = [], message.DESCRIPTOR
+        for head in heads:
+            f = descriptor.fields_by_name[head]
+            repeated = getattr(f, "is_repeated", None)  # protobuf >= 5.29; `label` before
+            steps.append((head, repeated if repeated is not None else f.label == f.LABEL_REPEATED))
+            descriptor = f.message_type
+        found = _HOLDER_PATHS[key] = (tuple(steps), name)
+    return found
 
 
 def _namespace_holders(message, path: str) -> tuple[list, str]:
     """The messages holding a request's namespace, and the field's name: for 'namespace' the
     request itself, for 'spec.namespace' its spec, for 'specs.namespace' each of its specs."""
-    *heads, name = path.split(".")
+    steps, name = _holder_path(message, path)
     holders = [message]
-    for head in heads:
-        below = []
-        for m in holders:
-            value = getattr(m, head)
-            if hasattr(value, "extend"):  # a repeated field
-                below.extend(value)
-            else:
-                below.append(value)
-        holders = below
+    for head, repeated in steps:
+        if repeated:
+            holders = [item for m in holders for item in getattr(m, head)]
+        else:
+            holders = [getattr(m, head) for m in holders]
     return holders, name
