@@ -19,8 +19,8 @@ each round's ratios: the machine's load shifts, so only figures of the same roun
 off and on take turns going first, and before each figure every system's processes are let
 settle (bench.stats.settle), so no figure carries another system's last commits. Within a
 round, A's and E's taskhub figures are the mean of four runs, two before Celery's and two after
-it, and C's round trips are taken in 5 chunks that take turns, so every system's figure spans the
-same stretch of time (the load of this shared machine moves by tens of percent within a minute).
+it, and C's round trips are taken in 5 chunks that take turns (auth off and on swapping places
+each chunk), so every system's figure spans the same stretch of time (the load of this shared machine moves by tens of percent within a minute).
 Auth's cost is the ratio of runs taken back to back (auth off, on, on, off, ...), per round.
 """
 from __future__ import annotations
@@ -198,8 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             # C in chunks that take turns: each system's round trips spread over the same stretch.
             chunk = max(1, n_c // C_CHUNKS)
             this_round: dict[str, list[float]] = {s: [] for s in systems}
-            for _ in range(C_CHUNKS):
-                for system, (target, token) in targets.items():
+            for k in range(C_CHUNKS):
+                # Auth off and on swap places every chunk: neither always meets the other's tail.
+                for system, (target, token) in list(targets.items())[::1 if k % 2 == 0 else -1]:
                     quiet()
                     this_round[system] += run(workloads.executes(target, workloads.NOOP, chunk, token))["submit_to_done"]
                 quiet()
