@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 
 from google.protobuf import json_format
 
@@ -78,3 +79,44 @@ def accept_global_flags_after_verb(parser) -> None:
                 if not any(o in verb._option_string_actions for o in a.option_strings):
                     verb.add_argument(*a.option_strings, dest=a.dest, type=a.type, metavar=a.metavar,
                                       default=argparse.SUPPRESS, help=a.help)
+
+
+class _QuietWhenUnread:
+    """stdout or stderr of a command that serves until stopped. When the reader of its pipe goes
+    away (`taskhub serve | tee log`, and the tee is killed), the command goes on and what it prints
+    from then on goes nowhere: a BrokenPipeError raised from whatever printed (the handler of
+    SIGTERM, the shutdown itself) would leave it running and deaf to SIGTERM, or stop it half-way."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._unread()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._unread()
+
+    def _unread(self) -> None:
+        # The descriptor itself now points at /dev/null: the stream's buffered text, the flush at
+        # exit and any process sharing the descriptor write there without failing.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def quiet_when_unread() -> None:
+    """For `taskhub serve`, `agent` and `gateway`: printing to a pipe nobody reads is not an error."""
+    if not isinstance(sys.stdout, _QuietWhenUnread):
+        sys.stdout = _QuietWhenUnread(sys.stdout)
+    if not isinstance(sys.stderr, _QuietWhenUnread):
+        sys.stderr = _QuietWhenUnread(sys.stderr)

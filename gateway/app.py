@@ -15,6 +15,7 @@ import ssl
 import grpc
 from aiohttp import web
 
+from client.cli_support import quiet_when_unread
 from client.credentials import channel_credentials
 from client.servers import parse_servers
 
@@ -148,5 +149,6 @@ async def serve_alone(grpc_target: str, host: str, port: int, tls_ca: str = "",
 
 def run_alone(grpc_target: str, host: str, port: int, tls_ca: str = "", ssl_context: ssl.SSLContext | None = None,
               retries: int = 5) -> int:
+    quiet_when_unread()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(serve_alone(grpc_target, host, port, tls_ca, ssl_context, retries))

@@ -19,7 +19,7 @@ from taskhub.v1 import (auth_service_pb2, auth_service_pb2_grpc, cluster_pb2, cl
                         task_group_service_pb2, task_group_service_pb2_grpc,
                         task_service_pb2, task_service_pb2_grpc)
 
-from client.cli_support import parse_duration
+from client.cli_support import parse_duration, quiet_when_unread
 from gateway.app import Gateway, connect_host
 
 from . import event_loop, grpc_setup, metrics, stages
@@ -289,6 +289,10 @@ class Server:
         self.security.announce()
         if self._local_note:
             print(f"taskhub: {self._local_note}", flush=True)
+
+    def announce_ready(self) -> None:
+        """The line that says the server is up (scripts and tests wait for it). serve() prints it once
+        SIGTERM and SIGINT are handled, so a stop sent on seeing it is a clean one."""
         print(f"taskhub: database {self.store.describe()}; local node {'on' if self.executor else 'off'};"
               f" event loop {event_loop.name()}", flush=True)
 
@@ -389,12 +393,14 @@ async def serve(cfg: ServerConfig) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
+    server.announce_ready()
     await server.wait()
     print("taskhub: stopped", flush=True)
     return 0
 
 
 def run(cfg: ServerConfig) -> int:
+    quiet_when_unread()
     logging.basicConfig(level=os.environ.get("TASKHUB_LOG", "WARNING"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

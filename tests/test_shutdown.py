@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import signal
 import subprocess
+import sys
 import threading
 import time
 from urllib.parse import urlsplit
@@ -12,7 +13,7 @@ from urllib.parse import urlsplit
 from taskhub.v1 import task_pb2 as pb
 from taskhub.v1 import task_service_pb2 as svc
 
-from conftest import wait_for
+from conftest import slack, wait_for
 
 KILL_GRACE = 2.0
 
@@ -69,3 +70,25 @@ def test_sigterm_with_open_streams_exits_within_the_kill_grace(server_factory):
     assert code == 0
     wait_for(lambda: "taskhub: stopped" in s.output, 10, what="the stop message")
     idle.close()
+
+
+def test_a_server_whose_output_nobody_reads_still_stops_on_sigterm(tmp_path):
+    """`taskhub serve | tee log`, and the tee killed: the server goes on, and SIGTERM still stops it.
+    Its "shutting down" line used to raise BrokenPipeError inside the SIGTERM handler, before the
+    shutdown started, and a second SIGTERM was then ignored as one already being handled."""
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--db", str(tmp_path / "t.db"),
+                             "--grpc-port", "0", "--http-port", "0"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for line in proc.stdout:
+            if line.startswith("taskhub: database"):
+                break
+        assert proc.poll() is None, "taskhub serve did not start"
+        proc.stdout.close()  # the reader goes away
+        proc.stderr.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30 * slack()) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

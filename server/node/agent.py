@@ -37,6 +37,7 @@ from taskhub.v1 import node_service_pb2 as pb
 from taskhub.v1 import node_service_pb2_grpc as svc_grpc
 
 from client.credentials import auth_metadata, open_aio_channel
+from client.cli_support import quiet_when_unread
 from client.failover import Addresses
 from client.servers import leader_hint, parse_servers
 
@@ -555,6 +556,7 @@ class Agent:
         self._emit(ev)
 
 def run(cfg: AgentConfig) -> int:
+    quiet_when_unread()
     logging.basicConfig(level=os.environ.get("TASKHUB_LOG", "WARNING"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return event_loop.run(Agent(cfg).run(), cfg.event_loop)
