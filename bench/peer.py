@@ -20,7 +20,8 @@ off and on take turns going first, and before each figure every system's process
 settle (bench.stats.settle), so no figure carries another system's last commits. Within a
 round, A's and E's taskhub figures are the mean of four runs, two before Celery's and two after
 it, and C's round trips are taken in 5 chunks that take turns (auth off and on swapping places
-each chunk), so every system's figure spans the same stretch of time (the load of this shared machine moves by tens of percent within a minute).
+each chunk), so every system's figure spans the same stretch of time (the load of this shared
+machine moves by tens of percent within a minute).
 Auth's cost is the ratio of runs taken back to back (auth off, on, on, off, ...), per round.
 """
 from __future__ import annotations
