@@ -62,6 +62,13 @@ OWNER_KINDS = (JOB, TABLE, MODEL, MODEL_VERSION, TAG, TASK, LISTING, IN_STREAM, 
 # auth). Set by the auth interceptor for the call's task; read by domains that list or create.
 CALL_SCOPE: ContextVar[tuple[str, ...] | None] = ContextVar("taskhub_call_scope", default=None)
 
+# The annotation that names the token which created a task, and its value for the current call
+# ("" without auth). Set by the auth gate for calls whose rule stamps (Rule.stamp); the servicer
+# adds it to the domain's specs: written into each request's proto map instead, it cost a map
+# write and a map read per spec.
+CREATOR_ANNOTATION = "taskhub.token"
+CALL_CREATOR: ContextVar[str] = ContextVar("taskhub_call_creator", default="")
+
 
 def home_namespace(default: str = DEFAULT_NAMESPACE) -> str:
     """Where what the current caller creates goes when nothing names a namespace: `default` if it
@@ -79,7 +86,7 @@ def in_scope(namespace: str, scope: tuple[str, ...] | None = None) -> bool:
 class Rule:
     role: str
     namespace: str = ""     # dotted path of the namespace field(s) in the request; "" for none
-    stamp: bool = False     # record the creating token in each spec's annotations
+    stamp: bool = False     # record the creating token in each spec's annotations (CALL_CREATOR)
     audit: bool | None = None  # audit allowed calls too (default: anything beyond reading)
     owner: str = ""         # FATE: what the request names (one of OWNER_KINDS); its namespace is checked
 
@@ -371,11 +378,10 @@ class Authority:
         seen = []
         if rule.namespace:
             holders, name = _namespace_holders(request, rule.namespace)
-            label = caller.label if rule.stamp else ""
             for message in holders:  # for CreateTasks, every spec of the batch
                 seen.append(self._scope(caller, message, name))
-                if label:
-                    message.annotations["taskhub.token"] = label
+        if rule.stamp:
+            CALL_CREATOR.set(caller.label)
         if rule.owner and rule.owner in self.owners and request is not None:
             scope = caller.scope
             for ns in self.owners[rule.owner](request):

@@ -28,7 +28,7 @@ from typing import AsyncIterator, Callable
 from . import errors, metrics, stages
 from .broadcast import Broadcaster
 from .logbus import LogBus
-from .model import (ANY_NAMESPACE, DEFAULT_NAMESPACE, ON_NODE, SCHEDULABLE, IllegalTransition, Resources,
+from .model import (ANY_NAMESPACE, DEFAULT_NAMESPACE, ON_NODE, SCHEDULABLE, TERMINAL, IllegalTransition, Resources,
                     Status, Task, TaskSpec, TaskType, module_allowed, now_ms)
 from .node.base import Node
 from .node.executor import Outcome, Run
@@ -773,14 +773,19 @@ class Engine:
             if ended:
                 yield ended
             if elsewhere:  # ended (and committed), queued outside the window, or held by the scheduler
-                rows = await self._loop.run_in_executor(None, self.store.tasks_by_ids, elsewhere)
-                found = {t.id: t for t in rows if _in_namespace(t, namespace)}
-                missing = next((i for i in elsewhere if i not in found), None)
+                # Most are queued when a batch was just sent: a task's status and namespace decide,
+                # and only the ended ones are read whole.
+                states = await self._loop.run_in_executor(None, self.store.task_states, elsewhere)
+                missing = next((i for i in elsewhere if i not in states or not _named_in(states[i][0], namespace)),
+                               None)
                 if missing is not None:
                     self.get(namespace, missing)  # raises NotFound, as a single read would
-                waiting.update(i for i in elsewhere if not found[i].terminal)
-                ended = [found[i] for i in elsewhere if found[i].terminal and i not in waiting]
-                if ended:
+                done = [i for i in elsewhere if states[i][1] in TERMINAL]
+                waiting.update(i for i in elsewhere if states[i][1] not in TERMINAL)
+                if done:
+                    ended = await self._loop.run_in_executor(None, self.store.tasks_by_ids, done)
+                    if len(ended) < len(done):  # purged in between
+                        self.get(namespace, next(i for i in done if i not in {t.id for t in ended}))
                     yield ended
             ends.ignore(*(ends.keys - waiting))
             while waiting:
@@ -1046,4 +1051,8 @@ WATCH_BACKLOG = 1000
 
 
 def _in_namespace(task: Task, namespace: str) -> bool:
-    return namespace == ANY_NAMESPACE or task.namespace == (namespace or DEFAULT_NAMESPACE)
+    return _named_in(task.namespace, namespace)
+
+
+def _named_in(task_namespace: str, namespace: str) -> bool:
+    return namespace == ANY_NAMESPACE or task_namespace == (namespace or DEFAULT_NAMESPACE)

@@ -41,6 +41,8 @@ def test_a_queue_larger_than_the_window_runs_whole_once_and_in_order(server_fact
     blocker = c.create_task(argv=["sh", "-c", f"while [ ! -e {tmp_path / 'go'} ]; do sleep 0.05; done;"
                                               f" echo blocker >> {tmp_path / 'order'}"], priority=10)
     queued = c.create_tasks([_order_spec(tmp_path, f"q{i}", priority=i % 3) for i in range(30)])
+    ended_before = c.create_task(argv=["true"])
+    assert c.cancel_task(ended_before.id, "ends in the first server's life").cancelled
     assert first.terminate() == 0
 
     # One slot, a window of 4: the blocker holds the slot while the rest waits, mostly in the store.
@@ -50,6 +52,13 @@ def test_a_queue_larger_than_the_window_runs_whole_once_and_in_order(server_fact
     assert _in_memory(second) <= 1 + 4  # the blocker and the window, not the queue
     last, dropped = queued[27], queued[24]  # priority 0, late in line: outside the window
     assert status_name(c.get_task(last.id).status) == "NEW"
+    # WaitTasks on tasks the server does not hold reads the store: an end comes at once, and the
+    # namespace is checked there as in memory.
+    assert [status_name(t.status) for t in c.wait_tasks([ended_before.id])] == ["CANCELLED"]
+    for elsewhere in (ended_before.id, last.id):
+        with pytest.raises(grpc.RpcError) as e:
+            list(c.wait_tasks([elsewhere], namespace="team-b"))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
     assert len(c.list_tasks(statuses=["NEW"], limit=100).tasks) == 30
     assert c.cancel_task(last.id, "not needed").cancelled
     assert status_name(c.get_task(last.id).status) == "CANCELLED"

@@ -66,6 +66,7 @@ def test_tasks_are_read_back_as_written(db_url):
         assert [t.id for t in store.list_tasks(None, [], 1, 10**9)] == [c.id]
         assert [t.id for t in store.queued_tasks(None, 10)] == [a.id, b.id] and store.count_unfinished() == 2
         assert [t.id for t in store.tasks_by_ids([c.id, 10**9, a.id])] == [c.id, a.id]
+        assert store.task_states([c.id, 10**9, b.id]) == {c.id: ("default", Status.CANCELLED), b.id: ("team", Status.NEW)}
         assert store.created_by_request("default\0req-1", 0) == [a.id, b.id, c.id]
         assert store.created_by_request("default\0req-1", a.create_time_ms + 1) is None  # outside the window
         assert store.created_by_request("default\0other", 0) is None

@@ -54,14 +54,16 @@ def task_to_proto(t: Task) -> pb.Task:
     )
 
 
-def created_to_proto(t: Task, submitted: pb.TaskSpec) -> pb.Task:
+def created_to_proto(t: Task, submitted: pb.TaskSpec, stamp: tuple[str, str] | None = None) -> pb.Task:
     """The answer to a create: the task as committed (NEW), whatever happened since. The engine
     places it as soon as it is committed, before this answer goes out, so its live status may be
     further along; a repeat of the create (same request_id) gets the same answer. Reuses the
-    submitted spec message (only defaults differ)."""
+    submitted spec message (only defaults differ, and `stamp`: the annotation the server added)."""
     spec = pb.TaskSpec()
     spec.CopyFrom(submitted)
     spec.namespace = t.spec.namespace
+    if stamp is not None:
+        spec.annotations[stamp[0]] = stamp[1]
     spec.resources.slots = t.spec.resources.slots
     return pb.Task(id=t.id, uid=t.uid, spec=spec, status=pb.TASK_STATUS_NEW, response_json="{}",
                    create_time_ms=t.create_time_ms, update_time_ms=t.create_time_ms)

@@ -6,7 +6,9 @@ from taskhub.v1 import task_service_pb2 as svc
 from taskhub.v1 import task_service_pb2_grpc as svc_grpc
 
 from .. import errors
+from ..auth import CALL_CREATOR, CREATOR_ANNOTATION
 from ..engine import Engine
+from ..model import TaskSpec
 from ..modules import ModuleDescriber
 from .convert import add_lines, created_to_proto, spec_from_proto, task_to_proto
 from .errors import mapped
@@ -21,12 +23,12 @@ class TaskService(svc_grpc.TaskServiceServicer):
 
     @mapped
     async def CreateTask(self, request, context):
-        [task] = await self.engine.create([spec_from_proto(request.spec)], request.request_id)
-        return created_to_proto(task, request.spec)
+        [task] = await self.engine.create(_specs([request.spec]), request.request_id)
+        return created_to_proto(task, request.spec, _stamp())
 
     @mapped
     async def RunTask(self, request, context):
-        [task] = await self.engine.create([spec_from_proto(request.spec)], request.request_id)
+        [task] = await self.engine.create(_specs([request.spec]), request.request_id)
         # The task as it is once committed, then each later change. A node usually took it in the
         # create already: a short task is two messages (RUNNING, its end), not three with NEW.
         async for snap in self.engine.watch(task):
@@ -34,13 +36,14 @@ class TaskService(svc_grpc.TaskServiceServicer):
 
     @mapped
     async def ExecuteTask(self, request, context):
-        [task] = await self.engine.create([spec_from_proto(request.spec)], request.request_id)
+        [task] = await self.engine.create(_specs([request.spec]), request.request_id)
         return task_to_proto(await self.engine.ended(task))
 
     @mapped
     async def CreateTasks(self, request, context):
-        tasks = await self.engine.create([spec_from_proto(s) for s in request.specs], request.request_id)
-        return svc.CreateTasksResponse(tasks=[created_to_proto(t, s) for t, s in zip(tasks, request.specs)])
+        tasks = await self.engine.create(_specs(request.specs), request.request_id)
+        stamp = _stamp()
+        return svc.CreateTasksResponse(tasks=[created_to_proto(t, s, stamp) for t, s in zip(tasks, request.specs)])
 
     @mapped
     async def GetTask(self, request, context):
@@ -100,3 +103,18 @@ class TaskService(svc_grpc.TaskServiceServicer):
     async def DescribeModule(self, request, context):
         description = await self.describer.describe(request.module)
         return json_format.ParseDict(description, svc.DescribeModuleResponse())
+
+
+def _specs(messages) -> list[TaskSpec]:
+    """The domain's specs of a create, stamped with the creating token when auth is on."""
+    specs = [spec_from_proto(m) for m in messages]
+    creator = CALL_CREATOR.get()
+    if creator:
+        for spec in specs:
+            spec.annotations[CREATOR_ANNOTATION] = creator
+    return specs
+
+
+def _stamp() -> tuple[str, str] | None:
+    creator = CALL_CREATOR.get()
+    return (CREATOR_ANNOTATION, creator) if creator else None

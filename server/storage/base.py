@@ -265,6 +265,11 @@ class Store(FlowReads, ABC):
     def tasks_by_ids(self, ids: list[int]) -> list[Task]: ...
 
     @abstractmethod
+    def task_states(self, ids: list[int]) -> dict[int, tuple[str, int]]:
+        """id -> (namespace, status) of those of `ids` that exist: what a waiter needs to know of a
+        task that is not in memory, without reading (and parsing) whole rows."""
+
+    @abstractmethod
     def request_keys(self, since_ms: int) -> Iterable[str]:
         """Every idempotency key recorded since since_ms (read once at start)."""
 

@@ -610,6 +610,10 @@ class PostgresStore(PostgresFlow, Store):
         found = {t.id: t for t in self._tasks("SELECT * FROM tasks WHERE id = ANY(%s)", (list(ids),))}
         return [found[i] for i in ids if i in found]
 
+    def task_states(self, ids: list[int]) -> dict[int, tuple[str, int]]:
+        return {r[0]: (r[1], r[2]) for r in self._rows("SELECT id, namespace, status FROM tasks WHERE id = ANY(%s)",
+                                                        (list(ids),))}
+
     def created_by_request(self, key: str, since_ms: int) -> list[int] | None:
         rows = self._rows("SELECT task_ids FROM create_requests WHERE key=%s AND created_ms>=%s",
                           (_key(key), since_ms))

@@ -485,6 +485,14 @@ class SqliteStore(SqliteFlow, Store):
             found.update((r["id"], Task.from_row(dict(r))) for r in rows)
         return [found[i] for i in ids if i in found]
 
+    def task_states(self, ids: list[int]) -> dict[int, tuple[str, int]]:
+        found = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            found.update((r[0], (r[1], r[2])) for r in self.conn.execute(
+                f"SELECT id, namespace, status FROM tasks WHERE id IN ({_marks(len(chunk))})", chunk))
+        return found
+
     def created_by_request(self, key: str, since_ms: int) -> list[int] | None:
         row = self.conn.execute("SELECT task_ids FROM create_requests WHERE key=? AND created_ms>=?",
                                 (key, since_ms)).fetchone()
