@@ -785,7 +785,8 @@ class Engine:
                 if done:
                     ended = await self._loop.run_in_executor(None, self.store.tasks_by_ids, done)
                     if len(ended) < len(done):  # purged in between
-                        self.get(namespace, next(i for i in done if i not in {t.id for t in ended}))
+                        read = {t.id for t in ended}
+                        self.get(namespace, next(i for i in done if i not in read))
                     yield ended
             ends.ignore(*(ends.keys - waiting))
             while waiting:

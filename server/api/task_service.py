@@ -23,12 +23,13 @@ class TaskService(svc_grpc.TaskServiceServicer):
 
     @mapped
     async def CreateTask(self, request, context):
-        [task] = await self.engine.create(_specs([request.spec]), request.request_id)
-        return created_to_proto(task, request.spec, _stamp())
+        specs, stamp = _stamped([request.spec])
+        [task] = await self.engine.create(specs, request.request_id)
+        return created_to_proto(task, request.spec, stamp)
 
     @mapped
     async def RunTask(self, request, context):
-        [task] = await self.engine.create(_specs([request.spec]), request.request_id)
+        [task] = await self.engine.create(_stamped([request.spec])[0], request.request_id)
         # The task as it is once committed, then each later change. A node usually took it in the
         # create already: a short task is two messages (RUNNING, its end), not three with NEW.
         async for snap in self.engine.watch(task):
@@ -36,13 +37,13 @@ class TaskService(svc_grpc.TaskServiceServicer):
 
     @mapped
     async def ExecuteTask(self, request, context):
-        [task] = await self.engine.create(_specs([request.spec]), request.request_id)
+        [task] = await self.engine.create(_stamped([request.spec])[0], request.request_id)
         return task_to_proto(await self.engine.ended(task))
 
     @mapped
     async def CreateTasks(self, request, context):
-        tasks = await self.engine.create(_specs(request.specs), request.request_id)
-        stamp = _stamp()
+        specs, stamp = _stamped(request.specs)
+        tasks = await self.engine.create(specs, request.request_id)
         return svc.CreateTasksResponse(tasks=[created_to_proto(t, s, stamp) for t, s in zip(tasks, request.specs)])
 
     @mapped
@@ -105,16 +106,13 @@ class TaskService(svc_grpc.TaskServiceServicer):
         return json_format.ParseDict(description, svc.DescribeModuleResponse())
 
 
-def _specs(messages) -> list[TaskSpec]:
-    """The domain's specs of a create, stamped with the creating token when auth is on."""
+def _stamped(messages) -> tuple[list[TaskSpec], tuple[str, str] | None]:
+    """The domain's specs of a create, and the annotation the server adds to each: the creating
+    token, when auth is on (auth.CALL_CREATOR)."""
     specs = [spec_from_proto(m) for m in messages]
     creator = CALL_CREATOR.get()
-    if creator:
-        for spec in specs:
-            spec.annotations[CREATOR_ANNOTATION] = creator
-    return specs
-
-
-def _stamp() -> tuple[str, str] | None:
-    creator = CALL_CREATOR.get()
-    return (CREATOR_ANNOTATION, creator) if creator else None
+    if not creator:
+        return specs, None
+    for spec in specs:
+        spec.annotations[CREATOR_ANNOTATION] = creator
+    return specs, (CREATOR_ANNOTATION, creator)
