@@ -34,7 +34,7 @@ from .node.base import Node
 from .node.executor import Outcome, Run
 from .node.spawner import kill_orphans
 from .request_keys import RequestKeys
-from .scheduler import COLOCATE, ON_NODE_NAMED, Scheduler, queue_key
+from .scheduler import COLOCATE, DEDICATED_WORKER, ON_NODE_NAMED, Scheduler, queue_key
 from .storage import Store
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,6 @@ __all__ = ["COLOCATE", "ON_NODE_NAMED", "Engine", "EngineConfig"]  # COLOCATE, O
 # built on tasks, such as FATE jobs, subscribes with call=): each change as it happens, a terminal
 # one once committed.
 OBSERVER = "taskhub.observer"
-# Annotation "1": a Python task that must not wait behind others for a worker (node/pool.py).
-DEDICATED_WORKER = "taskhub.dedicated_worker"
 # Annotation: "keep" lets a command task go on running on an agent that lost the server (README, Leases).
 ON_DISCONNECT = "taskhub.on_disconnect"
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -240,7 +238,7 @@ class Engine:
             if node is not None and node.outlives_server and st in ON_NODE:
                 # A node agent that may still run it (loaded by the node registry before this):
                 # it stays placed there until the agent reconnects or its heartbeat timeout passes.
-                node.assigned[task.id] = task.spec.resources.slots
+                node.take(task.id, task.spec.resources.slots)
                 continue
             if st in (S.RUNNING, S.UNKNOWN):
                 note = f"interrupted: the server stopped while it ran{' (killed its orphaned processes)' if killed else ''}"
@@ -386,7 +384,7 @@ class Engine:
                 self.logs.system(task_id, f"node {node.name} lost ({reason}); the task runs on there"
                                           f" ({ON_DISCONNECT}=keep) until the node returns")
                 continue
-            node.assigned.pop(task_id, None)
+            node.give_back(task_id)
             if task is None or task.node != node.name or task.status not in ON_NODE:
                 continue
             self.logs.system(task_id, f"node {node.name} lost ({reason})")
@@ -812,7 +810,7 @@ class Engine:
         nodes = [n for n in self.nodes.values() if n.online and not n.draining]
         for decision in self.scheduler.round(self.tasks, nodes):
             if decision.node is not None:
-                self._place(decision.task, decision.node)
+                self._place(decision.task, decision.node, decision.held)
             else:
                 self._park(decision.task, decision.reason)
         fresh, self._fresh = self._fresh, []
@@ -823,13 +821,13 @@ class Engine:
                     self._touch(t)
         self._refill_soon()
 
-    def _place(self, task: Task, node: Node) -> None:
+    def _place(self, task: Task, node: Node, held: bool = False) -> None:
         self._move(task, S.SCHEDULING)
         self._move(task, S.SCHEDULED)
         task.node = node.name
         task.queue_reason = ""
         task.attempt += 1  # the epoch: events of any earlier attempt are refused from now on
-        node.assigned[task.id] = task.spec.resources.slots
+        node.take(task.id, 0 if held else task.spec.resources.slots)
         self._move(task, S.QUEUED)
         if node.outlives_server:
             # An agent's run outlives a server crash: the attempt number must be committed before
@@ -862,7 +860,7 @@ class Engine:
 
     def _release(self, task: Task) -> None:
         node = self.nodes.get(task.node)
-        if node is not None and node.assigned.pop(task.id, None) is not None:
+        if node is not None and node.give_back(task.id):
             self._kick()
 
     def run_of(self, task: Task) -> Run:

@@ -15,13 +15,15 @@ import heapq
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
-from .model import ON_NODE, SCHEDULABLE, Task
+from .model import ON_NODE, SCHEDULABLE, Task, TaskType
 from .node.base import Node
 
 # Annotation: unfinished tasks with the same value run on the same node (a task group's tasks).
 COLOCATE = "taskhub.colocate"
 # Annotation: the name of the one node the task may run on (a Delta task's client on a data holder).
 ON_NODE_NAMED = "taskhub.node"
+# Annotation "1": a Python task that must not wait for a busy worker (PythonPool.submit).
+DEDICATED_WORKER = "taskhub.dedicated_worker"
 
 Key = tuple[int, int]  # (-priority, id): the queue's order, smallest first
 
@@ -114,10 +116,12 @@ class Window:
 
 @dataclass
 class Decision:
-    """Place `task` on `node`, or (node None) park it, saying `reason`."""
+    """Place `task` on `node`, or (node None) park it, saying `reason`. `held`: placed beyond the
+    node's slots, to wait inside it behind short tasks (Node.holds); it takes none of them."""
     task: Task
     node: Node | None
     reason: str = ""
+    held: bool = False
 
 
 class Scheduler:
@@ -179,15 +183,19 @@ class Scheduler:
         if not candidates:
             return Decision(task, None, "no online node fits: " + ("; ".join(reasons) or "no node is online"))
         free = [n for n in candidates if n.free_slots >= need]
-        if not free:
-            return None
-        return Decision(task, max(free, key=lambda n: n.free_slots))
+        if free:
+            return Decision(task, max(free, key=lambda n: n.free_slots))
+        if need == 1 and task.spec.type == TaskType.PYTHON and not (a and a.get(DEDICATED_WORKER) == "1"):
+            holder = next((n for n in candidates if n.may_hold and n.holds(task.spec.callable)), None)
+            if holder is not None:
+                return Decision(task, holder, held=True)
+        return None
 
     def round(self, tasks: Mapping[int, Task], nodes: list[Node]) -> Iterator[Decision]:
-        """Decisions in queue order while some node has a free slot. The caller applies each one
-        (placing takes the node's slots; parking moves the task out of line) before the next."""
+        """Decisions in queue order while some node has room. The caller applies each one (placing
+        takes the node's slots; parking moves the task out of line) before the next."""
         window = self.window
-        while any(n.free_slots > 0 for n in nodes):
+        while any(n.free_slots > 0 or n.may_hold for n in nodes):
             task_id = window.head()
             if task_id is None:
                 return  # the window is empty, or must be read further first

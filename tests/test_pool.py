@@ -133,6 +133,32 @@ def test_short_jobs_are_held_several_per_write_and_start_one_after_another(tmp_p
     run_pool(tmp_path, 1, body)
 
 
+def test_the_pool_says_how_many_more_short_jobs_it_would_hold(tmp_path):
+    """What lets the node place short tasks beyond its slots (LocalNode.holds): room behind short
+    running jobs, less what already waits; none for a callable not seen short, nor behind a long job."""
+    async def body(pool, rec):
+        await learn_both(pool, rec, tmp_path)
+        held = pool.held_limit(job(0, "quick"))
+        assert pool.spare("poolcalls:quick") == 1 + held, "an idle worker takes one and holds the rest"
+        assert pool.spare("poolcalls:never_seen") == 0
+        pool.submit(job(3, "gate", str(tmp_path / "closed")))
+        assert pool.spare("poolcalls:quick") == held
+        ids = list(range(10, 10 + held + 2))
+        for i in ids:
+            pool.submit(job(i, "quick", str(i)))
+        assert pool.spare("poolcalls:quick") == -2
+        await asyncio.sleep(0)
+        assert len(pool.workers[0].jobs) == 1 + held and pool.spare("poolcalls:quick") == -2
+        async def seen_long():  # the pool's sweep tells nobody: look at it as often as it looks
+            while pool._short(job(0, "gate")):
+                await asyncio.sleep(RELEASE_SECONDS / 2)
+        await asyncio.wait_for(seen_long(), 20 * slack())
+        assert pool.spare("poolcalls:quick") == -len(pool.waiting) < 0, "nothing more waits behind a long job"
+        (tmp_path / "closed").write_text("")
+        await rec.until(lambda: all(rec.done(i) for i in ids), "every quick job")
+    run_pool(tmp_path, 1, body)
+
+
 def test_a_held_job_cancelled_is_dropped_and_never_runs(tmp_path):
     async def body(pool, rec):
         await learn_both(pool, rec, tmp_path)

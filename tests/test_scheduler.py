@@ -7,13 +7,23 @@ from __future__ import annotations
 
 from server.model import Resources, Status, Task, TaskSpec, TaskType
 from server.node.base import Node
-from server.scheduler import COLOCATE, ON_NODE_NAMED, Scheduler, Window
+from server.scheduler import COLOCATE, DEDICATED_WORKER, ON_NODE_NAMED, Scheduler, Window
 
 
 def task(task_id: int, priority: int = 0, slots: int = 1, selector: dict | None = None, **annotations) -> Task:
     return Task(task_id, TaskSpec(type=TaskType.COMMAND, argv=["true"], priority=priority,
                                   resources=Resources(slots=slots), node_selector=selector or {},
                                   annotations=dict(annotations)))
+
+
+def python_task(task_id: int, target: str, slots: int = 1, **annotations) -> Task:
+    return Task(task_id, TaskSpec(type=TaskType.PYTHON, callable=target, resources=Resources(slots=slots),
+                                  annotations=dict(annotations)))
+
+
+def empty(node: Node) -> None:
+    for task_id in list(node.assigned):
+        node.give_back(task_id)
 
 
 def scheduler_with(tasks: list[Task], size: int = 100) -> Scheduler:
@@ -33,8 +43,8 @@ def run_round(s: Scheduler, tasks: list[Task], nodes: list[Node]) -> list[tuple[
         if d.node is not None:
             d.task.move(Status.SCHEDULING), d.task.move(Status.SCHEDULED), d.task.move(Status.QUEUED)
             d.task.node = d.node.name
-            d.node.assigned[d.task.id] = d.task.spec.resources.slots
-            out.append((d.task.id, d.node.name))
+            d.node.take(d.task.id, 0 if d.held else d.task.spec.resources.slots)
+            out.append((d.task.id, d.node.name + (" held" if d.held else "")))
         else:
             d.task.move(Status.SCHEDULING), d.task.move(Status.PENDING)
             out.append((d.task.id, "parked: " + d.reason))
@@ -46,9 +56,9 @@ def test_higher_priority_first_then_lower_id_and_nothing_jumps_the_line():
     s = scheduler_with(tasks)
     a = Node("a", "", slots=3)
     assert run_round(s, tasks, [a]) == [(2, "a")]  # 4 fits a, but not now: 1, 3 and 5 wait behind it
-    a.assigned.clear()
+    empty(a)
     assert run_round(s, tasks, [a]) == [(4, "a")]
-    a.assigned.clear()
+    empty(a)
     assert run_round(s, tasks, [a]) == [(1, "a"), (3, "a"), (5, "a")]
 
 
@@ -73,6 +83,44 @@ def test_a_group_runs_on_its_first_placed_members_node_and_a_named_node_is_kept(
     lone = task(5, **{COLOCATE: "h", ON_NODE_NAMED: "c"})
     s.window.admit(lone)
     assert run_round(s, [lone], [a, b]) == [(5, "parked: no online node fits: a lacks the name c; b lacks the name c")]
+
+
+class PoolNode(Node):
+    """A node whose Python pool would hold up to `room` jobs of the callables in `short` beyond its
+    slots, as the local node's does (LocalNode.holds, PythonPool.spare)."""
+    may_hold = True
+
+    def __init__(self, name: str, slots: int, short: set[str], room: int):
+        super().__init__(name, "", slots=slots)
+        self.short, self.room = short, room
+
+    def holds(self, callable_name: str) -> bool:
+        held = sum(1 for slots in self.assigned.values() if slots == 0)
+        return callable_name in self.short and held < self.room
+
+
+def test_short_python_tasks_wait_inside_a_full_node_that_holds_them_and_take_no_slot():
+    tasks = [python_task(1, "m:quick"), python_task(2, "m:quick"), python_task(3, "m:quick"),
+             python_task(4, "m:quick", **{DEDICATED_WORKER: "1"}), python_task(5, "m:quick")]
+    s = scheduler_with(tasks)
+    a, b = PoolNode("a", 1, {"m:quick"}, room=2), Node("b", "", slots=1)
+    # Free slots first (b's too); then a holds 3 beyond its slot; a dedicated task is never held, and
+    # nothing jumps the line behind it.
+    assert run_round(s, tasks, [a, b]) == [(1, "a"), (2, "b"), (3, "a held")]
+    assert a.free_slots == 0 and a.assigned == {1: 1, 3: 0}
+    a.give_back(1)
+    assert run_round(s, tasks, [a, b]) == [(4, "a"), (5, "a held")]
+    assert run_round(s, tasks, [a, b]) == []
+    more = [python_task(6, "m:slow"), python_task(7, "m:quick", slots=2), python_task(8, "m:quick")]
+    for t in more:
+        s.window.admit(t)
+    c = PoolNode("c", 2, {"m:quick"}, room=4)
+    c.take(9, 2)
+    assert run_round(s, more, [c]) == [], "a callable not seen short is not held, and 7 and 8 wait behind it"
+    s.window.pop()
+    assert run_round(s, more, [c]) == [], "nor a task that needs more than one slot"
+    c.give_back(9)
+    assert run_round(s, more, [c]) == [(7, "c"), (8, "c held")]
 
 
 def test_a_gate_parks_a_task_until_it_lets_it_through():

@@ -343,6 +343,55 @@ def test_bad_requests_never_hurt_the_server(server, client):
     assert status_name(client.wait(client.create_task(argv=["true"]).id).status) == "SUCCESS"
 
 
+HELD_CALLS = """
+import os, time
+
+def quick(tag=""):
+    return tag
+
+def gate(path):
+    while not os.path.exists(path):
+        time.sleep(0.005)
+"""
+
+
+def test_short_python_tasks_wait_in_a_busy_worker_beyond_the_slots_and_run_once_in_order(server_factory, tmp_path):
+    """A full node still takes tasks of a callable seen to be short, to wait in its Python pool
+    behind a short one (prefetch: many jobs per pipe write); they take no slot and start one after
+    another. A command is never taken beyond the slots."""
+    (tmp_path / "heldcalls.py").write_text(HELD_CALLS)
+    srv = server_factory("--slots", "1", "--python-workers", "1", "--task-path", str(tmp_path),
+                         "--allow-module", "heldcalls")
+    c = srv.client()
+    opened = tmp_path / "open"
+    opened.write_text("")
+    for attempt in range(50):  # until the pool has seen both callables run short (a loaded host may need more)
+        closed = tmp_path / f"closed-{attempt}"
+        gate, *quick = c.create_tasks([make_spec(callable="heldcalls:gate", input={"path": str(closed)}),
+                                       *(make_spec(callable="heldcalls:quick", input={"tag": str(i)}) for i in range(4)),
+                                       make_spec(argv=["true"])])
+        command = quick.pop()
+        # The gate's start and the placements behind it come in one round of the scheduler.
+        wait_for(lambda: status_of(c, gate.id) == "RUNNING", what="the gate running")
+        states = [status_of(c, t.id) for t in quick]
+        held = states == ["QUEUED"] * 4
+        if held:
+            [node] = c.nodes.list_nodes()
+            assert node.slots == 1 and node.free_slots == 0 and set(node.task_ids) == {gate.id, *(t.id for t in quick)}
+            assert status_of(c, command.id) in ("NEW", "PENDING"), "a command waits for a slot"
+        closed.write_text("")
+        done = [c.wait(t.id) for t in (gate, *quick, command)]
+        assert [status_name(t.status) for t in done] == ["SUCCESS"] * 6
+        if held:
+            starts = [t.start_time_ms for t in done[:5]]
+            assert starts == sorted(starts) and all(t.retries == 0 for t in done)
+            assert [t.result for t in done[1:5]] == ["0", "1", "2", "3"]
+            return
+        c.wait(c.create_task(callable="heldcalls:gate", input={"path": str(opened)}).id)
+        c.wait(c.create_task(callable="heldcalls:quick").id)
+    pytest.fail(f"short tasks were never held beyond the node's one slot; last states {states}")
+
+
 def test_priority_orders_waiting_tasks(server_factory):
     srv = server_factory("--slots", "1")
     c = srv.client()

@@ -23,6 +23,13 @@ class LocalNode(Node):
         self.executor = executor
         psutil.cpu_percent(None)  # prime: the next call measures since now
 
+    @property
+    def may_hold(self) -> bool:
+        return bool(self.executor.pool.runtime)  # some callable's runtime is known
+
+    def holds(self, callable_name: str) -> bool:
+        return self.executor.pool.spare(callable_name) > 0
+
     def start(self, run: Run) -> None:
         self.executor.start_run(run)
 

@@ -38,6 +38,10 @@ RELEASE_SECONDS = 0.1
 KNOWN_CALLABLES = 4096  # runtime estimates kept (one per callable; forgotten all at once past this)
 
 
+def _held_limit(seconds: float) -> int:
+    return max(1, min(MAX_HELD, int(HOLD_SECONDS / max(seconds, HOLD_SECONDS / MAX_HELD))))
+
+
 class WorkerProcess:
     def __init__(self, pool: "PythonPool"):
         self.pool = pool
@@ -186,7 +190,26 @@ class PythonPool:
 
     def held_limit(self, job: tuple) -> int:
         """How many jobs like `job` (a short one) a busy worker may hold: about HOLD_SECONDS of them."""
-        return max(1, min(MAX_HELD, int(HOLD_SECONDS / max(self.runtime[job[5]], HOLD_SECONDS / MAX_HELD))))
+        return _held_limit(self.runtime[job[5]])
+
+    def spare(self, target: str) -> int:
+        """How many more jobs of callable `target` the pool would hold now beyond those it has (0
+        unless `target` is seen to be short). The node takes that many tasks beyond its slots
+        (LocalNode.holds): with only as many jobs as slots, each end frees one slot, which places one
+        task, and a worker is topped up a job or two per write instead of many."""
+        seconds = self.runtime.get(target)
+        if seconds is None or seconds >= SHORT_SECONDS or self.closing:
+            return 0
+        limit = _held_limit(seconds)
+        room = -len(self.waiting)
+        for w in self.workers:
+            if w.retired:
+                continue
+            if not w.jobs:
+                room += 1 + limit
+            elif self._short(next(iter(w.jobs.values()))):
+                room += max(0, limit - (len(w.jobs) - 1))
+        return room
 
     def _pump(self) -> None:
         """Idle workers take one job each; then workers running only short jobs are topped up with

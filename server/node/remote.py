@@ -299,7 +299,7 @@ class NodeRegistry:
                 continue
             task = engine.tasks.get(task_id)
             if task is None or task.terminal:
-                node.assigned.pop(task_id, None)
+                node.give_back(task_id)
             elif task_id in ended and ended[task_id] in (0, task.attempt):
                 continue  # this attempt ended there; its exit follows
             elif task.status in (S.SCHEDULED, S.QUEUED):
