@@ -1,9 +1,12 @@
-"""The status machine: exactly the transitions of the table are allowed."""
+"""The status machine: exactly the transitions of the table are allowed; a spec as stored."""
 import itertools
+import json
+from dataclasses import fields
 
 import pytest
 
-from server.model import TERMINAL, TRANSITIONS, IllegalTransition, Status, Task, TaskSpec, TaskType, check_transition
+from server.model import (TERMINAL, TRANSITIONS, IllegalTransition, Resources, Status, Task, TaskSpec, TaskType,
+                          check_transition)
 from taskhub.v1 import task_pb2 as pb
 
 
@@ -49,3 +52,18 @@ def test_done_time_set_on_terminal():
         check_transition(task.status, s)
         task.move(s)
     assert task.done_time_ms >= task.create_time_ms
+
+
+def test_a_spec_is_stored_without_its_defaults_and_reads_back_whole():
+    bare = TaskSpec(type=TaskType.PYTHON, callable="m:f")
+    assert json.loads(bare.to_json()) == {"type": 2, "namespace": "default", "callable": "m:f"}
+    assert TaskSpec.from_json(bare.to_json()) == bare
+    full = TaskSpec(type=TaskType.COMMAND, namespace="ns", name="n", argv=["sh", "-c", "true"], env={"A": "1"},
+                    cwd="/tmp", priority=-3, timeout_seconds=1.5, max_retries=2, retry_backoff_seconds=0.25,
+                    node_selector={"gpu": "1"}, resources=Resources(slots=2, cpu=0.5, memory_mb=64),
+                    annotations={"k": "v"})
+    assert TaskSpec.from_json(full.to_json()) == full
+    assert set(json.loads(full.to_json())) == {f.name for f in fields(TaskSpec)} - {"callable", "input_json"}
+    # One non-default part of resources writes all of it.
+    assert json.loads(TaskSpec(type=TaskType.PYTHON, resources=Resources(memory_mb=8)).to_json())["resources"] == {
+        "slots": 1, "cpu": 0.0, "memory_mb": 8}
