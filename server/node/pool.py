@@ -203,13 +203,17 @@ class PythonPool:
         limit = _held_limit(seconds)
         room = -len(self.waiting)
         for w in self.workers:
-            if w.retired:
-                continue
-            if not w.jobs:
+            if not w.retired and not w.jobs:
                 room += 1 + limit
-            elif self._short(next(iter(w.jobs.values()))):
+            elif self._runs_short(w):
                 room += max(0, limit - (len(w.jobs) - 1))
         return room
+
+    def _runs_short(self, w: WorkerProcess) -> bool:
+        """Whether `w` is busy with a short job, so short jobs may wait behind it. What it already
+        holds was short when held (and is released if the running job turns out long), so the
+        running job is the one to check."""
+        return not w.retired and bool(w.jobs) and self._short(next(iter(w.jobs.values())))
 
     def _pump(self) -> None:
         """Idle workers take one job each; then workers running only short jobs are topped up with
@@ -232,10 +236,7 @@ class PythonPool:
             if not self._short(job):
                 break  # FIFO: what follows waits with it for a free worker
             limit = self.held_limit(job)
-            # Behind a short running job only; what it already holds was short when held (and is
-            # released if the running job turns out long), so the running job is the one to check.
-            room = [w for w in self.workers if not w.retired and w.jobs and len(w.jobs) - 1 < limit
-                    and self._short(next(iter(w.jobs.values())))]
+            room = [w for w in self.workers if len(w.jobs) - 1 < limit and self._runs_short(w)]
             if not room:
                 break
             w = min(room, key=lambda x: len(x.jobs))
