@@ -507,6 +507,8 @@ class Engine:
         uids = os.urandom(16 * len(specs)).hex()  # one read of random bytes for the batch's uids
         tasks = [Task(task_id, spec, uids[32 * i:32 * i + 32], ts)
                  for i, (task_id, spec) in enumerate(zip(self.store.next_task_ids(len(specs)), specs))]
+        if not request_key and self.leading and not self._stopping and self.store.writer.would_inline(len(tasks)):
+            return await self._start_while_committing(tasks)
         b = self.store.batch()
         b.insert_tasks(tasks, request_key)
         committed = b.submit(wait=True)
@@ -532,6 +534,41 @@ class Engine:
         if not self._stopping:
             # Placed now, before the answer is sent: the round trip waits on the run, not on the reply.
             self._schedule()
+        return tasks
+
+    async def _start_while_committing(self, tasks: list[Task]) -> list[Task]:
+        """A quiet server starts new tasks before their rows commit, and commits them (inline, as
+        they stand: placed, running) while the workers start: the round trip pays for the commit
+        and the start side by side, not one after the other (a no-op's -6 %, bench/stages.py). The
+        answer still waits for the commit. Only for creates without a request id: a crash between
+        the start and the commit leaves no row, so a retry would run the task again, which a
+        request id promises it will not. If the commit fails, the tasks are cancelled."""
+        if stages.ON:
+            for t in tasks:
+                stages.claim_call(t.id)
+                stages.mark(t.id, "queued")
+        self._unfinished += len(tasks)
+        self._admit(tasks)
+        self._schedule()
+        b = self.store.batch()
+        b.insert_tasks(tasks)
+        for t in tasks:  # their rows hold what placing them changed: no update of their own
+            if not t.terminal:
+                self._dirty.pop(t.id, None)
+        try:
+            await b.submit(wait=True)
+        except errors.TaskhubError as e:
+            for t in tasks:
+                if self.tasks.get(t.id) is t and not t.terminal:
+                    self.cancel(t.spec.namespace, t.id, "its row could not be committed", grace=0.0)
+            raise errors.Unavailable(f"{e} (the task had started while it was committed: it was cancelled, and"
+                                     " may have run in part)") from None
+        if stages.ON:
+            for t in tasks:
+                stages.mark(t.id, "committed")
+        metrics.tasks_created(tasks)
+        if self.list_watchers.topics:
+            self._publish_list([copy.copy(t) for t in tasks], [])
         return tasks
 
     def _admit(self, tasks: list[Task]) -> None:
@@ -985,7 +1022,7 @@ class Engine:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if not self._dirty:
+        if not self._dirty and not self._placed:
             return
         dirty, self._dirty = self._dirty, {}
         rows = [(t.id, t.mutable_row()) for t in dirty.values()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -209,3 +210,56 @@ def test_short_chaos_run_keeps_every_invariant(tmp_path):
     assert report["violations"] == 0, report["violation_details"]
     assert report["tasks"] > 20 and report["kills_total"] >= 3, report
     assert not report["logs_with_tracebacks"], report
+
+
+def _status_in_store(db, task_id: int) -> int:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return row[0] if row else 0
+
+
+def test_a_quiet_create_commits_its_task_as_running_so_a_crash_does_not_run_it_again(server_factory):
+    """Once CreateTask answers, the store says RUNNING (a quiet server commits a Python task as it
+    placed and started it), and a SIGKILL then fails it (no retries asked) instead of running it a
+    second time."""
+    first = server_factory()
+    c = first.client()
+    spec = make_spec(callable="starter.examples:count", input={"n": 1000, "delay": 0.05}, name="once")
+    task = c.stub.CreateTask(svc.CreateTaskRequest(spec=spec), timeout=30)
+    assert _status_in_store(first.db, task.id) == pb.TASK_STATUS_RUNNING
+    first.kill()
+    second = server_factory(db=first.db)
+    ended = second.client().wait(task.id)
+    assert ended.status == pb.TASK_STATUS_FAILED and "interrupted" in ended.error
+
+
+def test_a_create_whose_commit_fails_is_refused_and_its_early_start_cancelled(server_factory, tmp_path):
+    server = server_factory()
+    c = server.client(create_retries=0)
+    # A real failure of the commit: a trigger the test adds refuses the rows of tasks named 'refused'.
+    with sqlite3.connect(server.db) as db:
+        db.execute("CREATE TRIGGER refuse BEFORE INSERT ON tasks WHEN NEW.name = 'refused'"
+                   " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    marker = tmp_path / "started"
+    spec = make_spec(argv=["sh", "-c", f"touch {marker}; exec sleep 61.75"], name="refused")
+
+    # No request id: started beside the commit, so cancelled when the commit fails.
+    with pytest.raises(grpc.RpcError) as e:
+        c.stub.ExecuteTask(svc.CreateTaskRequest(spec=spec), timeout=30)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "could not commit" in e.value.details() and "cancelled" in e.value.details()
+    wait_for(lambda: not any("61.75" in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])),
+             what="the early start to be stopped")
+    wait_for(lambda: not c.list_tasks(limit=100).tasks, what="the refused task to be let go")
+
+    # With a request id (the SDK's create): committed first, so nothing started at all.
+    marker.unlink(missing_ok=True)
+    with pytest.raises(grpc.RpcError) as e:
+        c.create_task(spec, request_id="refused-1")
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "cancelled" not in e.value.details()
+    assert not marker.exists()
+
+    with sqlite3.connect(server.db) as db:
+        db.execute("DROP TRIGGER refuse")
+    done = c.run_task(make_spec(argv=["true"], name="refused"))
+    assert done.status == pb.TASK_STATUS_SUCCESS

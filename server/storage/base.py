@@ -388,9 +388,7 @@ class Writer:
         lone write then costs one commit instead of two thread hand-offs around it. The future is
         then already set; its callbacks still run from the loop's next turn."""
         fut = self.loop.create_future() if wait else None
-        if self._inline and self._queued == self._finished and self._conn is not None and self.quiet() \
-                and _rows(items) <= INLINE_MAX_ROWS and threading.get_ident() == self._loop_thread \
-                and self._store.writer_may_inline() and self._conn_lock.acquire(blocking=False):
+        if self.would_inline(_rows(items)) and self._conn_lock.acquire(blocking=False):
             try:
                 if self._queued == self._finished and self._conn is not None:
                     self._conn = self._apply(self._conn, [(items, fut)], inline=True)
@@ -407,6 +405,12 @@ class Writer:
         else:
             self._q.put((items, fut))
         return fut
+
+    def would_inline(self, rows: int) -> bool:
+        """Whether put() would commit `rows` rows inline now (unless the thread holds the connection)."""
+        return self._inline and self._queued == self._finished and self._conn is not None and self.quiet() \
+            and rows <= INLINE_MAX_ROWS and threading.get_ident() == self._loop_thread \
+            and self._store.writer_may_inline()
 
     def _hand_over(self) -> None:
         entries, self._handing = self._handing, []
