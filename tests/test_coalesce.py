@@ -107,6 +107,9 @@ def test_many_threads_get_their_own_tasks_in_fewer_calls(server):
     # The server counted fewer create calls than tasks, some of them CreateTasks, and as many as the client says.
     sent = c.coalescer.sent
     assert sent["CreateTasks"] >= 1 and sent["CreateTask"] + sent["CreateTasks"] < threads * per, sent
+    # The callers an answer woke, straight back, go in one batch: not one of them alone, then the
+    # rest (which made every other call a lone CreateTask).
+    assert 2 * sent["CreateTask"] < sent["CreateTasks"], sent
 
     def counted():
         v = scrape(server)
