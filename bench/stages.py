@@ -4,9 +4,11 @@
 
 A real server started with TASKHUB_STAGES (server/stages.py) records monotonic timestamps
 along the path; the client records its own (the same clock), one task at a time, each one
-ExecuteTask call as the SDK's run_task makes it. Each stage's p50 is printed with its share of
-the round trip; the stages follow each other, so they add up to the round trip (p50s of parts
-need not add up to the p50 of the whole: the mean column does). For the stages the server's
+ExecuteTask call without a request id (the SDK's run_task sends one, and the server then
+commits before it starts the task). Each stage's p50 is printed with its share of the round
+trip; the stages follow each other, so they add up to the round trip (p50s of parts need not
+add up to the p50 of the whole: the mean column does), except those in BESIDE, which run
+beside them (the insert commit, while the worker starts). For the stages the server's
 event loop brackets, "loop CPU" is the loop's own CPU time over the stage (server/stages.py):
 where it is the whole stage, the stage is the loop's work; where less, the loop waited.
 The instrumented server is only ever used here, never for the other figures.

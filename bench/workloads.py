@@ -148,7 +148,8 @@ async def round_trips(target: str, spec: pb.TaskSpec, count: int, token: str = "
 
 async def executes(target: str, spec: pb.TaskSpec, count: int, token: str = "",
                    trips: list | None = None, warm: int = 3) -> dict[str, list[float]]:
-    """Sequential tasks, one at a time, each one ExecuteTask call (what the SDK's run_task makes):
+    """Sequential tasks, one at a time, each one ExecuteTask call without a request id (the SDK's
+    run_task makes the same call with one, and waits for the commit before the start):
     ms from submit until the answer (the task as it ended), and the server's create->start
     interval. `trips` (if given) receives (task id, submitted, answered) per task, in
     time.monotonic() seconds (bench/stages.py). The first `warm` trips (the channel's
