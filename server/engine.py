@@ -462,7 +462,7 @@ class Engine:
         if self._stopping:
             raise errors.Unavailable("the server is shutting down")
         if not request_id:
-            return await self._create(specs, "")
+            return await self._create(specs, "", may_start_first=not trusted)
         if len(request_id) > 200:
             raise errors.InvalidArgument("request_id is longer than 200 characters")
         key = f"{specs[0].namespace}\0{request_id}"
@@ -498,7 +498,7 @@ class Engine:
                 f"request_id {request_id!r} already created task(s) {ids}, since deleted; use a new request_id")
         return tasks
 
-    async def _create(self, specs: list[TaskSpec], request_key: str) -> list[Task]:
+    async def _create(self, specs: list[TaskSpec], request_key: str, may_start_first: bool = False) -> list[Task]:
         if self._unfinished + len(specs) > self.config.max_queued:
             raise errors.ResourceExhausted(
                 f"{self._unfinished} tasks are unfinished, the server takes at most {self.config.max_queued}"
@@ -507,7 +507,7 @@ class Engine:
         uids = os.urandom(16 * len(specs)).hex()  # one read of random bytes for the batch's uids
         tasks = [Task(task_id, spec, uids[32 * i:32 * i + 32], ts)
                  for i, (task_id, spec) in enumerate(zip(self.store.next_task_ids(len(specs)), specs))]
-        if not request_key and self.leading and not self._stopping and self.store.writer.would_inline(len(tasks)):
+        if may_start_first and self.leading and not self._stopping and self.store.writer.would_inline(len(tasks)):
             return await self._start_while_committing(tasks)
         b = self.store.batch()
         b.insert_tasks(tasks, request_key)
@@ -542,7 +542,10 @@ class Engine:
         and the start side by side, not one after the other (a no-op's -6 %, bench/stages.py). The
         answer still waits for the commit. Only for creates without a request id: a crash between
         the start and the commit leaves no row, so a retry would run the task again, which a
-        request id promises it will not. If the commit fails, the tasks are cancelled."""
+        request id promises it will not. And only for clients' creates, not taskhub's own (FATE
+        components, Delta): those register the tasks when create returns, and a task that starts
+        first may call before then (if the commit goes to the writer thread, create yields).
+        If the commit fails, the tasks are cancelled."""
         if stages.ON:
             for t in tasks:
                 stages.claim_call(t.id)
