@@ -248,9 +248,10 @@ def write_markdown(path: str, result: dict) -> None:
     ]
     from .stages import BESIDE, STAGES
     st = result["stages"]["auth_on"]
-    for name, *_ in STAGES + BESIDE:
+    rows = [(name, name) for name, *_ in STAGES] + [(name, f"{name} (beside the stages above, not in the sum)")
+                                                     for name, *_ in BESIDE]
+    for name, label in rows:
         loop = f"{st[name]['loop_cpu_p50_ms']:.3f}" if "loop_cpu_p50_ms" in st[name] else ""
-        label = f"{name} (beside the stages above, not in the sum)" if (name, *_) in BESIDE else name
         lines.append(f"| {label} | {st[name]['p50_ms']:.3f} | {st[name]['mean_ms']:.3f} | {loop} |")
     lines.append(f"| round trip (client) | {st['round trip']['p50_ms']:.3f} | {st['round trip']['mean_ms']:.3f} | |")
     lines += [

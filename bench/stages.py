@@ -102,14 +102,11 @@ def measure(trips: int, auth: bool) -> dict:
 def render(result: dict, title: str) -> str:
     total = result["round trip"]["mean_ms"]
     rows = []
-    for name, _, _, why in STAGES:
+    for name, _, _, why in STAGES + BESIDE:
         s = result[name]
         loop = f"{s['loop_cpu_p50_ms']:.3f}" if "loop_cpu_p50_ms" in s else "-"
-        rows.append([name, why, f"{s['p50_ms']:.3f}", f"{s['mean_ms']:.3f}", f"{100 * s['mean_ms'] / total:.0f} %", loop])
-    for name, _, _, why in BESIDE:
-        s = result[name]
-        loop = f"{s['loop_cpu_p50_ms']:.3f}" if "loop_cpu_p50_ms" in s else "-"
-        rows.append([name, why, f"{s['p50_ms']:.3f}", f"{s['mean_ms']:.3f}", "beside", loop])
+        share = "beside" if any(name == b[0] for b in BESIDE) else f"{100 * s['mean_ms'] / total:.0f} %"
+        rows.append([name, why, f"{s['p50_ms']:.3f}", f"{s['mean_ms']:.3f}", share, loop])
     s = result["round trip"]
     rows.append(["round trip (client)", f"{result['trips']} sequential no-op Python tasks", f"{s['p50_ms']:.3f}",
                  f"{s['mean_ms']:.3f}", "100 %", ""])

@@ -539,7 +539,7 @@ class Engine:
     async def _start_while_committing(self, tasks: list[Task]) -> list[Task]:
         """A quiet server starts new tasks before their rows commit, and commits them (inline, as
         they stand: placed, running) while the workers start: the round trip pays for the commit
-        and the start side by side, not one after the other (a no-op's -6 %, bench/stages.py). The
+        and the start side by side, not one after the other (a no-op's p50 -15 %: README). The
         answer still waits for the commit. Only for creates without a request id: a crash between
         the start and the commit leaves no row, so a retry would run the task again, which a
         request id promises it will not. And only for clients' creates, not taskhub's own (FATE
