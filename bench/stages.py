@@ -4,11 +4,11 @@
 
 A real server started with TASKHUB_STAGES (server/stages.py) records monotonic timestamps
 along the path; the client records its own (the same clock), one task at a time, each one
-ExecuteTask call without a request id (the SDK's run_task sends one, and the server then
-commits before it starts the task). Each stage's p50 is printed with its share of the round
-trip; the stages follow each other, so they add up to the round trip (p50s of parts need not
-add up to the p50 of the whole: the mean column does), except those in BESIDE, which run
-beside them (the insert commit, while the worker starts). For the stages the server's
+ExecuteTask call without a request id: a quiet server starts it before it has a row and
+inserts the row with its end, in one commit (Engine._start_while_committing; the SDK's run_task
+sends a request id, and the server then commits before it starts the task). Each stage's p50 is
+printed with its share of the round trip; the stages follow each other, so they add up to the
+round trip (p50s of parts need not add up to the p50 of the whole: the mean column does). For the stages the server's
 event loop brackets, "loop CPU" is the loop's own CPU time over the stage (server/stages.py):
 where it is the whole stage, the stage is the loop's work; where less, the loop waited.
 The instrumented server is only ever used here, never for the other figures.
@@ -42,31 +42,25 @@ STAGES = [
     ("pipe to worker", "dispatched", "worker_got", "the worker's reader thread unpickles and queues the job"),
     ("worker runs the task", "worker_got", "worker_done", "import cache hit, call, result to JSON, flush logs"),
     ("pipe back", "worker_done", "exited", "the 'done' frame read by the event loop"),
-    ("result commit", "exited", "announced", "status SUCCESS batched into the next commit; waiters told after it"),
+    ("result commit", "exited", "announced", "the row inserted as it ended (SUCCESS), one inline commit; waiters told after it"),
     ("waiter notified", "announced", "client:done",
      "the ExecuteTask call (the one that created the task) wakes, Task -> proto, answered, read"),
-]
-# Stages that run beside the ones above, not after them (left out of the sum): a quiet server
-# commits a new task's row while the worker starts it (Engine._start_while_committing).
-BESIDE = [
-    ("insert commit", "dispatched", "committed",
-     "the row, as placed and running, INSERT + COMMIT inline (WAL, synchronous=NORMAL), beside the pipe"),
 ]
 
 
 def breakdown(records: dict[int, dict[str, float]], trips: list[tuple]) -> dict:
     """Per stage: p50 and mean in ms over the trips whose every timestamp was recorded."""
-    per_stage: dict[str, list[float]] = {name: [] for name, *_ in STAGES + BESIDE}
-    per_cpu: dict[str, list[float]] = {name: [] for name, *_ in STAGES + BESIDE}
+    per_stage: dict[str, list[float]] = {name: [] for name, *_ in STAGES}
+    per_cpu: dict[str, list[float]] = {name: [] for name, *_ in STAGES}
     totals = []
     for task_id, submitted, done in trips:
         marks = records.get(task_id)
         if not marks:
             continue
         marks = {**marks, "client:submit": submitted, "client:done": done}
-        if not all(a in marks and b in marks for _, a, b, _ in STAGES + BESIDE):
+        if not all(a in marks and b in marks for _, a, b, _ in STAGES):
             continue
-        for name, a, b, _ in STAGES + BESIDE:
+        for name, a, b, _ in STAGES:
             per_stage[name].append((marks[b] - marks[a]) * 1000)
             if a + CPU in marks and b + CPU in marks:
                 per_cpu[name].append((marks[b + CPU] - marks[a + CPU]) * 1000)
@@ -102,11 +96,10 @@ def measure(trips: int, auth: bool) -> dict:
 def render(result: dict, title: str) -> str:
     total = result["round trip"]["mean_ms"]
     rows = []
-    for name, _, _, why in STAGES + BESIDE:
+    for name, _, _, why in STAGES:
         s = result[name]
         loop = f"{s['loop_cpu_p50_ms']:.3f}" if "loop_cpu_p50_ms" in s else "-"
-        share = "beside" if any(name == b[0] for b in BESIDE) else f"{100 * s['mean_ms'] / total:.0f} %"
-        rows.append([name, why, f"{s['p50_ms']:.3f}", f"{s['mean_ms']:.3f}", share, loop])
+        rows.append([name, why, f"{s['p50_ms']:.3f}", f"{s['mean_ms']:.3f}", f"{100 * s['mean_ms'] / total:.0f} %", loop])
     s = result["round trip"]
     rows.append(["round trip (client)", f"{result['trips']} sequential no-op Python tasks", f"{s['p50_ms']:.3f}",
                  f"{s['mean_ms']:.3f}", "100 %", ""])

@@ -22,9 +22,9 @@ def test_bench_quick_writes_every_figure(tmp_path):
     for auth in ("auth_off", "auth_on"):  # the round trip by stage, from a real instrumented server
         stages = result["stages"][auth]
         assert stages["trips"] > 0 and stages["round trip"]["p50_ms"] > 0
-        assert all(stages[name]["mean_ms"] >= 0 for name in ("insert commit", "dispatch to worker", "waiter notified"))
+        assert all(stages[name]["mean_ms"] >= 0 for name in ("result commit", "dispatch to worker", "waiter notified"))
         # the event loop's own CPU over the stages it brackets: some, and never more than the stage took
-        for name in ("interceptors (auth, metrics)", "engine", "dispatch to worker", "result commit", "insert commit"):
+        for name in ("interceptors (auth, metrics)", "engine", "dispatch to worker", "result commit"):
             assert 0 < stages[name]["loop_cpu_p50_ms"] <= stages[name]["p50_ms"] + 0.01, (name, stages[name])
         assert "loop_cpu_p50_ms" not in stages["pipe to worker"]  # the worker's side: no loop CPU to show
     assert result["ceiling"]["limit_batched_per_s"] > 0 and result["ceiling"]["taskhub_batched_fraction"] > 0

@@ -16,6 +16,7 @@ from taskhub.v1 import task_pb2 as pb
 from taskhub.v1 import task_service_pb2 as svc
 
 from client import make_spec
+from server.engine import UNWRITTEN_SECONDS
 from conftest import REPO, http, wait_for
 from node_agents import agents_fixture_factory, free_port
 
@@ -233,6 +234,40 @@ def test_a_quiet_create_commits_its_task_as_running_so_a_crash_does_not_run_it_a
     assert ended.status == pb.TASK_STATUS_FAILED and "interrupted" in ended.error
 
 
+def test_an_execute_task_of_a_short_task_commits_its_row_once_with_its_end(server_factory):
+    """On a quiet server ExecuteTask (no request id) starts the task before it has a row: a short
+    one's row is inserted as it ended, in one commit; a longer one's is written as RUNNING within
+    UNWRITTEN_SECONDS, then updated at its end."""
+    server = server_factory()
+    c = server.client()
+    with sqlite3.connect(server.db) as db:  # real SQLite triggers count what reaches the tasks table
+        db.execute("CREATE TABLE seen (kind TEXT, id INTEGER, status INTEGER)")
+        db.execute("CREATE TRIGGER seen_insert AFTER INSERT ON tasks BEGIN"
+                   " INSERT INTO seen VALUES ('insert', NEW.id, NEW.status); END")
+        db.execute("CREATE TRIGGER seen_update AFTER UPDATE ON tasks BEGIN"
+                   " INSERT INTO seen VALUES ('update', NEW.id, NEW.status); END")
+
+    def seen(task_id):
+        with sqlite3.connect(server.db) as db:
+            return db.execute("SELECT kind, status FROM seen WHERE id = ? ORDER BY rowid", (task_id,)).fetchall()
+
+    for _ in range(5):
+        short = c.stub.ExecuteTask(svc.CreateTaskRequest(spec=make_spec(callable="starter.examples:noop")), timeout=30)
+        assert short.status == pb.TASK_STATUS_SUCCESS
+        if short.done_time_ms - short.create_time_ms < UNWRITTEN_SECONDS * 1000 / 2:
+            assert seen(short.id) == [("insert", pb.TASK_STATUS_SUCCESS)]
+        else:  # a loaded machine took longer: its row was written as it ran
+            assert seen(short.id) == [("insert", pb.TASK_STATUS_RUNNING), ("update", pb.TASK_STATUS_SUCCESS)]
+
+    call = c.stub.ExecuteTask.future(svc.CreateTaskRequest(spec=make_spec(argv=["sleep", "1"])), timeout=30)
+    wait_for(lambda: c.list_tasks(limit=10).tasks and c.list_tasks(limit=10).tasks[0].id != short.id,
+             what="the running task's row (written while it runs)")
+    running = c.list_tasks(limit=1).tasks[0]
+    assert running.status == pb.TASK_STATUS_RUNNING and seen(running.id) == [("insert", pb.TASK_STATUS_RUNNING)]
+    assert call.result().status == pb.TASK_STATUS_SUCCESS
+    assert seen(running.id) == [("insert", pb.TASK_STATUS_RUNNING), ("update", pb.TASK_STATUS_SUCCESS)]
+
+
 def test_a_create_whose_commit_fails_is_refused_and_its_early_start_cancelled(server_factory, tmp_path):
     server = server_factory()
     c = server.client(create_retries=0)
@@ -243,13 +278,23 @@ def test_a_create_whose_commit_fails_is_refused_and_its_early_start_cancelled(se
     marker = tmp_path / "started"
     spec = make_spec(argv=["sh", "-c", f"touch {marker}; exec sleep 61.75"], name="refused")
 
-    # No request id: started beside the commit, so cancelled when the commit fails.
+    def stopped():
+        wait_for(lambda: not any("61.75" in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])),
+                 what="the early start to be stopped")
+        wait_for(lambda: not c.list_tasks(limit=100).tasks, what="the refused task to be let go")
+
+    # No request id: started beside the commit (CreateTask), or before its row is written
+    # (ExecuteTask: as it runs, or with its end), so cancelled when the commit fails.
+    for call in (c.stub.CreateTask, c.stub.ExecuteTask):
+        marker.unlink(missing_ok=True)
+        with pytest.raises(grpc.RpcError) as e:
+            call(svc.CreateTaskRequest(spec=spec), timeout=30)
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE, call
+        assert "could not commit" in e.value.details() and "cancelled" in e.value.details()
+        stopped()
     with pytest.raises(grpc.RpcError) as e:
-        c.stub.ExecuteTask(svc.CreateTaskRequest(spec=spec), timeout=30)
-    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "could not commit" in e.value.details() and "cancelled" in e.value.details()
-    wait_for(lambda: not any("61.75" in " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])),
-             what="the early start to be stopped")
+        c.stub.ExecuteTask(svc.CreateTaskRequest(spec=make_spec(argv=["true"], name="refused")), timeout=30)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "may have run" in e.value.details()
     wait_for(lambda: not c.list_tasks(limit=100).tasks, what="the refused task to be let go")
 
     # With a request id (the SDK's create): committed first, so nothing started at all.
@@ -263,3 +308,5 @@ def test_a_create_whose_commit_fails_is_refused_and_its_early_start_cancelled(se
         db.execute("DROP TRIGGER refuse")
     done = c.run_task(make_spec(argv=["true"], name="refused"))
     assert done.status == pb.TASK_STATUS_SUCCESS
+    assert c.stub.ExecuteTask(svc.CreateTaskRequest(spec=make_spec(argv=["true"], name="refused")),
+                              timeout=30).status == pb.TASK_STATUS_SUCCESS

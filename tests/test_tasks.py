@@ -75,6 +75,23 @@ def test_batch_create_and_wait_tasks(client):
     assert {t.result for t in ended} == {f'{{"i":{i}}}' for i in range(50)}
 
 
+def test_a_batch_that_repeats_a_spec_keeps_each_tasks_own_spec(client):
+    """Runs of equal specs share one converted spec on the server (task_service._stamped); the
+    tasks around and between them keep theirs, in the answer, the stored rows and the results."""
+    one = make_spec(callable="starter.examples:echo", input={"i": 1}, namespace="fanout")
+    two = make_spec(callable="starter.examples:echo", input={"i": 2}, namespace="fanout", name="two")
+    command = make_spec(argv=["sh", "-c", "echo cmd"], namespace="fanout")
+    specs = [one] * 3 + [two] + [one] * 2 + [command] + [two]
+    tasks = client.create_tasks(specs)
+    assert [t.spec.input_json for t in tasks] == [s.input_json for s in specs]
+    assert [(t.spec.name, t.spec.type) for t in tasks] == [(s.name, s.type) for s in specs]
+    ended = {t.id: t for t in client.wait_tasks([t.id for t in tasks], namespace="fanout")}
+    assert [ended[t.id].result for t in tasks] == ['{"i":1}'] * 3 + ['{"i":2}'] + ['{"i":1}'] * 2 + ["cmd", '{"i":2}']
+    stored = {t.id: t for t in client.list_tasks(namespace="fanout").tasks}
+    assert [(stored[t.id].spec.input_json, stored[t.id].spec.argv) for t in tasks] == \
+        [(s.input_json, s.argv) for s in specs]
+
+
 def test_list_filters_pages_and_namespaces(client):
     a = client.create_task(argv=["true"], namespace="list-ns")
     b = client.create_task(argv=["false"], namespace="list-ns")

@@ -44,29 +44,46 @@ def spec_to_proto(s: TaskSpec) -> pb.TaskSpec:
     return m
 
 
-def task_to_proto(t: Task) -> pb.Task:
+def task_to_proto(t: Task, spec: pb.TaskSpec | None = None) -> pb.Task:
+    """`spec`: the message of t.spec, when it is made already (tasks_to_proto)."""
     return pb.Task(
-        id=t.id, uid=t.uid, spec=spec_to_proto(t.spec), status=int(t.status), progress=t.progress,
-        result=t.result, response_json=t.response_json, retries=t.retries, node=t.node, pid=t.pid,
-        ppid=t.ppid, exit_code=t.exit_code, error=t.error, create_time_ms=t.create_time_ms,
+        id=t.id, uid=t.uid, spec=spec_to_proto(t.spec) if spec is None else spec, status=int(t.status),
+        progress=t.progress, result=t.result, response_json=t.response_json, retries=t.retries, node=t.node,
+        pid=t.pid, ppid=t.ppid, exit_code=t.exit_code, error=t.error, create_time_ms=t.create_time_ms,
         update_time_ms=t.update_time_ms, start_time_ms=t.start_time_ms, done_time_ms=t.done_time_ms,
         queue_reason=t.queue_reason, cancel_requested=t.cancel_requested, cancelled_from=t.cancelled_from,
     )
 
 
-def created_to_proto(t: Task, submitted: pb.TaskSpec, stamp: tuple[str, str] | None = None) -> pb.Task:
-    """The answer to a create: the task as committed (NEW), whatever happened since. The engine
-    places it as soon as it is committed, before this answer goes out, so its live status may be
-    further along; a repeat of the create (same request_id) gets the same answer. Reuses the
-    submitted spec message (only defaults differ, and `stamp`: the annotation the server added)."""
-    spec = pb.TaskSpec()
-    spec.CopyFrom(submitted)
-    spec.namespace = t.spec.namespace
-    if stamp is not None:
-        spec.annotations[stamp[0]] = stamp[1]
-    spec.resources.slots = t.spec.resources.slots
-    return pb.Task(id=t.id, uid=t.uid, spec=spec, status=pb.TASK_STATUS_NEW, response_json="{}",
-                   create_time_ms=t.create_time_ms, update_time_ms=t.create_time_ms)
+def tasks_to_proto(tasks) -> list[pb.Task]:
+    """Tasks that share one spec back to back (a fan-out's: task_service._stamped) share its
+    message too: made once per run of them, not once per task (half a task's conversion)."""
+    out, spec, message = [], None, None
+    for t in tasks:
+        if t.spec is not spec:
+            spec, message = t.spec, spec_to_proto(t.spec)
+        out.append(task_to_proto(t, message))
+    return out
+
+
+def created_to_proto(tasks: list[Task], submitted, stamp: tuple[str, str] | None = None) -> list[pb.Task]:
+    """The answer to a create: each task as committed (NEW), whatever happened since. The engine
+    places them as soon as they are committed, before this answer goes out, so their live status
+    may be further along; a repeat of the create (same request_id) gets the same answer. Reuses
+    the submitted spec messages (only defaults differ, and `stamp`: the annotation the server
+    added), one per run of tasks that share a spec (as tasks_to_proto)."""
+    out, shared, spec = [], None, None
+    for t, sent in zip(tasks, submitted):
+        if t.spec is not shared:
+            shared, spec = t.spec, pb.TaskSpec()
+            spec.CopyFrom(sent)
+            spec.namespace = t.spec.namespace
+            if stamp is not None:
+                spec.annotations[stamp[0]] = stamp[1]
+            spec.resources.slots = t.spec.resources.slots
+        out.append(pb.Task(id=t.id, uid=t.uid, spec=spec, status=pb.TASK_STATUS_NEW, response_json="{}",
+                           create_time_ms=t.create_time_ms, update_time_ms=t.create_time_ms))
+    return out
 
 
 def add_lines(container, rows: list[tuple]) -> None:

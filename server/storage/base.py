@@ -77,8 +77,12 @@ class Batch(FlowBatch):
     # -- tasks (the hot path has its own kinds, coalesced by the writer)
     def insert_tasks(self, tasks: list[Task], request_key: str = "") -> None:
         """Insert tasks; with an idempotency key, record it in the same transaction."""
-        rows = [(t.id, t.uid, t.spec.namespace, t.spec.name, t.spec.to_json(), t.create_time_ms) + t.mutable_row()
-                + (t.spec.priority,) for t in tasks]
+        rows, spec, text = [], None, ""
+        for t in tasks:
+            if t.spec is not spec:  # tasks that share a spec (a fan-out's) share its JSON
+                spec, text = t.spec, t.spec.to_json()
+            rows.append((t.id, t.uid, spec.namespace, spec.name, text, t.create_time_ms) + t.mutable_row()
+                        + (spec.priority,))
         request = [(request_key, ",".join(str(t.id) for t in tasks), tasks[0].create_time_ms)] if request_key else []
         self._items.append(("insert", (rows, request)))
 
