@@ -566,8 +566,8 @@ class Engine:
         `until_end` (ExecuteTask): the caller answers only at the tasks' end, so no commit is waited
         for here. Tasks started on this server's own node (whose runs end with it) are left
         unwritten: the flush of their end inserts their rows as they end, one commit for a short
-        task instead of two (C's round trip -0.2 ms: README), or a timer writes them as they run
-        after UNWRITTEN_SECONDS. A crash before then leaves no row; its caller was told nothing,
+        task instead of two, and the loop is free when the worker answers (C's p50 -3 % auth off,
+        -10 % with --auth: README); or a timer writes them as they run after UNWRITTEN_SECONDS. A crash before then leaves no row; its caller was told nothing,
         and without a request_id it had no promise that the task would not run again."""
         if stages.ON:
             for t in tasks:
