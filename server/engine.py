@@ -100,9 +100,9 @@ class Engine:
         self._missed: list[Task] = []             # created while it ran, not taken into the window
         self._fresh: list[Task] = []              # pushed since the last scheduling round
         self._dirty: dict[int, Task] = {}
-        # Started without a row (create(until_end=True)): the next flush that holds one inserts it as it
-        # stands, and a timer makes sure one does within UNWRITTEN_SECONDS.
-        self._unwritten: dict[int, Task] = {}
+        # Started without a row (create(until_end=True)), with the loop's time then: the next flush that
+        # holds one inserts it as it stands, and a timer makes sure one does UNWRITTEN_SECONDS after.
+        self._unwritten: dict[int, tuple[Task, float]] = {}
         self._unwritten_timer: asyncio.TimerHandle | None = None
         self._unrecorded: dict[int, str] = {}  # such tasks whose rows could not be written: why (see _written)
         self._flush_scheduled = False
@@ -577,9 +577,10 @@ class Engine:
         self._admit(tasks)
         self._schedule()
         if until_end and all(self._runs_here(t) for t in tasks):
+            now = self._loop.time()
             for t in tasks:
                 self._dirty.pop(t.id, None)
-                self._unwritten[t.id] = t
+                self._unwritten[t.id] = (t, now)
             self._write_unwritten_in(UNWRITTEN_SECONDS)
             metrics.tasks_created(tasks)
             if self.list_watchers.topics:
@@ -616,10 +617,18 @@ class Engine:
             self._unwritten_timer = self._loop.call_later(delay, self._write_unwritten)
 
     def _write_unwritten(self) -> None:
-        """The tasks still without rows are written as they stand, by the next flush."""
+        """Tasks still without rows UNWRITTEN_SECONDS after they started are written as they stand,
+        by the next flush; the timer is set again for the next one due."""
         self._unwritten_timer = None
-        for task in self._unwritten.values():
-            self._touch(task)
+        due = self._loop.time() - UNWRITTEN_SECONDS
+        next_since = None
+        for task, since in self._unwritten.values():
+            if since <= due:
+                self._touch(task)
+            elif next_since is None or since < next_since:
+                next_since = since
+        if next_since is not None:
+            self._write_unwritten_in(next_since - due)
 
     def _admit(self, tasks: list[Task]) -> None:
         """New tasks, committed: into the window where they belong; the rest wait in the store,
