@@ -8,8 +8,8 @@ ExecuteTask call without a request id: a quiet server starts it before it has a 
 inserts the row with its end, in one commit (Engine._start_while_committing; the SDK's run_task
 sends a request id, and the server then commits before it starts the task). Each stage's p50 is
 printed with its share of the round trip; the stages follow each other, so they add up to the
-round trip (p50s of parts need not add up to the p50 of the whole: the mean column does). For the stages the server's
-event loop brackets, "loop CPU" is the loop's own CPU time over the stage (server/stages.py):
+round trip (p50s of parts need not add up to the p50 of the whole: the mean column does). For
+the stages the server's event loop brackets, "loop CPU" is the loop's own CPU time over the stage (server/stages.py):
 where it is the whole stage, the stage is the loop's work; where less, the loop waited.
 The instrumented server is only ever used here, never for the other figures.
 """

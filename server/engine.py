@@ -567,8 +567,9 @@ class Engine:
         for here. Tasks started on this server's own node (whose runs end with it) are left
         unwritten: the flush of their end inserts their rows as they end, one commit for a short
         task instead of two, and the loop is free when the worker answers (C's p50 -3 % auth off,
-        -10 % with --auth: README); or a timer writes them as they run after UNWRITTEN_SECONDS. A crash before then leaves no row; its caller was told nothing,
-        and without a request_id it had no promise that the task would not run again."""
+        -10 % with --auth: README); or a timer writes them as they run after UNWRITTEN_SECONDS. A
+        crash before then leaves no row; its caller was told nothing, and without a request_id it
+        had no promise that the task would not run again."""
         if stages.ON:
             for t in tasks:
                 stages.claim_call(t.id)
@@ -1089,9 +1090,12 @@ class Engine:
         if not self._dirty and not self._placed:
             return
         dirty, self._dirty = self._dirty, {}
-        fresh = [t for t in dirty.values() if self._unwritten.pop(t.id, None) is not None] if self._unwritten else ()
-        inserted = {t.id for t in fresh}  # rows to insert as they stand (see _start_while_committing)
-        rows = [(t.id, t.mutable_row()) for t in dirty.values() if t.id not in inserted]
+        if self._unwritten:  # their rows are inserted as they stand (see _start_while_committing)
+            unwritten = [t for t in dirty.values() if self._unwritten.pop(t.id, None) is not None]
+            inserted = {t.id for t in unwritten}
+            rows = [(t.id, t.mutable_row()) for t in dirty.values() if t.id not in inserted]
+        else:
+            unwritten, rows = [], [(t.id, t.mutable_row()) for t in dirty.values()]
         if self.list_watchers.topics:
             self._publish_list([copy.copy(t) for t in dirty.values()], [])
         ended = [copy.copy(t) for t in dirty.values() if t.terminal]
@@ -1099,30 +1103,31 @@ class Engine:
             self.logs.flush()  # their last lines go first: a reader elsewhere sees the end after them
         placed, self._placed = self._placed, []
         b = self.store.batch()
-        if fresh:
-            b.insert_tasks(fresh)
+        if unwritten:
+            b.insert_tasks(unwritten)
         b.update_tasks(rows)
-        if not ended and not placed and not fresh:
+        if not ended and not placed and not unwritten:
             b.submit(wait=False)
             return
         fut = b.submit(wait=True)
         # Committed inline (Store.INLINE_COMMITS): go on now, not at the loop's next turn.
         after = (lambda fn: fn(fut)) if fut.done() else fut.add_done_callback
-        if fresh:
-            after(lambda f: self._written(fresh, f))
+        if unwritten:
+            after(lambda f: self._written(unwritten, f))
         if ended:
             after(lambda f: self._announce(ended, f))
         if placed:
             after(lambda f: self._start_placed(placed, f))
 
-    def _written(self, fresh: list[Task], fut: asyncio.Future) -> None:
+    def _written(self, tasks: list[Task], fut: asyncio.Future) -> None:
         """Rows left unwritten (see _start_while_committing) that could not be inserted: as when an
         early start's commit fails, the tasks are stopped and nothing of them is kept; their
         callers (ExecuteTask, waiting in `ended`) are answered UNAVAILABLE."""
         if fut.exception() is None:
             return
-        reason = f"{fut.exception()} (the task had started before its row was committed: it was cancelled, and may have run in part)"
-        for task in fresh:
+        reason = (f"{fut.exception()} (the task had started before its row was committed: it was cancelled,"
+                  " and may have run in part)")
+        for task in tasks:
             if self.tasks.get(task.id) is not task:
                 continue
             if task.id in self.enders.topics:
