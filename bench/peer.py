@@ -10,7 +10,7 @@ Workloads: A 10,000 no-op Python tasks, 8 clients, until every result is known, 
 (taskhub CreateTasks of 250, Celery group() of 250); E 4,000 no-op tasks from 8 threads, one call
 per task (taskhub's blocking SDK create_task on one shared client, Celery delay() on its one app),
 then every result (also with the client's coalescing off); B 2,000
-/bin/true tasks, 8 clients; C 500 sequential submit-and-wait round trips (p50/p99: taskhub's
+/bin/true tasks, 8 clients; C 1,000 sequential submit-and-wait round trips (p50/p99: taskhub's
 one ExecuteTask call, as the SDK's run_task makes it, against Celery's delay().get());
 D one task printing 200,000 lines, lines/s to one reader (taskhub only).
 
@@ -19,10 +19,14 @@ each round's ratios: the machine's load shifts, so only figures of the same roun
 off and on take turns going first, and before each figure every system's processes are let
 settle (bench.stats.settle), so no figure carries another system's last commits. Within a
 round, A's and E's taskhub figures are the mean of four runs, two before Celery's and two after
-it, and C's round trips are taken in 5 chunks that take turns (auth off and on swapping places
-each chunk), so every system's figure spans the same stretch of time (the load of this shared
-machine moves by tens of percent within a minute).
-Auth's cost is the ratio of runs taken back to back (auth off, on, on, off, ...), per round.
+it, and C's round trips are taken in 10 chunks of 100 that take turns (auth off and on swapping
+places each chunk), so every system's figure spans the same stretch of time (the load of this
+shared machine moves by tens of percent within a minute).
+Auth's cost is the ratio of runs taken back to back, per round: for A and E the mean over the
+round's four pairs of runs (auth off, on, on, off, ...); for C the median over the round's ten
+pairs of chunks (each pair's p50s, taken one right after the other). A chunk lasts a few tenths
+of a second, and this machine's speed changes between chunks by up to a third: a round's pooled
+p50s let one slow chunk of either system move the ratio by more than auth costs.
 """
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ REPO = os.path.dirname(HERE)
 PEER_VENV = os.path.join(HERE, ".venv-peer")
 PEER_PY = os.path.join(PEER_VENV, "bin", "python")
 CELERY_REQ = "celery[redis]>=5.3,<6"
-C_CHUNKS = 5  # C's round trips per round, in this many turns of each system
+C_CHUNKS = 10  # C's round trips per round, in this many turns of each system
 
 
 def sh(*cmd: str, **kw) -> subprocess.CompletedProcess:
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a tenth of the work, one repetition")
     a = ap.parse_args(argv)
     reps, scale = (1, 10) if a.quick else (a.repeat, 1)
-    n_a, n_b, n_c, n_d, n_e = 10_000 // scale, 2_000 // scale, 500 // scale, 200_000 // scale, 4_000 // scale
+    n_a, n_b, n_c, n_d, n_e = 10_000 // scale, 2_000 // scale, 1_000 // scale, 200_000 // scale, 4_000 // scale
     ensure_tools()
     workers = os.cpu_count() or 2
     run = asyncio.run
@@ -154,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = {k: {s: [] for s in systems} for k in ("A", "E", "C_p50", "C_p99")}
     e_uncoalesced: list[float] = []  # E with the client's coalescing off (auth off), for the difference it makes
     c_samples: dict[str, list[float]] = {s: [] for s in systems}
-    # Per round, the mean of auth/off over the runs taken back to back (A, E) or the chunks (C p50)
+    # Per round, the mean of auth/off over the runs taken back to back (A, E), or the median over
+    # the chunks taken back to back (C p50)
     auth_ratio: dict[str, list[float]] = {"A": [], "E": [], "C_p50": []}
 
     load_start = os.getloadavg()
@@ -199,11 +204,16 @@ def main(argv: list[str] | None = None) -> int:
             # C in chunks that take turns: each system's round trips spread over the same stretch.
             chunk = max(1, n_c // C_CHUNKS)
             this_round: dict[str, list[float]] = {s: [] for s in systems}
+            chunk_ratios = []
             for k in range(C_CHUNKS):
                 # Auth off and on swap places every chunk: neither always meets the other's tail.
+                chunk_p50 = {}
                 for system, (target, token) in list(targets.items())[::1 if k % 2 == 0 else -1]:
                     quiet()
-                    this_round[system] += run(workloads.executes(target, workloads.NOOP, chunk, token))["submit_to_done"]
+                    trips = run(workloads.executes(target, workloads.NOOP, chunk, token))["submit_to_done"]
+                    this_round[system] += trips
+                    chunk_p50[system] = statistics.median(trips)
+                chunk_ratios.append(chunk_p50["taskhub_auth"] / chunk_p50["taskhub"])
                 quiet()
                 this_round["celery"] += cel.drive("C", chunk)["samples_ms"]
             for system in systems:
@@ -211,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 p = percentiles(this_round[system])
                 rounds["C_p50"][system].append(p["p50"])
                 rounds["C_p99"][system].append(p["p99"])
-            auth_ratio["C_p50"].append(rounds["C_p50"]["taskhub_auth"][r] / rounds["C_p50"]["taskhub"][r])
+            auth_ratio["C_p50"].append(statistics.median(chunk_ratios))
             print(_ratio_line(f"A batched no-op tasks/s ({n_a:,})", *(rounds["A"][s][r] for s in systems)))
             print(_ratio_line(f"E SDK one call per task/s ({n_e:,})", *(rounds["E"][s][r] for s in systems)))
             print(f"  {'E with coalesce=False':<34} taskhub {fmt(e_uncoalesced[r]):>8}"
