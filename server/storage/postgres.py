@@ -20,8 +20,8 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import Unavailable
-from ..model import ACTIVE, MUTABLE_FIELDS, SCHEDULABLE, TERMINAL, Task
-from .base import AUDIT_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
+from ..model import ACTIVE, MUTABLE_FIELDS, SCHEDULABLE, TERMINAL, Status, Task
+from .base import AUDIT_COLUMNS, NODE_COLUMNS, NOT_SUCCESS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
 from .postgres_flow import PostgresFlow
 
 log = logging.getLogger(__name__)
@@ -183,9 +183,18 @@ def _cluster(cur) -> None:
         END $$ LANGUAGE plpgsql""")
 
 
+def _status_indexes(cur) -> None:
+    """Successes leave the status indexes (see base.NOT_SUCCESS and sqlite._status_indexes)."""
+    cur.execute("DROP INDEX idx_tasks_status")
+    cur.execute("DROP INDEX idx_tasks_namespace_status_id")
+    cur.execute(f"CREATE INDEX tasks_status ON tasks (status) WHERE {NOT_SUCCESS}")
+    cur.execute(f"CREATE INDEX tasks_namespace_status ON tasks (namespace, status, id) WHERE {NOT_SUCCESS}")
+
+
 # The one ordered list, the same steps as SQLite's (server/storage/sqlite.py): append only.
 MIGRATIONS: list[Callable] = [
     _tasks, _attempts_and_requests, _groups, _nodes, _auth, _flow, _flow_models, _flow_tenants, _queue, _cluster,
+    _status_indexes,
 ]
 
 
@@ -576,6 +585,8 @@ class PostgresStore(PostgresFlow, Store):
         if statuses:
             where.append("status = ANY(%s)")
             params.append(list(statuses))
+            if Status.SUCCESS not in statuses:
+                where.append(NOT_SUCCESS)  # lets the status indexes serve it
         return self._tasks(f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT %s",
                            (*params, limit))
 
@@ -601,7 +612,8 @@ class PostgresStore(PostgresFlow, Store):
             " ORDER BY priority DESC, id LIMIT %s", (after[0], after[1], limit, after[0], limit, limit), by_index=True)
 
     def count_unfinished(self) -> int:
-        return self._rows(f"SELECT COUNT(*) FROM tasks WHERE status NOT IN ({_DONE})")[0][0]
+        return self._rows(f"SELECT (SELECT COUNT(*) FROM tasks WHERE {QUEUED})"
+                          f" + (SELECT COUNT(*) FROM tasks WHERE {ACTIVE_})")[0][0]
 
     def request_keys(self, since_ms: int):
         return [_unkey(r[0]) for r in self._rows("SELECT key FROM create_requests WHERE created_ms>=%s", (since_ms,))]
@@ -683,7 +695,7 @@ class PostgresStore(PostgresFlow, Store):
             "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename")]
         rows = {t: self._rows(f'SELECT COUNT(*) FROM "{t}"')[0][0] for t in tables}
         oldest = self._rows("SELECT id, create_time_ms FROM tasks ORDER BY id LIMIT 1")
-        unfinished = self._rows(f"SELECT COUNT(*) FROM tasks WHERE status NOT IN ({_DONE})")[0][0]
+        unfinished = self.count_unfinished()
         size = self._rows("SELECT pg_database_size(current_database())")[0][0]
         return {
             "path": self.describe(), "db_bytes": size, "wal_bytes": 0, "rows": rows, "unfinished_tasks": unfinished,

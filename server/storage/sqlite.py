@@ -17,8 +17,8 @@ from typing import Callable
 
 from ._sqlite_utils import sqlite_utils
 
-from ..model import ACTIVE, MUTABLE_FIELDS, SCHEDULABLE, TERMINAL, Task
-from .base import AUDIT_COLUMNS, NODE_COLUMNS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
+from ..model import ACTIVE, MUTABLE_FIELDS, SCHEDULABLE, TERMINAL, Status, Task
+from .base import AUDIT_COLUMNS, NODE_COLUMNS, NOT_SUCCESS, TOKEN_COLUMNS, Store, StoreError, Work, Writer
 from .sqlite_flow import SqliteFlow
 
 log = logging.getLogger(__name__)
@@ -171,10 +171,19 @@ def _cluster(db: sqlite_utils.Database) -> None:
                " heartbeat_ms INTEGER NOT NULL)")
 
 
+def _status_indexes(db: sqlite_utils.Database) -> None:
+    """Successes leave the status indexes (see base.NOT_SUCCESS): a no-op task's row, inserted as it
+    ended, then writes 4 b-tree pages instead of 6 (C's p50 -2.5 %: README)."""
+    db.execute("DROP INDEX idx_tasks_status")
+    db.execute("DROP INDEX idx_tasks_namespace_status_id")
+    db.execute(f"CREATE INDEX tasks_status ON tasks (status) WHERE {NOT_SUCCESS}")
+    db.execute(f"CREATE INDEX tasks_namespace_status ON tasks (namespace, status, id) WHERE {NOT_SUCCESS}")
+
+
 # The one ordered list: append only; entry i moves the schema from version i to i+1 (PRAGMA user_version).
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _tasks, _attempts_and_requests, _groups, _nodes, _auth, _flow, _flow_models, _flow_tenants, _queue,
-    _cluster,
+    _cluster, _status_indexes,
 ]
 # Databases written before the one list kept groups, nodes, auth and flow in kv rows
 # "schema:<name>" = steps done. Version (index + 1) -> (name, step) it was there.
@@ -444,6 +453,8 @@ class SqliteStore(SqliteFlow, Store):
         if statuses:
             where.append(f"status IN ({_marks(len(statuses))})")
             params.extend(statuses)
+            if Status.SUCCESS not in statuses:
+                where.append(NOT_SUCCESS)  # lets the status indexes serve it
         sql = f"SELECT * FROM tasks WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?"
         return [Task.from_row(dict(r)) for r in self.conn.execute(sql, (*params, limit))]
 
@@ -472,7 +483,8 @@ class SqliteStore(SqliteFlow, Store):
         return [Task.from_row(dict(r)) for r in found]
 
     def count_unfinished(self) -> int:
-        return self.conn.execute(f"SELECT COUNT(*) FROM tasks WHERE status NOT IN ({_DONE})").fetchone()[0]
+        return self.conn.execute(f"SELECT (SELECT COUNT(*) FROM tasks INDEXED BY tasks_queue WHERE {QUEUED})"
+                                 f" + (SELECT COUNT(*) FROM tasks INDEXED BY tasks_active WHERE {ACTIVE_})").fetchone()[0]
 
     def request_keys(self, since_ms: int):
         return (r[0] for r in self.conn.execute("SELECT key FROM create_requests WHERE created_ms>=?", (since_ms,)))
@@ -562,7 +574,7 @@ class SqliteStore(SqliteFlow, Store):
             "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
         rows = {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in sorted(tables)}
         oldest = conn.execute("SELECT id, create_time_ms FROM tasks ORDER BY id LIMIT 1").fetchone()
-        unfinished = conn.execute(f"SELECT COUNT(*) FROM tasks WHERE status NOT IN ({_DONE})").fetchone()[0]
+        unfinished = self.count_unfinished()
 
         def size(p: str) -> int:
             try:
