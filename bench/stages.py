@@ -39,7 +39,7 @@ STAGES = [
      "proto -> spec, validation, id and uid, the Task built"),
     ("dispatch to worker", "queued", "dispatched",
      "scheduling round, placement (3 status changes), the run's environment, pickled onto the pipe"),
-    ("pipe to worker", "dispatched", "worker_got", "the worker's reader thread unpickles and queues the job"),
+    ("pipe to worker", "dispatched", "worker_got", "the worker's main thread, idle in a read of its pipe, wakes and unpickles the job"),
     ("worker runs the task", "worker_got", "worker_done", "import cache hit, call, result to JSON, flush logs"),
     ("pipe back", "worker_done", "exited", "the 'done' frame read by the event loop"),
     ("result commit", "exited", "announced", "the row inserted as it ended (SUCCESS), one inline commit; waiters told after it"),

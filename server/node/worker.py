@@ -5,18 +5,21 @@ stdin carries ("run", …), ("cancel", task_id), ("drop", task_id) and ("release
 the original stdout carries events. Jobs run one after another in the order they came; the pool
 may send some ahead (held jobs, see SHORT_SECONDS in pool.py): a "drop" removes one before it
 starts, a "cancel" ends it as it would start, a "release" hands unstarted ones back.
+The main thread reads the pipe between jobs, so a job wakes one thread (not a reader that then
+wakes another); a job that runs past READER_AFTER lends it to a reader thread (its cancel, a release).
 Whatever the task prints (through sys.stdout/stderr or straight to fds 1 and 2) becomes
 log lines of the task. The worker dies with its parent (PR_SET_PDEATHSIG), so a killed
 server never leaves a task running behind its back.
 """
 from __future__ import annotations
 
+import collections
 import importlib
 import inspect
 import io
 import json
 import os
-import queue
+import select
 import signal
 import sys
 import threading
@@ -30,6 +33,7 @@ from server.node.wire import HEADER, die_with_parent, frame, unframe
 
 FLUSH_INTERVAL = 0.01
 FLUSH_LINES = 2000
+READER_AFTER = 0.01  # a job running this long lends the pipe to the reader thread; shorter ones wake no thread
 
 
 class Worker:
@@ -40,13 +44,21 @@ class Worker:
         self.pending: list[tuple[int, str]] = []
         self.task_id = 0
         self.ctx: TaskContext | None = None
-        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.jobs: collections.deque = collections.deque()
         self.queued: set[int] = set()          # ids of the jobs in `jobs`
         self.skip: dict[int, str] = {}         # queued id -> "drop" (say nothing) or "cancel" (end it as cancelled)
         self.job_lock = threading.Lock()       # queued, skip and ctx change together
         self._partial = {1: "", 2: ""}
         self._sigs: dict = {}
         self.env = RunEnv()  # each run's environment, set and taken back without leaking (run_env.py)
+        self.pipe = 0                          # stdin: the node's messages
+        self._inbox = bytearray()              # what was read of them and not yet handled
+        self._pipe_poll = select.poll()
+        self._pipe_poll.register(self.pipe, select.POLLIN)
+        self.pipe_lock = threading.Lock()      # held by the thread that reads the pipe
+        self.job_started = 0.0                 # monotonic start of the running job (0: none)
+        self.lent = threading.Event()          # the pipe is lent to the reader thread
+        self._wake_r, self._wake_w = os.pipe()  # asks the reader thread to give it back
 
     # -- output --------------------------------------------------------------
     def emit(self, msg: tuple) -> None:
@@ -84,6 +96,9 @@ class Worker:
             time.sleep(FLUSH_INTERVAL)
             if self.pending:
                 self.flush()
+            started = self.job_started
+            if started and time.monotonic() - started >= READER_AFTER and not self.lent.is_set():
+                self.lent.set()
 
     def _fd_pump(self, stream: int, fd: int) -> None:
         """Bytes written straight to fd 1 or 2 (by C code or child processes) become lines too."""
@@ -94,26 +109,50 @@ class Worker:
             self.write_text(stream, data.decode("utf-8", "replace"))
 
     # -- input ---------------------------------------------------------------
-    def _reader(self) -> None:
-        inp = os.fdopen(0, "rb", buffering=0)
-        while True:
-            head = _read_exact(inp, HEADER.size)
-            if head is None:
+    def _read(self, wait: bool) -> None:
+        """Handles every whole message the pipe holds; `wait`: for some bytes if it holds none."""
+        if wait or self._pipe_poll.poll(0):
+            data = os.read(self.pipe, 1 << 16)
+            if not data:
                 os._exit(0)  # the node went away
-            msg = unframe(_read_exact(inp, HEADER.unpack(head)[0]))
-            with self.job_lock:
-                if msg[0] == "run":
-                    self.queued.add(msg[1])
-                    self.jobs.put(msg)
-                    continue
-                if msg[0] == "release":
-                    self._release(*msg[1:])
-                    continue
-                ctx = self.ctx
-                if ctx is not None and ctx.task_id == msg[1]:
-                    ctx._cancel.set()
-                elif msg[1] in self.queued:
-                    self.skip[msg[1]] = msg[0]
+            self._inbox += data
+        buf, at = self._inbox, 0
+        while len(buf) - at >= HEADER.size:
+            end = at + HEADER.size + HEADER.unpack_from(buf, at)[0]
+            if end > len(buf):
+                break
+            self._handle(unframe(buf[at + HEADER.size:end]))
+            at = end
+        del buf[:at]
+
+    def _handle(self, msg: tuple) -> None:
+        with self.job_lock:
+            if msg[0] == "run":
+                self.queued.add(msg[1])
+                self.jobs.append(msg)
+                return
+            if msg[0] == "release":
+                self._release(*msg[1:])
+                return
+            ctx = self.ctx
+            if ctx is not None and ctx.task_id == msg[1]:
+                ctx._cancel.set()
+            elif msg[1] in self.queued:
+                self.skip[msg[1]] = msg[0]
+
+    def _reader(self) -> None:
+        """Reads the pipe while it is lent (a long job runs), until the main thread wants it back."""
+        poller = select.poll()
+        poller.register(self.pipe, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while True:
+            self.lent.wait()
+            with self.pipe_lock:
+                while self.lent.is_set():
+                    if any(fd == self._wake_r for fd, _ in poller.poll()):
+                        os.read(self._wake_r, 512)
+                    else:
+                        self._read(wait=True)
 
     def _release(self, running: int, held: list[int]) -> None:
         """The pool takes back jobs held behind `running`, which runs long: those not started
@@ -140,8 +179,19 @@ class Worker:
         threading.Thread(target=self._reader, daemon=True).start()
         threading.Thread(target=self._flusher, daemon=True).start()
         self.emit(("ready", os.getpid()))
+        self.pipe_lock.acquire()
         while True:
-            self.run(self.jobs.get())
+            self._read(wait=False)  # all that came first (a drop of the next job)
+            while not self.jobs:
+                self._read(wait=True)
+            self.pipe_lock.release()  # the reader thread may take it if the job runs long
+            self.job_started = time.monotonic()
+            self.run(self.jobs.popleft())
+            self.job_started = 0.0
+            if self.lent.is_set():
+                self.lent.clear()
+                os.write(self._wake_w, b"\0")
+            self.pipe_lock.acquire()
 
     def run(self, job: tuple) -> None:
         _, task_id, uid, namespace, name, target, input_json, env = job
@@ -240,16 +290,6 @@ def call(target: str, input_json: str, ctx: TaskContext):
     if data is None:
         return obj(**kwargs)
     return obj(data, **kwargs)
-
-
-def _read_exact(f, n: int) -> bytes | None:
-    buf = b""
-    while len(buf) < n:
-        chunk = f.read(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
 
 
 if __name__ == "__main__":
