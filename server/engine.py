@@ -28,13 +28,14 @@ from typing import AsyncIterator, Callable
 from . import errors, metrics, stages
 from .broadcast import Broadcaster
 from .logbus import LogBus
-from .model import (ANY_NAMESPACE, DEFAULT_NAMESPACE, ON_NODE, SCHEDULABLE, TERMINAL, IllegalTransition, Resources,
-                    Status, Task, TaskSpec, TaskType, module_allowed, now_ms)
+from .model import (ANY_NAMESPACE, COLOCATE, DEDICATED_WORKER, DEFAULT_NAMESPACE, OBSERVER, ON_DISCONNECT, ON_NODE,
+                    ON_NODE_NAMED, SCHEDULABLE, TERMINAL, IllegalTransition, Resources, Status, Task, TaskSpec,
+                    TaskType, module_allowed, now_ms)
 from .node.base import Node
 from .node.executor import Outcome, Run
 from .node.spawner import kill_orphans
 from .request_keys import RequestKeys
-from .scheduler import COLOCATE, DEDICATED_WORKER, ON_NODE_NAMED, Scheduler, queue_key
+from .scheduler import Scheduler, queue_key
 from .storage import Store
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,8 @@ COUNT_SLACK_SECONDS = 1.0
 NO_NODE = "waiting for a node to join"
 REFILL_RETRY_SECONDS = 1.0  # after a failed read of the queue (the database is away)
 FIRST_READ = 1_000          # at start (or take-over) scheduling resumes after this much of the window is read
-__all__ = ["COLOCATE", "ON_NODE_NAMED", "Engine", "EngineConfig"]  # COLOCATE, ON_NODE_NAMED: server/scheduler.py
-# Annotation: status changes of the task are published in `engine.observers` under its value (a layer
-# built on tasks, such as FATE jobs, subscribes with call=): each change as it happens, a terminal
-# one once committed.
-OBSERVER = "taskhub.observer"
-# Annotation: "keep" lets a command task go on running on an agent that lost the server (README, Leases).
-ON_DISCONNECT = "taskhub.on_disconnect"
+# The annotations the engine acts on are defined with the task model (server/model.py: HINTS).
+__all__ = ["COLOCATE", "DEDICATED_WORKER", "OBSERVER", "ON_DISCONNECT", "ON_NODE_NAMED", "Engine", "EngineConfig"]
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _NAMESPACE = re.compile(r"^[^*\s][^\s]{0,199}$")
 
@@ -968,13 +964,16 @@ class Engine:
     def run_of(self, task: Task) -> Run:
         """What a node needs to run this task's next attempt."""
         s = task.spec
-        env = dict(s.env)
-        if self.run_env is not None:  # e.g. the task's own token when auth is on (server/auth.py)
-            env.update(self.run_env(task))
+        if self.run_env is None:
+            env = dict(s.env)
+        else:  # e.g. the task's own token when auth is on (server/auth.py)
+            env = self.run_env(task)
+            if s.env:
+                env = {**s.env, **env}
         return Run(task.id, task.uid, s.namespace, s.name, s.type, list(s.argv), s.callable, s.input_json,
                    env, s.cwd, s.timeout_seconds, s.resources.slots, task.attempt,
-                   bool(s.annotations) and s.annotations.get(ON_DISCONNECT) == "keep",
-                   bool(s.annotations) and s.annotations.get(DEDICATED_WORKER) == "1")
+                   s.hints is not None and s.hints.get(ON_DISCONNECT) == "keep",
+                   s.hints is not None and s.hints.get(DEDICATED_WORKER) == "1")
 
     # ------------------------------------------------------------------ node events
     def on_running(self, task_id: int, pid: int, ppid: int) -> None:
@@ -1066,7 +1065,7 @@ class Engine:
         if not new.terminal:
             if task.id in self.watchers.topics:
                 self.watchers.publish(task.id, copy.copy(task))
-            if task.spec.annotations and OBSERVER in task.spec.annotations:
+            if task.spec.hints and OBSERVER in task.spec.hints:
                 self._observe(task)
 
     def _finish(self, task: Task, status: Status, error: str) -> None:
@@ -1160,7 +1159,7 @@ class Engine:
                     self._ended.popitem(last=False)
             if stages.ON:
                 stages.mark(snap.id, "announced")
-            if snap.spec.annotations and OBSERVER in snap.spec.annotations:
+            if snap.spec.hints and OBSERVER in snap.spec.hints:
                 self._observe(snap)
 
     def _observe(self, task: Task) -> None:

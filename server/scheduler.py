@@ -15,15 +15,8 @@ import heapq
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
-from .model import ON_NODE, SCHEDULABLE, Task, TaskType
+from .model import COLOCATE, DEDICATED_WORKER, ON_NODE, ON_NODE_NAMED, SCHEDULABLE, Task, TaskType
 from .node.base import Node
-
-# Annotation: unfinished tasks with the same value run on the same node (a task group's tasks).
-COLOCATE = "taskhub.colocate"
-# Annotation: the name of the one node the task may run on (a Delta task's client on a data holder).
-ON_NODE_NAMED = "taskhub.node"
-# Annotation "1": a Python task that must not wait for a busy worker (PythonPool.submit).
-DEDICATED_WORKER = "taskhub.dedicated_worker"
 
 Key = tuple[int, int]  # (-priority, id): the queue's order, smallest first
 
@@ -137,13 +130,15 @@ class Scheduler:
     # -- task groups
     def joined(self, task: Task) -> None:
         """The task is in memory now (created, read from the store, recovered)."""
-        key = task.spec.annotations.get(COLOCATE) if task.spec.annotations else None
+        hints = task.spec.hints
+        key = hints.get(COLOCATE) if hints else None
         if key:
             self._groups.setdefault(key, set()).add(task.id)
 
     def left(self, task: Task) -> None:
         """The task ended, or left memory."""
-        key = task.spec.annotations.get(COLOCATE) if task.spec.annotations else None
+        hints = task.spec.hints
+        key = hints.get(COLOCATE) if hints else None
         group = self._groups.get(key) if key else None
         if group is not None:
             group.discard(task.id)
@@ -153,7 +148,8 @@ class Scheduler:
     def group_node(self, task: Task, tasks: Mapping[int, Task]) -> str:
         """The node a placed sibling of this task (same COLOCATE value) is on, or ''. Placed tasks are
         always in memory, so the siblings in memory are enough."""
-        key = task.spec.annotations.get(COLOCATE) if task.spec.annotations else None
+        hints = task.spec.hints
+        key = hints.get(COLOCATE) if hints else None
         for sibling_id in self._groups.get(key, ()) if key else ():
             sibling = tasks.get(sibling_id)
             if sibling is not None and sibling.status in ON_NODE and sibling.node:
@@ -166,7 +162,7 @@ class Scheduler:
         gated = next((why for why in (gate(task) for gate in self.gates) if why), "")
         if gated:
             return Decision(task, None, gated)
-        a = task.spec.annotations
+        a = task.spec.hints
         grouped = self.group_node(task, tasks) if a else ""
         pinned = grouped or (a.get(ON_NODE_NAMED, "") if a else "")
         need = task.spec.resources.slots

@@ -109,7 +109,7 @@ class Security:
         await self.authority.load()
         if self.cfg.auth:
             self._admin_created = await self.authority.ensure_admin_file(self.admin_file)
-            self.engine.run_env = lambda task: self.authority.task_env(task.id, task.uid)
+            self.engine.run_env = self.authority.task_env
 
     def credential_check(self):
         """For the in-process gateway: "Bearer <token>" -> None if valid, else why not (before any body)."""

@@ -625,3 +625,43 @@ def test_audit_rows_are_purged_by_retain(tmp_path):
         s.channel.close()
     finally:
         proc.close()
+
+
+def test_a_task_token_is_valid_only_for_its_running_task_and_one_from_an_older_server_still_is(tmp_path):
+    # Unit level, on a real SQLite store: task tokens are keyed BLAKE2b now; a task that a server
+    # before it started (HMAC-SHA256 tokens) and that still runs on an agent keeps its token.
+    import asyncio
+    import hashlib
+    import hmac as hmac_
+
+    from server.auth import Authority
+    from server.auth_store import AuthStore
+    from server.errors import Unauthenticated
+    from server.model import Task, TaskSpec, TaskType
+    from server.storage import open_store
+
+    running = {7: ("uid-7", "team-a")}
+
+    async def main():
+        store = open_store(str(tmp_path / "auth.db"))
+        store.writer.start(asyncio.get_running_loop())
+        try:
+            authority = Authority(AuthStore(store), task_lookup=running.get)
+            await authority.load()
+            token = authority.task_env(Task(7, TaskSpec(type=TaskType.PYTHON), uid="uid-7"))["TASKHUB_TOKEN"]
+            assert token.startswith("tht_7_") and len(token) == len("tht_7_") + 40
+            caller = authority.authenticate(f"Bearer {token}")
+            assert (caller.role, caller.namespaces) == (SUBMITTER, ("team-a",))
+            key = bytes.fromhex(store.get_kv("auth:server_key"))
+            legacy = "tht_7_" + hmac_.new(key, b"7:uid-7", hashlib.sha256).hexdigest()[:40]
+            assert authority.authenticate(f"Bearer {legacy}").namespaces == ("team-a",)
+            for bad in (token[:-1] + ("0" if token[-1] != "0" else "1"), token.replace("tht_7_", "tht_8_")):
+                with pytest.raises(Unauthenticated):
+                    authority.authenticate(f"Bearer {bad}")
+            del running[7]  # the task ended: its token with it
+            with pytest.raises(Unauthenticated):
+                authority.authenticate(f"Bearer {token}")
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, store.close)
+
+    asyncio.run(main())

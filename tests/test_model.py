@@ -5,8 +5,8 @@ from dataclasses import fields
 
 import pytest
 
-from server.model import (TERMINAL, TRANSITIONS, IllegalTransition, Resources, Status, Task, TaskSpec, TaskType,
-                          check_transition)
+from server.model import (COLOCATE, DEDICATED_WORKER, HINTS, OBSERVER, ON_DISCONNECT, ON_NODE_NAMED, TERMINAL,
+                          TRANSITIONS, IllegalTransition, Resources, Status, Task, TaskSpec, TaskType, check_transition)
 from taskhub.v1 import task_pb2 as pb
 
 
@@ -67,3 +67,17 @@ def test_a_spec_is_stored_without_its_defaults_and_reads_back_whole():
     # One non-default part of resources writes all of it.
     assert json.loads(TaskSpec(type=TaskType.PYTHON, resources=Resources(memory_mb=8)).to_json())["resources"] == {
         "slots": 1, "cpu": 0.0, "memory_mb": 8}
+
+
+def test_hints_hold_only_the_annotations_the_server_acts_on():
+    # The creator's stamp (with --auth every spec has one) and a user's own annotations are no hints:
+    # the scheduler and the engine skip such a spec with one test, as one without annotations.
+    stamped = TaskSpec(type=TaskType.PYTHON, callable="m:f", annotations={"taskhub.token": "ci (ab12)", "team": "x"})
+    assert stamped.hints is None and TaskSpec(type=TaskType.PYTHON).hints is None
+    acted_on = {OBSERVER: "flow", DEDICATED_WORKER: "1", COLOCATE: "g/1", ON_NODE_NAMED: "n1", ON_DISCONNECT: "keep"}
+    full = TaskSpec(type=TaskType.COMMAND, argv=["true"], annotations={**acted_on, "taskhub.token": "ci (ab12)"})
+    assert full.hints == acted_on and set(HINTS) == set(acted_on)
+    # Derived, never stored: a spec read back has the same hints, and its JSON holds only its annotations.
+    assert "hints" not in json.loads(full.to_json())
+    assert TaskSpec.from_json(full.to_json()).hints == acted_on
+    assert TaskSpec.from_json(stamped.to_json()).hints is None
