@@ -19,6 +19,8 @@ import secrets
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
+from operator import attrgetter
 from typing import Callable
 
 from . import errors
@@ -89,10 +91,10 @@ class Rule:
     stamp: bool = False     # record the creating token in each spec's annotations (CALL_CREATOR)
     audit: bool | None = None  # audit allowed calls too (default: anything beyond reading)
     owner: str = ""         # FATE: what the request names (one of OWNER_KINDS); its namespace is checked
+    audited: bool = field(init=False, compare=False, repr=False)  # `audit`, worked out once (a call reads it)
 
-    @property
-    def audited(self) -> bool:
-        return self.role != READER if self.audit is None else self.audit
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "audited", self.role != READER if self.audit is None else self.audit)
 
 
 _T, _N, _G, _A = "/taskhub.v1.TaskService/", "/taskhub.v1.NodeService/", "/taskhub.v1.TaskGroupService/", \
@@ -436,11 +438,12 @@ class Authority:
                                              method, namespace, tasks, allowed, reason, peer)])
 
 
-# (request message class, Rule.namespace) -> ((field, repeated) per step down, the namespace field)
-_HOLDER_PATHS: dict[tuple[type, str], tuple[tuple[tuple[str, bool], ...], str]] = {}
+# (request message class, Rule.namespace) -> (a function: request -> the messages holding its
+# namespace, the namespace field's name)
+_HOLDER_PATHS: dict[tuple[type, str], tuple[Callable[[object], list], str]] = {}
 
 
-def _holder_path(message, path: str) -> tuple[tuple[tuple[str, bool], ...], str]:
+def _holder_path(message, path: str) -> tuple[Callable[[object], list], str]:
     """A rule's dotted path read once against the request's descriptor: which steps are repeated."""
     key = (type(message), path)
     found = _HOLDER_PATHS.get(key)
@@ -452,18 +455,27 @@ def _holder_path(message, path: str) -> tuple[tuple[tuple[str, bool], ...], str]
             repeated = getattr(f, "is_repeated", None)  # protobuf >= 5.29; `label` before
             steps.append((head, repeated if repeated is not None else f.label == f.LABEL_REPEATED))
             descriptor = f.message_type
-        found = _HOLDER_PATHS[key] = (tuple(steps), name)
+        if not any(repeated for _, repeated in steps):  # one holder ('spec.namespace'), read in one call
+            one = attrgetter(".".join(heads)) if heads else None
+            found = ((lambda m: [one(m)]) if one else (lambda m: [m]), name)
+        else:
+            found = (partial(_walk, tuple(steps)), name)
+        _HOLDER_PATHS[key] = found
     return found
 
 
-def _namespace_holders(message, path: str) -> tuple[list, str]:
-    """The messages holding a request's namespace, and the field's name: for 'namespace' the
-    request itself, for 'spec.namespace' its spec, for 'specs.namespace' each of its specs."""
-    steps, name = _holder_path(message, path)
+def _walk(steps: tuple[tuple[str, bool], ...], message) -> list:
     holders = [message]
     for head, repeated in steps:
         if repeated:
             holders = [item for m in holders for item in getattr(m, head)]
         else:
             holders = [getattr(m, head) for m in holders]
-    return holders, name
+    return holders
+
+
+def _namespace_holders(message, path: str) -> tuple[list, str]:
+    """The messages holding a request's namespace, and the field's name: for 'namespace' the
+    request itself, for 'spec.namespace' its spec, for 'specs.namespace' each of its specs."""
+    holders, name = _holder_path(message, path)
+    return holders(message), name
