@@ -226,6 +226,10 @@ class Authority:
     # one lookup instead of parsing the value and a SHA-256 or an HMAC. Emptied when a token changes
     # (revoke); expiry is checked on every hit; bounded, so unknown tokens cannot grow it without end.
     _checked: dict[str, Caller] = field(default_factory=dict)
+    # (authorization, method, namespace as sent) -> (its Caller, the namespace for the audit, the
+    # namespace filled in or None): what `admit` decided for a call that only names a namespace, so
+    # the same call again costs one lookup. Emptied with _checked, bounded as it is.
+    _admitted: dict[tuple[str | None, str, str], tuple[Caller, str, str | None]] = field(default_factory=dict)
 
     async def load(self) -> None:
         for t in self.store.all_tokens():
@@ -242,6 +246,7 @@ class Authority:
         self._by_hash[t.hash] = t
         self._by_id[t.id] = t
         self._checked.clear()
+        self._admitted.clear()
 
     # -- tokens -------------------------------------------------------------
     async def create(self, name: str, role: str, namespaces: list[str], ttl_seconds: int = 0) -> tuple[TokenRecord, str]:
@@ -379,6 +384,44 @@ class Authority:
             self._checked[authorization] = caller
         return caller
 
+    def admit(self, authorization: str | None, method: str, rule: Rule, request) -> tuple[Caller, str]:
+        """`authenticate` then `authorize` (setting CALL_SCOPE between them, for the owner checks):
+        the caller and the namespace(s) for the audit. The outcome for a checked token (not a task's)
+        and a rule that looks only at one namespace field is remembered: a token's calls repeat."""
+        holder = sent = None
+        if not rule.owner:
+            if not rule.namespace:
+                sent = ""
+            elif request is not None:
+                holder_of, name, one = _holder_path(request, rule.namespace)
+                if one:
+                    holder = holder_of(request)
+                    sent = getattr(holder, name)
+        if sent is not None:
+            hit = self._admitted.get((authorization, method, sent))
+            if hit is not None:
+                caller, namespace, filled = hit
+                if not (caller.expire_time_ms and now_ms() >= caller.expire_time_ms):
+                    CALL_SCOPE.set(caller.scope)
+                    if filled is not None:
+                        setattr(holder, name, filled)
+                    if rule.stamp:
+                        CALL_CREATOR.set(caller.label)
+                    return caller, namespace
+        caller = self.authenticate(authorization)
+        CALL_SCOPE.set(caller.scope)  # what the domain may list and create for this call
+        try:
+            namespace = self.authorize(caller, method, rule, request)
+        except errors.TaskhubError as e:
+            e.caller = caller  # whom the audit names for the refusal
+            raise
+        if sent is not None and self._checked.get(authorization) is caller:
+            if len(self._admitted) >= 4 * CHECKED_TOKENS:
+                self._admitted.clear()
+            filled = getattr(holder, name) if holder is not None else sent
+            self._admitted[(authorization, method, sent)] = (caller, namespace, filled if filled != sent else None)
+        return caller, namespace
+
     def authorize(self, caller: Caller, method: str, rule: Rule, request) -> str:
         """Raise PermissionDenied unless the caller may make this request. Fills an empty or "*"
         namespace with a one-namespace token's namespace. Returns the namespace(s) for the audit."""
@@ -438,12 +481,13 @@ class Authority:
                                              method, namespace, tasks, allowed, reason, peer)])
 
 
-# (request message class, Rule.namespace) -> (a function: request -> the messages holding its
-# namespace, the namespace field's name)
-_HOLDER_PATHS: dict[tuple[type, str], tuple[Callable[[object], list], str]] = {}
+# (request message class, Rule.namespace) -> (a function: request -> the message holding its
+# namespace, or the list of them when a step is repeated; the namespace field's name; whether one
+# message holds it)
+_HOLDER_PATHS: dict[tuple[type, str], tuple[Callable[[object], object], str, bool]] = {}
 
 
-def _holder_path(message, path: str) -> tuple[Callable[[object], list], str]:
+def _holder_path(message, path: str) -> tuple[Callable[[object], object], str, bool]:
     """A rule's dotted path read once against the request's descriptor: which steps are repeated."""
     key = (type(message), path)
     found = _HOLDER_PATHS.get(key)
@@ -456,12 +500,15 @@ def _holder_path(message, path: str) -> tuple[Callable[[object], list], str]:
             steps.append((head, repeated if repeated is not None else f.label == f.LABEL_REPEATED))
             descriptor = f.message_type
         if not any(repeated for _, repeated in steps):  # one holder ('spec.namespace'), read in one call
-            one = attrgetter(".".join(heads)) if heads else None
-            found = ((lambda m: [one(m)]) if one else (lambda m: [m]), name)
+            found = (attrgetter(".".join(heads)) if heads else _itself, name, True)
         else:
-            found = (partial(_walk, tuple(steps)), name)
+            found = (partial(_walk, tuple(steps)), name, False)
         _HOLDER_PATHS[key] = found
     return found
+
+
+def _itself(message):
+    return message
 
 
 def _walk(steps: tuple[tuple[str, bool], ...], message) -> list:
@@ -477,5 +524,5 @@ def _walk(steps: tuple[tuple[str, bool], ...], message) -> list:
 def _namespace_holders(message, path: str) -> tuple[list, str]:
     """The messages holding a request's namespace, and the field's name: for 'namespace' the
     request itself, for 'spec.namespace' its spec, for 'specs.namespace' each of its specs."""
-    holders, name = _holder_path(message, path)
-    return holders(message), name
+    holders, name, one = _holder_path(message, path)
+    return [holders(message)] if one else holders(message), name

@@ -665,3 +665,48 @@ def test_a_task_token_is_valid_only_for_its_running_task_and_one_from_an_older_s
             await asyncio.get_running_loop().run_in_executor(None, store.close)
 
     asyncio.run(main())
+
+
+def test_a_remembered_decision_fills_and_stamps_like_the_first_and_ends_with_its_token(tmp_path):
+    # Unit level, on a real SQLite store: Authority.admit remembers what it decided for a token's
+    # call; the same call again must fill the namespace and stamp the creator as the first did,
+    # a refusal must name the token for the audit and never be remembered, and a revoke must end
+    # what was remembered.
+    import asyncio
+
+    from server.auth import CALL_CREATOR, CALL_SCOPE, RULES, Authority
+    from server.auth_store import AuthStore
+    from server.errors import PermissionDenied, Unauthenticated
+    from server.storage import open_store
+
+    execute = "/taskhub.v1.TaskService/ExecuteTask"
+
+    async def main():
+        store = open_store(str(tmp_path / "auth.db"))
+        store.writer.start(asyncio.get_running_loop())
+        try:
+            authority = Authority(AuthStore(store))
+            await authority.load()
+            record, secret = await authority.create("team-a-submitter", SUBMITTER, ["team-a"])
+            bearer = f"Bearer {secret}"
+            for _ in range(3):  # the first decides, the others find it
+                request = svc.CreateTaskRequest(spec=pb.TaskSpec(type=pb.TASK_TYPE_PYTHON, callable="m:f"))
+                CALL_CREATOR.set("")
+                caller, namespace = authority.admit(bearer, execute, RULES[execute], request)
+                assert (caller.id, namespace, request.spec.namespace) == (record.id, "team-a", "team-a")
+                assert CALL_CREATOR.get() == f"team-a-submitter ({record.id})"
+                assert CALL_SCOPE.get() == ("team-a",)
+            for _ in range(2):  # refused each time, and the refusal names the token
+                elsewhere = svc.CreateTaskRequest(spec=pb.TaskSpec(type=pb.TASK_TYPE_PYTHON, callable="m:f",
+                                                                   namespace="team-b"))
+                with pytest.raises(PermissionDenied) as e:
+                    authority.admit(bearer, execute, RULES[execute], elsewhere)
+                assert e.value.caller.id == record.id and "team-b" in str(e.value)
+            await authority.revoke(record.id)
+            with pytest.raises(Unauthenticated):
+                authority.admit(bearer, execute, RULES[execute],
+                                svc.CreateTaskRequest(spec=pb.TaskSpec(type=pb.TASK_TYPE_PYTHON, callable="m:f")))
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, store.close)
+
+    asyncio.run(main())

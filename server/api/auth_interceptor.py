@@ -16,7 +16,7 @@ from functools import partial
 import grpc
 
 from .. import errors
-from ..auth import ANY_ROLE, CALL_SCOPE, HEALTH_PREFIX, REFLECTION_PREFIXES, RULES, SITE_PREFIX, Authority, Caller, Rule
+from ..auth import ANY_ROLE, HEALTH_PREFIX, REFLECTION_PREFIXES, RULES, SITE_PREFIX, Authority, Caller, Rule
 from .errors import code_of
 
 log = logging.getLogger("taskhub.auth")
@@ -83,21 +83,20 @@ class Gate:
         self.namespace = ""
         self.revoked = False
 
-    async def enter(self, request, context) -> None:
-        """Authenticate and authorize, or abort the call (and audit the refusal)."""
+    def enter(self, request, context) -> errors.TaskhubError | None:
+        """Authenticate and authorize; the refusal (audited) if the call may not go on, for the
+        caller to abort with. Not a coroutine: an allowed call never waits here."""
         authority = self.owner.authority
         try:
-            self.caller = authority.authenticate(self.authorization)
-            CALL_SCOPE.set(self.caller.scope)  # what the domain may list and create for this call
             if self.rule is None:
+                self.caller = authority.authenticate(self.authorization)
                 raise errors.PermissionDenied(f"{self.method} has no access rule; it is refused to everyone")
-            if request is not None:
-                self.namespace = authority.authorize(self.caller, self.method, self.rule, request)
-            else:
-                authority.authorize(self.caller, self.method, self.rule, None)
+            self.caller, self.namespace = authority.admit(self.authorization, self.method, self.rule, request)
+            return None
         except errors.TaskhubError as e:
-            authority.audit(self.caller, self.method, self.namespace, _task_ids(request), False, str(e), context.peer())
-            await context.abort(code_of(e), str(e))
+            caller = self.caller or getattr(e, "caller", None)
+            authority.audit(caller, self.method, self.namespace, _task_ids(request), False, str(e), context.peer())
+            return e
 
     def done(self, request, response, context) -> None:
         if self.rule is not None and self.rule.audited:
@@ -170,7 +169,9 @@ def _wrap(handler, owner: AuthInterceptor, method: str, rule: Rule | None):
 
         async def unary_unary(request, context):
             gate = gate_of(context)
-            await gate.enter(request, context)
+            refused = gate.enter(request, context)
+            if refused is not None:
+                await context.abort(code_of(refused), str(refused))
             response = await inner(request, context)
             gate.done(request, response, context)
             return response
@@ -182,7 +183,9 @@ def _wrap(handler, owner: AuthInterceptor, method: str, rule: Rule | None):
 
         async def unary_stream(request, context):
             gate = gate_of(context)
-            await gate.enter(request, context)
+            refused = gate.enter(request, context)
+            if refused is not None:
+                await context.abort(code_of(refused), str(refused))
             task = await gate.open_stream(context)
             try:
                 gate.done(request, None, context)
@@ -200,7 +203,9 @@ def _wrap(handler, owner: AuthInterceptor, method: str, rule: Rule | None):
 
         async def stream_stream(request_iterator, context):
             gate = gate_of(context)
-            await gate.enter(None, context)
+            refused = gate.enter(None, context)
+            if refused is not None:
+                await context.abort(code_of(refused), str(refused))
             task = await gate.open_stream(context)
             try:
                 gate.done(None, None, context)
@@ -217,7 +222,9 @@ def _wrap(handler, owner: AuthInterceptor, method: str, rule: Rule | None):
 
     async def stream_unary(request_iterator, context):
         gate = gate_of(context)
-        await gate.enter(None, context)
+        refused = gate.enter(None, context)
+        if refused is not None:
+            await context.abort(code_of(refused), str(refused))
         response = await inner(request_iterator, context)
         gate.done(None, response, context)
         return response

@@ -355,8 +355,15 @@ INLINE_MAX_ROWS = 16
 
 
 def _rows(items: list[tuple]) -> int:
-    """Rows a unit of work writes (an operation counts as one)."""
-    return sum(len(p[0]) if k in ("insert", "logs") else len(p) if k == "update" else 1 for k, p in items)
+    """Rows a unit of work writes. An operation given a list (the audit's entries, ids to delete)
+    counts its length: a flush of the audit, tens of rows at once, goes to the writer's thread
+    instead of holding the event loop while it is inserted."""
+    return sum(len(p[0]) if k in ("insert", "logs") else len(p) if k == "update" else _op_rows(p) for k, p in items)
+
+
+def _op_rows(op: tuple) -> int:
+    _, args = op
+    return len(args[0]) if args and isinstance(args[0], list) else 1
 
 
 class Writer:
