@@ -132,7 +132,8 @@ class Server:
         self.flow_data = FlowData(self.flow, fstore, data_dir)
         self.federation = Federation(self.flow_data)
         self.sites = self._sites()
-        self.security = Security(cfg.security, self.store, self.engine, cfg.host, local_dir)
+        self.security = Security(cfg.security, self.store, self.engine, cfg.host, local_dir,
+                                 shared=self.db_target.kind == POSTGRESQL)
         # The rule table's FATE checks look up what a request names here (server/flow/tenants.py).
         self.security.authority.owners.update(owner_lookups(fstore, self.flow.running_component))
         self.delta = DeltaTasks(self.engine, cfg.delta_tasks)

@@ -11,6 +11,7 @@ so it cannot outlive its task and needs no row.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -180,6 +181,12 @@ REFLECTION_PREFIXES = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.refl
 
 
 CHECKED_TOKENS = 10_000  # Authority._checked holds at most this many
+# With several servers on one database (Authority.shared): how often each reads the tokens again
+# (what another server created or revoked), and how often at most a token unknown here makes it
+# read them at once (a token just created on another server; unknown tokens must not become a
+# database read each).
+TOKENS_REFRESH_SECONDS = 1.0
+UNKNOWN_REFRESH_SECONDS = 0.25
 
 
 def now_ms() -> int:
@@ -230,6 +237,9 @@ class Authority:
     # namespace filled in or None): what `admit` decided for a call that only names a namespace, so
     # the same call again costs one lookup. Emptied with _checked, bounded as it is.
     _admitted: dict[tuple[str | None, str, str], tuple[Caller, str, str | None]] = field(default_factory=dict)
+    # Other servers create and revoke tokens in the same database (PostgreSQL): see keep_up.
+    shared: bool = False
+    _read_for_unknown: float = 0.0  # time.monotonic() of the last read for an unknown token
 
     async def load(self) -> None:
         for t in self.store.all_tokens():
@@ -247,6 +257,34 @@ class Authority:
         self._by_id[t.id] = t
         self._checked.clear()
         self._admitted.clear()
+
+    def take_in(self, records: list[TokenRecord]) -> None:
+        """The tokens as the database holds them: those created or revoked elsewhere are taken in,
+        and the streams of a token revoked elsewhere end as if it was revoked here."""
+        for t in records:
+            known = self._by_id.get(t.id)
+            if known == t:
+                continue
+            self._remember(t)
+            if t.revoke_time_ms and not (known and known.revoke_time_ms):
+                for hook in self.on_revoke:
+                    hook(t.id)
+
+    async def keep_up(self) -> None:
+        """With a shared database, forever: the tokens read again every TOKENS_REFRESH_SECONDS, so a
+        token created or revoked on another server is valid, or refused, here within that time."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(TOKENS_REFRESH_SECONDS)
+            try:
+                self.take_in(await loop.run_in_executor(None, self.store.all_tokens))
+            except errors.TaskhubError as e:  # the database is away: the tokens known stay as they are
+                log.warning("could not read the tokens again: %s", e)
+
+    def _unknown_here(self, token: str) -> bool:
+        if token.startswith("thk_"):
+            return _hash(token) not in self._by_hash
+        return token.startswith("thf_") and token[4:].partition("_")[0] not in self._by_id
 
     # -- tokens -------------------------------------------------------------
     async def create(self, name: str, role: str, namespaces: list[str], ttl_seconds: int = 0) -> tuple[TokenRecord, str]:
@@ -340,6 +378,15 @@ class Authority:
 
     # -- checks ----------------------------------------------------------------
     def authenticate_token(self, token: str) -> Caller:
+        if self.shared and self._unknown_here(token):
+            # Perhaps created on another server since the last refresh (keep_up).
+            now = time.monotonic()
+            if now >= self._read_for_unknown + UNKNOWN_REFRESH_SECONDS:
+                self._read_for_unknown = now
+                try:
+                    self.take_in(self.store.all_tokens())
+                except errors.TaskhubError as e:
+                    log.warning("could not read the tokens again: %s", e)
         if token.startswith("tht_"):
             return self._task_caller(token)  # valid only while its task runs: checked every time
         if token.startswith("thf_"):

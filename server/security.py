@@ -2,6 +2,7 @@
 an open server on a non-loopback address."""
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import shutil
@@ -19,6 +20,7 @@ from . import errors
 from .api.auth_interceptor import AuthInterceptor
 from .auth import Authority
 from .auth_store import AuthStore
+from .background import spawn
 
 
 @dataclass
@@ -49,9 +51,11 @@ def is_loopback(host: str) -> bool:
 
 
 class Security:
-    def __init__(self, cfg: SecurityConfig, store, engine, host: str, local_dir: str):
+    def __init__(self, cfg: SecurityConfig, store, engine, host: str, local_dir: str, shared: bool = False):
         self.cfg, self.engine, self.host = cfg, engine, host
-        self.authority = Authority(AuthStore(store), task_lookup=self._unfinished)
+        # shared: other servers on the same database create and revoke tokens too (PostgreSQL)
+        self.authority = Authority(AuthStore(store), task_lookup=self._unfinished, shared=shared)
+        self._keep_up: asyncio.Task | None = None
         self.admin_file = cfg.admin_token_file or os.path.join(local_dir, "admin.token")
         self._socket_dir = ""
         self._admin_created = False
@@ -110,6 +114,8 @@ class Security:
         if self.cfg.auth:
             self._admin_created = await self.authority.ensure_admin_file(self.admin_file)
             self.engine.run_env = self.authority.task_env
+            if self.authority.shared:
+                self._keep_up = spawn(self.authority.keep_up(), "tokens of other servers")
 
     def credential_check(self):
         """For the in-process gateway: "Bearer <token>" -> None if valid, else why not (before any body)."""
@@ -179,6 +185,8 @@ class Security:
             print(f"taskhub: admin token in {self.admin_file}", flush=True)
 
     def close(self) -> None:
+        if self._keep_up is not None:
+            self._keep_up.cancel()
         self.authority.store.flush_audit()  # the last audit entries, before the writer stops
         if self._socket_dir:
             shutil.rmtree(self._socket_dir, ignore_errors=True)

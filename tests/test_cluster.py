@@ -313,3 +313,36 @@ def test_a_follower_refuses_creates_past_max_queued(tmp_path, pg_url):
     finally:
         follower.close()
         leader.close()
+
+
+def test_a_token_made_or_revoked_on_one_server_is_valid_or_refused_on_the_others(tmp_path, pg_url):
+    from taskhub.v1 import auth_service_pb2 as apb
+    from taskhub.v1 import auth_service_pb2_grpc as asvc
+
+    admin_file = tmp_path / "admin.token"
+    servers = start_servers(tmp_path, pg_url, 2, "--auth", "--admin-token-file", str(admin_file))
+    channels = [grpc.insecure_channel(s.grpc_target) for s in servers]
+    try:
+        auth = [asvc.AuthServiceStub(c) for c in channels]
+        md = lambda token: (("authorization", f"Bearer {token}"),)  # noqa: E731
+        admin = admin_file.read_text().strip()
+        made = auth[0].CreateToken(apb.CreateTokenRequest(name="ci", role="submitter", namespaces=["team-a"]),
+                                   metadata=md(admin))
+        # At once on the other server: a token unknown there makes it read the tokens again.
+        assert auth[1].WhoAmI(apb.WhoAmIRequest(), metadata=md(made.token), timeout=10).id == made.info.id
+
+        def refused_on_the_other() -> bool:
+            try:
+                auth[1].WhoAmI(apb.WhoAmIRequest(), metadata=md(made.token), timeout=10)
+                return False
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAUTHENTICATED, e
+                return "revoked" in e.details()
+
+        auth[0].RevokeToken(apb.RevokeTokenRequest(id=made.info.id), metadata=md(admin))
+        wait_for(refused_on_the_other, 15, what="the other server to refuse a token revoked on the first")
+    finally:
+        for c in channels:
+            c.close()
+        for s in servers:
+            s.close()
