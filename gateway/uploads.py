@@ -2,6 +2,7 @@
 whole in memory, and is refused as soon as it passes the upload limit (--max-upload-mb)."""
 from __future__ import annotations
 
+import asyncio
 from typing import Callable
 
 import grpc
@@ -61,7 +62,9 @@ async def send_stream(call, first, part, wrap: Callable[[bytes], object], limit:
     except BadRequest:
         call.cancel()
         raise
-    except (grpc.aio.AioRpcError, ConnectionError, RuntimeError) as e:  # the server ended the call first
+    # The server ended the call first (it refused the upload at its first message, say): a write then
+    # fails, with InvalidStateError ("RPC already finished") through a channel with interceptors.
+    except (grpc.aio.AioRpcError, ConnectionError, RuntimeError, asyncio.InvalidStateError) as e:
         if not call.done():
             call.cancel()
             raise BadRequest(f"the upload stopped: {e}", grpc.StatusCode.ABORTED) from None

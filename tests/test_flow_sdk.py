@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from conftest import http, wait_for
-from flow_jobs import GUEST, HOST, ROWS, pipeline, slow_job, upload_conf
+from flow_jobs import GUEST, HOST, ROWS, csv_path, pipeline, slow_job, upload_conf
 from taskhub.v1 import flow_service_pb2 as fpb
 from taskhub.v1 import task_pb2 as pb
 
@@ -63,9 +63,22 @@ def done_job(fc, namespace):
     return job_id
 
 
-def test_upload_replaces_only_with_drop_and_table_info(fc, namespace):
+def test_upload_replaces_only_with_drop_and_table_info(fc, namespace, tmp_path):
     again = fc.data.upload(upload_conf(namespace, "breast_hetero_guest"))
     assert again["retcode"] == 100 and "already exists" in again["retmsg"]
+
+    # A large file: the server refuses at the upload's first message, while the gateway still
+    # writes the file's chunks; its answer must be the server's, whichever write meets the end.
+    big = tmp_path / "big.csv"
+    with open(csv_path("breast_hetero_guest")) as src:
+        header, *rows = src.read().splitlines()
+    with open(big, "w") as out:
+        out.write(header + "\n")
+        while out.tell() < 12 << 20:  # 12 chunks of the gateway's 1 MiB
+            out.write("\n".join(rows) + "\n")
+    for _ in range(3):
+        again = fc.data.upload(upload_conf(namespace, "breast_hetero_guest", str(big)))
+        assert again["retcode"] == 100 and "already exists" in again["retmsg"], again
 
     info = fc.table.info(namespace=namespace, table_name="breast_hetero_guest")
     assert info["retcode"] == 0, info
