@@ -15,7 +15,7 @@ import time
 
 from client import TaskhubClient
 
-from .server import TaskhubServer
+from .server import TaskhubServer, same_hash_seed
 from .stats import percentiles, write_results
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=os.path.join(RESULTS, "auth.json"))
     a = ap.parse_args(argv)
     samples: dict[str, list[float]] = {k: [] for k in ("get_off", "get_on", "create_off", "create_on")}
-    with TaskhubServer("--no-local-node") as off, TaskhubServer("--no-local-node", "--auth") as on:
+    seed = same_hash_seed()
+    with TaskhubServer("--no-local-node", env=seed) as off, TaskhubServer("--no-local-node", "--auth", env=seed) as on:
         with open(os.path.join(on.dir, "admin.token")) as f:
             token = f.read().strip()
         clients = {"off": TaskhubClient(off.target, token=""), "on": TaskhubClient(on.target, token=token)}

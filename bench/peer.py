@@ -15,7 +15,9 @@ one ExecuteTask call, as the SDK's run_task makes it, against Celery's delay().g
 D one task printing 200,000 lines, lines/s to one reader (taskhub only).
 
 A, E and C run in rounds that interleave taskhub, taskhub with --auth, and Celery, and print
-each round's ratios: the machine's load shifts, so only figures of the same round compare. Auth
+each round's ratios: the machine's load shifts, so only figures of the same round compare. Each
+round starts its own pair of taskhub servers, both with the same new PYTHONHASHSEED (a process's
+own seed alone moved A by up to 9 % between identical servers: bench.server.same_hash_seed). Auth
 off and on take turns going first, and before each figure every system's processes are let
 settle (bench.stats.settle), so no figure carries another system's last commits. Within a
 round, A's and E's taskhub figures are the mean of four runs, two before Celery's and two after
@@ -45,7 +47,7 @@ import sys
 import time
 
 from . import bare, workloads
-from .server import TaskhubServer
+from .server import TaskhubServer, same_hash_seed
 from .stats import fmt, percentiles, settle, summary, table
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -168,80 +170,91 @@ def main(argv: list[str] | None = None) -> int:
 
     load_start = os.getloadavg()
     sqlite_bare = summary([bare.sqlite_group_commit_rate(100_000 // scale) for _ in range(reps)])
-    with TaskhubServer("--python-workers", str(workers)) as off, \
-            TaskhubServer("--python-workers", str(workers), "--auth") as on, Celery(workers) as cel:
-        pair = [("taskhub", (off.target, "")), ("taskhub_auth", (on.target, on.token))]
-        pids = [off.proc.pid, on.proc.pid] + [p.pid for p in cel.procs]
-        quiet = lambda: settle(pids)  # noqa: E731  (before each figure: no system pays for another's tail)
+    hash_seeds: list[str] = []
+    with Celery(workers) as cel:
         for r in range(reps):
-            print(f"round {r + 1} of {reps}", flush=True)
-            # Auth off and on take turns going first: the one that goes second meets the other's
-            # tail (its last commits and WAL checkpoint), which alone cost 10-20 % in a fixed order.
-            targets = dict(pair if r % 2 == 0 else pair[::-1])
-            # A and E: taskhub's runs take seconds, Celery's ten times longer; each taskhub figure
-            # is the mean of runs before Celery's and after it (in the reverse order), so it spans
-            # the same stretch of the machine's load as Celery's; auth off and on run back to back.
-            for key, taskhub_run, celery_run in (
-                    ("A", lambda t, tok: run(workloads.end_to_end(t, workloads.NOOP, n_a, token=tok)),
-                     lambda: cel.drive("G", n_a)["rate"]),
-                    ("E", lambda t, tok: workloads.sdk_one_per_call(t, n_e, 8, tok),
-                     lambda: cel.drive("A", n_e)["rate"])):
-                # Four runs each, off and on back to back (off, on, on, off before Celery's run, and
-                # on, off, off, on after it): paired, a run's jitter on this shared machine (+-15 %
-                # run to run) weighs half of what two runs let it.
-                first, second = targets
-                runs: dict[str, list[float]] = {s: [] for s in targets}
-                for system in (first, second, second, first):
+            # Each round a fresh pair of taskhub servers, both with one new string-hash seed: a
+            # process's own seed moved A by up to 9 % between identical servers, for as long as they
+            # ran (bench.server.same_hash_seed). So the pair differs only by --auth, and each round
+            # is another draw of what a process start gives.
+            seed = same_hash_seed()
+            hash_seeds.append(seed["PYTHONHASHSEED"])
+            print(f"round {r + 1} of {reps} (taskhub servers started with PYTHONHASHSEED={hash_seeds[-1]})", flush=True)
+            with TaskhubServer("--python-workers", str(workers), env=seed) as off, \
+                    TaskhubServer("--python-workers", str(workers), "--auth", env=seed) as on:
+                pair = [("taskhub", (off.target, "")), ("taskhub_auth", (on.target, on.token))]
+                pids = [off.proc.pid, on.proc.pid] + [p.pid for p in cel.procs]
+                quiet = lambda: settle(pids)  # noqa: E731  (before each figure: no system pays for another's tail)
+                for target, token in (off.target, ""), (on.target, on.token):  # workers' imports, channels
+                    run(workloads.end_to_end(target, workloads.NOOP, n_a // 10, token=token))
+                # Auth off and on take turns going first: the one that goes second meets the other's
+                # tail (its last commits and WAL checkpoint), which alone cost 10-20 % in a fixed order.
+                targets = dict(pair if r % 2 == 0 else pair[::-1])
+                # A and E: taskhub's runs take seconds, Celery's ten times longer; each taskhub figure
+                # is the mean of runs before Celery's and after it (in the reverse order), so it spans
+                # the same stretch of the machine's load as Celery's; auth off and on run back to back.
+                for key, taskhub_run, celery_run in (
+                        ("A", lambda t, tok: run(workloads.end_to_end(t, workloads.NOOP, n_a, token=tok)),
+                         lambda: cel.drive("G", n_a)["rate"]),
+                        ("E", lambda t, tok: workloads.sdk_one_per_call(t, n_e, 8, tok),
+                         lambda: cel.drive("A", n_e)["rate"])):
+                    # Four runs each, off and on back to back (off, on, on, off before Celery's run, and
+                    # on, off, off, on after it): paired, a run's jitter on this shared machine (+-15 %
+                    # run to run) weighs half of what two runs let it.
+                    first, second = targets
+                    runs: dict[str, list[float]] = {s: [] for s in targets}
+                    for system in (first, second, second, first):
+                        quiet()
+                        runs[system].append(taskhub_run(*targets[system]))
                     quiet()
-                    runs[system].append(taskhub_run(*targets[system]))
+                    rounds[key]["celery"].append(celery_run())
+                    for system in (second, first, first, second):
+                        quiet()
+                        runs[system].append(taskhub_run(*targets[system]))
+                    for system, figures in runs.items():
+                        rounds[key][system].append(sum(figures) / len(figures))
+                    auth_ratio[key].append(sum(a / o for a, o in zip(runs["taskhub_auth"], runs["taskhub"]))
+                                           / len(runs["taskhub"]))
                 quiet()
-                rounds[key]["celery"].append(celery_run())
-                for system in (second, first, first, second):
+                e_uncoalesced.append(workloads.sdk_one_per_call(off.target, n_e, 8, coalesce=False))
+                # C in chunks that take turns: each system's round trips spread over the same stretch.
+                chunk = max(1, n_c // C_CHUNKS)
+                this_round: dict[str, list[float]] = {s: [] for s in systems}
+                chunk_ratios = []
+                for k in range(C_CHUNKS):
+                    # Auth off and on swap places every chunk: neither always meets the other's tail.
+                    chunk_p50 = {}
+                    for system, (target, token) in list(targets.items())[::1 if k % 2 == 0 else -1]:
+                        quiet()
+                        trips = run(workloads.executes(target, workloads.NOOP, chunk, token))["submit_to_done"]
+                        this_round[system] += trips
+                        chunk_p50[system] = statistics.median(trips)
+                    chunk_ratios.append(chunk_p50["taskhub_auth"] / chunk_p50["taskhub"])
                     quiet()
-                    runs[system].append(taskhub_run(*targets[system]))
-                for system, figures in runs.items():
-                    rounds[key][system].append(sum(figures) / len(figures))
-                auth_ratio[key].append(sum(a / o for a, o in zip(runs["taskhub_auth"], runs["taskhub"]))
-                                       / len(runs["taskhub"]))
-            quiet()
-            e_uncoalesced.append(workloads.sdk_one_per_call(off.target, n_e, 8, coalesce=False))
-            # C in chunks that take turns: each system's round trips spread over the same stretch.
-            chunk = max(1, n_c // C_CHUNKS)
-            this_round: dict[str, list[float]] = {s: [] for s in systems}
-            chunk_ratios = []
-            for k in range(C_CHUNKS):
-                # Auth off and on swap places every chunk: neither always meets the other's tail.
-                chunk_p50 = {}
-                for system, (target, token) in list(targets.items())[::1 if k % 2 == 0 else -1]:
-                    quiet()
-                    trips = run(workloads.executes(target, workloads.NOOP, chunk, token))["submit_to_done"]
-                    this_round[system] += trips
-                    chunk_p50[system] = statistics.median(trips)
-                chunk_ratios.append(chunk_p50["taskhub_auth"] / chunk_p50["taskhub"])
-                quiet()
-                this_round["celery"] += cel.drive("C", chunk)["samples_ms"]
-            for system in systems:
-                c_samples[system] += this_round[system]
-                p = percentiles(this_round[system])
-                rounds["C_p50"][system].append(p["p50"])
-                rounds["C_p99"][system].append(p["p99"])
-            auth_ratio["C_p50"].append(statistics.median(chunk_ratios))
-            c_pairs += chunk_ratios
-            print(_ratio_line(f"A batched no-op tasks/s ({n_a:,})", *(rounds["A"][s][r] for s in systems)))
-            print(_ratio_line(f"E SDK one call per task/s ({n_e:,})", *(rounds["E"][s][r] for s in systems)))
-            print(f"  {'E with coalesce=False':<34} taskhub {fmt(e_uncoalesced[r]):>8}"
-                  f"{'':>34}->  {e_uncoalesced[r] / rounds['E']['celery'][r]:5.2f}x Celery")
-            print(_ratio_line("C round trip p50 ms", *(rounds["C_p50"][s][r] for s in systems), False))
-            print(_ratio_line("C round trip p99 ms", *(rounds["C_p99"][s][r] for s in systems), False))
-            print(f"  {'--auth against auth off':<34} A {auth_ratio['A'][r]:.3f}   E {auth_ratio['E'][r]:.3f}"
-                  f"   C p50 {auth_ratio['C_p50'][r]:.3f}  (runs paired back to back)", flush=True)
+                    this_round["celery"] += cel.drive("C", chunk)["samples_ms"]
+                for system in systems:
+                    c_samples[system] += this_round[system]
+                    p = percentiles(this_round[system])
+                    rounds["C_p50"][system].append(p["p50"])
+                    rounds["C_p99"][system].append(p["p99"])
+                auth_ratio["C_p50"].append(statistics.median(chunk_ratios))
+                c_pairs += chunk_ratios
+                print(_ratio_line(f"A batched no-op tasks/s ({n_a:,})", *(rounds["A"][s][r] for s in systems)))
+                print(_ratio_line(f"E SDK one call per task/s ({n_e:,})", *(rounds["E"][s][r] for s in systems)))
+                print(f"  {'E with coalesce=False':<34} taskhub {fmt(e_uncoalesced[r]):>8}"
+                      f"{'':>34}->  {e_uncoalesced[r] / rounds['E']['celery'][r]:5.2f}x Celery")
+                print(_ratio_line("C round trip p50 ms", *(rounds["C_p50"][s][r] for s in systems), False))
+                print(_ratio_line("C round trip p99 ms", *(rounds["C_p99"][s][r] for s in systems), False))
+                print(f"  {'--auth against auth off':<34} A {auth_ratio['A'][r]:.3f}   E {auth_ratio['E'][r]:.3f}"
+                      f"   C p50 {auth_ratio['C_p50'][r]:.3f}  (runs paired back to back)", flush=True)
         versions = cel.versions()
         # B and D: taskhub (auth off) and the bare machine only; Celery has no log stream.
-        pairs = [(bare.fork_exec_rate(n_b, 1), run(workloads.end_to_end(off.target, workloads.TRUE, n_b)))
-                 for _ in range(reps)]
-        w["B"]["bare"] = summary([b for b, _ in pairs])
-        w["B"]["taskhub"] = summary([t for _, t in pairs])
-        w["D"]["taskhub"] = summary([run(workloads.trace(off.target, workloads.chatty(n_d)))[0] for _ in range(reps)])
+        with TaskhubServer("--python-workers", str(workers)) as off:
+            pairs = [(bare.fork_exec_rate(n_b, 1), run(workloads.end_to_end(off.target, workloads.TRUE, n_b)))
+                     for _ in range(reps)]
+            w["B"]["bare"] = summary([b for b, _ in pairs])
+            w["B"]["taskhub"] = summary([t for _, t in pairs])
+            w["D"]["taskhub"] = summary([run(workloads.trace(off.target, workloads.chatty(n_d)))[0] for _ in range(reps)])
         w["B"]["celery"] = summary([cel.drive("B", n_b)["rate"] for _ in range(reps)])
     for key in ("A", "E"):
         for system in systems:
@@ -254,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": {"cores": os.cpu_count(), "versions": {
         "python": sys.version.split()[0], "grpcio": grpc.__version__, **versions}},
         "load_average": {"start": load_start, "end": os.getloadavg()},
+        "taskhub_hash_seeds": hash_seeds,  # one per round, for both servers of its pair
         "workloads": w, "bare_sqlite_rows_per_s": sqlite_bare,
         "celery_batch": "A: Celery group() of 250 tasks per apply_async (taskhub: CreateTasks of 250);"
                         " E: Celery delay() per task from 8 threads sharing its app (taskhub: create_task per task"

@@ -19,7 +19,7 @@ import platform
 import sys
 
 from . import bare, ceiling, guard, stages, workloads
-from .server import TaskhubServer
+from .server import TaskhubServer, same_hash_seed
 from .stats import fmt, percentiles, print_load, settle, summary, table
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         lat = run(workloads.round_trips(srv.target, workloads.TRUE, n_lat))
         fig["latency_command_ms"] = {k: percentiles(v) for k, v in lat.items()}
     # The no-op path with auth off and on, in rounds that alternate the two servers and their order.
-    with TaskhubServer() as off, TaskhubServer("--auth") as on:
+    seed = same_hash_seed()
+    with TaskhubServer(env=seed) as off, TaskhubServer("--auth", env=seed) as on:
         pairs = {"": [], "_auth": []}
         servers = [("", off), ("_auth", on)]
         for r in range(max(reps, 2)):  # each goes first as often as the other, after both settle (bench.peer)
@@ -123,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     print_load(res["machine"])
 
     res["stages"] = {}
+    seed = same_hash_seed()
     for auth, key in ((False, "auth_off"), (True, "auth_on")):
-        res["stages"][key] = stages.measure(n_lat, auth)
+        res["stages"][key] = stages.measure(n_lat, auth, seed)
         print("\n" + stages.render(res["stages"][key], f"one no-op task's round trip by stage ({key.replace('_', ' ')})"))
     c = res["ceiling"] = ceiling.measure(a.quick)
     c["taskhub_batched_fraction"] = fig["python_noop_per_s"]["median"] / c["limit_batched_per_s"]

@@ -76,11 +76,12 @@ def breakdown(records: dict[int, dict[str, float]], trips: list[tuple]) -> dict:
     return out
 
 
-def measure(trips: int, auth: bool) -> dict:
+def measure(trips: int, auth: bool, env: dict[str, str] | None = None) -> dict:
+    """`env`: more of the server's environment (bench.server.same_hash_seed, for two measures compared)."""
     with tempfile.TemporaryDirectory(prefix="taskhub-stages-") as d:
         path = os.path.join(d, "stages.jsonl")
         extra = ("--python-workers", "2") + (("--auth",) if auth else ())
-        with TaskhubServer(*extra, env={"TASKHUB_STAGES": path}) as srv:
+        with TaskhubServer(*extra, env={**(env or {}), "TASKHUB_STAGES": path}) as srv:
             seen: list[tuple] = []
             # the first trips warm the workers' import of the callable and the channels
             asyncio.run(workloads.executes(srv.target, workloads.NOOP, 20, srv.token))
