@@ -47,3 +47,13 @@ def environment(names: list) -> dict:
     script = "; ".join(f'printf "%s\\n" "${{{n}-unset}}"' for n in names)
     child = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, check=True).stdout
     return {"task": [os.environ.get(n) for n in names], "child": child.splitlines()}
+
+
+def environment_now(names: list) -> dict:
+    """What the task sees of these variables, in os.environ and in libc's environment (what a
+    process it started would get), without starting one: short enough to be held in a worker's line."""
+    import ctypes
+    getenv = ctypes.CDLL(None).getenv
+    getenv.restype = ctypes.c_char_p
+    libc = [getenv(n.encode()) for n in names]
+    return {"task": [os.environ.get(n) for n in names], "libc": [v.decode() if v is not None else None for v in libc]}

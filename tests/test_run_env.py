@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+from client.client import make_spec
 from server.node.run_env import RunEnv
 from taskhub.v1 import task_pb2 as pb
 
@@ -22,6 +23,7 @@ GROWTH = textwrap.dedent("""
     env, runs = RunEnv(), 50_000
     set_and_take_back = {
         "run_env": lambda e: env.restore(env.apply(e)),
+        "run_env back to back": lambda e: env.restore(env.apply(e), e),
         "os.environ": lambda e: (os.environ.update(e), os.environ.pop("TASKHUB_TOKEN")),
     }[sys.argv[1]]
     set_and_take_back({"TASKHUB_TOKEN": "tht_0_" + "0" * 40})
@@ -41,6 +43,7 @@ def test_a_token_per_run_costs_no_memory_for_good():
     # setenv keeps every distinct value: 50,000 tokens grow a process by ~5 MB for good
     assert _growth_kb("os.environ") > 3_000
     assert _growth_kb("run_env") < 500
+    assert _growth_kb("run_env back to back") < 500
 
 
 def _seen_by_a_child(name: str) -> str:
@@ -79,6 +82,34 @@ def test_a_value_longer_than_its_buffer_and_one_the_task_changed_are_put_back(mo
     assert "TASKHUB_NEW" not in os.environ and _seen_by_a_child("TASKHUB_NEW") == "unset"
 
 
+def test_a_name_the_next_run_sets_again_stays_until_it_runs_and_no_longer(monkeypatch):
+    monkeypatch.setenv("TASKHUB_KEPT", "the worker's own")
+    monkeypatch.delenv("TASKHUB_NEW", raising=False)
+    env = RunEnv()
+    runs = [{"TASKHUB_NEW": "1", "TASKHUB_KEPT": "1's"}, {"TASKHUB_NEW": "2"}, {"TASKHUB_NEW": "3"}, {}]
+    undo = env.apply(runs[0])
+    for i, run in enumerate(runs[1:], 1):
+        env.restore(undo, run)  # back to back: what `run` sets again stays until its apply
+        assert os.environ["TASKHUB_KEPT"] == "the worker's own" == _seen_by_a_child("TASKHUB_KEPT")
+        undo = env.apply(run)
+        assert os.getenv("TASKHUB_NEW") == run.get("TASKHUB_NEW") and os.environ["TASKHUB_KEPT"] == "the worker's own"
+        assert _seen_by_a_child("TASKHUB_NEW") == run.get("TASKHUB_NEW", "unset"), i
+    env.restore(undo)
+    undo = env.apply({"TASKHUB_NEW": "5"})
+    env.restore(undo, {"TASKHUB_NEW": "6"})  # and then the run named does not come
+    assert os.environ["TASKHUB_NEW"] == "5"
+    env.settle()
+    assert "TASKHUB_NEW" not in os.environ and _seen_by_a_child("TASKHUB_NEW") == "unset"
+    env.restore(env.apply({"TASKHUB_NEW": "5"}), {"TASKHUB_NEW": "6"})
+    undo = env.apply({"TASKHUB_OTHER": "x"})  # another run comes, which does not set it
+    assert "TASKHUB_NEW" not in os.environ and _seen_by_a_child("TASKHUB_NEW") == "unset"
+    env.restore(undo)
+    undo = env.apply({"TASKHUB_NEW": "7"})
+    os.environ["TASKHUB_NEW"] = "the task's own"  # a task that sets it itself: put back at once
+    env.restore(undo, {"TASKHUB_NEW": "8"})
+    assert "TASKHUB_NEW" not in os.environ and _seen_by_a_child("TASKHUB_NEW") == "unset"
+
+
 def test_a_value_libc_cannot_hold_is_refused_as_os_environ_refuses_it():
     env = RunEnv()
     for bad in ({"TASKHUB_NEW": "a\0b"}, {"A=B": "x"}):
@@ -100,3 +131,39 @@ def test_each_task_of_one_worker_sees_its_own_env_and_token_and_none_of_the_last
         probe, token = seen["task"]
         assert probe == env.get("RUN_ENV_PROBE") and token.startswith(f"tht_{t.id}_"), (i, seen)
         assert seen["child"] == [probe or "unset", token], (i, seen)
+
+
+def test_tasks_back_to_back_in_one_worker_see_only_their_own_env(server_factory):
+    srv = server_factory("--auth", "--python-workers", "1")
+    c = srv.client(token=(srv.workdir / "admin.token").read_text().strip())
+    names = ["RUN_ENV_PROBE", "TASKHUB_TOKEN"]
+    # One worker and short runs: after the first, the worker holds the next ones in its line and
+    # runs them back to back (server/node/pool.py), so a token stays placed between two runs.
+    # Runs with the probe and without take turns in runs of two.
+    specs = [make_spec(callable="sdk_tasks:environment_now", input={"names": names},
+                       env={"RUN_ENV_PROBE": f"run {i}"} if i % 4 < 2 else {}) for i in range(200)]
+    created = c.create_tasks(specs)
+    ended = {t.id: t for t in c.wait_tasks([t.id for t in created])}
+    for spec, made in zip(specs, created):
+        t = ended[made.id]
+        assert t.status == pb.TASK_STATUS_SUCCESS, t
+        seen = json.loads(t.result)
+        probe, token = seen["task"]
+        assert probe == spec.env.get("RUN_ENV_PROBE"), (t.id, seen)
+        assert token.startswith(f"tht_{t.id}_") and seen["libc"] == seen["task"], (t.id, seen)
+    after = c.run_task(callable="sdk_tasks:environment", input={"names": names}, timeout=60)
+    seen = json.loads(after.result)
+    assert seen["task"][0] is None and seen["child"][0] == "unset", seen
+
+
+def test_the_nodes_values_lie_beneath_a_specs_own(server_factory):
+    srv = server_factory("--python-workers", "1")
+    c = srv.client()
+    names = ["TASKHUB_SERVER", "TASKHUB_DATA_DIR"]
+    own = c.run_task(callable="sdk_tasks:environment", input={"names": names},
+                     env={"TASKHUB_DATA_DIR": "/the/spec's/own"}, timeout=60)
+    node = c.run_task(callable="sdk_tasks:environment", input={"names": names}, timeout=60)
+    (server, data_dir), (server_after, node_dir) = json.loads(own.result)["task"], json.loads(node.result)["task"]
+    assert data_dir == "/the/spec's/own" and json.loads(own.result)["child"][1] == data_dir
+    assert node_dir and node_dir != data_dir and json.loads(node.result)["child"] == [server_after, node_dir]
+    assert server and server == server_after  # the server's address, from the worker's start

@@ -82,7 +82,17 @@ class Executor:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.pool.env = self._standing_env()
         await asyncio.gather(self.pool.start(), self.spawner.start())
+
+    def _standing_env(self) -> dict[str, str]:
+        """What every run on this node gets beneath its own environment (which may name other
+        values): how to call the server back, the data directory. Python workers have it from their
+        start, so a job carries only the run's own (its spec's, its attempt, its token)."""
+        env = {**self.server_env, "TASKHUB_SERVER": self.server_target} if self.server_target else {}
+        if self.data_dir:
+            env["TASKHUB_DATA_DIR"] = self.data_dir
+        return env
 
     @property
     def running(self) -> int:
@@ -93,12 +103,10 @@ class Executor:
         env = run.env
         if run.attempt:
             env = {**env, "TASKHUB_ATTEMPT": str(run.attempt)}
-        if self.server_target and "TASKHUB_SERVER" not in env:
-            env = {**env, **self.server_env, "TASKHUB_SERVER": self.server_target}
-        if self.data_dir:
-            env = {**env, "TASKHUB_DATA_DIR": self.data_dir}
         if run.type == TaskType.COMMAND:
             self.commands[run.task_id] = run
+            if self.pool.env:
+                env = {**self.pool.env, **env}
             if run.keep_on_disconnect:  # the agent's fence (fence.py) leaves it alone
                 env = {**env, KEEP_ENV: "1"}
             self.spawner.send(("start", run.task_id, run.argv, env, run.cwd, run.timeout_seconds))

@@ -57,7 +57,7 @@ class WorkerProcess:
         self.ready = asyncio.get_running_loop().create_future()
 
     async def start(self) -> None:
-        env = clean_env(dict(os.environ))
+        env = {**clean_env(dict(os.environ)), **self.pool.env}
         paths = worker_paths(self.pool.task_paths)
         if env.get("PYTHONPATH"):
             paths.append(env["PYTHONPATH"])
@@ -145,6 +145,7 @@ class PythonPool:
         self.task_paths = list(task_paths)
         self.as_user: TaskUser | None = None  # the user workers run as (None: this process's)
         self.cwd: str | None = None      # their working directory (None: this process's)
+        self.env: dict[str, str] = {}    # what their environment has beyond this process's (Executor._standing_env)
         self.workers: list[WorkerProcess] = []    # ready and alive
         self.busy: dict[int, WorkerProcess] = {}  # task_id -> the worker holding it (running or held)
         self.waiting: collections.OrderedDict[int, tuple] = collections.OrderedDict()

@@ -11,7 +11,11 @@ larger one only when a value outgrows it. Buffers are never freed, so a pointer 
 library kept from getenv() stays valid. Python's view (`os.environ`) is updated beside it
 without a second setenv. A value the worker already has (the server's address, the data
 directory: the same for every task) is left alone, which also spares two libc calls per name
-and task. Where libc putenv is not to be had, os.environ is used as before.
+and task. A name the next run sets again (the token, under --auth: runs follow back to back in a
+busy worker) stays placed between the two runs, only its buffer rewritten by the next: it is taken
+back when the worker has no run to go on with (`settle`), and no task code of the worker runs in
+between but what the last run left behind, which saw that value while it ran. Where libc putenv
+is not to be had, os.environ is used as before.
 """
 from __future__ import annotations
 
@@ -36,32 +40,53 @@ class RunEnv:
         self._buffers: dict[bytes, ctypes.Array] = {}   # encoded name -> its buffer
         self._outgrown: list[ctypes.Array] = []         # buffers a longer value replaced (kept for good)
         self._placed: set[bytes] = set()                # names whose buffer is in libc's environ now
+        self._carried: dict[bytes, tuple[str, bytes | None]] = {}  # left set for the next run: name, value before
 
     def apply(self, env: dict[str, str]) -> list[tuple[str, bytes, bytes | None, bytes]]:
         """Set `env`; returns what `restore` needs to put back."""
         if self._calls is None:
             return self._apply_plain(env)
-        undo, data, encode = [], self._data, self.environ.encodevalue
+        undo, data, encode, carried = [], self._data, self.environ.encodevalue, self._carried
         for name, value in env.items():
             key = self._keys.get(name) or self._key(name)
             ours = encode(value)
-            before = data.get(key)
-            if before != ours:
+            now = data.get(key)
+            before = carried[key][1] if carried and key in carried else now
+            if now != ours:
                 self._set(name, key, ours)
+            if before != ours:
                 undo.append((name, key, before, ours))
+            if carried:
+                carried.pop(key, None)  # now this run's, to put back after it
+        if carried:
+            self.settle()  # left for a run that sets them, and this one does not
         return undo
 
-    def restore(self, undo: list) -> None:
+    def restore(self, undo: list, following: dict[str, str] | None = None) -> None:
+        """Put back what `apply` set. `following`: the environment of the run that comes next; a
+        name it sets again is left as it is until then (`settle` takes it back if no run comes)."""
         if self._calls is None:
             return self._restore_plain(undo)
         data = self._data
         for name, key, before, ours in reversed(undo):
             if data.get(key) != ours:
                 self._placed.discard(key)  # the task set or removed it itself: libc holds its own copy
-            if before is None:
-                self._unset(name, key)
-            else:
-                self._set(name, key, before)
+            elif following is not None and name in following and key in self._placed:
+                self._carried[key] = (name, before)
+                continue
+            self._put_back(name, key, before)
+
+    def settle(self) -> None:
+        """Take back what the last run left set for a run that did not come."""
+        while self._carried:
+            key, (name, before) = self._carried.popitem()
+            self._put_back(name, key, before)
+
+    def _put_back(self, name: str, key: bytes, before: bytes | None) -> None:
+        if before is None:
+            self._unset(name, key)
+        else:
+            self._set(name, key, before)
 
     def _key(self, name: str) -> bytes:
         key = self.environ.encodekey(name)

@@ -183,6 +183,7 @@ class Worker:
         while True:
             self._read(wait=False)  # all that came first (a drop of the next job)
             while not self.jobs:
+                self.env.settle()  # nothing of the last run stays while the worker waits
                 self._read(wait=True)
             self.pipe_lock.release()  # the reader thread may take it if the job runs long
             self.job_started = time.monotonic()
@@ -222,7 +223,8 @@ class Worker:
             kind, error = "failed", f"{type(e).__name__}: {e}"
         finally:
             seconds = time.perf_counter() - began
-            self.env.restore(undo_env)
+            jobs = self.jobs
+            self.env.restore(undo_env, jobs[0][7] if jobs else None)
         try:
             sys.stdout.flush()
             sys.stderr.flush()
