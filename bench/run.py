@@ -16,6 +16,7 @@ import json
 import asyncio
 import os
 import platform
+import statistics
 import sys
 
 from . import bare, ceiling, guard, stages, workloads
@@ -67,21 +68,31 @@ def main(argv: list[str] | None = None) -> int:
             run(workloads.executes(srv.target, workloads.NOOP, n_lat))["submit_to_done"])}
         lat = run(workloads.round_trips(srv.target, workloads.TRUE, n_lat))
         fig["latency_command_ms"] = {k: percentiles(v) for k, v in lat.items()}
-    # The no-op path with auth off and on, in rounds that alternate the two servers and their order.
+    # The no-op path with auth off and on. Per round, each workload runs off, on, on, off (or the
+    # mirror, every other round) after both settle: each server's figure is the mean of its two runs,
+    # and auth's cost the mean of the two runs' ratios taken back to back, judged on its median over
+    # rounds (as bench.peer: a single run moves by +-15 % on this shared machine, which figures
+    # taken apart carry into the ratio).
     seed = same_hash_seed()
     with TaskhubServer(env=seed) as off, TaskhubServer("--auth", env=seed) as on:
-        pairs = {"": [], "_auth": []}
-        servers = [("", off), ("_auth", on)]
-        for r in range(max(reps, 2)):  # each goes first as often as the other, after both settle (bench.peer)
-            for suffix, srv in (servers if r % 2 == 0 else servers[::-1]):
-                settle([off.proc.pid, on.proc.pid])
-                batched = run(workloads.end_to_end(srv.target, workloads.NOOP, n_py, token=srv.token))
-                settle([off.proc.pid, on.proc.pid])
-                pairs[suffix].append((batched, workloads.sdk_one_per_call(srv.target, n_sdk, 8, srv.token,
-                                                                          coalesce=False)))
-        for suffix, got in pairs.items():
-            fig[f"python_noop_pair{suffix}_per_s"] = summary([a for a, _ in got])
-            fig[f"sdk_one_call_per_task{suffix}_per_s"] = summary([b for _, b in got])
+        figures: dict[str, dict[str, list[float]]] = {w: {"": [], "_auth": []} for w in ("batched", "sdk")}
+        paired: dict[str, list[float]] = {"batched": [], "sdk": []}
+        for r in range(max(reps, 2)):
+            first, second = (("", off), ("_auth", on)) if r % 2 == 0 else (("_auth", on), ("", off))
+            for workload, measure in (
+                    ("batched", lambda srv: run(workloads.end_to_end(srv.target, workloads.NOOP, n_py, token=srv.token))),
+                    ("sdk", lambda srv: workloads.sdk_one_per_call(srv.target, n_sdk, 8, srv.token, coalesce=False))):
+                runs: dict[str, list[float]] = {"": [], "_auth": []}
+                for suffix, srv in (first, second, second, first):
+                    settle([off.proc.pid, on.proc.pid])
+                    runs[suffix].append(measure(srv))
+                for suffix, got in runs.items():
+                    figures[workload][suffix].append(sum(got) / len(got))
+                paired[workload].append(sum(a / o for a, o in zip(runs["_auth"], runs[""])) / len(runs[""]))
+        for suffix in ("", "_auth"):
+            fig[f"python_noop_pair{suffix}_per_s"] = summary(figures["batched"][suffix])
+            fig[f"sdk_one_call_per_task{suffix}_per_s"] = summary(figures["sdk"][suffix])
+        fig["auth_paired"] = {w: {"rounds": v, "median": statistics.median(v)} for w, v in paired.items()}
         lat = run(workloads.round_trips(on.target, workloads.NOOP, n_lat, on.token))
         fig["latency_python_auth_ms"] = {k: percentiles(v) for k, v in lat.items()}
         fig["latency_python_execute_auth_ms"] = {"submit_to_done": percentiles(
@@ -110,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                      *(fmt(fig[f"python_noop_pair{suffix}_per_s"][k]) for k in ("median", "min", "max"))])
         rows.append([f"no-op tasks/s, SDK one CreateTask per task (coalesce=False), 8 threads, {what} ({n_sdk})", "auth within 10%",
                      *(fmt(fig[f"sdk_one_call_per_task{suffix}_per_s"][k]) for k in ("median", "min", "max"))])
+    for workload, label in (("batched", "batched"), ("sdk", "SDK one CreateTask per task")):
+        p = fig["auth_paired"][workload]
+        rows.append([f"{label}: --auth against auth off, paired back to back (median of rounds)", "0.90 - 1.10",
+                     f"{p['median']:.3f}", f"{min(p['rounds']):.3f}", f"{max(p['rounds']):.3f}"])
     for kind in ("python", "command", "python_auth"):
         for k, label in (("submit_to_running", "submit->RUNNING (client)"), ("server_create_to_start", "create->start (server)"),
                          ("submit_to_done", "submit->done (client)")):
